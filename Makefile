@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - install, train a small model on the bundled photo, render a 4K image (local Ray)
+#   make test   - install, run the test suite (CPU, a few minutes)
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+# CPU build of PyTorch: pinned so that pip never resolves a multi-GB CUDA build on a CPU machine.
+# Elsewhere pass e.g. TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu".
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+
+.PHONY: setup test demo bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_INDEX) "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/ourgan-dist demo --out demo-out
+
+bench: setup
+	$(PY) benchmarks/tiled_vs_untiled.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

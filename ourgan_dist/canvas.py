@@ -1,0 +1,259 @@
+"""The render store: a Zarr v3 group over any fsspec URL, laid out as an OME-Zarr 0.5 image.
+
+    <root>/zarr.json          attributes: "ome" (NGFF 0.5 multiscales) and "ourgan_dist" (the
+                              resolved render config, model id, completion flag)
+    <root>/0, 1, 2, ...       uint8 (c, y, x) RGB: the result and its viewing pyramid (each half)
+    <root>/generation/<l>     float16 (c, y, x) generation levels below the last, in [-1, 1]
+    <root>/_ourgan/done/...   one empty object per finished task (completion records)
+
+Metadata is written first; every later write covers whole chunks of one array and is checked
+against the chunk grid (invariant I4). A store is marked complete only when every task of every
+level and of the pyramid has its completion record (I6).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import fsspec
+import numpy as np
+import zarr
+
+from .errors import MisalignedWriteError, StoreError
+from .plan import Box, PyramidKey, RenderPlan, TaskKey, TileKey
+
+STORE_FORMAT = 1
+ATTR = "ourgan_dist"
+GENERATION = "generation"
+RECORDS = "_ourgan"
+
+
+def _fs(url: str, storage_options: dict | None):
+    fs, root = fsspec.url_to_fs(url, **(storage_options or {}))
+    return fs, root.rstrip("/")
+
+
+def _zarr_store(url: str, storage_options: dict | None):
+    if "://" not in url or url.startswith("file://"):
+        path = url[len("file://"):] if url.startswith("file://") else url
+        return zarr.storage.LocalStore(path)
+    return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options or {})
+
+
+def ome_attributes(plan: RenderPlan, name: str) -> dict[str, Any]:
+    datasets = [{"path": str(k), "coordinateTransformations": [
+        {"type": "scale", "scale": [1.0, float(2**k), float(2**k)]}]} for k in range(len(plan.pyramid_shapes))]
+    return {
+        "version": "0.5",
+        "multiscales": [{
+            "name": name,
+            "axes": [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+            "datasets": datasets,
+        }],
+        "omero": {"channels": [
+            {"label": lab, "color": col, "active": True, "window": {"min": 0, "max": 255, "start": 0, "end": 255}}
+            for lab, col in (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))],
+            "rdefs": {"model": "color"}},
+    }
+
+
+def check_aligned(array_name: str, shape: tuple[int, int], chunks: tuple[int, int], box: Box) -> None:
+    """Refuse a write that does not cover whole chunks (I4)."""
+    h, w = shape
+    ch, cw = chunks
+    bad = []
+    if box.y0 % ch or box.x0 % cw:
+        bad.append(f"its start ({box.y0}, {box.x0}) is not on the {ch}x{cw} chunk grid")
+    if (box.y1 % ch and box.y1 != h) or (box.x1 % cw and box.x1 != w):
+        bad.append(f"its end ({box.y1}, {box.x1}) is neither on the chunk grid nor the array edge ({h}, {w})")
+    if not (0 <= box.y0 < box.y1 <= h and 0 <= box.x0 < box.x1 <= w):
+        bad.append(f"it is empty or outside the array ({h}, {w})")
+    if bad:
+        raise MisalignedWriteError(
+            f"refused write of {box} to array {array_name!r}: " + "; ".join(bad) +
+            ". A partial-chunk write is a read-modify-write of a chunk another task may also write, so one "
+            "task's pixels could silently be lost; tiles must be multiples of the chunk size.")
+
+
+class Canvas:
+    """Open handle on a render store. Cheap to construct; safe to open in many processes."""
+
+    def __init__(self, url: str, storage_options: dict | None = None, mode: str = "r"):
+        self.url = url
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.root = _fs(url, self.storage_options)
+        try:
+            self.group = zarr.open_group(_zarr_store(url, self.storage_options), mode=mode, zarr_format=3)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError if hasattr(zarr.errors, "GroupNotFoundError")
+                else FileNotFoundError):
+            raise StoreError(f"store {url!r}: no ourgan-dist render there (no zarr.json)") from None
+        attrs = self.group.attrs.asdict()
+        if ATTR not in attrs:
+            raise StoreError(f"store {url!r}: a Zarr group, but not an ourgan-dist render (no '{ATTR}' attributes)")
+        self.info: dict[str, Any] = attrs[ATTR]
+        if self.info.get("format") != STORE_FORMAT:
+            raise StoreError(f"store {url!r}: store format {self.info.get('format')!r}, this version writes "
+                             f"{STORE_FORMAT}; render it again")
+        self.plan = plan_from_info(self.info)
+        self._arrays: dict[str, Any] = {}
+        self._made: set[str] = set()
+
+    # ---- creation -----------------------------------------------------------------------
+    @staticmethod
+    def exists(url: str, storage_options: dict | None = None) -> bool:
+        fs, root = _fs(url, storage_options)
+        try:
+            return fs.exists(root) and bool(fs.ls(root))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    @staticmethod
+    def is_render_store(url: str, storage_options: dict | None = None) -> bool:
+        fs, root = _fs(url, storage_options)
+        try:
+            with fs.open(f"{root}/zarr.json", "rb") as f:
+                meta = json.load(f)
+        except (FileNotFoundError, ValueError, OSError):
+            return False
+        return ATTR in meta.get("attributes", {})
+
+    @classmethod
+    def create(cls, url: str, plan: RenderPlan, info: dict[str, Any], storage_options: dict | None = None) -> "Canvas":
+        """Write the group and every array's metadata (no chunks) for a new render."""
+        store = _zarr_store(url, storage_options)
+        info = dict(info, format=STORE_FORMAT, complete=False)
+        attrs = {"ome": ome_attributes(plan, info.get("name", "ourgan-dist render")), ATTR: info}
+        group = zarr.open_group(store, mode="w", zarr_format=3, attributes=attrs)
+        for k, (h, w) in enumerate(plan.pyramid_shapes):
+            group.create_array(str(k), shape=(3, h, w), chunks=(3, *plan.chunk_shape(h, w)), dtype="uint8",
+                               fill_value=0, dimension_names=("c", "y", "x"))
+        gen = group.create_group(GENERATION, attributes={
+            "description": "generation levels below the last: float16 in [-1, 1], level l+1 is 4x level l"})
+        for lv in plan.levels[:-1]:
+            gen.create_array(str(lv.index), shape=(3, lv.height, lv.width),
+                             chunks=(3, *plan.chunk_shape(lv.height, lv.width)), dtype="float16", fill_value=0.0,
+                             dimension_names=("c", "y", "x"))
+        return cls(url, storage_options, mode="r+")
+
+    @staticmethod
+    def delete(url: str, storage_options: dict | None = None) -> None:
+        fs, root = _fs(url, storage_options)
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+
+    # ---- arrays -------------------------------------------------------------------------
+    def array(self, name: str):
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
+
+    def level_array_name(self, level: int) -> str:
+        return "0" if level == self.plan.final_level else f"{GENERATION}/{level}"
+
+    def read(self, name: str, box: Box) -> np.ndarray:
+        """(3, box.height, box.width) pixels of an array (any box: reads need no alignment)."""
+        return self.array(name)[:, box.y0:box.y1, box.x0:box.x1]
+
+    def write(self, name: str, box: Box, data: np.ndarray) -> None:
+        """Write whole chunks: ``box`` must start on the chunk grid and end on it or at the edge."""
+        arr = self.array(name)
+        check_aligned(name, arr.shape[1:], arr.chunks[1:], box)
+        if data.shape != (3, box.height, box.width):
+            raise ValueError(f"write to {name!r}: data {data.shape} does not match {box}")
+        arr[:, box.y0:box.y1, box.x0:box.x1] = data
+
+    # ---- completion records -------------------------------------------------------------
+    def _record(self, key: TaskKey) -> str:
+        if isinstance(key, TileKey):
+            return f"{self.root}/{RECORDS}/done/L{key.level}/{key.ty}.{key.tx}"
+        return f"{self.root}/{RECORDS}/done/P{key.scale}/{key.ty}.{key.tx}"
+
+    def mark_done(self, key: TaskKey) -> None:
+        path = self._record(key)
+        parent = path.rsplit("/", 1)[0]
+        if parent not in self._made:
+            self.fs.makedirs(parent, exist_ok=True)
+            self._made.add(parent)
+        self.fs.pipe_file(path, b"")
+
+    def done(self) -> set[TaskKey]:
+        """Every task with a completion record."""
+        base = f"{self.root}/{RECORDS}/done"
+        out: set[TaskKey] = set()
+        try:
+            dirs = self.fs.ls(base, detail=False)
+        except FileNotFoundError:
+            return out
+        for d in dirs:
+            tag = d.rstrip("/").rsplit("/", 1)[-1]
+            try:
+                names = self.fs.ls(d, detail=False)
+            except FileNotFoundError:
+                continue
+            for n in names:
+                ty, tx = (int(v) for v in n.rstrip("/").rsplit("/", 1)[-1].split("."))
+                out.add(TileKey(int(tag[1:]), ty, tx) if tag[0] == "L" else PyramidKey(int(tag[1:]), ty, tx))
+        return out
+
+    def progress(self) -> dict[str, Any]:
+        """Tasks done/total per generation level and for the pyramid."""
+        done = self.done()
+        rows = {}
+        for lv in self.plan.levels:
+            keys = self.plan.tiles(lv.index)
+            rows[f"level {lv.index}"] = (sum(k in done for k in keys), len(keys))
+        pyr = list(self.plan.all_pyramid_tasks())
+        rows["pyramid"] = (sum(k in done for k in pyr), len(pyr))
+        return {"tasks": rows, "complete": bool(self.info.get("complete"))}
+
+    def mark_complete(self) -> None:
+        missing = [k for k in [*self.plan.all_tiles(), *self.plan.all_pyramid_tasks()] if k not in self.done()]
+        if missing:
+            raise StoreError(f"store {self.url!r}: {len(missing)} task(s) unfinished (first: {missing[0]}); "
+                             "run the same render with --resume")
+        self.set_info(complete=True)
+
+    def set_info(self, **changes: Any) -> None:
+        self.info = dict(self.info, **changes)
+        self.group.attrs[ATTR] = self.info
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.info.get("complete"))
+
+    def require_complete(self, what: str) -> None:
+        if not self.complete:
+            p = self.progress()["tasks"]
+            done = sum(d for d, _ in p.values())
+            total = sum(t for _, t in p.values())
+            raise StoreError(f"store {self.url!r}: incomplete render ({done}/{total} tasks done); {what} needs a "
+                             "complete store: finish it with `ourgan-dist render ... --resume`")
+
+
+def plan_from_info(info: dict[str, Any]) -> RenderPlan:
+    p = info["plan"]
+    return RenderPlan(width=p["width"], height=p["height"], n_sr=p["n_sr"], base_height=p["base_height"],
+                      base_width=p["base_width"], tile=p["tile"], halo=p["halo"],
+                      receptive_radius=p["receptive_radius"], chunk=p["chunk"])
+
+
+def plan_to_info(plan: RenderPlan) -> dict[str, Any]:
+    return {"width": plan.width, "height": plan.height, "n_sr": plan.n_sr, "base_height": plan.base_height,
+            "base_width": plan.base_width, "tile": plan.tile, "halo": plan.halo,
+            "receptive_radius": plan.receptive_radius, "chunk": plan.chunk}
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """[-1, 1] float -> uint8, round half up, deterministic."""
+    return np.clip(np.floor((x.astype(np.float32) + 1.0) * 127.5 + 0.5), 0, 255).astype(np.uint8)
+
+
+def downsample2(block: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """2x2 mean (rounded) of a uint8 (3, h, w) block, edge pixels repeated for odd sizes."""
+    _, h, w = block.shape
+    ph, pw = 2 * out_h - h, 2 * out_w - w
+    if ph or pw:
+        block = np.pad(block, ((0, 0), (0, ph), (0, pw)), mode="edge")
+    b = block.astype(np.uint16).reshape(3, out_h, 2, out_w, 2)
+    return ((b.sum(axis=(2, 4)) + 2) // 4).astype(np.uint8)

@@ -1,0 +1,182 @@
+"""Frozen, validated configuration: model architecture, training schedule, presets.
+
+Every config is a frozen dataclass that checks its fields on construction, serialises to a
+plain dict (stored inside every checkpoint and next to every render) and is rebuilt from one
+with unknown keys refused by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _check(cls_name: str, name: str, ok: bool, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{cls_name}.{name}={value!r}: {rule}")
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+    """Rebuild a config dataclass (recursively) from a dict, refusing unknown keys."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown keys {unknown}; known keys are {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        sub = _NESTED.get((cls.__name__, name))
+        kwargs[name] = from_dict(sub, value) if sub is not None else value
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """The coherent low-resolution generator (HP-VAE-GAN style, plus a vertical y channel)."""
+
+    base_width: int = 256  # width of the finest base scale the photo is trained at
+    coarsest_width: int = 32  # width of the coarsest scale; the patch-VAE starts here
+    n_scales: int = 10  # scales from coarsest to finest, geometric spacing
+    channels: int = 64  # feature channels of every stage
+    convs_per_stage: int = 5  # 3x3 convolutions per stage: patch size 2*convs+1
+    vae_scales: int = 3  # coarsest scales trained as a patch-VAE (diversity); the rest are GAN
+    latent_channels: int = 8  # channels of the VAE latent at the coarsest scale
+    vertical_coord: bool = True  # feed a global y channel (-1 top .. +1 bottom) to every conv
+
+    def __post_init__(self) -> None:
+        n = type(self).__name__
+        _check(n, "base_width", isinstance(self.base_width, int) and self.base_width >= 8, "an int >= 8", self.base_width)
+        _check(n, "coarsest_width", isinstance(self.coarsest_width, int) and 4 <= self.coarsest_width <= self.base_width,
+               f"an int in [4, base_width={self.base_width}]", self.coarsest_width)
+        _check(n, "n_scales", isinstance(self.n_scales, int) and 1 <= self.n_scales <= 20, "an int in [1, 20]", self.n_scales)
+        _check(n, "channels", isinstance(self.channels, int) and self.channels >= 1, "an int >= 1", self.channels)
+        _check(n, "convs_per_stage", isinstance(self.convs_per_stage, int) and self.convs_per_stage >= 2, "an int >= 2",
+               self.convs_per_stage)
+        _check(n, "vae_scales", isinstance(self.vae_scales, int) and 1 <= self.vae_scales <= self.n_scales,
+               f"an int in [1, n_scales={self.n_scales}]", self.vae_scales)
+        _check(n, "latent_channels", isinstance(self.latent_channels, int) and self.latent_channels >= 1, "an int >= 1",
+               self.latent_channels)
+        _check(n, "vertical_coord", isinstance(self.vertical_coord, bool), "a bool", self.vertical_coord)
+
+
+@dataclass(frozen=True)
+class SRConfig:
+    """The x4 super-resolution network (RRDB-style), applied level after level."""
+
+    features: int = 64  # trunk channels (ESRGAN: nf)
+    growth: int = 32  # channels added by each dense conv (ESRGAN: gc)
+    blocks: int = 6  # RRDB blocks; the receptive field grows with blocks * rdbs * dense
+    rdbs_per_block: int = 3  # residual dense blocks per RRDB (ESRGAN: 3)
+    dense_convs: int = 5  # 3x3 convs per residual dense block, fusion conv included (ESRGAN: 5)
+    noise_amp: float = 0.02  # std of the input noise: SR(x + amp * z)
+
+    def __post_init__(self) -> None:
+        n = type(self).__name__
+        for name in ("features", "growth", "blocks", "rdbs_per_block"):
+            v = getattr(self, name)
+            _check(n, name, isinstance(v, int) and v >= 1, "an int >= 1", v)
+        _check(n, "dense_convs", isinstance(self.dense_convs, int) and self.dense_convs >= 2, "an int >= 2",
+               self.dense_convs)
+        _check(n, "noise_amp", isinstance(self.noise_amp, (int, float)) and 0 <= self.noise_amp <= 1, "a number in [0, 1]",
+               self.noise_amp)
+
+    @property
+    def receptive_radius(self) -> int:
+        """Exact receptive-field radius in input (low-resolution) pixels.
+
+        conv_first (1) + every dense conv of every RDB + conv_body (1) + the upsampling tail (2:
+        one conv at 2x and three at 4x after nearest upsampling reach two input pixels either side:
+        output pixel 4k depends on 4x pixels 4k-3.., 2x pixels 2k-3.., input pixels k-2..).
+        """
+        return 1 + self.blocks * self.rdbs_per_block * self.dense_convs + 1 + 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The one-shot training schedule."""
+
+    base_iterations: int = 2000  # optimiser steps per base scale
+    sr_iterations: int = 20000  # optimiser steps of the SR network
+    lr: float = 5e-4  # Adam learning rate, base and SR
+    recon_weight: float = 10.0  # reconstruction loss weight (HP-VAE-GAN: 10)
+    kl_weight: float = 1.0  # KL weight of the patch-VAE scales
+    gp_weight: float = 0.1  # WGAN-GP gradient penalty weight
+    noise_amp_scale: float = 0.1  # per-scale noise amplitude = scale * RMSE(reconstruction)
+    sr_crop: int = 128  # high-resolution crop side for SR training
+    sr_batch: int = 4  # crops per SR step
+    sr_adv_weight: float = 0.005  # weight of the SR patch-GAN loss next to L1
+    critic_channels: int = 32  # channels of the patch critics
+
+    def __post_init__(self) -> None:
+        n = type(self).__name__
+        for name in ("base_iterations", "sr_iterations"):
+            v = getattr(self, name)
+            _check(n, name, isinstance(v, int) and v >= 0, "an int >= 0", v)
+        for name in ("sr_crop", "sr_batch", "critic_channels"):
+            v = getattr(self, name)
+            _check(n, name, isinstance(v, int) and v >= 1, "an int >= 1", v)
+        _check(n, "sr_crop", self.sr_crop % 4 == 0 and self.sr_crop >= 16, "a multiple of 4, >= 16", self.sr_crop)
+        for name in ("lr", "recon_weight", "kl_weight", "gp_weight", "noise_amp_scale", "sr_adv_weight"):
+            v = getattr(self, name)
+            _check(n, name, isinstance(v, (int, float)) and v >= 0, "a number >= 0", v)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model: stored inside every checkpoint."""
+
+    preset: str = "paper"
+    base: BaseConfig = field(default_factory=BaseConfig)
+    sr: SRConfig = field(default_factory=SRConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _check("ModelConfig", "preset", isinstance(self.preset, str) and bool(self.preset), "a non-empty string",
+               self.preset)
+        for name, cls in (("base", BaseConfig), ("sr", SRConfig), ("train", TrainConfig)):
+            _check("ModelConfig", name, isinstance(getattr(self, name), cls), f"a {cls.__name__}", getattr(self, name))
+
+
+_NESTED = {
+    ("ModelConfig", "base"): BaseConfig,
+    ("ModelConfig", "sr"): SRConfig,
+    ("ModelConfig", "train"): TrainConfig,
+}
+
+PRESETS: dict[str, ModelConfig] = {
+    # Tests: trains and renders in seconds on one CPU core.
+    "tiny": ModelConfig(
+        preset="tiny",
+        base=BaseConfig(base_width=32, coarsest_width=12, n_scales=3, channels=8, convs_per_stage=3, vae_scales=1,
+                        latent_channels=4),
+        sr=SRConfig(features=8, growth=4, blocks=1, rdbs_per_block=1, dense_convs=3, noise_amp=0.02),
+        train=TrainConfig(base_iterations=40, sr_iterations=60, lr=2e-3, sr_crop=32, sr_batch=2, critic_channels=8),
+    ),
+    # A laptop: a 2560x1600 photo trains in under 30 minutes on 2 CPU cores.
+    "cpu": ModelConfig(
+        preset="cpu",
+        base=BaseConfig(base_width=128, coarsest_width=24, n_scales=6, channels=32, convs_per_stage=4, vae_scales=2,
+                        latent_channels=8),
+        sr=SRConfig(features=32, growth=16, blocks=1, rdbs_per_block=2, dense_convs=4, noise_amp=0.02),
+        train=TrainConfig(base_iterations=400, sr_iterations=1500, lr=1e-3, sr_crop=96, sr_batch=4, critic_channels=32),
+    ),
+    # GPU scale: HP-VAE-GAN sizes for the base, an ESRGAN-like SR with a bounded receptive field.
+    "paper": ModelConfig(preset="paper"),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None

@@ -1,0 +1,22 @@
+"""The in-process reference executor: one ``TileWorker``, tasks in dependency order."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from ..plan import RenderPlan, TaskKey
+from ..tile import RenderJob, TaskReport, TileWorker
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, model=None):
+        self.model = model  # an already loaded model may be shared (tests, the demo)
+
+    def run(self, job: RenderJob, plan: RenderPlan, keys: Sequence[TaskKey],
+            on_done: Callable[[TaskReport], None]) -> None:
+        """``keys`` must be in dependency order (levels ascending, then pyramid scales)."""
+        worker = TileWorker(job, model=self.model, name="local")
+        for key in keys:
+            on_done(worker.run(key))

@@ -1,0 +1,119 @@
+"""Reading the user's photograph with pyvips: any format libvips reads (JPEG, PNG, TIFF, WebP,
+...), 8 or 16 bit, grayscale, alpha, CMYK, EXIF orientation. Large photos are shrunk on load
+(``thumbnail``) rather than decoded whole. Problems become one-line ``UserError``s."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import UserError
+
+MIN_SIDE = 16  # smaller photos cannot feed even the tiny preset
+
+
+@dataclass(frozen=True)
+class PhotoInfo:
+    path: str
+    width: int  # after EXIF orientation
+    height: int
+    bands: int
+    format: str
+    sha256: str
+
+
+def _pyvips():
+    import pyvips
+
+    return pyvips
+
+
+def _check_path(path: str) -> None:
+    if not os.path.exists(path):
+        raise UserError(f"photo {path!r}: no such file; give the path of a JPEG/PNG/TIFF/WebP photograph")
+    if os.path.isdir(path):
+        raise UserError(f"photo {path!r}: is a directory; give the path of an image file")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"photo {path!r}: not readable (permission denied)")
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _open(path: str, **kw):
+    pyvips = _pyvips()
+    _check_path(path)
+    try:
+        return pyvips.Image.new_from_file(path, **kw)
+    except pyvips.Error as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unknown format"
+        raise UserError(f"photo {path!r}: not a readable image ({first[:120]}); use a JPEG, PNG, TIFF or WebP file") from None
+
+
+def probe(path: str) -> PhotoInfo:
+    """Size (after EXIF orientation) and format without decoding pixels."""
+    im = _open(path)
+    w, h = im.width, im.height
+    try:
+        orientation = im.get("orientation") if im.get_typeof("orientation") else 1
+    except Exception:
+        orientation = 1
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    if min(w, h) < MIN_SIDE:
+        raise UserError(f"photo {path!r}: {w}x{h} is too small; a training photo needs at least {MIN_SIDE} px "
+                        "on each side (and far more to learn anything)")
+    return PhotoInfo(path, w, h, im.bands, im.format, file_sha256(path))
+
+
+def _to_srgb8(im):
+    """Any interpretation/bit depth/alpha -> 3-band 8-bit sRGB (alpha flattened on white)."""
+    pyvips = _pyvips()
+    if im.interpretation == "cmyk" or im.bands == 4 and im.interpretation == "cmyk":
+        im = im.icc_transform("srgb") if im.get_typeof("icc-profile-data") else im.colourspace("srgb")
+    if im.hasalpha():
+        im = im.flatten(background=[255] * (im.bands - 1) if im.format == "uchar" else
+                        [65535] * (im.bands - 1) if im.format == "ushort" else [1.0] * (im.bands - 1))
+    if im.interpretation not in ("srgb", "b-w") or im.format not in ("uchar",):
+        try:
+            im = im.colourspace("srgb")
+        except pyvips.Error:
+            pass
+    if im.format != "uchar":
+        im = im.cast("uchar") if im.format in ("char", "short", "int") else (
+            (im / 257).cast("uchar") if im.format == "ushort" else im.cast("uchar"))
+    if im.bands == 1:
+        im = im.bandjoin([im, im])
+    elif im.bands == 2:  # gray + alpha left over
+        im = im[0].bandjoin([im[0], im[0]])
+    elif im.bands > 3:
+        im = im[0:3]
+    return im
+
+
+def load_rgb(path: str, max_width: int | None = None, max_height: int | None = None) -> np.ndarray:
+    """The photo as float32 (3, H, W) in [-1, 1], EXIF-rotated, optionally shrunk to fit
+    ``max_width`` x ``max_height`` (shrink-on-load: a 20000 px JPEG is never decoded whole)."""
+    pyvips = _pyvips()
+    info = probe(path)
+    try:
+        if max_width or max_height:
+            tw = min(max_width or info.width, info.width)
+            th = min(max_height or info.height, info.height)
+            im = pyvips.Image.thumbnail(path, tw, height=th, size="down")
+        else:
+            im = _open(path, access="sequential").autorot()
+        im = _to_srgb8(im)
+        arr = np.ndarray(buffer=im.write_to_memory(), dtype=np.uint8, shape=(im.height, im.width, im.bands))
+    except pyvips.Error as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "decode failed"
+        raise UserError(f"photo {path!r}: could not be decoded ({first[:120]}); is the file truncated?") from None
+    return (arr.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0).copy()

@@ -1,0 +1,117 @@
+"""The coherent base generator: HP-VAE-GAN's multi-scale patch generator with OUR-GAN's
+vertical positional convolution.
+
+Scales run from coarsest (0) to finest (S-1). Scale 0 is a patch-VAE decoder of a latent map;
+the next ``vae_scales - 1`` scales refine deterministically (trained with the VAE, they carry
+its diversity up); the remaining scales are patch-GAN refinements with injected noise:
+
+    x_0 = tanh(D_0(z_0))
+    x_s = up(x_{s-1}) + G_s(up(x_{s-1}) + amp_s * z_s)        (amp_s = 0 on VAE scales)
+
+Every conv also sees the global y channel of its scale. The base image is small and is always
+generated whole (never tiled), so resizing between scales is an ordinary bilinear resize of the
+whole image. Noise comes from ``noise.normal`` keyed by (seed, level 0, scale).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import noise
+from ..config import BaseConfig
+from ..plan import Box
+from .layers import YConv, leaky
+
+
+class Stage(nn.Module):
+    """``convs`` 3x3 vertical positional convs: cin -> ch -> ... -> ch -> cout."""
+
+    def __init__(self, cin: int, ch: int, cout: int, convs: int, vertical: bool):
+        super().__init__()
+        widths = [cin] + [ch] * (convs - 1) + [cout]
+        self.convs = nn.ModuleList(YConv(a, b, vertical) for a, b in zip(widths[:-1], widths[1:]))
+
+    @property
+    def receptive_radius(self) -> int:
+        return len(self.convs)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        for i, conv in enumerate(self.convs):
+            x = conv(x, y)
+            if i < len(self.convs) - 1:
+                x = leaky(x)
+        return x
+
+
+def y_channel(height: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(1, 1, H, 1): rows of the whole image from -1 (top) to +1 (bottom)."""
+    return torch.from_numpy(noise.y_coordinates(0, height, height)).to(device).view(1, 1, height, 1)
+
+
+class BaseGenerator(nn.Module):
+    def __init__(self, cfg: BaseConfig):
+        super().__init__()
+        self.cfg = cfg
+        v = cfg.vertical_coord
+        self.encoder = Stage(3, cfg.channels, 2 * cfg.latent_channels, cfg.convs_per_stage, v)  # training only
+        self.decoder = Stage(cfg.latent_channels, cfg.channels, 3, cfg.convs_per_stage, v)
+        self.stages = nn.ModuleList(
+            Stage(3, cfg.channels, 3, cfg.convs_per_stage, v) for _ in range(cfg.n_scales - 1))
+        # per-scale noise amplitude, set by training from the reconstruction error (0 on VAE scales)
+        self.register_buffer("noise_amps", torch.zeros(cfg.n_scales))
+
+    @property
+    def receptive_radius(self) -> int:
+        """Radius of one stage (the patch a scale sees is 2 * radius + 1 of that scale's pixels)."""
+        return self.cfg.convs_per_stage
+
+    def scale_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """(h, w) of every scale, coarsest first, for a finest scale of ``height`` x ``width``."""
+        c = self.cfg
+        n = c.n_scales
+        ratio = c.coarsest_width / c.base_width
+        sizes = []
+        for s in range(n):
+            f = ratio ** ((n - 1 - s) / (n - 1)) if n > 1 else 1.0
+            sizes.append((max(2, math.floor(height * f + 0.5)), max(2, math.floor(width * f + 0.5))))
+        sizes[-1] = (height, width)
+        return sizes
+
+    def encode(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, h0, w0) coarsest image -> (mu, logvar), each (B, latent, h0, w0)."""
+        h = self.encoder(x0, y_channel(x0.shape[2], x0.device))
+        mu, logvar = h.chunk(2, dim=1)
+        return mu, logvar.clamp(-10, 10)
+
+    def decode(self, z0: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.decoder(z0, y_channel(z0.shape[2], z0.device)))
+
+    def refine(self, s: int, prev: torch.Tensor, size: tuple[int, int], z: torch.Tensor | None) -> torch.Tensor:
+        """Scale s >= 1: x_s = up(x_{s-1}) + G_s(up(x_{s-1}) + amp_s * z_s)."""
+        up = F.interpolate(prev, size=size, mode="bilinear", align_corners=False)
+        inp = up if z is None else up + self.noise_amps[s] * z
+        return up + self.stages[s - 1](inp, y_channel(size[0], up.device))
+
+    def scale_noise(self, seed: int, s: int, size: tuple[int, int], device) -> torch.Tensor | None:
+        if s < self.cfg.vae_scales:
+            return None
+        z = noise.normal(seed, 0, 1 + s, 3, Box(0, size[0], 0, size[1]))
+        return torch.from_numpy(z).unsqueeze(0).to(device)
+
+    def latent(self, seed: int, size: tuple[int, int], device) -> torch.Tensor:
+        z = noise.normal(seed, 0, 0, self.cfg.latent_channels, Box(0, size[0], 0, size[1]))
+        return torch.from_numpy(z).unsqueeze(0).to(device)
+
+    @torch.no_grad()
+    def generate(self, height: int, width: int, seed: int) -> torch.Tensor:
+        """A new base image (1, 3, height, width) in [-1, 1], a function of (weights, seed, size)."""
+        device = self.noise_amps.device
+        sizes = self.scale_sizes(height, width)
+        x = self.decode(self.latent(seed, sizes[0], device))
+        for s in range(1, len(sizes)):
+            x = self.refine(s, x, sizes[s], self.scale_noise(seed, s, sizes[s], device))
+        return x.clamp(-1, 1)

@@ -1,0 +1,143 @@
+"""Self-describing checkpoints: a model directory holds ``model.pt`` (tensors and plain values
+only, loaded with ``torch.load(weights_only=True)``: no code is ever unpickled) and ``model.json``
+(the same config and metadata, for people and for ``inspect``). Both are written atomically.
+
+``model.pt`` = {"format_version": int, "config": ModelConfig as dict, "meta": dict,
+                "base": state_dict, "sr": state_dict}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import torch
+
+from ..config import ModelConfig, from_dict, to_dict
+from ..errors import CheckpointError, ConfigError
+from .base import BaseGenerator
+from .sr import SRNet
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.pt"
+CARD = "model.json"
+
+
+@dataclass
+class Model:
+    config: ModelConfig
+    base: BaseGenerator
+    sr: SRNet
+    meta: dict[str, Any]
+    model_id: str  # sha256 of model.pt's bytes: identifies the weights in render stores
+
+    def eval(self) -> "Model":
+        self.base.eval()
+        self.sr.eval()
+        return self
+
+    def to(self, device) -> "Model":
+        self.base.to(device)
+        self.sr.to(device)
+        return self
+
+
+def build(config: ModelConfig, seed: int = 0) -> Model:
+    """A freshly initialised (untrained) model, its weights a function of ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        base = BaseGenerator(config.base)
+        sr = SRNet(config.sr)
+    return Model(config, base, sr, {}, model_id="")
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save(model: Model, out_dir: str, meta: dict[str, Any] | None = None) -> str:
+    """Write ``out_dir/model.pt`` and ``out_dir/model.json`` atomically; returns the model id."""
+    os.makedirs(out_dir, exist_ok=True)
+    meta = dict(model.meta if meta is None else meta)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "config": to_dict(model.config),
+        "meta": meta,
+        "base": {k: v.detach().cpu().contiguous() for k, v in model.base.state_dict().items()},
+        "sr": {k: v.detach().cpu().contiguous() for k, v in model.sr.state_dict().items()},
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    data = buf.getvalue()
+    model_id = hashlib.sha256(data).hexdigest()[:16]
+    _atomic_write(os.path.join(out_dir, WEIGHTS), data)
+    card = {"format_version": FORMAT_VERSION, "model_id": model_id, "config": payload["config"], "meta": meta,
+            "receptive_radius": model.config.sr.receptive_radius}
+    _atomic_write(os.path.join(out_dir, CARD), (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
+    model.meta, model.model_id = meta, model_id
+    return model_id
+
+
+def weights_url(model_dir: str) -> str:
+    return model_dir if model_dir.endswith(".pt") else model_dir.rstrip("/") + "/" + WEIGHTS
+
+
+def read_bytes(model_dir: str, storage_options: dict | None = None) -> bytes:
+    url = weights_url(model_dir)
+    try:
+        with fsspec.open(url, "rb", **(storage_options or {})) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"model {model_dir!r}: {url} not found; train one with `ourgan-dist train IMAGE --out {model_dir}`") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"model {model_dir!r}: {url} is a directory, not a checkpoint file") from None
+    except PermissionError:
+        raise CheckpointError(f"model {model_dir!r}: {url} is not readable (permission denied)") from None
+
+
+def load(model_dir: str, storage_options: dict | None = None, device: str = "cpu", data: bytes | None = None) -> Model:
+    """Load and check a model directory (or ``model.pt`` URL). Never unpickles code."""
+    if data is None:
+        data = read_bytes(model_dir, storage_options)
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"model {model_dir!r}: refused: the checkpoint holds pickled objects or code, which are never loaded "
+            f"({str(e).splitlines()[0][:120]}); use a checkpoint written by `ourgan-dist train`") from None
+    except Exception as e:  # truncated, not a zip, not torch at all
+        raise CheckpointError(
+            f"model {model_dir!r}: not a readable checkpoint ({type(e).__name__}); "
+            f"re-run `ourgan-dist train` to write it again") from None
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise CheckpointError(f"model {model_dir!r}: not an ourgan-dist checkpoint (no format_version)")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"model {model_dir!r}: checkpoint format {payload['format_version']!r}, this ourgan-dist reads format "
+            f"{FORMAT_VERSION}; retrain the model with this version")
+    try:
+        config = from_dict(ModelConfig, payload["config"])
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(f"model {model_dir!r}: invalid config in checkpoint: {e}") from None
+    base, sr = BaseGenerator(config.base), SRNet(config.sr)
+    try:
+        base.load_state_dict(payload["base"])
+        sr.load_state_dict(payload["sr"])
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(
+            f"model {model_dir!r}: weights do not match the stored architecture ({str(e).splitlines()[0][:160]})") from None
+    model = Model(config, base, sr, dict(payload.get("meta", {})), hashlib.sha256(data).hexdigest()[:16])
+    return model.eval().to(device)

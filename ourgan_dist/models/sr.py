@@ -1,0 +1,119 @@
+"""The x4 super-resolution network (RRDB-style, ESRGAN-like) and its exact tiled forward pass.
+
+    out = nearest4(x) + tail(body(x + amp * z))
+
+body: conv_first -> RRDB blocks (each: RDBs with dense 3x3 convs, residual scale 0.2) ->
+conv_body, with a long skip; tail: nearest x2 -> conv -> nearest x2 -> conv -> conv_hr ->
+conv_last. Every layer is a zero-padded 3x3 convolution or a pointwise/integer-factor op, so
+the receptive field is exact and known: ``SRConfig.receptive_radius`` input pixels.
+
+``forward_window`` runs the network on a window (a tile's source core plus halo) placed at known
+global coordinates and crops as it goes: after each block it keeps only the pixels the rest of
+the network still needs around the core (zero padding at a window edge that is not an image
+edge only ever reaches pixels that are cropped). The kept core is then bit-identical to running
+the network on the whole level (invariant I1), while the halo costs only where it is needed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import SRConfig
+from ..plan import Box
+from .layers import ExactConv2d, leaky
+
+
+class RDB(nn.Module):
+    """Residual dense block: ``dense`` 3x3 convs, each seeing all earlier features."""
+
+    def __init__(self, nf: int, gc: int, dense: int):
+        super().__init__()
+        self.convs = nn.ModuleList(ExactConv2d(nf + i * gc, gc) for i in range(dense - 1))
+        self.fuse = ExactConv2d(nf + (dense - 1) * gc, nf)
+
+    @property
+    def receptive_radius(self) -> int:
+        return len(self.convs) + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, nf, H, W) -> same
+        feats = [x]
+        for conv in self.convs:
+            feats.append(leaky(conv(torch.cat(feats, dim=1))))
+        return x + 0.2 * self.fuse(torch.cat(feats, dim=1))
+
+
+def _crop(t: torch.Tensor, have: Box, want: Box) -> tuple[torch.Tensor, Box]:
+    """Cut ``want`` (intersected with ``have``) out of a tensor covering ``have``."""
+    want = Box(max(want.y0, have.y0), min(want.y1, have.y1), max(want.x0, have.x0), min(want.x1, have.x1))
+    if want == have:
+        return t, have
+    ys, xs = want.relative_to(have)
+    return t[:, :, ys, xs], want
+
+
+class SRNet(nn.Module):
+    def __init__(self, cfg: SRConfig):
+        super().__init__()
+        self.cfg = cfg
+        nf, gc = cfg.features, cfg.growth
+        self.conv_first = ExactConv2d(3, nf)
+        self.rdbs = nn.ModuleList(RDB(nf, gc, cfg.dense_convs) for _ in range(cfg.blocks * cfg.rdbs_per_block))
+        self.conv_body = ExactConv2d(nf, nf)
+        self.up1 = ExactConv2d(nf, nf)
+        self.up2 = ExactConv2d(nf, nf)
+        self.conv_hr = ExactConv2d(nf, nf)
+        self.conv_last = ExactConv2d(nf, 3)
+        self.register_buffer("noise_amp", torch.tensor(float(cfg.noise_amp)))
+
+    @property
+    def receptive_radius(self) -> int:
+        return self.cfg.receptive_radius
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Whole-image forward (training and the untiled reference): (B, 3, h, w) -> (B, 3, 4h, 4w)."""
+        h, w = x.shape[2], x.shape[3]
+        full = Box(0, h, 0, w)
+        return self.forward_window(x, z, window=full, core=full, level_size=(h, w))
+
+    def forward_window(self, x: torch.Tensor, z: torch.Tensor | None, *, window: Box, core: Box,
+                       level_size: tuple[int, int]) -> torch.Tensor:
+        """x, z: (B, 3, window.height, window.width), the source pixels (and their global noise)
+        in ``window`` of a level of ``level_size`` (h, w). Returns (B, 3, 4*core.height,
+        4*core.width): the network's output for ``core``, exact if the window holds ``core``
+        expanded by the receptive radius (clipped at the level's borders)."""
+        H, W = level_size
+        rem = self.receptive_radius  # radius still ahead of the current point
+
+        def need(r: int) -> Box:
+            return core.expand(r).clip(H, W)
+
+        inp = x if z is None else x + self.noise_amp * z
+        fea = self.conv_first(inp)
+        rem -= 1
+        fea, reg = _crop(fea, window, need(rem))
+        trunk, treg = fea, reg
+        per = self.cfg.rdbs_per_block
+        for b in range(self.cfg.blocks):
+            block_in, block_reg = trunk, treg
+            for rdb in self.rdbs[b * per:(b + 1) * per]:
+                trunk = rdb(trunk)
+                rem -= rdb.receptive_radius
+                trunk, treg = _crop(trunk, treg, need(rem))
+            skip, _ = _crop(block_in, block_reg, treg)
+            trunk = skip + 0.2 * trunk
+        trunk = self.conv_body(trunk)
+        rem -= 1
+        trunk, treg = _crop(trunk, treg, need(rem))
+        fea, _ = _crop(fea, reg, treg)
+        fea = fea + trunk  # (B, nf, h', w') on treg = core + 2 px (clipped)
+        # tail: nearest x2, conv, nearest x2, conv, conv, conv: two source pixels either side
+        t = leaky(self.up1(F.interpolate(fea, scale_factor=2, mode="nearest")))
+        t = leaky(self.up2(F.interpolate(t, scale_factor=2, mode="nearest")))
+        t = self.conv_last(leaky(self.conv_hr(t)))  # (B, 3, 4h', 4w') on 4 * treg
+        ys, xs = core.relative_to(treg)
+        t = t[:, :, slice(4 * ys.start, 4 * ys.stop), slice(4 * xs.start, 4 * xs.stop)]
+        cy, cx = core.relative_to(window)
+        base = F.interpolate(x[:, :, cy, cx], scale_factor=4, mode="nearest")
+        return (base + t).clamp(-1, 1)

@@ -1,0 +1,361 @@
+"""Pure render planning: levels, tiles, halos, chunk grid, dependencies, memory projection.
+
+No torch, Ray, Zarr or I/O here: a ``RenderPlan`` is arithmetic on integers, cheap to build,
+hashable, and property-tested. Coordinates are half-open boxes ``[y0, y1) x [x0, x1)`` in the
+pixels of one level; level ``l + 1`` is exactly 4x level ``l`` in both directions.
+
+Level 0 is the base image made whole by the base generator. Levels 1..L are x4 super-resolution
+levels rendered tile by tile; the last is cropped to the requested size (the level above the
+request is rendered and cut), and it is stored as the OME-Zarr array ``0``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Iterator, Union
+
+from .config import BaseConfig, SRConfig
+from .errors import PlanError
+
+SCALE = 4  # every SR level is exactly 4x the one below
+MAX_SIDE = 1 << 28  # global pixel coordinates must fit the noise counter (see noise.py)
+DEFAULT_CHUNK = 256
+
+
+@dataclass(frozen=True, order=True)
+class Box:
+    """Half-open pixel box [y0, y1) x [x0, x1) in one level's coordinates."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def area(self) -> int:
+        return max(0, self.height) * max(0, self.width)
+
+    def expand(self, r: int) -> "Box":
+        return Box(self.y0 - r, self.y1 + r, self.x0 - r, self.x1 + r)
+
+    def clip(self, height: int, width: int) -> "Box":
+        return Box(max(0, self.y0), min(height, self.y1), max(0, self.x0), min(width, self.x1))
+
+    def intersects(self, other: "Box") -> bool:
+        return self.y0 < other.y1 and other.y0 < self.y1 and self.x0 < other.x1 and other.x0 < self.x1
+
+    def contains(self, other: "Box") -> bool:
+        return self.y0 <= other.y0 and other.y1 <= self.y1 and self.x0 <= other.x0 and other.x1 <= self.x1
+
+    def relative_to(self, outer: "Box") -> tuple[slice, slice]:
+        """Slices that cut this box out of an array holding ``outer``."""
+        return slice(self.y0 - outer.y0, self.y1 - outer.y0), slice(self.x0 - outer.x0, self.x1 - outer.x0)
+
+    def __str__(self) -> str:
+        return f"[{self.y0}:{self.y1}, {self.x0}:{self.x1}]"
+
+
+@dataclass(frozen=True, order=True)
+class TileKey:
+    """One task of a generation level: level 0 is the base (one tile), levels >= 1 are SR tiles."""
+
+    level: int
+    ty: int
+    tx: int
+
+    def __str__(self) -> str:
+        return f"L{self.level}/{self.ty}.{self.tx}"
+
+
+@dataclass(frozen=True, order=True)
+class PyramidKey:
+    """One task of the viewing pyramid: writes a block of OME-Zarr array ``scale`` (>= 1)."""
+
+    scale: int
+    ty: int
+    tx: int
+
+    def __str__(self) -> str:
+        return f"P{self.scale}/{self.ty}.{self.tx}"
+
+
+TaskKey = Union[TileKey, PyramidKey]
+
+
+@dataclass(frozen=True)
+class Level:
+    """One generation level: its full size, and the size it is stored at (cropped if last)."""
+
+    index: int
+    height: int  # full height: base height * 4**index
+    width: int
+    stored_height: int  # the last level is cropped to the requested size
+    stored_width: int
+
+
+def choose_levels(width: int, height: int, base_width: int) -> tuple[int, int, int]:
+    """Number of SR levels and base size for a target: the base width lands nearest (in log
+    scale) to the width the base generator was trained at; the base is ceil(target / 4**L)."""
+    best = min(range(0, 16), key=lambda n: (abs(math.log(math.ceil(width / SCALE**n) / base_width)), n))
+    return best, math.ceil(height / SCALE**best), math.ceil(width / SCALE**best)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'4096x2730' -> (4096, 2730); one clear error otherwise."""
+    parts = text.lower().replace(" ", "").split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise PlanError(f"--size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 4096x2730")
+    w, h = int(parts[0]), int(parts[1])
+    if w < 1 or h < 1 or w > MAX_SIDE or h > MAX_SIDE:
+        raise PlanError(f"--size {text!r}: each side must be in [1, {MAX_SIDE}]")
+    return w, h
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    """Everything about a render that is arithmetic: levels, tiles, halos, chunks, dependencies.
+
+    ``tile`` is the side of an SR tile in pixels of the level it writes (0: each level is one
+    tile, the untiled reference). ``halo`` is read around a tile's source core, in source-level
+    pixels; it is exact when >= ``receptive_radius``.
+    """
+
+    width: int
+    height: int
+    n_sr: int  # number of x4 levels above the base
+    base_height: int
+    base_width: int
+    tile: int
+    halo: int
+    receptive_radius: int
+    chunk: int = DEFAULT_CHUNK
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.height < 1:
+            raise PlanError(f"size {self.width}x{self.height}: both sides must be >= 1")
+        if self.tile < 0:
+            raise PlanError(f"--tile {self.tile}: must be >= 0 (0 renders each level untiled)")
+        if self.chunk < 4 or self.chunk % 4:
+            raise PlanError(f"--chunk {self.chunk}: must be a multiple of 4, >= 4")
+        if self.tile and (self.tile % self.chunk):
+            raise PlanError(
+                f"--tile {self.tile}: must be a multiple of the chunk size {self.chunk} so that every tile "
+                f"writes whole chunks (e.g. --tile {max(1, round(self.tile / self.chunk)) * self.chunk})")
+        if self.halo < 0:
+            raise PlanError(f"--halo {self.halo}: must be >= 0 or 'exact'")
+        last = self.levels[-1]
+        if last.height < self.height or last.width < self.width:
+            raise PlanError("internal: the last level does not cover the requested size")
+
+    # ---- levels -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, width: int, height: int, *, base: BaseConfig, sr: SRConfig, tile: int,
+               halo: int | str = "exact", chunk: int = DEFAULT_CHUNK, min_base_side: int | None = None) -> "RenderPlan":
+        n_sr, bh, bw = choose_levels(width, height, base.base_width)
+        # the coarsest base scale must keep at least 2 pixels on each side
+        need = min_base_side or max(4, math.ceil(2 * base.base_width / base.coarsest_width))
+        if min(bh, bw) < need:
+            raise PlanError(
+                f"--size {width}x{height}: the base image would be {bw}x{bh}, smaller than {need} px on a side; "
+                f"ask for a less elongated size (the model's base width is {base.base_width})")
+        r = sr.receptive_radius
+        if halo == "exact":
+            h = r
+        else:
+            try:
+                h = int(halo)
+            except (TypeError, ValueError):
+                raise PlanError(f"--halo {halo!r}: expected 'exact' or a number of pixels >= 0") from None
+        return cls(width=width, height=height, n_sr=n_sr, base_height=bh, base_width=bw, tile=tile, halo=h,
+                   receptive_radius=r, chunk=chunk)
+
+    @cached_property
+    def levels(self) -> tuple[Level, ...]:
+        out = []
+        for i in range(self.n_sr + 1):
+            h, w = self.base_height * SCALE**i, self.base_width * SCALE**i
+            last = i == self.n_sr
+            out.append(Level(i, h, w, self.height if last else h, self.width if last else w))
+        return tuple(out)
+
+    @property
+    def exact(self) -> bool:
+        return self.halo >= self.receptive_radius
+
+    @property
+    def final_level(self) -> int:
+        return self.n_sr
+
+    # ---- tiles --------------------------------------------------------------------------
+    def tile_grid(self, level: int) -> tuple[int, int]:
+        """(rows, cols) of tiles of a level."""
+        lv = self.levels[level]
+        if level == 0 or self.tile == 0:
+            return 1, 1
+        return math.ceil(lv.stored_height / self.tile), math.ceil(lv.stored_width / self.tile)
+
+    def tiles(self, level: int) -> list[TileKey]:
+        rows, cols = self.tile_grid(level)
+        return [TileKey(level, ty, tx) for ty in range(rows) for tx in range(cols)]
+
+    def all_tiles(self) -> Iterator[TileKey]:
+        for lv in self.levels:
+            yield from self.tiles(lv.index)
+
+    @property
+    def n_tiles(self) -> int:
+        return sum(r * c for r, c in (self.tile_grid(lv.index) for lv in self.levels))
+
+    def core(self, key: TileKey) -> Box:
+        """Pixels a tile writes, in its level's (stored) coordinates."""
+        lv = self.levels[key.level]
+        rows, cols = self.tile_grid(key.level)
+        if not (0 <= key.ty < rows and 0 <= key.tx < cols):
+            raise PlanError(f"tile {key} is outside the {rows}x{cols} tile grid of level {key.level}")
+        if rows == 1 and cols == 1:
+            return Box(0, lv.stored_height, 0, lv.stored_width)
+        t = self.tile
+        return Box(key.ty * t, min((key.ty + 1) * t, lv.stored_height),
+                   key.tx * t, min((key.tx + 1) * t, lv.stored_width))
+
+    def source_core(self, key: TileKey) -> Box:
+        """The source-level pixels whose x4 output covers the tile's core."""
+        if key.level == 0:
+            raise PlanError("the base level has no source")
+        c = self.core(key)
+        return Box(c.y0 // SCALE, -(-c.y1 // SCALE), c.x0 // SCALE, -(-c.x1 // SCALE))
+
+    def source_window(self, key: TileKey) -> Box:
+        """Source core expanded by the halo and clipped at the source level's borders."""
+        src = self.levels[key.level - 1]
+        return self.source_core(key).expand(self.halo).clip(src.height, src.width)
+
+    def dependencies(self, key: TileKey) -> list[TileKey]:
+        """Tiles of the level below whose cores intersect this tile's source window."""
+        if key.level == 0:
+            return []
+        win = self.source_window(key)
+        below = key.level - 1
+        if below == 0 or self.tile == 0:
+            return self.tiles(below)
+        t = self.tile
+        rows, cols = self.tile_grid(below)
+        return [TileKey(below, ty, tx)
+                for ty in range(win.y0 // t, min(rows, -(-win.y1 // t)))
+                for tx in range(win.x0 // t, min(cols, -(-win.x1 // t)))]
+
+    def owner(self, key: TaskKey, workers: int) -> int:
+        """A stable spatial owner in [0, workers): horizontal bands by the tile centre's relative
+        height, so a worker's next-level tiles read mostly what it wrote itself."""
+        if workers <= 1:
+            return 0
+        if isinstance(key, PyramidKey):
+            h, box = self.pyramid_shapes[key.scale][0], self.pyramid_block(key)
+        else:
+            h, box = self.levels[key.level].stored_height, self.core(key)
+        centre = (box.y0 + box.y1) / 2 / max(1, h)
+        return min(workers - 1, int(centre * workers))
+
+    # ---- chunk grid ---------------------------------------------------------------------
+    def chunk_shape(self, height: int, width: int) -> tuple[int, int]:
+        return min(self.chunk, height), min(self.chunk, width)
+
+    def chunks_total(self, level: int) -> int:
+        lv = self.levels[level]
+        ch, cw = self.chunk_shape(lv.stored_height, lv.stored_width)
+        return math.ceil(lv.stored_height / ch) * math.ceil(lv.stored_width / cw)
+
+    # ---- viewing pyramid (OME-Zarr arrays 1, 2, ...) -----------------------------------
+    @cached_property
+    def pyramid_shapes(self) -> tuple[tuple[int, int], ...]:
+        """(height, width) of OME-Zarr arrays 0, 1, ...: each half the one before (rounded up),
+        until the whole image fits in one chunk."""
+        shapes = [(self.height, self.width)]
+        while max(shapes[-1]) > self.chunk:
+            h, w = shapes[-1]
+            shapes.append((-(-h // 2), -(-w // 2)))
+        return tuple(shapes)
+
+    @property
+    def pyramid_block_side(self) -> int:
+        """Side of the block one pyramid task writes: a whole number of chunks."""
+        return max(self.chunk, (self.tile // self.chunk) * self.chunk if self.tile else 4 * self.chunk)
+
+    def pyramid_grid(self, scale: int) -> tuple[int, int]:
+        h, w = self.pyramid_shapes[scale]
+        b = self.pyramid_block_side
+        return math.ceil(h / b), math.ceil(w / b)
+
+    def pyramid_tasks(self, scale: int) -> list[PyramidKey]:
+        rows, cols = self.pyramid_grid(scale)
+        return [PyramidKey(scale, ty, tx) for ty in range(rows) for tx in range(cols)]
+
+    def pyramid_block(self, key: PyramidKey) -> Box:
+        h, w = self.pyramid_shapes[key.scale]
+        b = self.pyramid_block_side
+        return Box(key.ty * b, min((key.ty + 1) * b, h), key.tx * b, min((key.tx + 1) * b, w))
+
+    def pyramid_source(self, key: PyramidKey) -> Box:
+        """The block of the array one scale finer that this block averages (2x2 -> 1)."""
+        b = self.pyramid_block(key)
+        h, w = self.pyramid_shapes[key.scale - 1]
+        return Box(2 * b.y0, 2 * b.y1, 2 * b.x0, 2 * b.x1).clip(h, w)
+
+    def pyramid_dependencies(self, key: PyramidKey) -> list[TaskKey]:
+        src = self.pyramid_source(key)
+        if key.scale == 1:
+            final = self.final_level
+            return [k for k in self.tiles(final) if self.core(k).intersects(src)]
+        return [k for k in self.pyramid_tasks(key.scale - 1) if self.pyramid_block(k).intersects(src)]
+
+    def all_pyramid_tasks(self) -> Iterator[PyramidKey]:
+        for s in range(1, len(self.pyramid_shapes)):
+            yield from self.pyramid_tasks(s)
+
+    # ---- memory -------------------------------------------------------------------------
+    def projected_task_bytes(self, sr: SRConfig, base: BaseConfig) -> int:
+        """Projected peak bytes of one task: the largest SR tile's activations (float32), or the
+        base generator's, whichever is larger. A projection to plan with, measured in benchmarks."""
+        peak = 0
+        base_px = self.base_height * self.base_width
+        peak = max(peak, base_px * (base.channels * 6 + base.latent_channels) * 4)
+        for lv in self.levels[1:]:
+            key = TileKey(lv.index, 0, 0)
+            core = self.source_core(key)
+            win = self.source_window(key)
+            body = win.area * (3 * sr.features + sr.dense_convs * sr.growth + 8) * 4
+            tail_px = (core.height + 4) * (core.width + 4) * SCALE * SCALE
+            tail = tail_px * (3 * sr.features + 12) * 4
+            peak = max(peak, body, tail)
+        return int(peak)
+
+    # ---- description --------------------------------------------------------------------
+    def describe(self) -> list[str]:
+        lines = [f"size {self.width}x{self.height}: base {self.base_width}x{self.base_height} + "
+                 f"{self.n_sr} x4 level(s); tile {self.tile or 'untiled'}, chunk {self.chunk}"]
+        halo_note = "exact" if self.exact else f"INEXACT: below the receptive field {self.receptive_radius}"
+        lines.append(f"halo {self.halo} px (receptive field {self.receptive_radius} px): {halo_note}")
+        for lv in self.levels:
+            rows, cols = self.tile_grid(lv.index)
+            what = "base generator" if lv.index == 0 else "x4 super-resolution"
+            crop = "" if (lv.stored_height, lv.stored_width) == (lv.height, lv.width) else \
+                f" (rendered {lv.width}x{lv.height}, cropped)"
+            lines.append(f"  level {lv.index}: {lv.stored_width}x{lv.stored_height}{crop}, "
+                         f"{rows * cols} tile(s) [{rows}x{cols}], {what}")
+        lines.append(f"viewing pyramid: {len(self.pyramid_shapes)} array(s) "
+                     + ", ".join(f"{w}x{h}" for h, w in self.pyramid_shapes))
+        return lines
+
+    def __repr__(self) -> str:
+        return (f"RenderPlan({self.width}x{self.height}, levels={self.n_sr + 1}, tile={self.tile}, "
+                f"halo={self.halo}/{self.receptive_radius}, chunk={self.chunk}, tiles={self.n_tiles})")

@@ -1,0 +1,214 @@
+"""Plan, validate, execute: the render pipeline that the CLI and the library API share.
+
+``prepare`` resolves the request into a ``RenderPlan`` and checks it (model readable, plan valid,
+memory per task within budget, output free or resumable) before anything is written;
+``render`` then creates or reopens the store, runs the tasks that are not done yet on an
+executor, and marks the store complete.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .canvas import Canvas, plan_to_info
+from .errors import PlanError, StoreError, UserError
+from .plan import DEFAULT_CHUNK, RenderPlan, TaskKey, parse_size
+from .tile import RenderJob, TaskReport
+
+MIN_AUTO_TILE, MAX_AUTO_TILE = 512, 4096
+
+
+def auto_tile(receptive_radius: int, chunk: int) -> int:
+    """A tile whose source core is >= 24 halos wide, so halo reads cost under ~10%."""
+    want = 4 * 24 * receptive_radius
+    want = min(MAX_AUTO_TILE, max(MIN_AUTO_TILE, want))
+    return math.ceil(want / chunk) * chunk
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    model: str
+    out: str
+    size: str  # "WxH"
+    seed: int = 0
+    tile: int | None = None  # None: auto from the receptive field; 0: untiled
+    halo: str = "exact"
+    chunk: int = DEFAULT_CHUNK
+    workers: int = 1
+    address: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    device: str = "cpu"
+    precision: str = "fp32"
+    storage_options: dict = field(default_factory=dict)
+    model_storage_options: dict = field(default_factory=dict)
+    max_task_memory: int | None = None  # bytes; None: 80% of this machine's memory per worker
+
+
+@dataclass
+class Prepared:
+    request: RenderRequest
+    plan: RenderPlan
+    model: Any  # checkpoint.Model, loaded once on the driver (config, id)
+    projected_task_bytes: int
+
+
+def _memory_budget(workers: int) -> int:
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 16 << 30
+    return int(0.8 * total / max(1, workers))
+
+
+def prepare(req: RenderRequest) -> Prepared:
+    from .models import checkpoint
+
+    width, height = parse_size(req.size)
+    if req.workers < 1:
+        raise PlanError(f"--workers {req.workers}: must be >= 1")
+    model = checkpoint.load(req.model, req.model_storage_options)
+    cfg = model.config
+    tile = auto_tile(cfg.sr.receptive_radius, req.chunk) if req.tile is None else req.tile
+    plan = RenderPlan.create(width, height, base=cfg.base, sr=cfg.sr, tile=tile, halo=req.halo, chunk=req.chunk)
+    need = plan.projected_task_bytes(cfg.sr, cfg.base)
+    budget = req.max_task_memory or _memory_budget(req.workers)
+    if req.device == "cpu" and need > budget:
+        raise PlanError(f"--tile {tile}: a task is projected to need {need / 2**30:.1f} GiB, over the "
+                        f"{budget / 2**30:.1f} GiB per worker available; use a smaller --tile")
+    return Prepared(req, plan, model, need)
+
+
+def render_info(p: Prepared) -> dict[str, Any]:
+    """The resolved config written into the store: no credentials, nothing machine-specific."""
+    r, m = p.request, p.model
+    return {
+        "name": f"ourgan-dist seed {r.seed}",
+        "model": r.model if "://" in r.model else os.path.abspath(r.model),
+        "model_id": m.model_id,
+        "model_preset": m.config.preset,
+        "seed": r.seed,
+        "size": [p.plan.width, p.plan.height],
+        "plan": plan_to_info(p.plan),
+        "exact": p.plan.exact,
+        "precision": r.precision,
+    }
+
+
+def open_output(p: Prepared) -> Canvas:
+    """Create the store, or reopen it for --resume; never touch an existing output otherwise."""
+    r = p.request
+    try:
+        exists = Canvas.exists(r.out, r.storage_options)
+    except PermissionError:
+        raise StoreError(f"--out {r.out!r}: permission denied; choose a location you can write") from None
+    if exists and not (r.resume or r.overwrite):
+        raise StoreError(f"--out {r.out!r} already exists; pass --resume to finish it or --overwrite to replace it")
+    if exists and r.resume:
+        if not Canvas.is_render_store(r.out, r.storage_options):
+            raise StoreError(f"--out {r.out!r} exists but is not an ourgan-dist render; choose another --out")
+        canvas = Canvas(r.out, r.storage_options, mode="r+")
+        want = render_info(p)
+        for k in ("model_id", "seed", "size", "plan", "precision"):
+            if canvas.info.get(k) != want[k]:
+                raise StoreError(f"--resume {r.out!r}: the store was rendered with {k}={canvas.info.get(k)!r}, this "
+                                 f"command asks for {want[k]!r}; use the same model, seed, size, tile, halo and chunk, "
+                                 f"or --overwrite")
+        return canvas
+    if exists and r.overwrite:
+        if not Canvas.is_render_store(r.out, r.storage_options):
+            raise StoreError(f"--overwrite {r.out!r}: refusing to delete something that is not an ourgan-dist render; "
+                             "remove it yourself or choose another --out")
+        Canvas.delete(r.out, r.storage_options)
+    try:
+        return Canvas.create(r.out, p.plan, render_info(p), r.storage_options)
+    except (PermissionError, OSError) as e:
+        raise StoreError(f"--out {r.out!r}: cannot write there ({type(e).__name__}: {e}); "
+                         "choose a writable location") from None
+
+
+def task_order(plan: RenderPlan) -> list[TaskKey]:
+    return [*plan.all_tiles(), *plan.all_pyramid_tasks()]
+
+
+@dataclass
+class RenderSummary:
+    url: str
+    plan: RenderPlan
+    tasks_run: int
+    tasks_skipped: int
+    seconds: float
+    reports: list[TaskReport]
+    halo_error: dict | None = None
+
+
+def make_executor(req: RenderRequest, model=None):
+    if req.workers == 1 and req.address is None:
+        from .executors.local import LocalExecutor
+
+        return LocalExecutor(model=model)
+    try:
+        from .executors.ray import RayExecutor
+    except ImportError as e:  # pragma: no cover - ray is a dependency
+        raise UserError(f"--workers {req.workers}: the Ray executor is unavailable ({e})") from None
+    return RayExecutor(workers=req.workers, address=req.address, device=req.device)
+
+
+def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | None = None,
+           executor=None) -> RenderSummary:
+    r = p.request
+    canvas = open_output(p)
+    done = canvas.done() if r.resume else set()
+    todo = [k for k in task_order(p.plan) if k not in done]
+    job = RenderJob(model=r.model, store=r.out, seed=r.seed, device=r.device, precision=r.precision,
+                    storage_options=r.storage_options, model_storage_options=r.model_storage_options)
+    reports: list[TaskReport] = []
+    total = len(todo)
+
+    def on_done(rep: TaskReport) -> None:
+        reports.append(rep)
+        if on_progress:
+            on_progress(rep, len(reports), total)
+
+    t0 = time.time()
+    if todo:
+        ex = executor or make_executor(r, model=p.model)
+        ex.run(job, p.plan, todo, on_done)
+    canvas = Canvas(r.out, r.storage_options, mode="r+")
+    canvas.mark_complete()
+    return RenderSummary(r.out, p.plan, len(todo), len(done), time.time() - t0, reports)
+
+
+def measure_halo_error(p: Prepared) -> dict[str, float]:
+    """For a halo below the receptive field: the error it causes, measured on the centre tile of
+    level 1 (the base is generated, then that tile is run with the asked halo and an exact one)."""
+    import numpy as np
+    import torch
+
+    from . import noise
+    from .canvas import to_uint8
+    from .plan import Box, TileKey
+
+    plan = p.plan
+    if plan.n_sr == 0 or plan.exact:
+        return {}
+    rows, cols = plan.tile_grid(1)
+    key = TileKey(1, rows // 2, cols // 2)
+    lv = plan.levels[0]
+    with torch.inference_mode():
+        base = p.model.base.generate(lv.height, lv.width, p.request.seed)
+        outs = []
+        for halo in (plan.halo, plan.receptive_radius):
+            core = plan.source_core(key)
+            win = core.expand(halo).clip(lv.height, lv.width)
+            ys, xs = win.relative_to(Box(0, lv.height, 0, lv.width))
+            z = torch.from_numpy(noise.normal(p.request.seed, 1, 0, 3, win)).unsqueeze(0)
+            y = p.model.sr.forward_window(base[:, :, ys, xs], z, window=win, core=core, level_size=(lv.height, lv.width))
+            outs.append(to_uint8(y[0].numpy()).astype(np.int16))
+    diff = np.abs(outs[0] - outs[1])
+    return {"tile": str(key), "max_abs_error_8bit": float(diff.max()), "mean_abs_error_8bit": float(diff.mean()),
+            "pixels_differing": float((diff.max(axis=0) > 0).mean())}

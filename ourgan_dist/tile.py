@@ -1,0 +1,107 @@
+"""One task's life, independent of any executor: read the source window, run the network, keep
+the core, write whole chunks, record completion.
+
+A ``TileWorker`` loads the model and opens the store once, then runs any number of tasks. It
+knows nothing of Ray: the local executor calls it in-process, the Ray executor inside actors.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import noise
+from .canvas import Canvas, downsample2, to_uint8
+from .errors import TileError
+from .plan import SCALE, PyramidKey, RenderPlan, TaskKey, TileKey
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """What every worker needs to run tasks: where the model and the store are, and how to run.
+    Small and picklable: tasks carry keys, never pixels or weights."""
+
+    model: str  # model directory or model.pt URL
+    store: str  # render store URL
+    seed: int
+    device: str = "cpu"  # "cpu" or "cuda[:n]"
+    threads: int = 0  # torch intra-op threads (0: leave torch's default)
+    precision: str = "fp32"  # fp32 | fp16 | bf16 (GPU only; fp32 is the exact mode)
+    storage_options: dict = field(default_factory=dict, hash=False, compare=False)
+    model_storage_options: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class TaskReport:
+    key: TaskKey
+    start: float  # wall-clock seconds (time.time) when the task started computing
+    end: float
+    pixels: int  # output pixels written
+    worker: str = ""
+
+
+class TileWorker:
+    def __init__(self, job: RenderJob, model: Any = None, name: str = ""):
+        import torch
+
+        from .models import checkpoint
+
+        self.job = job
+        self.name = name
+        if job.threads:
+            torch.set_num_threads(job.threads)
+        self.torch = torch
+        self.model = model if model is not None else checkpoint.load(
+            job.model, job.model_storage_options, device=job.device)
+        self.canvas = Canvas(job.store, job.storage_options, mode="r+")
+        self.plan: RenderPlan = self.canvas.plan
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[job.precision]
+        if self.dtype != torch.float32:
+            self.model.sr.to(self.dtype)
+
+    def run(self, key: TaskKey) -> TaskReport:
+        start = time.time()
+        try:
+            pixels = self._pyramid(key) if isinstance(key, PyramidKey) else self._tile(key)
+            self.canvas.mark_done(key)
+        except Exception as e:  # re-raised with the key: which subregion failed is never lost
+            raise TileError(key, e) from e
+        return TaskReport(key, start, time.time(), pixels, self.name)
+
+    # ---- generation levels --------------------------------------------------------------
+    def _tile(self, key: TileKey) -> int:
+        torch = self.torch
+        plan, canvas = self.plan, self.canvas
+        core = plan.core(key)
+        if key.level == 0:
+            with torch.inference_mode():
+                img = self.model.base.generate(plan.base_height, plan.base_width, self.job.seed)
+            out = img[0].float().cpu().numpy()  # (3, h0, w0)
+        else:
+            window = plan.source_window(key)
+            src_core = plan.source_core(key)
+            lv = plan.levels[key.level - 1]
+            x = canvas.read(canvas.level_array_name(key.level - 1), window).astype(np.float32)
+            z = noise.normal(self.job.seed, key.level, 0, 3, window)
+            dev = self.job.device
+            xt = torch.from_numpy(x).unsqueeze(0).to(dev, self.dtype)
+            zt = torch.from_numpy(z).unsqueeze(0).to(dev, self.dtype)
+            with torch.inference_mode():
+                y = self.model.sr.forward_window(xt, zt, window=window, core=src_core, level_size=(lv.height, lv.width))
+            y = y[0].float().cpu().numpy()  # (3, 4*src_core.h, 4*src_core.w)
+            oy, ox = core.y0 - SCALE * src_core.y0, core.x0 - SCALE * src_core.x0
+            out = y[:, oy:oy + core.height, ox:ox + core.width]
+        name = canvas.level_array_name(key.level)
+        data = to_uint8(out) if key.level == plan.final_level else out.astype(np.float16)
+        canvas.write(name, core, np.ascontiguousarray(data))
+        return core.area
+
+    # ---- viewing pyramid ----------------------------------------------------------------
+    def _pyramid(self, key: PyramidKey) -> int:
+        block = self.plan.pyramid_block(key)
+        src = self.canvas.read(str(key.scale - 1), self.plan.pyramid_source(key))
+        self.canvas.write(str(key.scale), block, downsample2(src, block.height, block.width))
+        return block.area
