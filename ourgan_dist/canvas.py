@@ -4,7 +4,10 @@
                               resolved render config, model id, completion flag)
     <root>/0, 1, 2, ...       uint8 (c, y, x) RGB: the result and its viewing pyramid (each half)
     <root>/generation/<l>     float16 (c, y, x) generation levels below the last, in [-1, 1]
-    <root>/_ourgan/done/...   one empty object per finished task (completion records)
+    <root>/progress/L<l>, P<s> uint8 (rows, cols) of the tile grid of a level (pyramid scale),
+                              chunked 1x1: a task's own chunk is set to 1 once all its pixels
+                              are written (completion records that are themselves whole-chunk
+                              writes, readable by any Zarr reader)
 
 Metadata is written first; every later write covers whole chunks of one array and is checked
 against the chunk grid (invariant I4). A store is marked complete only when every task of every
@@ -26,7 +29,7 @@ from .plan import Box, PyramidKey, RenderPlan, TaskKey, TileKey
 STORE_FORMAT = 1
 ATTR = "ourgan_dist"
 GENERATION = "generation"
-RECORDS = "_ourgan"
+RECORDS = "progress"
 
 
 def _fs(url: str, storage_options: dict | None):
@@ -97,7 +100,6 @@ class Canvas:
                              f"{STORE_FORMAT}; render it again")
         self.plan = plan_from_info(self.info)
         self._arrays: dict[str, Any] = {}
-        self._made: set[str] = set()
 
     # ---- creation -----------------------------------------------------------------------
     @staticmethod
@@ -134,6 +136,14 @@ class Canvas:
             gen.create_array(str(lv.index), shape=(3, lv.height, lv.width),
                              chunks=(3, *plan.chunk_shape(lv.height, lv.width)), dtype="float16", fill_value=0.0,
                              dimension_names=("c", "y", "x"))
+        records = group.create_group(RECORDS, attributes={
+            "description": "completion records: 1 where a task (tile or pyramid block) has written all its chunks"})
+        for lv in plan.levels:
+            records.create_array(f"L{lv.index}", shape=plan.tile_grid(lv.index), chunks=(1, 1), dtype="uint8",
+                                 fill_value=0, dimension_names=("ty", "tx"))
+        for scale in range(1, len(plan.pyramid_shapes)):
+            records.create_array(f"P{scale}", shape=plan.pyramid_grid(scale), chunks=(1, 1), dtype="uint8",
+                                 fill_value=0, dimension_names=("ty", "tx"))
         return cls(url, storage_options, mode="r+")
 
     @staticmethod
@@ -164,36 +174,23 @@ class Canvas:
         arr[:, box.y0:box.y1, box.x0:box.x1] = data
 
     # ---- completion records -------------------------------------------------------------
-    def _record(self, key: TaskKey) -> str:
-        if isinstance(key, TileKey):
-            return f"{self.root}/{RECORDS}/done/L{key.level}/{key.ty}.{key.tx}"
-        return f"{self.root}/{RECORDS}/done/P{key.scale}/{key.ty}.{key.tx}"
+    @staticmethod
+    def _record(key: TaskKey) -> str:
+        return f"{RECORDS}/L{key.level}" if isinstance(key, TileKey) else f"{RECORDS}/P{key.scale}"
 
     def mark_done(self, key: TaskKey) -> None:
-        path = self._record(key)
-        parent = path.rsplit("/", 1)[0]
-        if parent not in self._made:
-            self.fs.makedirs(parent, exist_ok=True)
-            self._made.add(parent)
-        self.fs.pipe_file(path, b"")
+        """Record a finished task: its own 1x1 chunk of the level's record array."""
+        self.array(self._record(key))[key.ty, key.tx] = 1
 
     def done(self) -> set[TaskKey]:
         """Every task with a completion record."""
-        base = f"{self.root}/{RECORDS}/done"
         out: set[TaskKey] = set()
-        try:
-            dirs = self.fs.ls(base, detail=False)
-        except FileNotFoundError:
-            return out
-        for d in dirs:
-            tag = d.rstrip("/").rsplit("/", 1)[-1]
-            try:
-                names = self.fs.ls(d, detail=False)
-            except FileNotFoundError:
-                continue
-            for n in names:
-                ty, tx = (int(v) for v in n.rstrip("/").rsplit("/", 1)[-1].split("."))
-                out.add(TileKey(int(tag[1:]), ty, tx) if tag[0] == "L" else PyramidKey(int(tag[1:]), ty, tx))
+        for lv in self.plan.levels:
+            for ty, tx in zip(*np.nonzero(self.array(f"{RECORDS}/L{lv.index}")[:])):
+                out.add(TileKey(lv.index, int(ty), int(tx)))
+        for scale in range(1, len(self.plan.pyramid_shapes)):
+            for ty, tx in zip(*np.nonzero(self.array(f"{RECORDS}/P{scale}")[:])):
+                out.add(PyramidKey(scale, int(ty), int(tx)))
         return out
 
     def progress(self) -> dict[str, Any]:
@@ -208,7 +205,8 @@ class Canvas:
         return {"tasks": rows, "complete": bool(self.info.get("complete"))}
 
     def mark_complete(self) -> None:
-        missing = [k for k in [*self.plan.all_tiles(), *self.plan.all_pyramid_tasks()] if k not in self.done()]
+        done = self.done()
+        missing = [k for k in [*self.plan.all_tiles(), *self.plan.all_pyramid_tasks()] if k not in done]
         if missing:
             raise StoreError(f"store {self.url!r}: {len(missing)} task(s) unfinished (first: {missing[0]}); "
                              "run the same render with --resume")

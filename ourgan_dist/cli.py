@@ -202,5 +202,8 @@ def inspect(target: str, as_json: bool, storage_options: str | None) -> None:
             click.echo(line)
 
 
+# --- extra commands: each lives in ourgan_dist/commands/<name>.py; register it here ---
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

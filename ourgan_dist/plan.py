@@ -103,10 +103,13 @@ class Level:
     stored_width: int
 
 
-def choose_levels(width: int, height: int, base_width: int) -> tuple[int, int, int]:
+def choose_levels(width: int, height: int, base_width: int, min_side: int = 1) -> tuple[int, int, int]:
     """Number of SR levels and base size for a target: the base width lands nearest (in log
-    scale) to the width the base generator was trained at; the base is ceil(target / 4**L)."""
+    scale) to the width the base generator was trained at, with fewer levels where the base's
+    short side would fall below ``min_side``; the base is ceil(target / 4**L)."""
     best = min(range(0, 16), key=lambda n: (abs(math.log(math.ceil(width / SCALE**n) / base_width)), n))
+    while best > 0 and min(math.ceil(height / SCALE**best), math.ceil(width / SCALE**best)) < min_side:
+        best -= 1
     return best, math.ceil(height / SCALE**best), math.ceil(width / SCALE**best)
 
 
@@ -161,13 +164,13 @@ class RenderPlan:
     @classmethod
     def create(cls, width: int, height: int, *, base: BaseConfig, sr: SRConfig, tile: int,
                halo: int | str = "exact", chunk: int = DEFAULT_CHUNK, min_base_side: int | None = None) -> "RenderPlan":
-        n_sr, bh, bw = choose_levels(width, height, base.base_width)
         # the coarsest base scale must keep at least 2 pixels on each side
         need = min_base_side or max(4, math.ceil(2 * base.base_width / base.coarsest_width))
+        n_sr, bh, bw = choose_levels(width, height, base.base_width, need)
         if min(bh, bw) < need:
             raise PlanError(
-                f"--size {width}x{height}: the base image would be {bw}x{bh}, smaller than {need} px on a side; "
-                f"ask for a less elongated size (the model's base width is {base.base_width})")
+                f"--size {width}x{height}: too small: the base image would be {bw}x{bh}, under {need} px on a "
+                f"side; ask for at least {need} px on each side")
         r = sr.receptive_radius
         if halo == "exact":
             h = r

@@ -1,0 +1,32 @@
+"""Small helpers shared by tests: render through the library, read a store's arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import zarr
+
+from ourgan_dist.render import RenderRequest, prepare, render
+
+
+def do_render(model: str, out: str, size: str = "301x187", *, tile: int | None = 32, chunk: int = 16,
+              seed: int = 0, **kw):
+    req = RenderRequest(model=model, out=out, size=size, seed=seed, tile=tile, chunk=chunk, **kw)
+    return render(prepare(req))
+
+
+def arrays(url: str, storage_options: dict | None = None) -> dict[str, np.ndarray]:
+    """Every image array of a render store (pyramid and generation levels), by path. (The
+    completion records under progress/ are shaped by the tile grid, so they are left out.)"""
+    g = zarr.open_group(url, mode="r", storage_options=storage_options) if "://" in url else \
+        zarr.open_group(url, mode="r")
+    out = {name: a[:] for name, a in g.arrays()}
+    for name, a in g["generation"].arrays():
+        out[f"generation/{name}"] = a[:]
+    return out
+
+
+def assert_same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        assert np.array_equal(a[k], b[k]), f"array {k} differs"

@@ -1,0 +1,117 @@
+"""The command line: the contract in DESIGN.md, one-line errors for bad input, --dry-run writes
+nothing, --help imports no torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from ourgan_dist.cli import main
+
+
+def run(*args):
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    return r.exit_code, r.output
+
+
+def test_help_is_fast_and_imports_no_torch_or_ray():
+    code = "import sys; from ourgan_dist.cli import main; print(any(m in sys.modules for m in ('torch', 'ray', 'zarr')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    r = subprocess.run([sys.executable, "-m", "ourgan_dist.cli", "render", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--tile" in r.stdout and "--halo" in r.stdout and "--dry-run" in r.stdout
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tiny_model, tmp_path):
+    out = tmp_path / "r.zarr"
+    code, text = run("render", tiny_model, "--out", out, "--size", "523x211", "--tile", "32", "--chunk", "16",
+                     "--dry-run")
+    assert code == 0, text
+    assert "level 2" in text and "tile(s)" in text and "projected memory per task" in text and "halo 7" in text
+    assert not out.exists()
+
+
+def test_render_and_inspect(tiny_model, tmp_path):
+    out = tmp_path / "r.zarr"
+    code, text = run("render", tiny_model, "--out", out, "--size", "101x77", "--tile", "32", "--chunk", "16",
+                     "--quiet")
+    assert code == 0, text
+    code, text = run("inspect", out, "--json")
+    info = json.loads(text)
+    assert info["complete"] and info["tasks"]["level 0"] == {"done": 1, "total": 1}
+    assert info["info"]["size"] == [101, 77]
+    code, text = run("inspect", tiny_model)
+    assert code == 0 and "tiny" in text and "receptive field 7" in text
+
+
+def test_small_halo_shows_its_measured_error(tiny_model, tmp_path):
+    code, text = run("render", tiny_model, "--out", tmp_path / "h", "--size", "301x187", "--tile", "32", "--chunk",
+                     "16", "--halo", "2", "--dry-run")
+    assert code == 0 and "NOT exact" in text and "max error" in text
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--size", "4096"], "--size '4096'"),
+    (["--size", "0x10"], "--size"),
+    (["--tile", "24"], "multiple of the chunk"),
+    (["--tile", "big"], "--tile 'big'"),
+    (["--halo", "-3"], "--halo"),
+    (["--halo", "wide"], "--halo 'wide'"),
+    (["--workers", "0"], "--workers"),
+    (["--storage-options", "{not json"], "--storage-options"),
+    (["--resume", "--overwrite"], "contradict"),
+])
+def test_bad_render_options_one_line_no_traceback(tiny_model, tmp_path, args, needle):
+    base = ["render", tiny_model, "--out", tmp_path / "x", "--size", "300x200", "--chunk", "16"]
+    code, text = run(*base, *[a for a in args])
+    assert code == 2, text
+    assert needle in text and "Traceback" not in text
+    assert not (tmp_path / "x").exists()
+
+
+def test_missing_and_bad_models_and_photos(tmp_path):
+    code, text = run("render", tmp_path / "nope", "--out", tmp_path / "o", "--size", "300x200")
+    assert code == 2 and "not found" in text and "ourgan-dist train" in text
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "model.pt").write_bytes(b"this is not a checkpoint")
+    code, text = run("render", tmp_path / "junk", "--out", tmp_path / "o", "--size", "300x200")
+    assert code == 2 and "not a readable checkpoint" in text
+    code, text = run("train", tmp_path / "missing.jpg", "--out", tmp_path / "m", "--iterations", "0")
+    assert code == 2 and "no such file" in text
+    (tmp_path / "notes.jpg").write_text("hello")
+    code, text = run("train", tmp_path / "notes.jpg", "--out", tmp_path / "m", "--iterations", "0")
+    assert code == 2 and "not a readable image" in text
+    assert not (tmp_path / "m").exists()
+
+
+def test_existing_output_is_refused_untouched(tiny_model, tmp_path):
+    out = tmp_path / "r.zarr"
+    assert run("render", tiny_model, "--out", out, "--size", "101x77", "--chunk", "16", "--quiet")[0] == 0
+    stamp = {p: os.path.getmtime(p) for p in out.rglob("*")}
+    code, text = run("render", tiny_model, "--out", out, "--size", "101x77", "--chunk", "16")
+    assert code == 2 and "--resume" in text and "--overwrite" in text
+    assert {p: os.path.getmtime(p) for p in out.rglob("*")} == stamp
+
+
+def test_unwritable_output(tiny_model, tmp_path):
+    if os.geteuid() == 0:
+        target = "/proc/ourgan-cannot-write-here"  # even root cannot create files in /proc
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        target = str(ro / "r.zarr")
+    code, text = run("render", tiny_model, "--out", target, "--size", "101x77", "--chunk", "16")
+    assert code == 2 and "--out" in text and "Traceback" not in text
+
+
+def test_process_exit_code_and_no_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "ourgan_dist.cli", "render", str(tmp_path / "none"), "--out",
+                        str(tmp_path / "o"), "--size", "10x10"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("Error: ") and "Traceback" not in r.stderr

@@ -1,0 +1,164 @@
+"""Networks: exact receptive fields (impulse tests), tiling-exact convolution, the y channel,
+self-describing checkpoints that never unpickle code."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+
+import pytest
+import torch
+
+from ourgan_dist.config import PRESETS, SRConfig
+from ourgan_dist.errors import CheckpointError
+from ourgan_dist.models import checkpoint
+from ourgan_dist.models.base import BaseGenerator, y_channel
+from ourgan_dist.models.layers import ExactConv2d
+from ourgan_dist.models.sr import SRNet
+from ourgan_dist.plan import Box
+
+
+def _measured_sr_radius(net: SRNet, h=45, w=49, at=(22, 24)) -> int:
+    """Impulse response in float64: the input pixels whose unit impulse reaches the 4x4 output
+    pixels of input pixel ``at`` (autograd gives the response of every input pixel at once, and
+    in float64 no path's contribution is rounded away, unlike a float32 finite difference)."""
+    net = net.double()
+    torch.manual_seed(0)
+    x = (torch.rand(1, 3, h, w, dtype=torch.float64) * 2 - 1).requires_grad_(True)
+    y0, x0 = 4 * at[0], 4 * at[1]
+    out = net(x)
+    out[:, :, y0:y0 + 4, x0:x0 + 4].sum().backward()
+    reach = x.grad.abs().sum(1)[0] > 0
+    ys, xs = torch.nonzero(reach, as_tuple=True)
+    return int(max((ys - at[0]).abs().max(), (xs - at[1]).abs().max()))
+
+
+@pytest.mark.parametrize("cfg", [PRESETS["tiny"].sr, PRESETS["cpu"].sr,
+                                 SRConfig(features=8, growth=4, blocks=2, rdbs_per_block=2, dense_convs=2)])
+def test_sr_receptive_radius_matches_impulse(cfg):
+    net = SRNet(cfg).eval()
+    net.noise_amp.zero_()
+    assert _measured_sr_radius(net) == cfg.receptive_radius == net.receptive_radius
+
+
+def test_base_stage_receptive_radius_matches_impulse():
+    gen = BaseGenerator(PRESETS["tiny"].base).eval()
+    stage = gen.stages[0]
+    x = torch.rand(1, 3, 31, 33)
+    y = y_channel(31)
+    with torch.no_grad():
+        ref = stage(x, y)
+        x2 = x.clone()
+        x2[0, :, 15, 16] += 1.0
+        ys, xs = torch.nonzero((stage(x2, y) - ref).abs().sum(1)[0] > 0, as_tuple=True)
+    assert int(max((ys - 15).abs().max(), (xs - 16).abs().max())) == gen.receptive_radius
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_exact_conv_is_independent_of_window_size(threads):
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(1)
+        for cin, cout in [(3, 16), (32, 32), (48, 16)]:
+            conv = ExactConv2d(cin, cout)
+            x = torch.randn(1, cin, 150, 170)
+            with torch.no_grad():
+                full = conv(x)
+                for (a, b, c, d) in [(10, 30, 20, 41), (0, 150, 0, 9), (37, 150, 101, 170), (3, 7, 5, 8)]:
+                    part = conv(x[:, :, a:b, c:d])
+                    ia, ib, ic, id_ = int(a > 0), int(b < 150), int(c > 0), int(d < 170)
+                    got = part[:, :, ia:part.shape[2] - ib, ic:part.shape[3] - id_]
+                    assert torch.equal(got, full[:, :, a + ia:b - ib, c + ic:d - id_])
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_sr_window_forward_equals_whole_image_and_small_halo_differs():
+    cfg = PRESETS["tiny"].sr
+    net = SRNet(cfg).eval()
+    H, W = 37, 53
+    torch.manual_seed(3)
+    x, z = torch.rand(1, 3, H, W) * 2 - 1, torch.randn(1, 3, H, W)
+    with torch.no_grad():
+        full = net(x, z)
+        core = Box(10, 21, 30, 44)
+        for halo, exact in ((cfg.receptive_radius, True), (cfg.receptive_radius + 5, True),
+                            (cfg.receptive_radius - 1, False)):
+            win = core.expand(halo).clip(H, W)
+            ys, xs = win.relative_to(Box(0, H, 0, W))
+            out = net.forward_window(x[:, :, ys, xs], z[:, :, ys, xs], window=win, core=core, level_size=(H, W))
+            ref = full[:, :, 4 * core.y0:4 * core.y1, 4 * core.x0:4 * core.x1]
+            assert torch.equal(out, ref) is exact
+
+
+def test_y_channel_spans_the_whole_image():
+    y = y_channel(5)
+    assert y.shape == (1, 1, 5, 1)
+    assert y.flatten().tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]
+
+
+def test_vertical_coord_changes_the_architecture():
+    from dataclasses import replace
+
+    on = BaseGenerator(PRESETS["tiny"].base)
+    off = BaseGenerator(replace(PRESETS["tiny"].base, vertical_coord=False))
+    assert on.stages[0].convs[0].conv.in_channels == off.stages[0].convs[0].conv.in_channels + 1
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
+    model = checkpoint.build(PRESETS["tiny"], seed=5)
+    mid = checkpoint.save(model, str(tmp_path / "m"), {"note": "x"})
+    loaded = checkpoint.load(str(tmp_path / "m"))
+    assert loaded.model_id == mid and loaded.config == PRESETS["tiny"] and loaded.meta == {"note": "x"}
+    a = model.eval().base.generate(21, 32, seed=9)
+    b = loaded.base.generate(21, 32, seed=9)
+    assert torch.equal(a, b)
+    with torch.no_grad():
+        assert torch.equal(model.sr(a), loaded.sr(b))
+
+
+def test_same_seed_same_weights_different_seed_different():
+    a, b, c = (checkpoint.build(PRESETS["tiny"], seed=s) for s in (1, 1, 2))
+    sa, sb, sc = (m.sr.state_dict()["conv_first.weight"] for m in (a, b, c))
+    assert torch.equal(sa, sb) and not torch.equal(sa, sc)
+
+
+def test_pickled_code_is_refused_and_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    d = tmp_path / "evil"
+    d.mkdir()
+    buf = io.BytesIO()
+    torch.save({"format_version": 1, "config": {}, "payload": Evil()}, buf)
+    (d / "model.pt").write_bytes(buf.getvalue())
+    with pytest.raises(CheckpointError, match="pickled"):
+        checkpoint.load(str(d))
+    assert not marker.exists()
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "model.pt").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(CheckpointError):
+        checkpoint.load(str(raw))
+    assert not marker.exists()
+
+
+def test_missing_corrupt_and_wrong_version_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        checkpoint.load(str(tmp_path / "nope"))
+    model = checkpoint.build(PRESETS["tiny"], seed=0)
+    checkpoint.save(model, str(tmp_path / "m"))
+    data = (tmp_path / "m" / "model.pt").read_bytes()
+    (tmp_path / "m" / "model.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        checkpoint.load(str(tmp_path / "m"))
+    buf = io.BytesIO()
+    torch.save({"format_version": 99, "config": {}}, buf)
+    (tmp_path / "m" / "model.pt").write_bytes(buf.getvalue())
+    with pytest.raises(CheckpointError, match="format 99"):
+        checkpoint.load(str(tmp_path / "m"))

@@ -1,0 +1,168 @@
+"""The headline invariants on the in-process executor: tiled == untiled bit for bit (I1),
+deterministic (I2), chunk-owned writes (I4), resume gives the same bytes (I6), and the store is
+a valid OME-Zarr 0.5 image that dask reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from helpers import arrays, assert_same_arrays, do_render
+from ourgan_dist.canvas import Canvas
+from ourgan_dist.errors import MisalignedWriteError, StoreError
+from ourgan_dist.plan import Box
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, tmp_path_factory):
+    """Untiled (--tile 0) renders: the reference every tiled render must equal."""
+    refs = {}
+    for size in ("301x187", "523x211"):
+        out = str(tmp_path_factory.mktemp("ref") / "r.zarr")
+        do_render(tiny_model, out, size, tile=0)
+        refs[size] = arrays(out)
+    return refs
+
+
+@pytest.mark.parametrize("size", ["301x187", "523x211"])
+@pytest.mark.parametrize("tile", [16, 32, 48, 112])
+def test_tiled_equals_untiled_bit_for_bit(tiny_model, reference, tmp_path, size, tile):
+    out = str(tmp_path / "t.zarr")
+    s = do_render(tiny_model, out, size, tile=tile)
+    assert s.plan.n_sr >= 2  # two or more SR levels are exercised
+    assert len(s.plan.tiles(s.plan.final_level)) > 1
+    assert_same_arrays(arrays(out), reference[size])
+
+
+def test_cpu_preset_tiled_equals_untiled(cpu_model, tmp_path):
+    a, b = str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")
+    do_render(cpu_model, a, "517x340", tile=0)
+    do_render(cpu_model, b, "517x340", tile=64)
+    assert_same_arrays(arrays(a), arrays(b))
+
+
+def test_halo_below_receptive_field_differs(tiny_model, reference, tmp_path):
+    from ourgan_dist.render import RenderRequest, measure_halo_error, prepare
+
+    out = str(tmp_path / "h.zarr")
+    do_render(tiny_model, out, "301x187", tile=16, halo="2")
+    got = arrays(out)
+    assert not np.array_equal(got["0"], reference["301x187"]["0"])
+    err = measure_halo_error(prepare(RenderRequest(model=tiny_model, out=out, size="301x187", tile=16, chunk=16,
+                                                   halo="2")))
+    assert err["max_abs_error_8bit"] > 0
+
+
+def test_same_seed_same_bytes_other_seed_differs(tiny_model, reference, tmp_path):
+    do_render(tiny_model, str(tmp_path / "s0"), "301x187", tile=48, seed=0)
+    do_render(tiny_model, str(tmp_path / "s1"), "301x187", tile=48, seed=1)
+    assert np.array_equal(arrays(str(tmp_path / "s0"))["0"], reference["301x187"]["0"])
+    assert not np.array_equal(arrays(str(tmp_path / "s1"))["0"], reference["301x187"]["0"])
+
+
+def test_memory_store(tiny_model, reference):
+    url = "memory://renders/test_memory_store.zarr"
+    do_render(tiny_model, url, "301x187", tile=32)
+    assert np.array_equal(arrays(url)["0"], reference["301x187"]["0"])
+    Canvas.delete(url)
+
+
+def test_existing_output_needs_resume_or_overwrite(tiny_model, tmp_path):
+    out = str(tmp_path / "e.zarr")
+    do_render(tiny_model, out, "301x187", tile=32)
+    before = arrays(out)
+    with pytest.raises(StoreError, match="already exists"):
+        do_render(tiny_model, out, "301x187", tile=32)
+    with pytest.raises(StoreError, match="seed"):
+        do_render(tiny_model, out, "301x187", tile=32, seed=5, resume=True)
+    with pytest.raises(StoreError, match="size"):
+        do_render(tiny_model, out, "300x187", tile=32, resume=True)
+    assert_same_arrays(arrays(out), before)
+    s = do_render(tiny_model, out, "301x187", tile=32, resume=True)
+    assert s.tasks_run == 0
+    do_render(tiny_model, out, "301x187", tile=32, seed=3, overwrite=True)
+    assert not np.array_equal(arrays(out)["0"], before["0"])
+
+
+def test_overwrite_refuses_what_is_not_a_render(tiny_model, tmp_path):
+    d = tmp_path / "precious"
+    d.mkdir()
+    (d / "thesis.txt").write_text("keep me")
+    with pytest.raises(StoreError, match="not an ourgan-dist render"):
+        do_render(tiny_model, str(d), "301x187", tile=32, overwrite=True)
+    assert (d / "thesis.txt").read_text() == "keep me"
+
+
+def test_resume_after_partial_render_gives_identical_bytes(tiny_model, reference, tmp_path):
+    from ourgan_dist.executors.local import LocalExecutor
+    from ourgan_dist.render import RenderRequest, prepare, render
+
+    out = str(tmp_path / "p.zarr")
+
+    class Dies(LocalExecutor):
+        def run(self, job, plan, keys, on_done):
+            super().run(job, plan, keys[: len(keys) // 2], on_done)
+            raise RuntimeError("worker lost")
+
+    p = prepare(RenderRequest(model=tiny_model, out=out, size="301x187", tile=32, chunk=16))
+    with pytest.raises(RuntimeError):
+        render(p, executor=Dies())
+    c = Canvas(out)
+    assert not c.complete
+    with pytest.raises(StoreError, match="incomplete"):
+        c.require_complete("reading")
+    done_before = len(c.done())
+    p2 = prepare(RenderRequest(model=tiny_model, out=out, size="301x187", tile=32, chunk=16, resume=True))
+    s = render(p2)
+    assert s.tasks_skipped == done_before and s.tasks_run > 0
+    assert Canvas(out).complete
+    assert_same_arrays(arrays(out), reference["301x187"])
+
+
+def test_misaligned_write_is_refused_with_the_reason(tiny_model, tmp_path):
+    out = str(tmp_path / "m.zarr")
+    do_render(tiny_model, out, "301x187", tile=32)
+    c = Canvas(out, mode="r+")
+    before = c.read("0", Box(0, 64, 0, 64)).copy()
+    with pytest.raises(MisalignedWriteError, match="read-modify-write"):
+        c.write("0", Box(8, 24, 0, 16), np.zeros((3, 16, 16), np.uint8))
+    with pytest.raises(MisalignedWriteError, match="chunk grid"):
+        c.write("0", Box(0, 20, 0, 16), np.zeros((3, 20, 16), np.uint8))
+    assert np.array_equal(c.read("0", Box(0, 64, 0, 64)), before)
+    c.write("0", Box(176, 187, 288, 301), np.full((3, 11, 13), 9, np.uint8))  # edge chunk: allowed
+    assert (c.read("0", Box(176, 187, 288, 301)) == 9).all()
+
+
+def test_store_is_valid_ome_zarr_and_dask_reads_it(tiny_model, reference, tmp_path):
+    import dask.array as da
+    from ome_zarr_models.v05.image import Image
+
+    import ourgan_dist
+
+    out = str(tmp_path / "o.zarr")
+    do_render(tiny_model, out, "301x187", tile=32)
+    group = zarr.open_group(out, mode="r")
+    img = Image.from_zarr(group)
+    ms = img.attributes.ome.multiscales[0]
+    assert [a.name for a in ms.axes] == ["c", "y", "x"]
+    assert [d.path for d in ms.datasets] == [str(k) for k in range(len(ms.datasets))]
+    assert group["0"].metadata.dimension_names == ("c", "y", "x") and group["0"].dtype == np.uint8
+    arr = da.from_zarr(out, component="0")
+    assert arr.shape == (3, 187, 301)
+    assert np.array_equal(arr.compute(), reference["301x187"]["0"])
+    res = ourgan_dist.open_result(out)
+    assert np.array_equal(res.compute(), reference["301x187"]["0"])
+    xa = ourgan_dist.open_result(out, xarray=True)
+    assert xa.dims == ("y", "x", "c") and xa.shape == (187, 301, 3)
+    info = group.attrs["ourgan_dist"]
+    assert info["seed"] == 0 and info["size"] == [301, 187] and info["complete"] is True
+
+
+def test_pyramid_is_2x2_mean_of_the_level_below(tiny_model, reference):
+    a = reference["301x187"]
+    from ourgan_dist.canvas import downsample2
+
+    for k in range(1, len([n for n in a if n.isdigit()])):
+        prev, cur = a[str(k - 1)], a[str(k)]
+        assert np.array_equal(downsample2(prev, cur.shape[1], cur.shape[2]), cur)
