@@ -17,7 +17,11 @@ level and of the pyramid has its completion record (I6).
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+import os
+import random
+import time
+from typing import Any, Callable, TypeVar
 
 import fsspec
 import numpy as np
@@ -26,7 +30,36 @@ import zarr
 from .errors import MisalignedWriteError, StoreError
 from .plan import Box, PyramidKey, RenderPlan, TaskKey, TileKey
 
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
 STORE_FORMAT = 1
+RETRIES = int(os.environ.get("OURGAN_STORAGE_RETRIES", "6"))  # attempts per storage operation
+BACKOFF = float(os.environ.get("OURGAN_STORAGE_BACKOFF", "0.2"))  # first wait, doubled each retry (+ jitter)
+
+
+def _transient(e: BaseException) -> bool:
+    """Errors worth retrying: connection drops, timeouts, 5xx surfaced as OSError. Not: missing
+    objects, permissions, bad arguments."""
+    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    return isinstance(e, (OSError, ConnectionError, TimeoutError))
+
+
+def with_retries(what: str, fn: Callable[[], R]) -> R:
+    """Run a storage operation, retrying transient errors with exponential backoff and jitter.
+    Every write is a whole-chunk write, so repeating one is harmless (I4)."""
+    for attempt in range(RETRIES):
+        try:
+            return fn()
+        except Exception as e:
+            if not _transient(e) or attempt == RETRIES - 1:
+                raise
+            wait = BACKOFF * 2**attempt * (1 + random.random() / 2)
+            log.warning("storage error on %s (%s: %s); retry %d/%d in %.2f s", what, type(e).__name__, e,
+                        attempt + 1, RETRIES - 1, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 ATTR = "ourgan_dist"
 GENERATION = "generation"
 RECORDS = "progress"
@@ -163,7 +196,7 @@ class Canvas:
 
     def read(self, name: str, box: Box) -> np.ndarray:
         """(3, box.height, box.width) pixels of an array (any box: reads need no alignment)."""
-        return self.array(name)[:, box.y0:box.y1, box.x0:box.x1]
+        return with_retries(f"read {name}{box}", lambda: self.array(name)[:, box.y0:box.y1, box.x0:box.x1])
 
     def write(self, name: str, box: Box, data: np.ndarray) -> None:
         """Write whole chunks: ``box`` must start on the chunk grid and end on it or at the edge."""
@@ -171,7 +204,11 @@ class Canvas:
         check_aligned(name, arr.shape[1:], arr.chunks[1:], box)
         if data.shape != (3, box.height, box.width):
             raise ValueError(f"write to {name!r}: data {data.shape} does not match {box}")
-        arr[:, box.y0:box.y1, box.x0:box.x1] = data
+
+        def put() -> None:
+            arr[:, box.y0:box.y1, box.x0:box.x1] = data
+
+        with_retries(f"write {name}{box}", put)
 
     # ---- completion records -------------------------------------------------------------
     @staticmethod
@@ -180,16 +217,25 @@ class Canvas:
 
     def mark_done(self, key: TaskKey) -> None:
         """Record a finished task: its own 1x1 chunk of the level's record array."""
-        self.array(self._record(key))[key.ty, key.tx] = 1
+        arr = self.array(self._record(key))
+
+        def put() -> None:
+            arr[key.ty, key.tx] = 1
+
+        with_retries(f"record {key}", put)
 
     def done(self) -> set[TaskKey]:
         """Every task with a completion record."""
         out: set[TaskKey] = set()
+
+        def records(name: str) -> np.ndarray:
+            return with_retries(f"read {name}", lambda: self.array(name)[:])
+
         for lv in self.plan.levels:
-            for ty, tx in zip(*np.nonzero(self.array(f"{RECORDS}/L{lv.index}")[:])):
+            for ty, tx in zip(*np.nonzero(records(f"{RECORDS}/L{lv.index}"))):
                 out.add(TileKey(lv.index, int(ty), int(tx)))
         for scale in range(1, len(self.plan.pyramid_shapes)):
-            for ty, tx in zip(*np.nonzero(self.array(f"{RECORDS}/P{scale}")[:])):
+            for ty, tx in zip(*np.nonzero(records(f"{RECORDS}/P{scale}"))):
                 out.add(PyramidKey(scale, int(ty), int(tx)))
         return out
 

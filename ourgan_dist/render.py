@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from .canvas import Canvas, plan_to_info
 from .errors import PlanError, StoreError, UserError
+from .lease import Lease
 from .plan import DEFAULT_CHUNK, RenderPlan, TaskKey, parse_size
 from .tile import RenderJob, TaskReport
 
@@ -123,6 +124,9 @@ def open_output(p: Prepared) -> Canvas:
         if not Canvas.is_render_store(r.out, r.storage_options):
             raise StoreError(f"--overwrite {r.out!r}: refusing to delete something that is not an ourgan-dist render; "
                              "remove it yourself or choose another --out")
+        holder = Lease(Canvas(r.out, r.storage_options)).holder()
+        if holder:
+            Lease(Canvas(r.out, r.storage_options))._refuse(holder)
         Canvas.delete(r.out, r.storage_options)
     try:
         return Canvas.create(r.out, p.plan, render_info(p), r.storage_options)
@@ -160,26 +164,26 @@ def make_executor(req: RenderRequest, model=None):
 
 def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | None = None,
            executor=None) -> RenderSummary:
+    """Run every task the store does not record as done; mark the store complete at the end."""
     r = p.request
     canvas = open_output(p)
-    done = canvas.done() if r.resume else set()
-    todo = [k for k in task_order(p.plan) if k not in done]
     job = RenderJob(model=r.model, store=r.out, seed=r.seed, device=r.device, precision=r.precision,
                     storage_options=r.storage_options, model_storage_options=r.model_storage_options)
     reports: list[TaskReport] = []
-    total = len(todo)
-
-    def on_done(rep: TaskReport) -> None:
-        reports.append(rep)
-        if on_progress:
-            on_progress(rep, len(reports), total)
-
     t0 = time.time()
-    if todo:
-        ex = executor or make_executor(r, model=p.model)
-        ex.run(job, p.plan, todo, on_done)
-    canvas = Canvas(r.out, r.storage_options, mode="r+")
-    canvas.mark_complete()
+    with Lease(canvas):
+        done = canvas.done() if r.resume else set()
+        todo = [k for k in task_order(p.plan) if k not in done]
+
+        def on_done(rep: TaskReport) -> None:
+            reports.append(rep)
+            if on_progress:
+                on_progress(rep, len(reports), len(todo))
+
+        if todo:
+            ex = executor or make_executor(r, model=p.model)
+            ex.run(job, p.plan, todo, on_done)
+        Canvas(r.out, r.storage_options, mode="r+").mark_complete()
     return RenderSummary(r.out, p.plan, len(todo), len(done), time.time() - t0, reports)
 
 
