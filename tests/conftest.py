@@ -63,8 +63,11 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def s3_server():
     """A real HTTP S3 endpoint (moto) on 127.0.0.1; yields (endpoint_url, storage_options)."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request access log
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
