@@ -120,13 +120,13 @@ class RayExecutor:
                 ray.shutdown()
 
     def _cpus_per_worker(self) -> int:
-        """Each worker's share of the cluster's CPUs, no more than one node has."""
+        """Each worker's share of the cluster's CPUs, but no more than the smallest CPU node has,
+        so that a worker whose node is lost can be restarted on any surviving node."""
         import ray
 
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        per_node = [int(n.get("Resources", {}).get("CPU", 0)) for n in nodes] or [1]
-        total = sum(per_node)
-        return max(1, min(total // self.workers, max(per_node)))
+        per_node = [c for c in (int(n.get("Resources", {}).get("CPU", 0)) for n in nodes) if c > 0] or [1]
+        return max(1, min(sum(per_node) // self.workers, min(per_node)))
 
     def _run(self, plan: RenderPlan, keys: Sequence[TaskKey], on_done: Callable[[TaskReport], None]) -> None:
         import ray

@@ -40,11 +40,13 @@ def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | 
     dev = resolve_device(device)
     model = checkpoint.build(cfg, seed)
     t0 = time.time()
+    summary = {}
     if cfg.train.base_iterations or cfg.train.sr_iterations:
         from .loop import fit
 
-        fit(model, image, info, seed=seed, device=dev, progress=progress)
+        summary = fit(model, image, info, seed=seed, device=dev, progress=progress)
     meta = {
+        **summary,
         "photo": {"name": image.rsplit("/", 1)[-1], "width": info.width, "height": info.height,
                   "sha256": info.sha256},
         "seed": seed,

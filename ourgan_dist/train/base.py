@@ -1,0 +1,128 @@
+"""Training the coherent base generator on the photo's scale pyramid (HP-VAE-GAN style).
+
+Scale 0 is a patch-VAE (reconstruction + KL); the next ``vae_scales - 1`` scales refine its
+output deterministically and are trained by reconstruction; the remaining scales are patch-GAN
+stages (WGAN-GP critic + reconstruction), each started from the previous stage's weights. Each
+GAN scale's noise amplitude is set from the reconstruction error of the scales below it, as in
+SinGAN / HP-VAE-GAN. Scales are trained one after another with the earlier ones frozen.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import TrainConfig
+from ..models.base import BaseGenerator
+from ..models.layers import leaky
+
+
+class PatchCritic(nn.Module):
+    """A fully convolutional critic: one score per patch (receptive field 2 * convs + 1)."""
+
+    def __init__(self, channels: int, convs: int):
+        super().__init__()
+        widths = [3] + [channels] * (convs - 1)
+        self.body = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(widths[:-1], widths[1:]))
+        self.head = nn.Conv2d(channels, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, 1, H, W)
+        for conv in self.body:
+            x = leaky(conv(x))
+        return self.head(x)
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """WGAN-GP: (||grad D(interp)|| - 1)^2 on random interpolates of real and fake."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, generator=gen).to(real.device)
+    mix = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    grad, = torch.autograd.grad(critic(mix).sum(), mix, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def pyramid(photo: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """The photo (1, 3, H, W) resized (antialiased) to every scale's size, coarsest first."""
+    return [F.interpolate(photo, size=s, mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
+            for s in sizes]
+
+
+def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: int,
+               step: Callable[[str, dict], None] = lambda *_: None) -> dict[str, list[float]]:
+    """Train ``gen`` in place on ``photo`` (1, 3, h, w) at its base size; returns loss histories."""
+    device = photo.device
+    g = torch.Generator().manual_seed(seed)
+    sizes = gen.scale_sizes(photo.shape[2], photo.shape[3])
+    reals = pyramid(photo, sizes)
+    n_vae = gen.cfg.vae_scales
+    hist: dict[str, list[float]] = {}
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g).to(device)
+
+    # ---- scale 0 .. n_vae-1: the patch-VAE and its deterministic refinements ------------------
+    for s in range(n_vae):
+        params = list(gen.encoder.parameters()) + list(gen.decoder.parameters()) if s == 0 else \
+            list(gen.stages[s - 1].parameters())
+        if s >= 2:
+            gen.stages[s - 1].load_state_dict(gen.stages[s - 2].state_dict())
+        opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.5, 0.999))
+        for _ in range(cfg.base_iterations):
+            mu, logvar = gen.encode(reals[0])
+            z = mu + torch.exp(0.5 * logvar) * randn(*mu.shape)
+            if s == 0:
+                x = gen.decode(z)
+            else:
+                with torch.no_grad():
+                    x = gen.decode(z)
+                    for k in range(1, s):
+                        x = gen.refine(k, x, sizes[k], None)
+                x = gen.refine(s, x, sizes[s], None)
+            rec = F.mse_loss(x, reals[s])
+            kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp()) if s == 0 else torch.zeros(())
+            loss = cfg.recon_weight * rec + cfg.kl_weight * kl
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            hist.setdefault(f"s{s}_rec", []).append(float(rec))
+            step(f"base s{s}", {"rec": float(rec), "kl": float(kl)})
+
+    # ---- GAN scales: refine a random sample of the scales below, with noise -------------------
+    for s in range(n_vae, len(sizes)):
+        stage = gen.stages[s - 1]
+        if s >= 2:
+            stage.load_state_dict(gen.stages[s - 2].state_dict())
+        with torch.no_grad():  # reconstruction path: posterior mean through the frozen scales
+            mu, _ = gen.encode(reals[0])
+            rec_prev = gen.decode(mu)
+            for k in range(1, s):
+                rec_prev = gen.refine(k, rec_prev, sizes[k], torch.zeros_like(reals[k]) if k >= n_vae else None)
+            up = F.interpolate(rec_prev, size=sizes[s], mode="bilinear", align_corners=False)
+            gen.noise_amps[s] = cfg.noise_amp_scale * torch.sqrt(F.mse_loss(up, reals[s])).clamp(min=1e-3)
+        critic = PatchCritic(cfg.critic_channels, gen.cfg.convs_per_stage).to(device)
+        opt_g = torch.optim.Adam(stage.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        for _ in range(cfg.base_iterations):
+            with torch.no_grad():  # a random sample of the frozen scales below
+                x = gen.decode(randn(1, gen.cfg.latent_channels, *sizes[0]))
+                for k in range(1, s):
+                    x = gen.refine(k, x, sizes[k], randn(1, 3, *sizes[k]) if k >= n_vae else None)
+            fake = gen.refine(s, x, sizes[s], randn(1, 3, *sizes[s]))
+            # critic step
+            d_loss = critic(fake.detach()).mean() - critic(reals[s]).mean()
+            gp = gradient_penalty(critic, reals[s], fake.detach(), g)
+            opt_d.zero_grad(set_to_none=True)
+            (d_loss + cfg.gp_weight * gp).backward()
+            opt_d.step()
+            # generator step: fool the critic, and reconstruct the photo from the reconstruction path
+            adv = -critic(fake).mean()
+            rec = F.mse_loss(gen.refine(s, rec_prev, sizes[s], torch.zeros_like(reals[s])), reals[s])
+            opt_g.zero_grad(set_to_none=True)
+            (adv + cfg.recon_weight * rec).backward()
+            opt_g.step()
+            hist.setdefault(f"s{s}_rec", []).append(float(rec))
+            hist.setdefault(f"s{s}_d", []).append(float(d_loss))
+            step(f"base s{s}", {"rec": float(rec), "d": float(d_loss)})
+    return hist
