@@ -108,9 +108,9 @@ def load_rgb(path: str, max_width: int | None = None, max_height: int | None = N
         if max_width or max_height:
             tw = min(max_width or info.width, info.width)
             th = min(max_height or info.height, info.height)
-            im = pyvips.Image.thumbnail(path, tw, height=th, size="down")
+            im = pyvips.Image.thumbnail(path, tw, height=th, size="down", fail_on="truncated")
         else:
-            im = _open(path, access="sequential").autorot()
+            im = _open(path, access="sequential", fail_on="truncated").autorot()
         im = _to_srgb8(im)
         arr = np.ndarray(buffer=im.write_to_memory(), dtype=np.uint8, shape=(im.height, im.width, im.bands))
     except pyvips.Error as e:

@@ -1,11 +1,14 @@
 """The x4 super-resolution network (RRDB-style, ESRGAN-like) and its exact tiled forward pass.
 
-    out = nearest4(x) + tail(body(x + amp * z))
+    out = bicubic4(x) + tail(body(x + amp * z))
 
 body: conv_first -> RRDB blocks (each: RDBs with dense 3x3 convs, residual scale 0.2) ->
 conv_body, with a long skip; tail: nearest x2 -> conv -> nearest x2 -> conv -> conv_hr ->
 conv_last. Every layer is a zero-padded 3x3 convolution or a pointwise/integer-factor op, so
-the receptive field is exact and known: ``SRConfig.receptive_radius`` input pixels.
+the receptive field is exact and known: ``SRConfig.receptive_radius`` input pixels. The skip is a
+fixed x4 bicubic upsampling (align_corners=False, scale factor exactly 4): it reads two input
+pixels either side, within the tail's radius, and clamps only at the window's edge, which for kept
+pixels is either the image edge (as in the whole-level pass) or at least two pixels away.
 
 ``forward_window`` runs the network on a window (a tile's source core plus halo) placed at known
 global coordinates and crops as it goes: after each block it keeps only the pixels the rest of
@@ -114,6 +117,9 @@ class SRNet(nn.Module):
         t = self.conv_last(leaky(self.conv_hr(t)))  # (B, 3, 4h', 4w') on 4 * treg
         ys, xs = core.relative_to(treg)
         t = t[:, :, slice(4 * ys.start, 4 * ys.stop), slice(4 * xs.start, 4 * xs.stop)]
-        cy, cx = core.relative_to(window)
-        base = F.interpolate(x[:, :, cy, cx], scale_factor=4, mode="nearest")
-        return (base + t).clamp(-1, 1)
+        sk = core.expand(2).clip(H, W)  # the bicubic skip's own window: core + 2 px
+        sy, sx = sk.relative_to(window)
+        skip = F.interpolate(x[:, :, sy, sx], scale_factor=4, mode="bicubic", align_corners=False)
+        ky, kx = core.relative_to(sk)
+        skip = skip[:, :, slice(4 * ky.start, 4 * ky.stop), slice(4 * kx.start, 4 * kx.stop)]
+        return (skip + t).clamp(-1, 1)

@@ -21,22 +21,28 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_config(preset: str, iterations: int | None, vertical_coord: bool) -> ModelConfig:
+def resolve_config(preset: str, iterations: int | None, vertical_coord: bool,
+                   schedule: tuple[int, int] | None = None) -> ModelConfig:
+    """The preset, with ``iterations`` (steps per base scale and SR steps alike) or an explicit
+    ``schedule`` (base steps per scale, SR steps) overriding its training length."""
     cfg = get_preset(preset)
     base = dataclasses.replace(cfg.base, vertical_coord=vertical_coord)
     train = cfg.train
     if iterations is not None:
         train = dataclasses.replace(train, base_iterations=iterations, sr_iterations=iterations)
+    if schedule is not None:
+        train = dataclasses.replace(train, base_iterations=schedule[0], sr_iterations=schedule[1])
     return dataclasses.replace(cfg, base=base, train=train)
 
 
 def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | None = None, seed: int = 0,
-                device: str = "auto", vertical_coord: bool = True, progress: bool = True) -> str:
+                device: str = "auto", vertical_coord: bool = True, progress: bool = True,
+                schedule: tuple[int, int] | None = None) -> str:
     """Train (or, with ``iterations=0``, just initialise) a model from one photo; returns its id."""
     from ..models import checkpoint
 
     info = images.probe(image)
-    cfg = resolve_config(preset, iterations, vertical_coord)
+    cfg = resolve_config(preset, iterations, vertical_coord, schedule)
     dev = resolve_device(device)
     model = checkpoint.build(cfg, seed)
     t0 = time.time()

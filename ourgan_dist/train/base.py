@@ -86,8 +86,8 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            hist.setdefault(f"s{s}_rec", []).append(float(rec))
-            step(f"base s{s}", {"rec": float(rec), "kl": float(kl)})
+            hist.setdefault(f"s{s}_rec", []).append(float(rec.detach()))
+            step(f"base s{s}", {"rec": float(rec.detach()), "kl": float(kl.detach())})
 
     # ---- GAN scales: refine a random sample of the scales below, with noise -------------------
     for s in range(n_vae, len(sizes)):
@@ -122,7 +122,7 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             opt_g.zero_grad(set_to_none=True)
             (adv + cfg.recon_weight * rec).backward()
             opt_g.step()
-            hist.setdefault(f"s{s}_rec", []).append(float(rec))
-            hist.setdefault(f"s{s}_d", []).append(float(d_loss))
-            step(f"base s{s}", {"rec": float(rec), "d": float(d_loss)})
+            hist.setdefault(f"s{s}_rec", []).append(float(rec.detach()))
+            hist.setdefault(f"s{s}_d", []).append(float(d_loss.detach()))
+            step(f"base s{s}", {"rec": float(rec.detach()), "d": float(d_loss.detach())})
     return hist

@@ -63,7 +63,7 @@ def train_sr(net: SRNet, photo: torch.Tensor, cfg: TrainConfig, seed: int, holdo
         opt_g.step()
         with torch.no_grad():
             bic = F.l1_loss(F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1), hr)
-        hist["l1"].append(float(l1))
+        hist["l1"].append(float(l1.detach()))
         hist["bicubic_l1"].append(float(bic))
-        step("sr", {"l1": float(l1), "bicubic": float(bic), "amp": amp})
+        step("sr", {"l1": float(l1.detach()), "bicubic": float(bic), "amp": amp})
     return hist

@@ -1,0 +1,199 @@
+"""One-shot training on tiny models in seconds: losses fall, SR beats bicubic, training is
+seeded, trained models keep tiled == untiled, photos as users have them load or fail clearly."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import arrays, assert_same_arrays, do_render
+from ourgan_dist import images
+from ourgan_dist.config import PRESETS, SRConfig
+from ourgan_dist.errors import UserError
+from ourgan_dist.models import checkpoint
+from ourgan_dist.models.base import BaseGenerator
+from ourgan_dist.models.sr import SRNet
+from ourgan_dist.train import train_model
+from ourgan_dist.train.base import train_base
+from ourgan_dist.train.sr import downsample4, train_sr
+
+ROCKET = os.path.join(os.path.dirname(__file__), "..", "ourgan_dist", "data", "rocket.jpg")
+
+
+def first_last(v, n=10):
+    return float(np.mean(v[:n])), float(np.mean(v[-n:]))
+
+
+def test_base_losses_fall(photo):
+    torch.manual_seed(0)
+    gen = BaseGenerator(PRESETS["tiny"].base)
+    x = torch.from_numpy(images.load_rgb(photo, max_width=32)).unsqueeze(0)
+    cfg = dataclasses.replace(PRESETS["tiny"].train, base_iterations=60)
+    hist = train_base(gen, x, cfg, seed=0)
+    for s in range(PRESETS["tiny"].base.n_scales):
+        a, b = first_last(hist[f"s{s}_rec"])
+        assert b < a, f"scale {s} reconstruction did not improve: {a:.4f} -> {b:.4f}"
+    assert (gen.noise_amps[gen.cfg.vae_scales:] > 0).all() and (gen.noise_amps[: gen.cfg.vae_scales] == 0).all()
+
+
+def psnr(a, b):
+    return float(10 * torch.log10(4 / F.mse_loss(a, b)))
+
+
+def test_sr_beats_bicubic_on_its_photo():
+    torch.manual_seed(0)
+    photo = torch.from_numpy(images.load_rgb(ROCKET, max_width=256)).unsqueeze(0)
+    net = SRNet(SRConfig(features=16, growth=8, blocks=1, rdbs_per_block=1, dense_convs=3, noise_amp=0.0))
+    cfg = dataclasses.replace(PRESETS["tiny"].train, sr_iterations=300, sr_crop=48, sr_batch=4, lr=2e-3,
+                              sr_adv_weight=0.0)
+    hist = train_sr(net, photo, cfg, seed=0)
+    a, b = first_last(hist["l1"])
+    assert b < a
+    hr = photo[:, :, : photo.shape[2] // 4 * 4, : photo.shape[3] // 4 * 4]
+    lr = downsample4(hr)
+    with torch.no_grad():
+        sr = net.eval()(lr)
+    bic = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
+    assert psnr(sr, hr) > psnr(bic, hr)
+
+
+@pytest.fixture(scope="module")
+def trained(photo, tmp_path_factory):
+    d = tmp_path_factory.mktemp("trained")
+    a = str(d / "a")
+    train_model(photo, a, preset="tiny", seed=7, device="cpu", progress=False)
+    return a
+
+
+def test_same_seed_same_checkpoint_and_samples(photo, trained, tmp_path):
+    b = str(tmp_path / "b")
+    train_model(photo, b, preset="tiny", seed=7, device="cpu", progress=False)
+    ma, mb = checkpoint.load(trained), checkpoint.load(b)
+    for k, v in ma.sr.state_dict().items():
+        assert torch.equal(v, mb.sr.state_dict()[k]), k
+    for k, v in ma.base.state_dict().items():
+        assert torch.equal(v, mb.base.state_dict()[k]), k
+    assert torch.equal(ma.base.generate(21, 32, 3), mb.base.generate(21, 32, 3))
+    c = str(tmp_path / "c")
+    train_model(photo, c, preset="tiny", seed=8, device="cpu", progress=False)
+    assert not torch.equal(checkpoint.load(c).sr.state_dict()["conv_first.weight"],
+                           ma.sr.state_dict()["conv_first.weight"])
+
+
+def test_trained_model_meta_and_samples_differ_by_seed(trained, photo):
+    m = checkpoint.load(trained)
+    meta = m.meta
+    assert meta["trained"] and meta["photo"]["width"] == 53 and meta["photo"]["height"] == 37
+    assert meta["photo"]["sha256"] == images.file_sha256(photo)
+    assert "final_losses" in meta and meta["train_config"]["base_iterations"] == PRESETS["tiny"].train.base_iterations
+    a, b = m.base.generate(21, 32, 0), m.base.generate(21, 32, 1)
+    assert not torch.equal(a, b)
+
+
+def test_trained_model_still_tiled_equals_untiled(trained, tmp_path):
+    do_render(trained, str(tmp_path / "u"), "301x187", tile=0)
+    do_render(trained, str(tmp_path / "t"), "301x187", tile=32)
+    assert_same_arrays(arrays(str(tmp_path / "u")), arrays(str(tmp_path / "t")))
+
+
+def test_no_vertical_coord_ablation(photo, tmp_path):
+    out = str(tmp_path / "noy")
+    train_model(photo, out, preset="tiny", iterations=2, seed=1, vertical_coord=False, device="cpu", progress=False)
+    m = checkpoint.load(out)
+    assert m.config.base.vertical_coord is False
+    assert m.base.stages[0].convs[0].conv.in_channels == 3
+
+
+# ---- photos as users have them ---------------------------------------------------------------
+
+def _save(arr, path, **kw):
+    import pyvips
+
+    im = pyvips.Image.new_from_array(arr)
+    if arr.dtype == np.uint16:
+        im = im.copy(interpretation="rgb16" if arr.ndim == 3 and arr.shape[2] >= 3 else "grey16")
+    im.write_to_file(str(path), **kw)
+    return str(path)
+
+
+def _gradient(h=40, w=60, bands=3, dtype=np.uint8):
+    top = 255 if dtype == np.uint8 else 65535
+    y = np.linspace(0, top, h)[:, None, None]
+    arr = np.broadcast_to(y, (h, w, bands)).astype(dtype)
+    return np.ascontiguousarray(arr)
+
+
+def test_photo_kinds_load_as_rgb(tmp_path):
+    cases = {
+        "gray.png": _gradient(bands=1)[:, :, 0],
+        "alpha.png": np.dstack([_gradient(), np.full((40, 60), 255, np.uint8)]),
+        "rgb16.png": _gradient(dtype=np.uint16),
+        "gray16.tif": _gradient(bands=1, dtype=np.uint16)[:, :, 0],
+        "rgb.webp": _gradient(),
+        "rgb.tif": _gradient(),
+    }
+    for name, arr in cases.items():
+        path = _save(arr, tmp_path / name)
+        x = images.load_rgb(path)
+        assert x.shape == (3, 40, 60), name
+        assert x[:, 0].mean() < -0.9 and x[:, -1].mean() > 0.9, name  # dark top, bright bottom kept
+
+
+def test_cmyk_and_exif_rotation(tmp_path):
+    import pyvips
+
+    rgb = pyvips.Image.new_from_array(_gradient())
+    cmyk = rgb.colourspace("cmyk") if hasattr(rgb, "colourspace") else None
+    path = str(tmp_path / "cmyk.jpg")
+    cmyk.write_to_file(path)
+    assert pyvips.Image.new_from_file(path).bands == 4
+    x = images.load_rgb(path)
+    assert x.shape == (3, 40, 60) and x[:, 0].mean() < x[:, -1].mean()
+    # EXIF orientation 6: stored landscape, shown portrait (rotated 90 degrees clockwise)
+    rot = rgb.copy()
+    rot.set_type(pyvips.GValue.gint_type, "orientation", 6)
+    rpath = str(tmp_path / "rot.jpg")
+    rot.write_to_file(rpath)
+    info = images.probe(rpath)
+    assert (info.width, info.height) == (40, 60)
+    y = images.load_rgb(rpath)
+    assert y.shape == (3, 60, 40)
+    assert y[:, :, 0].mean() > y[:, :, -1].mean()  # the bright bottom turned to the left
+
+
+def test_bad_photos_fail_with_one_line(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        images.probe(str(tmp_path / "none.jpg"))
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(UserError, match="not a readable image"):
+        images.probe(str(tmp_path / "text.png"))
+    good = _save(_gradient(200, 300), tmp_path / "full.jpg")
+    data = open(good, "rb").read()
+    (tmp_path / "trunc.jpg").write_bytes(data[: len(data) // 3])
+    with pytest.raises(UserError):
+        images.load_rgb(str(tmp_path / "trunc.jpg"))
+    tiny = _save(_gradient(1, 1), tmp_path / "one.png")
+    with pytest.raises(UserError, match="too small"):
+        images.probe(tiny)
+    with pytest.raises(UserError, match="directory"):
+        images.probe(str(tmp_path))
+
+
+def test_enormous_photo_is_shrunk_on_load(tmp_path):
+    import resource
+
+    import pyvips
+
+    path = str(tmp_path / "huge.jpg")
+    pyvips.Image.black(20000, 20000, bands=3).draw_rect([200, 100, 50], 0, 0, 20000, 8000, fill=True).write_to_file(
+        path, Q=50)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    x = images.load_rgb(path, max_width=256)
+    grew_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert x.shape == (3, 256, 256)
+    assert grew_mib < 400, f"decoding grew peak RSS by {grew_mib:.0f} MiB (the whole image is 1144 MiB)"
