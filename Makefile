@@ -12,11 +12,12 @@ TORCH_INDEX ?=
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml Makefile ourgan_dist/view/static/package.json
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_INDEX) "$(TORCH)"
 	$(PY) -m pip install -q -e ".[test]"
+	npm install --prefix ourgan_dist/view/static --no-audit --no-fund --no-package-lock --silent  # OpenSeadragon for `view`
 	touch $@
 
 test: setup

@@ -203,6 +203,14 @@ def inspect(target: str, as_json: bool, storage_options: str | None) -> None:
 
 
 # --- extra commands: each lives in ourgan_dist/commands/<name>.py; register it here ---
+from .commands.demo import demo as _demo  # noqa: E402  (click only; no torch at import)
+
+main.add_command(_demo)
+from .commands.export import export_command  # noqa: E402
+from .commands.view import view_command  # noqa: E402
+
+main.add_command(export_command)
+main.add_command(view_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,38 @@
+"""``ourgan-dist export URL FILE``: a finished render as a pyramidal BigTIFF, Deep Zoom, PNG, JPEG or WebP."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("export")
+@click.argument("url")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--compression", type=click.Choice(["deflate", "jpeg", "none", "png"]), default=None,
+              help=".tif: deflate (default, lossless), jpeg or none; .dzi/.zip tiles: jpeg (default) or png.")
+@click.option("--quality", type=click.IntRange(1, 100), default=90, help="JPEG and WebP quality.")
+@click.option("--storage-options", default=None, help="JSON fsspec options for URL (e.g. an s3 endpoint).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def export_command(url: str, file: str, compression: str | None, quality: int, storage_options: str | None,
+                   quiet: bool) -> None:
+    """Export the complete render store URL to FILE; the format comes from FILE's suffix.
+
+    \b
+    .tif/.tiff  tiled pyramidal BigTIFF (the store's own pyramid; constant memory at any size)
+    .dzi        Deep Zoom tree (name.dzi + name_files/), .zip: the same in one file
+    .png .jpg .webp   one image (JPEG: at most 65535 px a side, WebP: 16383)
+
+    \b
+    Examples:
+      ourgan-dist export out.zarr out.tif
+      ourgan-dist export out.zarr out.tif --compression jpeg --quality 85
+      ourgan-dist export s3://bucket/r.zarr r.dzi --storage-options '{"anon": false}'
+    """
+    from ..cli import _json_option
+    from ..export import export
+
+    result = export(url, file, storage_options=_json_option(storage_options, "--storage-options"),
+                    compression=compression, quality=quality, progress=not quiet)
+    click.echo(f"exported {result.width}x{result.height} to {file} ({result.format}"
+               + (f", {result.compression}" if result.compression else "")
+               + (f", {result.levels} levels" if result.levels > 1 else "") + ")")

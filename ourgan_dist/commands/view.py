@@ -1,0 +1,32 @@
+"""``ourgan-dist view URL``: a deep-zoom page of a render store on 127.0.0.1."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("view")
+@click.argument("url")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, help="Port on 127.0.0.1 (0: any free port).")
+@click.option("--storage-options", default=None, help="JSON fsspec options for URL (e.g. an s3 endpoint).")
+def view_command(url: str, port: int, storage_options: str | None) -> None:
+    """Show the render store URL in the browser: deep zoom from the whole picture down to single
+    pixels, tiles cut on the fly from its OME-Zarr pyramid (no export needed), the render's
+    config beside it. Serves on 127.0.0.1 only; Ctrl-C stops it.
+
+    \b
+    Examples:
+      ourgan-dist view out.zarr
+      ourgan-dist view s3://bucket/r.zarr --port 8080 --storage-options '{"endpoint_url": "http://127.0.0.1:9000"}'
+    """
+    from ..cli import _json_option
+    from ..view.server import ViewServer
+
+    server = ViewServer(url, _json_option(storage_options, "--storage-options"), port=port)
+    click.echo(f"viewing {url} at {server.url}  (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        server.server_close()

@@ -1,0 +1,237 @@
+"""Exports of a finished render: pyramidal BigTIFF, Deep Zoom, PNG, JPEG, WebP, all streamed.
+
+The format comes from the file name:
+
+    .tif .tiff   tiled pyramidal BigTIFF, one page per OME-Zarr array (0 full size, 1 half, ...,
+                 pages after the first marked "reduced resolution"): the store's own pyramid,
+                 written tile by tile with tifffile; deflate (lossless, default), jpeg or none
+    .dzi         a Deep Zoom tree (``name.dzi`` + ``name_files/``) written by libvips' dzsave;
+    .zip         the same tree in one zip file; tiles jpeg (default) or png (lossless)
+    .png .jpg .jpeg .webp   one image, libvips; JPEG and WebP have hard size limits
+
+Nothing decodes the image whole (invariant I5). The TIFF writer receives one tile at a time and
+keeps a few megabytes in flight, so its peak memory is the same for 4K and a gigapixel. The
+libvips writers pull the image through a sequential PNG stream of the store (``pixelstream``);
+their own buffers hold one strip of tiles across the image, so they grow with the image's width
+(see docs/viewing.md for the measured figures). A file appears only when it is complete: it is
+written under a temporary name beside the target and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from .canvas import Canvas
+from .errors import StoreError, UserError
+
+TIFF_TILE = 256
+TIFF_BUFFER = 4 << 20  # bytes tifffile compresses per pass: bounds its memory
+DZI_TILE, DZI_OVERLAP = 254, 1  # the usual Deep Zoom tile geometry (256 with the overlap)
+FORMATS = {".tif": "tiff", ".tiff": "tiff", ".dzi": "dzi", ".zip": "dzi-zip", ".png": "png", ".jpg": "jpeg",
+           ".jpeg": "jpeg", ".webp": "webp"}
+COMPRESSIONS = {"tiff": ("deflate", "jpeg", "none"), "dzi": ("jpeg", "png"), "dzi-zip": ("jpeg", "png")}
+MAX_SIDE = {"jpeg": 65535, "webp": 16383, "png": 10_000_000}  # format limits (png: libvips' own limit)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote."""
+
+    path: str  # the file (for .dzi, the .dzi file beside its _files folder)
+    format: str
+    width: int
+    height: int
+    levels: int  # pyramid levels written (1 for single images)
+    compression: str | None
+
+
+def export_format(file: str) -> str:
+    """The export format named by a file's suffix, or a ``UserError`` listing the choices."""
+    suffix = os.path.splitext(file)[1].lower()
+    if suffix not in FORMATS:
+        raise UserError(f"export to {file!r}: unknown file type {suffix or '(none)'!r}; name the file .tif (pyramidal "
+                        "BigTIFF), .dzi or .zip (Deep Zoom), .png, .jpg or .webp")
+    return FORMATS[suffix]
+
+
+def resolve_compression(fmt: str, file: str, compression: str | None) -> str | None:
+    """The compression to use: the format's default when none is given; refused where the
+    format has no choice or does not know the one given."""
+    choices = COMPRESSIONS.get(fmt)
+    if choices is None:
+        if compression is not None:
+            raise UserError(f"--compression {compression!r}: {file!r} has no compression choice; it applies to "
+                            ".tif (deflate, jpeg, none) and .dzi/.zip (jpeg, png)")
+        return None
+    if compression is None:
+        return choices[0]
+    if compression not in choices:
+        raise UserError(f"--compression {compression!r} for {file!r}: choose one of {', '.join(choices)}")
+    return compression
+
+
+def open_for_export(url: str, storage_options: dict | None = None) -> Canvas:
+    """Open a store and check it can be exported: an ourgan-dist render, complete, with every
+    pyramid array present at the shape its plan gives."""
+    canvas = Canvas(url, storage_options)
+    canvas.require_complete("export")
+    for k, (h, w) in enumerate(canvas.plan.pyramid_shapes):
+        try:
+            arr = canvas.array(str(k))
+        except KeyError:
+            raise StoreError(f"store {url!r}: pyramid array '{k}' is missing, so the store is damaged; render it "
+                             "again with --overwrite") from None
+        if tuple(arr.shape) != (3, h, w) or arr.dtype != np.uint8:
+            raise StoreError(f"store {url!r}: array '{k}' is {arr.dtype} {tuple(arr.shape)}, the plan says uint8 "
+                             f"{(3, h, w)}; the store is damaged: render it again with --overwrite")
+    return canvas
+
+
+def _check_size(fmt: str, file: str, width: int, height: int) -> None:
+    limit = MAX_SIDE.get(fmt)
+    if limit and max(width, height) > limit:
+        raise UserError(f"export to {file!r}: {width}x{height} is over the {limit} px per side that "
+                        f"{fmt.upper()} allows; export to .tif (pyramidal BigTIFF) or .dzi instead")
+
+
+def _check_target(file: str) -> None:
+    if "://" in file:
+        raise UserError(f"export to {file!r}: exports write a local file; give a path on this machine")
+    parent = os.path.dirname(os.path.abspath(file))
+    if not os.path.isdir(parent):
+        raise UserError(f"export to {file!r}: folder {parent!r} does not exist; create it first")
+    if os.path.isdir(file):
+        raise UserError(f"export to {file!r}: is a folder; give a file name ending .tif, .dzi, .zip, .png, .jpg or "
+                        ".webp")
+
+
+def _bar(progress: bool, total: int, unit: str, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True,
+                unit_scale=unit == "row")
+
+
+def export(url: str, file: str, *, storage_options: dict | None = None, compression: str | None = None,
+           quality: int = 90, progress: bool = True) -> ExportResult:
+    """Export the complete render at ``url`` to ``file``; the format comes from its suffix.
+
+    ``compression``: for .tif ``deflate`` (default, lossless), ``jpeg`` or ``none``; for .dzi/.zip
+    the tile format, ``jpeg`` (default) or ``png`` (lossless). ``quality`` applies to JPEG and WebP.
+    """
+    fmt = export_format(file)
+    comp = resolve_compression(fmt, file, compression)
+    if not 1 <= quality <= 100:
+        raise UserError(f"--quality {quality}: must be in [1, 100]")
+    _check_target(file)
+    canvas = open_for_export(url, storage_options)
+    height, width = canvas.plan.pyramid_shapes[0]
+    _check_size(fmt, file, width, height)
+    if fmt == "tiff":
+        levels = _write_tiff(canvas, file, comp, quality, progress)
+    elif fmt in ("dzi", "dzi-zip"):
+        levels = _write_dzi(canvas, file, comp, quality, progress, zipped=fmt == "dzi-zip")
+    else:
+        levels = _write_single(canvas, file, fmt, quality, progress)
+    return ExportResult(os.path.abspath(file), fmt, width, height, levels, comp)
+
+
+def _partial(file: str) -> str:
+    """A temporary name beside ``file`` that keeps its suffix (libvips picks the format by it)."""
+    d, base = os.path.split(os.path.abspath(file))
+    return os.path.join(d, f".{base}.{uuid.uuid4().hex[:12]}.partial{os.path.splitext(base)[1]}")
+
+
+def _description(canvas: Canvas) -> str:
+    info = canvas.info
+    return json.dumps({"ourgan_dist": {k: info.get(k) for k in ("name", "model_id", "model_preset", "seed", "size",
+                                                                "exact", "precision")}})
+
+
+def _write_tiff(canvas: Canvas, file: str, compression: str, quality: int, progress: bool) -> int:
+    """One tiled page per OME-Zarr array, written tile by tile from the store."""
+    import tifffile
+
+    from .pixelstream import tile_boxes, tiles
+
+    shapes = canvas.plan.pyramid_shapes
+    total = sum(len(tile_boxes(h, w, TIFF_TILE)) for h, w in shapes)
+    codec = {"deflate": dict(compression="zlib", compressionargs={"level": 6}, predictor=True),
+             "jpeg": dict(compression="jpeg", compressionargs={"level": quality}),
+             "none": dict(compression=None)}[compression]
+    tmp = _partial(file)
+    try:
+        with _bar(progress, total, "tile", f"export {os.path.basename(file)}") as bar, \
+                tifffile.TiffWriter(tmp, bigtiff=True) as tw:
+            for k, (h, w) in enumerate(shapes):
+                tw.write(tiles(canvas, str(k), TIFF_TILE, on_tile=lambda: bar.update(1)), shape=(h, w, 3),
+                         dtype=np.uint8, tile=(TIFF_TILE, TIFF_TILE), photometric="rgb", subfiletype=1 if k else 0,
+                         description=None if k else _description(canvas), metadata=None, software="ourgan-dist",
+                         maxworkers=2, buffersize=TIFF_BUFFER, **codec)
+        os.replace(tmp, file)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return len(shapes)
+
+
+def _vips_image(canvas: Canvas, bar):
+    """The store's array 0 as a sequential pyvips image, pulled from the store as libvips reads."""
+    import pyvips
+
+    from .pixelstream import PngStream
+
+    stream = PngStream(canvas, "0", on_rows=bar.update)
+    source = pyvips.SourceCustom()
+    source.on_read(stream.read)
+    image = pyvips.Image.new_from_source(source, "", access="sequential")
+    return image, source, stream  # callers keep the source and stream alive while libvips reads
+
+
+def _write_single(canvas: Canvas, file: str, fmt: str, quality: int, progress: bool) -> int:
+    options = {"png": {"compression": 6}, "jpeg": {"Q": quality}, "webp": {"Q": quality}}[fmt]
+    tmp = _partial(file)
+    try:
+        with _bar(progress, canvas.plan.height, "row", f"export {os.path.basename(file)}") as bar:
+            image, _source, _stream = _vips_image(canvas, bar)
+            image.write_to_file(tmp, **options)
+        os.replace(tmp, file)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return 1
+
+
+def _write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bool, zipped: bool) -> int:
+    """A Deep Zoom tree by libvips' dzsave, written in a temporary folder beside ``file`` and
+    moved into place (``name.dzi`` + ``name_files/``, or ``name.zip``)."""
+    target = os.path.abspath(file)
+    parent = os.path.dirname(target)
+    stem = os.path.splitext(os.path.basename(target))[0]
+    suffix = f".jpg[Q={quality}]" if tiles == "jpeg" else ".png"
+    work = tempfile.mkdtemp(prefix=f".{stem}.", dir=parent)
+    try:
+        with _bar(progress, canvas.plan.height, "row", f"export {os.path.basename(file)}") as bar:
+            image, _source, _stream = _vips_image(canvas, bar)
+            out = os.path.join(work, stem + (".zip" if zipped else ""))
+            image.dzsave(out, tile_size=DZI_TILE, overlap=DZI_OVERLAP, suffix=suffix)
+        if zipped:
+            os.replace(out, target)
+        else:
+            old_tree = os.path.join(parent, f"{stem}_files")
+            if os.path.isdir(old_tree):
+                shutil.rmtree(old_tree)
+            os.replace(os.path.join(work, f"{stem}_files"), old_tree)
+            os.replace(os.path.join(work, f"{stem}.dzi"), target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return math.ceil(math.log2(max(canvas.plan.width, canvas.plan.height))) + 1

@@ -1,0 +1,167 @@
+"""The viewer's HTTP server: the page, OpenSeadragon's files, the render's config and its tiles.
+
+Routes (everything else is a 404; nothing is read from a path taken from the request):
+
+    /                                   the page (static/index.html)
+    /static/<name>                      the page's own files, by name from a fixed list
+    /osd/<path>                         OpenSeadragon's build (installed by npm), inside that folder only
+    /info.json                          the render's config: model, seed, size, completion
+    /image.dzi                          the Deep Zoom descriptor
+    /image_files/<level>/<col>_<row>.<png|jpeg>   a tile, cut from the store's pyramid
+
+A ``ThreadingHTTPServer`` answers requests on threads, so a browser's many tile requests are
+served at once; every tile is a read of the store (Zarr reads are safe from many threads).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import os
+import re
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ..canvas import Canvas
+from ..errors import UserError
+from .tiles import DeepZoom, TileKey
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+PAGE_FILES = ("index.html", "viewer.js", "viewer.css")
+OSD_ENV = "OURGAN_OPENSEADRAGON"  # a folder holding openseadragon.min.js, to override the search
+TILE_PATH = re.compile(r"^/image_files/(\d{1,2})/(\d{1,7})_(\d{1,7})\.(png|jpeg)$")
+
+
+def find_openseadragon() -> Path:
+    """The folder of OpenSeadragon's build (openseadragon.min.js and images/), as npm installs it."""
+    rel = Path("node_modules") / "openseadragon" / "build" / "openseadragon"
+    candidates = [Path(os.environ[OSD_ENV])] if os.environ.get(OSD_ENV) else []
+    candidates += [STATIC / rel, Path(__file__).resolve().parents[2] / rel, Path.cwd() / rel]
+    for c in candidates:
+        if (c / "openseadragon.min.js").is_file():
+            return c.resolve()
+    raise UserError("OpenSeadragon is not installed: run `make setup` (it runs `npm install --prefix "
+                    f"ourgan_dist/view/static`), or point {OSD_ENV} at a folder with openseadragon.min.js")
+
+
+def render_summary(canvas: Canvas) -> dict[str, Any]:
+    """What the page shows beside the image: no credentials (the store keeps none)."""
+    info = canvas.info
+    done = total = None
+    if not canvas.complete:
+        tasks = canvas.progress()["tasks"].values()
+        done, total = sum(d for d, _ in tasks), sum(t for _, t in tasks)
+    return {"url": canvas.url, "name": info.get("name"), "model": info.get("model"), "model_id": info.get("model_id"),
+            "model_preset": info.get("model_preset"), "seed": info.get("seed"), "size": info.get("size"),
+            "exact": info.get("exact"), "precision": info.get("precision"), "complete": canvas.complete,
+            "tasks_done": done, "tasks_total": total,
+            "levels": [list(s) for s in canvas.plan.pyramid_shapes]}
+
+
+class ViewServer(ThreadingHTTPServer):
+    """Serves one render store on 127.0.0.1 (``port`` 0: any free port)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, url: str, storage_options: dict | None = None, port: int = 8000, host: str = "127.0.0.1",
+                 osd_dir: Path | None = None):
+        self.canvas = Canvas(url, storage_options)
+        self.zoom = DeepZoom(self.canvas)
+        self.osd_dir = (osd_dir or find_openseadragon()).resolve()
+        self.summary = render_summary(self.canvas)
+        try:
+            super().__init__((host, port), ViewHandler)
+        except OSError as e:
+            raise UserError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror}); choose another port") \
+                from None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def start_background(self) -> threading.Thread:
+        """Serve on a daemon thread (tests, notebooks); ``shutdown()`` stops it."""
+        t = threading.Thread(target=self.serve_forever, name="ourgan-view", daemon=True)
+        t.start()
+        return t
+
+
+class ViewHandler(BaseHTTPRequestHandler):
+    server: ViewServer
+    server_version = "ourgan-dist-view"
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # quiet by default; --debug logging shows them
+        log.debug("%s " + fmt, self.address_string(), *args)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self._answer(head=False)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._answer(head=True)
+
+    def _answer(self, head: bool) -> None:
+        path = unquote(urlsplit(self.path).path)
+        try:
+            found = self._route(path)
+        except Exception as e:  # a storage error on one tile must not end the server
+            log.warning("error on %s: %s: %s", path, type(e).__name__, e)
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"store read failed\n", "text/plain", head)
+            return
+        if found is None:
+            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain", head)
+        else:
+            body, ctype, cache = found
+            self._send(HTTPStatus.OK, body, ctype, head, cache)
+
+    def _route(self, path: str) -> tuple[bytes, str, bool] | None:
+        if path in ("/", "/index.html"):
+            return (STATIC / "index.html").read_bytes(), "text/html; charset=utf-8", False
+        if path.startswith("/static/"):
+            name = path[len("/static/"):]
+            if name not in PAGE_FILES:
+                return None
+            return (STATIC / name).read_bytes(), _ctype(name), False
+        if path.startswith("/osd/"):
+            return self._osd_file(path[len("/osd/"):])
+        if path == "/info.json":
+            return json.dumps(self.server.summary).encode(), "application/json", False
+        if path == "/image.dzi":
+            return self.server.zoom.descriptor().encode(), "application/xml", False
+        m = TILE_PATH.match(path)
+        if m:
+            level, col, row, fmt = int(m[1]), int(m[2]), int(m[3]), m[4]
+            body = self.server.zoom.encode(TileKey(level, col, row), fmt)
+            return None if body is None else (body, f"image/{fmt}", self.server.canvas.complete)
+        return None
+
+    def _osd_file(self, rel: str) -> tuple[bytes, str, bool] | None:
+        """A file of OpenSeadragon's build folder; anything resolving outside it is not found."""
+        if not rel or "\\" in rel or "\x00" in rel:
+            return None
+        root = self.server.osd_dir
+        target = (root / rel).resolve()
+        if root not in target.parents or not target.is_file():
+            return None
+        return target.read_bytes(), _ctype(target.name), True
+
+    def _send(self, status: HTTPStatus, body: bytes, ctype: str, head: bool, cache: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "max-age=3600" if cache else "no-cache")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+
+def _ctype(name: str) -> str:
+    return {".js": "text/javascript", ".css": "text/css", ".html": "text/html; charset=utf-8"}.get(
+        os.path.splitext(name)[1]) or mimetypes.guess_type(name)[0] or "application/octet-stream"

@@ -1,0 +1,106 @@
+"""Deep Zoom tiles cut on the fly from a store's OME-Zarr pyramid.
+
+Deep Zoom level ``M = ceil(log2(max(W, H)))`` is the full image and level ``l`` is
+``ceil(W / 2**(M - l))`` wide: exactly the shapes of the store's arrays ``0, 1, 2, ...`` (each half
+the one before, rounded up). So a tile of level ``l`` is a plain read of array ``M - l``. The
+levels below the store's coarsest array (a few, each under one chunk) are 2x2 means of it, made
+once and kept. Tiles are 254 px with 1 px of overlap on inner edges (256 px in all), the usual
+Deep Zoom geometry: viewers draw overlapping tiles edge to edge without stretching them. A tile
+key outside a level's grid is ``None`` (a 404).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..canvas import Canvas, downsample2
+from ..plan import Box
+
+TILE = 254
+OVERLAP = 1
+FORMATS = ("png", "jpeg")
+
+
+@dataclass(frozen=True)
+class TileKey:
+    """One Deep Zoom tile: level (0 = 1x1 pixel), column, row."""
+
+    level: int
+    col: int
+    row: int
+
+
+class DeepZoom:
+    """The Deep Zoom view of a render store: its descriptor and its tiles."""
+
+    def __init__(self, canvas: Canvas, tile: int = TILE, overlap: int = OVERLAP):
+        self.canvas = canvas
+        self.tile = tile
+        self.overlap = overlap
+        self.shapes = canvas.plan.pyramid_shapes  # (h, w) of arrays 0, 1, ...
+        self.height, self.width = self.shapes[0]
+        self.max_level = math.ceil(math.log2(max(self.width, self.height))) if max(self.width, self.height) > 1 else 0
+        self._small: dict[int, np.ndarray] = {}  # scale -> (3, h, w), for scales past the store's arrays
+        self._lock = threading.Lock()
+
+    def level_shape(self, level: int) -> tuple[int, int]:
+        """(height, width) of a Deep Zoom level."""
+        s = 2 ** (self.max_level - level)
+        return -(-self.height // s), -(-self.width // s)
+
+    def descriptor(self, fmt: str = "png") -> str:
+        """The .dzi XML for this image."""
+        return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+                f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{fmt}" Overlap="{self.overlap}" '
+                f'TileSize="{self.tile}">\n  <Size Width="{self.width}" Height="{self.height}"/>\n</Image>\n')
+
+    def box(self, key: TileKey) -> Box | None:
+        """The pixels of a tile in its level (its core plus the overlap, cut at the level's edges),
+        or None when the key is off the grid."""
+        if not 0 <= key.level <= self.max_level:
+            return None
+        h, w = self.level_shape(key.level)
+        y0, x0 = key.row * self.tile, key.col * self.tile
+        if key.row < 0 or key.col < 0 or y0 >= h or x0 >= w:
+            return None
+        return Box(y0, y0 + self.tile, x0, x0 + self.tile).expand(self.overlap).clip(h, w)
+
+    def pixels(self, key: TileKey) -> np.ndarray | None:
+        """(h, w, 3) uint8 pixels of a tile, or None when the key is off the grid."""
+        box = self.box(key)
+        if box is None:
+            return None
+        scale = self.max_level - key.level
+        if scale < len(self.shapes):
+            px = self.canvas.read(str(scale), box)
+        else:
+            px = self._coarse(scale)[:, box.y0:box.y1, box.x0:box.x1]
+        return np.ascontiguousarray(px.transpose(1, 2, 0))
+
+    def _coarse(self, scale: int) -> np.ndarray:
+        """Levels coarser than the store's last array: 2x2 means of it, computed once."""
+        with self._lock:
+            if scale not in self._small:
+                last = len(self.shapes) - 1
+                img = self.canvas.read(str(last), Box(0, self.shapes[last][0], 0, self.shapes[last][1]))
+                for s in range(last + 1, scale + 1):
+                    img = self._small.get(s) if s in self._small else downsample2(
+                        img, -(-img.shape[1] // 2), -(-img.shape[2] // 2))
+                    self._small[s] = img
+            return self._small[scale]
+
+    def encode(self, key: TileKey, fmt: str = "png") -> bytes | None:
+        """A tile as PNG (lossless) or JPEG bytes, or None when the key is off the grid."""
+        px = self.pixels(key)
+        if px is None:
+            return None
+        import pyvips
+
+        image = pyvips.Image.new_from_memory(px.data, px.shape[1], px.shape[0], 3, "uchar")
+        if fmt == "png":
+            return image.pngsave_buffer(compression=1)
+        return image.jpegsave_buffer(Q=90)

@@ -1,0 +1,197 @@
+"""Exports: every format read back by a reader we did not write (tifffile, libvips, zipfile + libvips)
+and compared with the store's own arrays; refusals of sizes, stores and names the formats cannot take."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import xml.etree.ElementTree as ET
+import zipfile
+
+import numpy as np
+import pytest
+import pyvips
+import tifffile
+from click.testing import CliRunner
+
+from ourgan_dist.canvas import Canvas
+from ourgan_dist.cli import main
+from ourgan_dist.errors import StoreError, UserError
+from ourgan_dist.export import export
+from ourgan_dist.render import RenderRequest, prepare, render
+from ourgan_dist.synthetic import noise_pattern, write_synthetic_store
+
+
+def level(url: str, k: int) -> np.ndarray:
+    """OME-Zarr array k of a store as (h, w, 3)."""
+    c = Canvas(url)
+    h, w = c.plan.pyramid_shapes[k]
+    return c.array(str(k))[:].transpose(1, 2, 0)
+
+
+@pytest.fixture(scope="module")
+def store(tiny_model, tmp_path_factory) -> str:
+    """A real render of the tiny model: 300x200, chunk 16, so the store has a 6-level pyramid."""
+    out = str(tmp_path_factory.mktemp("export") / "render.zarr")
+    render(prepare(RenderRequest(model=tiny_model, out=out, size="300x200", chunk=16, tile=32)))
+    assert Canvas(out).complete
+    return out
+
+
+def vips_pixels(path: str, **kw) -> np.ndarray:
+    return pyvips.Image.new_from_file(path, **kw).numpy()
+
+
+def test_tiff_equals_store_and_carries_its_pyramid(store, tmp_path):
+    out = str(tmp_path / "r.tif")
+    result = export(store, out, progress=False)
+    shapes = Canvas(store).plan.pyramid_shapes
+    assert result.levels == len(shapes) == 6 and result.compression == "deflate"
+    with tifffile.TiffFile(out) as tif:
+        assert tif.is_bigtiff
+        assert [p.shape for p in tif.pages] == [(h, w, 3) for h, w in shapes]
+        for k, page in enumerate(tif.pages):
+            assert page.is_tiled and page.compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+            assert page.subfiletype == (1 if k else 0)  # reduced-resolution pages after the first
+            np.testing.assert_array_equal(page.asarray(), level(store, k))
+    np.testing.assert_array_equal(vips_pixels(out), level(store, 0))  # libvips: a second, independent reader
+    np.testing.assert_array_equal(vips_pixels(out, page=2), level(store, 2))
+
+
+def test_tiff_jpeg_is_close_to_the_store(store, tmp_path):
+    out = str(tmp_path / "r.tif")
+    export(store, out, compression="jpeg", progress=False)
+    with tifffile.TiffFile(out) as tif:
+        assert tif.pages[0].compression == tifffile.COMPRESSION.JPEG
+    diff = np.abs(vips_pixels(out).astype(int) - level(store, 0))
+    assert diff.mean() < 6, diff.mean()  # lossy, but the same picture
+
+
+def test_png_equals_store_and_jpeg_webp_are_close(store, tmp_path):
+    png = str(tmp_path / "r.png")
+    export(store, png, progress=False)
+    np.testing.assert_array_equal(vips_pixels(png), level(store, 0))
+    for name in ("r.jpg", "r.webp"):
+        export(store, str(tmp_path / name), progress=False)
+        img = vips_pixels(str(tmp_path / name))
+        assert img.shape == level(store, 0).shape
+        assert np.abs(img.astype(int) - level(store, 0)).mean() < 12
+
+
+def dzi_geometry(xml: bytes) -> tuple[int, int, int, int, str]:
+    root = ET.fromstring(xml)
+    size = root.find("{http://schemas.microsoft.com/deepzoom/2008}Size")
+    return (int(size.get("Width")), int(size.get("Height")), int(root.get("TileSize")), int(root.get("Overlap")),
+            root.get("Format"))
+
+
+def check_top_level_tiles(read_tile, names: list[str], full: np.ndarray, tile: int, overlap: int, fmt: str) -> int:
+    """Every tile of the full-resolution Deep Zoom level equals its window of the store's array 0."""
+    h, w = full.shape[:2]
+    top = int(np.ceil(np.log2(max(w, h))))
+    rows, cols = -(-h // tile), -(-w // tile)
+    expected = {f"{top}/{c}_{r}.{fmt}" for r in range(rows) for c in range(cols)}
+    assert expected <= set(names), sorted(expected - set(names))[:3]
+    for name in sorted(expected):
+        c, r = map(int, re.match(rf"{top}/(\d+)_(\d+)", name).groups())
+        y0, x0 = max(0, r * tile - overlap), max(0, c * tile - overlap)
+        y1, x1 = min(h, (r + 1) * tile + overlap), min(w, (c + 1) * tile + overlap)
+        np.testing.assert_array_equal(read_tile(name), full[y0:y1, x0:x1], err_msg=name)
+    assert any(n.startswith("0/0_0.") for n in names)  # down to one pixel
+    return len(expected)
+
+
+def test_dzi_tree_opens_and_its_full_resolution_tiles_match(store, tmp_path):
+    out = tmp_path / "r.dzi"
+    export(store, str(out), compression="png", progress=False)
+    width, height, tile, overlap, fmt = dzi_geometry(out.read_bytes())
+    assert (width, height, fmt) == (300, 200, "png")
+    files = tmp_path / "r_files"
+    names = [str(p.relative_to(files)) for p in files.rglob("*.png")]
+    n = check_top_level_tiles(lambda name: vips_pixels(str(files / name)), names, level(store, 0), tile, overlap, fmt)
+    assert n == 2  # 300x200 with 254 px tiles
+    # libvips opens the tree's coarsest full level again as an image
+    assert pyvips.Image.new_from_file(str(files / "0" / "0_0.png")).width == 1
+
+
+def test_dzi_zip_holds_the_same_tree(store, tmp_path):
+    out = tmp_path / "r.zip"
+    export(store, str(out), compression="png", progress=False)
+    with zipfile.ZipFile(out) as z:
+        names = z.namelist()
+        assert "r.dzi" in names
+        width, height, tile, overlap, fmt = dzi_geometry(z.read("r.dzi"))
+        prefix = "r_files/"
+        tiles = [n[len(prefix):] for n in names if n.startswith(prefix) and n.endswith(".png")]
+        check_top_level_tiles(lambda name: pyvips.Image.new_from_buffer(z.read(prefix + name), "").numpy(),
+                              tiles, level(store, 0), tile, overlap, fmt)
+
+
+def test_jpeg_and_webp_size_limits_are_refused_with_a_pointer_to_tif(tmp_path):
+    # metadata only: the refusal comes before any pixel is read
+    wide = str(tmp_path / "wide.zarr")
+    write_synthetic_store(wide, 70000, 64, chunk=1024, fill=False)
+    with pytest.raises(UserError, match=r"70000x64 .* 65535 px .*\.tif"):
+        export(wide, str(tmp_path / "x.jpg"), progress=False)
+    mid = str(tmp_path / "mid.zarr")
+    write_synthetic_store(mid, 64, 16384, chunk=1024, fill=False)
+    with pytest.raises(UserError, match=r"16383 px .*\.tif"):
+        export(mid, str(tmp_path / "x.webp"), progress=False)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("x.") or p.startswith(".x.")]
+
+
+def test_incomplete_and_invalid_stores_are_refused(tmp_path, store):
+    part = str(tmp_path / "part.zarr")
+    write_synthetic_store(part, 64, 48, chunk=16, complete=False)
+    with pytest.raises(StoreError, match="incomplete render .*--resume"):
+        export(part, str(tmp_path / "a.tif"), progress=False)
+    with pytest.raises(StoreError, match="no ourgan-dist render there|not an ourgan-dist render"):
+        export(str(tmp_path / "nothing.zarr"), str(tmp_path / "a.tif"), progress=False)
+    broken = str(tmp_path / "broken.zarr")
+    shutil.copytree(store, broken)
+    shutil.rmtree(os.path.join(broken, "2"))
+    with pytest.raises(StoreError, match="array '2' is missing"):
+        export(broken, str(tmp_path / "a.tif"), progress=False)
+    assert not os.path.exists(tmp_path / "a.tif")
+
+
+def test_names_and_options_the_formats_cannot_take(store, tmp_path):
+    with pytest.raises(UserError, match=r"unknown file type '\.bmp'.*\.tif"):
+        export(store, str(tmp_path / "a.bmp"), progress=False)
+    with pytest.raises(UserError, match="no compression choice"):
+        export(store, str(tmp_path / "a.png"), compression="jpeg", progress=False)
+    with pytest.raises(UserError, match="choose one of deflate, jpeg, none"):
+        export(store, str(tmp_path / "a.tif"), compression="png", progress=False)
+    with pytest.raises(UserError, match="does not exist"):
+        export(store, str(tmp_path / "no" / "a.tif"), progress=False)
+
+
+def test_synthetic_gigapixel_class_sizes_stream_through_tiff_tiles(tmp_path):
+    """A store wider than a strip buffer would like (20000 px): the TIFF comes out exact."""
+    url = str(tmp_path / "wide.zarr")
+    write_synthetic_store(url, 20000, 40, chunk=256, pattern=noise_pattern(5))
+    export(url, str(tmp_path / "w.tif"), progress=False)
+    np.testing.assert_array_equal(tifffile.imread(str(tmp_path / "w.tif")), level(url, 0))
+
+
+def test_cli_export_and_its_one_line_errors(store, tmp_path):
+    runner = CliRunner()
+    out = str(tmp_path / "c.png")
+    res = runner.invoke(main, ["export", store, out, "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "exported 300x200" in res.output
+    np.testing.assert_array_equal(vips_pixels(out), level(store, 0))
+    part = str(tmp_path / "part.zarr")
+    write_synthetic_store(part, 32, 32, chunk=16, complete=False)
+    res = runner.invoke(main, ["export", part, str(tmp_path / "p.tif")])
+    assert res.exit_code == 2
+    assert res.output.count("\n") == 1 and res.output.startswith("Error: ") and "Traceback" not in res.output
+
+
+def test_render_with_export_flag(tiny_model, tmp_path):
+    out, tif = str(tmp_path / "r.zarr"), str(tmp_path / "r.tif")
+    res = CliRunner().invoke(main, ["render", tiny_model, "--out", out, "--size", "96x64", "--chunk", "16",
+                                    "--tile", "32", "--export", tif, "--quiet"])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(tifffile.imread(tif), level(out, 0))
