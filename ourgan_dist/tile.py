@@ -53,6 +53,13 @@ class TileWorker:
         self.name = name
         if job.threads:
             torch.set_num_threads(job.threads)
+        if job.device.startswith("cuda"):
+            # reproducible GPU kernels: no autotuning, deterministic algorithms where cuDNN has them.
+            # (Bit-exact tiling is promised on CPU only; on GPU tiles agree to rounding.)
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         self.torch = torch
         self.model = model if model is not None else checkpoint.load(
             job.model, job.model_storage_options, device=job.device)
