@@ -112,7 +112,9 @@ def _parse_tile(value: str) -> int | None:
 @click.option("--tile", default="auto", help="Tile side in output pixels (multiple of --chunk); 0: untiled.")
 @click.option("--halo", default="exact", help="'exact' (the receptive field) or pixels; smaller is inexact.")
 @click.option("--chunk", type=click.IntRange(min=4), default=256, help="Zarr chunk side (multiple of 4).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, help="Local workers when no --address.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Workers. Default: 1 (in-process) without --address; with --address one per GPU "
+                   "(--device cuda) or per node.")
 @click.option("--address", default=None, help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
@@ -123,7 +125,7 @@ def _parse_tile(value: str) -> int | None:
 @click.option("--export", "export_to", default=None, help="Also export the result (.tif/.dzi/.png/.jpg).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and projected memory; write nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chunk: int, workers: int,
+def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chunk: int, workers: int | None,
            address: str | None, device: str, precision: str, storage_options: str | None, resume: bool,
            overwrite: bool, export_to: str | None, dry_run: bool, quiet: bool) -> None:
     """Render a new image of --size from a trained MODEL directory into a Zarr store.
@@ -141,8 +143,9 @@ def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chu
         raise UserError("--resume and --overwrite contradict each other; pass one")
     so = _json_option(storage_options, "--storage-options")
     req = RenderRequest(model=model, out=out, size=size, seed=seed, tile=_parse_tile(tile), halo=_parse_halo(halo),
-                        chunk=chunk, workers=workers, address=address, resume=resume, overwrite=overwrite,
-                        device=device, precision=precision, storage_options=so, model_storage_options=so)
+                        chunk=chunk, workers=workers or (0 if address else 1), address=address, resume=resume,
+                        overwrite=overwrite, device=device, precision=precision, storage_options=so,
+                        model_storage_options=so)
     p = prepare(req)
     for line in p.plan.describe():
         click.echo(line)
@@ -211,6 +214,9 @@ from .commands.view import view_command  # noqa: E402
 
 main.add_command(export_command)
 main.add_command(view_command)
+from .commands.evaluate import evaluate_command  # noqa: E402
+
+main.add_command(evaluate_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -168,7 +168,7 @@ PRESETS: dict[str, ModelConfig] = {
         base=BaseConfig(base_width=128, coarsest_width=24, n_scales=6, channels=32, convs_per_stage=4, vae_scales=2,
                         latent_channels=8),
         sr=SRConfig(features=32, growth=16, blocks=1, rdbs_per_block=2, dense_convs=4, noise_amp=0.02),
-        train=TrainConfig(base_iterations=800, sr_iterations=2500, lr=1e-3, sr_crop=96, sr_batch=4, critic_channels=32),
+        train=TrainConfig(base_iterations=1200, sr_iterations=2500, lr=1e-3, sr_crop=96, sr_batch=4, critic_channels=32),
     ),
     # GPU scale: HP-VAE-GAN sizes for the base, an ESRGAN-like SR with a bounded receptive field.
     "paper": ModelConfig(preset="paper"),

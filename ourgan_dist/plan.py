@@ -258,16 +258,21 @@ class RenderPlan:
                 for tx in range(win.x0 // t, min(cols, -(-win.x1 // t)))]
 
     def owner(self, key: TaskKey, workers: int) -> int:
-        """A stable spatial owner in [0, workers): horizontal bands by the tile centre's relative
-        height, so a worker's next-level tiles read mostly what it wrote itself."""
+        """A stable spatial owner in [0, workers): bands of equal area in row-major order. A tile's
+        position is the fraction of the level's area that lies before its centre when the tile
+        rows are read top to bottom, left to right, so band edges may cut a tile row and every
+        worker gets about 1/workers of the pixels even when tile rows do not divide evenly.
+        The fraction is the same at every level, so a worker's next-level tiles read mostly
+        what it wrote itself."""
         if workers <= 1:
             return 0
         if isinstance(key, PyramidKey):
-            h, box = self.pyramid_shapes[key.scale][0], self.pyramid_block(key)
+            (h, w), box = self.pyramid_shapes[key.scale], self.pyramid_block(key)
         else:
-            h, box = self.levels[key.level].stored_height, self.core(key)
-        centre = (box.y0 + box.y1) / 2 / max(1, h)
-        return min(workers - 1, int(centre * workers))
+            lv = self.levels[key.level]
+            h, w, box = lv.stored_height, lv.stored_width, self.core(key)
+        before = box.y0 * w + box.height * (box.x0 + box.x1) / 2  # area before the centre, row-major
+        return min(workers - 1, int(before / max(1, h * w) * workers))
 
     # ---- chunk grid ---------------------------------------------------------------------
     def chunk_shape(self, height: int, width: int) -> tuple[int, int]:

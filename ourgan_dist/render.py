@@ -39,14 +39,14 @@ class RenderRequest:
     tile: int | None = None  # None: auto from the receptive field; 0: untiled
     halo: str = "exact"
     chunk: int = DEFAULT_CHUNK
-    workers: int = 1
+    workers: int = 1  # 0: as many as the cluster at --address offers
     address: str | None = None
     resume: bool = False
     overwrite: bool = False
     device: str = "cpu"
     precision: str = "fp32"
-    storage_options: dict = field(default_factory=dict)
-    model_storage_options: dict = field(default_factory=dict)
+    storage_options: dict = field(default_factory=dict, repr=False)  # credentials: never printed or stored
+    model_storage_options: dict = field(default_factory=dict, repr=False)
     max_task_memory: int | None = None  # bytes; None: 80% of this machine's memory per worker
 
 
@@ -70,8 +70,12 @@ def prepare(req: RenderRequest) -> Prepared:
     from .models import checkpoint
 
     width, height = parse_size(req.size)
-    if req.workers < 1:
-        raise PlanError(f"--workers {req.workers}: must be >= 1")
+    if req.address is not None:  # an unreachable cluster fails here, in seconds, before anything is written
+        from .executors.ray import check_address
+
+        check_address(req.address)
+    if req.workers < 0 or (req.workers == 0 and req.address is None):
+        raise PlanError(f"--workers {req.workers}: must be >= 1 (0, all the cluster offers, needs --address)")
     model = checkpoint.load(req.model, req.model_storage_options)
     cfg = model.config
     tile = auto_tile(cfg.sr.receptive_radius, req.chunk) if req.tile is None else req.tile
@@ -159,7 +163,7 @@ def make_executor(req: RenderRequest, model=None):
         from .executors.ray import RayExecutor
     except ImportError as e:  # pragma: no cover - ray is a dependency
         raise UserError(f"--workers {req.workers}: the Ray executor is unavailable ({e})") from None
-    return RayExecutor(workers=req.workers, address=req.address, device=req.device)
+    return RayExecutor(workers=req.workers or None, address=req.address, device=req.device)
 
 
 def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | None = None,

@@ -30,8 +30,8 @@ class RenderJob:
     device: str = "cpu"  # "cpu" or "cuda[:n]"
     threads: int = 0  # torch intra-op threads (0: leave torch's default)
     precision: str = "fp32"  # fp32 | fp16 | bf16 (GPU only; fp32 is the exact mode)
-    storage_options: dict = field(default_factory=dict, hash=False, compare=False)
-    model_storage_options: dict = field(default_factory=dict, hash=False, compare=False)
+    storage_options: dict = field(default_factory=dict, hash=False, compare=False, repr=False)  # never printed
+    model_storage_options: dict = field(default_factory=dict, hash=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,28 @@
 """The Ray executor on a two-node cluster on this machine, rendering into S3 (moto on
-127.0.0.1): equal to the local untiled render bit for bit, levels as dependent waves, dask reads
-the bucket, credentials never stored."""
+127.0.0.1): equal to the local untiled render bit for bit, levels as dependent waves (shown from
+the recorded task times), dask reads the bucket, credentials reach the workers but are never
+stored or printed, and the CLI joins the cluster with --address (or fails fast when it cannot)."""
 
 from __future__ import annotations
 
 import json
+import re
+import socket
+import subprocess
+import sys
+import time
 
 import fsspec
 import numpy as np
 import pytest
 
-from helpers import assert_same_arrays, do_render
+from helpers import arrays, assert_same_arrays, do_render
 
-SIZE = "523x211"
+SIZE, CHUNK = "300x200", 16
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(s3_server):  # s3_server first: its test credentials are in every node's environment
     import ray
     from ray.cluster_utils import Cluster
 
@@ -34,85 +40,136 @@ def cluster():
 @pytest.fixture(scope="module")
 def bucket(s3_server):
     endpoint, opts = s3_server
-    fs = fsspec.filesystem("s3", **opts)
-    fs.mkdir("renders")
+    fsspec.filesystem("s3", **opts).mkdir("renders")
     return opts
 
 
 @pytest.fixture(scope="module")
 def s3_model(tiny_model, bucket):
-    fs = fsspec.filesystem("s3", **bucket)
-    fs.put(tiny_model + "/", "renders/model/", recursive=True)
+    fsspec.filesystem("s3", **bucket).put(tiny_model + "/", "renders/model/", recursive=True)
     return "s3://renders/model"
 
 
 @pytest.fixture(scope="module")
 def reference(tiny_model, tmp_path_factory):
-    from helpers import arrays
-
     out = str(tmp_path_factory.mktemp("ref") / "ref.zarr")
-    do_render(tiny_model, out, SIZE, tile=0)
+    do_render(tiny_model, out, SIZE, tile=0, chunk=CHUNK)  # local executor, each level untiled
     return arrays(out)
 
 
-def s3_arrays(url, opts):
-    import zarr
+def ray_render(model, url, opts, tile, workers):
+    from ourgan_dist.executors.ray import RayExecutor
+    from ourgan_dist.render import RenderRequest, prepare, render
 
-    g = zarr.open_group(url, mode="r", storage_options=opts)
-    out = {name: a[:] for name, a in g.arrays()}
-    for name, a in g["generation"].arrays():
-        out[f"generation/{name}"] = a[:]
-    return out
+    p = prepare(RenderRequest(model=model, out=url, size=SIZE, tile=tile, chunk=CHUNK, workers=workers,
+                              storage_options=opts, model_storage_options=opts))
+    return render(p, executor=RayExecutor(workers=workers))  # the Ray executor even for one worker
+
+
+def assert_dependent_waves(summary):
+    """Every task started after the tasks it reads from ended, and some level-2 tile started
+    before the last level-1 tile ended: no barrier between levels."""
+    plan = summary.plan
+    ends = {r.key: r.end for r in summary.reports}
+    for r in summary.reports:
+        deps = plan.pyramid_dependencies(r.key) if hasattr(r.key, "scale") else plan.dependencies(r.key)
+        assert all(ends[d] <= r.start for d in deps), f"{r.key} started before a task it reads from ended"
+    for level in range(1, plan.final_level):
+        last_end = max(r.end for r in summary.reports if getattr(r.key, "level", None) == level)
+        early = [r for r in summary.reports if getattr(r.key, "level", None) == level + 1 and r.start < last_end]
+        assert early, f"no level-{level + 1} tile started before level {level} finished"
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("tile", [32, 48])
 def test_cluster_render_into_s3_equals_local_untiled(cluster, bucket, s3_model, reference, workers, tile):
     url = f"s3://renders/r-{workers}-{tile}.zarr"
-    s = do_render(s3_model, url, SIZE, tile=tile, workers=workers, storage_options=bucket,
-                  model_storage_options=bucket)
-    assert s.tasks_run == s.plan.n_tiles + len(list(s.plan.all_pyramid_tasks()))
-    assert_same_arrays(s3_arrays(url, bucket), reference)
-    if workers == 2:
-        assert {r.worker for r in s.reports} == {"worker-0", "worker-1"}
+    s = ray_render(s3_model, url, bucket, tile, workers)
+    assert s.tasks_run == s.plan.n_tiles + len(list(s.plan.all_pyramid_tasks())) == len(s.reports)
+    assert_same_arrays(arrays(url, bucket), reference)
+    assert {r.worker for r in s.reports} == {f"worker-{i}" for i in range(workers)}
+    assert_dependent_waves(s)
 
 
-def test_levels_are_dependent_waves_not_barriers(cluster, bucket, s3_model):
-    url = "s3://renders/waves.zarr"
-    s = do_render(s3_model, url, SIZE, tile=16, workers=2, storage_options=bucket, model_storage_options=bucket)
-    by_level = {}
-    for r in s.reports:
-        if hasattr(r.key, "level"):
-            by_level.setdefault(r.key.level, []).append(r)
-    overlapped = []
-    for level in range(1, s.plan.final_level):
-        last_end = max(r.end for r in by_level[level])
-        early = [r for r in by_level[level + 1] if r.start < last_end]
-        overlapped.append(len(early))
-        # and every task started only after the tasks it reads from had finished
-        ends = {r.key: r.end for r in s.reports}
-        for r in by_level[level + 1]:
-            for d in s.plan.dependencies(r.key):
-                assert ends[d] <= r.start
-    assert any(n > 0 for n in overlapped), "no level-(l+1) tile started before level l finished"
+def test_worker_count_and_size_come_from_the_cluster(cluster):
+    from ourgan_dist.errors import UserError
+    from ourgan_dist.executors.ray import RayExecutor
+
+    assert RayExecutor(workers=None)._resources() == (2, 1, False)  # one per node, that node's CPUs
+    assert RayExecutor(workers=2)._resources() == (2, 1, False)
+    with pytest.raises(UserError, match="room for 2 worker"):
+        RayExecutor(workers=3)._resources()
+    with pytest.raises(UserError, match="has 0 GPU"):
+        RayExecutor(workers=None, device="cuda")._resources()
 
 
-def test_dask_reads_the_bucket_and_no_credentials_are_stored(cluster, bucket, s3_model, reference):
+def test_cli_joins_the_cluster_with_environment_credentials_and_dask_reads_the_bucket(
+        cluster, s3_server, bucket, s3_model, reference, tmp_path):
+    """The CLI in another process joins with --address; the endpoint comes from the driver's
+    environment only (the nodes were started without it), the keys from --storage-options.
+    Neither is printed or stored; the progress bar counts tasks and shows MP/s and an ETA."""
     import dask.array as da
 
     import ourgan_dist
 
-    url = "s3://renders/read.zarr"
-    do_render(s3_model, url, SIZE, tile=48, workers=2, storage_options=bucket, model_storage_options=bucket)
-    arr = ourgan_dist.open_result(url, bucket)
-    assert isinstance(arr, da.Array) and arr.shape == (3, 211, 523)
+    endpoint, _ = s3_server
+    secret = "sEcReT-7f3a9c"
+    env = dict(__import__("os").environ, AWS_ENDPOINT_URL=endpoint)
+    url = "s3://renders/cli.zarr"
+    cmd = [sys.executable, "-m", "ourgan_dist.cli", "render", s3_model, "--out", url, "--size", SIZE,
+           "--tile", "48", "--chunk", str(CHUNK), "--address", cluster.address,
+           "--storage-options", json.dumps({"key": "AKIA-" + secret, "secret": secret})]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = run.stdout + run.stderr
+    assert secret not in out and "testing" not in out
+    plan_tasks = re.findall(r"(\d+)/(\d+) \[\d\d:\d\d<\d\d:\d\d", run.stderr)  # tqdm: done/total [elapsed<eta
+    assert plan_tasks and plan_tasks[-1][0] == plan_tasks[-1][1] and "MP/s" in run.stderr
+
+    opts = dict(bucket)
+    arr = ourgan_dist.open_result(url, opts)
+    assert isinstance(arr, da.Array) and arr.shape == (3, 200, 300)
     assert np.array_equal(arr.compute(), reference["0"])
-    plain = da.from_zarr(url, component="0", storage_options=bucket)
-    assert np.array_equal(plain[:, 100:150, 200:300].compute(), reference["0"][:, 100:150, 200:300])
-    fs = fsspec.filesystem("s3", **bucket)
-    meta = fs.cat("renders/read.zarr/zarr.json").decode()
-    assert "testing" not in meta and "endpoint" not in meta and "127.0.0.1" not in meta
-    assert json.loads(meta)["attributes"]["ourgan_dist"]["complete"] is True
+    plain = da.from_zarr(url, component="0", storage_options=opts)  # no ourgan-dist needed to read it
+    assert np.array_equal(plain[:, 50:150, 100:250].compute(), reference["0"][:, 50:150, 100:250])
+    xr = ourgan_dist.open_result(url, opts, xarray=True)
+    assert xr.dims == ("y", "x", "c") and xr.shape == (200, 300, 3)
+
+    fs = fsspec.filesystem("s3", **opts)
+    metadata = [fs.cat(p).decode() for p in fs.find("renders/cli.zarr") if p.endswith("zarr.json")]
+    assert len(metadata) > 10
+    for text in metadata:
+        assert secret not in text and "testing" not in text and "127.0.0.1" not in text and "endpoint" not in text
+    assert json.loads(fs.cat("renders/cli.zarr/zarr.json"))["attributes"]["ourgan_dist"]["complete"] is True
+
+
+def test_unreachable_address_fails_in_seconds_with_one_line(tiny_model, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    t0 = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "ourgan_dist.cli", "render", tiny_model, "--out",
+                          str(tmp_path / "r.zarr"), "--size", SIZE, "--address", f"127.0.0.1:{port}"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and time.monotonic() - t0 < 30
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: --address") and "ray start --head" in lines[0]
+    assert not (tmp_path / "r.zarr").exists()  # checked before anything is written
+
+
+def test_a_port_that_answers_but_is_no_ray_head_is_refused_quickly():
+    from ourgan_dist.errors import UserError
+    from ourgan_dist.executors.ray import check_address
+
+    with socket.socket() as silent:  # accepts connections, never speaks
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        t0 = time.monotonic()
+        with pytest.raises(UserError, match="no Ray head answers"):
+            check_address(f"127.0.0.1:{silent.getsockname()[1]}", timeout=2)
+        assert time.monotonic() - t0 < 10
+    with pytest.raises(UserError, match="expected auto, HOST:PORT"):
+        check_address("no-port-here")
 
 
 def test_worker_error_is_reraised_with_its_tile_key(cluster, tiny_model, tmp_path):
@@ -123,7 +180,7 @@ def test_worker_error_is_reraised_with_its_tile_key(cluster, tiny_model, tmp_pat
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
-    p = prepare(RenderRequest(model=str(model), out=str(tmp_path / "err.zarr"), size=SIZE, tile=32, chunk=16,
+    p = prepare(RenderRequest(model=str(model), out=str(tmp_path / "err.zarr"), size=SIZE, tile=32, chunk=CHUNK,
                               workers=2))
     (model / "model.pt").write_bytes(b"truncated")  # the workers will find a corrupt checkpoint
     with pytest.raises(TileError) as err:
@@ -136,4 +193,46 @@ def test_memory_store_is_refused_with_ray(cluster, tiny_model):
     from ourgan_dist.errors import UserError
 
     with pytest.raises(UserError, match="memory://"):
-        do_render(tiny_model, "memory://x/r.zarr", SIZE, tile=32, workers=2)
+        do_render(tiny_model, "memory://x/r.zarr", SIZE, tile=32, chunk=CHUNK, workers=2)
+
+
+def test_wavefront_order_puts_each_task_right_after_what_it_reads(tiny_model):
+    from ourgan_dist.executors.ray import wavefront_order
+    from ourgan_dist.models import checkpoint
+    from ourgan_dist.plan import RenderPlan
+    from ourgan_dist.render import task_order
+
+    cfg = checkpoint.load(tiny_model).config
+    for size, tile in (((300, 200), 32), ((523, 211), 16), ((37 * 8, 53 * 8), 48)):
+        plan = RenderPlan.create(*size, base=cfg.base, sr=cfg.sr, tile=tile, chunk=CHUNK)
+        keys = task_order(plan)
+        order = wavefront_order(plan, keys)
+        assert len(order) == len(keys) == len(set(order))
+        pos = {k: i for i, k in enumerate(order)}
+        for k in order:
+            deps = plan.pyramid_dependencies(k) if hasattr(k, "scale") else plan.dependencies(k)
+            assert all(pos[d] < pos[k] for d in deps)
+        # a final-level tile comes before the last tile of the level below: a wavefront, not levels
+        last_below = max(pos[k] for k in plan.tiles(plan.final_level - 1))
+        assert min(pos[k] for k in plan.tiles(plan.final_level)) < last_below
+
+
+def test_base_image_does_not_depend_on_the_workers_thread_count(cpu_model):
+    """Ray workers run with their share of the cores (1 thread here), the untiled reference with
+    all of them: the base generator must give the same bits either way (its bilinear resizes
+    between scales round differently per thread count unless made invariant)."""
+    import torch
+
+    from ourgan_dist.models import checkpoint
+
+    model = checkpoint.load(cpu_model)
+    before = torch.get_num_threads()
+    images = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                images.append(model.base.generate(86, 128, seed=5))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(images[0], images[1]) and torch.equal(images[0], images[2])

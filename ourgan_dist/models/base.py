@@ -47,6 +47,21 @@ class Stage(nn.Module):
         return x
 
 
+def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize that gives the same bits for any torch thread count. On CPU, torch's
+    bilinear kernel rounds differently with different thread counts, so a worker with 1 thread
+    and a process with 2 would make different base images (I2); it runs single-threaded, a
+    small part of the base generator's cost."""
+    threads = torch.get_num_threads()
+    if x.device.type != "cpu" or threads == 1:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    torch.set_num_threads(1)
+    try:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def y_channel(height: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """(1, 1, H, 1): rows of the whole image from -1 (top) to +1 (bottom)."""
     return torch.from_numpy(noise.y_coordinates(0, height, height)).to(device).view(1, 1, height, 1)
@@ -92,7 +107,7 @@ class BaseGenerator(nn.Module):
 
     def refine(self, s: int, prev: torch.Tensor, size: tuple[int, int], z: torch.Tensor | None) -> torch.Tensor:
         """Scale s >= 1: x_s = up(x_{s-1}) + G_s(up(x_{s-1}) + amp_s * z_s)."""
-        up = F.interpolate(prev, size=size, mode="bilinear", align_corners=False)
+        up = resize_bilinear(prev, size)
         inp = up if z is None else up + self.noise_amps[s] * z
         return up + self.stages[s - 1](inp, y_channel(size[0], up.device))
 

@@ -4,6 +4,8 @@ random crops of the full-resolution photo. ``train_model`` is the entry point th
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import time
 
 from .. import images
@@ -37,8 +39,12 @@ def resolve_config(preset: str, iterations: int | None, vertical_coord: bool,
 
 def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | None = None, seed: int = 0,
                 device: str = "auto", vertical_coord: bool = True, progress: bool = True,
-                schedule: tuple[int, int] | None = None) -> str:
-    """Train (or, with ``iterations=0``, just initialise) a model from one photo; returns its id."""
+                schedule: tuple[int, int] | None = None, parallel: bool | None = None) -> str:
+    """Train (or, with ``iterations=0``, just initialise) a model from one photo; returns its id.
+
+    ``out/model.pt`` and ``out/model.json`` hold the weights, the config and a deterministic meta
+    (photo size and hash, seed, final losses, noise amplitudes): the same photo, preset and seed
+    give the same bytes on CPU. Timings and loss curves go to ``out/training.json``."""
     from ..models import checkpoint
 
     info = images.probe(image)
@@ -46,20 +52,34 @@ def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | 
     dev = resolve_device(device)
     model = checkpoint.build(cfg, seed)
     t0 = time.time()
-    summary = {}
-    if cfg.train.base_iterations or cfg.train.sr_iterations:
+    trained = bool(cfg.train.base_iterations or cfg.train.sr_iterations)
+    meta: dict = {}
+    log: dict = {"device": dev}
+    if trained:
         from .loop import fit
 
-        summary = fit(model, image, info, seed=seed, device=dev, progress=progress)
-    meta = {
-        **summary,
+        result = fit(model, image, info, seed=seed, device=dev, progress=progress, parallel=parallel)
+        meta, log = result.meta, result.log
+    meta.update({
         "photo": {"name": image.rsplit("/", 1)[-1], "width": info.width, "height": info.height,
                   "sha256": info.sha256},
         "seed": seed,
-        "trained": bool(cfg.train.base_iterations or cfg.train.sr_iterations),
-        "train_seconds": round(time.time() - t0, 2),
-        "device": dev,
-    }
+        "trained": trained,
+    })
     model.base.cpu()
     model.sr.cpu()
-    return checkpoint.save(model, out, meta)
+    model_id = checkpoint.save(model, out, meta)
+    log = {"model_id": model_id, "preset": cfg.preset, "wall_seconds": round(time.time() - t0, 2), **log}
+    _write_json_atomic(os.path.join(out, TRAINING_LOG), log)
+    return model_id
+
+
+TRAINING_LOG = "training.json"
+
+
+def _write_json_atomic(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -101,7 +101,9 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
                 rec_prev = gen.refine(k, rec_prev, sizes[k], torch.zeros_like(reals[k]) if k >= n_vae else None)
             up = F.interpolate(rec_prev, size=sizes[s], mode="bilinear", align_corners=False)
             gen.noise_amps[s] = cfg.noise_amp_scale * torch.sqrt(F.mse_loss(up, reals[s])).clamp(min=1e-3)
-        critic = PatchCritic(cfg.critic_channels, gen.cfg.convs_per_stage).to(device)
+        with torch.random.fork_rng(devices=[]):  # critic weights from the seed, not the global RNG
+            torch.manual_seed(seed * 7919 + 101 * s + 3)
+            critic = PatchCritic(cfg.critic_channels, gen.cfg.convs_per_stage).to(device)
         opt_g = torch.optim.Adam(stage.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         for _ in range(cfg.base_iterations):

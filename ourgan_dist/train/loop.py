@@ -1,73 +1,190 @@
-"""The one-shot training run: base generator, then the SR network, with one progress bar."""
+"""The one-shot training run: the base generator and the SR network, with one progress bar.
+
+On a CPU with two or more cores the two trainings run at the same time (the SR network in a
+second process, see ``background``); the base generator's small tensors run fastest on one
+thread (measured: a 2-thread step of the coarsest scale was ~10x slower than a 1-thread step when
+the cores were shared), so its thread count is pinned to 1 on CPU, and the SR network gets the
+other cores. On a GPU they run one after the other in this process. On CPU the weights are a
+function of (photo, preset, seed, number of cores): the same either way the two are scheduled.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import torch
 
 from .. import images
+from ..errors import UserError
 from ..models.checkpoint import Model
 from .base import train_base
-from .sr import train_sr
+from .sr import HOLDOUT, holdout_columns, load_sr_photo, train_sr
 
-SR_MAX_SIDE = 8192  # the SR network learns from the photo at up to this many pixels a side
+PARALLEL_MIN_SR_STEPS = 100  # below this, starting a second process costs more than it saves
+
+
+@dataclass
+class FitResult:
+    meta: dict[str, Any]  # deterministic: stored inside the checkpoint
+    log: dict[str, Any] = field(default_factory=dict)  # timings and loss curves: written beside it
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class Progress:
+    """One tqdm bar over base and SR steps, with the latest losses of each and the ETA."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        self.stage = ""
+        self.losses: dict[str, float] = {}
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+
+    def base(self, stage: str, losses: dict) -> None:
+        if stage != self.stage:  # a new scale: drop the previous scale's losses
+            self.losses = {k: v for k, v in self.losses.items() if k.startswith("sr_")}
+        self.stage = stage
+        self.losses.update({k: v for k, v in losses.items() if k in ("rec", "kl", "d")})
+        self._advance(1)
+
+    def sr(self, n: int, losses: dict) -> None:
+        self.losses["sr_l1"] = losses.get("l1", float("nan"))
+        self._advance(n)
+
+    def _advance(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.set_description(self.stage or "sr", refresh=False)
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in self.losses.items()}, refresh=False)
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """(this process, its finished children): user + system CPU seconds."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def _tail(v: list[float], n: int = 20) -> float:
+    return round(sum(v[-n:]) / len(v[-n:]), 6) if v else float("nan")
+
+
+def _curve(v: list[float], points: int = 50) -> list[float]:
+    """A loss history averaged down to at most ``points`` values (for training.json)."""
+    if not v:
+        return []
+    k = max(1, len(v) // points)
+    return [round(sum(v[i:i + k]) / len(v[i:i + k]), 6) for i in range(0, len(v), k)]
 
 
 def fit(model: Model, image: str, info: images.PhotoInfo, *, seed: int, device: str = "cpu",
-        progress: bool = True) -> dict[str, Any]:
-    """Train ``model`` in place on the photo at ``image``; returns a summary for the model's meta."""
+        progress: bool = True, parallel: bool | None = None) -> FitResult:
+    """Train ``model`` in place on the photo at ``image``. ``parallel`` (default: on a CPU with
+    >= 2 cores and a long enough SR schedule) trains the SR network in a second process."""
     cfg = model.config
-    torch.manual_seed(seed)  # critics' initial weights; every other draw uses seeded generators
-    model.to(device)
-    model.base.train()
-    model.sr.train()
-    base_photo = torch.from_numpy(images.load_rgb(image, max_width=cfg.base.base_width)).unsqueeze(0).to(device)
+    cores = cpu_cores()
+    on_cpu = device == "cpu"
+    if parallel is None:
+        parallel = (on_cpu and cores >= 2 and cfg.train.base_iterations > 0
+                    and cfg.train.sr_iterations >= PARALLEL_MIN_SR_STEPS)
+    parallel = parallel and on_cpu and cfg.train.sr_iterations > 0
+    base_threads = 1 if on_cpu else torch.get_num_threads()
+    # the same SR thread count in both modes: CPU results depend on it, and the checkpoint must not
+    # depend on whether the two trainings ran side by side
+    sr_threads = max(1, cores - 1) if on_cpu else torch.get_num_threads()
+
+    base_photo = torch.from_numpy(images.load_rgb(image, max_width=cfg.base.base_width)).unsqueeze(0)
     need = max(4, cfg.base.coarsest_width // 2)
     if min(base_photo.shape[2:]) < need:
-        from ..errors import UserError
-
         raise UserError(f"photo {image!r}: {info.width}x{info.height} is too elongated or small for the "
-                        f"{cfg.preset} preset (the base would be {base_photo.shape[3]}x{base_photo.shape[2]})")
-    sr_photo = torch.from_numpy(images.load_rgb(image, max_width=SR_MAX_SIDE, max_height=SR_MAX_SIDE)).unsqueeze(0)
-    sr_photo = sr_photo.to(device)
-    if min(sr_photo.shape[2:]) < 16:
-        from ..errors import UserError
-
-        raise UserError(f"photo {image!r}: too small to learn x4 super-resolution from")
-    total = cfg.base.n_scales * cfg.train.base_iterations + cfg.train.sr_iterations
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-
-    def step(stage: str, losses: dict) -> None:
-        if bar is not None:
-            bar.set_description(stage, refresh=False)
-            bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
-            bar.update(1)
-
+                        f"{cfg.preset} preset (its base would be {base_photo.shape[3]}x{base_photo.shape[2]}, under "
+                        f"{need} px on a side); use a photo with an aspect ratio within about 1:{cfg.base.base_width // need}")
+    model.base.train()
+    model.sr.train()
+    bar = Progress(cfg.base.n_scales * cfg.train.base_iterations + cfg.train.sr_iterations, progress)
     t0 = time.time()
-    base_hist = train_base(model.base, base_photo, cfg.train, seed, step)
-    t1 = time.time()
-    sr_hist = train_sr(model.sr, sr_photo, cfg.train, seed, step=step)
-    t2 = time.time()
-    if bar is not None:
+    cpu0 = _cpu_seconds()
+    background = None
+    try:
+        if parallel:
+            from .background import BackgroundSR
+
+            background = BackgroundSR(model.sr, image, cfg.train, seed, sr_threads)
+
+        def base_step(stage: str, losses: dict) -> None:
+            bar.base(stage, losses)
+            if background is not None:
+                background.poll(bar.sr)
+
+        model.base.to(device)
+        with torch_threads(base_threads):
+            base_hist = train_base(model.base, base_photo.to(device), cfg.train, seed, base_step)
+        t_base = time.time() - t0
+        cpu1 = _cpu_seconds()
+        if background is not None:
+            sr_hist, sr_size = background.join(bar.sr)
+        else:
+            sr_photo = load_sr_photo(image)
+            sr_size = [int(sr_photo.shape[3]), int(sr_photo.shape[2])]
+            model.sr.to(device)
+            with torch_threads(sr_threads):
+                sr_hist = train_sr(model.sr, sr_photo.to(device), cfg.train, seed, HOLDOUT,
+                                   step=lambda _s, losses: bar.sr(1, losses))
+    finally:
         bar.close()
+        if background is not None:
+            background.stop()
+    t_all = time.time() - t0
+    cpu2 = _cpu_seconds()
     model.eval()
-
-    def tail(v: list[float]) -> float:
-        return round(sum(v[-20:]) / max(1, len(v[-20:])), 6) if v else float("nan")
-
-    return {
+    hists = {**base_hist, **{f"sr_{k}": v for k, v in sr_hist.items()}}
+    meta = {
         "base_photo_size": [int(base_photo.shape[3]), int(base_photo.shape[2])],
-        "sr_photo_size": [int(sr_photo.shape[3]), int(sr_photo.shape[2])],
-        "base_seconds": round(t1 - t0, 2),
-        "sr_seconds": round(t2 - t1, 2),
-        "final_losses": {k: tail(v) for k, v in {**base_hist, **{f"sr_{k}": v for k, v in sr_hist.items()}}.items()},
+        "sr_photo_size": sr_size,
+        "sr_holdout_x0": holdout_columns(sr_size[0]),  # columns >= this were never trained on
+        "final_losses": {k: _tail(v) for k, v in hists.items()},
         "noise_amps": [round(float(a), 6) for a in model.base.noise_amps],
-        "train_config": cfg.train.__dict__,
+        "train_config": dict(cfg.train.__dict__),
     }
+    log = {
+        "device": device,
+        "parallel": parallel,
+        "threads": {"base": base_threads, "sr": sr_threads, "cores": cores},
+        "seconds": {"base": round(t_base, 2), "total": round(t_all, 2),
+                    "sr": None if parallel else round(t_all - t_base, 2)},
+        # CPU seconds (user + system): on idle cores the wall time of a side-by-side run is about
+        # the larger of the two processes' CPU seconds
+        "cpu_seconds": {"base_process": round(cpu1[0] - cpu0[0], 1),
+                        "sr_process" if parallel else "sr_in_process":
+                            round((cpu2[1] - cpu0[1]) if parallel else (cpu2[0] - cpu1[0]), 1)},
+        "loss_curves": {k: _curve(v) for k, v in hists.items()},
+    }
+    return FitResult(meta, log)
