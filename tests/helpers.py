@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import zarr
 
@@ -30,3 +32,22 @@ def assert_same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> No
     for k in a:
         assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
         assert np.array_equal(a[k], b[k]), f"array {k} differs"
+
+
+@contextlib.contextmanager
+def local_cluster(head_cpus: int, node_cpus: list[int]):
+    """A multi-node Ray cluster on 127.0.0.1 (ray.cluster_utils) with this process's driver
+    connected to it; shut down on exit."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "include_dashboard": False,
+                                                       "node_ip_address": "127.0.0.1"})
+    for n in node_cpus:
+        c.add_node(num_cpus=n, node_ip_address="127.0.0.1")
+    ray.init(address=c.address, log_to_driver=False)
+    try:
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()

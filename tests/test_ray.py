@@ -16,25 +16,15 @@ import fsspec
 import numpy as np
 import pytest
 
-from helpers import arrays, assert_same_arrays, do_render
+from helpers import arrays, assert_same_arrays, do_render, local_cluster
 
 SIZE, CHUNK = "300x200", 16
 
 
 @pytest.fixture(scope="module")
 def cluster(s3_server):  # s3_server first: its test credentials are in every node's environment
-    import ray
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                                       "node_ip_address": "127.0.0.1"})
-    c.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-    ray.init(address=c.address, log_to_driver=False)
-    try:
+    with local_cluster(1, [1]) as c:
         yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
 
 
 @pytest.fixture(scope="module")

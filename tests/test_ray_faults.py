@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from helpers import arrays, assert_same_arrays, do_render
+from helpers import arrays, assert_same_arrays, do_render, local_cluster
 
 SIZE = "1024x683"
 
@@ -25,19 +25,9 @@ def reference(tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    import ray
-    from ray.cluster_utils import Cluster
-
     # the head runs no workers, so every worker lives on a node that can be taken away
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                       "node_ip_address": "127.0.0.1"})
-    c.add_node(num_cpus=2, node_ip_address="127.0.0.1")
-    ray.init(address=c.address, log_to_driver=False)
-    try:
+    with local_cluster(0, [2]) as c:
         yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
 
 
 def _actor_pids():
