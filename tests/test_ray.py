@@ -226,3 +226,14 @@ def test_base_image_does_not_depend_on_the_workers_thread_count(cpu_model):
     finally:
         torch.set_num_threads(before)
     assert torch.equal(images[0], images[1]) and torch.equal(images[0], images[2])
+
+
+def test_embedded_ray_starts_its_own_instance_beside_a_running_cluster(cluster, tiny_model, reference, tmp_path):
+    """`--workers N` without --address starts a fresh local Ray even while a cluster runs on this
+    machine (ray.init would otherwise try to join it and refuse num_cpus)."""
+    out = tmp_path / "own.zarr"
+    r = subprocess.run([sys.executable, "-m", "ourgan_dist.cli", "render", tiny_model, "--out", str(out), "--size",
+                        SIZE, "--tile", "32", "--chunk", "16", "--workers", "2", "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert_same_arrays(arrays(str(out)), reference)
