@@ -67,7 +67,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="/tmp/ourgan-export-bench", help="where stores and exports go")
     ap.add_argument("--sizes", default=",".join(SIZES.values()), help="WxH,WxH,...")
-    ap.add_argument("--formats", default="tif,tif-jpeg,dzi", help=f"some of {','.join(FORMATS)}")
+    ap.add_argument("--formats", default="tif,tif-jpeg,dzi,png", help=f"some of {','.join(FORMATS)}")
     ap.add_argument("--json", default=None, help="write the results here (default DIR/export_memory.json)")
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)

@@ -5,20 +5,25 @@ The format comes from the file name:
     .tif .tiff   tiled pyramidal BigTIFF, one page per OME-Zarr array (0 full size, 1 half, ...,
                  pages after the first marked "reduced resolution"): the store's own pyramid,
                  written tile by tile with tifffile; deflate (lossless, default), jpeg or none
-    .dzi         a Deep Zoom tree (``name.dzi`` + ``name_files/``) written by libvips' dzsave;
+    .dzi         a Deep Zoom tree (``name.dzi`` + ``name_files/``) cut and encoded by libvips' dzsave,
+                 its levels being the store's own pyramid;
     .zip         the same tree in one zip file; tiles jpeg (default) or png (lossless)
     .png .jpg .jpeg .webp   one image, libvips; JPEG and WebP have hard size limits
 
 Nothing decodes the image whole (invariant I5). The TIFF writer receives one tile at a time and
-keeps a few megabytes in flight, so its peak memory is the same for 4K and a gigapixel. The
-libvips writers pull the image through a sequential PNG stream of the store (``pixelstream``);
-their own buffers hold one strip of tiles across the image, so they grow with the image's width
-(see docs/viewing.md for the measured figures). A file appears only when it is complete: it is
-written under a temporary name beside the target and renamed.
+keeps a few megabytes in flight. The Deep Zoom tree is cut band by band (a few thousand pixels
+wide) from each pyramid array, so libvips' strip buffers do not grow with the image either. The
+single-image writers pull the image through a sequential PNG stream of the store
+(``pixelstream``); libvips keeps a cache of lines across the whole width behind a sequential
+source, so their memory grows with the image's width (docs/viewing.md has the figures). A file
+appears only when it is complete: it is written under a temporary name beside the target and
+renamed.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import math
 import os
@@ -26,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import uuid
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +42,7 @@ from .errors import StoreError, UserError
 TIFF_TILE = 256
 TIFF_BUFFER = 4 << 20  # bytes tifffile compresses per pass: bounds its memory
 DZI_TILE, DZI_OVERLAP = 254, 1  # the usual Deep Zoom tile geometry (256 with the overlap)
+DZI_BAND_TILES = 16  # tile columns per dzsave pass (~4K px): bounds its strip buffers
 FORMATS = {".tif": "tiff", ".tiff": "tiff", ".dzi": "dzi", ".zip": "dzi-zip", ".png": "png", ".jpg": "jpeg",
            ".jpeg": "jpeg", ".webp": "webp"}
 COMPRESSIONS = {"tiff": ("deflate", "jpeg", "none"), "dzi": ("jpeg", "png"), "dzi-zip": ("jpeg", "png")}
@@ -118,7 +125,28 @@ def _bar(progress: bool, total: int, unit: str, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, unit=unit, desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True,
-                unit_scale=unit == "row")
+                unit_scale=unit in ("row", "px"))
+
+
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc mallopt parameters
+
+
+def bound_allocator() -> bool:
+    """Keep glibc's malloc from hoarding freed buffers; ``True`` where it applied.
+
+    An export allocates and frees megabyte-sized pixel buffers on several threads (store reads,
+    codecs, libvips workers). With glibc's defaults each thread may get its own heap ("arena"),
+    and after the first large buffer is freed the threshold above which buffers are mmapped
+    rises to 32 MB, so later ones come from those heaps and stay resident when freed: peak RSS
+    then grows with the image though the live data does not. Two arenas and a fixed 1 MiB mmap
+    threshold (freed at once) keep the peak near the live data. Process-wide and permanent;
+    only memory reuse changes, never results. A no-op where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_ARENA_MAX, 2)) and bool(mallopt(M_MMAP_THRESHOLD, 1 << 20))
 
 
 def export(url: str, file: str, *, storage_options: dict | None = None, compression: str | None = None,
@@ -136,6 +164,7 @@ def export(url: str, file: str, *, storage_options: dict | None = None, compress
     canvas = open_for_export(url, storage_options)
     height, width = canvas.plan.pyramid_shapes[0]
     _check_size(fmt, file, width, height)
+    bound_allocator()
     if fmt == "tiff":
         levels = _write_tiff(canvas, file, comp, quality, progress)
     elif fmt in ("dzi", "dzi-zip"):
@@ -211,27 +240,104 @@ def _write_single(canvas: Canvas, file: str, fmt: str, quality: int, progress: b
     return 1
 
 
+class _DziTree:
+    """Where Deep Zoom tiles go: a ``name_files/`` folder, or the same paths inside a zip file."""
+
+    def __init__(self, work: str, stem: str, zipped: bool):
+        self.stem, self.root = stem, os.path.join(work, f"{stem}_files")
+        self.zip = zipfile.ZipFile(os.path.join(work, f"{stem}.zip"), "w", zipfile.ZIP_STORED, allowZip64=True) \
+            if zipped else None
+        self._made: set[int] = set()
+
+    def put(self, level: int, col: int, row: int, src: str, ext: str) -> None:
+        name = f"{level}/{col}_{row}.{ext}"
+        if self.zip is not None:
+            self.zip.write(src, f"{self.stem}_files/{name}")
+            os.remove(src)
+            return
+        if level not in self._made:
+            os.makedirs(os.path.join(self.root, str(level)), exist_ok=True)
+            self._made.add(level)
+        os.replace(src, os.path.join(self.root, name))
+
+    def finish(self, dzi: str, path: str) -> None:
+        if self.zip is not None:
+            self.zip.writestr(f"{self.stem}.dzi", dzi)
+            self.zip.close()
+        else:
+            with open(path, "w") as f:
+                f.write(dzi)
+
+
+def dzi_bands(width: int, per_band: int) -> list[tuple[int, int]]:
+    """Deep Zoom tile columns ``[c0, c1)`` cut in one pass each, ``per_band`` at a time."""
+    cols = -(-width // DZI_TILE)
+    return [(c, min(c + per_band, cols)) for c in range(0, cols, per_band)]
+
+
 def _write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bool, zipped: bool) -> int:
-    """A Deep Zoom tree by libvips' dzsave, written in a temporary folder beside ``file`` and
-    moved into place (``name.dzi`` + ``name_files/``, or ``name.zip``)."""
+    """A Deep Zoom tree (``name.dzi`` + ``name_files/``, or both in ``name.zip``) whose levels are
+    the store's own pyramid: Deep Zoom level ``top - k`` is OME-Zarr array ``k`` (both halve and
+    round up). libvips' dzsave cuts and encodes the tiles; it runs once per band of
+    ``DZI_BAND_TILES`` tile columns of each array, so its strip buffers stay a few megabytes
+    whatever the image's width. A band's image starts one tile column early so that its first
+    kept tile has its left overlap; that extra column is dropped. The coarsest array also gives
+    the levels below it, down to 1x1 (dzsave's own halving)."""
+    import pyvips
+
+    from .pixelstream import PngStream
+
+    shapes = canvas.plan.pyramid_shapes
+    height, width = shapes[0]
+    top = math.ceil(math.log2(max(width, height)))
     target = os.path.abspath(file)
     parent = os.path.dirname(target)
     stem = os.path.splitext(os.path.basename(target))[0]
-    suffix = f".jpg[Q={quality}]" if tiles == "jpeg" else ".png"
+    suffix, ext = (f".jpg[Q={quality}]", "jpg") if tiles == "jpeg" else (".png", "png")
+    passes = []  # (array, level, c0, c1, x0, x1, last)
+    for k, (h, w) in enumerate(shapes):
+        last = k == len(shapes) - 1
+        for c0, c1 in dzi_bands(w, 1 << 30 if last else DZI_BAND_TILES):
+            passes.append((k, top - k, c0, c1, (c0 - 1) * DZI_TILE if c0 else 0, min(w, c1 * DZI_TILE + DZI_OVERLAP),
+                           last))
+    total = sum((x1 - x0) * shapes[k][0] for k, _, _, _, x0, x1, _ in passes)
     work = tempfile.mkdtemp(prefix=f".{stem}.", dir=parent)
     try:
-        with _bar(progress, canvas.plan.height, "row", f"export {os.path.basename(file)}") as bar:
-            image, _source, _stream = _vips_image(canvas, bar)
-            out = os.path.join(work, stem + (".zip" if zipped else ""))
-            image.dzsave(out, tile_size=DZI_TILE, overlap=DZI_OVERLAP, suffix=suffix)
+        tree = _DziTree(work, stem, zipped)
+        with _bar(progress, total, "px", f"export {os.path.basename(file)}") as bar:
+            for k, level, c0, c1, x0, x1, last in passes:
+                stream = PngStream(canvas, str(k), on_rows=lambda rows, n=x1 - x0: bar.update(rows * n),
+                                   columns=(x0, x1))
+                source = pyvips.SourceCustom()
+                source.on_read(stream.read)
+                image = pyvips.Image.new_from_source(source, "", access="sequential")
+                band = os.path.join(work, "band")
+                image.dzsave(band, tile_size=DZI_TILE, overlap=DZI_OVERLAP, suffix=suffix,
+                             depth="onepixel" if last else "one")
+                del image, source, stream
+                own = os.path.join(work, "band_files")
+                levels = sorted(int(d) for d in os.listdir(own) if d.isdigit())
+                shift = c0 - 1 if c0 else 0  # the band's tile column j is column j + shift of the level
+                for d in levels:
+                    for name in os.listdir(os.path.join(own, str(d))):
+                        col, row = (int(v) for v in os.path.splitext(name)[0].split("_"))
+                        if (c0 and col == 0) or col + shift >= c1:
+                            continue  # the extra leading column, or a sliver past the band
+                        tree.put(level - levels[-1] + d, col + shift, row, os.path.join(own, str(d), name), ext)
+                shutil.rmtree(own)
+                os.remove(band + ".dzi")
+        tree.finish(f'<?xml version="1.0" encoding="UTF-8"?>\n'
+                    f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{ext}" '
+                    f'Overlap="{DZI_OVERLAP}" TileSize="{DZI_TILE}">\n'
+                    f'  <Size Width="{width}" Height="{height}"/>\n</Image>\n', os.path.join(work, f"{stem}.dzi"))
         if zipped:
-            os.replace(out, target)
+            os.replace(os.path.join(work, f"{stem}.zip"), target)
         else:
             old_tree = os.path.join(parent, f"{stem}_files")
             if os.path.isdir(old_tree):
                 shutil.rmtree(old_tree)
-            os.replace(os.path.join(work, f"{stem}_files"), old_tree)
+            os.replace(tree.root, old_tree)
             os.replace(os.path.join(work, f"{stem}.dzi"), target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return math.ceil(math.log2(max(canvas.plan.width, canvas.plan.height))) + 1
+    return top + 1

@@ -60,12 +60,16 @@ def _png_chunk(tag: bytes, payload: bytes) -> bytes:
 
 
 class PngStream:
-    """The store's array ``name`` as the bytes of an RGB PNG (stored deflate blocks, filter 0),
-    generated on demand by ``read``. Feed it to ``pyvips.SourceCustom``."""
+    """The store's array ``name`` (or its ``columns`` x0..x1) as the bytes of an RGB PNG (stored
+    deflate blocks, filter 0), generated on demand by ``read``. Feed it to ``pyvips.SourceCustom``."""
 
     def __init__(self, canvas: Canvas, name: str = "0", on_rows: Callable[[int], None] | None = None,
-                 band_bytes: int = BAND_BYTES):
-        _, self.height, self.width = canvas.array(name).shape
+                 band_bytes: int = BAND_BYTES, columns: tuple[int, int] | None = None):
+        _, self.height, width = canvas.array(name).shape
+        self.x0, self.x1 = columns if columns is not None else (0, width)
+        if not 0 <= self.x0 < self.x1 <= width:
+            raise ValueError(f"columns {columns} outside array {name!r} of width {width}")
+        self.width = self.x1 - self.x0
         chunk_rows = canvas.array(name).chunks[1]
         self.band = max(1, min(chunk_rows, band_bytes // (3 * self.width + 1)))
         self._canvas, self._name, self._on_rows = canvas, name, on_rows
@@ -78,7 +82,7 @@ class PngStream:
         z = zlib.compressobj(0)  # stored blocks: the bytes only travel to libvips in this process
         for y in range(0, self.height, self.band):
             rows = min(self.band, self.height - y)
-            px = self._canvas.read(self._name, Box(y, y + rows, 0, self.width))  # (3, rows, W)
+            px = self._canvas.read(self._name, Box(y, y + rows, self.x0, self.x1))  # (3, rows, w)
             lines = np.zeros((rows, 1 + 3 * self.width), np.uint8)  # a filter byte (0) per row
             lines[:, 1:].reshape(rows, self.width, 3)[...] = px.transpose(1, 2, 0)
             del px

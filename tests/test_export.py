@@ -86,33 +86,74 @@ def dzi_geometry(xml: bytes) -> tuple[int, int, int, int, str]:
             root.get("Format"))
 
 
-def check_top_level_tiles(read_tile, names: list[str], full: np.ndarray, tile: int, overlap: int, fmt: str) -> int:
-    """Every tile of the full-resolution Deep Zoom level equals its window of the store's array 0."""
-    h, w = full.shape[:2]
-    top = int(np.ceil(np.log2(max(w, h))))
-    rows, cols = -(-h // tile), -(-w // tile)
-    expected = {f"{top}/{c}_{r}.{fmt}" for r in range(rows) for c in range(cols)}
-    assert expected <= set(names), sorted(expected - set(names))[:3]
-    for name in sorted(expected):
-        c, r = map(int, re.match(rf"{top}/(\d+)_(\d+)", name).groups())
-        y0, x0 = max(0, r * tile - overlap), max(0, c * tile - overlap)
-        y1, x1 = min(h, (r + 1) * tile + overlap), min(w, (c + 1) * tile + overlap)
-        np.testing.assert_array_equal(read_tile(name), full[y0:y1, x0:x1], err_msg=name)
-    assert any(n.startswith("0/0_0.") for n in names)  # down to one pixel
-    return len(expected)
+def check_dzi_levels(read_tile, names: list[str], url: str, tile: int, overlap: int, fmt: str) -> None:
+    """Every Deep Zoom level: its tiles are present, none more, and each tile of a level the
+    store holds equals its window of that OME-Zarr array (level top - k is array k). Levels
+    coarser than the store's last array have the Deep Zoom sizes, down to 1x1."""
+    c = Canvas(url)
+    shapes = c.plan.pyramid_shapes
+    height, width = shapes[0]
+    top = int(np.ceil(np.log2(max(width, height))))
+    for lv in range(top + 1):
+        k = top - lv
+        h, w = -(-height // 2 ** k), -(-width // 2 ** k)
+        rows, cols = -(-h // tile), -(-w // tile)
+        want = {f"{lv}/{col}_{row}.{fmt}" for row in range(rows) for col in range(cols)}
+        have = {n for n in names if n.startswith(f"{lv}/")}
+        assert have == want, (lv, sorted(have ^ want)[:4])
+        full = level(url, k) if k < len(shapes) else None
+        for name in sorted(want):
+            col, row = map(int, re.match(rf"{lv}/(\d+)_(\d+)", name).groups())
+            y0, x0 = max(0, row * tile - overlap), max(0, col * tile - overlap)
+            y1, x1 = min(h, (row + 1) * tile + overlap), min(w, (col + 1) * tile + overlap)
+            px = read_tile(name)
+            assert px.shape[:2] == (y1 - y0, x1 - x0), name
+            if full is not None:
+                np.testing.assert_array_equal(px, full[y0:y1, x0:x1], err_msg=name)
 
 
-def test_dzi_tree_opens_and_its_full_resolution_tiles_match(store, tmp_path):
+def dzi_tree(out) -> tuple[list[str], object]:
+    files = out.parent / (out.stem + "_files")
+    return [str(p.relative_to(files)) for p in files.rglob("*") if p.is_file()], files
+
+
+def test_dzi_tree_opens_and_every_level_is_the_store_pyramid(store, tmp_path):
     out = tmp_path / "r.dzi"
     export(store, str(out), compression="png", progress=False)
     width, height, tile, overlap, fmt = dzi_geometry(out.read_bytes())
-    assert (width, height, fmt) == (300, 200, "png")
-    files = tmp_path / "r_files"
-    names = [str(p.relative_to(files)) for p in files.rglob("*.png")]
-    n = check_top_level_tiles(lambda name: vips_pixels(str(files / name)), names, level(store, 0), tile, overlap, fmt)
-    assert n == 2  # 300x200 with 254 px tiles
-    # libvips opens the tree's coarsest full level again as an image
+    assert (width, height, tile, overlap, fmt) == (300, 200, 254, 1, "png")
+    names, files = dzi_tree(out)
+    check_dzi_levels(lambda name: vips_pixels(str(files / name)), names, store, tile, overlap, fmt)
+    # libvips opens the tree's coarsest level again as an image
     assert pyvips.Image.new_from_file(str(files / "0" / "0_0.png")).width == 1
+    assert sorted(os.listdir(tmp_path)) == ["r.dzi", "r_files"]  # no temporary left behind
+
+
+def test_dzi_in_narrow_bands_is_the_same_tree(tmp_path, monkeypatch):
+    """Wide images are cut band by band; bands of one and of three tile columns give the store's
+    pixels in every tile (the overlaps at band seams included)."""
+    import ourgan_dist.export as ex
+
+    url = str(tmp_path / "wide.zarr")
+    write_synthetic_store(url, 1300, 300, chunk=64, pattern=noise_pattern())
+    for per_band in (1, 3):
+        monkeypatch.setattr(ex, "DZI_BAND_TILES", per_band)
+        out = tmp_path / f"b{per_band}.dzi"
+        export(url, str(out), compression="png", progress=False)
+        names, files = dzi_tree(out)
+        check_dzi_levels(lambda name: vips_pixels(str(files / name)), names, url, 254, 1, "png")
+    a, b = (tmp_path / "b1_files" / "11", tmp_path / "b3_files" / "11")
+    assert sorted(os.listdir(a)) == sorted(os.listdir(b)) and len(os.listdir(a)) == 6 * 2
+
+
+def test_dzi_jpeg_tiles_are_close_to_the_store(store, tmp_path):
+    out = tmp_path / "r.dzi"
+    export(store, str(out), progress=False)
+    assert dzi_geometry(out.read_bytes())[4] == "jpg"
+    names, files = dzi_tree(out)
+    tile = vips_pixels(str(files / "9" / "0_0.jpg"))
+    assert tile.shape == (200, 255, 3)
+    assert np.abs(tile.astype(int) - level(store, 0)[:200, :255]).mean() < 12
 
 
 def test_dzi_zip_holds_the_same_tree(store, tmp_path):
@@ -123,9 +164,10 @@ def test_dzi_zip_holds_the_same_tree(store, tmp_path):
         assert "r.dzi" in names
         width, height, tile, overlap, fmt = dzi_geometry(z.read("r.dzi"))
         prefix = "r_files/"
-        tiles = [n[len(prefix):] for n in names if n.startswith(prefix) and n.endswith(".png")]
-        check_top_level_tiles(lambda name: pyvips.Image.new_from_buffer(z.read(prefix + name), "").numpy(),
-                              tiles, level(store, 0), tile, overlap, fmt)
+        tiles = [n[len(prefix):] for n in names if n.startswith(prefix)]
+        assert len(tiles) + 1 == len(names)
+        check_dzi_levels(lambda name: pyvips.Image.new_from_buffer(z.read(prefix + name), "").numpy(),
+                         tiles, store, tile, overlap, fmt)
 
 
 def test_jpeg_and_webp_size_limits_are_refused_with_a_pointer_to_tif(tmp_path):
