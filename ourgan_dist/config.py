@@ -40,6 +40,9 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
+PADDINGS = ("replicate", "zeros")
+
+
 @dataclass(frozen=True)
 class BaseConfig:
     """The coherent low-resolution generator (HP-VAE-GAN style, plus a vertical y channel)."""
@@ -52,6 +55,7 @@ class BaseConfig:
     vae_scales: int = 3  # coarsest scales trained as a patch-VAE (diversity); the rest are GAN
     latent_channels: int = 8  # channels of the VAE latent at the coarsest scale
     vertical_coord: bool = True  # feed a global y channel (-1 top .. +1 bottom) to every conv
+    padding: str = "replicate"  # how convs see past the image edge: "replicate" or "zeros" (a dark frame)
 
     def __post_init__(self) -> None:
         n = type(self).__name__
@@ -67,6 +71,7 @@ class BaseConfig:
         _check(n, "latent_channels", isinstance(self.latent_channels, int) and self.latent_channels >= 1, "an int >= 1",
                self.latent_channels)
         _check(n, "vertical_coord", isinstance(self.vertical_coord, bool), "a bool", self.vertical_coord)
+        _check(n, "padding", self.padding in PADDINGS, f"one of {PADDINGS}", self.padding)
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,40 @@ def test_vertical_coord_changes_the_architecture():
     assert on.stages[0].convs[0].conv.in_channels == off.stages[0].convs[0].conv.in_channels + 1
 
 
+@pytest.mark.parametrize("padding", ["replicate", "zeros"])
+def test_base_padding_mode(padding):
+    """Replicate padding: a stage's output at the border is what it would be if the image went on
+    with its edge pixels; zero padding sees a constant frame instead."""
+    from dataclasses import replace
+
+    gen = BaseGenerator(replace(PRESETS["tiny"].base, padding=padding)).eval()
+    conv = gen.stages[0].convs[0]
+    x, y = torch.rand(1, 3, 9, 12), y_channel(9)
+    with torch.no_grad():
+        out = conv(x, y)
+        xy = torch.cat([x, y.expand(1, 1, 9, 12)], 1)
+        pad = torch.nn.functional.pad(xy, (1, 1, 1, 1), mode="replicate" if padding == "replicate" else "constant")
+        want = torch.nn.functional.conv2d(pad, conv.conv.weight, conv.conv.bias)
+    assert out.shape == (1, 8, 9, 12)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoints_from_before_padding_load_with_zero_padding(tmp_path):
+    """Models written before the padding option existed were trained with zero padding and
+    still render as they did; new models record their padding."""
+    model = checkpoint.build(PRESETS["tiny"], seed=3)
+    assert PRESETS["tiny"].base.padding == "replicate"
+    checkpoint.save(model, str(tmp_path / "new"))
+    assert checkpoint.load(str(tmp_path / "new")).config.base.padding == "replicate"
+    payload = torch.load(str(tmp_path / "new" / "model.pt"), weights_only=True)
+    del payload["config"]["base"]["padding"]
+    os.makedirs(tmp_path / "old")
+    torch.save(payload, str(tmp_path / "old" / "model.pt"))
+    old = checkpoint.load(str(tmp_path / "old"))
+    assert old.config.base.padding == "zeros"
+    assert not old.base.stages[0].convs[0].replicate and old.base.stages[0].convs[0].conv.padding == (1, 1)
+
+
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     model = checkpoint.build(PRESETS["tiny"], seed=5)
     mid = checkpoint.save(model, str(tmp_path / "m"), {"note": "x"})

@@ -30,10 +30,10 @@ from .layers import YConv, leaky
 class Stage(nn.Module):
     """``convs`` 3x3 vertical positional convs: cin -> ch -> ... -> ch -> cout."""
 
-    def __init__(self, cin: int, ch: int, cout: int, convs: int, vertical: bool):
+    def __init__(self, cin: int, ch: int, cout: int, convs: int, vertical: bool, padding: str = "replicate"):
         super().__init__()
         widths = [cin] + [ch] * (convs - 1) + [cout]
-        self.convs = nn.ModuleList(YConv(a, b, vertical) for a, b in zip(widths[:-1], widths[1:]))
+        self.convs = nn.ModuleList(YConv(a, b, vertical, padding) for a, b in zip(widths[:-1], widths[1:]))
 
     @property
     def receptive_radius(self) -> int:
@@ -71,11 +71,11 @@ class BaseGenerator(nn.Module):
     def __init__(self, cfg: BaseConfig):
         super().__init__()
         self.cfg = cfg
-        v = cfg.vertical_coord
-        self.encoder = Stage(3, cfg.channels, 2 * cfg.latent_channels, cfg.convs_per_stage, v)  # training only
-        self.decoder = Stage(cfg.latent_channels, cfg.channels, 3, cfg.convs_per_stage, v)
+        v, pad = cfg.vertical_coord, cfg.padding
+        self.encoder = Stage(3, cfg.channels, 2 * cfg.latent_channels, cfg.convs_per_stage, v, pad)  # training only
+        self.decoder = Stage(cfg.latent_channels, cfg.channels, 3, cfg.convs_per_stage, v, pad)
         self.stages = nn.ModuleList(
-            Stage(3, cfg.channels, 3, cfg.convs_per_stage, v) for _ in range(cfg.n_scales - 1))
+            Stage(3, cfg.channels, 3, cfg.convs_per_stage, v, pad) for _ in range(cfg.n_scales - 1))
         # per-scale noise amplitude, set by training from the reconstruction error (0 on VAE scales)
         self.register_buffer("noise_amps", torch.zeros(cfg.n_scales))
 

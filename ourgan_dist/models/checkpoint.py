@@ -108,6 +108,14 @@ def read_bytes(model_dir: str, storage_options: dict | None = None) -> bytes:
         raise CheckpointError(f"model {model_dir!r}: {url} is not readable (permission denied)") from None
 
 
+def _upgrade_config(config: Any) -> Any:
+    """Fill in config keys added after a checkpoint was written with the value that reproduces
+    it: base generators written before ``padding`` existed were trained with zero padding."""
+    if isinstance(config, dict) and isinstance(config.get("base"), dict) and "padding" not in config["base"]:
+        config = {**config, "base": {**config["base"], "padding": "zeros"}}
+    return config
+
+
 def load(model_dir: str, storage_options: dict | None = None, device: str = "cpu", data: bytes | None = None) -> Model:
     """Load and check a model directory (or ``model.pt`` URL). Never unpickles code."""
     if data is None:
@@ -129,7 +137,7 @@ def load(model_dir: str, storage_options: dict | None = None, device: str = "cpu
             f"model {model_dir!r}: checkpoint format {payload['format_version']!r}, this ourgan-dist reads format "
             f"{FORMAT_VERSION}; retrain the model with this version")
     try:
-        config = from_dict(ModelConfig, payload["config"])
+        config = from_dict(ModelConfig, _upgrade_config(payload["config"]))
     except (ConfigError, TypeError) as e:
         raise CheckpointError(f"model {model_dir!r}: invalid config in checkpoint: {e}") from None
     base, sr = BaseGenerator(config.base), SRNet(config.sr)

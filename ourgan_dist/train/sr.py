@@ -73,6 +73,12 @@ def train_sr(net: SRNet, photo: torch.Tensor, cfg: TrainConfig, seed: int, holdo
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 2)
         critic = PatchCritic(cfg.critic_channels, CRITIC_CONVS).to(device)
+    if cfg.sr_iterations:
+        # start from the bicubic skip alone: the residual's last conv begins at zero, so training
+        # only adds detail to bicubic instead of first unlearning a random residual
+        with torch.no_grad():
+            net.conv_last.weight.zero_()
+            net.conv_last.bias.zero_()
     opt_g = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     amp = float(net.noise_amp)
