@@ -189,6 +189,26 @@ def chromium():
     return exe
 
 
+def assert_view_shows(browser: Browser, shot_path: str, want: np.ndarray, scale: float, ox: int, oy: int,
+                      element: tuple[int, int, int, int]) -> None:
+    """Place image pixel (0, 0) at (ox, oy) of the viewer element at ``scale``, wait for every tile,
+    and compare the screenshot with ``want`` (the pixels of the level shown 1:1 at that scale)."""
+    ex, ey, ew, eh = element
+    assert browser.evaluate(SHOW + f"({scale}, {ox}, {oy})") == pytest.approx([ox, oy], abs=1e-6)
+    assert browser.evaluate("window.viewerSettled()")
+    shot = pyvips.Image.new_from_file(browser.screenshot(shot_path)).numpy()[..., :3]
+    seen = shot[ey:ey + eh, ex:ex + ew].astype(int)  # the viewer element
+    want = want.astype(int)
+    lh, lw = want.shape[:2]
+    y0, y1, x0, x1 = max(0, oy), min(eh, oy + lh), max(0, ox), min(ew, ox + lw)
+    diff = np.abs(seen[y0:y1, x0:x1] - want[y0 - oy:y1 - oy, x0 - ox:x1 - ox])
+    assert diff.size > 0.5 * ew * eh * 3 or diff.size == want.size, "the comparison must cover the image"
+    outside = np.ones(seen.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    assert (seen[outside] < 40).all()  # nothing but the dark background around the image
+    assert diff.max() <= 2 and diff.mean() < 0.5, (shot_path, diff.max(), diff.mean())
+
+
 def test_browser_shows_the_store_pixels_at_full_view_and_zoomed_into_a_corner(chromium, tmp_path):
     url = str(tmp_path / "syn.zarr")
     width, height = 1536, 1024
@@ -208,21 +228,8 @@ def test_browser_shows_the_store_pixels_at_full_view_and_zoomed_into_a_corner(ch
                          "osdViewer.controls.forEach(function (c) { c.element.style.display = 'none'; }); true")
         ex, ey, ew, eh = map(round, browser.evaluate(ELEMENT))
 
-        def check(name: str, scale: float, ox: int, oy: int, k: int) -> float:
-            assert browser.evaluate(SHOW + f"({scale}, {ox}, {oy})") == pytest.approx([ox, oy], abs=1e-6)
-            assert browser.evaluate("window.viewerSettled()")
-            shot = pyvips.Image.new_from_file(browser.screenshot(os.path.join(shots, name))).numpy()[..., :3]
-            seen = shot[ey:ey + eh, ex:ex + ew].astype(int)  # the viewer element
-            want = level(url, k).astype(int)
-            lh, lw = want.shape[:2]
-            y0, y1, x0, x1 = max(0, oy), min(eh, oy + lh), max(0, ox), min(ew, ox + lw)
-            diff = np.abs(seen[y0:y1, x0:x1] - want[y0 - oy:y1 - oy, x0 - ox:x1 - ox])
-            assert diff.size > 0.5 * ew * eh * 3 or diff.size == want.size, "the comparison must cover the image"
-            outside = np.ones(seen.shape[:2], bool)
-            outside[y0:y1, x0:x1] = False
-            assert (seen[outside] < 40).all()  # nothing but the dark background around the image
-            assert diff.max() <= 2 and diff.mean() < 0.5, (name, diff.max(), diff.mean())
-            return diff.mean()
+        def check(name: str, scale: float, ox: int, oy: int, k: int) -> None:
+            assert_view_shows(browser, os.path.join(shots, name), level(url, k), scale, ox, oy, (ex, ey, ew, eh))
 
         # full view: the whole image at half size, which is the store's array 1, pixel for pixel
         check("view-full.png", 0.5, (ew - width // 2) // 2, (eh - height // 2) // 2, 1)
@@ -239,3 +246,70 @@ def test_browser_shows_the_store_pixels_at_full_view_and_zoomed_into_a_corner(ch
         browser.close()
         s.shutdown()
         s.server_close()
+
+
+EXPORT_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>exported tree</title>
+<style>html, body { margin: 0; height: 100%; background: #000; } #viewer { width: 100%; height: 100%; }</style>
+<script src="osd/openseadragon.min.js"></script></head>
+<body><div id="viewer"></div><script>
+window.osdViewer = OpenSeadragon({id: "viewer", prefixUrl: "osd/images/", tileSources: "r.dzi",
+  showNavigationControl: false, imageSmoothingEnabled: false, drawer: "canvas", maxZoomPixelRatio: 16});
+window.viewerSettled = function () {
+  return new Promise(function (resolve) {
+    (function check() {
+      var item = osdViewer.world.getItemAt(0), vp = osdViewer.viewport;
+      if (item && item.getFullyLoaded() && vp.getZoom(false) === vp.getZoom(true)) {
+        osdViewer.forceRedraw();
+        requestAnimationFrame(function () { requestAnimationFrame(function () { resolve(true); }); });
+      } else { setTimeout(check, 50); }
+    })();
+  });
+};
+</script></body></html>
+"""
+
+
+def test_openseadragon_opens_an_exported_deep_zoom_tree(chromium, tmp_path, monkeypatch):
+    """`ourgan-dist export r.dzi` as a web page would use it: a static server, OpenSeadragon from
+    npm, the exported tree (cut in bands of two tile columns, so band seams are on screen). The
+    screenshots equal the store's arrays 1 (whole image at half size) and 0 (a corner at 1:1)."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    import ourgan_dist.export as ex
+
+    url = str(tmp_path / "syn.zarr")
+    width, height = 1536, 1024
+    write_synthetic_store(url, width, height, chunk=64, pattern=noise_pattern(4))
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.setattr(ex, "DZI_BAND_TILES", 2)
+    ex.export(url, str(site / "r.dzi"), compression="png", progress=False)
+    os.symlink(find_openseadragon(), site / "osd")
+    (site / "index.html").write_text(EXPORT_PAGE)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    Thread(target=httpd.serve_forever, daemon=True).start()
+    shots = os.environ.get("OURGAN_SCREENSHOTS") or str(tmp_path)
+    browser = Browser(chromium)
+    try:
+        browser.page(1200, 800)
+        browser.navigate(f"http://127.0.0.1:{httpd.server_address[1]}/index.html",
+                         "window.osdViewer !== undefined && osdViewer.world.getItemCount() > 0")
+        assert browser.evaluate("window.viewerSettled()")
+        element = tuple(map(round, browser.evaluate(ELEMENT)))
+        ew, eh = element[2], element[3]
+        assert_view_shows(browser, os.path.join(shots, "export-full.png"), level(url, 1), 0.5,
+                          (ew - width // 2) // 2, (eh - height // 2) // 2, element)
+        assert_view_shows(browser, os.path.join(shots, "export-corner.png"), level(url, 0), 1.0,
+                          ew - width, eh - height, element)
+    finally:
+        browser.close()
+        httpd.shutdown()
+        httpd.server_close()
