@@ -213,13 +213,14 @@ def _write_tiff(canvas: Canvas, file: str, compression: str, quality: int, progr
     return len(shapes)
 
 
-def _vips_image(canvas: Canvas, bar):
-    """The store's array 0 as a sequential pyvips image, pulled from the store as libvips reads."""
+def _vips_image(canvas: Canvas, on_rows, name: str = "0", columns: tuple[int, int] | None = None):
+    """Array ``name`` of the store (or its ``columns`` x0..x1) as a sequential pyvips image,
+    pulled from the store as libvips reads; ``on_rows(n)`` after each band of n rows."""
     import pyvips
 
     from .pixelstream import PngStream
 
-    stream = PngStream(canvas, "0", on_rows=bar.update)
+    stream = PngStream(canvas, name, on_rows=on_rows, columns=columns)
     source = pyvips.SourceCustom()
     source.on_read(stream.read)
     image = pyvips.Image.new_from_source(source, "", access="sequential")
@@ -231,7 +232,7 @@ def _write_single(canvas: Canvas, file: str, fmt: str, quality: int, progress: b
     tmp = _partial(file)
     try:
         with _bar(progress, canvas.plan.height, "row", f"export {os.path.basename(file)}") as bar:
-            image, _source, _stream = _vips_image(canvas, bar)
+            image, _source, _stream = _vips_image(canvas, bar.update)
             image.write_to_file(tmp, **options)
         os.replace(tmp, file)
     finally:
@@ -283,10 +284,6 @@ def _write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bo
     whatever the image's width. A band's image starts one tile column early so that its first
     kept tile has its left overlap; that extra column is dropped. The coarsest array also gives
     the levels below it, down to 1x1 (dzsave's own halving)."""
-    import pyvips
-
-    from .pixelstream import PngStream
-
     shapes = canvas.plan.pyramid_shapes
     height, width = shapes[0]
     top = math.ceil(math.log2(max(width, height)))
@@ -306,11 +303,8 @@ def _write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bo
         tree = _DziTree(work, stem, zipped)
         with _bar(progress, total, "px", f"export {os.path.basename(file)}") as bar:
             for k, level, c0, c1, x0, x1, last in passes:
-                stream = PngStream(canvas, str(k), on_rows=lambda rows, n=x1 - x0: bar.update(rows * n),
-                                   columns=(x0, x1))
-                source = pyvips.SourceCustom()
-                source.on_read(stream.read)
-                image = pyvips.Image.new_from_source(source, "", access="sequential")
+                image, source, stream = _vips_image(canvas, lambda rows, n=x1 - x0: bar.update(rows * n), str(k),
+                                                    (x0, x1))
                 band = os.path.join(work, "band")
                 image.dzsave(band, tile_size=DZI_TILE, overlap=DZI_OVERLAP, suffix=suffix,
                              depth="onepixel" if last else "one")
