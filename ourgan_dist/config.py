@@ -74,24 +74,42 @@ class BaseConfig:
         _check(n, "padding", self.padding in PADDINGS, f"one of {PADDINGS}", self.padding)
 
 
+SR_ARCHS = ("rrdb", "srvgg")
+SR_SKIPS = ("none", "nearest", "bicubic")
+
+
 @dataclass(frozen=True)
 class SRConfig:
-    """The x4 super-resolution network (RRDB-style), applied level after level."""
+    """The x4 super-resolution network, applied level after level.
 
+    ``arch="rrdb"`` is ESRGAN's RRDBNet (the paper's choice); ``arch="srvgg"`` is a compact plain
+    conv net (convs + PReLU, pixel-shuffle tail) that is ~25x cheaper per pixel. ``prior`` names
+    pre-trained weights (see ``models/priors.py``) that training fine-tunes on the photo; "" trains
+    from scratch."""
+
+    arch: str = "rrdb"  # "rrdb" (ESRGAN RRDBNet) or "srvgg" (compact conv + PReLU + pixel shuffle)
     features: int = 64  # trunk channels (ESRGAN: nf)
-    growth: int = 32  # channels added by each dense conv (ESRGAN: gc)
-    blocks: int = 6  # RRDB blocks; the receptive field grows with blocks * rdbs * dense
-    rdbs_per_block: int = 3  # residual dense blocks per RRDB (ESRGAN: 3)
-    dense_convs: int = 5  # 3x3 convs per residual dense block, fusion conv included (ESRGAN: 5)
-    noise_amp: float = 0.02  # std of the input noise: SR(x + amp * z)
+    growth: int = 32  # rrdb: channels added by each dense conv (ESRGAN: gc)
+    blocks: int = 23  # rrdb: RRDB blocks; the receptive field grows with blocks * rdbs * dense
+    rdbs_per_block: int = 3  # rrdb: residual dense blocks per RRDB (ESRGAN: 3)
+    dense_convs: int = 5  # rrdb: 3x3 convs per residual dense block, fusion conv included (ESRGAN: 5)
+    convs: int = 16  # srvgg: 3x3 body convs between the first and the last conv
+    skip: str = "none"  # added to the output: "none", x4 "nearest" or x4 "bicubic" of the input
+    unit_range: bool = True  # the network sees pixels in [0, 1] (as pre-trained priors do), else [-1, 1]
+    prior: str = "realesrgan-x4plus"  # pre-trained weights fine-tuned on the photo; "" = from scratch
+    noise_amp: float = 0.02  # std of the input noise: SR(x + amp * z), in [-1, 1] pixel units
 
     def __post_init__(self) -> None:
         n = type(self).__name__
-        for name in ("features", "growth", "blocks", "rdbs_per_block"):
+        _check(n, "arch", self.arch in SR_ARCHS, f"one of {SR_ARCHS}", self.arch)
+        for name in ("features", "growth", "blocks", "rdbs_per_block", "convs"):
             v = getattr(self, name)
             _check(n, name, isinstance(v, int) and v >= 1, "an int >= 1", v)
         _check(n, "dense_convs", isinstance(self.dense_convs, int) and self.dense_convs >= 2, "an int >= 2",
                self.dense_convs)
+        _check(n, "skip", self.skip in SR_SKIPS, f"one of {SR_SKIPS}", self.skip)
+        _check(n, "unit_range", isinstance(self.unit_range, bool), "a bool", self.unit_range)
+        _check(n, "prior", isinstance(self.prior, str), "a prior name or \"\"", self.prior)
         _check(n, "noise_amp", isinstance(self.noise_amp, (int, float)) and 0 <= self.noise_amp <= 1, "a number in [0, 1]",
                self.noise_amp)
 
@@ -99,11 +117,26 @@ class SRConfig:
     def receptive_radius(self) -> int:
         """Exact receptive-field radius in input (low-resolution) pixels.
 
-        conv_first (1) + every dense conv of every RDB + conv_body (1) + the upsampling tail (2:
-        one conv at 2x and three at 4x after nearest upsampling reach two input pixels either side:
-        output pixel 4k depends on 4x pixels 4k-3.., 2x pixels 2k-3.., input pixels k-2..).
+        rrdb: conv_first (1) + every dense conv of every RDB + conv_body (1) + the upsampling tail
+        (2: one conv at 2x and three at 4x after nearest upsampling reach two input pixels either
+        side). srvgg: one pixel per conv, all at input resolution (first + body + last). A bicubic
+        skip reads 2 input pixels either side, within either radius.
         """
+        if self.arch == "srvgg":
+            return max(self.convs + 2, 2 if self.skip == "bicubic" else 0)
         return 1 + self.blocks * self.rdbs_per_block * self.dense_convs + 1 + 2
+
+    def activation_floats(self) -> tuple[int, int]:
+        """(floats per input pixel, floats per output pixel) held at the peak of a forward pass:
+        for ``plan.projected_task_bytes``. Counts live tensors of the largest step plus the
+        allocator's copies (measured against real peaks by ``benchmarks/memory.py``)."""
+        if self.arch == "srvgg":
+            # two feature maps (in, out) + PReLU output, the 48-channel tail; output: shuffle + skip + sum
+            return 3 * self.features + 6, 3 * 4
+        # rrdb: the dense concatenation (nf + (dense-1)*gc), block and trunk skips, the fused output
+        low = 4 * self.features + self.dense_convs * self.growth + 8
+        # tail at 4x: two feature maps of nf at output resolution, the 2x map is 1/4 of that
+        return low, 3 * self.features + 12
 
 
 @dataclass(frozen=True)
@@ -112,7 +145,8 @@ class TrainConfig:
 
     base_iterations: int = 2000  # optimiser steps per base scale
     sr_iterations: int = 20000  # optimiser steps of the SR network
-    lr: float = 5e-4  # Adam learning rate, base and SR
+    lr: float = 5e-4  # Adam learning rate of the base generator (and of an SR network learnt from scratch)
+    sr_lr: float = 1e-4  # Adam learning rate when fine-tuning a pre-trained SR prior (small: keep the prior)
     recon_weight: float = 10.0  # reconstruction loss weight (HP-VAE-GAN: 10)
     kl_weight: float = 1.0  # KL weight of the patch-VAE scales
     gp_weight: float = 0.1  # WGAN-GP gradient penalty weight
@@ -131,7 +165,7 @@ class TrainConfig:
             v = getattr(self, name)
             _check(n, name, isinstance(v, int) and v >= 1, "an int >= 1", v)
         _check(n, "sr_crop", self.sr_crop % 4 == 0 and self.sr_crop >= 16, "a multiple of 4, >= 16", self.sr_crop)
-        for name in ("lr", "recon_weight", "kl_weight", "gp_weight", "noise_amp_scale", "sr_adv_weight"):
+        for name in ("lr", "sr_lr", "recon_weight", "kl_weight", "gp_weight", "noise_amp_scale", "sr_adv_weight"):
             v = getattr(self, name)
             _check(n, name, isinstance(v, (int, float)) and v >= 0, "a number >= 0", v)
 
@@ -164,7 +198,7 @@ PRESETS: dict[str, ModelConfig] = {
         preset="tiny",
         base=BaseConfig(base_width=32, coarsest_width=12, n_scales=3, channels=8, convs_per_stage=3, vae_scales=1,
                         latent_channels=4),
-        sr=SRConfig(features=8, growth=4, blocks=1, rdbs_per_block=1, dense_convs=3, noise_amp=0.02),
+        sr=SRConfig(arch="srvgg", features=8, convs=3, skip="nearest", prior="", noise_amp=0.02),
         train=TrainConfig(base_iterations=40, sr_iterations=60, lr=2e-3, sr_crop=32, sr_batch=2, critic_channels=8),
     ),
     # A laptop: a 2560x1600 photo trains in under 30 minutes on 2 CPU cores.
@@ -172,7 +206,8 @@ PRESETS: dict[str, ModelConfig] = {
         preset="cpu",
         base=BaseConfig(base_width=128, coarsest_width=24, n_scales=6, channels=32, convs_per_stage=4, vae_scales=2,
                         latent_channels=8),
-        sr=SRConfig(features=32, growth=16, blocks=1, rdbs_per_block=2, dense_convs=4, noise_amp=0.02),
+        sr=SRConfig(arch="srvgg", features=64, convs=16, skip="nearest", prior="realesr-animevideov3-x4",
+                    noise_amp=0.02),
         train=TrainConfig(base_iterations=1200, sr_iterations=2500, lr=1e-3, sr_crop=96, sr_batch=4, critic_channels=32),
     ),
     # GPU scale: HP-VAE-GAN sizes for the base, an ESRGAN-like SR with a bounded receptive field.

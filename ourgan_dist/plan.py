@@ -341,9 +341,10 @@ class RenderPlan:
             key = TileKey(lv.index, 0, 0)
             core = self.source_core(key)
             win = self.source_window(key)
-            body = win.area * (3 * sr.features + sr.dense_convs * sr.growth + 8) * 4
+            per_in, per_out = sr.activation_floats()
+            body = win.area * per_in * 4
             tail_px = (core.height + 4) * (core.width + 4) * SCALE * SCALE
-            tail = tail_px * (3 * sr.features + 12) * 4
+            tail = tail_px * per_out * 4
             peak = max(peak, body, tail)
         return int(peak)
 

@@ -15,7 +15,7 @@ from ourgan_dist.errors import CheckpointError
 from ourgan_dist.models import checkpoint
 from ourgan_dist.models.base import BaseGenerator, y_channel
 from ourgan_dist.models.layers import ExactConv2d
-from ourgan_dist.models.sr import SRNet
+from ourgan_dist.models.sr import SRNet, build_sr
 from ourgan_dist.plan import Box
 
 
@@ -35,9 +35,11 @@ def _measured_sr_radius(net: SRNet, h=45, w=49, at=(22, 24)) -> int:
 
 
 @pytest.mark.parametrize("cfg", [PRESETS["tiny"].sr, PRESETS["cpu"].sr,
-                                 SRConfig(features=8, growth=4, blocks=2, rdbs_per_block=2, dense_convs=2)])
+                                 SRConfig(features=8, growth=4, blocks=2, rdbs_per_block=2, dense_convs=2, prior=""),
+                                 SRConfig(features=8, growth=4, blocks=1, rdbs_per_block=1, dense_convs=2, prior="",
+                                          skip="bicubic", unit_range=False)])
 def test_sr_receptive_radius_matches_impulse(cfg):
-    net = SRNet(cfg).eval()
+    net = build_sr(cfg).eval()
     net.noise_amp.zero_()
     assert _measured_sr_radius(net) == cfg.receptive_radius == net.receptive_radius
 
@@ -77,7 +79,7 @@ def test_exact_conv_is_independent_of_window_size(threads):
 
 def test_sr_window_forward_equals_whole_image_and_small_halo_differs():
     cfg = PRESETS["tiny"].sr
-    net = SRNet(cfg).eval()
+    net = build_sr(cfg).eval()
     H, W = 37, 53
     torch.manual_seed(3)
     x, z = torch.rand(1, 3, H, W) * 2 - 1, torch.randn(1, 3, H, W)
@@ -155,7 +157,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
 
 def test_same_seed_same_weights_different_seed_different():
     a, b, c = (checkpoint.build(PRESETS["tiny"], seed=s) for s in (1, 1, 2))
-    sa, sb, sc = (m.sr.state_dict()["conv_first.weight"] for m in (a, b, c))
+    sa, sb, sc = (m.sr.state_dict()["convs.0.weight"] for m in (a, b, c))
     assert torch.equal(sa, sb) and not torch.equal(sa, sc)
 
 

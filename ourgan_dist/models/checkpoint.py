@@ -22,7 +22,7 @@ import torch
 from ..config import ModelConfig, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError
 from .base import BaseGenerator
-from .sr import SRNet
+from .sr import build_sr
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.pt"
@@ -33,7 +33,7 @@ CARD = "model.json"
 class Model:
     config: ModelConfig
     base: BaseGenerator
-    sr: SRNet
+    sr: Any  # SRNet or SRVGG (models/sr.py, models/srvgg.py)
     meta: dict[str, Any]
     model_id: str  # sha256 of model.pt's bytes: identifies the weights in render stores
 
@@ -54,7 +54,7 @@ def build(config: ModelConfig, seed: int = 0) -> Model:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         base = BaseGenerator(config.base)
-        sr = SRNet(config.sr)
+        sr = build_sr(config.sr)
     return Model(config, base, sr, {}, model_id="")
 
 
@@ -113,6 +113,12 @@ def _upgrade_config(config: Any) -> Any:
     it: base generators written before ``padding`` existed were trained with zero padding."""
     if isinstance(config, dict) and isinstance(config.get("base"), dict) and "padding" not in config["base"]:
         config = {**config, "base": {**config["base"], "padding": "zeros"}}
+    if isinstance(config, dict) and isinstance(config.get("sr"), dict) and "arch" not in config["sr"]:
+        # SR networks written before priors existed: an RRDB on [-1, 1] pixels with a bicubic skip
+        config = {**config, "sr": {"arch": "rrdb", "skip": "bicubic", "unit_range": False, "prior": "",
+                                   **config["sr"]}}
+    if isinstance(config, dict) and isinstance(config.get("train"), dict) and "sr_lr" not in config["train"]:
+        config = {**config, "train": {**config["train"], "sr_lr": config["train"].get("lr", 1e-4)}}
     return config
 
 
@@ -140,7 +146,7 @@ def load(model_dir: str, storage_options: dict | None = None, device: str = "cpu
         config = from_dict(ModelConfig, _upgrade_config(payload["config"]))
     except (ConfigError, TypeError) as e:
         raise CheckpointError(f"model {model_dir!r}: invalid config in checkpoint: {e}") from None
-    base, sr = BaseGenerator(config.base), SRNet(config.sr)
+    base, sr = BaseGenerator(config.base), build_sr(config.sr)
     try:
         base.load_state_dict(payload["base"])
         sr.load_state_dict(payload["sr"])

@@ -1,6 +1,12 @@
-"""The x4 super-resolution network (RRDB-style, ESRGAN-like) and its exact tiled forward pass.
+"""The x4 super-resolution networks and their exact tiled forward pass.
 
-    out = bicubic4(x) + tail(body(x + amp * z))
+``SRNet`` is ESRGAN's RRDBNet (the paper's SR network; ``arch="rrdb"``), ``SRVGG`` a compact plain
+conv net (``arch="srvgg"``, models/srvgg.py). Both compute
+
+    out = skip4(x) + net(x + amp * z)      (skip4: none, nearest or bicubic x4 of the input)
+
+with pixels in [0, 1] inside the network when ``unit_range`` (the range pre-trained priors use)
+and in [-1, 1] outside, as everywhere else in ourgan-dist.
 
 body: conv_first -> RRDB blocks (each: RDBs with dense 3x3 convs, residual scale 0.2) ->
 conv_body, with a long skip; tail: nearest x2 -> conv -> nearest x2 -> conv -> conv_hr ->
@@ -56,6 +62,35 @@ def _crop(t: torch.Tensor, have: Box, want: Box) -> tuple[torch.Tensor, Box]:
     return t[:, :, ys, xs], want
 
 
+def to_net(x: torch.Tensor, unit: bool) -> torch.Tensor:
+    """[-1, 1] pixels -> the network's range."""
+    return (x + 1) * 0.5 if unit else x
+
+
+def from_net(y: torch.Tensor, unit: bool) -> torch.Tensor:
+    """The network's range -> [-1, 1], clamped."""
+    return (y * 2 - 1).clamp(-1, 1) if unit else y.clamp(-1, 1)
+
+
+def skip_window(x: torch.Tensor, kind: str, window: Box, core: Box, level_size: tuple[int, int]) -> torch.Tensor | None:
+    """The x4 skip of ``core``, (B, 3, 4*core.h, 4*core.w), cut from ``x`` covering ``window``.
+
+    nearest reads only the pixel itself. bicubic (align_corners=False, factor exactly 4) reads two
+    pixels either side and clamps at its own window's edge, which for kept pixels is either the
+    image edge (as in the whole-level pass) or at least two pixels away."""
+    if kind == "none":
+        return None
+    H, W = level_size
+    if kind == "nearest":
+        cy, cx = core.relative_to(window)
+        return F.interpolate(x[:, :, cy, cx], scale_factor=4, mode="nearest")
+    sk = core.expand(2).clip(H, W)
+    sy, sx = sk.relative_to(window)
+    skip = F.interpolate(x[:, :, sy, sx], scale_factor=4, mode="bicubic", align_corners=False)
+    ky, kx = core.relative_to(sk)
+    return skip[:, :, slice(4 * ky.start, 4 * ky.stop), slice(4 * kx.start, 4 * kx.stop)]
+
+
 class SRNet(nn.Module):
     def __init__(self, cfg: SRConfig):
         super().__init__()
@@ -92,7 +127,8 @@ class SRNet(nn.Module):
         def need(r: int) -> Box:
             return core.expand(r).clip(H, W)
 
-        inp = x if z is None else x + self.noise_amp * z
+        unit = self.cfg.unit_range
+        inp = to_net(x if z is None else x + self.noise_amp * z, unit)
         fea = self.conv_first(inp)
         rem -= 1
         fea, reg = _crop(fea, window, need(rem))
@@ -117,9 +153,14 @@ class SRNet(nn.Module):
         t = self.conv_last(leaky(self.conv_hr(t)))  # (B, 3, 4h', 4w') on 4 * treg
         ys, xs = core.relative_to(treg)
         t = t[:, :, slice(4 * ys.start, 4 * ys.stop), slice(4 * xs.start, 4 * xs.stop)]
-        sk = core.expand(2).clip(H, W)  # the bicubic skip's own window: core + 2 px
-        sy, sx = sk.relative_to(window)
-        skip = F.interpolate(x[:, :, sy, sx], scale_factor=4, mode="bicubic", align_corners=False)
-        ky, kx = core.relative_to(sk)
-        skip = skip[:, :, slice(4 * ky.start, 4 * ky.stop), slice(4 * kx.start, 4 * kx.stop)]
-        return (skip + t).clamp(-1, 1)
+        skip = skip_window(to_net(x, unit), self.cfg.skip, window, core, level_size)
+        return from_net(t if skip is None else skip + t, unit)
+
+
+def build_sr(cfg: SRConfig) -> nn.Module:
+    """The SR network ``cfg`` describes (untrained)."""
+    if cfg.arch == "srvgg":
+        from .srvgg import SRVGG
+
+        return SRVGG(cfg)
+    return SRNet(cfg)

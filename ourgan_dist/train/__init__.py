@@ -51,6 +51,10 @@ def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | 
     cfg = resolve_config(preset, iterations, vertical_coord, schedule)
     dev = resolve_device(device)
     model = checkpoint.build(cfg, seed)
+    prior = _load_prior(model, progress)
+    if cfg.sr.prior and prior is None:  # the checkpoint says what its SR weights really are
+        cfg = dataclasses.replace(cfg, sr=dataclasses.replace(cfg.sr, prior=""))
+        model.config = cfg
     t0 = time.time()
     trained = bool(cfg.train.base_iterations or cfg.train.sr_iterations)
     meta: dict = {}
@@ -58,13 +62,15 @@ def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | 
     if trained:
         from .loop import fit
 
-        result = fit(model, image, info, seed=seed, device=dev, progress=progress, parallel=parallel)
+        result = fit(model, image, info, seed=seed, device=dev, progress=progress, parallel=parallel,
+                     from_prior=prior is not None)
         meta, log = result.meta, result.log
     meta.update({
         "photo": {"name": image.rsplit("/", 1)[-1], "width": info.width, "height": info.height,
                   "sha256": info.sha256},
         "seed": seed,
         "trained": trained,
+        "sr_prior": prior,  # origin and licence of the pre-trained SR weights, None: learnt from scratch
     })
     model.base.cpu()
     model.sr.cpu()
@@ -72,6 +78,21 @@ def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | 
     log = {"model_id": model_id, "preset": cfg.preset, "wall_seconds": round(time.time() - t0, 2), **log}
     _write_json_atomic(os.path.join(out, TRAINING_LOG), log)
     return model_id
+
+
+def _load_prior(model, progress: bool) -> dict | None:
+    """Start the SR network from its pre-trained prior; without the package that ships it, say so
+    in one line and learn from scratch. Returns the prior's provenance (None: from scratch)."""
+    import sys
+
+    from ..models.priors import PriorUnavailable
+    from .sr import start_from_prior
+
+    try:
+        return start_from_prior(model.sr)
+    except PriorUnavailable as e:
+        print(f"note: {e}; training the SR network from scratch instead", file=sys.stderr)
+        return None
 
 
 TRAINING_LOG = "training.json"

@@ -34,13 +34,13 @@ def child_main(job_dir: str) -> int:
         import torch
 
         from ..config import SRConfig, TrainConfig, from_dict
-        from ..models.sr import SRNet
+        from ..models.sr import build_sr
         from .sr import HOLDOUT, load_sr_photo, train_sr
 
         with open(os.path.join(job_dir, "job.json")) as f:
             job = json.load(f)
         torch.set_num_threads(job["threads"])
-        net = SRNet(from_dict(SRConfig, job["sr"]))
+        net = build_sr(from_dict(SRConfig, job["sr"]))
         net.load_state_dict(torch.load(os.path.join(job_dir, "init.pt"), weights_only=True))
         net.train()
         photo = load_sr_photo(job["image"])
@@ -53,7 +53,8 @@ def child_main(job_dir: str) -> int:
                 _emit("step", n=pending[0], losses=losses)
                 pending[0] = 0
 
-        hist = train_sr(net, photo, from_dict(TrainConfig, job["train"]), job["seed"], HOLDOUT, step)
+        hist = train_sr(net, photo, from_dict(TrainConfig, job["train"]), job["seed"], HOLDOUT, step,
+                        base_width=job["base_width"], from_prior=job["from_prior"])
         if pending[0]:
             _emit("step", n=pending[0], losses=pending[1])
         torch.save(net.state_dict(), os.path.join(job_dir, "final.pt"))
@@ -71,7 +72,8 @@ def child_main(job_dir: str) -> int:
 class BackgroundSR:
     """A running SR training in a child process."""
 
-    def __init__(self, net, image: str, train_cfg, seed: int, threads: int):
+    def __init__(self, net, image: str, train_cfg, seed: int, threads: int, base_width: int | None = None,
+                 from_prior: bool = False):
         import torch
 
         from ..config import to_dict
@@ -81,7 +83,7 @@ class BackgroundSR:
         d = self._dir.name
         torch.save(net.state_dict(), os.path.join(d, "init.pt"))
         job = {"image": os.path.abspath(image), "sr": to_dict(net.cfg), "train": to_dict(train_cfg), "seed": seed,
-               "threads": threads}
+               "threads": threads, "base_width": base_width, "from_prior": from_prior}
         with open(os.path.join(d, "job.json"), "w") as f:
             json.dump(job, f)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}

@@ -106,7 +106,7 @@ def _curve(v: list[float], points: int = 50) -> list[float]:
 
 
 def fit(model: Model, image: str, info: images.PhotoInfo, *, seed: int, device: str = "cpu",
-        progress: bool = True, parallel: bool | None = None) -> FitResult:
+        progress: bool = True, parallel: bool | None = None, from_prior: bool = False) -> FitResult:
     """Train ``model`` in place on the photo at ``image``. ``parallel`` (default: on a CPU with
     >= 2 cores and a long enough SR schedule) trains the SR network in a second process."""
     cfg = model.config
@@ -137,7 +137,7 @@ def fit(model: Model, image: str, info: images.PhotoInfo, *, seed: int, device: 
         if parallel:
             from .background import BackgroundSR
 
-            background = BackgroundSR(model.sr, image, cfg.train, seed, sr_threads)
+            background = BackgroundSR(model.sr, image, cfg.train, seed, sr_threads, cfg.base.base_width, from_prior)
 
         def base_step(stage: str, losses: dict) -> None:
             bar.base(stage, losses)
@@ -157,7 +157,8 @@ def fit(model: Model, image: str, info: images.PhotoInfo, *, seed: int, device: 
             model.sr.to(device)
             with torch_threads(sr_threads):
                 sr_hist = train_sr(model.sr, sr_photo.to(device), cfg.train, seed, HOLDOUT,
-                                   step=lambda _s, losses: bar.sr(1, losses))
+                                   step=lambda _s, losses: bar.sr(1, losses), base_width=cfg.base.base_width,
+                                   from_prior=from_prior)
     finally:
         bar.close()
         if background is not None:

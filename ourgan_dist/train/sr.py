@@ -1,8 +1,12 @@
-"""Training the x4 super-resolution network on random crops of the full-resolution photo.
+"""Fine-tuning the x4 super-resolution network on the photo, at every scale the renderer feeds it.
 
-Each step takes ``sr_batch`` random crops of ``sr_crop`` pixels, makes their low-resolution input
-by bicubic 1/4 downsampling (antialiased), adds input noise (SR(x + amp * z)) and minimises L1 to
-the crop plus a small patch-GAN (hinge) loss. Single-image only: no pretrained weights exist here.
+The network starts from a pre-trained prior when its config names one (``models/priors.py``;
+OUR-GAN fine-tunes a pre-trained ESRGAN the same way), else from scratch with its residual at
+zero. Each step takes ``sr_batch`` random crops of ``sr_crop`` pixels from one level of the photo's
+x4 pyramid (``sr_scales``: the photo at base width x 4, x 16, ... and at its own size, so that level
+1 of a render, whose input is at the base generator's scale, sees what it learned), makes their
+low-resolution input by bicubic 1/4 downsampling (antialiased), adds input noise
+(SR(x + amp * z)) and minimises L1 to the crop plus a small patch-GAN (hinge) loss.
 
 A strip at the photo's right edge (``HOLDOUT`` of its width, full height so that it spans sky to
 ground) is never trained on: ``evaluate`` measures the network's PSNR there.
@@ -18,7 +22,6 @@ import torch.nn.functional as F
 from .. import images
 from ..config import TrainConfig
 from ..errors import UserError
-from ..models.sr import SRNet
 from .base import PatchCritic
 
 HOLDOUT = 0.1  # fraction of the photo's width (right edge) kept out of SR training
@@ -62,29 +65,77 @@ def random_crops(photo: torch.Tensor, size: int, n: int, gen: torch.Generator) -
     return torch.cat([photo[:, :, y:y + size, x:x + size] for y, x in zip(ys, xs)])
 
 
-def train_sr(net: SRNet, photo: torch.Tensor, cfg: TrainConfig, seed: int, holdout: float = 0.0,
-             step: Callable[[str, dict], None] = lambda *_: None) -> dict[str, list[float]]:
-    """Train ``net`` in place on crops of ``photo`` (1, 3, H, W); the right ``holdout`` fraction of
-    columns is never seen (kept for evaluation). Every random draw (critic weights included) comes
-    from ``seed``, so the result does not depend on the global RNG. Returns loss histories."""
+def sr_scales(photo_width: int, base_width: int) -> list[int]:
+    """Widths of the photo's levels the SR network learns to make: base width x 4, x 16, ... below
+    the photo's own width, then the photo's own width (the renderer's levels at the photo's scale,
+    and the finest real detail there is). Each pair is (width / 4 -> width)."""
+    widths, w = [], 4 * base_width
+    while w < photo_width * 0.8:  # a level within 20% of the photo's width is the photo itself
+        widths.append(w)
+        w *= 4
+    return widths + [photo_width]
+
+
+def scale_pyramid(photo: torch.Tensor, widths: list[int], crop: int) -> list[torch.Tensor]:
+    """The photo (1, 3, H, W) at each width (antialiased bicubic), skipping any too small to crop."""
+    h, w = photo.shape[2], photo.shape[3]
+    out = []
+    for width in widths:
+        height = max(1, round(h * width / w))
+        if min(height, width) < max(16, crop // 2):
+            continue
+        out.append(photo if width == w else downsample_to(photo, height, width))
+    return out or [photo]
+
+
+def downsample_to(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    return F.interpolate(img, size=(height, width), mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
+
+
+def start_from_prior(net: torch.nn.Module) -> dict | None:
+    """Load the prior named by ``net.cfg.prior`` into ``net``; returns its provenance (None: no
+    prior). Raises ``PriorUnavailable`` when the package that ships it is missing."""
+    if not net.cfg.prior:
+        return None
+    from ..models import priors
+
+    state, provenance = priors.load_state(net.cfg.prior, net.cfg)
+    net.load_state_dict({**state, "noise_amp": net.noise_amp}, strict=True)
+    return provenance
+
+
+def train_sr(net: torch.nn.Module, photo: torch.Tensor, cfg: TrainConfig, seed: int, holdout: float = 0.0,
+             step: Callable[[str, dict], None] = lambda *_: None, base_width: int | None = None,
+             from_prior: bool | None = None) -> dict[str, list[float]]:
+    """Train ``net`` in place on crops of ``photo`` (1, 3, H, W) at the scales ``sr_scales`` gives
+    for ``base_width`` (None: the photo's own scale only); the right ``holdout`` fraction of
+    columns is never seen (kept for evaluation). ``from_prior`` (default: the config names a
+    prior) means ``net`` already holds pre-trained weights: fine-tune with ``cfg.sr_lr``.
+    Every random draw (critic weights included) comes from ``seed``, so the result does not
+    depend on the global RNG. Returns loss histories."""
     g = torch.Generator().manual_seed(seed + 1)
     device = photo.device
     photo = photo[:, :, :, : holdout_columns(photo.shape[3], holdout)]
+    widths = sr_scales(photo.shape[3], base_width) if base_width else [photo.shape[3]]
+    levels = scale_pyramid(photo, widths, cfg.sr_crop)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 2)
         critic = PatchCritic(cfg.critic_channels, CRITIC_CONVS).to(device)
-    if cfg.sr_iterations:
-        # start from the bicubic skip alone: the residual's last conv begins at zero, so training
-        # only adds detail to bicubic instead of first unlearning a random residual
+    from_prior = bool(net.cfg.prior) if from_prior is None else from_prior
+    if cfg.sr_iterations and not from_prior:
+        # from scratch: the residual's last conv begins at zero, so training starts from the skip
+        # (bicubic or nearest) and only adds detail instead of first unlearning a random residual
         with torch.no_grad():
             net.conv_last.weight.zero_()
             net.conv_last.bias.zero_()
-    opt_g = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    lr_rate = cfg.sr_lr if from_prior else cfg.lr
+    opt_g = torch.optim.Adam(net.parameters(), lr=lr_rate, betas=(0.9, 0.99))
     opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     amp = float(net.noise_amp)
     hist: dict[str, list[float]] = {"l1": [], "bicubic_l1": []}
     for _ in range(cfg.sr_iterations):
-        hr = random_crops(photo, cfg.sr_crop, cfg.sr_batch, g)  # (B, 3, crop, crop)
+        level = levels[int(torch.randint(0, len(levels), (1,), generator=g))] if len(levels) > 1 else levels[0]
+        hr = random_crops(level, cfg.sr_crop, cfg.sr_batch, g)  # (B, 3, crop, crop)
         lr = downsample4(hr)  # (B, 3, crop/4, crop/4)
         z = torch.randn(lr.shape, generator=g).to(device)
         out = net(lr, z)
