@@ -96,6 +96,7 @@ class SRConfig:
     convs: int = 16  # srvgg: 3x3 body convs between the first and the last conv
     skip: str = "none"  # added to the output: "none", x4 "nearest" or x4 "bicubic" of the input
     unit_range: bool = True  # the network sees pixels in [0, 1] (as pre-trained priors do), else [-1, 1]
+    edge: str = "replicate"  # what convs see past a level's edge: its edge pixels repeated, or "zeros" (black)
     prior: str = "realesrgan-x4plus"  # pre-trained weights fine-tuned on the photo; "" = from scratch
     noise_amp: float = 0.02  # std of the input noise: SR(x + amp * z), in [-1, 1] pixel units
 
@@ -109,6 +110,7 @@ class SRConfig:
                self.dense_convs)
         _check(n, "skip", self.skip in SR_SKIPS, f"one of {SR_SKIPS}", self.skip)
         _check(n, "unit_range", isinstance(self.unit_range, bool), "a bool", self.unit_range)
+        _check(n, "edge", self.edge in ("replicate", "zeros"), "'replicate' or 'zeros'", self.edge)
         _check(n, "prior", isinstance(self.prior, str), "a prior name or \"\"", self.prior)
         _check(n, "noise_amp", isinstance(self.noise_amp, (int, float)) and 0 <= self.noise_amp <= 1, "a number in [0, 1]",
                self.noise_amp)
@@ -153,7 +155,8 @@ class TrainConfig:
     noise_amp_scale: float = 0.1  # per-scale noise amplitude = scale * RMSE(reconstruction)
     sr_crop: int = 128  # high-resolution crop side for SR training
     sr_batch: int = 4  # crops per SR step
-    sr_adv_weight: float = 0.005  # weight of the SR patch-GAN loss next to L1
+    sr_adv_weight: float = 0.05  # weight of the SR patch-GAN loss next to L1 (draws texture; 0.005 left it smooth)
+    sr_consistency_weight: float = 1.0  # L1 between the output shrunk x4 and the input: colours stay put
     critic_channels: int = 32  # channels of the patch critics
 
     def __post_init__(self) -> None:
@@ -165,7 +168,8 @@ class TrainConfig:
             v = getattr(self, name)
             _check(n, name, isinstance(v, int) and v >= 1, "an int >= 1", v)
         _check(n, "sr_crop", self.sr_crop % 4 == 0 and self.sr_crop >= 16, "a multiple of 4, >= 16", self.sr_crop)
-        for name in ("lr", "sr_lr", "recon_weight", "kl_weight", "gp_weight", "noise_amp_scale", "sr_adv_weight"):
+        for name in ("lr", "sr_lr", "recon_weight", "kl_weight", "gp_weight", "noise_amp_scale", "sr_adv_weight",
+                     "sr_consistency_weight"):
             v = getattr(self, name)
             _check(n, name, isinstance(v, (int, float)) and v >= 0, "a number >= 0", v)
 
@@ -208,7 +212,7 @@ PRESETS: dict[str, ModelConfig] = {
                         latent_channels=8),
         sr=SRConfig(arch="srvgg", features=64, convs=16, skip="nearest", prior="realesr-animevideov3-x4",
                     noise_amp=0.02),
-        train=TrainConfig(base_iterations=1200, sr_iterations=2500, lr=1e-3, sr_crop=96, sr_batch=4, critic_channels=32),
+        train=TrainConfig(base_iterations=1200, sr_iterations=800, lr=1e-3, sr_crop=96, sr_batch=4, critic_channels=32),
     ),
     # GPU scale: HP-VAE-GAN sizes for the base, an ESRGAN-like SR with a bounded receptive field.
     "paper": ModelConfig(preset="paper"),

@@ -199,6 +199,7 @@ def measure_halo_error(p: Prepared) -> dict[str, float]:
 
     from . import noise
     from .canvas import to_uint8
+    from .models.sr import run_window
     from .plan import Box, TileKey
 
     plan = p.plan
@@ -215,7 +216,7 @@ def measure_halo_error(p: Prepared) -> dict[str, float]:
             win = core.expand(halo).clip(lv.height, lv.width)
             ys, xs = win.relative_to(Box(0, lv.height, 0, lv.width))
             z = torch.from_numpy(noise.normal(p.request.seed, 1, 0, 3, win)).unsqueeze(0)
-            y = p.model.sr.forward_window(base[:, :, ys, xs], z, window=win, core=core, level_size=(lv.height, lv.width))
+            y = run_window(p.model.sr, base[:, :, ys, xs], z, window=win, core=core, level_size=(lv.height, lv.width))
             outs.append(to_uint8(y[0].numpy()).astype(np.int16))
     diff = np.abs(outs[0] - outs[1])
     return {"tile": str(key), "max_abs_error_8bit": float(diff.max()), "mean_abs_error_8bit": float(diff.mean()),

@@ -48,6 +48,9 @@ class TileWorker:
         import torch
 
         from .models import checkpoint
+        from .models.sr import run_window
+
+        self._run_window = run_window
 
         self.job = job
         self.name = name
@@ -97,7 +100,7 @@ class TileWorker:
             xt = torch.from_numpy(x).unsqueeze(0).to(dev, self.dtype)
             zt = torch.from_numpy(z).unsqueeze(0).to(dev, self.dtype)
             with torch.inference_mode():
-                y = self.model.sr.forward_window(xt, zt, window=window, core=src_core, level_size=(lv.height, lv.width))
+                y = self._run_window(self.model.sr, xt, zt, window=window, core=src_core, level_size=(lv.height, lv.width))
             y = y[0].float().cpu().numpy()  # (3, 4*src_core.h, 4*src_core.w)
             oy, ox = core.y0 - SCALE * src_core.y0, core.x0 - SCALE * src_core.x0
             out = y[:, oy:oy + core.height, ox:ox + core.width]

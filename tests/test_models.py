@@ -198,3 +198,38 @@ def test_missing_corrupt_and_wrong_version_checkpoints(tmp_path):
     (tmp_path / "m" / "model.pt").write_bytes(buf.getvalue())
     with pytest.raises(CheckpointError, match="format 99"):
         checkpoint.load(str(tmp_path / "m"))
+
+
+@pytest.mark.parametrize("cfg", [PRESETS["tiny"].sr,
+                                 SRConfig(features=8, growth=4, blocks=1, rdbs_per_block=1, dense_convs=2, prior="")])
+def test_replicate_edge_leaves_no_frame_and_stays_exact_under_tiling(cfg):
+    """edge="replicate": a flat level gives a flat result right up to its borders (zero padding
+    would draw a dark frame there), and tiles at every edge and corner equal the whole level."""
+    from dataclasses import replace
+
+    from ourgan_dist.models.sr import run_window
+
+    net = build_sr(cfg).eval()
+    H, W = 23, 29
+    full_box = Box(0, H, 0, W)
+    flat = torch.full((1, 3, H, W), 0.3)
+    with torch.no_grad():
+        def periodic(y):  # a flat input gives the same 4x4 output block everywhere (pixel shuffle)
+            block = y[:, :, 40:44, 48:52]
+            return block.repeat(1, 1, H, W)
+
+        out = run_window(net, flat, None, window=full_box, core=full_box, level_size=(H, W))
+        assert torch.allclose(out, periodic(out), atol=1e-5)
+        zeros = build_sr(replace(cfg, edge="zeros")).eval()
+        zeros.load_state_dict(net.state_dict())
+        framed = run_window(zeros, flat, None, window=full_box, core=full_box, level_size=(H, W))
+        assert not torch.allclose(framed, periodic(framed), atol=1e-3)
+        g = torch.Generator().manual_seed(2)
+        x, z = torch.rand(1, 3, H, W, generator=g) * 2 - 1, torch.randn(1, 3, H, W, generator=g)
+        ref = run_window(net, x, z, window=full_box, core=full_box, level_size=(H, W))
+        r = cfg.receptive_radius
+        for core in [Box(0, 7, 0, 9), Box(7, 16, 9, 20), Box(16, 23, 20, 29), Box(0, 23, 11, 12)]:
+            win = core.expand(r).clip(H, W)
+            ys, xs = win.relative_to(full_box)
+            got = run_window(net, x[:, :, ys, xs], z[:, :, ys, xs], window=win, core=core, level_size=(H, W))
+            assert torch.equal(got, ref[:, :, 4 * core.y0:4 * core.y1, 4 * core.x0:4 * core.x1]), core

@@ -116,9 +116,10 @@ def _upgrade_config(config: Any) -> Any:
     if isinstance(config, dict) and isinstance(config.get("sr"), dict) and "arch" not in config["sr"]:
         # SR networks written before priors existed: an RRDB on [-1, 1] pixels with a bicubic skip
         config = {**config, "sr": {"arch": "rrdb", "skip": "bicubic", "unit_range": False, "prior": "",
-                                   **config["sr"]}}
-    if isinstance(config, dict) and isinstance(config.get("train"), dict) and "sr_lr" not in config["train"]:
-        config = {**config, "train": {**config["train"], "sr_lr": config["train"].get("lr", 1e-4)}}
+                                   "edge": "zeros", **config["sr"]}}
+    if isinstance(config, dict) and isinstance(config.get("train"), dict):
+        legacy = {"sr_lr": config["train"].get("lr", 1e-4), "sr_consistency_weight": 0.0, "sr_adv_weight": 0.005}
+        config = {**config, "train": {**legacy, **config["train"]}}
     return config
 
 

@@ -157,6 +157,31 @@ class SRNet(nn.Module):
         return from_net(t if skip is None else skip + t, unit)
 
 
+def run_window(net: nn.Module, x: torch.Tensor, z: torch.Tensor | None, *, window: Box, core: Box,
+               level_size: tuple[int, int]) -> torch.Tensor:
+    """``net.forward_window`` with the level's edge handled as ``net.cfg.edge`` says. This is what
+    the renderer calls, tiled and untiled alike.
+
+    "replicate": where the window touches the level's edge, the source (and its noise) is
+    extended by repeating its edge pixels, as far as the receptive radius reaches, so no conv's
+    zero padding (black, in [0, 1] range) ever reaches a kept pixel: a dark frame around every
+    level would otherwise compound level after level. The padded level is handled as a larger
+    virtual level shifted by the radius R; the network is translation invariant (its noise comes
+    in as ``z``), so a tile and the whole level see the same padded pixels and I1 still holds."""
+    if net.cfg.edge == "zeros":
+        return net.forward_window(x, z, window=window, core=core, level_size=level_size)
+    H, W = level_size
+    r = net.receptive_radius
+    pads = (r if window.x0 == 0 else 0, r if window.x1 == W else 0,  # left, right, top, bottom
+            r if window.y0 == 0 else 0, r if window.y1 == H else 0)
+    if any(pads):
+        x = F.pad(x, pads, mode="replicate")
+        z = None if z is None else F.pad(z, pads, mode="replicate")
+    vwin = Box(window.y0 + r - pads[2], window.y1 + r + pads[3], window.x0 + r - pads[0], window.x1 + r + pads[1])
+    vcore = Box(core.y0 + r, core.y1 + r, core.x0 + r, core.x1 + r)
+    return net.forward_window(x, z, window=vwin, core=vcore, level_size=(H + 2 * r, W + 2 * r))
+
+
 def build_sr(cfg: SRConfig) -> nn.Module:
     """The SR network ``cfg`` describes (untrained)."""
     if cfg.arch == "srvgg":

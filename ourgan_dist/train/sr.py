@@ -148,8 +148,10 @@ def train_sr(net: torch.nn.Module, photo: torch.Tensor, cfg: TrainConfig, seed: 
         else:
             adv = torch.zeros((), device=device)
         l1 = F.l1_loss(out, hr)
+        # the output shrunk back must be the input: texture may be invented, colours may not drift
+        cons = F.l1_loss(downsample4(out), lr) if cfg.sr_consistency_weight > 0 else torch.zeros((), device=device)
         opt_g.zero_grad(set_to_none=True)
-        (l1 + cfg.sr_adv_weight * adv).backward()
+        (l1 + cfg.sr_adv_weight * adv + cfg.sr_consistency_weight * cons).backward()
         opt_g.step()
         with torch.no_grad():
             bic = F.l1_loss(upsample4(lr), hr)
