@@ -107,9 +107,14 @@ class BaseGenerator(nn.Module):
 
     def refine(self, s: int, prev: torch.Tensor, size: tuple[int, int], z: torch.Tensor | None) -> torch.Tensor:
         """Scale s >= 1: x_s = up(x_{s-1}) + G_s(up(x_{s-1}) + amp_s * z_s)."""
-        up = resize_bilinear(prev, size)
+        return self.refine_upsampled(s, resize_bilinear(prev, size), z, y_channel(size[0], prev.device))
+
+    def refine_upsampled(self, s: int, up: torch.Tensor, z: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+        """``refine`` on an already upsampled input, or on a crop of it: ``y`` (1, 1, h, 1) holds
+        the crop's rows of the *whole* image's y channel, so a stage trained on crops learns the
+        same vertical layout as one trained on the whole image."""
         inp = up if z is None else up + self.noise_amps[s] * z
-        return up + self.stages[s - 1](inp, y_channel(size[0], up.device))
+        return up + self.stages[s - 1](inp, y)
 
     def scale_noise(self, seed: int, s: int, size: tuple[int, int], device) -> torch.Tensor | None:
         if s < self.cfg.vae_scales:

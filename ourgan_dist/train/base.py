@@ -1,10 +1,13 @@
 """Training the coherent base generator on the photo's scale pyramid (HP-VAE-GAN style).
 
-Scale 0 is a patch-VAE (reconstruction + KL); the next ``vae_scales - 1`` scales refine its
-output deterministically and are trained by reconstruction; the remaining scales are patch-GAN
-stages (WGAN-GP critic + reconstruction), each started from the previous stage's weights. Each
-GAN scale's noise amplitude is set from the reconstruction error of the scales below it, as in
-SinGAN / HP-VAE-GAN. Scales are trained one after another with the earlier ones frozen.
+The first ``vae_scales`` scales are a patch-VAE: scale 0 decodes the latent, the next ones refine
+it; each is trained with reconstruction + KL, the encoder learning at every VAE scale (as in
+HP-VAE-GAN, so the latent keeps the diversity the finer VAE scales need). The remaining scales are
+patch-GAN stages (WGAN-GP critic + reconstruction), each started from the previous stage's
+weights. Each GAN scale's noise amplitude is set from the reconstruction error of the scales below
+it, as in SinGAN / HP-VAE-GAN. Scales are trained one after another with the earlier ones frozen.
+A GAN scale larger than ``base_crop`` trains on random crops of itself that keep their rows of
+the whole image's y channel: the critic only ever sees patches, so the cost per step is bounded.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
-from ..models.base import BaseGenerator
+from ..models.base import BaseGenerator, resize_bilinear, y_channel
 from ..models.layers import leaky
 
 
@@ -62,32 +65,32 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
     def randn(*shape):
         return torch.randn(*shape, generator=g).to(device)
 
-    # ---- scale 0 .. n_vae-1: the patch-VAE and its deterministic refinements ------------------
+    # ---- scale 0 .. n_vae-1: the patch-VAE, encoder trained with every scale --------------
     for s in range(n_vae):
-        params = list(gen.encoder.parameters()) + list(gen.decoder.parameters()) if s == 0 else \
-            list(gen.stages[s - 1].parameters())
+        stage_params = list(gen.decoder.parameters()) if s == 0 else list(gen.stages[s - 1].parameters())
         if s >= 2:
             gen.stages[s - 1].load_state_dict(gen.stages[s - 2].state_dict())
-        opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.5, 0.999))
+        frozen = [p for k in range(1, s) for p in gen.stages[k - 1].parameters()] + \
+            (list(gen.decoder.parameters()) if s > 0 else [])
+        for p in frozen:  # gradients flow through the frozen scales to the encoder, not into them
+            p.requires_grad_(False)
+        opt = torch.optim.Adam(list(gen.encoder.parameters()) + stage_params, lr=cfg.lr, betas=(0.5, 0.999))
         for _ in range(cfg.base_iterations):
             mu, logvar = gen.encode(reals[0])
             z = mu + torch.exp(0.5 * logvar) * randn(*mu.shape)
-            if s == 0:
-                x = gen.decode(z)
-            else:
-                with torch.no_grad():
-                    x = gen.decode(z)
-                    for k in range(1, s):
-                        x = gen.refine(k, x, sizes[k], None)
-                x = gen.refine(s, x, sizes[s], None)
+            x = gen.decode(z)
+            for k in range(1, s + 1):
+                x = gen.refine(k, x, sizes[k], None)
             rec = F.mse_loss(x, reals[s])
-            kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp()) if s == 0 else torch.zeros(())
+            kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
             loss = cfg.recon_weight * rec + cfg.kl_weight * kl
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             hist.setdefault(f"s{s}_rec", []).append(float(rec.detach()))
             step(f"base s{s}", {"rec": float(rec.detach()), "kl": float(kl.detach())})
+        for p in frozen:
+            p.requires_grad_(True)
 
     # ---- GAN scales: refine a random sample of the scales below, with noise -------------------
     for s in range(n_vae, len(sizes)):
@@ -99,28 +102,41 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             rec_prev = gen.decode(mu)
             for k in range(1, s):
                 rec_prev = gen.refine(k, rec_prev, sizes[k], torch.zeros_like(reals[k]) if k >= n_vae else None)
-            up = F.interpolate(rec_prev, size=sizes[s], mode="bilinear", align_corners=False)
+            up = resize_bilinear(rec_prev, sizes[s])
             gen.noise_amps[s] = cfg.noise_amp_scale * torch.sqrt(F.mse_loss(up, reals[s])).clamp(min=1e-3)
         with torch.random.fork_rng(devices=[]):  # critic weights from the seed, not the global RNG
             torch.manual_seed(seed * 7919 + 101 * s + 3)
             critic = PatchCritic(cfg.critic_channels, gen.cfg.convs_per_stage).to(device)
         opt_g = torch.optim.Adam(stage.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        h, w = sizes[s]
+        ch, cw = (min(h, cfg.base_crop), min(w, cfg.base_crop)) if cfg.base_crop else (h, w)
+        y_full = y_channel(h, device)
+        rec_up = resize_bilinear(rec_prev, sizes[s])
         for _ in range(cfg.base_iterations):
             with torch.no_grad():  # a random sample of the frozen scales below
                 x = gen.decode(randn(1, gen.cfg.latent_channels, *sizes[0]))
                 for k in range(1, s):
                     x = gen.refine(k, x, sizes[k], randn(1, 3, *sizes[k]) if k >= n_vae else None)
-            fake = gen.refine(s, x, sizes[s], randn(1, 3, *sizes[s]))
+                up = resize_bilinear(x, sizes[s])
+            cy, cx = (int(torch.randint(0, h - ch + 1, (1,), generator=g)), int(torch.randint(0, w - cw + 1, (1,), generator=g))) \
+                if (ch, cw) != (h, w) else (0, 0)
+            ys, xs = slice(cy, cy + ch), slice(cx, cx + cw)
+            fake = gen.refine_upsampled(s, up[:, :, ys, xs], randn(1, 3, ch, cw), y_full[:, :, ys])
+            ry, rx = (int(torch.randint(0, h - ch + 1, (1,), generator=g)), int(torch.randint(0, w - cw + 1, (1,), generator=g))) \
+                if (ch, cw) != (h, w) else (0, 0)
+            real = reals[s][:, :, ry:ry + ch, rx:rx + cw]
             # critic step
-            d_loss = critic(fake.detach()).mean() - critic(reals[s]).mean()
-            gp = gradient_penalty(critic, reals[s], fake.detach(), g)
+            d_loss = critic(fake.detach()).mean() - critic(real).mean()
+            gp = gradient_penalty(critic, real, fake.detach(), g)
             opt_d.zero_grad(set_to_none=True)
             (d_loss + cfg.gp_weight * gp).backward()
             opt_d.step()
             # generator step: fool the critic, and reconstruct the photo from the reconstruction path
             adv = -critic(fake).mean()
-            rec = F.mse_loss(gen.refine(s, rec_prev, sizes[s], torch.zeros_like(reals[s])), reals[s])
+            rec_out = gen.refine_upsampled(s, rec_up[:, :, ys, xs], torch.zeros(1, 3, ch, cw, device=device),
+                                           y_full[:, :, ys])
+            rec = F.mse_loss(rec_out, reals[s][:, :, ys, xs])
             opt_g.zero_grad(set_to_none=True)
             (adv + cfg.recon_weight * rec).backward()
             opt_g.step()
