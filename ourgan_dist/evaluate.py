@@ -399,9 +399,10 @@ def write_pictures(folder: str, photo: torch.Tensor, levels: list[dict[str, Any]
     whole = _row_png(os.path.join(folder, "photo_size.png"),
                      [_labelled(for_display(_vips(p)), c) for p, c in views], 3)
     crops = []
-    for i, b in enumerate(crop_boxes(h, w)):
+    for b in crop_boxes(h, w):
         for p, c in views:
-            crops.append(_labelled(_vips(p[:, b.y0:b.y1, b.x0:b.x1]), f"{c.split(' (')[0]}, y {b.y0}"))
+            where = f"x {b.x0}-{b.x1}, y {b.y0}-{b.y1}"
+            crops.append(_labelled(_vips(p[:, b.y0:b.y1, b.x0:b.x1]), f"{c.split(' (')[0]}, {where}"))
     crops_path = _row_png(os.path.join(folder, "photo_size_crops.png"), crops, 3)
     per_level = []
     for lv in levels:

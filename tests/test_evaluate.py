@@ -218,3 +218,12 @@ def test_pictures_folder_that_is_a_file_is_refused_before_any_work(untrained, wi
     f.write_text("")
     with pytest.raises(UserError, match="not a folder"):
         evaluate(untrained, wide_photo, seeds=1, pictures=str(f))
+
+
+def test_a_photo_wider_than_max_width_is_shrunk_for_the_render(untrained, wide_photo):
+    from ourgan_dist.evaluate import fine_detail
+
+    d = fine_detail(untrained, wide_photo, max_width=200)
+    assert d["size"] == [200, 133] and d["photo_shrunk"] is True
+    assert [lv["size"] for lv in d["levels"]] == [[50, 33], [200, 133]]  # a 50 x 34 base covers 133 rows
+    assert "pictures" not in d
