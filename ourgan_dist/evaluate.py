@@ -1,15 +1,26 @@
 """Quality figures for a trained model and its photo; no metric needs downloaded weights.
 
+* **Fine detail, level by level.** One render (the library's render API, seed 0) at the photo's
+  size (at most ``RENDER_MAX_WIDTH`` wide). Every generation level of it, read back from the store,
+  is compared with the photo shrunk to that level's scale; the last level is the render at the
+  photo's size. Figures: sliced Wasserstein distance (SWD) between 7x7 patches of the finest
+  Laplacian band (image minus its 5x5 binomial blur) of the level and of the photo, and that
+  band's RMS. References at each size, measured the same way against the same photo patches:
+  a second, disjoint sample of the photo's own patches (the sampling floor), the photo blurred
+  once by the 5x5 binomial (sigma 1 px: "detail missing"), and bicubic x4 of the photo shrunk 4x
+  (what plain upscaling gives: the figure SR has to beat).
+* **Reconstruction**: the photo at the base size, encoded (posterior mean of the patch-VAE),
+  decoded and refined at every scale with zero noise; PSNR against the photo at each scale.
 * **SR fidelity**: PSNR of the SR network against plain bicubic x4 on crops of the strip of the
-  photo that SR training never saw (``train.sr.HOLDOUT``), input = bicubic 1/4 of the crop.
+  photo that SR training never saw (``train.sr.HOLDOUT``), input = bicubic 1/4 of the crop; at
+  the photo's own size and at each smaller scale SR was trained at (where the strip is wide
+  enough).
 * **Diversity**: per-pixel standard deviation across base samples of N seeds, over the photo's
   own standard deviation (0: every seed gives the same image).
 * **Vertical layout**: RMS distance (8-bit units) between the per-row mean colours of a base
   sample and of the photo at the base size; an upside-down photo is the "no layout" reference.
-* **Fine detail**: sliced Wasserstein distance between 7x7 patches of the finest Laplacian band
-  of a full render (made with the library's render API) and of the photo at the same size; a
-  bicubic-blurred copy of the photo (down x4, up x4) is the reference for "detail missing", and
-  a second sample of the photo's own patches gives the sampling floor.
+* **Pictures** (optional): side-by-side PNGs of the render, the photo and bicubic x4, whole and
+  in 1:1 crops, and one per generation level.
 """
 
 from __future__ import annotations
@@ -31,8 +42,15 @@ EVAL_MAX_CROPS = 16
 BORDER = 8  # high-resolution pixels at a crop's edge left out of the PSNR (zero padding there)
 RENDER_MAX_WIDTH = 2048  # the fine-detail render is at the photo's size, at most this wide
 PATCH = 7
-SWD_PATCHES = 8192
+SWD_PATCHES = 8192  # patches per sample (fewer on small levels: half the positions there are)
 SWD_PROJECTIONS = 128
+MIN_PATCHES = 32  # a level with fewer patch positions per sample is too small to measure
+VIEW_MAX_WIDTH = 1024  # a picture's panel is shrunk to at most this wide ...
+VIEW_MIN_WIDTH = 256  # ... and a smaller level is enlarged (nearest, integer factor) to at least this
+CROP = 256  # side of a 1:1 crop in the pictures
+CROP_CENTRES = (1 / 6, 1 / 2, 5 / 6)  # crops' vertical centres: upper third, middle, lower third
+GAP = 8  # white pixels between panels
+LABEL_HEIGHT = 20  # a white strip above each panel with its caption
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -41,32 +59,89 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(4.0 / mse)
 
 
-def sr_holdout(model, image: str, seed: int = 0) -> dict[str, Any]:
-    """SR vs bicubic PSNR on crops of the held-out strip at the photo's right edge."""
-    from .train.sr import downsample4, holdout_columns, load_sr_photo, upsample4
+# ---- SR fidelity on the held-out strip ----------------------------------------------------------
 
-    photo = load_sr_photo(image)  # (1, 3, H, W), as SR training saw it
+def _holdout_psnr(net, photo: torch.Tensor, x0: int, seed: int) -> dict[str, Any]:
+    """SR vs bicubic PSNR on crops of columns >= ``x0`` of ``photo`` (1, 3, H, W)."""
+    from .train.sr import downsample4, upsample4
+
     _, _, h, w = photo.shape
-    x0 = int(model.meta.get("sr_holdout_x0", holdout_columns(w)))
     side = min(EVAL_CROP, ((w - x0) // 4) * 4, (h // 4) * 4)
     if side < 4 * 4 + 2 * BORDER:
-        return {"crops": 0, "note": "held-out strip too small to measure"}
+        return {"crops": 0, "x0": x0, "note": f"held-out strip {w - x0} px wide: too narrow to measure"}
     n = max(1, min(EVAL_MAX_CROPS, h // side))
     ys = np.linspace(0, h - side, n).round().astype(int)
     sr_err, bic_err = [], []
-    net = model.sr
-    with torch.no_grad():
-        for i, y in enumerate(ys):
-            hr = photo[:, :, y:y + side, x0:x0 + side]  # (1, 3, side, side)
-            lr = downsample4(hr)
-            z = torch.from_numpy(noise.normal(seed, 1, i, 3, Box(0, lr.shape[2], 0, lr.shape[3]))).unsqueeze(0)
-            inner = (slice(None), slice(None), slice(BORDER, side - BORDER), slice(BORDER, side - BORDER))
-            sr_err.append(float(F.mse_loss(net(lr, z)[inner], hr[inner])))
-            bic_err.append(float(F.mse_loss(upsample4(lr)[inner], hr[inner])))
+    inner = (slice(None), slice(None), slice(BORDER, side - BORDER), slice(BORDER, side - BORDER))
+    for i, y in enumerate(ys):
+        hr = photo[:, :, y:y + side, x0:x0 + side]  # (1, 3, side, side)
+        lr = downsample4(hr)  # (1, 3, side/4, side/4)
+        z = torch.from_numpy(noise.normal(seed, 1, i, 3, Box(0, lr.shape[2], 0, lr.shape[3]))).unsqueeze(0)
+        sr_err.append(float(F.mse_loss(net(lr, z)[inner], hr[inner])))
+        bic_err.append(float(F.mse_loss(upsample4(lr)[inner], hr[inner])))
     p_sr = 10 * math.log10(4.0 / float(np.mean(sr_err)))
     p_bic = 10 * math.log10(4.0 / float(np.mean(bic_err)))
     return {"crops": int(n), "crop": int(side), "x0": x0, "psnr_sr_db": round(p_sr, 3),
             "psnr_bicubic_db": round(p_bic, 3), "gain_db": round(p_sr - p_bic, 3)}
+
+
+def sr_holdout(model, image: str, seed: int = 0) -> dict[str, Any]:
+    """SR vs bicubic PSNR on the held-out strip at the photo's right edge: at the photo's own
+    size (the top-level figures) and at every scale ``train.sr.sr_scales`` trained SR at."""
+    from .train.sr import downsample_to, holdout_columns, load_sr_photo, sr_scales
+
+    photo = load_sr_photo(image)  # (1, 3, H, W), as SR training saw it
+    _, _, h, w = photo.shape
+    x0 = int(model.meta.get("sr_holdout_x0", holdout_columns(w)))
+    with torch.no_grad():
+        out = _holdout_psnr(model.sr, photo, x0, seed)
+        scales = []
+        # training shrinks the photo's trained part (x0 columns) to each width: the strip scales alike
+        for width in sr_scales(x0, model.config.base.base_width):
+            f = width / x0
+            if f >= 1:
+                scales.append({"width": w, "height": h, **out})
+                continue
+            sw, sh = max(1, round(w * f)), max(1, round(h * f))
+            if min(sw, sh) < 16:
+                scales.append({"width": sw, "height": sh, "crops": 0, "note": "photo too small at this scale"})
+                continue
+            x0s = min(sw, 4 * math.ceil(x0 * f / 4))  # first column that holds only held-out pixels
+            figures = _holdout_psnr(model.sr, downsample_to(photo, sh, sw), x0s, seed)
+            scales.append({"width": sw, "height": sh, **figures})
+    return {**out, "scales": scales}
+
+
+# ---- the base generator: reconstruction, diversity, layout --------------------------------------
+
+def _base_photo(model, image: str) -> torch.Tensor:
+    """The photo at the base width, as base training saw it: (1, 3, h, w) in [-1, 1]."""
+    return torch.from_numpy(images.load_rgb(image, max_width=model.config.base.base_width)).unsqueeze(0)
+
+
+def reconstruction(model, image: str) -> dict[str, Any]:
+    """Encode the photo's coarsest scale (posterior mean), decode, refine every scale with zero
+    noise; PSNR against the photo at each scale. Reference: the photo's coarsest scale upsampled
+    (bilinear) to the base size, i.e. what refinements that add nothing would give."""
+    from .models.base import resize_bilinear
+    from .train.base import pyramid
+
+    gen = model.base
+    photo = _base_photo(model, image)
+    sizes = gen.scale_sizes(photo.shape[2], photo.shape[3])
+    reals = pyramid(photo, sizes)  # coarsest first, as training saw them
+    reals[-1] = photo
+    scales = []
+    with torch.no_grad():
+        mu, _ = gen.encode(reals[0])
+        x = gen.decode(mu)
+        for s, size in enumerate(sizes):
+            if s:
+                x = gen.refine(s, x, size, torch.zeros_like(reals[s]) if s >= gen.cfg.vae_scales else None)
+            scales.append({"scale": s, "size": [size[1], size[0]], "psnr_db": round(psnr(x.clamp(-1, 1), reals[s]), 3)})
+        coarse_up = psnr(resize_bilinear(reals[0], sizes[-1]).clamp(-1, 1), photo)
+    return {"size": [photo.shape[3], photo.shape[2]], "psnr_db": scales[-1]["psnr_db"],
+            "psnr_coarsest_photo_upsampled_db": round(coarse_up, 3), "scales": scales}
 
 
 def _row_profile(x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +151,7 @@ def _row_profile(x: torch.Tensor) -> torch.Tensor:
 
 def base_samples(model, image: str, seeds: int) -> dict[str, Any]:
     """Diversity across seeds and vertical layout of base samples at the training base size."""
-    photo = torch.from_numpy(images.load_rgb(image, max_width=model.config.base.base_width)).unsqueeze(0)
+    photo = _base_photo(model, image)
     _, _, h, w = photo.shape
     samples = torch.cat([model.base.generate(h, w, s) for s in range(seeds)])  # (N, 3, h, w)
     diversity = float(samples.std(dim=0).mean() / photo.std(dim=(2, 3)).mean()) if seeds > 1 else 0.0
@@ -89,73 +164,262 @@ def base_samples(model, image: str, seeds: int) -> dict[str, Any]:
             "row_profile_rmse_upside_down_photo": round(flipped, 3)}
 
 
-def laplacian_band(img: np.ndarray) -> np.ndarray:
-    """(3, H, W) float -> the finest band: the image minus its 5x5 binomial blur (reflect edges)."""
+# ---- fine-detail statistics ---------------------------------------------------------------------
+
+def binomial_blur(img: np.ndarray) -> np.ndarray:
+    """(3, H, W) float -> its 5x5 binomial blur (sigma 1 px), edges reflected."""
     k1 = np.array([1, 4, 6, 4, 1], np.float32) / 16
     t = torch.from_numpy(np.ascontiguousarray(img, np.float32)).unsqueeze(1)  # (3, 1, H, W)
     k = torch.from_numpy(np.outer(k1, k1)).view(1, 1, 5, 5)
-    blur = F.conv2d(F.pad(t, (2, 2, 2, 2), mode="reflect"), k)
-    return (t - blur)[:, 0].numpy()
+    mode = "reflect" if min(img.shape[1:]) > 2 else "replicate"
+    return F.conv2d(F.pad(t, (2, 2, 2, 2), mode=mode), k)[:, 0].numpy()
 
 
-def random_patches(band: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """(n, 3 * PATCH * PATCH) patches at random positions of a (3, H, W) band."""
+def laplacian_band(img: np.ndarray) -> np.ndarray:
+    """(3, H, W) float -> the finest band: the image minus its 5x5 binomial blur."""
+    img = np.asarray(img, np.float32)
+    return img - binomial_blur(img)
+
+
+def patch_positions(band: np.ndarray) -> int:
     _, h, w = band.shape
-    ys = rng.integers(0, h - PATCH + 1, n)
-    xs = rng.integers(0, w - PATCH + 1, n)
+    return max(0, h - PATCH + 1) * max(0, w - PATCH + 1)
+
+
+def patches_at(band: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """(n, 3 * PATCH * PATCH) patches of a (3, H, W) band at flat position indices."""
+    _, h, w = band.shape
+    ys, xs = np.divmod(index, w - PATCH + 1)
     idx = np.arange(PATCH)
     rows = (ys[:, None] + idx[None, :])[:, :, None]  # (n, P, 1)
     cols = (xs[:, None] + idx[None, :])[:, None, :]  # (n, 1, P)
-    return band[:, rows, cols].transpose(1, 0, 2, 3).reshape(n, -1)
+    return band[:, rows, cols].transpose(1, 0, 2, 3).reshape(len(index), -1)
+
+
+def random_patches(band: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` patches at distinct random positions (repeats only when there are fewer than n)."""
+    count = patch_positions(band)
+    return patches_at(band, rng.choice(count, n, replace=n > count))
+
+
+def disjoint_patches(band: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two samples of ``n`` patches each, at 2n distinct positions (needs 2n <= positions)."""
+    index = rng.choice(patch_positions(band), 2 * n, replace=False)
+    return patches_at(band, index[:n]), patches_at(band, index[n:])
 
 
 def sliced_wasserstein(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
-                       projections: int = SWD_PROJECTIONS) -> float:
-    """Mean over random unit directions of the 1-D Wasserstein-1 distance of the projections."""
-    dirs = rng.standard_normal((a.shape[1], projections))
-    dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)
+                       projections: int = SWD_PROJECTIONS, dirs: np.ndarray | None = None) -> float:
+    """Mean over random unit directions of the 1-D Wasserstein-1 distance of the projections
+    (``a`` and ``b`` hold the same number of rows); ``dirs`` (dims, k) fixes the directions."""
+    if dirs is None:
+        dirs = rng.standard_normal((a.shape[1], projections))
+        dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)
     pa, pb = np.sort(a @ dirs, axis=0), np.sort(b @ dirs, axis=0)
     return float(np.abs(pa - pb).mean())
 
 
-def render_for_detail(model_dir: str, width: int, height: int, seed: int, tmp: str) -> np.ndarray:
-    """A full render through the library (base + SR levels), read back: (3, H, W) uint8."""
-    from . import open_result
+def to_pixels(x: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) in [-1, 1] -> (3, H, W) float32 8-bit values, rounded as a stored image is."""
+    from .canvas import to_uint8
+
+    return to_uint8(x[0].numpy()).astype(np.float32)
+
+
+def bicubic_x4(photo: torch.Tensor) -> torch.Tensor:
+    """Bicubic x4 of the photo (1, 3, H, W) shrunk 4x (antialiased): same size, detail removed
+    as plain upscaling would. Edges are repeated up to a multiple of 4 first, so the factor is
+    exactly 4 and the result aligns with the photo pixel for pixel."""
+    from .train.sr import downsample4, upsample4
+
+    h, w = photo.shape[2:]
+    ph, pw = -h % 4, -w % 4
+    padded = F.pad(photo, (0, pw, 0, ph), mode="replicate") if ph or pw else photo
+    return upsample4(downsample4(padded))[:, :, :h, :w]
+
+
+def detail_figures(image: np.ndarray, photo: torch.Tensor, seed: int) -> dict[str, Any]:
+    """Fine-detail figures of ``image`` (3, H, W, 8-bit values) against ``photo`` (1, 3, H, W) in
+    [-1, 1] at the same size, with the photo's references measured the same way."""
+    rng = np.random.default_rng([seed, image.shape[1], image.shape[2]])
+    bands = {"render": laplacian_band(image)}
+    photo8 = to_pixels(photo)
+    bands["photo"] = laplacian_band(photo8)
+    bands["blurred"] = laplacian_band(binomial_blur(photo8))
+    bands["bicubic_x4"] = laplacian_band(to_pixels(bicubic_x4(photo)))
+    rms = {k: round(float(np.sqrt((b ** 2).mean())), 3) for k, b in bands.items()}
+    n = min(SWD_PATCHES, patch_positions(bands["photo"]) // 2)
+    out: dict[str, Any] = {"patches": int(n), "band_rms": rms}
+    if n < MIN_PATCHES:
+        return {**out, "note": f"{image.shape[2]}x{image.shape[1]}: too small for {MIN_PATCHES} patches a sample"}
+    ref, floor = disjoint_patches(bands["photo"], n, rng)
+    dirs = rng.standard_normal((ref.shape[1], SWD_PROJECTIONS))
+    dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)
+
+    def swd(sample: np.ndarray) -> float:
+        return round(sliced_wasserstein(sample, ref, rng, dirs=dirs), 4)
+
+    out["swd"] = {"render": swd(random_patches(bands["render"], n, rng)), "photo_floor": swd(floor),
+                  "blurred": swd(random_patches(bands["blurred"], n, rng)),
+                  "bicubic_x4": swd(random_patches(bands["bicubic_x4"], n, rng))}
+    return out
+
+
+def render_levels(model_dir: str, width: int, height: int, seed: int, tmp: str) -> list[dict[str, Any]]:
+    """Render at ``width`` x ``height`` through the library (base + SR levels, seed ``seed``) and
+    read every generation level back: for each, its index, full size, and the part of it that
+    covers the photo, (3, h, w) uint8 (the last level is the render itself, array "0")."""
+    from .canvas import Canvas, to_uint8
     from .render import RenderRequest, prepare, render
 
     out = os.path.join(tmp, "eval.zarr")
     render(prepare(RenderRequest(model=model_dir, out=out, size=f"{width}x{height}", seed=seed, workers=1)))
-    return np.asarray(open_result(out).compute())
+    canvas = Canvas(out)
+    canvas.require_complete("evaluating")
+    plan = canvas.plan
+    levels = []
+    for lv in plan.levels:
+        k = 4 ** (plan.final_level - lv.index)  # the photo spans size / k pixels of the level (rounded half up)
+        h = min(lv.stored_height, math.floor(height / k + 0.5))
+        w = min(lv.stored_width, math.floor(width / k + 0.5))
+        pixels = canvas.read(canvas.level_array_name(lv.index), Box(0, h, 0, w))
+        levels.append({"level": lv.index, "level_size": [lv.width, lv.height], "final": lv.index == plan.final_level,
+                       "pixels": pixels if pixels.dtype == np.uint8 else to_uint8(pixels)})
+    return levels
 
 
-def fine_detail(model_dir: str, image: str, seed: int = 0, max_width: int = RENDER_MAX_WIDTH) -> dict[str, Any]:
-    """SWD of finest-band patches: render vs photo, against a blurred photo and the sampling floor."""
-    from .train.sr import downsample4, upsample4
+def photo_at(photo: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The photo (1, 3, H, W) shrunk (antialiased bicubic) to a level's size; itself at its size."""
+    from .train.sr import downsample_to
 
-    photo = images.load_rgb(image, max_width=max_width)  # (3, H, W) in [-1, 1]
-    _, h, w = photo.shape
+    return photo if tuple(photo.shape[2:]) == (height, width) else downsample_to(photo, height, width)
+
+
+def fine_detail(model_dir: str, image: str, seed: int = 0, max_width: int = RENDER_MAX_WIDTH,
+                pictures: str | None = None) -> dict[str, Any]:
+    """Fine-detail figures of a render at the photo's size, level by level (see the module's
+    docstring); with ``pictures``, side-by-side PNGs written there."""
+    photo = torch.from_numpy(images.load_rgb(image, max_width=max_width)).unsqueeze(0)  # (1, 3, H, W)
+    _, _, h, w = photo.shape
     with tempfile.TemporaryDirectory(prefix="ourgan-eval-") as tmp:
-        rendered = render_for_detail(model_dir, w, h, seed, tmp).astype(np.float32)
-    photo8 = (photo + 1) * 127.5
-    t = torch.from_numpy(photo).unsqueeze(0)
-    hh, ww = (h // 4) * 4, (w // 4) * 4
-    blurred = ((upsample4(downsample4(t[:, :, :hh, :ww]))[0].numpy() + 1) * 127.5)
-    rng = np.random.default_rng(seed)
-    ref = random_patches(laplacian_band(photo8), SWD_PATCHES, rng)
-    floor = random_patches(laplacian_band(photo8), SWD_PATCHES, rng)
-    rend = random_patches(laplacian_band(rendered), SWD_PATCHES, rng)
-    blur = random_patches(laplacian_band(blurred), SWD_PATCHES, rng)
-    return {"size": [w, h], "patch": PATCH, "patches": SWD_PATCHES,
-            "swd_render": round(sliced_wasserstein(rend, ref, rng), 4),
-            "swd_blurred_photo": round(sliced_wasserstein(blur, ref, rng), 4),
-            "swd_photo_floor": round(sliced_wasserstein(floor, ref, rng), 4),
-            "band_rms_photo": round(float(np.sqrt((ref ** 2).mean())), 3),
-            "band_rms_render": round(float(np.sqrt((rend ** 2).mean())), 3),
-            "band_rms_blurred": round(float(np.sqrt((blur ** 2).mean())), 3)}
+        levels = render_levels(model_dir, w, h, seed, tmp)
+    rows = []
+    for lv in levels:
+        _, lh, lw = lv["pixels"].shape
+        lv["photo"] = photo_at(photo, lh, lw)
+        rows.append({"level": lv["level"], "size": [lw, lh], "level_size": lv["level_size"], "final": lv["final"],
+                     **detail_figures(lv["pixels"].astype(np.float32), lv["photo"], seed)})
+    out = {"seed": seed, "size": [w, h], "photo_shrunk": w < images.probe(image).width, "patch": PATCH,
+           "projections": SWD_PROJECTIONS, "levels": rows}
+    if pictures:
+        out["pictures"] = write_pictures(pictures, photo, levels, seed)
+    return out
 
 
-def evaluate(model_dir: str, image: str, *, seeds: int = 8, render_max_width: int = RENDER_MAX_WIDTH) -> dict[str, Any]:
-    """Every quality figure for ``model_dir`` against its training photo ``image``."""
+# ---- pictures -----------------------------------------------------------------------------------
+
+def _vips(pixels: np.ndarray):
+    """(3, H, W) uint8 -> a pyvips sRGB image."""
+    import pyvips
+
+    hwc = np.ascontiguousarray(pixels.transpose(1, 2, 0))
+    return pyvips.Image.new_from_memory(hwc.tobytes(), hwc.shape[1], hwc.shape[0], 3, "uchar").copy(
+        interpretation="srgb")
+
+
+def for_display(im, max_width: int = VIEW_MAX_WIDTH, min_width: int = VIEW_MIN_WIDTH):
+    """A panel for a whole view: shrunk (Lanczos) to at most ``max_width`` wide, or enlarged by an
+    integer factor (nearest, pixels stay visible) to at least ``min_width`` wide."""
+    if im.width > max_width:
+        return im.resize(max_width / im.width, kernel="lanczos3")
+    if im.width < min_width:
+        k = math.ceil(min_width / im.width)
+        return im.zoom(k, k)
+    return im
+
+
+def _labelled(im, caption: str):
+    """``im`` below a white strip of ``LABEL_HEIGHT`` px with ``caption`` in black (when libvips
+    can draw text; the strip is there either way, so a picture's size does not depend on it)."""
+    import pyvips
+
+    strip = pyvips.Image.black(im.width, LABEL_HEIGHT) + 255
+    try:
+        text = pyvips.Image.text(caption, dpi=72)
+        text = text.crop(0, 0, min(text.width, im.width - 4), min(text.height, LABEL_HEIGHT - 4))
+        strip = strip.insert(255 - text, 2, (LABEL_HEIGHT - text.height) // 2)
+    except pyvips.Error:
+        pass
+    strip = strip.cast("uchar").bandjoin([strip, strip]).copy(interpretation="srgb")
+    return strip.join(im, "vertical")
+
+
+def _row_png(path: str, panels: list, across: int) -> str:
+    import pyvips
+
+    pyvips.Image.arrayjoin(panels, across=across, shim=GAP, background=[255, 255, 255]).write_to_file(path)
+    return path
+
+
+def crop_boxes(height: int, width: int, side: int = CROP) -> list[Box]:
+    """1:1 crops at the horizontal centre, their vertical centres at ``CROP_CENTRES``."""
+    side = min(side, height, width)
+    x0 = (width - side) // 2
+    boxes = []
+    for c in CROP_CENTRES:
+        y0 = min(max(0, round(c * height - side / 2)), height - side)
+        boxes.append(Box(y0, y0 + side, x0, x0 + side))
+    return boxes
+
+
+def pictures_folder(folder: str) -> str:
+    """Create ``folder`` for the pictures (checked before any work, so a bad path fails fast)."""
+    from .errors import UserError
+
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"--pictures {folder!r}: exists and is not a folder; give a folder (it is created if missing)")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--pictures {folder!r}: cannot create the folder ({e.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"--pictures {folder!r}: not writable; give a folder you can write to")
+    return folder
+
+
+def write_pictures(folder: str, photo: torch.Tensor, levels: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    """PNGs in ``folder``: the render at the photo's size beside the photo and bicubic x4 (whole,
+    and 1:1 crops), and every generation level beside the photo at its scale."""
+    pictures_folder(folder)
+    final = levels[-1]
+    _, h, w = final["pixels"].shape
+    sample, real = final["pixels"], to_pixels(photo).astype(np.uint8)
+    bicubic = to_pixels(bicubic_x4(photo)).astype(np.uint8)
+    views = [(sample, f"sample (seed {seed})"), (real, "photo"), (bicubic, "bicubic x4 of photo/4")]
+    whole = _row_png(os.path.join(folder, "photo_size.png"),
+                     [_labelled(for_display(_vips(p)), c) for p, c in views], 3)
+    crops = []
+    for b in crop_boxes(h, w):
+        for p, c in views:
+            where = f"x {b.x0}-{b.x1}, y {b.y0}-{b.y1}"
+            crops.append(_labelled(_vips(p[:, b.y0:b.y1, b.x0:b.x1]), f"{c.split(' (')[0]}, {where}"))
+    crops_path = _row_png(os.path.join(folder, "photo_size_crops.png"), crops, 3)
+    per_level = []
+    for lv in levels:
+        px = lv["pixels"]
+        size = f"{px.shape[2]}x{px.shape[1]}"
+        panels = [_labelled(for_display(_vips(px)), f"level {lv['level']} ({size})"),
+                  _labelled(for_display(_vips(to_pixels(lv["photo"]).astype(np.uint8))), f"photo at {size}")]
+        per_level.append(_row_png(os.path.join(folder, f"level_{lv['level']}.png"), panels, 2))
+    return {"whole": whole, "crops": crops_path, "levels": per_level}
+
+
+# ---- the report ---------------------------------------------------------------------------------
+
+def evaluate(model_dir: str, image: str, *, seeds: int = 8, render_max_width: int = RENDER_MAX_WIDTH,
+             pictures: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """Every quality figure for ``model_dir`` against its training photo ``image``; with
+    ``pictures``, side-by-side PNGs written to that folder (their paths in ``detail.pictures``)."""
     from .errors import UserError
     from .models import checkpoint
 
@@ -163,35 +427,77 @@ def evaluate(model_dir: str, image: str, *, seeds: int = 8, render_max_width: in
         raise UserError(f"--seeds {seeds}: must be >= 1 (>= 2 to measure diversity)")
     model = checkpoint.load(model_dir)
     info = images.probe(image)
+    if pictures:
+        pictures_folder(pictures)
     trained_on = model.meta.get("photo", {}).get("sha256")
     with torch.no_grad():
         out = {
             "model": model_dir, "model_id": model.model_id, "preset": model.config.preset,
-            "vertical_coord": model.config.base.vertical_coord,
+            "vertical_coord": model.config.base.vertical_coord, "trained": bool(model.meta.get("trained")),
             "photo": {"path": image, "width": info.width, "height": info.height,
                       "is_training_photo": trained_on == info.sha256},
-            "sr": sr_holdout(model, image),
+            "reconstruction": reconstruction(model, image),
+            "sr": sr_holdout(model, image, seed),
             "base": base_samples(model, image, seeds),
         }
-    out["detail"] = fine_detail(model_dir, image, max_width=render_max_width)
+        out["detail"] = fine_detail(model_dir, image, seed=seed, max_width=render_max_width, pictures=pictures)
     return out
+
+
+def _f(v: float | None, fmt: str = ".3f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _describe_sr(sr: dict[str, Any]) -> list[str]:
+    if not sr.get("crops"):
+        return [f"  SR x4: {sr.get('note')}"]
+    lines = [f"  SR x4 on {sr['crops']} held-out crops of {sr['crop']} px: PSNR {sr['psnr_sr_db']:.2f} dB vs "
+             f"bicubic {sr['psnr_bicubic_db']:.2f} dB (gain {sr['gain_db']:+.2f} dB)"]
+    if len(sr.get("scales", [])) > 1:
+        parts = [f"{s['width']} px " + (f"{s['gain_db']:+.2f} dB ({s['crops']} crops)" if s.get("crops")
+                                        else "strip too narrow") for s in sr["scales"]]
+        lines.append("    gain per SR training scale: " + " | ".join(parts))
+    return lines
+
+
+def _describe_detail(d: dict[str, Any]) -> list[str]:
+    lines = [f"  fine detail of a render (seed {d['seed']}) at {d['size'][0]}x{d['size'][1]}"
+             + (" (the photo shrunk to this)" if d["photo_shrunk"] else "")
+             + f", each level against the photo at its scale; finest Laplacian band, {d['patch']}x{d['patch']} patches",
+             f"    {'level':<6}{'size':>9}{'patches':>9} | {'SWD: render':>11}{'floor':>7}{'blurred':>8}{'bicubic':>8}"
+             f" | {'band RMS: render':>16}{'photo':>7}{'blurred':>8}{'bicubic':>8}"]
+    for lv in d["levels"]:
+        s, r = lv.get("swd", {}), lv["band_rms"]
+        name = f"{lv['level']}" + ("*" if lv["final"] else "")
+        size = f"{lv['size'][0]}x{lv['size'][1]}"
+        swd = "".join(f"{_f(s.get(k)):>{n}}" for k, n in (("render", 11), ("photo_floor", 7), ("blurred", 8),
+                                                         ("bicubic_x4", 8)))
+        rms = "".join(f"{r[k]:>{n}.2f}" for k, n in (("render", 16), ("photo", 7), ("blurred", 8), ("bicubic_x4", 8)))
+        lines.append(f"    {name:<6}{size:>9}{lv['patches']:>9} | {swd} | {rms}")
+    lines.append("    (* the render at the photo's size. SWD: lower is closer to the photo; floor: the photo's "
+                 "own sampling noise)")
+    pics = d.get("pictures")
+    if pics:
+        lines.append(f"  pictures: {pics['whole']} (sample | photo | bicubic x4)")
+        lines.append(f"            {pics['crops']} (1:1 crops: upper third, middle, lower third)")
+        lines += [f"            {path} (level | photo at its scale)" for path in pics["levels"]]
+    return lines
 
 
 def describe(result: dict[str, Any]) -> list[str]:
     """Human-readable lines for ``ourgan-dist evaluate``."""
-    sr, b, d = result["sr"], result["base"], result["detail"]
-    lines = [f"model {result['model']} ({result['preset']}, y channel {result['vertical_coord']}) on "
-             f"{result['photo']['path']} {result['photo']['width']}x{result['photo']['height']}"
-             + ("" if result["photo"]["is_training_photo"] else "  [NOT the photo it was trained on]")]
-    if sr.get("crops"):
-        lines.append(f"  SR x4 on {sr['crops']} held-out crops of {sr['crop']} px: PSNR {sr['psnr_sr_db']:.2f} dB vs "
-                     f"bicubic {sr['psnr_bicubic_db']:.2f} dB (gain {sr['gain_db']:+.2f} dB)")
-    else:
-        lines.append(f"  SR x4: {sr.get('note')}")
+    rec, b, p = result["reconstruction"], result["base"], result["photo"]
+    lines = [f"model {result['model']} ({result['preset']}, y channel {result['vertical_coord']}"
+             + ("" if result.get("trained", True) else ", untrained") + f") on {p['path']} {p['width']}x{p['height']}"
+             + ("" if p["is_training_photo"] else "  [NOT the photo it was trained on]"),
+             f"  reconstruction at {rec['size'][0]}x{rec['size'][1]} (posterior mean, zero noise): "
+             f"PSNR {rec['psnr_db']:.2f} dB; coarsest photo scale upsampled: "
+             f"{rec['psnr_coarsest_photo_upsampled_db']:.2f} dB",
+             "    per scale: " + " | ".join(f"{s['size'][0]}x{s['size'][1]} {s['psnr_db']:.2f}" for s in rec["scales"])]
+    lines += _describe_sr(result["sr"])
     lines.append(f"  diversity over {b['seeds']} seeds at {b['size'][0]}x{b['size'][1]}: {b['diversity']:.3f} "
                  "(per-pixel std / photo std)")
-    lines.append(f"  vertical layout: row-colour RMSE {b['row_profile_rmse']:.2f} (worst {b['row_profile_rmse_worst']:.2f})"
-                 f"; photo upside down: {b['row_profile_rmse_upside_down_photo']:.2f} (8-bit units)")
-    lines.append(f"  fine detail (SWD, finest Laplacian band, {d['size'][0]}x{d['size'][1]}): render {d['swd_render']:.3f}, "
-                 f"blurred photo {d['swd_blurred_photo']:.3f}, photo's own floor {d['swd_photo_floor']:.3f}")
-    return lines
+    lines.append(f"  vertical layout: row-colour RMSE {b['row_profile_rmse']:.2f} "
+                 f"(worst {b['row_profile_rmse_worst']:.2f}); photo upside down: "
+                 f"{b['row_profile_rmse_upside_down_photo']:.2f} (8-bit units)")
+    return lines + _describe_detail(result["detail"])

@@ -303,39 +303,6 @@ def test_demo_defaults_are_4k():
     assert "picos_de_europa.jpg" in lic and "CC-BY-4.0" in lic and "Aitzol Berasategi" in lic
 
 
-def test_evaluate_returns_finite_figures(trained, photo):
-    from ourgan_dist.evaluate import evaluate
-
-    r = evaluate(trained, photo, seeds=3)
-    assert r["photo"]["is_training_photo"] and r["vertical_coord"] is True
-    b, d = r["base"], r["detail"]
-    figures = [b["diversity"], b["row_profile_rmse"], d["swd_render"], d["swd_blurred_photo"], d["swd_photo_floor"]]
-    assert all(np.isfinite(figures)), r
-    assert b["diversity"] > 0  # the seeds give different samples
-    assert d["swd_photo_floor"] < d["swd_blurred_photo"]  # blurring the photo moves its finest band away
-
-
-def test_evaluate_sr_psnr_on_held_out_crops(tmp_path):
-    """On a photo big enough to hold crops out, SR and bicubic PSNR are both measured."""
-    from ourgan_dist.evaluate import sr_holdout
-
-    out = str(tmp_path / "m")
-    train_model(ROCKET, out, preset="tiny", schedule=(0, 20), seed=0, device="cpu", progress=False)
-    r = sr_holdout(checkpoint.load(out), ROCKET)
-    assert r["crops"] >= 1 and r["x0"] == checkpoint.load(out).meta["sr_holdout_x0"]
-    assert 15 < r["psnr_bicubic_db"] < 60 and np.isfinite(r["psnr_sr_db"])
-
-
-def test_swd_measures_distribution_distance():
-    from ourgan_dist.evaluate import sliced_wasserstein
-
-    rng = np.random.default_rng(0)
-    a = rng.normal(0, 1, (4000, 12))
-    b = rng.normal(0, 1, (4000, 12))
-    c = rng.normal(0, 3, (4000, 12))
-    assert sliced_wasserstein(a, b, rng) < 0.1 < sliced_wasserstein(a, c, rng)
-
-
 def test_more_photo_kinds_and_shrink_on_load(tmp_path):
     import pyvips
 
