@@ -348,12 +348,28 @@ class RenderPlan:
             peak = max(peak, body, tail)
         return int(peak)
 
+    def halo_overhead(self) -> float:
+        """Source pixels the SR levels compute (tile windows) over the pixels they keep (cores):
+        1.0 untiled; the cost of tiling with this halo. Pure arithmetic over the tile grid."""
+        window = core = 0
+        for lv in self.levels[1:]:
+            rows, cols = self.tile_grid(lv.index)
+            for ty in range(rows):  # per row and column: window extents are separable
+                k = TileKey(lv.index, ty, 0)
+                wy, cy = self.source_window(k).height, self.source_core(k).height
+                for tx in range(cols):
+                    k = TileKey(lv.index, 0, tx)
+                    window += wy * self.source_window(k).width
+                    core += cy * self.source_core(k).width
+        return window / core if core else 1.0
+
     # ---- description --------------------------------------------------------------------
     def describe(self) -> list[str]:
         lines = [f"size {self.width}x{self.height}: base {self.base_width}x{self.base_height} + "
                  f"{self.n_sr} x4 level(s); tile {self.tile or 'untiled'}, chunk {self.chunk}"]
         halo_note = "exact" if self.exact else f"INEXACT: below the receptive field {self.receptive_radius}"
-        lines.append(f"halo {self.halo} px (receptive field {self.receptive_radius} px): {halo_note}")
+        lines.append(f"halo {self.halo} px (receptive field {self.receptive_radius} px): {halo_note}; "
+                     f"halo overhead {100 * (self.halo_overhead() - 1):.0f}% extra source pixels read and computed")
         for lv in self.levels:
             rows, cols = self.tile_grid(lv.index)
             what = "base generator" if lv.index == 0 else "x4 super-resolution"
