@@ -22,6 +22,10 @@ from .errors import PlanError
 SCALE = 4  # every SR level is exactly 4x the one below
 MAX_SIDE = 1 << 28  # global pixel coordinates must fit the noise counter (see noise.py)
 DEFAULT_CHUNK = 256
+# The SR network's bicubic x4 skip reads 2 source pixels either side of every kept one, from the
+# tile's own window (models/sr.py, ``forward_window``). A narrower halo than this leaves the skip
+# without its pixels at interior tile edges, so halos below it are refused, not just inexact.
+MIN_HALO = 2
 
 
 @dataclass(frozen=True, order=True)
@@ -190,6 +194,15 @@ class RenderPlan:
             last = i == self.n_sr
             out.append(Level(i, h, w, self.height if last else h, self.width if last else w))
         return tuple(out)
+
+    def check_halo(self) -> None:
+        """Refuse a halo the network cannot run with (below ``MIN_HALO``); any halo from
+        ``MIN_HALO`` up renders, exactly from the receptive field up."""
+        floor = min(MIN_HALO, self.receptive_radius)
+        if self.halo < floor:
+            raise PlanError(
+                f"--halo {self.halo}: below {floor} px, the reach of the SR network's bicubic skip, a tile cannot be "
+                f"rendered; use --halo {floor} or more ('exact' is {self.receptive_radius})")
 
     @property
     def exact(self) -> bool:

@@ -80,6 +80,7 @@ def prepare(req: RenderRequest) -> Prepared:
     cfg = model.config
     tile = auto_tile(cfg.sr.receptive_radius, req.chunk) if req.tile is None else req.tile
     plan = RenderPlan.create(width, height, base=cfg.base, sr=cfg.sr, tile=tile, halo=req.halo, chunk=req.chunk)
+    plan.check_halo()
     need = plan.projected_task_bytes(cfg.sr, cfg.base)
     budget = req.max_task_memory or _memory_budget(req.workers)
     if req.device == "cpu" and need > budget:

@@ -61,6 +61,8 @@ def test_small_halo_shows_its_measured_error(tiny_model, tmp_path):
     (["--tile", "24"], "multiple of the chunk"),
     (["--tile", "big"], "--tile 'big'"),
     (["--halo", "-3"], "--halo"),
+    (["--halo", "1"], "--halo 1: below 2 px"),  # the SR skip's reach: refused, never a TileError
+    (["--halo", "0"], "--halo 0: below 2 px"),
     (["--halo", "wide"], "--halo 'wide'"),
     (["--workers", "0"], "--workers"),
     (["--storage-options", "{not json"], "--storage-options"),
