@@ -136,7 +136,7 @@ def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chu
       ourgan-dist render model/ --out out.zarr --size 4096x2730 --tile 0      # untiled reference
       ourgan-dist render s3://b/model --out s3://b/r.zarr --size 16384x10912 --address auto
     """
-    from .render import RenderRequest, measure_halo_error, prepare
+    from .render import RenderRequest, describe_halo_error, measure_halo_error, prepare
     from .render import render as run_render
 
     if resume and overwrite:
@@ -153,9 +153,7 @@ def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chu
     if not p.plan.exact:
         err = measure_halo_error(p)
         if err:
-            click.echo(f"halo {p.plan.halo} < receptive field {p.plan.receptive_radius}: NOT exact; measured on tile "
-                       f"{err['tile']}: max error {err['max_abs_error_8bit']:.0f}/255, mean "
-                       f"{err['mean_abs_error_8bit']:.3f}/255, {100 * err['pixels_differing']:.1f}% of pixels differ")
+            click.echo(describe_halo_error(p.plan, err))
     if dry_run:
         click.echo("dry run: nothing written")
         return

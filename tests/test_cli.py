@@ -52,7 +52,11 @@ def test_render_and_inspect(tiny_model, tmp_path):
 def test_small_halo_shows_its_measured_error(tiny_model, tmp_path):
     code, text = run("render", tiny_model, "--out", tmp_path / "h", "--size", "301x187", "--tile", "32", "--chunk",
                      "16", "--halo", "2", "--dry-run")
-    assert code == 0 and "NOT exact" in text and "max error" in text
+    assert code == 0 and "NOT exact" in text and "max error" in text and "compound across levels" in text
+    # every level one tile: no halo is ever cut, and the render says so instead of a meaningless 0/255
+    code, text = run("render", tiny_model, "--out", tmp_path / "h", "--size", "301x187", "--tile", "0", "--chunk",
+                     "16", "--halo", "2", "--dry-run")
+    assert code == 0 and "every level is a single tile" in text and "max error" not in text
 
 
 @pytest.mark.parametrize("args, needle", [
