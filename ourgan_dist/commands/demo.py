@@ -62,7 +62,8 @@ def demo(out_dir: str, seed: int, size: str, workers: int, preset: str, base_ste
     t0 = time.time()
     click.echo(f"1/2 training ({preset} preset, {base_steps} steps per base scale, {sr_steps} SR steps) on {photo} "
                "(public domain, see ourgan_dist/data/LICENSES.md)")
-    train_model(photo, model_dir, preset=preset, seed=seed, device="auto", schedule=(base_steps, sr_steps))
+    train_model(photo, model_dir, preset=preset, seed=seed, device="auto", schedule=(base_steps, sr_steps),
+                overwrite=True)  # the demo owns its folder, as its render does
     t1 = time.time()
     click.echo(f"    model written to {model_dir} in {t1 - t0:.0f} s")
     click.echo(f"2/2 rendering {size} with {workers} local {'Ray worker' if workers > 1 else 'in-process worker'}"
