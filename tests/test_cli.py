@@ -84,7 +84,21 @@ def test_missing_and_bad_models_and_photos(tmp_path):
     code, text = run("render", tmp_path / "nope", "--out", tmp_path / "o", "--size", "300x200")
     assert code == 2 and "not found" in text and "ourgan-dist train" in text
     (tmp_path / "junk").mkdir()
-    (tmp_path / "junk" / "model.pt").write_bytes(b"this is not a checkpoint")
+    for text_file in (b"this is not a checkpoint", b"checkpoint notes: see README\n", b"# weights\n"):
+        (tmp_path / "junk" / "model.pt").write_bytes(text_file)
+        code, text = run("render", tmp_path / "junk", "--out", tmp_path / "o", "--size", "300x200")
+        assert code == 2 and "no checkpoint at all" in text and "pickled" not in text, text
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"format_version": 1, "hook": print}, buf)  # pickles a reference to a function
+    (tmp_path / "junk" / "model.pt").write_bytes(buf.getvalue())
+    code, text = run("render", tmp_path / "junk", "--out", tmp_path / "o", "--size", "300x200")
+    assert code == 2 and "pickled objects or code" in text and "GLOBAL print" in text
+    assert "weights_only" not in text and "PyTorch 2.6" not in text
+    (tmp_path / "junk" / "model.pt").write_bytes(buf.getvalue()[:200])  # a truncated zip
     code, text = run("render", tmp_path / "junk", "--out", tmp_path / "o", "--size", "300x200")
     assert code == 2 and "not a readable checkpoint" in text
     code, text = run("train", tmp_path / "missing.jpg", "--out", tmp_path / "m", "--iterations", "0")
