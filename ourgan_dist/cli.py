@@ -141,7 +141,7 @@ def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chu
       ourgan-dist render model/ --out out.zarr --size 4096x2730 --tile 0      # untiled reference
       ourgan-dist render s3://b/model --out s3://b/r.zarr --size 16384x10912 --address auto
     """
-    from .render import RenderRequest, describe_halo_error, measure_halo_error, prepare
+    from .render import RenderRequest, check_output, describe_halo_error, measure_halo_error, prepare
     from .render import render as run_render
 
     if resume and overwrite:
@@ -152,6 +152,8 @@ def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chu
                         overwrite=overwrite, device=device, precision=precision, storage_options=so,
                         model_storage_options=so)
     p = prepare(req)
+    if not dry_run:
+        check_output(p)  # an output that would be refused is refused before the plan is printed
     for line in p.plan.describe():
         click.echo(line)
     click.echo(f"projected memory per task: {p.projected_task_bytes / 2**20:.0f} MiB")

@@ -105,8 +105,11 @@ def render_info(p: Prepared) -> dict[str, Any]:
     }
 
 
-def open_output(p: Prepared) -> Canvas:
-    """Create the store, or reopen it for --resume; never touch an existing output otherwise."""
+def check_output(p: Prepared) -> bool:
+    """Refuse, reading only, an output this render may not use: an existing store without
+    --resume/--overwrite, one that is not an ourgan-dist render, a resume with other settings, or
+    a store another render holds. Returns whether the output exists. Cheap: run it before the
+    plan is printed or any error measured."""
     r = p.request
     try:
         exists = Canvas.exists(r.out, r.storage_options)
@@ -117,21 +120,31 @@ def open_output(p: Prepared) -> Canvas:
     if exists and r.resume:
         if not Canvas.is_render_store(r.out, r.storage_options):
             raise StoreError(f"--out {r.out!r} exists but is not an ourgan-dist render; choose another --out")
-        canvas = Canvas(r.out, r.storage_options, mode="r+")
+        canvas = Canvas(r.out, r.storage_options)
         want = render_info(p)
         for k in ("model_id", "seed", "size", "plan", "precision"):
             if canvas.info.get(k) != want[k]:
                 raise StoreError(f"--resume {r.out!r}: the store was rendered with {k}={canvas.info.get(k)!r}, this "
                                  f"command asks for {want[k]!r}; use the same model, seed, size, tile, halo and chunk, "
                                  f"or --overwrite")
-        return canvas
     if exists and r.overwrite:
         if not Canvas.is_render_store(r.out, r.storage_options):
             raise StoreError(f"--overwrite {r.out!r}: refusing to delete something that is not an ourgan-dist render; "
                              "remove it yourself or choose another --out")
-        holder = Lease(Canvas(r.out, r.storage_options)).holder()
+        lease = Lease(Canvas(r.out, r.storage_options))
+        holder = lease.holder()
         if holder:
-            Lease(Canvas(r.out, r.storage_options))._refuse(holder)
+            lease._refuse(holder)
+    return exists
+
+
+def open_output(p: Prepared) -> Canvas:
+    """Create the store, or reopen it for --resume; never touch an existing output otherwise."""
+    r = p.request
+    exists = check_output(p)
+    if exists and r.resume:
+        return Canvas(r.out, r.storage_options, mode="r+")
+    if exists and r.overwrite:
         Canvas.delete(r.out, r.storage_options)
     try:
         return Canvas.create(r.out, p.plan, render_info(p), r.storage_options)

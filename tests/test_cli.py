@@ -115,6 +115,7 @@ def test_existing_output_is_refused_untouched(tiny_model, tmp_path):
     stamp = {p: os.path.getmtime(p) for p in out.rglob("*")}
     code, text = run("render", tiny_model, "--out", out, "--size", "101x77", "--chunk", "16")
     assert code == 2 and "--resume" in text and "--overwrite" in text
+    assert text.startswith("Error: ") and "level 0" not in text  # refused before the plan is printed
     assert {p: os.path.getmtime(p) for p in out.rglob("*")} == stamp
 
 
@@ -135,3 +136,11 @@ def test_process_exit_code_and_no_traceback(tmp_path):
                         str(tmp_path / "o"), "--size", "10x10"], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
+
+
+def test_readme_commands_block_lists_every_command():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, "README.md")).read()
+    block = text.split("## Commands", 1)[1].split("```")[1]
+    listed = {line.split()[1] for line in block.splitlines() if line.startswith("ourgan-dist ")}
+    assert listed == set(main.commands), set(main.commands) ^ listed
