@@ -116,7 +116,8 @@ def _parse_tile(value: str) -> int | None:
 @click.option("--seed", type=click.IntRange(min=0), default=0)
 @click.option("--tile", default="auto", help="Tile side in output pixels (multiple of --chunk); 0: untiled.")
 @click.option("--halo", default="exact", help="'exact' (the receptive field) or pixels; smaller is inexact.")
-@click.option("--chunk", type=click.IntRange(min=4), default=256, help="Zarr chunk side (multiple of 4).")
+@click.option("--chunk", type=click.IntRange(min=4), default=None, show_default="256, or a divisor of --tile",
+              help="Zarr chunk side (multiple of 4); --tile must be a multiple of it.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Workers. Default: 1 (in-process) without --address; with --address one per GPU "
                    "(--device cuda) or per node.")
@@ -130,7 +131,7 @@ def _parse_tile(value: str) -> int | None:
 @click.option("--export", "export_to", default=None, help="Also export the result (.tif/.dzi/.png/.jpg).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and projected memory; write nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chunk: int, workers: int | None,
+def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chunk: int | None, workers: int | None,
            address: str | None, device: str, precision: str, storage_options: str | None, resume: bool,
            overwrite: bool, export_to: str | None, dry_run: bool, quiet: bool) -> None:
     """Render a new image of --size from a trained MODEL directory into a Zarr store.
@@ -154,7 +155,7 @@ def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chu
     p = prepare(req)
     if not dry_run:
         check_output(p)  # an output that would be refused is refused before the plan is printed
-    for line in p.plan.describe():
+    for line in (*p.plan.describe(), *p.notes):
         click.echo(line)
     click.echo(f"projected memory per task: {p.projected_task_bytes / 2**20:.0f} MiB")
     if not p.plan.exact:

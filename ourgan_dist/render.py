@@ -17,7 +17,7 @@ from typing import Any, Callable
 from .canvas import Canvas, plan_to_info
 from .errors import PlanError, StoreError, UserError
 from .lease import Lease
-from .plan import DEFAULT_CHUNK, SCALE, Box, RenderPlan, TaskKey, TileKey, parse_size
+from .plan import DEFAULT_CHUNK, SCALE, Box, RenderPlan, TaskKey, TileKey, chunk_for_tile, parse_size
 from .tile import RenderJob, TaskReport
 
 MIN_AUTO_TILE, MAX_AUTO_TILE = 512, 4096
@@ -38,7 +38,7 @@ class RenderRequest:
     seed: int = 0
     tile: int | None = None  # None: auto from the receptive field; 0: untiled
     halo: str = "exact"
-    chunk: int = DEFAULT_CHUNK
+    chunk: int | None = None  # None: DEFAULT_CHUNK, or a divisor of the tile (plan.chunk_for_tile)
     workers: int = 1  # 0: as many as the cluster at --address offers
     address: str | None = None
     resume: bool = False
@@ -56,6 +56,7 @@ class Prepared:
     plan: RenderPlan
     model: Any  # checkpoint.Model, loaded once on the driver (config, id)
     projected_task_bytes: int
+    notes: tuple[str, ...] = ()  # choices made for the user (an automatic chunk size), printed with the plan
 
 
 def _memory_budget(workers: int) -> int:
@@ -78,15 +79,21 @@ def prepare(req: RenderRequest) -> Prepared:
         raise PlanError(f"--workers {req.workers}: must be >= 1 (0, all the cluster offers, needs --address)")
     model = checkpoint.load(req.model, req.model_storage_options)
     cfg = model.config
-    tile = auto_tile(cfg.sr.receptive_radius, req.chunk) if req.tile is None else req.tile
-    plan = RenderPlan.create(width, height, base=cfg.base, sr=cfg.sr, tile=tile, halo=req.halo, chunk=req.chunk)
+    tile = auto_tile(cfg.sr.receptive_radius, req.chunk or DEFAULT_CHUNK) if req.tile is None else req.tile
+    chunk, notes = req.chunk, ()
+    if chunk is None:
+        chunk = chunk_for_tile(tile)
+        if chunk != DEFAULT_CHUNK:
+            notes = (f"chunk {chunk}: --tile {tile} is not a multiple of the default chunk {DEFAULT_CHUNK}, so the store "
+                     f"uses {chunk} px chunks (pass --chunk to choose)",)
+    plan = RenderPlan.create(width, height, base=cfg.base, sr=cfg.sr, tile=tile, halo=req.halo, chunk=chunk)
     plan.check_halo()
     need = plan.projected_task_bytes(cfg.sr, cfg.base)
     budget = req.max_task_memory or _memory_budget(req.workers)
     if req.device == "cpu" and need > budget:
         raise PlanError(f"--tile {tile}: a task is projected to need {need / 2**30:.1f} GiB, over the "
                         f"{budget / 2**30:.1f} GiB per worker available; use a smaller --tile")
-    return Prepared(req, plan, model, need)
+    return Prepared(req, plan, model, need, notes)
 
 
 def render_info(p: Prepared) -> dict[str, Any]:

@@ -49,6 +49,15 @@ def test_render_and_inspect(tiny_model, tmp_path):
     assert code == 0 and "tiny" in text and "receptive field 7" in text
 
 
+def test_tile_below_the_default_chunk_gets_a_fitting_chunk_unless_chunk_is_explicit(tiny_model, tmp_path):
+    code, text = run("render", tiny_model, "--out", tmp_path / "c", "--size", "1999x1333", "--tile", "128", "--dry-run")
+    assert code == 0, text
+    assert "tile 128, chunk 128" in text and "chunk 128: --tile 128 is not a multiple of the default chunk 256" in text
+    code, text = run("render", tiny_model, "--out", tmp_path / "c", "--size", "1999x1333", "--tile", "128", "--chunk",
+                     "256", "--dry-run")
+    assert code == 2 and "multiple of the chunk size 256" in text and "Traceback" not in text
+
+
 def test_small_halo_shows_its_measured_error(tiny_model, tmp_path):
     code, text = run("render", tiny_model, "--out", tmp_path / "h", "--size", "301x187", "--tile", "32", "--chunk",
                      "16", "--halo", "2", "--dry-run")
