@@ -175,11 +175,20 @@ class RenderSummary:
     halo_error: dict | None = None
 
 
+def quiet_embedded_ray_auth() -> None:
+    """A new local Ray (>= 2.5x) turns on token authentication when ``RAY_AUTH_MODE`` is unset and
+    logs a warning saying so at every start. Naming that same mode explicitly keeps the embedded
+    instance exactly as secure and silences the warning; a mode the user set is left alone."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def make_executor(req: RenderRequest, model=None):
     if req.workers == 1 and req.address is None:
         from .executors.local import LocalExecutor
 
         return LocalExecutor(model=model)
+    if req.address is None:
+        quiet_embedded_ray_auth()
     try:
         from .executors.ray import RayExecutor
     except ImportError as e:  # pragma: no cover - ray is a dependency
