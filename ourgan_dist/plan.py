@@ -22,10 +22,15 @@ from .errors import PlanError
 SCALE = 4  # every SR level is exactly 4x the one below
 MAX_SIDE = 1 << 28  # global pixel coordinates must fit the noise counter (see noise.py)
 DEFAULT_CHUNK = 256
-# The SR network's bicubic x4 skip reads 2 source pixels either side of every kept one, from the
-# tile's own window (models/sr.py, ``forward_window``). A narrower halo than this leaves the skip
-# without its pixels at interior tile edges, so halos below it are refused, not just inexact.
-MIN_HALO = 2
+# The bicubic x4 skip (models/sr.py, ``skip_window``) reads 2 source pixels either side of every
+# kept one from the tile's own window; a narrower halo leaves it without those pixels at interior
+# tile edges. Every other layer crops to what the window holds, so other skips need no halo.
+BICUBIC_SKIP_REACH = 2
+
+
+def min_halo(sr: SRConfig) -> int:
+    """The narrowest halo that ``sr`` can render with (inexactly below its receptive field)."""
+    return min(BICUBIC_SKIP_REACH, sr.receptive_radius) if sr.skip == "bicubic" else 0
 
 
 @dataclass(frozen=True, order=True)
@@ -217,10 +222,11 @@ class RenderPlan:
             out.append(Level(i, h, w, self.height if last else h, self.width if last else w))
         return tuple(out)
 
-    def check_halo(self) -> None:
-        """Refuse a halo the network cannot run with (below ``MIN_HALO``); any halo from
-        ``MIN_HALO`` up renders, exactly from the receptive field up."""
-        floor = min(MIN_HALO, self.receptive_radius)
+    def check_halo(self, sr: SRConfig) -> None:
+        """Refuse a halo the network cannot run with (below ``min_halo``): up front, with the
+        reason, instead of a tile failing mid-render. Any halo from there up renders, exactly
+        from the receptive field up."""
+        floor = min_halo(sr)
         if self.halo < floor:
             raise PlanError(
                 f"--halo {self.halo}: below {floor} px, the reach of the SR network's bicubic skip, a tile cannot be "

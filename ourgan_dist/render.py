@@ -87,7 +87,7 @@ def prepare(req: RenderRequest) -> Prepared:
             notes = (f"chunk {chunk}: --tile {tile} is not a multiple of the default chunk {DEFAULT_CHUNK}, so the store "
                      f"uses {chunk} px chunks (pass --chunk to choose)",)
     plan = RenderPlan.create(width, height, base=cfg.base, sr=cfg.sr, tile=tile, halo=req.halo, chunk=chunk)
-    plan.check_halo()
+    plan.check_halo(cfg.sr)
     need = plan.projected_task_bytes(cfg.sr, cfg.base)
     budget = req.max_task_memory or _memory_budget(req.workers)
     if req.device == "cpu" and need > budget:

@@ -19,6 +19,11 @@ def run(*args):
     return r.exit_code, r.output
 
 
+def receptive_radius(model_dir: str) -> int:
+    with open(os.path.join(model_dir, "model.json")) as f:
+        return json.load(f)["receptive_radius"]
+
+
 def test_help_is_fast_and_imports_no_torch_or_ray():
     code = "import sys; from ourgan_dist.cli import main; print(any(m in sys.modules for m in ('torch', 'ray', 'zarr')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -32,7 +37,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_model, tmp_path):
     code, text = run("render", tiny_model, "--out", out, "--size", "523x211", "--tile", "32", "--chunk", "16",
                      "--dry-run")
     assert code == 0, text
-    assert "level 2" in text and "tile(s)" in text and "projected memory per task" in text and "halo 7" in text
+    r = receptive_radius(tiny_model)
+    assert "level 2" in text and "tile(s)" in text and "projected memory per task" in text and f"halo {r} px" in text
     assert not out.exists()
 
 
@@ -46,7 +52,36 @@ def test_render_and_inspect(tiny_model, tmp_path):
     assert info["complete"] and info["tasks"]["level 0"] == {"done": 1, "total": 1}
     assert info["info"]["size"] == [101, 77]
     code, text = run("inspect", tiny_model)
-    assert code == 0 and "tiny" in text and "receptive field 7" in text
+    assert code == 0 and "tiny" in text and f"receptive field {receptive_radius(tiny_model)}" in text
+
+
+@pytest.fixture(scope="module")
+def bicubic_model(tmp_path_factory):
+    """The tiny preset with a bicubic x4 skip (2 px reach), untrained."""
+    from dataclasses import replace
+
+    from ourgan_dist.config import PRESETS
+    from ourgan_dist.models import checkpoint
+
+    cfg = PRESETS["tiny"]
+    out = str(tmp_path_factory.mktemp("bicubic") / "m")
+    checkpoint.save(checkpoint.build(replace(cfg, sr=replace(cfg.sr, skip="bicubic")), seed=1), out)
+    return out
+
+
+def test_every_halo_the_cli_accepts_renders(tiny_model, bicubic_model, tmp_path):
+    """A halo narrower than the bicubic skip's 2 px reach made interior tiles fail mid-render
+    (TileError: size of tensor a (0)); it is refused up front, and 2 px renders. A model without
+    that skip renders any halo, 0 included."""
+    args = ["--size", "301x187", "--tile", "48", "--chunk", "16", "--quiet"]
+    for halo in ("0", "1"):
+        code, text = run("render", bicubic_model, "--out", tmp_path / halo, *args, "--halo", halo)
+        assert code == 2 and f"--halo {halo}: below 2 px" in text and "Traceback" not in text, text
+        assert not (tmp_path / halo).exists()
+    code, text = run("render", bicubic_model, "--out", tmp_path / "b2", *args, "--halo", "2")
+    assert code == 0 and "NOT exact" in text, text
+    code, text = run("render", tiny_model, "--out", tmp_path / "n0", *args, "--halo", "0")
+    assert code == 0 and "NOT exact" in text, text
 
 
 def test_tile_below_the_default_chunk_gets_a_fitting_chunk_unless_chunk_is_explicit(tiny_model, tmp_path):
@@ -74,8 +109,6 @@ def test_small_halo_shows_its_measured_error(tiny_model, tmp_path):
     (["--tile", "24"], "multiple of the chunk"),
     (["--tile", "big"], "--tile 'big'"),
     (["--halo", "-3"], "--halo"),
-    (["--halo", "1"], "--halo 1: below 2 px"),  # the SR skip's reach: refused, never a TileError
-    (["--halo", "0"], "--halo 0: below 2 px"),
     (["--halo", "wide"], "--halo 'wide'"),
     (["--workers", "0"], "--workers"),
     (["--storage-options", "{not json"], "--storage-options"),
