@@ -74,19 +74,24 @@ def _json_option(text: str | None, name: str) -> dict:
 @click.option("--seed", type=click.IntRange(min=0), default=0)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--no-vertical-coord", is_flag=True, help="Ablation: train without the y channel.")
+@click.option("--overwrite", is_flag=True, help="Replace the model already in --out.")
+@click.option("--allow-damaged", is_flag=True,
+              help="Train on a damaged (truncated, corrupt) photo's decodable part instead of refusing it.")
 def train(image: str, out: str, preset: str, iterations: int | None, seed: int, device: str,
-          no_vertical_coord: bool) -> None:
+          no_vertical_coord: bool, overwrite: bool, allow_damaged: bool) -> None:
     """Learn a model from one photograph IMAGE.
 
     \b
     Examples:
       ourgan-dist train photo.jpg --out model/ --preset cpu
       ourgan-dist train photo.jpg --out untrained/ --preset tiny --iterations 0 --seed 3
+      ourgan-dist train photo.jpg --out model/ --overwrite          # replace an earlier model
     """
     from .train import train_model
 
     model_id = train_model(image, out, preset=preset, iterations=iterations, seed=seed, device=device,
-                           vertical_coord=not no_vertical_coord)
+                           vertical_coord=not no_vertical_coord, overwrite=overwrite, allow_damaged=allow_damaged,
+                           warn=lambda message: click.echo(f"Warning: {message}", err=True))
     click.echo(f"model {model_id} written to {out}")
 
 
@@ -111,7 +116,8 @@ def _parse_tile(value: str) -> int | None:
 @click.option("--seed", type=click.IntRange(min=0), default=0)
 @click.option("--tile", default="auto", help="Tile side in output pixels (multiple of --chunk); 0: untiled.")
 @click.option("--halo", default="exact", help="'exact' (the receptive field) or pixels; smaller is inexact.")
-@click.option("--chunk", type=click.IntRange(min=4), default=256, help="Zarr chunk side (multiple of 4).")
+@click.option("--chunk", type=click.IntRange(min=4), default=None, show_default="256, or a divisor of --tile",
+              help="Zarr chunk side (multiple of 4); --tile must be a multiple of it.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Workers. Default: 1 (in-process) without --address; with --address one per GPU "
                    "(--device cuda) or per node.")
@@ -125,7 +131,7 @@ def _parse_tile(value: str) -> int | None:
 @click.option("--export", "export_to", default=None, help="Also export the result (.tif/.dzi/.png/.jpg).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and projected memory; write nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chunk: int, workers: int | None,
+def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chunk: int | None, workers: int | None,
            address: str | None, device: str, precision: str, storage_options: str | None, resume: bool,
            overwrite: bool, export_to: str | None, dry_run: bool, quiet: bool) -> None:
     """Render a new image of --size from a trained MODEL directory into a Zarr store.
@@ -136,7 +142,7 @@ def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chu
       ourgan-dist render model/ --out out.zarr --size 4096x2730 --tile 0      # untiled reference
       ourgan-dist render s3://b/model --out s3://b/r.zarr --size 16384x10912 --address auto
     """
-    from .render import RenderRequest, measure_halo_error, prepare
+    from .render import RenderRequest, check_output, describe_halo_error, measure_halo_error, prepare
     from .render import render as run_render
 
     if resume and overwrite:
@@ -147,15 +153,15 @@ def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chu
                         overwrite=overwrite, device=device, precision=precision, storage_options=so,
                         model_storage_options=so)
     p = prepare(req)
-    for line in p.plan.describe():
+    if not dry_run:
+        check_output(p)  # an output that would be refused is refused before the plan is printed
+    for line in (*p.plan.describe(), *p.notes):
         click.echo(line)
     click.echo(f"projected memory per task: {p.projected_task_bytes / 2**20:.0f} MiB")
     if not p.plan.exact:
         err = measure_halo_error(p)
         if err:
-            click.echo(f"halo {p.plan.halo} < receptive field {p.plan.receptive_radius}: NOT exact; measured on tile "
-                       f"{err['tile']}: max error {err['max_abs_error_8bit']:.0f}/255, mean "
-                       f"{err['mean_abs_error_8bit']:.3f}/255, {100 * err['pixels_differing']:.1f}% of pixels differ")
+            click.echo(describe_halo_error(p.plan, err))
     if dry_run:
         click.echo("dry run: nothing written")
         return

@@ -74,6 +74,38 @@ def probe(path: str) -> PhotoInfo:
     return PhotoInfo(path, w, h, im.bands, im.format, file_sha256(path))
 
 
+def _vips_reason(e: Exception, default: str) -> str:
+    """The line of a pyvips error that says what is wrong (not 'unable to call ...')."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith("unable to call")]
+    return (useful or lines or [default])[-1][:160]
+
+
+def find_damage(path: str) -> str | None:
+    """Decode the whole photo (streaming, in constant memory) and return why it is damaged
+    (truncated, corrupt data), or None if it decodes cleanly. A damaged JPEG or PNG otherwise
+    decodes "successfully" with its missing part filled in grey, and a model would learn that."""
+    pyvips = _pyvips()
+    _check_path(path)
+    try:
+        pyvips.Image.new_from_file(path, access="sequential", fail_on="error").avg()
+    except pyvips.Error as e:
+        return _vips_reason(e, "decode failed")
+    return None
+
+
+def write_decodable_copy(path: str, dest: str) -> str:
+    """What can be decoded of a damaged photo, EXIF-rotated, as a lossless TIFF at ``dest`` (the
+    missing part is whatever the decoder fills in): lets training read it like an intact photo."""
+    pyvips = _pyvips()
+    try:
+        im = _open(path, access="sequential", fail_on="none").autorot()
+        im.tiffsave(dest, compression="deflate", bigtiff=True)
+    except pyvips.Error as e:
+        raise UserError(f"photo {path!r}: not even part of it can be decoded ({_vips_reason(e, 'decode failed')})") from None
+    return dest
+
+
 def _to_srgb8(im):
     """Any interpretation/bit depth/alpha -> 3-band 8-bit sRGB (alpha flattened on white)."""
     pyvips = _pyvips()

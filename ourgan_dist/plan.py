@@ -22,6 +22,15 @@ from .errors import PlanError
 SCALE = 4  # every SR level is exactly 4x the one below
 MAX_SIDE = 1 << 28  # global pixel coordinates must fit the noise counter (see noise.py)
 DEFAULT_CHUNK = 256
+# The bicubic x4 skip (models/sr.py, ``skip_window``) reads 2 source pixels either side of every
+# kept one from the tile's own window; a narrower halo leaves it without those pixels at interior
+# tile edges. Every other layer crops to what the window holds, so other skips need no halo.
+BICUBIC_SKIP_REACH = 2
+
+
+def min_halo(sr: SRConfig) -> int:
+    """The narrowest halo that ``sr`` can render with (inexactly below its receptive field)."""
+    return min(BICUBIC_SKIP_REACH, sr.receptive_radius) if sr.skip == "bicubic" else 0
 
 
 @dataclass(frozen=True, order=True)
@@ -113,6 +122,27 @@ def choose_levels(width: int, height: int, base_width: int, min_side: int = 1) -
     return best, math.ceil(height / SCALE**best), math.ceil(width / SCALE**best)
 
 
+MIN_AUTO_CHUNK = 64  # smaller chunks multiply the store's objects; only a tile that small gets them
+
+
+def chunk_for_tile(tile: int, default: int = DEFAULT_CHUNK) -> int:
+    """The chunk side when ``--chunk`` is not given: ``default`` if the tile is a multiple of it
+    (or untiled), else the largest multiple of 4 that divides the tile and is at most ``default``,
+    so that every tile still writes whole chunks. Refused if that would be under
+    ``MIN_AUTO_CHUNK`` px for a tile larger than that."""
+    if tile == 0 or tile % default == 0:
+        return default
+    if tile % 4:
+        raise PlanError(f"--tile {tile}: must be a multiple of 4 (chunks are whole multiples of 4 px); "
+                        f"e.g. --tile {max(4, round(tile / 4) * 4)}")
+    chunk = max(c for c in range(4, min(default, tile) + 1, 4) if tile % c == 0)
+    if chunk < min(MIN_AUTO_CHUNK, tile):
+        nearest = max(default, round(tile / default) * default)
+        raise PlanError(f"--tile {tile}: the largest chunk that divides it is {chunk} px, too small for a store; use a "
+                        f"multiple of {default} (e.g. --tile {nearest}) or pass --chunk")
+    return chunk
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'4096x2730' -> (4096, 2730); one clear error otherwise."""
     parts = text.lower().replace(" ", "").split("x")
@@ -153,7 +183,8 @@ class RenderPlan:
         if self.tile and (self.tile % self.chunk):
             raise PlanError(
                 f"--tile {self.tile}: must be a multiple of the chunk size {self.chunk} so that every tile "
-                f"writes whole chunks (e.g. --tile {max(1, round(self.tile / self.chunk)) * self.chunk})")
+                f"writes whole chunks (e.g. --tile {max(1, round(self.tile / self.chunk)) * self.chunk}, or leave --chunk "
+                "out to fit the chunk to the tile)")
         if self.halo < 0:
             raise PlanError(f"--halo {self.halo}: must be >= 0 or 'exact'")
         last = self.levels[-1]
@@ -190,6 +221,16 @@ class RenderPlan:
             last = i == self.n_sr
             out.append(Level(i, h, w, self.height if last else h, self.width if last else w))
         return tuple(out)
+
+    def check_halo(self, sr: SRConfig) -> None:
+        """Refuse a halo the network cannot run with (below ``min_halo``): up front, with the
+        reason, instead of a tile failing mid-render. Any halo from there up renders, exactly
+        from the receptive field up."""
+        floor = min_halo(sr)
+        if self.halo < floor:
+            raise PlanError(
+                f"--halo {self.halo}: below {floor} px, the reach of the SR network's bicubic skip, a tile cannot be "
+                f"rendered; use --halo {floor} or more ('exact' is {self.receptive_radius})")
 
     @property
     def exact(self) -> bool:

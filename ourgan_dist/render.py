@@ -17,7 +17,7 @@ from typing import Any, Callable
 from .canvas import Canvas, plan_to_info
 from .errors import PlanError, StoreError, UserError
 from .lease import Lease
-from .plan import DEFAULT_CHUNK, RenderPlan, TaskKey, parse_size
+from .plan import DEFAULT_CHUNK, SCALE, Box, RenderPlan, TaskKey, TileKey, chunk_for_tile, parse_size
 from .tile import RenderJob, TaskReport
 
 MIN_AUTO_TILE, MAX_AUTO_TILE = 512, 4096
@@ -38,7 +38,7 @@ class RenderRequest:
     seed: int = 0
     tile: int | None = None  # None: auto from the receptive field; 0: untiled
     halo: str = "exact"
-    chunk: int = DEFAULT_CHUNK
+    chunk: int | None = None  # None: DEFAULT_CHUNK, or a divisor of the tile (plan.chunk_for_tile)
     workers: int = 1  # 0: as many as the cluster at --address offers
     address: str | None = None
     resume: bool = False
@@ -56,6 +56,7 @@ class Prepared:
     plan: RenderPlan
     model: Any  # checkpoint.Model, loaded once on the driver (config, id)
     projected_task_bytes: int
+    notes: tuple[str, ...] = ()  # choices made for the user (an automatic chunk size), printed with the plan
 
 
 def _memory_budget(workers: int) -> int:
@@ -78,14 +79,21 @@ def prepare(req: RenderRequest) -> Prepared:
         raise PlanError(f"--workers {req.workers}: must be >= 1 (0, all the cluster offers, needs --address)")
     model = checkpoint.load(req.model, req.model_storage_options)
     cfg = model.config
-    tile = auto_tile(cfg.sr.receptive_radius, req.chunk) if req.tile is None else req.tile
-    plan = RenderPlan.create(width, height, base=cfg.base, sr=cfg.sr, tile=tile, halo=req.halo, chunk=req.chunk)
+    tile = auto_tile(cfg.sr.receptive_radius, req.chunk or DEFAULT_CHUNK) if req.tile is None else req.tile
+    chunk, notes = req.chunk, ()
+    if chunk is None:
+        chunk = chunk_for_tile(tile)
+        if chunk != DEFAULT_CHUNK:
+            notes = (f"chunk {chunk}: --tile {tile} is not a multiple of the default chunk {DEFAULT_CHUNK}, so the store "
+                     f"uses {chunk} px chunks (pass --chunk to choose)",)
+    plan = RenderPlan.create(width, height, base=cfg.base, sr=cfg.sr, tile=tile, halo=req.halo, chunk=chunk)
+    plan.check_halo(cfg.sr)
     need = plan.projected_task_bytes(cfg.sr, cfg.base)
     budget = req.max_task_memory or _memory_budget(req.workers)
     if req.device == "cpu" and need > budget:
         raise PlanError(f"--tile {tile}: a task is projected to need {need / 2**30:.1f} GiB, over the "
                         f"{budget / 2**30:.1f} GiB per worker available; use a smaller --tile")
-    return Prepared(req, plan, model, need)
+    return Prepared(req, plan, model, need, notes)
 
 
 def render_info(p: Prepared) -> dict[str, Any]:
@@ -104,8 +112,11 @@ def render_info(p: Prepared) -> dict[str, Any]:
     }
 
 
-def open_output(p: Prepared) -> Canvas:
-    """Create the store, or reopen it for --resume; never touch an existing output otherwise."""
+def check_output(p: Prepared) -> bool:
+    """Refuse, reading only, an output this render may not use: an existing store without
+    --resume/--overwrite, one that is not an ourgan-dist render, a resume with other settings, or
+    a store another render holds. Returns whether the output exists. Cheap: run it before the
+    plan is printed or any error measured."""
     r = p.request
     try:
         exists = Canvas.exists(r.out, r.storage_options)
@@ -116,21 +127,31 @@ def open_output(p: Prepared) -> Canvas:
     if exists and r.resume:
         if not Canvas.is_render_store(r.out, r.storage_options):
             raise StoreError(f"--out {r.out!r} exists but is not an ourgan-dist render; choose another --out")
-        canvas = Canvas(r.out, r.storage_options, mode="r+")
+        canvas = Canvas(r.out, r.storage_options)
         want = render_info(p)
         for k in ("model_id", "seed", "size", "plan", "precision"):
             if canvas.info.get(k) != want[k]:
                 raise StoreError(f"--resume {r.out!r}: the store was rendered with {k}={canvas.info.get(k)!r}, this "
                                  f"command asks for {want[k]!r}; use the same model, seed, size, tile, halo and chunk, "
                                  f"or --overwrite")
-        return canvas
     if exists and r.overwrite:
         if not Canvas.is_render_store(r.out, r.storage_options):
             raise StoreError(f"--overwrite {r.out!r}: refusing to delete something that is not an ourgan-dist render; "
                              "remove it yourself or choose another --out")
-        holder = Lease(Canvas(r.out, r.storage_options)).holder()
+        lease = Lease(Canvas(r.out, r.storage_options))
+        holder = lease.holder()
         if holder:
-            Lease(Canvas(r.out, r.storage_options))._refuse(holder)
+            lease._refuse(holder)
+    return exists
+
+
+def open_output(p: Prepared) -> Canvas:
+    """Create the store, or reopen it for --resume; never touch an existing output otherwise."""
+    r = p.request
+    exists = check_output(p)
+    if exists and r.resume:
+        return Canvas(r.out, r.storage_options, mode="r+")
+    if exists and r.overwrite:
         Canvas.delete(r.out, r.storage_options)
     try:
         return Canvas.create(r.out, p.plan, render_info(p), r.storage_options)
@@ -154,11 +175,20 @@ class RenderSummary:
     halo_error: dict | None = None
 
 
+def quiet_embedded_ray_auth() -> None:
+    """A new local Ray (>= 2.5x) turns on token authentication when ``RAY_AUTH_MODE`` is unset and
+    logs a warning saying so at every start. Naming that same mode explicitly keeps the embedded
+    instance exactly as secure and silences the warning; a mode the user set is left alone."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def make_executor(req: RenderRequest, model=None):
     if req.workers == 1 and req.address is None:
         from .executors.local import LocalExecutor
 
         return LocalExecutor(model=model)
+    if req.address is None:
+        quiet_embedded_ray_auth()
     try:
         from .executors.ray import RayExecutor
     except ImportError as e:  # pragma: no cover - ray is a dependency
@@ -191,33 +221,94 @@ def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | No
     return RenderSummary(r.out, p.plan, len(todo), len(done), time.time() - t0, reports)
 
 
-def measure_halo_error(p: Prepared) -> dict[str, float]:
-    """For a halo below the receptive field: the error it causes, measured on the centre tile of
-    level 1 (the base is generated, then that tile is run with the asked halo and an exact one)."""
+def measure_tile(plan: RenderPlan) -> TileKey | None:
+    """The tile a halo error is measured on: the centre tile of the largest level that has more
+    than one tile, so that it has tiled neighbours (a level of one tile reads no halo at all and
+    shows no error). None if every level is a single tile."""
+    for lv in reversed(plan.levels[1:]):
+        rows, cols = plan.tile_grid(lv.index)
+        if rows * cols > 1:
+            return TileKey(lv.index, rows // 2, cols // 2)
+    return None
+
+
+def _exact_level(p: Prepared, level: int, box: Box, cache: dict):
+    """Level ``level``'s values on ``box`` as an exact render stores them (float32 of the stored
+    float16, or the base generator's output), computed from the smallest cone of exact windows
+    below it: never a whole level above the base. (3, box.height, box.width) tensor."""
+    import torch
+
+    from . import noise
+    from .models.sr import run_window
+
+    plan, model, seed = p.plan, p.model, p.request.seed
+    if level == 0:
+        if "base" not in cache:
+            cache["base"] = model.base.generate(plan.base_height, plan.base_width, seed)[0].float()
+        y = cache["base"][:, box.y0:box.y1, box.x0:box.x1]
+        return y.half().float() if level < plan.final_level else y  # stored as float16 below the last level
+    src = plan.levels[level - 1]
+    core = Box(box.y0 // SCALE, -(-box.y1 // SCALE), box.x0 // SCALE, -(-box.x1 // SCALE))
+    win = core.expand(plan.receptive_radius).clip(src.height, src.width)
+    x = _exact_level(p, level - 1, win, cache).unsqueeze(0)
+    z = torch.from_numpy(noise.normal(seed, level, 0, 3, win)).unsqueeze(0)
+    y = run_window(model.sr, x, z, window=win, core=core, level_size=(src.height, src.width))[0]
+    oy, ox = box.y0 - SCALE * core.y0, box.x0 - SCALE * core.x0
+    y = y[:, oy:oy + box.height, ox:ox + box.width]
+    return y.half().float() if level < plan.final_level else y  # levels below the last are stored as float16
+
+
+def measure_halo_error(p: Prepared) -> dict[str, Any]:
+    """For a halo below the receptive field: the error it causes on one level, measured on an
+    interior tile of the largest level with more than one tile (``measure_tile``). The tile's
+    exact source window is computed, then the tile is run on it with the asked halo and with an
+    exact one. A full render makes this error at every tiled level, and each level's error is
+    carried into the next, so the final image can differ more than this one-level figure.
+
+    Returns {} for an exact plan; {"tile": None, ...} when no level has more than one tile (the
+    halo is then never cut and the render is exact)."""
     import numpy as np
     import torch
 
     from . import noise
     from .canvas import to_uint8
     from .models.sr import run_window
-    from .plan import Box, TileKey
 
     plan = p.plan
     if plan.n_sr == 0 or plan.exact:
         return {}
-    rows, cols = plan.tile_grid(1)
-    key = TileKey(1, rows // 2, cols // 2)
-    lv = plan.levels[0]
+    key = measure_tile(plan)
+    tiled = [lv.index for lv in plan.levels[1:] if plan.tile_grid(lv.index) != (1, 1)]
+    if key is None:
+        return {"tile": None, "tiled_levels": 0, "max_abs_error_8bit": 0.0, "mean_abs_error_8bit": 0.0,
+                "pixels_differing": 0.0}
+    src = plan.levels[key.level - 1]
+    core, src_core = plan.core(key), plan.source_core(key)
+    full = src_core.expand(plan.receptive_radius).clip(src.height, src.width)
     with torch.inference_mode():
-        base = p.model.base.generate(lv.height, lv.width, p.request.seed)
+        x = _exact_level(p, key.level - 1, full, {})
         outs = []
         for halo in (plan.halo, plan.receptive_radius):
-            core = plan.source_core(key)
-            win = core.expand(halo).clip(lv.height, lv.width)
-            ys, xs = win.relative_to(Box(0, lv.height, 0, lv.width))
-            z = torch.from_numpy(noise.normal(p.request.seed, 1, 0, 3, win)).unsqueeze(0)
-            y = run_window(p.model.sr, base[:, :, ys, xs], z, window=win, core=core, level_size=(lv.height, lv.width))
-            outs.append(to_uint8(y[0].numpy()).astype(np.int16))
+            win = src_core.expand(halo).clip(src.height, src.width)
+            ys, xs = win.relative_to(full)
+            z = torch.from_numpy(noise.normal(p.request.seed, key.level, 0, 3, win)).unsqueeze(0)
+            y = run_window(p.model.sr, x[:, ys, xs].unsqueeze(0), z, window=win, core=src_core,
+                           level_size=(src.height, src.width))[0]
+            oy, ox = core.y0 - SCALE * src_core.y0, core.x0 - SCALE * src_core.x0
+            outs.append(to_uint8(y[:, oy:oy + core.height, ox:ox + core.width].numpy()).astype(np.int16))
     diff = np.abs(outs[0] - outs[1])
-    return {"tile": str(key), "max_abs_error_8bit": float(diff.max()), "mean_abs_error_8bit": float(diff.mean()),
-            "pixels_differing": float((diff.max(axis=0) > 0).mean())}
+    return {"tile": str(key), "tiled_levels": len(tiled), "max_abs_error_8bit": float(diff.max()),
+            "mean_abs_error_8bit": float(diff.mean()), "pixels_differing": float((diff.max(axis=0) > 0).mean())}
+
+
+def describe_halo_error(plan: RenderPlan, err: dict[str, Any]) -> str:
+    """One line for the CLI: what the measured error is, where, and that levels compound it."""
+    head = f"halo {plan.halo} < receptive field {plan.receptive_radius}: NOT exact"
+    if err.get("tile") is None:
+        return (f"halo {plan.halo} < receptive field {plan.receptive_radius}, but every level is a single tile, so no "
+                "halo is cut: the render is exact")
+    share = 100 * err["pixels_differing"]
+    return (f"{head}; measured on interior tile {err['tile']} from an exact source: max error "
+            f"{err['max_abs_error_8bit']:.0f}/255, mean {err['mean_abs_error_8bit']:.4f}/255, {share:.3g}% of pixels "
+            f"differ. This is one level's error: {err['tiled_levels']} level(s) are tiled and errors compound "
+            "across levels, so the final image may differ more")

@@ -19,6 +19,11 @@ def run(*args):
     return r.exit_code, r.output
 
 
+def receptive_radius(model_dir: str) -> int:
+    with open(os.path.join(model_dir, "model.json")) as f:
+        return json.load(f)["receptive_radius"]
+
+
 def test_help_is_fast_and_imports_no_torch_or_ray():
     code = "import sys; from ourgan_dist.cli import main; print(any(m in sys.modules for m in ('torch', 'ray', 'zarr')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -32,7 +37,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_model, tmp_path):
     code, text = run("render", tiny_model, "--out", out, "--size", "523x211", "--tile", "32", "--chunk", "16",
                      "--dry-run")
     assert code == 0, text
-    assert "level 2" in text and "tile(s)" in text and "projected memory per task" in text and "halo 7" in text
+    r = receptive_radius(tiny_model)
+    assert "level 2" in text and "tile(s)" in text and "projected memory per task" in text and f"halo {r} px" in text
     assert not out.exists()
 
 
@@ -46,13 +52,55 @@ def test_render_and_inspect(tiny_model, tmp_path):
     assert info["complete"] and info["tasks"]["level 0"] == {"done": 1, "total": 1}
     assert info["info"]["size"] == [101, 77]
     code, text = run("inspect", tiny_model)
-    assert code == 0 and "tiny" in text and "receptive field 7" in text
+    assert code == 0 and "tiny" in text and f"receptive field {receptive_radius(tiny_model)}" in text
+
+
+@pytest.fixture(scope="module")
+def bicubic_model(tmp_path_factory):
+    """The tiny preset with a bicubic x4 skip (2 px reach), untrained."""
+    from dataclasses import replace
+
+    from ourgan_dist.config import PRESETS
+    from ourgan_dist.models import checkpoint
+
+    cfg = PRESETS["tiny"]
+    out = str(tmp_path_factory.mktemp("bicubic") / "m")
+    checkpoint.save(checkpoint.build(replace(cfg, sr=replace(cfg.sr, skip="bicubic")), seed=1), out)
+    return out
+
+
+def test_every_halo_the_cli_accepts_renders(tiny_model, bicubic_model, tmp_path):
+    """A halo narrower than the bicubic skip's 2 px reach made interior tiles fail mid-render
+    (TileError: size of tensor a (0)); it is refused up front, and 2 px renders. A model without
+    that skip renders any halo, 0 included."""
+    args = ["--size", "301x187", "--tile", "48", "--chunk", "16", "--quiet"]
+    for halo in ("0", "1"):
+        code, text = run("render", bicubic_model, "--out", tmp_path / halo, *args, "--halo", halo)
+        assert code == 2 and f"--halo {halo}: below 2 px" in text and "Traceback" not in text, text
+        assert not (tmp_path / halo).exists()
+    code, text = run("render", bicubic_model, "--out", tmp_path / "b2", *args, "--halo", "2")
+    assert code == 0 and "NOT exact" in text, text
+    code, text = run("render", tiny_model, "--out", tmp_path / "n0", *args, "--halo", "0")
+    assert code == 0 and "NOT exact" in text, text
+
+
+def test_tile_below_the_default_chunk_gets_a_fitting_chunk_unless_chunk_is_explicit(tiny_model, tmp_path):
+    code, text = run("render", tiny_model, "--out", tmp_path / "c", "--size", "1999x1333", "--tile", "128", "--dry-run")
+    assert code == 0, text
+    assert "tile 128, chunk 128" in text and "chunk 128: --tile 128 is not a multiple of the default chunk 256" in text
+    code, text = run("render", tiny_model, "--out", tmp_path / "c", "--size", "1999x1333", "--tile", "128", "--chunk",
+                     "256", "--dry-run")
+    assert code == 2 and "multiple of the chunk size 256" in text and "Traceback" not in text
 
 
 def test_small_halo_shows_its_measured_error(tiny_model, tmp_path):
     code, text = run("render", tiny_model, "--out", tmp_path / "h", "--size", "301x187", "--tile", "32", "--chunk",
                      "16", "--halo", "2", "--dry-run")
-    assert code == 0 and "NOT exact" in text and "max error" in text
+    assert code == 0 and "NOT exact" in text and "max error" in text and "compound across levels" in text
+    # every level one tile: no halo is ever cut, and the render says so instead of a meaningless 0/255
+    code, text = run("render", tiny_model, "--out", tmp_path / "h", "--size", "301x187", "--tile", "0", "--chunk",
+                     "16", "--halo", "2", "--dry-run")
+    assert code == 0 and "every level is a single tile" in text and "max error" not in text
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -78,7 +126,21 @@ def test_missing_and_bad_models_and_photos(tmp_path):
     code, text = run("render", tmp_path / "nope", "--out", tmp_path / "o", "--size", "300x200")
     assert code == 2 and "not found" in text and "ourgan-dist train" in text
     (tmp_path / "junk").mkdir()
-    (tmp_path / "junk" / "model.pt").write_bytes(b"this is not a checkpoint")
+    for text_file in (b"this is not a checkpoint", b"checkpoint notes: see README\n", b"# weights\n"):
+        (tmp_path / "junk" / "model.pt").write_bytes(text_file)
+        code, text = run("render", tmp_path / "junk", "--out", tmp_path / "o", "--size", "300x200")
+        assert code == 2 and "no checkpoint at all" in text and "pickled" not in text, text
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"format_version": 1, "hook": print}, buf)  # pickles a reference to a function
+    (tmp_path / "junk" / "model.pt").write_bytes(buf.getvalue())
+    code, text = run("render", tmp_path / "junk", "--out", tmp_path / "o", "--size", "300x200")
+    assert code == 2 and "pickled objects or code" in text and "GLOBAL print" in text
+    assert "weights_only" not in text and "PyTorch 2.6" not in text
+    (tmp_path / "junk" / "model.pt").write_bytes(buf.getvalue()[:200])  # a truncated zip
     code, text = run("render", tmp_path / "junk", "--out", tmp_path / "o", "--size", "300x200")
     assert code == 2 and "not a readable checkpoint" in text
     code, text = run("train", tmp_path / "missing.jpg", "--out", tmp_path / "m", "--iterations", "0")
@@ -95,6 +157,7 @@ def test_existing_output_is_refused_untouched(tiny_model, tmp_path):
     stamp = {p: os.path.getmtime(p) for p in out.rglob("*")}
     code, text = run("render", tiny_model, "--out", out, "--size", "101x77", "--chunk", "16")
     assert code == 2 and "--resume" in text and "--overwrite" in text
+    assert text.startswith("Error: ") and "level 0" not in text  # refused before the plan is printed
     assert {p: os.path.getmtime(p) for p in out.rglob("*")} == stamp
 
 
@@ -115,3 +178,11 @@ def test_process_exit_code_and_no_traceback(tmp_path):
                         str(tmp_path / "o"), "--size", "10x10"], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
+
+
+def test_readme_commands_block_lists_every_command():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, "README.md")).read()
+    block = text.split("## Commands", 1)[1].split("```")[1]
+    listed = {line.split()[1] for line in block.splitlines() if line.startswith("ourgan-dist ")}
+    assert listed == set(main.commands), set(main.commands) ^ listed

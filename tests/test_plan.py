@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ourgan_dist.config import BaseConfig, SRConfig
 from ourgan_dist.errors import PlanError
-from ourgan_dist.plan import SCALE, Box, RenderPlan, TileKey, choose_levels, parse_size
+from ourgan_dist.plan import SCALE, Box, RenderPlan, TileKey, choose_levels, chunk_for_tile, parse_size
 
 BASE = BaseConfig(base_width=32, coarsest_width=12, n_scales=3, channels=8, convs_per_stage=3, vae_scales=1,
                   latent_channels=4)
@@ -169,3 +169,16 @@ def test_plan_module_is_pure():
     for name in ("torch", "ray", "zarr", "fsspec"):
         assert f"import {name}" not in src
     assert Box(0, 2, 0, 3).area == 6 and "ray" not in {m.split(".")[0] for m in sys.modules if m.startswith("ourgan")}
+
+
+@pytest.mark.parametrize("tile, chunk", [(0, 256), (512, 256), (1024, 256), (128, 128), (32, 32), (384, 192),
+                                         (300, 100), (96, 96)])
+def test_chunk_is_fitted_to_a_tile_when_not_given(tile, chunk):
+    assert chunk_for_tile(tile) == chunk
+    make(300, 200, tile=tile, chunk=chunk)  # a valid plan: every tile writes whole chunks
+
+
+@pytest.mark.parametrize("tile, needle", [(130, "multiple of 4"), (1028, "too small")])
+def test_tiles_no_good_chunk_divides_are_refused(tile, needle):
+    with pytest.raises(PlanError, match=needle):
+        chunk_for_tile(tile)

@@ -54,6 +54,31 @@ def test_halo_below_receptive_field_differs(tiny_model, reference, tmp_path):
     assert err["max_abs_error_8bit"] > 0
 
 
+def test_halo_error_is_measured_on_an_interior_tile_with_tiled_neighbours(tiny_model, reference, tmp_path):
+    """Level 1 is a single tile here (it reads no halo, so it can show no error); the error is
+    measured on the centre tile of the finest level, from an exact source that matches the
+    untiled render."""
+    import torch
+
+    from ourgan_dist.canvas import to_uint8
+    from ourgan_dist.plan import TileKey
+    from ourgan_dist.render import RenderRequest, _exact_level, describe_halo_error, measure_halo_error, prepare
+
+    p = prepare(RenderRequest(model=tiny_model, out=str(tmp_path / "none"), size="301x187", tile=80, chunk=16,
+                              halo="2"))
+    plan = p.plan
+    assert plan.tile_grid(1) == (1, 1) and plan.tile_grid(2) == (3, 4)
+    err = measure_halo_error(p)
+    assert err["tile"] == "L2/1.2" and err["tiled_levels"] == 1  # interior: tiled neighbours on every side
+    assert err["max_abs_error_8bit"] > 0 and 0 < err["pixels_differing"] < 1
+    line = describe_halo_error(plan, err)
+    assert "L2/1.2" in line and "compound" in line
+    core = plan.core(TileKey(2, 1, 2))
+    with torch.inference_mode():
+        exact = to_uint8(_exact_level(p, 2, core, {}).numpy())
+    assert np.array_equal(exact, reference["301x187"]["0"][:, core.y0:core.y1, core.x0:core.x1])
+
+
 def test_same_seed_same_bytes_other_seed_differs(tiny_model, reference, tmp_path):
     do_render(tiny_model, str(tmp_path / "s0"), "301x187", tile=48, seed=0)
     do_render(tiny_model, str(tmp_path / "s1"), "301x187", tile=48, seed=1)

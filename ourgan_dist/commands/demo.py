@@ -84,7 +84,8 @@ def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, pr
             click.echo("note: this install carries no trained demo model; training one first")
         click.echo(f"1/2 training ({preset} preset, {base_steps} steps per base scale, {sr_steps} SR steps) on "
                    f"{photo}\n    ({CREDIT})")
-        train_model(photo, model_dir, preset=preset, seed=seed, device="auto", schedule=(base_steps, sr_steps))
+        train_model(photo, model_dir, preset=preset, seed=seed, device="auto", schedule=(base_steps, sr_steps),
+                    overwrite=True)  # the demo owns its folder, as its render does
         click.echo(f"    model written to {model_dir} in {time.time() - t0:.0f} s")
     else:
         click.echo(f"1/2 using the model trained ahead on the bundled photo: {model_dir}\n    ({CREDIT}; "

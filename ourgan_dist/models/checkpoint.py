@@ -123,19 +123,43 @@ def _upgrade_config(config: Any) -> Any:
     return config
 
 
+def _clip(text: str, limit: int = 100) -> str:
+    """The first sentence of an error's first line, cut at a word boundary."""
+    line = (text.strip().splitlines() or [""])[0].split(". ")[0].strip()
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def _unpickler_reason(e: Exception) -> str:
+    """What torch's weights-only unpickler refused ("Unsupported global: GLOBAL os.system ..."),
+    not its generic advice to load untrusted files with weights_only=False."""
+    text = str(e)
+    for marker in ("Unsupported global:", "Unsupported operand", "WeightsUnpickler error:"):
+        at = text.find(marker)
+        if at >= 0:
+            rest = text[at:].replace("WeightsUnpickler error:", "").strip()
+            return _clip(rest or marker)
+    return _clip(text)
+
+
 def load(model_dir: str, storage_options: dict | None = None, device: str = "cpu", data: bytes | None = None) -> Model:
     """Load and check a model directory (or ``model.pt`` URL). Never unpickles code."""
     if data is None:
         data = read_bytes(model_dir, storage_options)
+    if not data.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive; anything else is no checkpoint
+        raise CheckpointError(
+            f"model {model_dir!r}: not a readable checkpoint: {weights_url(model_dir)} is no checkpoint at all (not a "
+            f"PyTorch zip archive; it begins {data[:16]!r}); point at a model folder written by `ourgan-dist train`")
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"model {model_dir!r}: refused: the checkpoint holds pickled objects or code, which are never loaded "
-            f"({str(e).splitlines()[0][:120]}); use a checkpoint written by `ourgan-dist train`") from None
-    except Exception as e:  # truncated, not a zip, not torch at all
+            f"({_unpickler_reason(e)}); use a checkpoint written by `ourgan-dist train`") from None
+    except Exception as e:  # truncated or corrupt zip, not torch at all
         raise CheckpointError(
-            f"model {model_dir!r}: not a readable checkpoint ({type(e).__name__}); "
+            f"model {model_dir!r}: not a readable checkpoint ({type(e).__name__}: {_clip(str(e))}); "
             f"re-run `ourgan-dist train` to write it again") from None
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"model {model_dir!r}: not an ourgan-dist checkpoint (no format_version)")

@@ -6,7 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 import time
+import warnings
+from typing import Callable
 
 from .. import images
 from ..config import ModelConfig, preset as get_preset
@@ -37,19 +41,83 @@ def resolve_config(preset: str, iterations: int | None, vertical_coord: bool,
     return dataclasses.replace(cfg, base=base, train=train)
 
 
+MODEL_FILES = ("model.pt", "model.json", "training.json")  # what a model folder holds
+
+
+def check_out(out: str, overwrite: bool = False) -> None:
+    """Refuse, before any work, an ``out`` that would lose something: a folder that holds a model
+    (unless ``overwrite``), or one that holds other files (never deleted, even with ``overwrite``)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out!r} is a file, not a folder; choose a folder for the model")
+    if not os.path.isdir(out):
+        return
+    names = sorted(os.listdir(out))
+    other = [n for n in names if n not in MODEL_FILES and ".tmp-" not in n]
+    has_model = any(n in ("model.pt", "model.json") for n in names)
+    if other:
+        what = "a model and other files" if has_model else "files that are not a model"
+        raise UserError(f"--out {out!r} holds {what} ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); "
+                        "choose a new or empty folder")
+    if has_model and not overwrite:
+        raise UserError(f"--out {out!r} already holds a model; pass --overwrite to replace it, or choose another --out")
+
+
+def _publish(tmp: str, out: str) -> None:
+    """Move the finished model folder ``tmp`` into place at ``out`` (replacing a model there)."""
+    if os.path.isdir(out) and os.listdir(out):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
+        os.rename(out, os.path.join(old, "model"))
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        if os.path.isdir(out):
+            os.rmdir(out)
+        os.rename(tmp, out)
+
+
 def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | None = None, seed: int = 0,
                 device: str = "auto", vertical_coord: bool = True, progress: bool = True,
-                schedule: tuple[int, int] | None = None, parallel: bool | None = None) -> str:
+                schedule: tuple[int, int] | None = None, parallel: bool | None = None, overwrite: bool = False,
+                allow_damaged: bool = False, warn: Callable[[str], None] | None = None) -> str:
     """Train (or, with ``iterations=0``, just initialise) a model from one photo; returns its id.
 
     ``out/model.pt`` and ``out/model.json`` hold the weights, the config and a deterministic meta
     (photo size and hash, seed, final losses, noise amplitudes): the same photo, preset and seed
-    give the same bytes on CPU. Timings and loss curves go to ``out/training.json``."""
-    from ..models import checkpoint
+    give the same bytes on CPU. Timings and loss curves go to ``out/training.json``.
 
+    ``out`` must be new, empty, or (with ``overwrite``) an earlier model; this is checked before
+    any work. The model is written into a hidden sibling folder and renamed into place at the end,
+    so an interrupted training never leaves a partial model at ``out`` (nor touches the old one).
+    A damaged photo (truncated, corrupt) is refused unless ``allow_damaged``, which trains on what
+    can be decoded and reports it through ``warn`` (default: ``warnings.warn``)."""
+    check_out(out, overwrite)
+    target = os.path.realpath(out)  # a symlinked folder is replaced where it really is
     info = images.probe(image)
     cfg = resolve_config(preset, iterations, vertical_coord, schedule)
     dev = resolve_device(device)
+    damage = images.find_damage(image)
+    if damage and not allow_damaged:
+        raise UserError(f"photo {image!r} is damaged ({damage}); use an intact copy, or pass --allow-damaged to "
+                        "train on the part that decodes")
+    if damage:
+        (warn or (lambda m: warnings.warn(m, stacklevel=3)))(
+            f"photo {image!r} is damaged ({damage}); training on the part that decodes (--allow-damaged)")
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.partial-", dir=parent)
+    try:
+        model_id = _train_into(tmp, image, info, cfg, dev, seed, progress, parallel, damaged=bool(damage))
+        _publish(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return model_id
+
+
+def _train_into(out: str, image: str, info: images.PhotoInfo, cfg: ModelConfig, dev: str, seed: int,
+                progress: bool, parallel: bool | None, damaged: bool) -> str:
+    from ..models import checkpoint
+
     model = checkpoint.build(cfg, seed)
     prior = _load_prior(model, progress)
     if cfg.sr.prior and prior is None:  # the checkpoint says what its SR weights really are
@@ -62,8 +130,10 @@ def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | 
     if trained:
         from .loop import fit
 
-        result = fit(model, image, info, seed=seed, device=dev, progress=progress, parallel=parallel,
-                     from_prior=prior is not None)
+        with tempfile.TemporaryDirectory(prefix="ourgan-photo-") as scratch:
+            source = images.write_decodable_copy(image, os.path.join(scratch, "photo.tif")) if damaged else image
+            result = fit(model, source, info, seed=seed, device=dev, progress=progress, parallel=parallel,
+                         from_prior=prior is not None)
         meta, log = result.meta, result.log
     meta.update({
         "photo": {"name": image.rsplit("/", 1)[-1], "width": info.width, "height": info.height,
@@ -72,6 +142,8 @@ def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | 
         "trained": trained,
         "sr_prior": prior,  # origin and licence of the pre-trained SR weights, None: learnt from scratch
     })
+    if damaged:
+        meta["photo"]["damaged"] = True
     model.base.cpu()
     model.sr.cpu()
     model_id = checkpoint.save(model, out, meta)

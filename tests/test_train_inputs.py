@@ -1,0 +1,108 @@
+"""What `train` refuses before any work, and what it never leaves behind: a damaged photo (unless
+--allow-damaged), an --out that already holds a model (unless --overwrite) or other files, and a
+half-written model after an interrupted or killed training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import make_photo
+from ourgan_dist.cli import main
+
+
+def run(*args):
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    return r.exit_code, r.output
+
+
+TRAIN = ["--preset", "tiny", "--iterations", "0"]
+
+
+def test_damaged_photo_is_refused_unless_allowed(tmp_path):
+    good = make_photo(tmp_path / "full.jpg", 200, 150)
+    data = open(good, "rb").read()
+    cut = tmp_path / "truncated.jpg"
+    cut.write_bytes(data[: len(data) // 3])
+    code, text = run("train", cut, "--out", tmp_path / "m", *TRAIN)
+    assert code == 2 and "damaged" in text and "--allow-damaged" in text and "Traceback" not in text
+    assert len(text.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+    code, text = run("train", cut, "--out", tmp_path / "m", *TRAIN, "--allow-damaged")
+    assert code == 0 and "Warning:" in text and "damaged" in text
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["meta"]["photo"]["damaged"] is True
+    code, text = run("train", good, "--out", tmp_path / "g", *TRAIN)  # an intact photo: no warning
+    assert code == 0 and "Warning" not in text
+
+
+def test_existing_model_needs_overwrite_and_other_files_are_never_replaced(photo, tmp_path):
+    out = tmp_path / "m"
+    assert run("train", photo, "--out", out, *TRAIN, "--seed", "1")[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, text = run("train", photo, "--out", out, *TRAIN, "--seed", "2")
+    assert code == 2 and "already holds a model" in text and "--overwrite" in text
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    code, text = run("train", photo, "--out", out, *TRAIN, "--seed", "2", "--overwrite")
+    assert code == 0, text
+    assert (out / "model.pt").read_bytes() != before["model.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no partial or old folder left beside it
+    (out / "notes.txt").write_text("mine")
+    code, text = run("train", photo, "--out", out, *TRAIN, "--overwrite")
+    assert code == 2 and "notes.txt" in text and (out / "notes.txt").exists()
+    (tmp_path / "pictures").mkdir()
+    (tmp_path / "pictures" / "a.jpg").write_bytes(b"x")
+    code, text = run("train", photo, "--out", tmp_path / "pictures", *TRAIN)
+    assert code == 2 and "not a model" in text
+
+
+def test_interrupted_training_leaves_no_model_and_keeps_the_old_one(photo, tmp_path, monkeypatch):
+    """Interrupted right after the weights are written (the last moment a partial model could be
+    left): nothing appears at --out, and an earlier model there is untouched."""
+    import ourgan_dist.train as train
+
+    def interrupted(path, data):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_write_json_atomic", interrupted)
+    new = tmp_path / "new"
+    with pytest.raises(KeyboardInterrupt):
+        train.train_model(photo, str(new), preset="tiny", iterations=0, device="cpu", progress=False)
+    assert not new.exists() and os.listdir(tmp_path) == []
+    monkeypatch.undo()
+    old = tmp_path / "old"
+    train.train_model(photo, str(old), preset="tiny", iterations=0, seed=1, device="cpu", progress=False)
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    monkeypatch.setattr(train, "_write_json_atomic", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_model(photo, str(old), preset="tiny", iterations=0, seed=2, device="cpu", progress=False,
+                          overwrite=True)
+    assert {p.name: p.read_bytes() for p in old.iterdir()} == before
+    assert sorted(os.listdir(tmp_path)) == ["old"]
+
+
+def test_sigkilled_training_leaves_no_model_pt(photo, tmp_path):
+    out = tmp_path / "m"
+    proc = subprocess.Popen([sys.executable, "-m", "ourgan_dist.cli", "train", photo, "--out", str(out),
+                             "--preset", "tiny", "--iterations", "500", "--device", "cpu"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.time()
+        while not any(n.startswith(".m.partial-") for n in os.listdir(tmp_path)):  # training has begun
+            assert proc.poll() is None and time.time() - t0 < 60
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (out / "model.pt").exists()
+    # the killed run's hidden work folder does not make the next training refuse
+    code, text = run("train", photo, "--out", out, *TRAIN)
+    assert code == 0 and (out / "model.pt").exists()
