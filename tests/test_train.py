@@ -365,3 +365,16 @@ def test_paper_preset_trains_and_renders_tiled_equal_untiled(tmp_path):
     do_render(model, str(tmp_path / "u"), "1030x690", tile=0, chunk=64)
     do_render(model, str(tmp_path / "t"), "1030x690", tile=384, chunk=64)
     assert_same_arrays(arrays(str(tmp_path / "u")), arrays(str(tmp_path / "t")))
+
+
+def test_shipped_demo_model_was_trained_on_the_bundled_photo():
+    """The model `demo` uses by default: it loads, is the cpu preset, and records the bundled
+    photo's hash and the SR prior's origin and licence."""
+    from ourgan_dist.commands.demo import sample_photo, shipped_model
+
+    path = shipped_model()
+    assert path is not None, "ourgan_dist/data/demo-model/model.pt is missing"
+    m = checkpoint.load(path)
+    assert m.config.preset == "cpu" and m.meta["trained"]
+    assert m.meta["photo"]["sha256"] == images.probe(sample_photo()).sha256
+    assert m.meta["sr_prior"]["licence"] == "BSD-3-Clause"
