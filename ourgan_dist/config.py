@@ -155,8 +155,8 @@ class TrainConfig:
     noise_amp_scale: float = 0.1  # per-scale noise amplitude = scale * RMSE(reconstruction)
     sr_crop: int = 128  # high-resolution crop side for SR training
     sr_batch: int = 4  # crops per SR step
-    sr_adv_weight: float = 0.05  # weight of the SR patch-GAN loss next to L1 (draws texture; 0.005 left it smooth)
-    sr_consistency_weight: float = 1.0  # L1 between the output shrunk x4 and the input: colours stay put
+    sr_adv_weight: float = 0.0  # weight of an SR patch-GAN loss next to L1 (0.01-0.05 drew a dot grid, see README)
+    sr_consistency_weight: float = 1.0  # output shrunk x4 vs input (colours stay put) + per-position means (no grid)
     critic_channels: int = 32  # channels of the patch critics
     base_crop: int = 0  # GAN scales larger than this (px a side) train on random crops of it; 0: whole
 

@@ -65,6 +65,14 @@ def random_crops(photo: torch.Tensor, size: int, n: int, gen: torch.Generator) -
     return torch.cat([photo[:, :, y:y + size, x:x + size] for y, x in zip(ys, xs)])
 
 
+def phase_means(img: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 4h, 4w) -> (3, 16): the mean of each colour at each of the 16 positions of a 4x4
+    block. A photo has no preferred position; a x4 network with a pixel-shuffle tail can learn
+    one (a faint dot every 4 px), which applying it level after level turns into a grid."""
+    h, w = img.shape[2] // 4 * 4, img.shape[3] // 4 * 4
+    return F.pixel_unshuffle(img[:, :, :h, :w], 4).mean(dim=(0, 2, 3)).view(3, 16)
+
+
 def sr_scales(photo_width: int, base_width: int) -> list[int]:
     """Widths of the photo's levels the SR network learns to make: base width x 4, x 16, ... below
     the photo's own width, then the photo's own width (the renderer's levels at the photo's scale,
@@ -149,7 +157,8 @@ def train_sr(net: torch.nn.Module, photo: torch.Tensor, cfg: TrainConfig, seed: 
             adv = torch.zeros((), device=device)
         l1 = F.l1_loss(out, hr)
         # the output shrunk back must be the input: texture may be invented, colours may not drift
-        cons = F.l1_loss(downsample4(out), lr) if cfg.sr_consistency_weight > 0 else torch.zeros((), device=device)
+        cons = (F.l1_loss(downsample4(out), lr) + F.l1_loss(phase_means(out), phase_means(hr))
+                if cfg.sr_consistency_weight > 0 else torch.zeros((), device=device))
         opt_g.zero_grad(set_to_none=True)
         (l1 + cfg.sr_adv_weight * adv + cfg.sr_consistency_weight * cons).backward()
         opt_g.step()
