@@ -1,0 +1,238 @@
+"""Which task runs where, and when: the task graph of a render and the state of its workers.
+
+Pure bookkeeping, no Ray: the Ray executor drives a ``Schedule`` (submit what ``assign`` returns,
+report completions and failures) and tests and benchmarks drive it directly. Every operation
+costs O(dependencies + log tasks), never a scan of all tasks or all workers' queues, so the
+driver's cost per task stays flat from a thousand tasks to a gigapixel's tens of thousands.
+
+A task is *ready* once every task it reads from is at least submitted: the executor then passes
+their ObjectRefs as arguments and Ray starts the task the moment they exist (dependent waves, no
+barrier between levels). Ready tasks whose inputs are all done are *runnable*. A worker takes,
+in wavefront order: its own runnable tasks; then runnable tasks of any other owner (an idle
+worker steals, so a straggler or a lost worker does not set the pace); then, up to ``prefetch``
+at a time, its own ready tasks still waiting for inputs (they hide the driver's round trip, but
+only a few, so that a slow neighbour cannot fill every slot).
+"""
+
+from __future__ import annotations
+
+from heapq import heappop, heappush
+from typing import Sequence
+
+from ..plan import RenderPlan, TaskKey
+
+WAITING, READY, RUNNING, DONE = range(4)
+
+
+class TaskGraph:
+    """The tasks to run (``keys``, relabelled 0..n-1 in wavefront order) and who reads whom, from
+    the plan's index arithmetic. A dependency outside ``keys`` is done already (resume)."""
+
+    def __init__(self, plan: RenderPlan, keys: Sequence[TaskKey]):
+        index = {k: i for i, k in enumerate(keys)}
+        deps = [[index[d] for d in plan.task_dependencies(k) if d in index] for k in keys]
+        order = _wavefront(deps)
+        position = [0] * len(keys)
+        for p, i in enumerate(order):
+            position[i] = p
+        self.keys: list[TaskKey] = [keys[i] for i in order]
+        self.deps: list[list[int]] = [[position[d] for d in deps[i]] for i in order]
+        self.dependents: list[list[int]] = [[] for _ in order]
+        for i, ds in enumerate(self.deps):
+            for d in ds:
+                self.dependents[d].append(i)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def _wavefront(deps: list[list[int]]) -> list[int]:
+    """A topological order of tasks 0..n-1 (given in dependency order) in which every task comes
+    right after the last of the tasks it reads from: level l+1 and the viewing pyramid follow
+    level l down the image like a wavefront instead of waiting for whole levels. O(tasks + edges)."""
+    waiting = [len(ds) for ds in deps]
+    dependents: list[list[int]] = [[] for _ in deps]
+    for i, ds in enumerate(deps):
+        for d in ds:
+            dependents[d].append(i)  # in key order
+    order: list[int] = []
+    for root in range(len(deps)):
+        if waiting[root]:
+            continue  # placed, or to be placed, right after its last dependency
+        waiting[root] = -1
+        stack = [root]
+        while stack:
+            placed = stack.pop()
+            order.append(placed)
+            ready = []
+            for k in dependents[placed]:
+                waiting[k] -= 1
+                if not waiting[k]:
+                    waiting[k] = -1
+                    ready.append(k)
+            stack.extend(reversed(ready))  # the first ready dependent goes next
+    if len(order) != len(deps):
+        raise ValueError(f"internal: {len(deps) - len(order)} task(s) depend on tasks after them; "
+                         "keys were not in dependency order")
+    return order
+
+
+def wavefront_order(plan: RenderPlan, keys: Sequence[TaskKey]) -> list[TaskKey]:
+    """``keys`` (in dependency order) in the wavefront order the scheduler prefers."""
+    return TaskGraph(plan, keys).keys
+
+
+class Schedule:
+    """The state of every task (waiting, ready, running, done) and every worker (up or down, its
+    tasks in flight). ``owners[i]`` is task i's preferred worker (locality, not a binding)."""
+
+    def __init__(self, graph: TaskGraph, owners: Sequence[int], workers: int, slots: int, prefetch: int):
+        n = len(graph)
+        self.graph, self.owners, self.slots, self.prefetch = graph, list(owners), slots, prefetch
+        self.state = bytearray(n)  # WAITING
+        self.unsubmitted = [len(ds) for ds in graph.deps]  # inputs neither running nor done
+        self.undone = list(self.unsubmitted)  # inputs not done
+        self.worker = [-1] * n  # where a running task runs
+        self.prefetched = bytearray(n)  # running, still waiting for an input
+        self.up = [False] * workers
+        self.running: list[set[int]] = [set() for _ in range(workers)]
+        self.waits = [0] * workers  # running tasks still waiting for an input, per worker
+        self.free: set[int] = set()  # up workers with a free slot
+        self.own_runnable: list[list[int]] = [[] for _ in range(workers)]  # heaps; entries may be stale
+        self.own_waiting: list[list[int]] = [[] for _ in range(workers)]
+        self.runnable: list[int] = []  # every runnable task, for thieves
+        self.ready = 0  # tasks in state READY
+        self.left = n  # tasks not done
+        for i in range(n):
+            if not self.unsubmitted[i]:
+                self._ready(i)
+
+    @property
+    def finished(self) -> bool:
+        return self.left == 0
+
+    def in_flight(self) -> int:
+        return sum(map(len, self.running))
+
+    # ---- workers ------------------------------------------------------------------------
+    def worker_up(self, w: int) -> None:
+        self.up[w] = True
+        self._update_free(w)
+
+    def worker_lost(self, w: int) -> tuple[list[int], list[int]]:
+        """Worker ``w`` is down: (its tasks that were running, every task requeued because of it:
+        those, and tasks on other workers that were submitted with their now stale ObjectRefs)."""
+        self.up[w] = False
+        self.free.discard(w)
+        lost = sorted(self.running[w])
+        return lost, [k for i in lost for k in self.requeue(i)]
+
+    # ---- tasks --------------------------------------------------------------------------
+    def assign(self) -> list[tuple[int, int]]:
+        """(task, worker) pairs to submit now, each task's inputs already submitted or done."""
+        out: list[tuple[int, int]] = []
+        if not self.ready:
+            return out
+        for w in list(self.free):  # locality first: a worker's own tasks
+            while self.ready and len(self.running[w]) < self.slots:
+                i = self._pop(self.own_runnable[w])
+                if i < 0:
+                    break
+                out.append((i, w))
+                self._start(i, w)
+        for w in list(self.free):  # then idle workers steal runnable work, then prefetch their own
+            while self.ready and len(self.running[w]) < self.slots:
+                i = self._pop(self.runnable)
+                if i < 0 and self.waits[w] < self.prefetch:
+                    i = self._pop(self.own_waiting[w])
+                if i < 0:
+                    break
+                out.append((i, w))
+                self._start(i, w)
+        return out
+
+    def complete(self, i: int) -> None:
+        self._stop(i)
+        self.state[i] = DONE
+        self.left -= 1
+        for j in self.graph.dependents[i]:
+            self.undone[j] -= 1
+            if self.undone[j]:
+                continue
+            if self.state[j] == READY:  # now runnable
+                heappush(self.own_runnable[self.owners[j]], j)
+                heappush(self.runnable, j)
+            elif self.prefetched[j]:  # its worker can run it now
+                self.prefetched[j] = 0
+                self.waits[self.worker[j]] -= 1
+
+    def requeue(self, i: int) -> list[int]:
+        """Running task ``i`` is to run again (failed, or its worker was lost); so is every running
+        task that was submitted with its ObjectRef. Returns all of them."""
+        out, stack = [], [i]
+        while stack:
+            k = stack.pop()
+            if self.state[k] != RUNNING:
+                continue
+            self._stop(k)
+            self.state[k] = WAITING
+            out.append(k)
+            for j in self.graph.dependents[k]:
+                self.unsubmitted[j] += 1
+                if self.state[j] == READY:
+                    self.state[j] = WAITING
+                    self.ready -= 1
+                elif self.state[j] == RUNNING:
+                    stack.append(j)
+            if not self.unsubmitted[k]:
+                self._ready(k)
+        return out
+
+    def inputs_in_flight(self, i: int) -> list[int]:
+        return [d for d in self.graph.deps[i] if self.state[d] == RUNNING]
+
+    # ---- internals ----------------------------------------------------------------------
+    def _ready(self, i: int) -> None:
+        self.state[i] = READY
+        self.ready += 1
+        if self.undone[i]:
+            heappush(self.own_waiting[self.owners[i]], i)
+        else:
+            heappush(self.own_runnable[self.owners[i]], i)
+            heappush(self.runnable, i)
+
+    def _pop(self, heap: list[int]) -> int:
+        while heap:
+            i = heappop(heap)
+            if self.state[i] == READY:  # else a stale entry: taken from another heap, or requeued
+                return i
+        return -1
+
+    def _start(self, i: int, w: int) -> None:
+        self.state[i] = RUNNING
+        self.ready -= 1
+        self.worker[i] = w
+        self.running[w].add(i)
+        if self.undone[i]:
+            self.prefetched[i] = 1
+            self.waits[w] += 1
+        self._update_free(w)
+        for j in self.graph.dependents[i]:
+            self.unsubmitted[j] -= 1
+            if not self.unsubmitted[j] and self.state[j] == WAITING:
+                self._ready(j)
+
+    def _stop(self, i: int) -> None:
+        w = self.worker[i]
+        self.running[w].discard(i)
+        if self.prefetched[i]:
+            self.prefetched[i] = 0
+            self.waits[w] -= 1
+        self.worker[i] = -1
+        self._update_free(w)
+
+    def _update_free(self, w: int) -> None:
+        if self.up[w] and len(self.running[w]) < self.slots:
+            self.free.add(w)
+        else:
+            self.free.discard(w)
