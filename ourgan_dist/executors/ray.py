@@ -276,6 +276,7 @@ class Dispatch:
         self.refs: list = [None] * len(graph)  # ObjectRef of each running task
         self.pending: dict = {}  # in-flight task ref -> task
         self.pings: dict = {}  # in-flight ping ref -> worker
+        self.stale: set = set()  # refs of requeued tasks: read and dropped when they resolve
         self.ping_at: dict[int, float] = {}  # lost worker -> when to ping it again
         self.last_error: dict[int, str] = {}  # worker -> why it was last seen down
         self.failures = [0] * len(graph)  # transient errors, per task
@@ -286,22 +287,37 @@ class Dispatch:
         """Run every task; returns which workers are up at the end."""
         for w in range(len(self.actors)):  # a worker takes tasks once it answers
             self._ping(w)
-        while not self.sched.finished:
-            for i, w in self.sched.assign():
-                inputs = [self.refs[d] for d in self.sched.inputs_in_flight(i)]
-                ref = self.actors[w].run.remote(self.keys[i], *inputs)
-                self.refs[i] = ref
-                self.pending[ref] = i
-            for ref in self._wait():
-                if ref in self.pings:
-                    self._pinged(ref)
-                else:
-                    self._settle(ref)
-            self._check(time.monotonic())
+        try:
+            while not self.sched.finished:
+                self._submit()
+                for ref in self._wait():
+                    if ref in self.pings:
+                        self._pinged(ref)
+                    elif ref in self.stale:
+                        self._drop(ref)
+                    else:
+                        self._settle(ref)
+                self._check(time.monotonic())
+        finally:  # superseded copies, and after a failure the rest, that have resolved by now
+            self.stale.update(self.pending)
+            if self.stale:
+                for ref in self.ray.wait(list(self.stale), num_returns=len(self.stale), timeout=0)[0]:
+                    self._drop(ref)
         return list(self.sched.up)
 
+    def _submit(self) -> None:
+        assigned, withdrawn = self.sched.assign()
+        for i in withdrawn:  # queued elsewhere: cancelled if it has not started, ignored if it has
+            self._cancel(self.refs[i])
+        self._forget(withdrawn)
+        for i, w in assigned:
+            inputs = [self.refs[d] for d in self.sched.inputs_in_flight(i)]
+            ref = self.actors[w].run.remote(self.keys[i], *inputs)
+            self.refs[i] = ref
+            self.pending[ref] = i
+
     def _wait(self) -> list:
-        refs = [*self.pending, *self.pings]
+        refs = [*self.pending, *self.pings, *self.stale]
         if not refs:  # every worker lost, none due for a ping yet
             time.sleep(min(POLL_S, PING_INTERVAL_S))
             return []
@@ -336,6 +352,7 @@ class Dispatch:
                 self._settle(r)
             if ref not in self.pending:
                 return
+        del self.pending[ref]  # read: not stale
         if isinstance(e, RayActorError):  # died or unreachable (ActorDiedError, ActorUnavailableError)
             self._lost(self.sched.worker[i], e)
             return
@@ -370,8 +387,24 @@ class Dispatch:
 
     def _forget(self, tasks: list[int]) -> None:
         for i in tasks:
-            self.pending.pop(self.refs[i], None)
+            if self.pending.pop(self.refs[i], None) is not None:
+                self.stale.add(self.refs[i])
             self.refs[i] = None
+
+    def _drop(self, ref) -> None:
+        """A requeued task's old ref resolved: its result or error is superseded (read here so that
+        Ray does not report it as unhandled)."""
+        self.stale.discard(ref)
+        try:
+            self.ray.get(ref)
+        except self.ray.exceptions.RayError:
+            pass
+
+    def _cancel(self, ref) -> None:
+        try:
+            self.ray.cancel(ref)
+        except (self.ray.exceptions.RayError, ValueError):  # finished or gone already: nothing to cancel
+            pass
 
     def _ping(self, w: int) -> None:
         self.pings[self.actors[w].ping.remote()] = w
@@ -393,7 +426,9 @@ class Dispatch:
                 self._ping(w)
         if any(self.sched.up):
             self.none_up_since = now
-        elif now - self.none_up_since > self.ex.no_worker_timeout_s:
+        else:
+            self.last_done = now  # the stall clock runs only while some worker is up
+        if now - self.none_up_since > self.ex.no_worker_timeout_s:
             why = "; ".join(f"worker-{w}: {m}" for w, m in sorted(self.last_error.items())[:3]) or "not started"
             raise RenderStalled(
                 f"no live Ray worker for {now - self.none_up_since:.0f} s ({len(self.actors)} asked for; {why}): "

@@ -11,7 +11,9 @@ barrier between levels). Ready tasks whose inputs are all done are *runnable*. A
 in wavefront order: its own runnable tasks; then runnable tasks of any other owner (an idle
 worker steals, so a straggler or a lost worker does not set the pace); then, up to ``prefetch``
 at a time, its own ready tasks still waiting for inputs (they hide the driver's round trip, but
-only a few, so that a slow neighbour cannot fill every slot).
+only a few, so that a slow neighbour cannot fill every slot). A worker left with nothing at all
+takes back a runnable task queued behind another worker's current one (the executor cancels the
+queued copy; tasks are idempotent, so one that had already started does no harm).
 """
 
 from __future__ import annotations
@@ -98,6 +100,9 @@ class Schedule:
         self.running: list[set[int]] = [set() for _ in range(workers)]
         self.waits = [0] * workers  # running tasks still waiting for an input, per worker
         self.free: set[int] = set()  # up workers with a free slot
+        self.crowded: set[int] = set()  # workers with a runnable task queued behind another
+        self.seq = [0] * n  # submission order
+        self.submitted = 0
         self.own_runnable: list[list[int]] = [[] for _ in range(workers)]  # heaps; entries may be stale
         self.own_waiting: list[list[int]] = [[] for _ in range(workers)]
         self.runnable: list[int] = []  # every runnable task, for thieves
@@ -117,7 +122,7 @@ class Schedule:
     # ---- workers ------------------------------------------------------------------------
     def worker_up(self, w: int) -> None:
         self.up[w] = True
-        self._update_free(w)
+        self._update(w)
 
     def worker_lost(self, w: int) -> tuple[list[int], list[int]]:
         """Worker ``w`` is down: (its tasks that were running, every task requeued because of it:
@@ -128,12 +133,12 @@ class Schedule:
         return lost, [k for i in lost for k in self.requeue(i)]
 
     # ---- tasks --------------------------------------------------------------------------
-    def assign(self) -> list[tuple[int, int]]:
-        """(task, worker) pairs to submit now, each task's inputs already submitted or done."""
+    def assign(self) -> tuple[list[tuple[int, int]], list[int]]:
+        """(task, worker) pairs to submit now, each task's inputs already submitted or done, and the
+        running tasks withdrawn from their workers to make that so (their refs are stale)."""
         out: list[tuple[int, int]] = []
-        if not self.ready:
-            return out
-        for w in list(self.free):  # locality first: a worker's own tasks
+        withdrawn: list[int] = []
+        for w in list(self.free) if self.ready else ():  # locality first: a worker's own tasks
             while self.ready and len(self.running[w]) < self.slots:
                 i = self._pop(self.own_runnable[w])
                 if i < 0:
@@ -149,7 +154,17 @@ class Schedule:
                     break
                 out.append((i, w))
                 self._start(i, w)
-        return out
+        for w in list(self.free) if not out and self.crowded else ():  # idle: take back queued work
+            if self.running[w]:
+                continue
+            v = max(self.crowded, key=self._runnable_in_flight)
+            i = max((k for k in self.running[v] if not self.prefetched[k]), key=self.seq.__getitem__)
+            withdrawn += self.requeue(i)  # READY again, with whatever was submitted with its ref
+            out.append((i, w))
+            self._start(i, w)
+            if not self.crowded:
+                break
+        return out, withdrawn
 
     def complete(self, i: int) -> None:
         self._stop(i)
@@ -165,6 +180,7 @@ class Schedule:
             elif self.prefetched[j]:  # its worker can run it now
                 self.prefetched[j] = 0
                 self.waits[self.worker[j]] -= 1
+                self._update(self.worker[j])
 
     def requeue(self, i: int) -> list[int]:
         """Running task ``i`` is to run again (failed, or its worker was lost); so is every running
@@ -213,10 +229,12 @@ class Schedule:
         self.ready -= 1
         self.worker[i] = w
         self.running[w].add(i)
+        self.submitted += 1
+        self.seq[i] = self.submitted
         if self.undone[i]:
             self.prefetched[i] = 1
             self.waits[w] += 1
-        self._update_free(w)
+        self._update(w)
         for j in self.graph.dependents[i]:
             self.unsubmitted[j] -= 1
             if not self.unsubmitted[j] and self.state[j] == WAITING:
@@ -229,10 +247,17 @@ class Schedule:
             self.prefetched[i] = 0
             self.waits[w] -= 1
         self.worker[i] = -1
-        self._update_free(w)
+        self._update(w)
 
-    def _update_free(self, w: int) -> None:
+    def _runnable_in_flight(self, w: int) -> int:
+        return len(self.running[w]) - self.waits[w]
+
+    def _update(self, w: int) -> None:
         if self.up[w] and len(self.running[w]) < self.slots:
             self.free.add(w)
         else:
             self.free.discard(w)
+        if self._runnable_in_flight(w) >= 2:
+            self.crowded.add(w)
+        else:
+            self.crowded.discard(w)
