@@ -261,13 +261,14 @@ class RayExecutor:
 
 class Dispatch:
     """One render's loop: submit what the schedule assigns, collect results with ``ray.wait`` over
-    in-flight refs only, requeue what failed or was lost, ping lost workers, enforce deadlines."""
+    in-flight refs only, requeue what failed or was lost, ping lost workers, enforce deadlines.
+    ``api`` stands in for the ``ray`` module (wait, get, cancel, exceptions) in benchmarks."""
 
     def __init__(self, ex: RayExecutor, plan: RenderPlan, keys: Sequence[TaskKey],
-                 on_done: Callable[[TaskReport], None]):
+                 on_done: Callable[[TaskReport], None], api=None):
         import ray
 
-        self.ray, self.ex, self.actors, self.on_done = ray, ex, ex.actors, on_done
+        self.ray, self.ex, self.actors, self.on_done = api or ray, ex, ex.actors, on_done
         graph = TaskGraph(plan, keys)
         n = len(self.actors)
         self.keys = graph.keys
@@ -342,8 +343,7 @@ class Dispatch:
         self.on_done(report)
 
     def _failed(self, ref, i: int, e: Exception) -> None:
-        from ray.exceptions import RayActorError, RayTaskError
-
+        errors = self.ray.exceptions
         # an input's failure reaches this task too: settle the inputs first, which requeues this
         # task along with a failed input, so that only a task's own failure counts against it
         inputs = [self.refs[d] for d in self.sched.inputs_in_flight(i)]
@@ -353,13 +353,13 @@ class Dispatch:
             if ref not in self.pending:
                 return
         del self.pending[ref]  # read: not stale
-        if isinstance(e, RayActorError):  # died or unreachable (ActorDiedError, ActorUnavailableError)
+        if isinstance(e, errors.RayActorError):  # died or unreachable (ActorDiedError, ActorUnavailableError)
             self._lost(self.sched.worker[i], e)
             return
-        key, cause = self.keys[i], e.cause if isinstance(e, RayTaskError) else e
+        key, cause = self.keys[i], e.cause if isinstance(e, errors.RayTaskError) else e
         if isinstance(cause, TileError):
             key, cause = cause.key, cause.cause
-        retry = transient(cause) or not isinstance(e, RayTaskError)  # a Ray system error: worth a retry
+        retry = transient(cause) or not isinstance(e, errors.RayTaskError)  # a Ray system error: worth a retry
         if not retry or self.failures[i] >= TASK_RETRIES:
             err = TileError(key, cause if isinstance(cause, BaseException) else e)
             if self.failures[i]:
