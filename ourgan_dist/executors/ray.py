@@ -44,8 +44,8 @@ IN_FLIGHT_PER_WORKER = 4
 PREFETCH_PER_WORKER = 2  # of those, submitted while still waiting for their inputs
 POLL_S = 1.0  # the longest the driver waits before checking pings and deadlines
 PING_INTERVAL_S = 2.0  # between pings of a lost worker
-STALL_TIMEOUT_S = float(os.environ.get("OURGAN_STALL_TIMEOUT_S", "1800"))  # no task finished for this long
-NO_WORKER_TIMEOUT_S = float(os.environ.get("OURGAN_NO_WORKER_TIMEOUT_S", "600"))  # no live worker for this long
+STALL_TIMEOUT_S = 1800.0  # no task finished for this long (OURGAN_STALL_TIMEOUT_S overrides)
+NO_WORKER_TIMEOUT_S = 600.0  # no live worker for this long (OURGAN_NO_WORKER_TIMEOUT_S overrides)
 CONNECT_TIMEOUT_S = 5.0
 # Object-storage settings a driver may have in its environment that workers on other nodes need
 # too. They travel as actor arguments (like --storage-options), never as a runtime_env, which
@@ -54,6 +54,16 @@ FORWARDED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKE
                  "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AZURE_STORAGE_CONNECTION_STRING",
                  "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY")
 FORWARDED_PREFIXES = ("FSSPEC_",)  # fsspec's per-protocol defaults, e.g. FSSPEC_S3_ENDPOINT_URL
+
+
+def _seconds(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"{name}={text!r}: expected a number of seconds, e.g. {name}={default:.0f}") from None
 
 
 def storage_environment() -> dict[str, str]:
@@ -182,16 +192,16 @@ class RayExecutor:
 
     def __init__(self, workers: int | None = 2, address: str | None = None, device: str = "cpu",
                  cpus_per_worker: int | None = None, in_flight_per_worker: int = IN_FLIGHT_PER_WORKER,
-                 prefetch_per_worker: int = PREFETCH_PER_WORKER, stall_timeout_s: float = STALL_TIMEOUT_S,
-                 no_worker_timeout_s: float = NO_WORKER_TIMEOUT_S, actor: type = _TileActor):
+                 prefetch_per_worker: int = PREFETCH_PER_WORKER, stall_timeout_s: float | None = None,
+                 no_worker_timeout_s: float | None = None, actor: type = _TileActor):
         self.workers = workers
         self.address = address
         self.device = device
         self.cpus_per_worker = cpus_per_worker
         self.in_flight_per_worker = in_flight_per_worker
         self.prefetch_per_worker = min(prefetch_per_worker, in_flight_per_worker - 1)
-        self.stall_timeout_s = stall_timeout_s
-        self.no_worker_timeout_s = no_worker_timeout_s
+        self.stall_timeout_s = stall_timeout_s or _seconds("OURGAN_STALL_TIMEOUT_S", STALL_TIMEOUT_S)
+        self.no_worker_timeout_s = no_worker_timeout_s or _seconds("OURGAN_NO_WORKER_TIMEOUT_S", NO_WORKER_TIMEOUT_S)
         self.actor = actor
         self.actors: list = []
         self.worker_peak_rss: list[int] = []  # bytes, per live worker, after a successful run

@@ -116,9 +116,6 @@ class Schedule:
     def finished(self) -> bool:
         return self.left == 0
 
-    def in_flight(self) -> int:
-        return sum(map(len, self.running))
-
     # ---- workers ------------------------------------------------------------------------
     def worker_up(self, w: int) -> None:
         self.up[w] = True
@@ -145,7 +142,7 @@ class Schedule:
                     break
                 out.append((i, w))
                 self._start(i, w)
-        for w in list(self.free):  # then idle workers steal runnable work, then prefetch their own
+        for w in list(self.free) if self.ready else ():  # then steal runnable work, then prefetch own
             while self.ready and len(self.running[w]) < self.slots:
                 i = self._pop(self.runnable)
                 if i < 0 and self.waits[w] < self.prefetch:
