@@ -35,7 +35,7 @@ def reference(tiny_model, tmp_path_factory):
     return arrays(out)
 
 
-def ray_render(model, out, tile=48, **executor):
+def ray_render(model, out, tile=48, **executor):  # tile 48: 59 tasks
     from ourgan_dist.render import RenderRequest, prepare, render
 
     p = prepare(RenderRequest(model=model, out=out, size=SIZE, tile=tile, chunk=CHUNK, seed=SEED, workers=2))
@@ -107,7 +107,7 @@ def test_lost_node_without_spare_capacity_finishes_on_the_survivor(cluster, tiny
 
     def go():
         try:
-            box["summary"] = ray_render(tiny_model, out, tile=32, actor=Slow)  # 107 tasks
+            box["summary"] = ray_render(tiny_model, out, actor=Slow)
         except BaseException as e:  # surfaced below
             box["error"] = e
 
@@ -116,9 +116,9 @@ def test_lost_node_without_spare_capacity_finishes_on_the_survivor(cluster, tiny
     victim = cluster.worker_nodes and next(iter(cluster.worker_nodes))
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and len(_done(out, Canvas)) < 25:
+        while time.time() < deadline and len(_done(out, Canvas)) < 15:
             time.sleep(0.05)
-        assert len(_done(out, Canvas)) >= 25, "the render made no progress"
+        assert len(_done(out, Canvas)) >= 15, "the render made no progress"
         removed = time.time()
         cluster.remove_node(victim)
         t.join(timeout=180)
@@ -126,7 +126,7 @@ def test_lost_node_without_spare_capacity_finishes_on_the_survivor(cluster, tiny
         assert "error" not in box, box.get("error")
         reports = box["summary"].reports
         assert len({r.worker for r in reports if r.start > removed + 5}) <= 1  # the loss is seen within seconds
-        assert sum(r.start > removed for r in reports) > 20  # and the survivor finished the render
+        assert sum(r.start > removed for r in reports) > 10  # and the survivor finished the render
         assert_same_arrays(arrays(out), reference)
     finally:
         t.join(timeout=180)

@@ -134,3 +134,45 @@ def test_resume_counts_what_is_done_as_done():
     s = Schedule(graph, [0] * len(graph), 1, 4, 2)
     ready = {graph.keys[i] for i in range(len(graph)) if s.state[i] == READY}
     assert ready == {k for k in rest if all(d in done for d in plan.task_dependencies(k))}
+
+
+def makespan(plan, seconds_per_task: list[float]) -> float:
+    """Virtual time to run a plan when worker w takes ``seconds_per_task[w]`` per task, one task at
+    a time in submission order; a task taken back while running occupies its worker to the end."""
+    workers = len(seconds_per_task)
+    graph = TaskGraph(plan, task_order(plan))
+    s = Schedule(graph, [plan.owner(k, workers) for k in graph.keys], workers, 4, 2)
+    for w in range(workers):
+        s.worker_up(w)
+    now, ends, current = 0.0, [0.0] * workers, [-1] * workers
+    queues: list[list[int]] = [[] for _ in range(workers)]
+    while not s.finished:
+        assigned, withdrawn = s.assign(now)
+        for q in queues:
+            q[:] = [i for i in q if i not in withdrawn]
+        for i, w in assigned:
+            queues[w].append(i)
+        for w in range(workers):
+            ready = [i for i in queues[w] if all(s.state[d] == DONE for d in graph.deps[i])]
+            if current[w] < 0 and ready:
+                current[w], ends[w] = ready[0], now + seconds_per_task[w]
+                queues[w].remove(ready[0])
+        now = min([ends[w] for w in range(workers) if current[w] >= 0] + [s.wake_at])
+        assert now < float("inf"), "stuck"
+        for w in range(workers):
+            if current[w] >= 0 and ends[w] <= now:
+                i, current[w] = current[w], -1
+                if s.state[i] == RUNNING and s.worker[i] == w:  # else taken back: its result is ignored
+                    s.complete(i, now)
+    return now
+
+
+def test_a_task_running_far_too_long_is_taken_back_by_an_idle_worker(monkeypatch):
+    import ourgan_dist.executors.schedule as schedule
+
+    plan = RenderPlan.create(300, 200, base=BASE, sr=SR, tile=48, chunk=16)
+    with_take_back = makespan(plan, [1.0, 20.0])
+    monkeypatch.setattr(schedule, "SLOW_MIN_S", float("inf"))  # only queued tasks are taken back
+    without = makespan(plan, [1.0, 20.0])
+    alone = len(task_order(plan)) * 1.0  # the fast worker alone
+    assert with_take_back < 1.5 * alone < without, (with_take_back, alone, without)

@@ -317,9 +317,10 @@ class Dispatch:
         return list(self.sched.up)
 
     def _submit(self) -> None:
-        assigned, withdrawn = self.sched.assign()
-        for i in withdrawn:  # queued elsewhere: cancelled if it has not started, ignored if it has
-            self._cancel(self.refs[i])
+        assigned, withdrawn = self.sched.assign(time.monotonic())
+        for i in withdrawn:  # taken back: cancelled if it has not started, ignored if it has
+            if self.refs[i] is not None:
+                self._cancel(self.refs[i])
         self._forget(withdrawn)
         for i, w in assigned:
             inputs = [self.refs[d] for d in self.sched.inputs_in_flight(i)]
@@ -333,8 +334,9 @@ class Dispatch:
             time.sleep(min(POLL_S, PING_INTERVAL_S))
             return []
         ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)  # everything that is ready
-        if not ready:
-            ready, _ = self.ray.wait(refs, num_returns=1, timeout=POLL_S)
+        if not ready:  # wait for one, or until an idle worker may take back a slow task
+            timeout = min(POLL_S, max(0.01, self.sched.wake_at - time.monotonic()))
+            ready, _ = self.ray.wait(refs, num_returns=1, timeout=timeout)
         return ready
 
     def _settle(self, ref) -> None:
@@ -348,8 +350,8 @@ class Dispatch:
             return
         del self.pending[ref]
         self.refs[i] = None
-        self.sched.complete(i)
         self.last_done = time.monotonic()
+        self.sched.complete(i, self.last_done)
         self.on_done(report)
 
     def _failed(self, ref, i: int, e: Exception) -> None:

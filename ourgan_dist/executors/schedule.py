@@ -11,19 +11,26 @@ barrier between levels). Ready tasks whose inputs are all done are *runnable*. A
 in wavefront order: its own runnable tasks; then runnable tasks of any other owner (an idle
 worker steals, so a straggler or a lost worker does not set the pace); then, up to ``prefetch``
 at a time, its own ready tasks still waiting for inputs (they hide the driver's round trip, but
-only a few, so that a slow neighbour cannot fill every slot). A worker left with nothing at all
-takes back a runnable task queued behind another worker's current one (the executor cancels the
-queued copy; tasks are idempotent, so one that had already started does no harm).
+only a few, so that a slow neighbour cannot fill every slot). A worker holds at most ``slots``
+tasks, of which at most ``slots - prefetch`` runnable ones (one running, the rest queued), and a
+worker left with nothing it can run takes back a runnable task queued behind another worker's
+current one, or failing that, one that has run far longer than tasks usually take (a straggler
+on the critical path). The executor cancels the old copy if it has not started; tasks are
+idempotent, so one that runs on does no harm, and its result is ignored.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from heapq import heappop, heappush
+from math import inf
+from statistics import median
 from typing import Sequence
 
 from ..plan import RenderPlan, TaskKey
 
 WAITING, READY, RUNNING, DONE = range(4)
+SLOW_FACTOR, SLOW_MIN_S = 3.0, 0.5  # a task has run far too long after max(3 x the median, 0.5 s)
 
 
 class TaskGraph:
@@ -91,6 +98,7 @@ class Schedule:
     def __init__(self, graph: TaskGraph, owners: Sequence[int], workers: int, slots: int, prefetch: int):
         n = len(graph)
         self.graph, self.owners, self.slots, self.prefetch = graph, list(owners), slots, prefetch
+        self.depth = max(1, slots - prefetch)  # runnable tasks a worker may hold
         self.state = bytearray(n)  # WAITING
         self.unsubmitted = [len(ds) for ds in graph.deps]  # inputs neither running nor done
         self.undone = list(self.unsubmitted)  # inputs not done
@@ -103,6 +111,12 @@ class Schedule:
         self.crowded: set[int] = set()  # workers with a runnable task queued behind another
         self.seq = [0] * n  # submission order
         self.submitted = 0
+        self.since = [inf] * n  # when a running task could start running (its inputs done)
+        self.oldest: list[tuple[float, int]] = []  # heap of (since, task); entries may be stale
+        self.took: deque[float] = deque(maxlen=64)  # recent times from ``since`` to done
+        self.taken = bytearray(n)  # taken back once for running too long: not again
+        self.ghosts = [0] * workers  # 1: still busy with a task taken back from it, until it finishes one
+        self.wake_at = inf  # when a worker left idle by the last ``assign`` could take back a slow task
         self.own_runnable: list[list[int]] = [[] for _ in range(workers)]  # heaps; entries may be stale
         self.own_waiting: list[list[int]] = [[] for _ in range(workers)]
         self.runnable: list[int] = []  # every runnable task, for thieves
@@ -125,45 +139,52 @@ class Schedule:
         """Worker ``w`` is down: (its tasks that were running, every task requeued because of it:
         those, and tasks on other workers that were submitted with their now stale ObjectRefs)."""
         self.up[w] = False
+        self.ghosts[w] = 0
         self.free.discard(w)
         lost = sorted(self.running[w])
         return lost, [k for i in lost for k in self.requeue(i)]
 
     # ---- tasks --------------------------------------------------------------------------
-    def assign(self) -> tuple[list[tuple[int, int]], list[int]]:
+    def assign(self, now: float = 0.0) -> tuple[list[tuple[int, int]], list[int]]:
         """(task, worker) pairs to submit now, each task's inputs already submitted or done, and the
-        running tasks withdrawn from their workers to make that so (their refs are stale)."""
+        running tasks withdrawn from their workers to make that so (their refs are stale). ``now``:
+        seconds on any steady clock (tasks are taken back for running too long only with one)."""
         out: list[tuple[int, int]] = []
         withdrawn: list[int] = []
+        self.wake_at = inf
         for w in list(self.free) if self.ready else ():  # locality first: a worker's own tasks
-            while self.ready and len(self.running[w]) < self.slots:
+            while self.ready and self._has_room(w):
                 i = self._pop(self.own_runnable[w])
                 if i < 0:
                     break
                 out.append((i, w))
-                self._start(i, w)
+                self._start(i, w, now)
         for w in list(self.free) if self.ready else ():  # then steal runnable work, then prefetch own
             while self.ready and len(self.running[w]) < self.slots:
-                i = self._pop(self.runnable)
+                i = self._pop(self.runnable) if self._has_room(w) else -1
                 if i < 0 and self.waits[w] < self.prefetch:
                     i = self._pop(self.own_waiting[w])
                 if i < 0:
                     break
                 out.append((i, w))
-                self._start(i, w)
-        for w in list(self.free) if not out and self.crowded else ():  # idle: take back queued work
-            if self.running[w]:
+                self._start(i, w, now)
+        for w in list(self.free):  # nothing it can run: take back work
+            if self._runnable_in_flight(w):
                 continue
-            v = max(self.crowded, key=self._runnable_in_flight)
-            i = max((k for k in self.running[v] if not self.prefetched[k]), key=self.seq.__getitem__)
+            i = self._take_back(now)
+            if i < 0:
+                break
             withdrawn += self.requeue(i)  # READY again, with whatever was submitted with its ref
             out.append((i, w))
-            self._start(i, w)
-            if not self.crowded:
-                break
+            self._start(i, w, now)
+        if withdrawn:  # what was assigned above and withdrawn again waits for its next turn
+            out = [(i, w) for i, w in out if self.state[i] == RUNNING and self.worker[i] == w]
         return out, withdrawn
 
-    def complete(self, i: int) -> None:
+    def complete(self, i: int, now: float = 0.0) -> None:
+        if self.since[i] < now:
+            self.took.append(now - self.since[i])
+        self.ghosts[self.worker[i]] = 0  # it runs one task at a time: what it had taken back is over
         self._stop(i)
         self.state[i] = DONE
         self.left -= 1
@@ -178,6 +199,7 @@ class Schedule:
                 self.prefetched[j] = 0
                 self.waits[self.worker[j]] -= 1
                 self._update(self.worker[j])
+                self._started_running(j, now)
 
     def requeue(self, i: int) -> list[int]:
         """Running task ``i`` is to run again (failed, or its worker was lost); so is every running
@@ -221,7 +243,7 @@ class Schedule:
                 return i
         return -1
 
-    def _start(self, i: int, w: int) -> None:
+    def _start(self, i: int, w: int, now: float) -> None:
         self.state[i] = RUNNING
         self.ready -= 1
         self.worker[i] = w
@@ -231,13 +253,42 @@ class Schedule:
         if self.undone[i]:
             self.prefetched[i] = 1
             self.waits[w] += 1
+        else:
+            self._started_running(i, now)
         self._update(w)
         for j in self.graph.dependents[i]:
             self.unsubmitted[j] -= 1
             if not self.unsubmitted[j] and self.state[j] == WAITING:
                 self._ready(j)
 
+    def _started_running(self, i: int, now: float) -> None:
+        self.since[i] = now
+        heappush(self.oldest, (now, i))
+
+    def _take_back(self, now: float) -> int:
+        """A runnable task queued behind another on the busiest worker; else the task that has run
+        longest, if far longer than tasks usually take; else -1."""
+        if self.crowded:
+            v = max(self.crowded, key=self._runnable_in_flight)
+            return max((k for k in self.running[v] if not self.prefetched[k]), key=self.seq.__getitem__)
+        typical = median(self.took) if self.took else inf  # a median: stragglers do not move it
+        while self.oldest:
+            since, i = self.oldest[0]
+            slow_at = since + max(SLOW_FACTOR * typical, SLOW_MIN_S)
+            if self.state[i] != RUNNING or self.since[i] != since or self.prefetched[i] or self.taken[i]:
+                heappop(self.oldest)  # stale
+            elif now >= slow_at:
+                heappop(self.oldest)
+                self.taken[i] = 1
+                self.ghosts[self.worker[i]] = 1
+                return i
+            else:
+                self.wake_at = slow_at
+                break
+        return -1
+
     def _stop(self, i: int) -> None:
+        self.since[i] = inf
         w = self.worker[i]
         self.running[w].discard(i)
         if self.prefetched[i]:
@@ -247,7 +298,10 @@ class Schedule:
         self._update(w)
 
     def _runnable_in_flight(self, w: int) -> int:
-        return len(self.running[w]) - self.waits[w]
+        return len(self.running[w]) - self.waits[w] + self.ghosts[w]
+
+    def _has_room(self, w: int) -> bool:  # for a runnable task
+        return len(self.running[w]) < self.slots and self._runnable_in_flight(w) < self.depth
 
     def _update(self, w: int) -> None:
         if self.up[w] and len(self.running[w]) < self.slots:
