@@ -183,6 +183,7 @@ class _TileActor:
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
+
 class RayExecutor:
     """``workers=None``: one actor per GPU of the cluster (``device="cuda"``), else one per node
     with CPUs, each using that many CPUs (the smallest node's count). ``actor`` is the worker
