@@ -168,7 +168,7 @@ def ray_row(n_tasks: int, workers: int) -> tuple[int, float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, nargs="+", default=sorted(PLANS), choices=sorted(PLANS))
-    ap.add_argument("--workers", type=int, nargs="+", default=[8, 32, 64, 128])
+    ap.add_argument("--workers", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     ap.add_argument("--ray", action="store_true", help="real Ray with no-op actors instead of the stand-in")
     args = ap.parse_args()
     print(machine())
