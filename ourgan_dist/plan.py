@@ -154,6 +154,18 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _covering(box: Box, grid: tuple[int, int], side: int) -> Iterator[tuple[int, int]]:
+    """(row, col) of the cells of a ``grid`` of ``side``-pixel cells (a 1x1 grid: one cell covering
+    everything) that intersect a non-empty ``box``."""
+    rows, cols = grid
+    if rows == cols == 1:
+        yield 0, 0
+        return
+    for ty in range(max(0, box.y0 // side), min(rows, -(-box.y1 // side))):
+        for tx in range(max(0, box.x0 // side), min(cols, -(-box.x1 // side))):
+            yield ty, tx
+
+
 @dataclass(frozen=True)
 class RenderPlan:
     """Everything about a render that is arithmetic: levels, tiles, halos, chunks, dependencies.
@@ -285,18 +297,18 @@ class RenderPlan:
         return self.source_core(key).expand(self.halo).clip(src.height, src.width)
 
     def dependencies(self, key: TileKey) -> list[TileKey]:
-        """Tiles of the level below whose cores intersect this tile's source window."""
+        """Tiles of the level below whose cores intersect this tile's source window: the window's
+        bounds divided by the tile side, never a scan of the level."""
         if key.level == 0:
             return []
-        win = self.source_window(key)
         below = key.level - 1
-        if below == 0 or self.tile == 0:
-            return self.tiles(below)
-        t = self.tile
-        rows, cols = self.tile_grid(below)
-        return [TileKey(below, ty, tx)
-                for ty in range(win.y0 // t, min(rows, -(-win.y1 // t)))
-                for tx in range(win.x0 // t, min(cols, -(-win.x1 // t)))]
+        return [TileKey(below, ty, tx) for ty, tx in _covering(self.source_window(key), self.tile_grid(below),
+                                                                 self.tile)]
+
+    def task_dependencies(self, key: TaskKey) -> list[TaskKey]:
+        """The tasks whose output this task reads: tiles of the level below for a tile, final-level
+        tiles or finer pyramid blocks for a pyramid block."""
+        return self.pyramid_dependencies(key) if isinstance(key, PyramidKey) else self.dependencies(key)
 
     def owner(self, key: TaskKey, workers: int) -> int:
         """A stable spatial owner in [0, workers): bands of equal area in row-major order. A tile's
@@ -361,11 +373,15 @@ class RenderPlan:
         return Box(2 * b.y0, 2 * b.y1, 2 * b.x0, 2 * b.x1).clip(h, w)
 
     def pyramid_dependencies(self, key: PyramidKey) -> list[TaskKey]:
+        """Final-level tiles (scale 1) or blocks of the scale below whose pixels this block averages,
+        by dividing the source box by the tile or block side."""
         src = self.pyramid_source(key)
         if key.scale == 1:
             final = self.final_level
-            return [k for k in self.tiles(final) if self.core(k).intersects(src)]
-        return [k for k in self.pyramid_tasks(key.scale - 1) if self.pyramid_block(k).intersects(src)]
+            return [TileKey(final, ty, tx) for ty, tx in _covering(src, self.tile_grid(final), self.tile)]
+        below = key.scale - 1
+        return [PyramidKey(below, ty, tx)
+                for ty, tx in _covering(src, self.pyramid_grid(below), self.pyramid_block_side)]
 
     def all_pyramid_tasks(self) -> Iterator[PyramidKey]:
         for s in range(1, len(self.pyramid_shapes)):

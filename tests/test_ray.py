@@ -58,17 +58,27 @@ def ray_render(model, url, opts, tile, workers):
 
 
 def assert_dependent_waves(summary):
-    """Every task started after the tasks it reads from ended, and some level-2 tile started
-    before the last level-1 tile ended: no barrier between levels."""
+    """Every task started after the tasks it reads from ended, and at each stage boundary (level l
+    to l+1, the final level to the viewing pyramid) with enough work before it to overlap, some
+    task of the later stage started before the earlier stage's last task ended: no barrier. (A
+    level of a few tiles may end all at once when the workers share it evenly.)"""
     plan = summary.plan
     ends = {r.key: r.end for r in summary.reports}
     for r in summary.reports:
-        deps = plan.pyramid_dependencies(r.key) if hasattr(r.key, "scale") else plan.dependencies(r.key)
-        assert all(ends[d] <= r.start for d in deps), f"{r.key} started before a task it reads from ended"
-    for level in range(1, plan.final_level):
-        last_end = max(r.end for r in summary.reports if getattr(r.key, "level", None) == level)
-        early = [r for r in summary.reports if getattr(r.key, "level", None) == level + 1 and r.start < last_end]
-        assert early, f"no level-{level + 1} tile started before level {level} finished"
+        assert all(ends[d] <= r.start for d in plan.task_dependencies(r.key)), \
+            f"{r.key} started before a task it reads from ended"
+    stage = {r.key: (r.key.level if hasattr(r.key, "level") else plan.final_level + r.key.scale)
+             for r in summary.reports}
+    checked = 0
+    for s in range(1, max(stage.values())):
+        before = [r for r in summary.reports if stage[r.key] == s]
+        if len(before) < 16:
+            continue
+        last_end = max(r.end for r in before)
+        early = [r for r in summary.reports if stage[r.key] == s + 1 and r.start < last_end]
+        assert early, f"no task of stage {s + 1} started before stage {s} finished"
+        checked += 1
+    assert checked, "no stage large enough to show the overlap"
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -1,32 +1,51 @@
-"""The Ray executor: one actor per GPU (or per CPU worker slot), each owning a stable band of the
-image across levels; levels run as dependent task waves.
+"""The Ray executor: one actor per GPU (or per CPU worker slot), each preferring a stable band of
+the image across levels; levels run as dependent task waves.
 
-Every task goes to its owner actor (``plan.owner``) with the ObjectRefs of the not-yet-finished
-tasks it reads from (the tiles of the level below that cover its halo-expanded window) as
-arguments, so Ray starts it as soon as those exist: no barrier between levels. Each owner has its
-own queue in dependency order and its own bound on in-flight tasks, so every worker is busy from
-the start and a worker that finishes its band of level l goes straight on to its band of level
-l+1. Actors execute out of order, so a tile whose inputs are ready never waits behind one whose
-inputs are not. Tasks carry keys, never pixels or weights; actors load the model once and read
-and write the store themselves. Actors restart and their tasks are retried (tasks are idempotent:
-whole-chunk writes plus a completion record).
+The driver keeps a ``Schedule`` (``schedule.py``): dependency counters and ready queues built once
+from the plan's index arithmetic. A task is submitted once every task it reads from is at least
+submitted, with their ObjectRefs as arguments, so Ray starts it as soon as those exist: no
+barrier between levels. It goes to its owner (``plan.owner``, for locality) when the owner is up
+and has a free slot; otherwise an idle worker steals it. In-flight work is bounded per worker and
+``ray.wait`` sees only in-flight refs, so the driver's cost per task is flat.
+
+Faults: actors restart without limit (``max_restarts=-1``) but Ray retries no task itself; the
+driver does. A task whose worker died or became unreachable is requeued and goes to a live worker
+(the render finishes on the survivors even when a lost worker cannot be restarted for want of
+room); a lost worker is pinged until it answers again. A task that fails with a transient
+(storage) error is retried a few times; any other worker error stops the render as a
+``TileError`` with the key. A render that cannot progress (no live worker, or nothing finished
+for too long) stops with a ``RenderStalled`` that says why. Tasks are idempotent (whole-chunk
+writes plus a completion record), so repeating one is harmless. Tasks carry keys, never pixels or
+weights; actors load the model once and read and write the store themselves.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
-from collections import deque
+import time
 from typing import Callable, Sequence
 
 from ..errors import TileError, UserError
-from ..plan import PyramidKey, RenderPlan, TaskKey
+from ..plan import RenderPlan, TaskKey
 from ..tile import RenderJob, TaskReport
+from .schedule import Schedule, TaskGraph, wavefront_order
 
-MAX_RESTARTS = 4
-MAX_TASK_RETRIES = 4
-IN_FLIGHT_PER_WORKER = 6
+__all__ = ["RayExecutor", "RenderStalled", "check_address", "connect", "wavefront_order"]
+
+log = logging.getLogger(__name__)
+
+MAX_RESTARTS = -1  # a worker is restarted whenever the cluster has room; tasks are bounded below
+TASK_RETRIES = 3  # re-runs of a task after transient errors
+WORKER_LOSSES = 8  # times a task may be lost with its worker before the render gives up
+IN_FLIGHT_PER_WORKER = 4
+PREFETCH_PER_WORKER = 2  # of those, submitted while still waiting for their inputs
+POLL_S = 1.0  # the longest the driver waits before checking pings and deadlines
+PING_INTERVAL_S = 2.0  # between pings of a lost worker
+STALL_TIMEOUT_S = 1800.0  # no task finished for this long (OURGAN_STALL_TIMEOUT_S overrides)
+NO_WORKER_TIMEOUT_S = 600.0  # no live worker for this long (OURGAN_NO_WORKER_TIMEOUT_S overrides)
 CONNECT_TIMEOUT_S = 5.0
 # Object-storage settings a driver may have in its environment that workers on other nodes need
 # too. They travel as actor arguments (like --storage-options), never as a runtime_env, which
@@ -35,6 +54,16 @@ FORWARDED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKE
                  "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AZURE_STORAGE_CONNECTION_STRING",
                  "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY")
 FORWARDED_PREFIXES = ("FSSPEC_",)  # fsspec's per-protocol defaults, e.g. FSSPEC_S3_ENDPOINT_URL
+
+
+def _seconds(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"{name}={text!r}: expected a number of seconds, e.g. {name}={default:.0f}") from None
 
 
 def storage_environment() -> dict[str, str]:
@@ -107,57 +136,46 @@ def connect(address: str | None, num_cpus: int) -> bool:
     return True
 
 
-def _deps(plan: RenderPlan, key: TaskKey) -> list[TaskKey]:
-    return plan.pyramid_dependencies(key) if isinstance(key, PyramidKey) else plan.dependencies(key)
+class RenderStalled(RuntimeError):
+    """A render that cannot progress: no live worker, or no task finished for too long. Finished
+    tasks are recorded, so a re-run with --resume continues."""
 
 
-def wavefront_order(plan: RenderPlan, keys: Sequence[TaskKey]) -> list[TaskKey]:
-    """``keys`` (in dependency order) reordered so that every task comes right after the last of
-    the tasks it reads from: level l+1 and the viewing pyramid follow level l down the image
-    like a wavefront instead of waiting for whole levels. Pure: a function of the plan alone."""
-    todo = set(keys)
-    waiting: dict[TaskKey, int] = {}
-    dependents: dict[TaskKey, list[TaskKey]] = {k: [] for k in keys}
-    for key in keys:
-        needs = [d for d in _deps(plan, key) if d in todo]
-        waiting[key] = len(needs)
-        for d in needs:
-            dependents[d].append(key)  # in key order
-    order: list[TaskKey] = []
-    for key in keys:
-        if waiting[key]:
-            continue  # placed, or to be placed, right after its last dependency
-        stack = [key]
-        while stack:
-            placed = stack.pop()
-            order.append(placed)
-            waiting[placed] = -1  # placed
-            ready = []
-            for k in dependents[placed]:
-                waiting[k] -= 1
-                if not waiting[k]:
-                    ready.append(k)
-            stack.extend(reversed(ready))  # the first ready dependent goes next
-    return order
+def transient(e: BaseException) -> bool:
+    """Errors worth running a task again for: connection drops, timeouts, 5xx surfaced as OSError.
+    Not: missing objects, permissions, bad input, bugs."""
+    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    return isinstance(e, OSError)  # ConnectionError and TimeoutError included
 
 
 class _TileActor:
     def __init__(self, job: RenderJob, name: str, env: dict[str, str]):
+        os.environ.update(env)
+        self.job, self.name = job, name
+        self.worker, self.init_error = None, None
+        self._start()  # now, so the model is loaded by the time the first inputs exist
+
+    def _start(self) -> None:
+        """Load the model and open the store. A failure is kept, not raised: the actor stays
+        up, reports it as its tasks' error (with the key) and tries again on the next task, so
+        one storage hiccup while reading the checkpoint costs a retry, not the worker."""
         from ..tile import TileWorker
 
-        os.environ.update(env)
-        # A worker that cannot load the model or open the store reports that as its tasks' error
-        # (with the key and the real cause) rather than dying and being restarted in vain.
-        self.worker, self.init_error = None, None
         try:
-            self.worker = TileWorker(job, name=name)
+            self.worker, self.init_error = TileWorker(self.job, name=self.name), None
         except Exception as e:
             self.init_error = e
 
     def run(self, key: TaskKey, *_after: TaskReport) -> TaskReport:  # the refs only order the task
         if self.worker is None:
+            self._start()
+        if self.worker is None:
             raise TileError(key, self.init_error)
         return self.worker.run(key)
+
+    def ping(self) -> str:
+        return self.name
 
     def peak_rss(self) -> int:
         """This worker process's peak resident memory so far, in bytes."""
@@ -168,19 +186,26 @@ class _TileActor:
 
 class RayExecutor:
     """``workers=None``: one actor per GPU of the cluster (``device="cuda"``), else one per node
-    with CPUs, each using that many CPUs (the smallest node's count)."""
+    with CPUs, each using that many CPUs (the smallest node's count). ``actor`` is the worker
+    class (tests pass stand-ins); the timeouts bound how long a render that cannot progress waits."""
 
     name = "ray"
 
     def __init__(self, workers: int | None = 2, address: str | None = None, device: str = "cpu",
-                 cpus_per_worker: int | None = None, in_flight_per_worker: int = IN_FLIGHT_PER_WORKER):
+                 cpus_per_worker: int | None = None, in_flight_per_worker: int = IN_FLIGHT_PER_WORKER,
+                 prefetch_per_worker: int = PREFETCH_PER_WORKER, stall_timeout_s: float | None = None,
+                 no_worker_timeout_s: float | None = None, actor: type = _TileActor):
         self.workers = workers
         self.address = address
         self.device = device
         self.cpus_per_worker = cpus_per_worker
         self.in_flight_per_worker = in_flight_per_worker
+        self.prefetch_per_worker = min(prefetch_per_worker, in_flight_per_worker - 1)
+        self.stall_timeout_s = stall_timeout_s or _seconds("OURGAN_STALL_TIMEOUT_S", STALL_TIMEOUT_S)
+        self.no_worker_timeout_s = no_worker_timeout_s or _seconds("OURGAN_NO_WORKER_TIMEOUT_S", NO_WORKER_TIMEOUT_S)
+        self.actor = actor
         self.actors: list = []
-        self.worker_peak_rss: list[int] = []  # bytes, per worker, after a successful run
+        self.worker_peak_rss: list[int] = []  # bytes, per live worker, after a successful run
 
     def run(self, job: RenderJob, plan: RenderPlan, keys: Sequence[TaskKey],
             on_done: Callable[[TaskReport], None]) -> None:
@@ -194,13 +219,13 @@ class RayExecutor:
         try:
             workers, cpus, gpu = self._resources()
             job = dataclasses.replace(job, threads=cpus)
-            Actor = ray.remote(_TileActor).options(
+            Actor = ray.remote(self.actor).options(
                 num_cpus=0 if gpu else cpus, num_gpus=1 if gpu else 0, max_restarts=MAX_RESTARTS,
-                max_task_retries=MAX_TASK_RETRIES, allow_out_of_order_execution=True)
+                max_task_retries=0, allow_out_of_order_execution=True)
             env = storage_environment()
             self.actors = [Actor.remote(job, f"worker-{i}", env) for i in range(workers)]
-            self._run(plan, keys, on_done)
-            self.worker_peak_rss = self._peak_rss()
+            up = Dispatch(self, plan, keys, on_done).run()
+            self.worker_peak_rss = self._peak_rss([a for a, u in zip(self.actors, up) if u])
         finally:
             for a in self.actors:
                 ray.kill(a)
@@ -208,13 +233,14 @@ class RayExecutor:
             if started:
                 ray.shutdown()
 
-    def _peak_rss(self) -> list[int]:
-        """Each worker's peak memory, for benchmarks; a diagnostic, so a worker lost after the
-        last task does not fail a finished render."""
+    @staticmethod
+    def _peak_rss(actors: list) -> list[int]:
+        """Each live worker's peak memory, for benchmarks; a diagnostic, so a worker lost after
+        the last task does not fail a finished render."""
         import ray
 
         try:
-            return ray.get([a.peak_rss.remote() for a in self.actors], timeout=60)
+            return ray.get([a.peak_rss.remote() for a in actors], timeout=60)
         except (ray.exceptions.RayError, TimeoutError):
             return []
 
@@ -243,59 +269,189 @@ class RayExecutor:
                             f"(nodes with {per_node} CPUs); pass --workers {fits} or fewer")
         return workers, cpus, False
 
-    def _run(self, plan: RenderPlan, keys: Sequence[TaskKey], on_done: Callable[[TaskReport], None]) -> None:
-        """Submit each owner's tasks in order, at most ``in_flight_per_worker`` at a time, a task
-        only once every task it reads from is submitted (its ObjectRef is then an argument) or
-        done (then it is left out)."""
+
+class Dispatch:
+    """One render's loop: submit what the schedule assigns, collect results with ``ray.wait`` over
+    in-flight refs only, requeue what failed or was lost, ping lost workers, enforce deadlines.
+    ``api`` stands in for the ``ray`` module (wait, get, cancel, exceptions) in benchmarks."""
+
+    def __init__(self, ex: RayExecutor, plan: RenderPlan, keys: Sequence[TaskKey],
+                 on_done: Callable[[TaskReport], None], api=None):
         import ray
 
-        todo = set(keys)
-        queues: list[deque[TaskKey]] = [deque() for _ in self.actors]
-        for key in wavefront_order(plan, keys):
-            queues[plan.owner(key, len(self.actors))].append(key)
-        refs: dict[TaskKey, object] = {}  # submitted, not yet done
-        pending: dict[object, tuple[TaskKey, int]] = {}
-        busy = [0] * len(self.actors)
+        self.ray, self.ex, self.actors, self.on_done = api or ray, ex, ex.actors, on_done
+        graph = TaskGraph(plan, keys)
+        n = len(self.actors)
+        self.keys = graph.keys
+        self.sched = Schedule(graph, [plan.owner(k, n) for k in graph.keys], n, ex.in_flight_per_worker,
+                              ex.prefetch_per_worker)
+        self.refs: list = [None] * len(graph)  # ObjectRef of each running task
+        self.pending: dict = {}  # in-flight task ref -> task
+        self.pings: dict = {}  # in-flight ping ref -> worker
+        self.stale: set = set()  # refs of requeued tasks: read and dropped when they resolve
+        self.ping_at: dict[int, float] = {}  # lost worker -> when to ping it again
+        self.last_error: dict[int, str] = {}  # worker -> why it was last seen down
+        self.failures = [0] * len(graph)  # transient errors, per task
+        self.losses = [0] * len(graph)  # times lost with its worker, per task
+        self.last_done = self.none_up_since = time.monotonic()
 
-        def submit_ready() -> None:
-            for w, queue in enumerate(queues):
-                while queue and busy[w] < self.in_flight_per_worker:
-                    needs = [d for d in _deps(plan, queue[0]) if d in todo]  # not in todo: done before (resume)
-                    if any(d not in refs for d in needs):  # not submitted yet: by another owner, later
-                        break
-                    key = queue.popleft()
-                    ref = self.actors[w].run.remote(key, *(refs[d] for d in needs))
-                    refs[key], pending[ref] = ref, (key, w)
-                    busy[w] += 1
-
-        submit_ready()
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                key, w = pending.pop(ref)
-                report = self._result(ref, key)
-                todo.discard(key)  # done: its dependents no longer need its ref
-                del refs[key]
-                busy[w] -= 1
-                on_done(report)
-            submit_ready()
-        left = sum(map(len, queues))
-        if left:  # pragma: no cover - keys not in dependency order
-            raise RuntimeError(f"internal: {left} task(s) could never be submitted; keys were not in dependency order")
-
-    @staticmethod
-    def _result(ref, key: TaskKey) -> TaskReport:
-        import ray
-        from ray.exceptions import RayActorError, RayTaskError
-
+    def run(self) -> list[bool]:
+        """Run every task; returns which workers are up at the end."""
+        for w in range(len(self.actors)):  # a worker takes tasks once it answers
+            self._ping(w)
         try:
-            return ray.get(ref)
-        except RayTaskError as e:
-            original = e.cause  # the exception the worker raised, unpickled
-            if isinstance(original, TileError):
-                raise TileError(original.key, original.cause) from None
-            raise TileError(key, original if isinstance(original, BaseException) else e) from None
-        except RayActorError as e:
-            raise TileError(key, RuntimeError(
-                f"worker died and could not be restarted ({str(e).splitlines()[0][:200]}); "
-                "finished tiles are recorded: re-run with --resume")) from None
+            while not self.sched.finished:
+                self._submit()
+                for ref in self._wait():
+                    if ref in self.pings:
+                        self._pinged(ref)
+                    elif ref in self.stale:
+                        self._drop(ref)
+                    else:
+                        self._settle(ref)
+                self._check(time.monotonic())
+        finally:  # superseded copies, and after a failure the rest, that have resolved by now
+            self.stale.update(self.pending)
+            if self.stale:
+                for ref in self.ray.wait(list(self.stale), num_returns=len(self.stale), timeout=0)[0]:
+                    self._drop(ref)
+        return list(self.sched.up)
+
+    def _submit(self) -> None:
+        assigned, withdrawn = self.sched.assign(time.monotonic())
+        for i in withdrawn:  # taken back: cancelled if it has not started, ignored if it has
+            if self.refs[i] is not None:
+                self._cancel(self.refs[i])
+        self._forget(withdrawn)
+        for i, w in assigned:
+            inputs = [self.refs[d] for d in self.sched.inputs_in_flight(i)]
+            ref = self.actors[w].run.remote(self.keys[i], *inputs)
+            self.refs[i] = ref
+            self.pending[ref] = i
+
+    def _wait(self) -> list:
+        refs = [*self.pending, *self.pings, *self.stale]
+        if not refs:  # every worker lost, none due for a ping yet
+            time.sleep(min(POLL_S, PING_INTERVAL_S))
+            return []
+        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)  # everything that is ready
+        if not ready:  # wait for one, or until an idle worker may take back a slow task
+            timeout = min(POLL_S, max(0.01, self.sched.wake_at - time.monotonic()))
+            ready, _ = self.ray.wait(refs, num_returns=1, timeout=timeout)
+        return ready
+
+    def _settle(self, ref) -> None:
+        i = self.pending.get(ref)
+        if i is None:  # forgotten: requeued with a lost worker or a failed input
+            return
+        try:
+            report = self.ray.get(ref)
+        except self.ray.exceptions.RayError as e:
+            self._failed(ref, i, e)
+            return
+        del self.pending[ref]
+        self.refs[i] = None
+        self.last_done = time.monotonic()
+        self.sched.complete(i, self.last_done)
+        self.on_done(report)
+
+    def _failed(self, ref, i: int, e: Exception) -> None:
+        errors = self.ray.exceptions
+        # an input's failure reaches this task too: settle the inputs first, which requeues this
+        # task along with a failed input, so that only a task's own failure counts against it
+        inputs = [self.refs[d] for d in self.sched.inputs_in_flight(i)]
+        if inputs:
+            for r in self.ray.wait(inputs, num_returns=len(inputs), timeout=0)[0]:
+                self._settle(r)
+            if ref not in self.pending:
+                return
+        del self.pending[ref]  # read: not stale
+        if isinstance(e, errors.RayActorError):  # died or unreachable (ActorDiedError, ActorUnavailableError)
+            self._lost(self.sched.worker[i], e)
+            return
+        key, cause = self.keys[i], e.cause if isinstance(e, errors.RayTaskError) else e
+        if isinstance(cause, TileError):
+            key, cause = cause.key, cause.cause
+        retry = transient(cause) or not isinstance(e, errors.RayTaskError)  # a Ray system error: worth a retry
+        if not retry or self.failures[i] >= TASK_RETRIES:
+            err = TileError(key, cause if isinstance(cause, BaseException) else e)
+            if self.failures[i]:
+                err.add_note(f"{self.failures[i] + 1} attempts")
+            raise err from None
+        self.failures[i] += 1
+        log.warning("task %s: %s: %s; retry %d/%d", key, type(cause).__name__, cause, self.failures[i],
+                    TASK_RETRIES)
+        self._forget(self.sched.requeue(i))
+
+    def _lost(self, w: int, e: Exception) -> None:
+        """Worker ``w`` died or cannot be reached: its tasks go to live workers, and it is pinged
+        until it answers again (Ray restarts it when the cluster has room)."""
+        lost, requeued = self.sched.worker_lost(w)
+        self._forget(requeued)
+        self.last_error[w] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        log.warning("worker-%d lost (%s); %d task(s) requeued", w, self.last_error[w], len(requeued))
+        for i in lost:
+            self.losses[i] += 1
+            if self.losses[i] > WORKER_LOSSES:
+                raise TileError(self.keys[i], RuntimeError(
+                    f"its worker was lost {self.losses[i]} times while running it (last: {self.last_error[w]}); "
+                    "finished tiles are recorded: re-run with --resume")) from None
+        self._ping(w)
+
+    def _forget(self, tasks: list[int]) -> None:
+        for i in tasks:
+            if self.pending.pop(self.refs[i], None) is not None:
+                self.stale.add(self.refs[i])
+            self.refs[i] = None
+
+    def _drop(self, ref) -> None:
+        """A requeued task's old ref resolved: its result or error is superseded (read here so that
+        Ray does not report it as unhandled)."""
+        self.stale.discard(ref)
+        try:
+            self.ray.get(ref)
+        except self.ray.exceptions.RayError:
+            pass
+
+    def _cancel(self, ref) -> None:
+        try:
+            self.ray.cancel(ref)
+        except (self.ray.exceptions.RayError, ValueError):  # finished or gone already: nothing to cancel
+            pass
+
+    def _ping(self, w: int) -> None:
+        self.pings[self.actors[w].ping.remote()] = w
+
+    def _pinged(self, ref) -> None:
+        w = self.pings.pop(ref)
+        try:
+            self.ray.get(ref)
+        except self.ray.exceptions.RayError as e:  # still restarting, or cannot be placed
+            self.last_error[w] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            self.ping_at[w] = time.monotonic() + PING_INTERVAL_S
+            return
+        self.sched.worker_up(w)
+
+    def _check(self, now: float) -> None:
+        for w, at in list(self.ping_at.items()):
+            if at <= now:
+                del self.ping_at[w]
+                self._ping(w)
+        if any(self.sched.up):
+            self.none_up_since = now
+        else:
+            self.last_done = now  # the stall clock runs only while some worker is up
+        if now - self.none_up_since > self.ex.no_worker_timeout_s:
+            why = "; ".join(f"worker-{w}: {m}" for w, m in sorted(self.last_error.items())[:3]) or "not started"
+            raise RenderStalled(
+                f"no live Ray worker for {now - self.none_up_since:.0f} s ({len(self.actors)} asked for; {why}): "
+                "the cluster has no room to start or restart them; add nodes or pass fewer --workers, then "
+                "re-run with --resume (finished tiles are recorded)")
+        if now - self.last_done > self.ex.stall_timeout_s:
+            running = sorted(self.pending.values())
+            where = f", e.g. {self.keys[running[0]]} on worker-{self.sched.worker[running[0]]}" if running else ""
+            raise RenderStalled(
+                f"no task finished in {now - self.last_done:.0f} s ({len(running)} running{where}; "
+                f"{sum(self.sched.up)}/{len(self.actors)} workers up, {self.sched.left} task(s) left): a worker "
+                "hangs or the cluster lost its resources; re-run with --resume (finished tiles are recorded) "
+                "or raise OURGAN_STALL_TIMEOUT_S")
