@@ -142,6 +142,10 @@ def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chu
       ourgan-dist render model/ --out out.zarr --size 4096x2730 --tile 0      # untiled reference
       ourgan-dist render s3://b/model --out s3://b/r.zarr --size 16384x10912 --address auto
     """
+    if address is None:
+        from .render import quiet_embedded_ray_auth
+
+        quiet_embedded_ray_auth()
     from .render import RenderRequest, check_output, describe_halo_error, measure_halo_error, prepare
     from .render import render as run_render
 

@@ -8,6 +8,7 @@ executor, and marks the store complete.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -175,11 +176,19 @@ class RenderSummary:
     halo_error: dict | None = None
 
 
+class _RayAuthNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+
+
 def quiet_embedded_ray_auth() -> None:
     """A new local Ray (>= 2.5x) turns on token authentication when ``RAY_AUTH_MODE`` is unset and
-    logs a warning saying so at every start. Naming that same mode explicitly keeps the embedded
-    instance exactly as secure and silences the warning; a mode the user set is left alone."""
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    logs a notice saying so at every start. The CLI hides that one notice (a log filter; the mode,
+    the environment and Ray's cached config are left exactly as Ray sets them: changing the
+    variable behind Ray's back leaves its cached config disagreeing with clusters started later)."""
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _RayAuthNotice) for f in logger.filters):
+        logger.addFilter(_RayAuthNotice())
 
 
 def make_executor(req: RenderRequest, model=None):
@@ -187,8 +196,6 @@ def make_executor(req: RenderRequest, model=None):
         from .executors.local import LocalExecutor
 
         return LocalExecutor(model=model)
-    if req.address is None:
-        quiet_embedded_ray_auth()
     try:
         from .executors.ray import RayExecutor
     except ImportError as e:  # pragma: no cover - ray is a dependency

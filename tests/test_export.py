@@ -64,8 +64,14 @@ def test_tiff_jpeg_is_close_to_the_store(store, tmp_path):
     export(store, out, compression="jpeg", progress=False)
     with tifffile.TiffFile(out) as tif:
         assert tif.pages[0].compression == tifffile.COMPRESSION.JPEG
-    diff = np.abs(vips_pixels(out).astype(int) - level(store, 0))
-    assert diff.mean() < 6, diff.mean()  # lossy, but the same picture
+    ref = level(store, 0)
+    diff = np.abs(vips_pixels(out).astype(int) - ref)
+    # lossy, but the same picture: no further from the store than libvips' own JPEG of the same
+    # pixels at the same quality (the error depends on the content; a tiny untrained model's is noisy)
+    jpeg = pyvips.Image.new_from_buffer(pyvips.Image.new_from_array(np.ascontiguousarray(ref))
+                                        .jpegsave_buffer(Q=90, subsample_mode="on"), "")  # 4:2:0, as TIFF JPEG
+    baseline = np.abs(jpeg.numpy().astype(int) - ref).mean()
+    assert diff.mean() < 1.25 * baseline + 1, (diff.mean(), baseline)
 
 
 def test_png_equals_store_and_jpeg_webp_are_close(store, tmp_path):

@@ -70,9 +70,10 @@ def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, pr
       ourgan-dist demo --out demo-out --train    # train from scratch first (~10 minutes on 2 cores)
     """
     from ..cli import _progress_bar
-    from ..render import RenderRequest, prepare, render
+    from ..render import RenderRequest, prepare, quiet_embedded_ray_auth, render
     from ..train import train_model
 
+    quiet_embedded_ray_auth()
     photo = sample_photo()
     store = os.path.join(out_dir, "render.zarr")
     workers = ray_workers(workers)
