@@ -91,7 +91,24 @@ def skip_window(x: torch.Tensor, kind: str, window: Box, core: Box, level_size: 
     return skip[:, :, slice(4 * ky.start, 4 * ky.stop), slice(4 * kx.start, 4 * kx.stop)]
 
 
-class SRNet(nn.Module):
+class WindowedSR(nn.Module):
+    """What every x4 network shares: a config, an exact receptive radius, and the whole-image
+    forward as the window that is the whole level (subclasses implement ``forward_window``)."""
+
+    cfg: SRConfig
+
+    @property
+    def receptive_radius(self) -> int:
+        return self.cfg.receptive_radius
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Whole-image forward (training and the untiled reference): (B, 3, h, w) -> (B, 3, 4h, 4w)."""
+        h, w = x.shape[2], x.shape[3]
+        full = Box(0, h, 0, w)
+        return self.forward_window(x, z, window=full, core=full, level_size=(h, w))
+
+
+class SRNet(WindowedSR):
     def __init__(self, cfg: SRConfig):
         super().__init__()
         self.cfg = cfg
@@ -104,16 +121,6 @@ class SRNet(nn.Module):
         self.conv_hr = ExactConv2d(nf, nf)
         self.conv_last = ExactConv2d(nf, 3)
         self.register_buffer("noise_amp", torch.tensor(float(cfg.noise_amp)))
-
-    @property
-    def receptive_radius(self) -> int:
-        return self.cfg.receptive_radius
-
-    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Whole-image forward (training and the untiled reference): (B, 3, h, w) -> (B, 3, 4h, 4w)."""
-        h, w = x.shape[2], x.shape[3]
-        full = Box(0, h, 0, w)
-        return self.forward_window(x, z, window=full, core=full, level_size=(h, w))
 
     def forward_window(self, x: torch.Tensor, z: torch.Tensor | None, *, window: Box, core: Box,
                        level_size: tuple[int, int]) -> torch.Tensor:

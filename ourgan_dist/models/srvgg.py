@@ -21,10 +21,10 @@ from torch import nn
 from ..config import SRConfig
 from ..plan import Box
 from .layers import ExactConv2d
-from .sr import _crop, from_net, skip_window, to_net
+from .sr import WindowedSR, _crop, from_net, skip_window, to_net
 
 
-class SRVGG(nn.Module):
+class SRVGG(WindowedSR):
     def __init__(self, cfg: SRConfig):
         super().__init__()
         self.cfg = cfg
@@ -33,16 +33,6 @@ class SRVGG(nn.Module):
         self.acts = nn.ModuleList(nn.PReLU(nf) for _ in range(cfg.convs + 1))
         self.conv_last = ExactConv2d(nf, 3 * 16)
         self.register_buffer("noise_amp", torch.tensor(float(cfg.noise_amp)))
-
-    @property
-    def receptive_radius(self) -> int:
-        return self.cfg.receptive_radius
-
-    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Whole-image forward (training and the untiled reference): (B, 3, h, w) -> (B, 3, 4h, 4w)."""
-        h, w = x.shape[2], x.shape[3]
-        full = Box(0, h, 0, w)
-        return self.forward_window(x, z, window=full, core=full, level_size=(h, w))
 
     def forward_window(self, x: torch.Tensor, z: torch.Tensor | None, *, window: Box, core: Box,
                        level_size: tuple[int, int]) -> torch.Tensor:
