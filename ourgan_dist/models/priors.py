@@ -85,16 +85,14 @@ def _cache_dir() -> str:
     return os.path.join(root, "ourgan-dist", "priors")
 
 
-def _expected_keys(cfg: SRConfig) -> list[str]:
+def _expected_keys(cfg: SRConfig, state_keys: list[str]) -> list[str]:
     """Our module's conv and PReLU parameter names, in the order the ncnn graph stores them."""
     if cfg.arch == "srvgg":  # conv, PReLU, conv, PReLU, ..., conv_last
         keys = []
         for i in range(cfg.convs + 1):
             keys += [f"convs.{i}.weight", f"convs.{i}.bias", f"acts.{i}.weight"]
         return keys + ["conv_last.weight", "conv_last.bias"]
-    from .sr import build_sr  # rrdb: the module's own order is the graph's
-
-    return [k for k in build_sr(cfg).state_dict() if k != "noise_amp"]
+    return [k for k in state_keys if k != "noise_amp"]  # rrdb: the module's own order is the graph's
 
 
 def convert(prior: Prior, cfg: SRConfig) -> dict:
@@ -114,13 +112,13 @@ def convert(prior: Prior, cfg: SRConfig) -> dict:
                 tensors.append((layer.name, layer.weights["bias"]))
         elif layer.type == "PReLU":
             tensors.append((layer.name, layer.weights["slope"]))
-    keys = _expected_keys(cfg)
-    if len(keys) != len(tensors):
-        raise CheckpointError(f"{binary}: {len(tensors)} weight tensors, the {prior.arch} network has {len(keys)}: "
-                              "the file does not hold this architecture")
     from .sr import build_sr
 
     shapes = {k: tuple(v.shape) for k, v in build_sr(cfg).state_dict().items()}
+    keys = _expected_keys(cfg, list(shapes))
+    if len(keys) != len(tensors):
+        raise CheckpointError(f"{binary}: {len(tensors)} weight tensors, the {prior.arch} network has {len(keys)}: "
+                              "the file does not hold this architecture")
     state = {}
     for key, (lname, arr) in zip(keys, tensors):
         if tuple(arr.shape) != shapes[key]:

@@ -119,7 +119,7 @@ def _train_into(out: str, image: str, info: images.PhotoInfo, cfg: ModelConfig, 
     from ..models import checkpoint
 
     model = checkpoint.build(cfg, seed)
-    prior = _load_prior(model, progress)
+    prior = _load_prior(model)
     if cfg.sr.prior and prior is None:  # the checkpoint says what its SR weights really are
         cfg = dataclasses.replace(cfg, sr=dataclasses.replace(cfg.sr, prior=""))
         model.config = cfg
@@ -152,7 +152,7 @@ def _train_into(out: str, image: str, info: images.PhotoInfo, cfg: ModelConfig, 
     return model_id
 
 
-def _load_prior(model, progress: bool) -> dict | None:
+def _load_prior(model) -> dict | None:
     """Start the SR network from its pre-trained prior; without the package that ships it, say so
     in one line and learn from scratch. Returns the prior's provenance (None: from scratch)."""
     import sys

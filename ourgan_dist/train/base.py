@@ -113,18 +113,23 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
         ch, cw = (min(h, cfg.base_crop), min(w, cfg.base_crop)) if cfg.base_crop else (h, w)
         y_full = y_channel(h, device)
         rec_up = resize_bilinear(rec_prev, sizes[s])
+
+        def crop_origin() -> tuple[int, int]:  # top-left of a random (ch, cw) crop; (0, 0) when whole
+            if (ch, cw) == (h, w):
+                return 0, 0
+            return (int(torch.randint(0, h - ch + 1, (1,), generator=g)),
+                    int(torch.randint(0, w - cw + 1, (1,), generator=g)))
+
         for _ in range(cfg.base_iterations):
             with torch.no_grad():  # a random sample of the frozen scales below
                 x = gen.decode(randn(1, gen.cfg.latent_channels, *sizes[0]))
                 for k in range(1, s):
                     x = gen.refine(k, x, sizes[k], randn(1, 3, *sizes[k]) if k >= n_vae else None)
                 up = resize_bilinear(x, sizes[s])
-            cy, cx = (int(torch.randint(0, h - ch + 1, (1,), generator=g)), int(torch.randint(0, w - cw + 1, (1,), generator=g))) \
-                if (ch, cw) != (h, w) else (0, 0)
+            cy, cx = crop_origin()
             ys, xs = slice(cy, cy + ch), slice(cx, cx + cw)
             fake = gen.refine_upsampled(s, up[:, :, ys, xs], randn(1, 3, ch, cw), y_full[:, :, ys])
-            ry, rx = (int(torch.randint(0, h - ch + 1, (1,), generator=g)), int(torch.randint(0, w - cw + 1, (1,), generator=g))) \
-                if (ch, cw) != (h, w) else (0, 0)
+            ry, rx = crop_origin()
             real = reals[s][:, :, ry:ry + ch, rx:rx + cw]
             # critic step
             d_loss = critic(fake.detach()).mean() - critic(real).mean()
