@@ -156,15 +156,19 @@ class TrainConfig:
     sr_crop: int = 128  # high-resolution crop side for SR training
     sr_batch: int = 4  # crops per SR step
     sr_adv_weight: float = 0.0  # weight of an SR patch-GAN loss next to L1 (0.01-0.05 drew a dot grid, see README)
+    sr_blur: float = 0.0  # SR inputs: high-res crops blurred by a Gaussian of random std in [0, this] px, then 1/4
     sr_consistency_weight: float = 1.0  # output shrunk x4 vs input (colours stay put) + per-position means (no grid)
     critic_channels: int = 32  # channels of the patch critics
     base_crop: int = 0  # GAN scales larger than this (px a side) train on random crops of it; 0: whole
+    vae_adv_weight: float = 0.0  # patch-GAN loss on prior samples of the VAE scales (0: HP-VAE-GAN's plain VAE)
+    critic_vertical: bool = False  # base critics also see the y channel (judge a patch for its height)
 
     def __post_init__(self) -> None:
         n = type(self).__name__
         for name in ("base_iterations", "sr_iterations"):
             v = getattr(self, name)
             _check(n, name, isinstance(v, int) and v >= 0, "an int >= 0", v)
+        _check(n, "critic_vertical", isinstance(self.critic_vertical, bool), "a bool", self.critic_vertical)
         _check(n, "base_crop", isinstance(self.base_crop, int) and (self.base_crop == 0 or self.base_crop >= 16),
                "0 (whole scales) or an int >= 16", self.base_crop)
         for name in ("sr_crop", "sr_batch", "critic_channels"):
@@ -172,7 +176,7 @@ class TrainConfig:
             _check(n, name, isinstance(v, int) and v >= 1, "an int >= 1", v)
         _check(n, "sr_crop", self.sr_crop % 4 == 0 and self.sr_crop >= 16, "a multiple of 4, >= 16", self.sr_crop)
         for name in ("lr", "sr_lr", "recon_weight", "kl_weight", "gp_weight", "noise_amp_scale", "sr_adv_weight",
-                     "sr_consistency_weight"):
+                     "sr_consistency_weight", "vae_adv_weight", "sr_blur"):
             v = getattr(self, name)
             _check(n, name, isinstance(v, (int, float)) and v >= 0, "a number >= 0", v)
 
@@ -218,7 +222,7 @@ PRESETS: dict[str, ModelConfig] = {
         sr=SRConfig(arch="srvgg", features=64, convs=16, skip="nearest", prior="realesr-animevideov3-x4",
                     noise_amp=0.02),
         train=TrainConfig(base_iterations=600, sr_iterations=800, lr=1e-3, sr_crop=96, sr_batch=4, critic_channels=32,
-                          base_crop=96),
+                          base_crop=96, sr_blur=1.5),
     ),
     # GPU scale: HP-VAE-GAN sizes for the base, an ESRGAN-like SR with a bounded receptive field.
     "paper": ModelConfig(preset="paper"),

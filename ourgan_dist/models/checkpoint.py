@@ -118,7 +118,8 @@ def _upgrade_config(config: Any) -> Any:
         config = {**config, "sr": {"arch": "rrdb", "skip": "bicubic", "unit_range": False, "prior": "",
                                    "edge": "zeros", **config["sr"]}}
     if isinstance(config, dict) and isinstance(config.get("train"), dict):
-        legacy = {"sr_lr": config["train"].get("lr", 1e-4), "sr_consistency_weight": 0.0, "sr_adv_weight": 0.005}
+        legacy = {"sr_lr": config["train"].get("lr", 1e-4), "sr_consistency_weight": 0.0, "sr_adv_weight": 0.005,
+                  "vae_adv_weight": 0.0, "critic_vertical": False, "sr_blur": 0.0}
         config = {**config, "train": {**legacy, **config["train"]}}
     return config
 

@@ -24,25 +24,39 @@ from ..models.layers import leaky
 
 
 class PatchCritic(nn.Module):
-    """A fully convolutional critic: one score per patch (receptive field 2 * convs + 1)."""
+    """A fully convolutional critic: one score per patch (receptive field 2 * convs + 1).
 
-    def __init__(self, channels: int, convs: int):
+    With ``vertical`` every conv also sees the patch's rows of the whole image's y channel, so
+    the critic judges a patch for where it sits (sky at the top, ground at the bottom), not only
+    for its texture."""
+
+    def __init__(self, channels: int, convs: int, vertical: bool = False):
         super().__init__()
         widths = [3] + [channels] * (convs - 1)
-        self.body = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(widths[:-1], widths[1:]))
-        self.head = nn.Conv2d(channels, 1, 3, padding=1)
+        self.vertical = vertical
+        self.body = nn.ModuleList(nn.Conv2d(a + vertical, b, 3, padding=1) for a, b in zip(widths[:-1], widths[1:]))
+        self.head = nn.Conv2d(channels + vertical, 1, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, 1, H, W)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (B, 3, H, W), y: (1, 1, H, 1) -> (B, 1, H, W)
+        def with_y(t):
+            if not self.vertical:
+                return t
+            return torch.cat([t, y.to(t.dtype).expand(t.shape[0], 1, t.shape[2], t.shape[3])], dim=1)
+
         for conv in self.body:
-            x = leaky(conv(x))
-        return self.head(x)
+            x = leaky(conv(with_y(x)))
+        return self.head(with_y(x))
 
 
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """WGAN-GP: (||grad D(interp)|| - 1)^2 on random interpolates of real and fake."""
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator,
+                     y: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP: (||grad D(interp)|| - 1)^2 on random interpolates of real and fake (with a
+    y-aware critic, ``y`` holds the rows of the interpolates, real and fake at the same rows)."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, generator=gen).to(real.device)
     mix = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-    grad, = torch.autograd.grad(critic(mix).sum(), mix, create_graph=True)
+    score = critic(mix) if y is None else critic(mix, y)
+    grad, = torch.autograd.grad(score.sum(), mix, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
@@ -50,6 +64,29 @@ def pyramid(photo: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Ten
     """The photo (1, 3, H, W) resized (antialiased) to every scale's size, coarsest first."""
     return [F.interpolate(photo, size=s, mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
             for s in sizes]
+
+
+def _critic(cfg: TrainConfig, gen: BaseGenerator, seed: int, s: int, device) -> tuple[PatchCritic, torch.optim.Optimizer]:
+    """Scale ``s``'s critic and its optimiser; its weights come from the seed, not the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed * 7919 + 101 * s + 3)
+        critic = PatchCritic(cfg.critic_channels, gen.cfg.convs_per_stage, cfg.critic_vertical).to(device)
+    return critic, torch.optim.Adam(critic.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+
+
+def _score(critic: PatchCritic, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return critic(x, y) if critic.vertical else critic(x)
+
+
+def _critic_step(critic: PatchCritic, opt: torch.optim.Optimizer, cfg: TrainConfig, real: torch.Tensor,
+                 fake: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> float:
+    """One WGAN-GP critic update on (real, fake) patches of the same height; returns its loss."""
+    d_loss = _score(critic, fake, y).mean() - _score(critic, real, y).mean()
+    gp = gradient_penalty(critic, real, fake, g, y if critic.vertical else None)
+    opt.zero_grad(set_to_none=True)
+    (d_loss + cfg.gp_weight * gp).backward()
+    opt.step()
+    return float(d_loss.detach())
 
 
 def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: int,
@@ -75,20 +112,36 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
         for p in frozen:  # gradients flow through the frozen scales to the encoder, not into them
             p.requires_grad_(False)
         opt = torch.optim.Adam(list(gen.encoder.parameters()) + stage_params, lr=cfg.lr, betas=(0.5, 0.999))
-        for _ in range(cfg.base_iterations):
-            mu, logvar = gen.encode(reals[0])
-            z = mu + torch.exp(0.5 * logvar) * randn(*mu.shape)
+        critic = opt_d = None
+        y_s = y_channel(sizes[s][0], device)
+        if cfg.vae_adv_weight > 0:
+            critic, opt_d = _critic(cfg, gen, seed, s, device)
+
+        def through(z: torch.Tensor) -> torch.Tensor:  # latent -> scale s (VAE scales carry no noise)
             x = gen.decode(z)
             for k in range(1, s + 1):
                 x = gen.refine(k, x, sizes[k], None)
+            return x
+
+        for _ in range(cfg.base_iterations):
+            mu, logvar = gen.encode(reals[0])
+            x = through(mu + torch.exp(0.5 * logvar) * randn(*mu.shape))
             rec = F.mse_loss(x, reals[s])
             kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
             loss = cfg.recon_weight * rec + cfg.kl_weight * kl
+            losses = {"rec": float(rec.detach()), "kl": float(kl.detach())}
+            if critic is not None:
+                # a sample from the prior must look like the photo at this scale: the latent's
+                # prior (i.i.d. per pixel) is what rendering draws from, not the encoder's posterior
+                fake = through(randn(*mu.shape))
+                d_loss = _critic_step(critic, opt_d, cfg, reals[s], fake.detach(), y_s, g)
+                loss = loss - cfg.vae_adv_weight * _score(critic, fake, y_s).mean()
+                losses["d"] = d_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            hist.setdefault(f"s{s}_rec", []).append(float(rec.detach()))
-            step(f"base s{s}", {"rec": float(rec.detach()), "kl": float(kl.detach())})
+            hist.setdefault(f"s{s}_rec", []).append(losses["rec"])
+            step(f"base s{s}", losses)
         for p in frozen:
             p.requires_grad_(True)
 
@@ -104,11 +157,8 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
                 rec_prev = gen.refine(k, rec_prev, sizes[k], torch.zeros_like(reals[k]) if k >= n_vae else None)
             up = resize_bilinear(rec_prev, sizes[s])
             gen.noise_amps[s] = cfg.noise_amp_scale * torch.sqrt(F.mse_loss(up, reals[s])).clamp(min=1e-3)
-        with torch.random.fork_rng(devices=[]):  # critic weights from the seed, not the global RNG
-            torch.manual_seed(seed * 7919 + 101 * s + 3)
-            critic = PatchCritic(cfg.critic_channels, gen.cfg.convs_per_stage).to(device)
+        critic, opt_d = _critic(cfg, gen, seed, s, device)
         opt_g = torch.optim.Adam(stage.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
-        opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         h, w = sizes[s]
         ch, cw = (min(h, cfg.base_crop), min(w, cfg.base_crop)) if cfg.base_crop else (h, w)
         y_full = y_channel(h, device)
@@ -130,15 +180,12 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             ys, xs = slice(cy, cy + ch), slice(cx, cx + cw)
             fake = gen.refine_upsampled(s, up[:, :, ys, xs], randn(1, 3, ch, cw), y_full[:, :, ys])
             ry, rx = crop_origin()
+            if cfg.critic_vertical:  # the real patch from the same rows: the critic compares like with like
+                ry = cy
             real = reals[s][:, :, ry:ry + ch, rx:rx + cw]
-            # critic step
-            d_loss = critic(fake.detach()).mean() - critic(real).mean()
-            gp = gradient_penalty(critic, real, fake.detach(), g)
-            opt_d.zero_grad(set_to_none=True)
-            (d_loss + cfg.gp_weight * gp).backward()
-            opt_d.step()
+            d_loss = _critic_step(critic, opt_d, cfg, real, fake.detach(), y_full[:, :, ys], g)
             # generator step: fool the critic, and reconstruct the photo from the reconstruction path
-            adv = -critic(fake).mean()
+            adv = -_score(critic, fake, y_full[:, :, ys]).mean()
             rec_out = gen.refine_upsampled(s, rec_up[:, :, ys, xs], torch.zeros(1, 3, ch, cw, device=device),
                                            y_full[:, :, ys])
             rec = F.mse_loss(rec_out, reals[s][:, :, ys, xs])
@@ -146,6 +193,6 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             (adv + cfg.recon_weight * rec).backward()
             opt_g.step()
             hist.setdefault(f"s{s}_rec", []).append(float(rec.detach()))
-            hist.setdefault(f"s{s}_d", []).append(float(d_loss.detach()))
-            step(f"base s{s}", {"rec": float(rec.detach()), "d": float(d_loss.detach())})
+            hist.setdefault(f"s{s}_d", []).append(d_loss)
+            step(f"base s{s}", {"rec": float(rec.detach()), "d": d_loss})
     return hist

@@ -96,6 +96,35 @@ def scale_pyramid(photo: torch.Tensor, widths: list[int], crop: int) -> list[tor
     return out or [photo]
 
 
+def gaussian_blur(img: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Blur each image of (B, 3, H, W) with its own Gaussian (std ``sigmas[b]`` px; 0: unchanged),
+    edges reflected."""
+    radius = max(1, int(torch.ceil(3 * sigmas.max())))
+    t = torch.arange(-radius, radius + 1, dtype=img.dtype, device=img.device)
+    out = []
+    for x, sd in zip(img, sigmas.tolist()):
+        if sd <= 0:
+            out.append(x[None])
+            continue
+        k = torch.exp(-0.5 * (t / sd) ** 2)
+        k = (k / k.sum()).to(img.dtype)
+        x = F.pad(x[None], (radius, radius, radius, radius), mode="reflect")
+        x = F.conv2d(x, k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+        out.append(F.conv2d(x, k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3))
+    return torch.cat(out)
+
+
+def degrade(hr: torch.Tensor, blur: float, gen: torch.Generator) -> torch.Tensor:
+    """The low-resolution input of a training pair: ``hr`` blurred by a random Gaussian (std
+    uniform in [0, ``blur``] high-resolution px; 0: no blur), then bicubic 1/4. The levels the
+    renderer feeds the network are drawn by generators and by the network itself, softer than a
+    photo shrunk with a sharp filter; learning from softened inputs teaches it to restore edges
+    from them rather than to copy their softness."""
+    if blur > 0:
+        hr = gaussian_blur(hr, torch.rand(hr.shape[0], generator=gen) * blur)
+    return downsample4(hr)
+
+
 def downsample_to(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(img, size=(height, width), mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
 
@@ -144,7 +173,7 @@ def train_sr(net: torch.nn.Module, photo: torch.Tensor, cfg: TrainConfig, seed: 
     for _ in range(cfg.sr_iterations):
         level = levels[int(torch.randint(0, len(levels), (1,), generator=g))] if len(levels) > 1 else levels[0]
         hr = random_crops(level, cfg.sr_crop, cfg.sr_batch, g)  # (B, 3, crop, crop)
-        lr = downsample4(hr)  # (B, 3, crop/4, crop/4)
+        lr = degrade(hr, cfg.sr_blur, g)  # (B, 3, crop/4, crop/4)
         z = torch.randn(lr.shape, generator=g).to(device)
         out = net(lr, z)
         if cfg.sr_adv_weight > 0:
@@ -157,7 +186,8 @@ def train_sr(net: torch.nn.Module, photo: torch.Tensor, cfg: TrainConfig, seed: 
             adv = torch.zeros((), device=device)
         l1 = F.l1_loss(out, hr)
         # the output shrunk back must be the input: texture may be invented, colours may not drift
-        cons = (F.l1_loss(downsample4(out), lr) + F.l1_loss(phase_means(out), phase_means(hr))
+        lr_target = lr if cfg.sr_blur <= 0 else downsample4(hr)
+        cons = (F.l1_loss(downsample4(out), lr_target) + F.l1_loss(phase_means(out), phase_means(hr))
                 if cfg.sr_consistency_weight > 0 else torch.zeros((), device=device))
         opt_g.zero_grad(set_to_none=True)
         (l1 + cfg.sr_adv_weight * adv + cfg.sr_consistency_weight * cons).backward()
