@@ -56,9 +56,12 @@ class BaseConfig:
     latent_channels: int = 8  # channels of the VAE latent at the coarsest scale
     vertical_coord: bool = True  # feed a global y channel (-1 top .. +1 bottom) to every conv
     padding: str = "replicate"  # how convs see past the image edge: "replicate" or "zeros" (a dark frame)
+    temperature: float = 1.0  # std of the latent drawn for a new image (< 1: nearer the photo's typical layout)
 
     def __post_init__(self) -> None:
         n = type(self).__name__
+        _check(n, "temperature", isinstance(self.temperature, (int, float)) and 0 < self.temperature <= 2,
+               "a number in (0, 2]", self.temperature)
         _check(n, "base_width", isinstance(self.base_width, int) and self.base_width >= 8, "an int >= 8", self.base_width)
         _check(n, "coarsest_width", isinstance(self.coarsest_width, int) and 4 <= self.coarsest_width <= self.base_width,
                f"an int in [4, base_width={self.base_width}]", self.coarsest_width)
@@ -218,7 +221,7 @@ PRESETS: dict[str, ModelConfig] = {
     "cpu": ModelConfig(
         preset="cpu",
         base=BaseConfig(base_width=256, coarsest_width=32, n_scales=7, channels=32, convs_per_stage=4, vae_scales=2,
-                        latent_channels=8),
+                        latent_channels=8, temperature=0.7),
         sr=SRConfig(arch="srvgg", features=64, convs=16, skip="nearest", prior="realesr-animevideov3-x4",
                     noise_amp=0.02),
         train=TrainConfig(base_iterations=600, sr_iterations=800, lr=1e-3, sr_crop=96, sr_batch=4, critic_channels=32,

@@ -88,3 +88,18 @@ def test_option_values_are_checked_and_old_checkpoints_keep_their_training():
     old = {"preset": "cpu", "base": {"padding": "replicate"}, "sr": {"arch": "srvgg"}, "train": {"lr": 1e-3}}
     train = checkpoint._upgrade_config(old)["train"]
     assert (train["sr_blur"], train["vae_adv_weight"], train["critic_vertical"]) == (0.0, 0.0, False)
+
+
+def test_latent_temperature_scales_the_prior_draw_and_keeps_renders_seeded():
+    cfg = PRESETS["tiny"].base
+    torch.manual_seed(0)
+    hot = BaseGenerator(cfg)
+    cool = BaseGenerator(dataclasses.replace(cfg, temperature=0.5))
+    cool.load_state_dict(hot.state_dict())
+    z1, z5 = hot.latent(4, (6, 8), "cpu"), cool.latent(4, (6, 8), "cpu")
+    assert torch.equal(z5, z1 * 0.5)
+    assert torch.equal(cool.generate(24, 32, 4), cool.generate(24, 32, 4))
+    assert not torch.equal(cool.generate(24, 32, 4), hot.generate(24, 32, 4))
+    with pytest.raises(ConfigError, match="temperature"):
+        dataclasses.replace(cfg, temperature=0)
+    assert PRESETS["cpu"].base.temperature == 0.7 and PRESETS["paper"].base.temperature == 1.0

@@ -123,8 +123,15 @@ class BaseGenerator(nn.Module):
         return torch.from_numpy(z).unsqueeze(0).to(device)
 
     def latent(self, seed: int, size: tuple[int, int], device) -> torch.Tensor:
+        """The coarsest scale's latent for a new image: the prior N(0, 1) scaled by the config's
+        ``temperature``. Below 1 it draws from the prior's dense middle: the patch-VAE's latent
+        is i.i.d. per pixel while the photo's own latent is smooth, and full-strength draws
+        give the coarse layout stray blobs (see docs/quality.md)."""
         z = noise.normal(seed, 0, 0, self.cfg.latent_channels, Box(0, size[0], 0, size[1]))
-        return torch.from_numpy(z).unsqueeze(0).to(device)
+        z = torch.from_numpy(z).unsqueeze(0)
+        if self.cfg.temperature != 1.0:
+            z = z * self.cfg.temperature
+        return z.to(device)
 
     @torch.no_grad()
     def generate(self, height: int, width: int, seed: int) -> torch.Tensor:
