@@ -32,6 +32,22 @@ def test_help_is_fast_and_imports_no_torch_or_ray():
     assert r.returncode == 0 and "--tile" in r.stdout and "--halo" in r.stdout and "--dry-run" in r.stdout
 
 
+
+COMMANDS = ("demo", "evaluate", "export", "inspect", "render", "train", "view")
+
+
+def test_each_command_module_imports_alone_without_the_cli():
+    """No import cycle: a command module imports on its own in a fresh process, without loading
+    the CLI group (which imports the commands), and the group then registers every command."""
+    code = ("import importlib, sys; name = sys.argv[1]; "
+            "importlib.import_module('ourgan_dist.commands.' + name); "
+            "print('ourgan_dist.cli' in sys.modules, any(m in sys.modules for m in ('torch', 'ray', 'zarr')))")
+    for name in COMMANDS:
+        r = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True)
+        assert r.returncode == 0, f"ourgan_dist.commands.{name}: {r.stderr[-1500:]}"
+        assert r.stdout.split() == ["False", "False"], (name, r.stdout)
+    assert sorted(main.commands) == sorted(COMMANDS)
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tiny_model, tmp_path):
     out = tmp_path / "r.zarr"
     code, text = run("render", tiny_model, "--out", out, "--size", "523x211", "--tile", "32", "--chunk", "16",
