@@ -1,6 +1,6 @@
 """Peak memory of exports at 4K, 16K and one gigapixel.
 
-Builds synthetic render stores (``ourgan_dist.synthetic``: the real store layout, a cheap
+Builds synthetic render stores (``tests/synthetic.py``: the real store layout, a cheap
 pattern instead of a model, so no render is needed) and exports each in a fresh Python process,
 which reports its own peak resident set size: ``VmHWM`` from /proc/self/status, which starts
 afresh at exec (``ru_maxrss`` is printed too, but on Linux it carries the forking parent's peak
@@ -43,7 +43,8 @@ print(json.dumps({"seconds": seconds, "ru_maxrss_mib": resource.getrusage(resour
 
 def ensure_store(directory: str, size: str) -> str:
     from ourgan_dist.canvas import Canvas
-    from ourgan_dist.synthetic import write_synthetic_store
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    from synthetic import write_synthetic_store  # test scaffolding: the store layout with a cheap pattern
 
     width, height = (int(v) for v in size.split("x"))
     url = os.path.join(directory, f"store-{size}.zarr")

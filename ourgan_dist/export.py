@@ -25,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-import math
 import os
 import shutil
 import sys
@@ -37,11 +36,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .canvas import Canvas
+from .deepzoom import OVERLAP as DZI_OVERLAP
+from .deepzoom import TILE as DZI_TILE
+from .deepzoom import descriptor, top_level
 from .errors import StoreError, UserError
 
 TIFF_TILE = 256
 TIFF_BUFFER = 4 << 20  # bytes tifffile compresses per pass: bounds its memory
-DZI_TILE, DZI_OVERLAP = 254, 1  # the usual Deep Zoom tile geometry (256 with the overlap)
 DZI_BAND_TILES = 16  # tile columns per dzsave pass (~4K px): bounds its strip buffers
 FORMATS = {".tif": "tiff", ".tiff": "tiff", ".dzi": "dzi", ".zip": "dzi-zip", ".png": "png", ".jpg": "jpeg",
            ".jpeg": "jpeg", ".webp": "webp"}
@@ -286,7 +287,7 @@ def _write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bo
     the levels below it, down to 1x1 (dzsave's own halving)."""
     shapes = canvas.plan.pyramid_shapes
     height, width = shapes[0]
-    top = math.ceil(math.log2(max(width, height)))
+    top = top_level(width, height)
     target = os.path.abspath(file)
     parent = os.path.dirname(target)
     stem = os.path.splitext(os.path.basename(target))[0]
@@ -320,10 +321,7 @@ def _write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bo
                         tree.put(level - levels[-1] + d, col + shift, row, os.path.join(own, str(d), name), ext)
                 shutil.rmtree(own)
                 os.remove(band + ".dzi")
-        tree.finish(f'<?xml version="1.0" encoding="UTF-8"?>\n'
-                    f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{ext}" '
-                    f'Overlap="{DZI_OVERLAP}" TileSize="{DZI_TILE}">\n'
-                    f'  <Size Width="{width}" Height="{height}"/>\n</Image>\n', os.path.join(work, f"{stem}.dzi"))
+        tree.finish(descriptor(width, height, ext), os.path.join(work, f"{stem}.dzi"))
         if zipped:
             os.replace(os.path.join(work, f"{stem}.zip"), target)
         else:

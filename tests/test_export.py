@@ -20,7 +20,7 @@ from ourgan_dist.cli import main
 from ourgan_dist.errors import StoreError, UserError
 from ourgan_dist.export import export
 from ourgan_dist.render import RenderRequest, prepare, render
-from ourgan_dist.synthetic import noise_pattern, write_synthetic_store
+from synthetic import noise_pattern, write_synthetic_store
 
 
 def level(url: str, k: int) -> np.ndarray:

@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..canvas import Canvas
 from ..errors import UserError
-from .tiles import DeepZoom, TileKey
+from .tiles import DeepZoom, DeepZoomKey
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -138,7 +138,7 @@ class ViewHandler(BaseHTTPRequestHandler):
         m = TILE_PATH.match(path)
         if m:
             level, col, row, fmt = int(m[1]), int(m[2]), int(m[3]), m[4]
-            body = self.server.zoom.encode(TileKey(level, col, row), fmt)
+            body = self.server.zoom.encode(DeepZoomKey(level, col, row), fmt)
             return None if body is None else (body, f"image/{fmt}", self.server.canvas.complete)
         return None
 
