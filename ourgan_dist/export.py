@@ -132,6 +132,14 @@ def _bar(progress: bool, total: int, unit: str, desc: str):
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc mallopt parameters
 
 
+def _libc_mallopt():
+    """glibc's ``mallopt``, or None where the C library has none."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+
+
 def bound_allocator() -> bool:
     """Keep glibc's malloc from hoarding freed buffers; ``True`` where it applied.
 
@@ -140,12 +148,14 @@ def bound_allocator() -> bool:
     and after the first large buffer is freed the threshold above which buffers are mmapped
     rises to 32 MB, so later ones come from those heaps and stay resident when freed: peak RSS
     then grows with the image though the live data does not. Two arenas and a fixed 1 MiB mmap
-    threshold (freed at once) keep the peak near the live data. Process-wide and permanent;
-    only memory reuse changes, never results. A no-op where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    threshold (freed at once) keep the peak near the live data. Only memory reuse changes, never
+    results. A no-op where the C library is not glibc.
+
+    Process-wide and permanent (glibc cannot give the dynamic mmap threshold back once it is
+    set), so ``export()`` never calls it: the command line does, in a process that ends with the
+    export, and so may any program that owns its process (benchmarks/export_memory.py does)."""
+    mallopt = _libc_mallopt()
+    if mallopt is None:
         return False
     return bool(mallopt(M_ARENA_MAX, 2)) and bool(mallopt(M_MMAP_THRESHOLD, 1 << 20))
 
@@ -165,7 +175,6 @@ def export(url: str, file: str, *, storage_options: dict | None = None, compress
     canvas = open_for_export(url, storage_options)
     height, width = canvas.plan.pyramid_shapes[0]
     _check_size(fmt, file, width, height)
-    bound_allocator()
     if fmt == "tiff":
         levels = _write_tiff(canvas, file, comp, quality, progress)
     elif fmt in ("dzi", "dzi-zip"):
