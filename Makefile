@@ -16,8 +16,7 @@ $(VENV)/.installed: pyproject.toml Makefile ourgan_dist/view/static/package.json
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_INDEX) "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test]"
-	npm install --prefix ourgan_dist/view/static --no-audit --no-fund --no-package-lock --silent  # OpenSeadragon for `view`
+	$(PY) -m pip install -q -e ".[test]"  # its build step (setup.py) fetches OpenSeadragon for `view` with npm
 	touch $@
 
 test: setup

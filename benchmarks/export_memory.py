@@ -1,6 +1,6 @@
 """Peak memory of exports at 4K, 16K and one gigapixel.
 
-Builds synthetic render stores (``ourgan_dist.synthetic``: the real store layout, a cheap
+Builds synthetic render stores (``tests/synthetic.py``: the real store layout, a cheap
 pattern instead of a model, so no render is needed) and exports each in a fresh Python process,
 which reports its own peak resident set size: ``VmHWM`` from /proc/self/status, which starts
 afresh at exec (``ru_maxrss`` is printed too, but on Linux it carries the forking parent's peak
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -30,7 +31,8 @@ FORMATS = {  # name: (file suffix, compression)
 
 CHILD = r"""
 import json, resource, sys, time
-from ourgan_dist.export import export
+from ourgan_dist.export import bound_allocator, export
+bound_allocator()  # as `ourgan-dist export` does in its own process
 url, out, comp = sys.argv[1], sys.argv[2], (sys.argv[3] or None)
 t = time.perf_counter()
 export(url, out, compression=comp, progress=False)
@@ -41,11 +43,20 @@ print(json.dumps({"seconds": seconds, "ru_maxrss_mib": resource.getrusage(resour
 """
 
 
+def parse_size(size: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` -> (width, height), positive integers; anything else is refused."""
+    parts = size.strip().lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise SystemExit(f"--sizes: {size!r} is not WIDTHxHEIGHT (e.g. 4096x2730)")
+    return int(parts[0]), int(parts[1])
+
+
 def ensure_store(directory: str, size: str) -> str:
     from ourgan_dist.canvas import Canvas
-    from ourgan_dist.synthetic import write_synthetic_store
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    from synthetic import write_synthetic_store  # test scaffolding: the store layout with a cheap pattern
 
-    width, height = (int(v) for v in size.split("x"))
+    width, height = parse_size(size)
     url = os.path.join(directory, f"store-{size}.zarr")
     if Canvas.is_render_store(url) and Canvas(url).complete:
         return url
@@ -72,13 +83,15 @@ def main() -> None:
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     sizes = args.sizes.split(",")
+    for size in sizes:
+        parse_size(size)  # refuse a bad size before any store is written
     results = []
     for size in sizes:
         url = ensure_store(args.dir, size)
         for fmt in args.formats.split(","):
             suffix, comp = FORMATS[fmt]
             out = os.path.join(args.dir, f"export-{size}-{fmt}{suffix}")
-            r = dict(size=size, megapixels=round(eval(size.replace("x", "*")) / 1e6, 1), format=fmt,
+            r = dict(size=size, megapixels=round(math.prod(parse_size(size)) / 1e6, 1), format=fmt,
                      **measure(url, out, comp))
             results.append(r)
             print(f"{size:>12} {fmt:>9}: peak RSS (VmHWM) {r['vmhwm_mib']:7.1f} MiB "

@@ -21,7 +21,8 @@ import os
 import numpy as np
 import pyvips
 
-from ourgan_dist.canvas import GENERATION, Canvas, to_uint8
+from ourgan_dist.canvas import GENERATION, Canvas
+from ourgan_dist.pixels import to_uint8
 from ourgan_dist.plan import Box
 
 GAP = 8  # px between the two crops

@@ -11,70 +11,27 @@
 
 Metadata is written first; every later write covers whole chunks of one array and is checked
 against the chunk grid (invariant I4). A store is marked complete only when every task of every
-level and of the pyramid has its completion record (I6).
+level and of the pyramid has its completion record (I6). The completion records are in
+records.py, URL handling and retries of transient storage errors in storage.py.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import random
-import time
-from typing import Any, Callable, TypeVar
+from typing import Any
 
-import fsspec
 import numpy as np
 import zarr
 
 from .errors import MisalignedWriteError, StoreError
-from .plan import Box, PyramidKey, RenderPlan, TaskKey, TileKey
-
-log = logging.getLogger(__name__)
-R = TypeVar("R")
+from .plan import Box, RenderPlan
+from .records import RECORDS, CompletionRecords
+from .storage import url_to_fs, with_retries, zarr_store
 
 STORE_FORMAT = 1
-RETRIES = int(os.environ.get("OURGAN_STORAGE_RETRIES", "6"))  # attempts per storage operation
-BACKOFF = float(os.environ.get("OURGAN_STORAGE_BACKOFF", "0.2"))  # first wait, doubled each retry (+ jitter)
-
-
-def _transient(e: BaseException) -> bool:
-    """Errors worth retrying: connection drops, timeouts, 5xx surfaced as OSError. Not: missing
-    objects, permissions, bad arguments."""
-    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
-        return False
-    return isinstance(e, (OSError, ConnectionError, TimeoutError))
-
-
-def with_retries(what: str, fn: Callable[[], R]) -> R:
-    """Run a storage operation, retrying transient errors with exponential backoff and jitter.
-    Every write is a whole-chunk write, so repeating one is harmless (I4)."""
-    for attempt in range(RETRIES):
-        try:
-            return fn()
-        except Exception as e:
-            if not _transient(e) or attempt == RETRIES - 1:
-                raise
-            wait = BACKOFF * 2**attempt * (1 + random.random() / 2)
-            log.warning("storage error on %s (%s: %s); retry %d/%d in %.2f s", what, type(e).__name__, e,
-                        attempt + 1, RETRIES - 1, wait)
-            time.sleep(wait)
-    raise AssertionError("unreachable")
 ATTR = "ourgan_dist"
 GENERATION = "generation"
-RECORDS = "progress"
-
-
-def _fs(url: str, storage_options: dict | None):
-    fs, root = fsspec.url_to_fs(url, **(storage_options or {}))
-    return fs, root.rstrip("/")
-
-
-def _zarr_store(url: str, storage_options: dict | None):
-    if "://" not in url or url.startswith("file://"):
-        path = url[len("file://"):] if url.startswith("file://") else url
-        return zarr.storage.LocalStore(path)
-    return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options or {})
+_zarr_store = zarr_store  # the name lease.py imports
 
 
 def ome_attributes(plan: RenderPlan, name: str) -> dict[str, Any]:
@@ -112,15 +69,15 @@ def check_aligned(array_name: str, shape: tuple[int, int], chunks: tuple[int, in
             "task's pixels could silently be lost; tiles must be multiples of the chunk size.")
 
 
-class Canvas:
+class Canvas(CompletionRecords):
     """Open handle on a render store. Cheap to construct; safe to open in many processes."""
 
     def __init__(self, url: str, storage_options: dict | None = None, mode: str = "r"):
         self.url = url
         self.storage_options = dict(storage_options or {})
-        self.fs, self.root = _fs(url, self.storage_options)
+        self.fs, self.root = url_to_fs(url, self.storage_options)
         try:
-            self.group = zarr.open_group(_zarr_store(url, self.storage_options), mode=mode, zarr_format=3)
+            self.group = zarr.open_group(zarr_store(url, self.storage_options), mode=mode, zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError if hasattr(zarr.errors, "GroupNotFoundError")
                 else FileNotFoundError):
             raise StoreError(f"store {url!r}: no ourgan-dist render there (no zarr.json)") from None
@@ -137,7 +94,7 @@ class Canvas:
     # ---- creation -----------------------------------------------------------------------
     @staticmethod
     def exists(url: str, storage_options: dict | None = None) -> bool:
-        fs, root = _fs(url, storage_options)
+        fs, root = url_to_fs(url, storage_options)
         try:
             return fs.exists(root) and bool(fs.ls(root))
         except (FileNotFoundError, NotADirectoryError):
@@ -145,7 +102,7 @@ class Canvas:
 
     @staticmethod
     def is_render_store(url: str, storage_options: dict | None = None) -> bool:
-        fs, root = _fs(url, storage_options)
+        fs, root = url_to_fs(url, storage_options)
         try:
             with fs.open(f"{root}/zarr.json", "rb") as f:
                 meta = json.load(f)
@@ -156,7 +113,7 @@ class Canvas:
     @classmethod
     def create(cls, url: str, plan: RenderPlan, info: dict[str, Any], storage_options: dict | None = None) -> "Canvas":
         """Write the group and every array's metadata (no chunks) for a new render."""
-        store = _zarr_store(url, storage_options)
+        store = zarr_store(url, storage_options)
         info = dict(info, format=STORE_FORMAT, complete=False)
         attrs = {"ome": ome_attributes(plan, info.get("name", "ourgan-dist render")), ATTR: info}
         group = zarr.open_group(store, mode="w", zarr_format=3, attributes=attrs)
@@ -181,7 +138,7 @@ class Canvas:
 
     @staticmethod
     def delete(url: str, storage_options: dict | None = None) -> None:
-        fs, root = _fs(url, storage_options)
+        fs, root = url_to_fs(url, storage_options)
         if fs.exists(root):
             fs.rm(root, recursive=True)
 
@@ -210,69 +167,10 @@ class Canvas:
 
         with_retries(f"write {name}{box}", put)
 
-    # ---- completion records -------------------------------------------------------------
-    @staticmethod
-    def _record(key: TaskKey) -> str:
-        return f"{RECORDS}/L{key.level}" if isinstance(key, TileKey) else f"{RECORDS}/P{key.scale}"
-
-    def mark_done(self, key: TaskKey) -> None:
-        """Record a finished task: its own 1x1 chunk of the level's record array."""
-        arr = self.array(self._record(key))
-
-        def put() -> None:
-            arr[key.ty, key.tx] = 1
-
-        with_retries(f"record {key}", put)
-
-    def done(self) -> set[TaskKey]:
-        """Every task with a completion record."""
-        out: set[TaskKey] = set()
-
-        def records(name: str) -> np.ndarray:
-            return with_retries(f"read {name}", lambda: self.array(name)[:])
-
-        for lv in self.plan.levels:
-            for ty, tx in zip(*np.nonzero(records(f"{RECORDS}/L{lv.index}"))):
-                out.add(TileKey(lv.index, int(ty), int(tx)))
-        for scale in range(1, len(self.plan.pyramid_shapes)):
-            for ty, tx in zip(*np.nonzero(records(f"{RECORDS}/P{scale}"))):
-                out.add(PyramidKey(scale, int(ty), int(tx)))
-        return out
-
-    def progress(self) -> dict[str, Any]:
-        """Tasks done/total per generation level and for the pyramid."""
-        done = self.done()
-        rows = {}
-        for lv in self.plan.levels:
-            keys = self.plan.tiles(lv.index)
-            rows[f"level {lv.index}"] = (sum(k in done for k in keys), len(keys))
-        pyr = list(self.plan.all_pyramid_tasks())
-        rows["pyramid"] = (sum(k in done for k in pyr), len(pyr))
-        return {"tasks": rows, "complete": bool(self.info.get("complete"))}
-
-    def mark_complete(self) -> None:
-        done = self.done()
-        missing = [k for k in [*self.plan.all_tiles(), *self.plan.all_pyramid_tasks()] if k not in done]
-        if missing:
-            raise StoreError(f"store {self.url!r}: {len(missing)} task(s) unfinished (first: {missing[0]}); "
-                             "run the same render with --resume")
-        self.set_info(complete=True)
-
     def set_info(self, **changes: Any) -> None:
         self.info = dict(self.info, **changes)
         self.group.attrs[ATTR] = self.info
 
-    @property
-    def complete(self) -> bool:
-        return bool(self.info.get("complete"))
-
-    def require_complete(self, what: str) -> None:
-        if not self.complete:
-            p = self.progress()["tasks"]
-            done = sum(d for d, _ in p.values())
-            total = sum(t for _, t in p.values())
-            raise StoreError(f"store {self.url!r}: incomplete render ({done}/{total} tasks done); {what} needs a "
-                             "complete store: finish it with `ourgan-dist render ... --resume`")
 
 
 def plan_from_info(info: dict[str, Any]) -> RenderPlan:
@@ -287,17 +185,3 @@ def plan_to_info(plan: RenderPlan) -> dict[str, Any]:
             "base_width": plan.base_width, "tile": plan.tile, "halo": plan.halo,
             "receptive_radius": plan.receptive_radius, "chunk": plan.chunk}
 
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """[-1, 1] float -> uint8, round half up, deterministic."""
-    return np.clip(np.floor((x.astype(np.float32) + 1.0) * 127.5 + 0.5), 0, 255).astype(np.uint8)
-
-
-def downsample2(block: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """2x2 mean (rounded) of a uint8 (3, h, w) block, edge pixels repeated for odd sizes."""
-    _, h, w = block.shape
-    ph, pw = 2 * out_h - h, 2 * out_w - w
-    if ph or pw:
-        block = np.pad(block, ((0, 0), (0, ph), (0, pw)), mode="edge")
-    b = block.astype(np.uint16).reshape(3, out_h, 2, out_w, 2)
-    return ((b.sum(axis=(2, 4)) + 2) // 4).astype(np.uint8)

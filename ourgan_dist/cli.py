@@ -6,9 +6,6 @@ exits with status 2 and one line naming the input and the remedy; ``--debug`` sh
 
 from __future__ import annotations
 
-import json
-import sys
-
 import click
 
 from .errors import UserError
@@ -52,181 +49,22 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-def _json_option(text: str | None, name: str) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{name}: not valid JSON ({e.msg}); e.g. {name} '{{\"anon\": false}}'") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{name}: expected a JSON object")
-    return value
+def _register() -> None:
+    """Every command lives in ``ourgan_dist/commands/<name>.py`` (click only at import: no torch)."""
+    from .commands.demo import demo
+    from .commands.evaluate import evaluate_command
+    from .commands.export import export_command
+    from .commands.inspect import inspect_command
+    from .commands.render import render_command
+    from .commands.train import train_command
+    from .commands.view import view_command
+
+    for command in (train_command, render_command, export_command, inspect_command, view_command, evaluate_command,
+                    demo):
+        main.add_command(command)
 
 
-@main.command()
-@click.argument("image", type=click.Path(dir_okay=False))
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model directory to write.")
-@click.option("--preset", type=click.Choice(["tiny", "cpu", "paper"]), default="cpu",
-              help="tiny: tests; cpu: a laptop; paper: GPU scale.")
-@click.option("--iterations", type=click.IntRange(min=0), default=None,
-              help="Override the preset's steps per stage (0: write an untrained, seeded model).")
-@click.option("--seed", type=click.IntRange(min=0), default=0)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
-@click.option("--no-vertical-coord", is_flag=True, help="Ablation: train without the y channel.")
-@click.option("--overwrite", is_flag=True, help="Replace the model already in --out.")
-@click.option("--allow-damaged", is_flag=True,
-              help="Train on a damaged (truncated, corrupt) photo's decodable part instead of refusing it.")
-def train(image: str, out: str, preset: str, iterations: int | None, seed: int, device: str,
-          no_vertical_coord: bool, overwrite: bool, allow_damaged: bool) -> None:
-    """Learn a model from one photograph IMAGE.
-
-    \b
-    Examples:
-      ourgan-dist train photo.jpg --out model/ --preset cpu
-      ourgan-dist train photo.jpg --out untrained/ --preset tiny --iterations 0 --seed 3
-      ourgan-dist train photo.jpg --out model/ --overwrite          # replace an earlier model
-    """
-    from .train import train_model
-
-    model_id = train_model(image, out, preset=preset, iterations=iterations, seed=seed, device=device,
-                           vertical_coord=not no_vertical_coord, overwrite=overwrite, allow_damaged=allow_damaged,
-                           warn=lambda message: click.echo(f"Warning: {message}", err=True))
-    click.echo(f"model {model_id} written to {out}")
-
-
-def _parse_halo(value: str) -> str:
-    if value == "exact" or value.isdigit():
-        return value
-    raise UserError(f"--halo {value!r}: expected 'exact' or a number of pixels >= 0")
-
-
-def _parse_tile(value: str) -> int | None:
-    if value == "auto":
-        return None
-    if value.isdigit():
-        return int(value)
-    raise UserError(f"--tile {value!r}: expected 'auto', 0 (untiled) or a number of pixels")
-
-
-@main.command()
-@click.argument("model")
-@click.option("--out", required=True, help="Output store URL: a path, file://, memory://, s3://, gs://.")
-@click.option("--size", required=True, help="Output size WIDTHxHEIGHT, e.g. 4096x2730.")
-@click.option("--seed", type=click.IntRange(min=0), default=0)
-@click.option("--tile", default="auto", help="Tile side in output pixels (multiple of --chunk); 0: untiled.")
-@click.option("--halo", default="exact", help="'exact' (the receptive field) or pixels; smaller is inexact.")
-@click.option("--chunk", type=click.IntRange(min=4), default=None, show_default="256, or a divisor of --tile",
-              help="Zarr chunk side (multiple of 4); --tile must be a multiple of it.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Workers. Default: 1 (in-process) without --address; with --address one per GPU "
-                   "(--device cuda) or per node.")
-@click.option("--address", default=None, help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
-              help="GPU inference precision; fp32 is the exact mode.")
-@click.option("--storage-options", default=None, help="JSON fsspec options for --out (never stored).")
-@click.option("--resume", is_flag=True, help="Finish an interrupted render into the same --out.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing render at --out.")
-@click.option("--export", "export_to", default=None, help="Also export the result (.tif/.dzi/.png/.jpg).")
-@click.option("--dry-run", is_flag=True, help="Print the plan and projected memory; write nothing.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chunk: int | None, workers: int | None,
-           address: str | None, device: str, precision: str, storage_options: str | None, resume: bool,
-           overwrite: bool, export_to: str | None, dry_run: bool, quiet: bool) -> None:
-    """Render a new image of --size from a trained MODEL directory into a Zarr store.
-
-    \b
-    Examples:
-      ourgan-dist render model/ --out out.zarr --size 4096x2730 --seed 7
-      ourgan-dist render model/ --out out.zarr --size 4096x2730 --tile 0      # untiled reference
-      ourgan-dist render s3://b/model --out s3://b/r.zarr --size 16384x10912 --address auto
-    """
-    if address is None:
-        from .render import quiet_embedded_ray_auth
-
-        quiet_embedded_ray_auth()
-    from .render import RenderRequest, check_output, describe_halo_error, measure_halo_error, prepare
-    from .render import render as run_render
-
-    if resume and overwrite:
-        raise UserError("--resume and --overwrite contradict each other; pass one")
-    so = _json_option(storage_options, "--storage-options")
-    req = RenderRequest(model=model, out=out, size=size, seed=seed, tile=_parse_tile(tile), halo=_parse_halo(halo),
-                        chunk=chunk, workers=workers or (0 if address else 1), address=address, resume=resume,
-                        overwrite=overwrite, device=device, precision=precision, storage_options=so,
-                        model_storage_options=so)
-    p = prepare(req)
-    if not dry_run:
-        check_output(p)  # an output that would be refused is refused before the plan is printed
-    for line in (*p.plan.describe(), *p.notes):
-        click.echo(line)
-    click.echo(f"projected memory per task: {p.projected_task_bytes / 2**20:.0f} MiB")
-    if not p.plan.exact:
-        err = measure_halo_error(p)
-        if err:
-            click.echo(describe_halo_error(p.plan, err))
-    if dry_run:
-        click.echo("dry run: nothing written")
-        return
-    summary = run_render(p, on_progress=None if quiet else _progress_bar(p))
-    click.echo(f"\ndone: {summary.tasks_run} task(s) in {summary.seconds:.1f} s"
-               + (f", {summary.tasks_skipped} already done" if summary.tasks_skipped else "") + f" -> {out}")
-    if export_to:
-        from .export import export as run_export
-
-        run_export(out, export_to, storage_options=so, progress=not quiet)
-        click.echo(f"exported {export_to}")
-
-
-def _progress_bar(p):
-    from tqdm import tqdm
-
-    bar = None
-    pixels = 0
-
-    def update(report, n, total):
-        nonlocal bar, pixels
-        if bar is None:
-            bar = tqdm(total=total, unit="task", file=sys.stderr, dynamic_ncols=True)
-        pixels += report.pixels
-        bar.set_postfix_str(f"{report.key} {pixels / 1e6 / max(1e-9, bar.format_dict['elapsed']):.2f} MP/s",
-                            refresh=False)
-        bar.update(1)
-        if n == total:
-            bar.close()
-
-    return update
-
-
-@main.command()
-@click.argument("target")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--storage-options", default=None, help="JSON fsspec options.")
-def inspect(target: str, as_json: bool, storage_options: str | None) -> None:
-    """Describe a render store (sizes, levels, tasks done/total, config) or a MODEL directory."""
-    from .inspect import describe
-
-    info = describe(target, _json_option(storage_options, "--storage-options"))
-    if as_json:
-        click.echo(json.dumps(info, indent=2, sort_keys=True))
-    else:
-        for line in info.pop("lines"):
-            click.echo(line)
-
-
-# --- extra commands: each lives in ourgan_dist/commands/<name>.py; register it here ---
-from .commands.demo import demo as _demo  # noqa: E402  (click only; no torch at import)
-
-main.add_command(_demo)
-from .commands.export import export_command  # noqa: E402
-from .commands.view import view_command  # noqa: E402
-
-main.add_command(export_command)
-main.add_command(view_command)
-from .commands.evaluate import evaluate_command  # noqa: E402
-
-main.add_command(evaluate_command)
+_register()
 
 
 if __name__ == "__main__":  # pragma: no cover

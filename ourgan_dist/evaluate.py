@@ -221,7 +221,7 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
 
 def to_pixels(x: torch.Tensor) -> np.ndarray:
     """(1, 3, H, W) in [-1, 1] -> (3, H, W) float32 8-bit values, rounded as a stored image is."""
-    from .canvas import to_uint8
+    from .pixels import to_uint8
 
     return to_uint8(x[0].numpy()).astype(np.float32)
 
@@ -269,7 +269,8 @@ def render_levels(model_dir: str, width: int, height: int, seed: int, tmp: str) 
     """Render at ``width`` x ``height`` through the library (base + SR levels, seed ``seed``) and
     read every generation level back: for each, its index, full size, and the part of it that
     covers the photo, (3, h, w) uint8 (the last level is the render itself, array "0")."""
-    from .canvas import Canvas, to_uint8
+    from .canvas import Canvas
+    from .pixels import to_uint8
     from .render import RenderRequest, prepare, render
 
     out = os.path.join(tmp, "eval.zarr")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-import math
 import os
 import shutil
 import sys
@@ -37,11 +36,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .canvas import Canvas
+from .deepzoom import OVERLAP as DZI_OVERLAP
+from .deepzoom import TILE as DZI_TILE
+from .deepzoom import descriptor, top_level
 from .errors import StoreError, UserError
 
 TIFF_TILE = 256
 TIFF_BUFFER = 4 << 20  # bytes tifffile compresses per pass: bounds its memory
-DZI_TILE, DZI_OVERLAP = 254, 1  # the usual Deep Zoom tile geometry (256 with the overlap)
 DZI_BAND_TILES = 16  # tile columns per dzsave pass (~4K px): bounds its strip buffers
 FORMATS = {".tif": "tiff", ".tiff": "tiff", ".dzi": "dzi", ".zip": "dzi-zip", ".png": "png", ".jpg": "jpeg",
            ".jpeg": "jpeg", ".webp": "webp"}
@@ -131,6 +132,14 @@ def _bar(progress: bool, total: int, unit: str, desc: str):
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc mallopt parameters
 
 
+def _libc_mallopt():
+    """glibc's ``mallopt``, or None where the C library has none."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+
+
 def bound_allocator() -> bool:
     """Keep glibc's malloc from hoarding freed buffers; ``True`` where it applied.
 
@@ -139,12 +148,14 @@ def bound_allocator() -> bool:
     and after the first large buffer is freed the threshold above which buffers are mmapped
     rises to 32 MB, so later ones come from those heaps and stay resident when freed: peak RSS
     then grows with the image though the live data does not. Two arenas and a fixed 1 MiB mmap
-    threshold (freed at once) keep the peak near the live data. Process-wide and permanent;
-    only memory reuse changes, never results. A no-op where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    threshold (freed at once) keep the peak near the live data. Only memory reuse changes, never
+    results. A no-op where the C library is not glibc.
+
+    Process-wide and permanent (glibc cannot give the dynamic mmap threshold back once it is
+    set), so ``export()`` never calls it: the command line does, in a process that ends with the
+    export, and so may any program that owns its process (benchmarks/export_memory.py does)."""
+    mallopt = _libc_mallopt()
+    if mallopt is None:
         return False
     return bool(mallopt(M_ARENA_MAX, 2)) and bool(mallopt(M_MMAP_THRESHOLD, 1 << 20))
 
@@ -164,7 +175,6 @@ def export(url: str, file: str, *, storage_options: dict | None = None, compress
     canvas = open_for_export(url, storage_options)
     height, width = canvas.plan.pyramid_shapes[0]
     _check_size(fmt, file, width, height)
-    bound_allocator()
     if fmt == "tiff":
         levels = _write_tiff(canvas, file, comp, quality, progress)
     elif fmt in ("dzi", "dzi-zip"):
@@ -286,7 +296,7 @@ def _write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bo
     the levels below it, down to 1x1 (dzsave's own halving)."""
     shapes = canvas.plan.pyramid_shapes
     height, width = shapes[0]
-    top = math.ceil(math.log2(max(width, height)))
+    top = top_level(width, height)
     target = os.path.abspath(file)
     parent = os.path.dirname(target)
     stem = os.path.splitext(os.path.basename(target))[0]
@@ -320,10 +330,7 @@ def _write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bo
                         tree.put(level - levels[-1] + d, col + shift, row, os.path.join(own, str(d), name), ext)
                 shutil.rmtree(own)
                 os.remove(band + ".dzi")
-        tree.finish(f'<?xml version="1.0" encoding="UTF-8"?>\n'
-                    f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{ext}" '
-                    f'Overlap="{DZI_OVERLAP}" TileSize="{DZI_TILE}">\n'
-                    f'  <Size Width="{width}" Height="{height}"/>\n</Image>\n', os.path.join(work, f"{stem}.dzi"))
+        tree.finish(descriptor(width, height, ext), os.path.join(work, f"{stem}.dzi"))
         if zipped:
             os.replace(os.path.join(work, f"{stem}.zip"), target)
         else:

@@ -278,7 +278,7 @@ def measure_halo_error(p: Prepared) -> dict[str, Any]:
     import torch
 
     from . import noise
-    from .canvas import to_uint8
+    from .pixels import to_uint8
     from .models.sr import run_window
 
     plan = p.plan

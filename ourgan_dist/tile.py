@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from . import noise
-from .canvas import Canvas, downsample2, to_uint8
+from .canvas import Canvas
 from .errors import TileError
+from .pixels import downsample2, to_uint8
 from .plan import SCALE, PyramidKey, RenderPlan, TaskKey, TileKey
 
 
@@ -111,7 +112,15 @@ class TileWorker:
 
     # ---- viewing pyramid ----------------------------------------------------------------
     def _pyramid(self, key: PyramidKey) -> int:
-        block = self.plan.pyramid_block(key)
-        src = self.canvas.read(str(key.scale - 1), self.plan.pyramid_source(key))
-        self.canvas.write(str(key.scale), block, downsample2(src, block.height, block.width))
-        return block.area
+        return write_pyramid_block(self.canvas, key)
+
+
+def write_pyramid_block(canvas: Canvas, key: PyramidKey) -> int:
+    """A viewing-pyramid task: block ``key`` of array ``key.scale`` as the 2x2 mean of its source
+    in the array before it. Returns the pixels written. (The task's completion record is the
+    caller's.)"""
+    plan = canvas.plan
+    block = plan.pyramid_block(key)
+    src = canvas.read(str(key.scale - 1), plan.pyramid_source(key))
+    canvas.write(str(key.scale), block, downsample2(src, block.height, block.width))
+    return block.area

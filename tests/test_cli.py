@@ -32,6 +32,35 @@ def test_help_is_fast_and_imports_no_torch_or_ray():
     assert r.returncode == 0 and "--tile" in r.stdout and "--halo" in r.stdout and "--dry-run" in r.stdout
 
 
+
+COMMANDS = ("demo", "evaluate", "export", "inspect", "render", "train", "view")
+
+
+def test_commands_import_without_the_cli_and_nothing_imports_the_cli():
+    """No import cycle: no module of the package imports ``cli`` (only the entry point does), and
+    in a fresh process each command module imports without loading the CLI group (nor torch,
+    Ray or Zarr); the group then registers every command."""
+    import ast
+    import pathlib
+
+    package = pathlib.Path(__file__).resolve().parents[1] / "ourgan_dist"
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [a.name for a in node.names]
+                assert not any(n == "cli" or n.endswith(".cli") for n in names), f"{path} imports the CLI"
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.endswith(".cli") for a in node.names), f"{path} imports the CLI"
+    code = ("import importlib, sys\n"
+            "for name in sys.argv[1:]:\n"
+            "    importlib.import_module('ourgan_dist.commands.' + name)\n"
+            "    print(name, 'ourgan_dist.cli' in sys.modules, any(m in sys.modules for m in ('torch', 'ray', 'zarr')))")
+    r = subprocess.run([sys.executable, "-c", code, *COMMANDS], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert r.stdout.splitlines() == [f"{name} False False" for name in COMMANDS]
+    assert sorted(main.commands) == sorted(COMMANDS)
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tiny_model, tmp_path):
     out = tmp_path / "r.zarr"
     code, text = run("render", tiny_model, "--out", out, "--size", "523x211", "--tile", "32", "--chunk", "16",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import os
 import re
 import secrets
@@ -141,14 +142,22 @@ def test_dockerfile_copies_enough_to_build_the_package(tmp_path):
                 shutil.copy(REPO / src, target)
     out = tmp_path / "wheel"
     isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    # the Dockerfile's ADD brings OpenSeadragon's npm tarball; here a stand-in of its layout (no network)
+    from test_install import fake_openseadragon
+
+    (version,) = re.findall(r"openseadragon-([\d.]+)\.tgz", text)
+    assert json.loads((REPO / "ourgan_dist/view/static/package.json").read_text())["dependencies"][
+        "openseadragon"] == version, "the Dockerfile's OpenSeadragon is the version package.json pins"
+    env = dict(os.environ, OURGAN_OPENSEADRAGON_PACKAGE=str(fake_openseadragon(tmp_path / "osd", version)))
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation,
-                        "-w", str(out), str(ctx)], capture_output=True, text=True, timeout=180)
+                        "-w", str(out), str(ctx)], env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     import zipfile
 
     (wheel,) = out.glob("ourgan_dist-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "ourgan_dist/cli.py" in names and "ourgan_dist/executors/ray.py" in names
+    assert "ourgan_dist/view/static/openseadragon/openseadragon.min.js" in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "ourgan-dist = ourgan_dist.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 

@@ -20,7 +20,7 @@ from ourgan_dist.cli import main
 from ourgan_dist.errors import StoreError, UserError
 from ourgan_dist.export import export
 from ourgan_dist.render import RenderRequest, prepare, render
-from ourgan_dist.synthetic import noise_pattern, write_synthetic_store
+from synthetic import noise_pattern, write_synthetic_store
 
 
 def level(url: str, k: int) -> np.ndarray:
@@ -237,9 +237,39 @@ def test_cli_export_and_its_one_line_errors(store, tmp_path):
     assert res.output.count("\n") == 1 and res.output.startswith("Error: ") and "Traceback" not in res.output
 
 
+
+def test_allocator_settings_are_left_to_the_command_line(store, tmp_path, monkeypatch):
+    """``export()`` as a library call leaves the calling program's malloc settings alone (glibc's
+    are process-wide and cannot be given back); ``ourgan-dist export``, whose process ends with
+    the export, sets them."""
+    calls = []
+    import ourgan_dist.export as ex
+
+    monkeypatch.setattr(ex, "_libc_mallopt", lambda: lambda param, value: calls.append((param, value)) or 1)
+    export(store, str(tmp_path / "lib.png"), progress=False)
+    assert calls == []
+    res = CliRunner().invoke(main, ["export", store, str(tmp_path / "cli.png"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert calls == [(ex.M_ARENA_MAX, 2), (ex.M_MMAP_THRESHOLD, 1 << 20)]
+
 def test_render_with_export_flag(tiny_model, tmp_path):
     out, tif = str(tmp_path / "r.zarr"), str(tmp_path / "r.tif")
     res = CliRunner().invoke(main, ["render", tiny_model, "--out", out, "--size", "96x64", "--chunk", "16",
                                     "--tile", "32", "--export", tif, "--quiet"])
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(tifffile.imread(tif), level(out, 0))
+
+
+def test_export_memory_benchmark_parses_sizes_without_eval():
+    """benchmarks/export_memory.py reads --sizes as WIDTHxHEIGHT integers; an expression is refused
+    (it used to be passed to ``eval``)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "export_memory.py")
+    spec = importlib.util.spec_from_file_location("export_memory", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.parse_size("4096x2730") == (4096, 2730)
+    for bad in ("__import__('os').system('true')x1", "4096*2", "0x10", "12x", "1x2x3", "-5x5"):
+        with pytest.raises(SystemExit, match="not WIDTHxHEIGHT"):
+            bench.parse_size(bad)

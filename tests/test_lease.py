@@ -15,7 +15,7 @@ import pytest
 from ourgan_dist.canvas import Canvas
 from ourgan_dist.errors import StoreError
 from ourgan_dist.lease import Lease, this_process
-from ourgan_dist.synthetic import write_synthetic_store
+from synthetic import write_synthetic_store
 
 HOLD = ("import sys, time\n"
         "from ourgan_dist.canvas import Canvas\n"

@@ -108,7 +108,7 @@ def _flaky(monkeypatch, fail: int):
         return FlakyArray(real(self, name), fail, counter)
 
     monkeypatch.setattr(Canvas, "array", array)
-    monkeypatch.setattr("ourgan_dist.canvas.BACKOFF", 0.001)
+    monkeypatch.setattr("ourgan_dist.storage.BACKOFF", 0.001)
     return counter
 
 
@@ -129,7 +129,7 @@ def test_transient_storage_errors_are_retried(tiny_model, reference, tmp_path, m
         return EveryFourth(inner, 0, counter)
 
     monkeypatch.setattr(Canvas, "array", array)
-    monkeypatch.setattr("ourgan_dist.canvas.BACKOFF", 0.001)
+    monkeypatch.setattr("ourgan_dist.storage.BACKOFF", 0.001)
     do_render(tiny_model, out, SIZE, tile=64, seed=4)
     monkeypatch.undo()
     assert counter["calls"] > 100
@@ -155,7 +155,7 @@ def test_persistent_storage_errors_end_cleanly_and_resumably(tiny_model, referen
         return Broken(inner, 0, calls)
 
     monkeypatch.setattr(Canvas, "array", array)
-    monkeypatch.setattr("ourgan_dist.canvas.BACKOFF", 0.001)
+    monkeypatch.setattr("ourgan_dist.storage.BACKOFF", 0.001)
     with pytest.raises(Exception) as err:
         do_render(tiny_model, out, SIZE, tile=64, seed=4)
     assert "endpoint down" in str(err.value)

@@ -60,7 +60,7 @@ def test_halo_error_is_measured_on_an_interior_tile_with_tiled_neighbours(tiny_m
     untiled render."""
     import torch
 
-    from ourgan_dist.canvas import to_uint8
+    from ourgan_dist.pixels import to_uint8
     from ourgan_dist.plan import TileKey
     from ourgan_dist.render import RenderRequest, _exact_level, describe_halo_error, measure_halo_error, prepare
 
@@ -186,7 +186,7 @@ def test_store_is_valid_ome_zarr_and_dask_reads_it(tiny_model, reference, tmp_pa
 
 def test_pyramid_is_2x2_mean_of_the_level_below(tiny_model, reference):
     a = reference["301x187"]
-    from ourgan_dist.canvas import downsample2
+    from ourgan_dist.pixels import downsample2
 
     for k in range(1, len([n for n in a if n.isdigit()])):
         prev, cur = a[str(k - 1)], a[str(k)]

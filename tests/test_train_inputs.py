@@ -70,7 +70,7 @@ def test_interrupted_training_leaves_no_model_and_keeps_the_old_one(photo, tmp_p
     def interrupted(path, data):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "_write_json_atomic", interrupted)
+    monkeypatch.setattr(train, "write_json_atomic", interrupted)
     new = tmp_path / "new"
     with pytest.raises(KeyboardInterrupt):
         train.train_model(photo, str(new), preset="tiny", iterations=0, device="cpu", progress=False)
@@ -79,7 +79,7 @@ def test_interrupted_training_leaves_no_model_and_keeps_the_old_one(photo, tmp_p
     old = tmp_path / "old"
     train.train_model(photo, str(old), preset="tiny", iterations=0, seed=1, device="cpu", progress=False)
     before = {p.name: p.read_bytes() for p in old.iterdir()}
-    monkeypatch.setattr(train, "_write_json_atomic", interrupted)
+    monkeypatch.setattr(train, "write_json_atomic", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train.train_model(photo, str(old), preset="tiny", iterations=0, seed=2, device="cpu", progress=False,
                           overwrite=True)

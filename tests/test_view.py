@@ -16,7 +16,7 @@ import pyvips
 
 from ourgan_dist.canvas import Canvas
 from ourgan_dist.render import RenderRequest, prepare, render
-from ourgan_dist.synthetic import noise_pattern, write_synthetic_store
+from synthetic import noise_pattern, write_synthetic_store
 from ourgan_dist.view.server import ViewServer, find_openseadragon
 
 from headless import Browser, find_chromium

@@ -1,1 +1,1 @@
-"""Subcommands that live in their own modules; registered in ``cli.py``."""
+"""The commands of ``ourgan-dist``, one module each; ``cli.py`` registers them on its group."""

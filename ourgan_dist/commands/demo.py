@@ -69,9 +69,9 @@ def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, pr
       ourgan-dist demo --out demo-out            # the model trained ahead: a few minutes
       ourgan-dist demo --out demo-out --train    # train from scratch first (~10 minutes on 2 cores)
     """
-    from ..cli import _progress_bar
     from ..render import RenderRequest, prepare, quiet_embedded_ray_auth, render
     from ..train import train_model
+    from .shared import progress_bar
 
     quiet_embedded_ray_auth()
     photo = sample_photo()
@@ -94,7 +94,7 @@ def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, pr
     click.echo(f"2/2 rendering {size} with {workers} local {'Ray worker' if workers > 1 else 'in-process worker'}"
                f"{'s' if workers > 1 else ''}")
     p = prepare(RenderRequest(model=model_dir, out=store, size=size, seed=seed, workers=workers, overwrite=True))
-    summary = render(p, on_progress=_progress_bar(p))
+    summary = render(p, on_progress=progress_bar(p))
     click.echo(f"    {summary.tasks_run} tasks in {summary.seconds:.0f} s; total {time.time() - t0:.0f} s")
     click.echo(f"\nThe result is an OME-Zarr image at {os.path.abspath(store)}; read it with dask:\n")
     click.echo("    import ourgan_dist")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .shared import json_option
+
 
 @click.command("export")
 @click.argument("url")
@@ -28,10 +30,10 @@ def export_command(url: str, file: str, compression: str | None, quality: int, s
       ourgan-dist export out.zarr out.tif --compression jpeg --quality 85
       ourgan-dist export s3://bucket/r.zarr r.dzi --storage-options '{"anon": false}'
     """
-    from ..cli import _json_option
-    from ..export import export
+    from ..export import bound_allocator, export
 
-    result = export(url, file, storage_options=_json_option(storage_options, "--storage-options"),
+    bound_allocator()  # this process ends with the export: keep glibc from hoarding freed buffers
+    result = export(url, file, storage_options=json_option(storage_options, "--storage-options"),
                     compression=compression, quality=quality, progress=not quiet)
     click.echo(f"exported {result.width}x{result.height} to {file} ({result.format}"
                + (f", {result.compression}" if result.compression else "")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .shared import json_option
+
 
 @click.command("view")
 @click.argument("url")
@@ -19,10 +21,9 @@ def view_command(url: str, port: int, storage_options: str | None) -> None:
       ourgan-dist view out.zarr
       ourgan-dist view s3://bucket/r.zarr --port 8080 --storage-options '{"endpoint_url": "http://127.0.0.1:9000"}'
     """
-    from ..cli import _json_option
     from ..view.server import ViewServer
 
-    server = ViewServer(url, _json_option(storage_options, "--storage-options"), port=port)
+    server = ViewServer(url, json_option(storage_options, "--storage-options"), port=port)
     click.echo(f"viewing {url} at {server.url}  (Ctrl-C to stop)")
     try:
         server.serve_forever()

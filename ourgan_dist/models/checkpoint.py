@@ -19,6 +19,7 @@ from typing import Any
 import fsspec
 import torch
 
+from ..atomic import write_atomic
 from ..config import ModelConfig, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError
 from .base import BaseGenerator
@@ -58,15 +59,6 @@ def build(config: ModelConfig, seed: int = 0) -> Model:
     return Model(config, base, sr, {}, model_id="")
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save(model: Model, out_dir: str, meta: dict[str, Any] | None = None) -> str:
     """Write ``out_dir/model.pt`` and ``out_dir/model.json`` atomically; returns the model id."""
     os.makedirs(out_dir, exist_ok=True)
@@ -82,10 +74,10 @@ def save(model: Model, out_dir: str, meta: dict[str, Any] | None = None) -> str:
     torch.save(payload, buf)
     data = buf.getvalue()
     model_id = hashlib.sha256(data).hexdigest()[:16]
-    _atomic_write(os.path.join(out_dir, WEIGHTS), data)
+    write_atomic(os.path.join(out_dir, WEIGHTS), data)
     card = {"format_version": FORMAT_VERSION, "model_id": model_id, "config": payload["config"], "meta": meta,
             "receptive_radius": model.config.sr.receptive_radius}
-    _atomic_write(os.path.join(out_dir, CARD), (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(os.path.join(out_dir, CARD), (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
     model.meta, model.model_id = meta, model_id
     return model_id
 

@@ -16,6 +16,7 @@ import io
 import os
 from dataclasses import dataclass
 
+from ..atomic import write_atomic
 from ..config import SRConfig
 from ..errors import CheckpointError
 
@@ -155,10 +156,7 @@ def load_state(name: str, cfg: SRConfig) -> tuple[dict, dict]:
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         buf = io.BytesIO()
         torch.save(state, buf)
-        tmp = f"{cache}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, cache)
+        write_atomic(cache, buf.getvalue())
     except OSError:  # a read-only home is fine: convert again next time
         pass
     return state, provenance

@@ -4,7 +4,6 @@ random crops of the full-resolution photo. ``train_model`` is the entry point th
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -13,6 +12,7 @@ import warnings
 from typing import Callable
 
 from .. import images
+from ..atomic import write_json_atomic
 from ..config import ModelConfig, preset as get_preset
 from ..errors import UserError
 
@@ -148,7 +148,7 @@ def _train_into(out: str, image: str, info: images.PhotoInfo, cfg: ModelConfig, 
     model.sr.cpu()
     model_id = checkpoint.save(model, out, meta)
     log = {"model_id": model_id, "preset": cfg.preset, "wall_seconds": round(time.time() - t0, 2), **log}
-    _write_json_atomic(os.path.join(out, TRAINING_LOG), log)
+    write_json_atomic(os.path.join(out, TRAINING_LOG), log)
     return model_id
 
 
@@ -168,11 +168,3 @@ def _load_prior(model) -> dict | None:
 
 
 TRAINING_LOG = "training.json"
-
-
-def _write_json_atomic(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)

@@ -4,7 +4,7 @@ Routes (everything else is a 404; nothing is read from a path taken from the req
 
     /                                   the page (static/index.html)
     /static/<name>                      the page's own files, by name from a fixed list
-    /osd/<path>                         OpenSeadragon's build (installed by npm), inside that folder only
+    /osd/<path>                         OpenSeadragon's build (in the package), inside that folder only
     /info.json                          the render's config: model, seed, size, completion
     /image.dzi                          the Deep Zoom descriptor
     /image_files/<level>/<col>_<row>.<png|jpeg>   a tile, cut from the store's pyramid
@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..canvas import Canvas
 from ..errors import UserError
-from .tiles import DeepZoom, TileKey
+from .tiles import DeepZoom, DeepZoomKey
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -39,15 +39,17 @@ TILE_PATH = re.compile(r"^/image_files/(\d{1,2})/(\d{1,7})_(\d{1,7})\.(png|jpeg)
 
 
 def find_openseadragon() -> Path:
-    """The folder of OpenSeadragon's build (openseadragon.min.js and images/), as npm installs it."""
+    """The folder of OpenSeadragon's build (openseadragon.min.js and images/): the copy the
+    package's build puts in ``static/openseadragon`` (setup.py), else one npm installed."""
     rel = Path("node_modules") / "openseadragon" / "build" / "openseadragon"
     candidates = [Path(os.environ[OSD_ENV])] if os.environ.get(OSD_ENV) else []
-    candidates += [STATIC / rel, Path(__file__).resolve().parents[2] / rel, Path.cwd() / rel]
+    candidates += [STATIC / "openseadragon", STATIC / rel, Path(__file__).resolve().parents[2] / rel, Path.cwd() / rel]
     for c in candidates:
         if (c / "openseadragon.min.js").is_file():
             return c.resolve()
-    raise UserError("OpenSeadragon is not installed: run `make setup` (it runs `npm install --prefix "
-                    f"ourgan_dist/view/static`), or point {OSD_ENV} at a folder with openseadragon.min.js")
+    raise UserError("OpenSeadragon is not in this install of ourgan-dist (its build puts it in "
+                    "ourgan_dist/view/static/openseadragon): reinstall it with npm available at build time, or point "
+                    f"{OSD_ENV} at a folder with openseadragon.min.js")
 
 
 def render_summary(canvas: Canvas) -> dict[str, Any]:
@@ -138,7 +140,7 @@ class ViewHandler(BaseHTTPRequestHandler):
         m = TILE_PATH.match(path)
         if m:
             level, col, row, fmt = int(m[1]), int(m[2]), int(m[3]), m[4]
-            body = self.server.zoom.encode(TileKey(level, col, row), fmt)
+            body = self.server.zoom.encode(DeepZoomKey(level, col, row), fmt)
             return None if body is None else (body, f"image/{fmt}", self.server.canvas.complete)
         return None
 

@@ -4,30 +4,26 @@ Deep Zoom level ``M = ceil(log2(max(W, H)))`` is the full image and level ``l`` 
 ``ceil(W / 2**(M - l))`` wide: exactly the shapes of the store's arrays ``0, 1, 2, ...`` (each half
 the one before, rounded up). So a tile of level ``l`` is a plain read of array ``M - l``. The
 levels below the store's coarsest array (a few, each under one chunk) are 2x2 means of it, made
-once and kept. Tiles are 254 px with 1 px of overlap on inner edges (256 px in all), the usual
-Deep Zoom geometry: viewers draw overlapping tiles edge to edge without stretching them. A tile
-key outside a level's grid is ``None`` (a 404).
+once and kept. Tile size and overlap are those of ``deepzoom.py`` (shared with the .dzi export).
+A tile key outside a level's grid is ``None`` (a 404).
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..canvas import Canvas, downsample2
+from ..canvas import Canvas
+from ..deepzoom import OVERLAP, TILE, descriptor, top_level
+from ..pixels import downsample2
 from ..plan import Box
-
-TILE = 254
-OVERLAP = 1
-FORMATS = ("png", "jpeg")
 
 
 @dataclass(frozen=True)
-class TileKey:
-    """One Deep Zoom tile: level (0 = 1x1 pixel), column, row."""
+class DeepZoomKey:
+    """One Deep Zoom tile: level (0 = 1x1 pixel), column, row. (Not ``plan.TileKey``, a render task.)"""
 
     level: int
     col: int
@@ -43,7 +39,7 @@ class DeepZoom:
         self.overlap = overlap
         self.shapes = canvas.plan.pyramid_shapes  # (h, w) of arrays 0, 1, ...
         self.height, self.width = self.shapes[0]
-        self.max_level = math.ceil(math.log2(max(self.width, self.height))) if max(self.width, self.height) > 1 else 0
+        self.max_level = top_level(self.width, self.height)
         self._small: dict[int, np.ndarray] = {}  # scale -> (3, h, w), for scales past the store's arrays
         self._lock = threading.Lock()
 
@@ -54,11 +50,9 @@ class DeepZoom:
 
     def descriptor(self, fmt: str = "png") -> str:
         """The .dzi XML for this image."""
-        return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-                f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{fmt}" Overlap="{self.overlap}" '
-                f'TileSize="{self.tile}">\n  <Size Width="{self.width}" Height="{self.height}"/>\n</Image>\n')
+        return descriptor(self.width, self.height, fmt, self.tile, self.overlap)
 
-    def box(self, key: TileKey) -> Box | None:
+    def box(self, key: DeepZoomKey) -> Box | None:
         """The pixels of a tile in its level (its core plus the overlap, cut at the level's edges),
         or None when the key is off the grid."""
         if not 0 <= key.level <= self.max_level:
@@ -69,7 +63,7 @@ class DeepZoom:
             return None
         return Box(y0, y0 + self.tile, x0, x0 + self.tile).expand(self.overlap).clip(h, w)
 
-    def pixels(self, key: TileKey) -> np.ndarray | None:
+    def pixels(self, key: DeepZoomKey) -> np.ndarray | None:
         """(h, w, 3) uint8 pixels of a tile, or None when the key is off the grid."""
         box = self.box(key)
         if box is None:
@@ -93,7 +87,7 @@ class DeepZoom:
                     self._small[s] = img
             return self._small[scale]
 
-    def encode(self, key: TileKey, fmt: str = "png") -> bytes | None:
+    def encode(self, key: DeepZoomKey, fmt: str = "png") -> bytes | None:
         """A tile as PNG (lossless) or JPEG bytes, or None when the key is off the grid."""
         px = self.pixels(key)
         if px is None:

@@ -5,6 +5,7 @@ use stores of any size (a gigapixel included) without rendering one. The plan is
 plan (no SR levels) of the requested size; array 0 is filled chunk by chunk from ``pattern`` and
 each pyramid array is the 2x2 mean of the one before, block by block, exactly as a render builds
 it. Every task is recorded and the store is marked complete through the same calls a render uses.
+Test scaffolding (not part of the package); benchmarks/export_memory.py borrows it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-from .canvas import Canvas, downsample2, plan_to_info
-from .plan import Box, RenderPlan, TileKey
+from ourgan_dist.canvas import Canvas, plan_to_info
+from ourgan_dist.plan import Box, RenderPlan, TileKey
+from ourgan_dist.tile import write_pyramid_block
 
 Pattern = Callable[[Box, int, int], np.ndarray]  # (box, height, width) -> uint8 (3, box.height, box.width)
 
@@ -72,9 +74,7 @@ def write_synthetic_store(url: str, width: int, height: int, *, chunk: int = 256
                 canvas.write("0", box, pattern(box, height, width))
         for scale in range(1, len(plan.pyramid_shapes)):
             for key in plan.pyramid_tasks(scale):
-                block = plan.pyramid_block(key)
-                src = canvas.read(str(scale - 1), plan.pyramid_source(key))
-                canvas.write(str(scale), block, downsample2(src, block.height, block.width))
+                write_pyramid_block(canvas, key)
     if complete:
         canvas.mark_done(TileKey(0, 0, 0))
         for key in plan.all_pyramid_tasks():

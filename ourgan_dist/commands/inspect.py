@@ -1,0 +1,25 @@
+"""``ourgan-dist inspect URL|MODEL_DIR``: describe a render store or a model directory."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .shared import json_option
+
+
+@click.command("inspect")
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--storage-options", default=None, help="JSON fsspec options.")
+def inspect_command(target: str, as_json: bool, storage_options: str | None) -> None:
+    """Describe a render store (sizes, levels, tasks done/total, config) or a MODEL directory."""
+    from ..inspect import describe
+
+    info = describe(target, json_option(storage_options, "--storage-options"))
+    if as_json:
+        click.echo(json.dumps(info, indent=2, sort_keys=True))
+    else:
+        for line in info.pop("lines"):
+            click.echo(line)

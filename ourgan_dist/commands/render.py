@@ -1,0 +1,94 @@
+"""``ourgan-dist render MODEL_DIR --out URL --size WxH``: plan, validate and render into a Zarr store."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import UserError
+from .shared import json_option, progress_bar
+
+
+def _parse_halo(value: str) -> str:
+    if value == "exact" or value.isdigit():
+        return value
+    raise UserError(f"--halo {value!r}: expected 'exact' or a number of pixels >= 0")
+
+
+def _parse_tile(value: str) -> int | None:
+    if value == "auto":
+        return None
+    if value.isdigit():
+        return int(value)
+    raise UserError(f"--tile {value!r}: expected 'auto', 0 (untiled) or a number of pixels")
+
+
+@click.command("render")
+@click.argument("model")
+@click.option("--out", required=True, help="Output store URL: a path, file://, memory://, s3://, gs://.")
+@click.option("--size", required=True, help="Output size WIDTHxHEIGHT, e.g. 4096x2730.")
+@click.option("--seed", type=click.IntRange(min=0), default=0)
+@click.option("--tile", default="auto", help="Tile side in output pixels (multiple of --chunk); 0: untiled.")
+@click.option("--halo", default="exact", help="'exact' (the receptive field) or pixels; smaller is inexact.")
+@click.option("--chunk", type=click.IntRange(min=4), default=None, show_default="256, or a divisor of --tile",
+              help="Zarr chunk side (multiple of 4); --tile must be a multiple of it.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Workers. Default: 1 (in-process) without --address; with --address one per GPU "
+                   "(--device cuda) or per node.")
+@click.option("--address", default=None, help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
+              help="GPU inference precision; fp32 is the exact mode.")
+@click.option("--storage-options", default=None, help="JSON fsspec options for --out (never stored).")
+@click.option("--resume", is_flag=True, help="Finish an interrupted render into the same --out.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing render at --out.")
+@click.option("--export", "export_to", default=None, help="Also export the result (.tif/.dzi/.png/.jpg).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and projected memory; write nothing.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: str, chunk: int | None, workers: int | None,
+           address: str | None, device: str, precision: str, storage_options: str | None, resume: bool,
+           overwrite: bool, export_to: str | None, dry_run: bool, quiet: bool) -> None:
+    """Render a new image of --size from a trained MODEL directory into a Zarr store.
+
+    \b
+    Examples:
+      ourgan-dist render model/ --out out.zarr --size 4096x2730 --seed 7
+      ourgan-dist render model/ --out out.zarr --size 4096x2730 --tile 0      # untiled reference
+      ourgan-dist render s3://b/model --out s3://b/r.zarr --size 16384x10912 --address auto
+    """
+    if address is None:
+        from ..render import quiet_embedded_ray_auth
+
+        quiet_embedded_ray_auth()
+    from ..render import RenderRequest, check_output, describe_halo_error, measure_halo_error, prepare
+    from ..render import render as run_render
+
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other; pass one")
+    so = json_option(storage_options, "--storage-options")
+    req = RenderRequest(model=model, out=out, size=size, seed=seed, tile=_parse_tile(tile), halo=_parse_halo(halo),
+                        chunk=chunk, workers=workers or (0 if address else 1), address=address, resume=resume,
+                        overwrite=overwrite, device=device, precision=precision, storage_options=so,
+                        model_storage_options=so)
+    p = prepare(req)
+    if not dry_run:
+        check_output(p)  # an output that would be refused is refused before the plan is printed
+    for line in (*p.plan.describe(), *p.notes):
+        click.echo(line)
+    click.echo(f"projected memory per task: {p.projected_task_bytes / 2**20:.0f} MiB")
+    if not p.plan.exact:
+        err = measure_halo_error(p)
+        if err:
+            click.echo(describe_halo_error(p.plan, err))
+    if dry_run:
+        click.echo("dry run: nothing written")
+        return
+    summary = run_render(p, on_progress=None if quiet else progress_bar(p))
+    click.echo(f"\ndone: {summary.tasks_run} task(s) in {summary.seconds:.1f} s"
+               + (f", {summary.tasks_skipped} already done" if summary.tasks_skipped else "") + f" -> {out}")
+    if export_to:
+        from ..export import bound_allocator
+        from ..export import export as run_export
+
+        bound_allocator()  # the process ends with the export: keep glibc from hoarding freed buffers
+        run_export(out, export_to, storage_options=so, progress=not quiet)
+        click.echo(f"exported {export_to}")

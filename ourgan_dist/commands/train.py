@@ -1,0 +1,36 @@
+"""``ourgan-dist train IMAGE --out MODEL_DIR``: learn a model from one photograph."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("train")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model directory to write.")
+@click.option("--preset", type=click.Choice(["tiny", "cpu", "paper"]), default="cpu",
+              help="tiny: tests; cpu: a laptop; paper: GPU scale.")
+@click.option("--iterations", type=click.IntRange(min=0), default=None,
+              help="Override the preset's steps per stage (0: write an untrained, seeded model).")
+@click.option("--seed", type=click.IntRange(min=0), default=0)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--no-vertical-coord", is_flag=True, help="Ablation: train without the y channel.")
+@click.option("--overwrite", is_flag=True, help="Replace the model already in --out.")
+@click.option("--allow-damaged", is_flag=True,
+              help="Train on a damaged (truncated, corrupt) photo's decodable part instead of refusing it.")
+def train_command(image: str, out: str, preset: str, iterations: int | None, seed: int, device: str,
+          no_vertical_coord: bool, overwrite: bool, allow_damaged: bool) -> None:
+    """Learn a model from one photograph IMAGE.
+
+    \b
+    Examples:
+      ourgan-dist train photo.jpg --out model/ --preset cpu
+      ourgan-dist train photo.jpg --out untrained/ --preset tiny --iterations 0 --seed 3
+      ourgan-dist train photo.jpg --out model/ --overwrite          # replace an earlier model
+    """
+    from ..train import train_model
+
+    model_id = train_model(image, out, preset=preset, iterations=iterations, seed=seed, device=device,
+                           vertical_coord=not no_vertical_coord, overwrite=overwrite, allow_damaged=allow_damaged,
+                           warn=lambda message: click.echo(f"Warning: {message}", err=True))
+    click.echo(f"model {model_id} written to {out}")

@@ -1,0 +1,27 @@
+"""Deep Zoom geometry, shared by the viewer (tiles cut on the fly) and the ``.dzi`` export.
+
+Level ``top_level(W, H) = ceil(log2(max(W, H)))`` is the full image, each level below is half
+the one above (rounded up), level 0 is 1x1. Tiles are 254 px with 1 px of overlap on inner edges
+(256 px in all), the usual geometry: viewers draw overlapping tiles edge to edge without
+stretching them. Pure arithmetic and text: no store, no libvips.
+"""
+
+from __future__ import annotations
+
+import math
+
+TILE = 254
+OVERLAP = 1
+
+
+def top_level(width: int, height: int) -> int:
+    """The Deep Zoom level of the full image (0 for a 1x1 image)."""
+    side = max(width, height)
+    return math.ceil(math.log2(side)) if side > 1 else 0
+
+
+def descriptor(width: int, height: int, fmt: str, tile: int = TILE, overlap: int = OVERLAP) -> str:
+    """The ``.dzi`` XML of a ``width`` x ``height`` image whose tiles are ``fmt`` files (png, jpg, jpeg)."""
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{fmt}" Overlap="{overlap}" '
+            f'TileSize="{tile}">\n  <Size Width="{width}" Height="{height}"/>\n</Image>\n')
