@@ -180,10 +180,11 @@ def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chu
     p = prepare(req)
     try:
         check_output(p)  # an output that would be refused is refused before the plan is printed
-    except StoreError as e:
+    except Exception as e:  # noqa: BLE001 - a dry run reports what a real run would meet, and goes on
         if not dry_run:
             raise
-        click.echo(f"note: a real run would be refused: {e}")
+        click.echo(f"note: a real run would be refused: {e}" if isinstance(e, StoreError) else
+                   f"note: --out was not checked ({type(e).__name__}: {str(e).strip()[:200]})")
     for line in (*p.plan.describe(), *p.notes):
         click.echo(line)
     fc = forecast(p)

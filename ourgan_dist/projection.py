@@ -246,20 +246,37 @@ def estimate(plan: RenderPlan, sr: SRConfig, base: BaseConfig, *, workers: int, 
 
 
 # ---- memory -----------------------------------------------------------------------------------
-def activation_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> int:
-    """Counted peak bytes of one task's tensors: the largest SR tile's activations (float32) or
-    the base generator's. A full-size tile's window is its source core plus the halo on every
-    side: at a level's edge the source is extended by repeating edge pixels (``run_window``),
-    so edge tiles hold as much as interior ones."""
-    peak = plan.base_height * plan.base_width * (base.channels * 6 + base.latent_channels) * 4
+def task_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> dict[str, int]:
+    """Counted peak bytes of the largest task of each kind, before the calibration factor:
+
+    - ``base``: the base generator's feature maps (float32);
+    - ``sr_body``: an SR tile's network at source resolution, ``SRConfig.activation_floats`` per
+      pixel of its window. A full-size tile's window is its source core plus the halo on every
+      side: at a level's edge the source is extended by repeating edge pixels (``run_window``),
+      so edge tiles hold as much as interior ones;
+    - ``sr_output``: its output side, the tail's floats per output pixel plus the float32 result
+      and one copy while it is cropped and converted for the store;
+    - ``pyramid``: a viewing-pyramid block of side b reads 2b x 2b uint8 pixels (3 bytes each) and
+      averages them through a uint16 copy and two uint64 sums (``canvas.downsample2``): 12 bytes
+      per source pixel and 72 per block pixel."""
     per_in, per_out = sr.activation_floats()
+    out = {"base": plan.base_height * plan.base_width * (base.channels * 6 + base.latent_channels) * 4,
+           "sr_body": 0, "sr_output": 0}
     for lv in plan.levels[1:]:
-        rows, cols = plan.tile_grid(lv.index)
         core = plan.source_core(TileKey(lv.index, 0, 0))  # the first tile is a full-size one
         win = (core.height + 2 * plan.halo) * (core.width + 2 * plan.halo)
-        tail = (core.height + 4) * (core.width + 4) * SCALE * SCALE
-        peak = max(peak, win * per_in * 4, tail * per_out * 4)
-    return int(peak)
+        out["sr_body"] = max(out["sr_body"], win * per_in * 4)
+        out["sr_output"] = max(out["sr_output"], (core.height + 4) * (core.width + 4) * SCALE**2 * (per_out + 6) * 4)
+    out["pyramid"] = 0
+    if len(plan.pyramid_shapes) > 1:
+        b, (h, w) = plan.pyramid_block_side, plan.pyramid_shapes[1]
+        out["pyramid"] = 12 * min(2 * b, plan.height) * min(2 * b, plan.width) + 72 * min(b, h) * min(b, w)
+    return out
+
+
+def activation_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> int:
+    """Counted peak bytes of the largest task (the largest of ``task_bytes``)."""
+    return max(task_bytes(plan, sr, base).values())
 
 
 @dataclass(frozen=True)

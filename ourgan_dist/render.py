@@ -56,6 +56,7 @@ class Prepared:
     workers: int = 1  # the workers the plan was sized for
     worker_memory: int = 0  # bytes per worker the plan was checked against
     memory_known: bool = True  # False: worker_memory is an assumption (GPU memory of a remote cluster)
+    workers_known: bool = True  # False: the cluster at --address was not asked (a given --tile) or did not say
 
 
 def _memory_budget(workers: int) -> int:
@@ -117,11 +118,11 @@ def prepare(req: RenderRequest) -> Prepared:
     model = checkpoint.load(req.model, req.model_storage_options)
     cfg = model.config
     notes: list[str] = []
-    workers = req.workers
-    if workers == 0:  # all the cluster at --address offers
+    workers, workers_known = req.workers, True
+    if workers == 0:  # all the cluster at --address offers: asked only when it sizes the tile
         workers = cluster_workers(req.address, req.device) if req.tile is None else None
         if workers is None:
-            workers = ASSUMED_CLUSTER_WORKERS
+            workers, workers_known = ASSUMED_CLUSTER_WORKERS, False
             if req.tile is None:
                 notes.append(f"workers: the cluster did not say how many; the tile is sized for {workers} (pass "
                              "--workers)")
@@ -146,7 +147,7 @@ def prepare(req: RenderRequest) -> Prepared:
         what = "GPU" if req.device.startswith("cuda") else "worker"
         raise PlanError(f"--tile {tile}: a task is projected to need {need / 2**30:.1f} GiB, over the "
                         f"{budget / 2**30:.1f} GiB per {what} available ({where}); use a smaller --tile")
-    return Prepared(req, plan, model, need, tuple(notes), workers, budget, known)
+    return Prepared(req, plan, model, need, tuple(notes), workers, budget, known, workers_known)
 
 
 PROBE_MACS = 1.5e9  # arithmetic of the throughput probe: a fraction of a second on a laptop CPU
@@ -156,27 +157,20 @@ HUGE_STORE, HUGE_SECONDS, HUGE_PIXELS = 50 << 30, 2 * 3600, 4e9  # past any of t
 PROBE_TO_RENDER = 1.0
 
 
-def measure_throughput(p: Prepared) -> projection.Throughput:
-    """One worker's speed for the time estimate: the SR network run on a small image on this
-    machine (the CPU, or its GPU for --device cuda), best of two runs after a warm-up, with the
-    recorded per-pixel I/O costs. For --device cuda on a machine without a GPU, the assumed rate."""
+def probe_macs_per_s(net, sr, device: str = "cpu", precision: str = "fp32") -> tuple[float, float]:
+    """(MACs per second, seconds of the timed run) of the SR network ``net`` (config ``sr``) on a
+    small image on ``device``: best of two runs after a warm-up."""
     import torch
 
-    r = p.request
-    ref = projection.reference_throughput(r.device, r.precision)
-    gpu = r.device.startswith("cuda")
-    if gpu and not torch.cuda.is_available():
-        return ref
-    net = p.model.sr
-    dtype = torch.float32
+    gpu = device.startswith("cuda")
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision] if gpu else torch.float32
     if gpu:
         import copy
 
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[r.precision]
-        net = copy.deepcopy(net).to(r.device, dtype)  # the driver's model stays as the local executor expects it
-    per_px = projection.sr_macs_per_pixel(p.model.config.sr)
+        net = copy.deepcopy(net).to(device, dtype)  # the driver's model stays as the local executor expects it
+    per_px = projection.sr_macs_per_pixel(sr)
     side = int(min(128, max(16, math.sqrt(PROBE_MACS / per_px))))
-    x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(r.device if gpu else "cpu", dtype)
+    x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device if gpu else "cpu", dtype)
     best = float("inf")
     with torch.inference_mode():
         for i in range(3):
@@ -188,9 +182,24 @@ def measure_throughput(p: Prepared) -> projection.Throughput:
                 torch.cuda.synchronize()
             if i:
                 best = min(best, time.perf_counter() - t0)
-    rate = per_px * side * side / best * (1.0 if gpu else PROBE_TO_RENDER)
+    return per_px * side * side / best, best
+
+
+def measure_throughput(p: Prepared) -> projection.Throughput:
+    """One worker's speed for the time estimate: the SR network run on a small image on this
+    machine (the CPU, or its GPU for --device cuda), with the recorded per-pixel I/O costs. For
+    --device cuda on a machine without a GPU, the assumed rate."""
+    import torch
+
+    r = p.request
+    ref = projection.reference_throughput(r.device, r.precision)
+    gpu = r.device.startswith("cuda")
+    if gpu and not torch.cuda.is_available():
+        return ref
+    rate, took = probe_macs_per_s(p.model.sr, p.model.config.sr, r.device, r.precision)
+    rate *= 1.0 if gpu else PROBE_TO_RENDER
     where = "GPU" if gpu else f"CPU ({torch.get_num_threads()} threads)"
-    return ref.with_rate(rate, f"measured now: a {best:.2f} s probe of the SR network on this machine's {where}, "
+    return ref.with_rate(rate, f"measured now: a {took:.2f} s probe of the SR network on this machine's {where}, "
                                f"{rate / 1e9:.1f} GMAC/s; I/O per pixel as recorded")
 
 
@@ -236,7 +245,7 @@ def forecast(p: Prepared, throughput: projection.Throughput | None = None) -> Fo
     image, gen = projection.store_bytes(plan)
     where = ("local, sharing this machine's CPUs" if local_cpu else "GPUs" if r.device.startswith("cuda")
              else "Ray workers; time assumes each is as fast as this machine")
-    lines = [f"load on {p.workers} worker(s) ({where}):"]
+    lines = [f"load on {p.workers} worker(s){'' if p.workers_known else ' (assumed; pass --workers)'} ({where}):"]
     for lv in est.levels:
         lines.append(f"  {lv.name}: {lv.tasks} task(s), {lv.busy}/{p.workers} worker(s) busy, "
                      f"{100 * lv.utilisation(p.workers):.0f}% utilised, {duration(lv.span_s)}")
