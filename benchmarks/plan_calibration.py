@@ -140,32 +140,28 @@ def report(results: list[dict], probe: bool = True) -> None:
         slope, icpt = np.polyfit(acts, peaks, 1)
         print(f"worker peak = {icpt / 2**20:.0f} MiB + {slope:.2f} x largest counted term (least squares, {len(acts)} "
               f"runs); residuals {[int(x) >> 20 for x in peaks - (icpt + slope * acts)]} MiB")
-    tiles = [(name, np.array(rows, float)) for (name, kind), rows in sorted(fits.items()) if kind == "tile"]
-    if len(tiles) > 1:  # one I/O cost per pixel and per task for every preset, one MAC rate per preset
-        names = [n for n, _ in tiles]
-        X = np.concatenate([np.stack([a[:, 0] * (n == m) for m in names] + [a[:, 1], np.ones(len(a))], 1)
-                            for n, a in tiles])
-        y = np.concatenate([a[:, 2] for _, a in tiles])
-        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-        rates_fit = ", ".join(f"{n} {tiles[i][1][0, 3] / coef[i] / 1e9:.2f} GMAC/s for the machine"
-                              + (f" ({tiles[i][1][0, 3] / coef[i] / rates[n]:.2f} x the probe now)" if n in rates else "")
-                              for i, n in enumerate(names))
-        print(f"joint fit over all SR tiles: {coef[-2] * 1e9:.0f} ns per output pixel, {coef[-1] * 1e3:.0f} ms per "
-              f"task; {rates_fit}")
+    # Task seconds = MACs / rate + output pixels x I/O. Per-task fits are ill-posed (MACs and pixels
+    # go together) and noisy on a shared machine, so sum over tasks: a preset whose arithmetic is
+    # negligible (tiny) gives the I/O per pixel, the others their MAC rate with that I/O taken off.
+    def total(rows, i):
+        return float(np.sum(np.array(rows, float)[:, i]))
+
+    tiles = {name: rows for (name, kind), rows in fits.items() if kind == "tile"}
+    io = None
+    if "tiny" in tiles:
+        io = total(tiles["tiny"], 2) / total(tiles["tiny"], 1)
+        print(f"SR tile I/O and noise (tiny preset): {io * 1e9:.0f} ns per output pixel")
+    for name, rows in sorted(tiles.items()):
+        if name == "tiny" or io is None:
+            continue
+        workers = rows[0][3]
+        per_worker = total(rows, 0) / (total(rows, 2) - io * total(rows, 1))
+        vs = f", {per_worker * workers / rates[name]:.2f} x the probe now" if name in rates else ""
+        print(f"{name} SR tiles: {per_worker / 1e9:.2f} GMAC/s per worker, {per_worker * workers / 1e9:.2f} GMAC/s for "
+              f"the machine ({int(workers)} workers sharing it{vs})")
     for (name, kind), rows in sorted(fits.items()):
-        a = np.array(rows, float)
-        if kind == "tile" and len(a) >= 3:
-            # seconds = macs / (rate per worker) + pixels * io + task overhead; a worker has cores / workers threads
-            X = np.stack([a[:, 0], a[:, 1], np.ones(len(a))], 1)
-            coef, *_ = np.linalg.lstsq(X, a[:, 2], rcond=None)
-            per_worker = 1 / coef[0] if coef[0] > 0 else float("nan")
-            machine = per_worker * a[0, 3]
-            vs = f"; {machine / rates[name]:.2f} x the probe now" if name in rates else ""
-            print(f"{name} SR tiles: {len(a)} tasks; {per_worker / 1e9:.2f} GMAC/s per worker (x{int(a[0, 3])} workers "
-                  f"= {machine / 1e9:.2f} GMAC/s for the machine{vs}), {coef[1] * 1e9:.0f} ns per output pixel, "
-                  f"{coef[2] * 1e3:.0f} ms per task")
-        elif kind == "pyramid" and len(a):
-            print(f"{name} pyramid: {len(a)} tasks; {np.sum(a[:, 2]) / np.sum(a[:, 1]) * 1e9:.0f} ns per pixel written")
+        if kind == "pyramid":
+            print(f"{name} viewing pyramid: {total(rows, 2) / total(rows, 1) * 1e9:.0f} ns per pixel written")
 
 
 def main() -> None:

@@ -96,14 +96,16 @@ class Throughput:
         return Throughput(macs_per_s, self.io_s_per_px, self.pyramid_s_per_px, self.task_s, source)
 
 
-# Fitted by benchmarks/plan_calibration.py on the project's 2-core CPU machine (busy, load 4-7):
-# the task times of 2-worker renders of the tiny and cpu presets. See README, Benchmarks.
-CPU_REFERENCE = Throughput(macs_per_s=20e9, io_s_per_px=60e-9, pyramid_s_per_px=40e-9, task_s=0.02,
-                           source="recorded rate of this project's 2-core CPU (benchmarks/plan_calibration.py)")
+# Measured by benchmarks/plan_calibration.py on the project's 2-core CPU machine while other jobs
+# ran (load average 13-17): 2-worker renders of the cpu preset at 4096x2730 did 4-6 GMAC/s in all
+# (2-3 per worker), store I/O and noise cost 1-2 us per output pixel of an SR tile (tiny preset,
+# whose arithmetic is negligible), a pyramid block 1-5 us per pixel it writes.
+CPU_REFERENCE = Throughput(macs_per_s=5e9, io_s_per_px=1.5e-6, pyramid_s_per_px=2e-6, task_s=0.05,
+                           source="recorded rate of this project's busy 2-core CPU (benchmarks/plan_calibration.py)")
 # No GPU was available to measure: a nominal rate for an H100-class GPU in fp32 with TF32 off (as
 # the workers run it), a quarter of its FP32 peak (the dense blocks' 32-channel convs use it
-# poorly). fp16/bf16 are taken as 4x that. Host-side I/O as on CPU.
-GPU_ASSUMED = Throughput(macs_per_s=8e12, io_s_per_px=60e-9, pyramid_s_per_px=40e-9, task_s=0.05,
+# poorly), fp16/bf16 4x that; host-side I/O a fifth of what the busy 2-core machine measured.
+GPU_ASSUMED = Throughput(macs_per_s=8e12, io_s_per_px=0.3e-6, pyramid_s_per_px=0.4e-6, task_s=0.05,
                          source="ASSUMED 8 TMAC/s per GPU (fp32, H100 class; not measured)")
 
 
@@ -288,18 +290,27 @@ class MemoryModel:
     runtime_bytes: int
     factor: float
     source: str
+    kinds: tuple[str, ...] = ("base", "sr_body", "sr_output", "pyramid")  # the task_bytes terms it holds
+
+    def counted(self, plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> int:
+        terms = task_bytes(plan, sr, base)
+        return max(terms[k] for k in self.kinds)
 
     def task_peak(self, plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> int:
         weights = 4 * sr_parameters(sr)
-        return int(self.runtime_bytes + weights + self.factor * activation_bytes(plan, sr, base))
+        return int(self.runtime_bytes + weights + self.factor * self.counted(plan, sr, base))
 
 
-# Fitted by benchmarks/plan_calibration.py: Ray worker peak RSS (ru_maxrss) on CPU.
-CPU_MEMORY = MemoryModel(runtime_bytes=380 * MiB, factor=1.6,
+# Fitted by benchmarks/plan_calibration.py: Ray worker peak RSS (ru_maxrss) of 2-worker renders of
+# the tiny and cpu presets at 4096x2730, tiles 512-2048: 393 MiB + 0.88 x the largest counted
+# term, residuals -50..+108 MiB. Rounded up to err high.
+CPU_MEMORY = MemoryModel(runtime_bytes=420 * MiB, factor=1.0,
                          source="calibrated against measured worker peaks on CPU (benchmarks/plan_calibration.py)")
-# Not measured on a GPU: the CUDA context and cuDNN workspaces taken as 1 GiB, the same factor.
+# Not measured on a GPU: the CUDA context and cuDNN workspaces taken as 1 GiB, the same factor;
+# viewing-pyramid blocks are averaged on the host, so they take no GPU memory.
 GPU_MEMORY = MemoryModel(runtime_bytes=1 * GiB, factor=CPU_MEMORY.factor,
-                         source="GPU memory: CPU calibration + 1 GiB assumed for the CUDA context (not measured)")
+                         source="GPU memory: CPU calibration + 1 GiB assumed for the CUDA context (not measured)",
+                         kinds=("base", "sr_body", "sr_output"))
 
 
 def memory_model(device: str) -> MemoryModel:
@@ -307,10 +318,11 @@ def memory_model(device: str) -> MemoryModel:
 
 
 # ---- the store on disk ------------------------------------------------------------------------
-# Compressed / raw bytes of the store's arrays, measured on a render of the trained demo model
-# (benchmarks/plan_calibration.py prints projected against measured sizes).
-UINT8_RATIO = 0.75
-FLOAT16_RATIO = 0.85
+# Compressed / raw bytes of the store's arrays: a render of the trained demo model (cpu preset,
+# 4096x2730) took 19.5 MiB where 0.75 / 0.85 projected 35.6 MiB; an untrained tiny model's noisy
+# output 32 MiB (benchmarks/plan_calibration.py). Set from the demo render.
+UINT8_RATIO = 0.42
+FLOAT16_RATIO = 0.6
 
 
 def store_bytes(plan: RenderPlan) -> tuple[int, int]:

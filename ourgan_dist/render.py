@@ -150,16 +150,17 @@ def prepare(req: RenderRequest) -> Prepared:
     return Prepared(req, plan, model, need, tuple(notes), workers, budget, known, workers_known)
 
 
-PROBE_MACS = 1.5e9  # arithmetic of the throughput probe: a fraction of a second on a laptop CPU
+PROBE_MACS = 2e9  # arithmetic of one probe run: a fraction of a second on a laptop CPU
 HUGE_STORE, HUGE_SECONDS, HUGE_PIXELS = 50 << 30, 2 * 3600, 4e9  # past any of these, the plan warns first
-# A render's tiles ran at this share of the probe's rate in benchmarks/plan_calibration.py (the probe's
-# small image and a lone process vs tiles, noise, store I/O and several workers on the same cores).
-PROBE_TO_RENDER = 1.0
+# Renders' SR tiles did this many times the probe's MACs per second (benchmarks/plan_calibration.py:
+# 4.6 GMAC/s for 2 workers of the cpu preset, the probe 1.4-3 on the same busy machine): the probe's
+# small image uses the CPU less well than a tile's window.
+PROBE_TO_RENDER = 2.0
 
 
 def probe_macs_per_s(net, sr, device: str = "cpu", precision: str = "fp32") -> tuple[float, float]:
     """(MACs per second, seconds of the timed run) of the SR network ``net`` (config ``sr``) on a
-    small image on ``device``: best of two runs after a warm-up."""
+    small image on ``device``: the best of two runs after a warm-up on a smaller one."""
     import torch
 
     gpu = device.startswith("cuda")
@@ -169,11 +170,12 @@ def probe_macs_per_s(net, sr, device: str = "cpu", precision: str = "fp32") -> t
 
         net = copy.deepcopy(net).to(device, dtype)  # the driver's model stays as the local executor expects it
     per_px = projection.sr_macs_per_pixel(sr)
-    side = int(min(128, max(16, math.sqrt(PROBE_MACS / per_px))))
-    x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device if gpu else "cpu", dtype)
-    best = float("inf")
+    side = int(min(160, max(16, math.sqrt(PROBE_MACS / per_px))))
+    gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
-        for i in range(3):
+        best = float("inf")
+        for i, s in enumerate((16, side, side)):  # a small warm-up (kernels, caches), then the best of two runs
+            x = torch.rand(1, 3, s, s, generator=gen).to(device if gpu else "cpu", dtype)
             if gpu:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -253,7 +255,7 @@ def forecast(p: Prepared, throughput: projection.Throughput | None = None) -> Fo
                  "render they overlap, so this errs low)")
     lines.append(f"halo overhead: {100 * (work.compute_overhead() - 1):.0f}% extra SR arithmetic, "
                  f"{100 * (plan.halo_overhead() - 1):.0f}% extra source pixels read")
-    act = projection.activation_bytes(plan, cfg.sr, cfg.base)
+    act = mem.counted(plan, cfg.sr, cfg.base)
     budget = f"{size_text(p.worker_memory)} per {'GPU' if r.device.startswith('cuda') else 'worker'}" + (
         "" if p.memory_known else " (assumed)")
     lines.append(f"projected memory per task: {p.projected_task_bytes / 2**20:.0f} MiB peak per worker, of {budget} "
