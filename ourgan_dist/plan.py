@@ -274,7 +274,7 @@ class RenderPlan(ViewingPyramid):
                  f"{self.n_sr} x4 level(s); tile {self.tile or 'untiled'}, chunk {self.chunk}"]
         halo_note = "exact" if self.exact else f"INEXACT: below the receptive field {self.receptive_radius}"
         lines.append(f"halo {self.halo} px (receptive field {self.receptive_radius} px): {halo_note}; "
-                     f"halo overhead {100 * (self.halo_overhead() - 1):.0f}% extra source pixels read and computed")
+                     f"halo overhead {100 * (self.halo_overhead() - 1):.0f}% extra source pixels read")
         for lv in self.levels:
             rows, cols = self.tile_grid(lv.index)
             what = "base generator" if lv.index == 0 else "x4 super-resolution"

@@ -221,7 +221,7 @@ def duration(seconds: float) -> str:
 def size_text(n: float) -> str:
     for unit, k in (("TiB", 40), ("GiB", 30), ("MiB", 20)):
         if n >= 1 << k:
-            return f"{n / (1 << k):.1f} {unit}"
+            return f"{n / (1 << k):.{0 if k == 20 else 1}f} {unit}"
     return f"{n / 1024:.0f} KiB"
 
 
@@ -260,10 +260,15 @@ def forecast(p: Prepared, throughput: projection.Throughput | None = None) -> Fo
         "" if p.memory_known else " (assumed)")
     lines.append(f"projected memory per task: {p.projected_task_bytes / 2**20:.0f} MiB peak per worker, of {budget} "
                  f"[{size_text(mem.runtime_bytes)} runtime + weights + {mem.factor:g} x {act / 2**20:.0f} MiB counted "
-                 f"activations; {mem.source}]")
+                 f"for the largest task; {mem.source}]")
     lines.append(f"store on disk: about {size_text(image + gen)} (image and viewing pyramid {size_text(image)}, "
                  f"generation levels {size_text(gen)}; compression as measured on a demo render)")
-    lines.append(f"time: about {duration(est.seconds)} of tasks, plus start-up [{thr.source}]")
+    line = f"time: about {duration(est.seconds)} of tasks, plus start-up [{thr.source}]"
+    if r.device == "cpu" and thr is not projection.CPU_REFERENCE:  # the probe is noisy on a busy machine: show both
+        ref = projection.estimate(plan, cfg.sr, cfg.base, workers=p.workers, throughput=projection.CPU_REFERENCE,
+                                  shared_machine=local_cpu)
+        line += f"; at the rate recorded on the project's busy 2-core CPU: {duration(ref.seconds)}"
+    lines.append(line)
     warning = None
     if image + gen >= HUGE_STORE or est.seconds >= HUGE_SECONDS or plan.width * plan.height >= HUGE_PIXELS:
         warning = (f"--size {plan.width}x{plan.height} is {plan.width * plan.height / 1e9:.1f} gigapixels: about "
