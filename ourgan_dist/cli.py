@@ -138,7 +138,7 @@ def _parse_tile(value: str) -> int | None:
                    "(--device cuda) or per node.")
 @click.option("--address", default=None, help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
-@click.option("--worker-memory", default=None, show_default="80% of this machine's (CPU) or this GPU's; else 24GiB",
+@click.option("--worker-memory", default=None, show_default="CPU: 80% of this machine's / workers; GPU: the local GPU's, else 24GiB assumed",
               help="Memory of one worker (GPU memory with --device cuda), e.g. 80GB: sizes --tile auto and caps tiles.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
               help="GPU inference precision; fp32 is the exact mode.")
@@ -187,7 +187,7 @@ def render(model: str, out: str, size: str, seed: int, tile: str, halo: str, chu
                    f"note: --out was not checked ({type(e).__name__}: {str(e).strip()[:200]})")
     for line in (*p.plan.describe(), *p.notes):
         click.echo(line)
-    fc = forecast(p)
+    fc = forecast(p, probe=dry_run)  # a real run skips the probe: its progress bar measures as it goes
     for line in fc.lines:
         click.echo(line)
     if fc.warning:

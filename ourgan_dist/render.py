@@ -235,11 +235,12 @@ class Forecast:
     warning: str | None  # a request big enough that the user should look before it runs
 
 
-def forecast(p: Prepared, throughput: projection.Throughput | None = None) -> Forecast:
+def forecast(p: Prepared, throughput: projection.Throughput | None = None, probe: bool = True) -> Forecast:
     """The dry run's projections: tasks per level and busy workers, halo overhead, memory per task,
-    store size and time. ``throughput`` defaults to a probe on this machine (``measure_throughput``)."""
+    store size and time. ``throughput`` defaults to a probe on this machine (``measure_throughput``),
+    or without ``probe`` to the recorded (CPU) or assumed (GPU) rate."""
     r, plan, cfg = p.request, p.plan, p.model.config
-    thr = throughput or measure_throughput(p)
+    thr = throughput or (measure_throughput(p) if probe else projection.reference_throughput(r.device, r.precision))
     local_cpu = r.address is None and r.device == "cpu"
     est = projection.estimate(plan, cfg.sr, cfg.base, workers=p.workers, throughput=thr, shared_machine=local_cpu)
     work = projection.Work(plan, cfg.sr, cfg.base, thr)
