@@ -73,6 +73,8 @@ def base_macs(base: BaseConfig, height: int, width: int) -> int:
 
 @lru_cache(maxsize=4096)
 def _tile_macs(sr: SRConfig, core_h: int, core_w: int, halo: int) -> int:
+    """MACs of one SR tile whose source core is core_h x core_w, read with ``halo``: each layer
+    on the core expanded by the reach it still needs (full at level edges too: run_window pads)."""
     total = 0
     for i, layer in enumerate(sr_layers(sr)):
         reach = min(layer.reach, halo) if i else halo  # the first layer sees the whole window

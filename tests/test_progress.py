@@ -89,3 +89,24 @@ def test_workers_are_counted_from_reports_when_not_given():
         tracker.done(key, t0, t1, w)
     assert len(tracker.seen) == 4
     assert tracker.eta(done[11][2]) == pytest.approx(makespan - done[11][2], rel=0.35)
+
+
+def test_the_bar_shows_tasks_eta_image_megapixels_and_labels(capsys):
+    from types import SimpleNamespace
+
+    from ourgan_dist.progress import ProgressBar
+    from ourgan_dist.render import task_order
+    from ourgan_dist.tile import TaskReport
+
+    plan = RenderPlan.create(1000, 700, base=CPU.base, sr=CPU.sr, tile=256)
+    p = SimpleNamespace(plan=plan, model=SimpleNamespace(config=CPU), workers=2,
+                        request=SimpleNamespace(device="cpu", precision="fp32"))
+    keys = task_order(plan)
+    bar = ProgressBar(p)
+    bar.begin(keys)
+    bar.bar.mininterval = 0  # show every update
+    for n, key in enumerate(keys, 1):
+        bar(TaskReport(key, 0.0, 0.01, 1, f"worker-{n % 2}"), n, len(keys))
+    text = capsys.readouterr().err
+    assert f"{len(keys)}/{len(keys)} [" in text and "MP/s" in text
+    assert f"level {plan.n_sr}/{plan.n_sr} tile (" in text and "viewing pyramid" in text and "100%" in text
