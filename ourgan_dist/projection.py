@@ -305,10 +305,9 @@ class MemoryModel:
 
 # Fitted by benchmarks/plan_calibration.py: Ray worker peak RSS (ru_maxrss) of 2-worker renders of
 # the tiny and cpu presets at 4096x2730 (tiles 512-2048) and 8192x5460 (tile 1792): 372 MiB +
-# 1.12 x the largest counted term, residuals -91..+101 MiB. A 16384x10912 render (tile 1792) had
-# reached 992 MiB two thirds of the way through (VmHWM), about 100 MiB over that fit: peaks still
-# grow a little with the canvas. The runtime term is raised to 640 MiB to cover it; small tiles
-# are then projected up to ~300 MiB high.
+# 1.12 x the largest counted term, residuals -91..+101 MiB. A 16384x10912 render (tile 1792)
+# reached 994 MiB, about 100 MiB over that fit: peaks still grow a little with the canvas. The
+# runtime term is raised to 640 MiB to cover it; small tiles are then projected up to ~300 MiB high.
 CPU_MEMORY = MemoryModel(runtime_bytes=640 * MiB, factor=1.12,
                          source="calibrated against measured worker peaks on CPU (benchmarks/plan_calibration.py)")
 # Not measured on a GPU: the CUDA context and cuDNN workspaces taken as 1 GiB, the same factor;
