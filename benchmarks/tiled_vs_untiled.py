@@ -32,7 +32,7 @@ def main() -> None:
 
     from ourgan_dist.config import preset
     from ourgan_dist.models import checkpoint
-    from ourgan_dist.render import RenderRequest, auto_tile, prepare, render
+    from ourgan_dist.render import RenderRequest, prepare, render
 
     tmp = tempfile.mkdtemp(prefix="ourgan-bench-")
     model = args.model
@@ -40,7 +40,8 @@ def main() -> None:
         model = os.path.join(tmp, "model")
         checkpoint.save(checkpoint.build(preset(args.preset), seed=0), model, {"note": "untrained, benchmark"})
     cfg = checkpoint.load(model).config
-    tile = auto_tile(cfg.sr.receptive_radius, 256) if args.tile == "auto" else int(args.tile)
+    tile = (prepare(RenderRequest(model=model, out=os.path.join(tmp, "plan.zarr"), size=args.size)).plan.tile
+            if args.tile == "auto" else int(args.tile))  # auto: what `render --tile auto` picks here
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; preset {cfg.preset}, receptive field "
           f"{cfg.sr.receptive_radius}; size {args.size}; tile {tile}")
     best = {0: float("inf"), tile: float("inf")}

@@ -1,7 +1,9 @@
-"""Pure render planning: levels, tiles, halos, chunk grid, dependencies, memory projection.
+"""Pure render planning: levels, tiles, halos, chunk grid, dependencies.
 
 No torch, Ray, Zarr or I/O here: a ``RenderPlan`` is arithmetic on integers, cheap to build,
-hashable, and property-tested. Coordinates are half-open boxes ``[y0, y1) x [x0, x1)`` in the
+hashable, and property-tested. Its parts live beside it: the vocabulary (boxes, task keys) in
+``geometry.py``, the viewing pyramid's blocks in ``viewing_pyramid.py``, and what a plan will
+cost (memory, time, store size, the automatic tile) in ``projection.py``. Coordinates are half-open boxes ``[y0, y1) x [x0, x1)`` in the
 pixels of one level; level ``l + 1`` is exactly 4x level ``l`` in both directions.
 
 Level 0 is the base image made whole by the base generator. Levels 1..L are x4 super-resolution
@@ -14,10 +16,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterator, Union
+from typing import Iterator
 
 from .config import BaseConfig, SRConfig
 from .errors import PlanError
+from .geometry import Box, Level, PyramidKey, TaskKey, TileKey, covering
+from .viewing_pyramid import ViewingPyramid
+
+__all__ = ["Box", "Level", "PyramidKey", "RenderPlan", "TaskKey", "TileKey", "choose_levels", "chunk_for_tile",
+           "min_halo", "parse_size", "DEFAULT_CHUNK", "MAX_SIDE", "SCALE"]
 
 SCALE = 4  # every SR level is exactly 4x the one below
 MAX_SIDE = 1 << 28  # global pixel coordinates must fit the noise counter (see noise.py)
@@ -31,85 +38,6 @@ BICUBIC_SKIP_REACH = 2
 def min_halo(sr: SRConfig) -> int:
     """The narrowest halo that ``sr`` can render with (inexactly below its receptive field)."""
     return min(BICUBIC_SKIP_REACH, sr.receptive_radius) if sr.skip == "bicubic" else 0
-
-
-@dataclass(frozen=True, order=True)
-class Box:
-    """Half-open pixel box [y0, y1) x [x0, x1) in one level's coordinates."""
-
-    y0: int
-    y1: int
-    x0: int
-    x1: int
-
-    @property
-    def height(self) -> int:
-        return self.y1 - self.y0
-
-    @property
-    def width(self) -> int:
-        return self.x1 - self.x0
-
-    @property
-    def area(self) -> int:
-        return max(0, self.height) * max(0, self.width)
-
-    def expand(self, r: int) -> "Box":
-        return Box(self.y0 - r, self.y1 + r, self.x0 - r, self.x1 + r)
-
-    def clip(self, height: int, width: int) -> "Box":
-        return Box(max(0, self.y0), min(height, self.y1), max(0, self.x0), min(width, self.x1))
-
-    def intersects(self, other: "Box") -> bool:
-        return self.y0 < other.y1 and other.y0 < self.y1 and self.x0 < other.x1 and other.x0 < self.x1
-
-    def contains(self, other: "Box") -> bool:
-        return self.y0 <= other.y0 and other.y1 <= self.y1 and self.x0 <= other.x0 and other.x1 <= self.x1
-
-    def relative_to(self, outer: "Box") -> tuple[slice, slice]:
-        """Slices that cut this box out of an array holding ``outer``."""
-        return slice(self.y0 - outer.y0, self.y1 - outer.y0), slice(self.x0 - outer.x0, self.x1 - outer.x0)
-
-    def __str__(self) -> str:
-        return f"[{self.y0}:{self.y1}, {self.x0}:{self.x1}]"
-
-
-@dataclass(frozen=True, order=True)
-class TileKey:
-    """One task of a generation level: level 0 is the base (one tile), levels >= 1 are SR tiles."""
-
-    level: int
-    ty: int
-    tx: int
-
-    def __str__(self) -> str:
-        return f"L{self.level}/{self.ty}.{self.tx}"
-
-
-@dataclass(frozen=True, order=True)
-class PyramidKey:
-    """One task of the viewing pyramid: writes a block of OME-Zarr array ``scale`` (>= 1)."""
-
-    scale: int
-    ty: int
-    tx: int
-
-    def __str__(self) -> str:
-        return f"P{self.scale}/{self.ty}.{self.tx}"
-
-
-TaskKey = Union[TileKey, PyramidKey]
-
-
-@dataclass(frozen=True)
-class Level:
-    """One generation level: its full size, and the size it is stored at (cropped if last)."""
-
-    index: int
-    height: int  # full height: base height * 4**index
-    width: int
-    stored_height: int  # the last level is cropped to the requested size
-    stored_width: int
 
 
 def choose_levels(width: int, height: int, base_width: int, min_side: int = 1) -> tuple[int, int, int]:
@@ -154,20 +82,8 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _covering(box: Box, grid: tuple[int, int], side: int) -> Iterator[tuple[int, int]]:
-    """(row, col) of the cells of a ``grid`` of ``side``-pixel cells (a 1x1 grid: one cell covering
-    everything) that intersect a non-empty ``box``."""
-    rows, cols = grid
-    if rows == cols == 1:
-        yield 0, 0
-        return
-    for ty in range(max(0, box.y0 // side), min(rows, -(-box.y1 // side))):
-        for tx in range(max(0, box.x0 // side), min(cols, -(-box.x1 // side))):
-            yield ty, tx
-
-
 @dataclass(frozen=True)
-class RenderPlan:
+class RenderPlan(ViewingPyramid):
     """Everything about a render that is arithmetic: levels, tiles, halos, chunks, dependencies.
 
     ``tile`` is the side of an SR tile in pixels of the level it writes (0: each level is one
@@ -302,7 +218,7 @@ class RenderPlan:
         if key.level == 0:
             return []
         below = key.level - 1
-        return [TileKey(below, ty, tx) for ty, tx in _covering(self.source_window(key), self.tile_grid(below),
+        return [TileKey(below, ty, tx) for ty, tx in covering(self.source_window(key), self.tile_grid(below),
                                                                  self.tile)]
 
     def task_dependencies(self, key: TaskKey) -> list[TaskKey]:
@@ -336,75 +252,7 @@ class RenderPlan:
         ch, cw = self.chunk_shape(lv.stored_height, lv.stored_width)
         return math.ceil(lv.stored_height / ch) * math.ceil(lv.stored_width / cw)
 
-    # ---- viewing pyramid (OME-Zarr arrays 1, 2, ...) -----------------------------------
-    @cached_property
-    def pyramid_shapes(self) -> tuple[tuple[int, int], ...]:
-        """(height, width) of OME-Zarr arrays 0, 1, ...: each half the one before (rounded up),
-        until the whole image fits in one chunk."""
-        shapes = [(self.height, self.width)]
-        while max(shapes[-1]) > self.chunk:
-            h, w = shapes[-1]
-            shapes.append((-(-h // 2), -(-w // 2)))
-        return tuple(shapes)
-
-    @property
-    def pyramid_block_side(self) -> int:
-        """Side of the block one pyramid task writes: a whole number of chunks."""
-        return max(self.chunk, (self.tile // self.chunk) * self.chunk if self.tile else 4 * self.chunk)
-
-    def pyramid_grid(self, scale: int) -> tuple[int, int]:
-        h, w = self.pyramid_shapes[scale]
-        b = self.pyramid_block_side
-        return math.ceil(h / b), math.ceil(w / b)
-
-    def pyramid_tasks(self, scale: int) -> list[PyramidKey]:
-        rows, cols = self.pyramid_grid(scale)
-        return [PyramidKey(scale, ty, tx) for ty in range(rows) for tx in range(cols)]
-
-    def pyramid_block(self, key: PyramidKey) -> Box:
-        h, w = self.pyramid_shapes[key.scale]
-        b = self.pyramid_block_side
-        return Box(key.ty * b, min((key.ty + 1) * b, h), key.tx * b, min((key.tx + 1) * b, w))
-
-    def pyramid_source(self, key: PyramidKey) -> Box:
-        """The block of the array one scale finer that this block averages (2x2 -> 1)."""
-        b = self.pyramid_block(key)
-        h, w = self.pyramid_shapes[key.scale - 1]
-        return Box(2 * b.y0, 2 * b.y1, 2 * b.x0, 2 * b.x1).clip(h, w)
-
-    def pyramid_dependencies(self, key: PyramidKey) -> list[TaskKey]:
-        """Final-level tiles (scale 1) or blocks of the scale below whose pixels this block averages,
-        by dividing the source box by the tile or block side."""
-        src = self.pyramid_source(key)
-        if key.scale == 1:
-            final = self.final_level
-            return [TileKey(final, ty, tx) for ty, tx in _covering(src, self.tile_grid(final), self.tile)]
-        below = key.scale - 1
-        return [PyramidKey(below, ty, tx)
-                for ty, tx in _covering(src, self.pyramid_grid(below), self.pyramid_block_side)]
-
-    def all_pyramid_tasks(self) -> Iterator[PyramidKey]:
-        for s in range(1, len(self.pyramid_shapes)):
-            yield from self.pyramid_tasks(s)
-
-    # ---- memory -------------------------------------------------------------------------
-    def projected_task_bytes(self, sr: SRConfig, base: BaseConfig) -> int:
-        """Projected peak bytes of one task: the largest SR tile's activations (float32), or the
-        base generator's, whichever is larger. A projection to plan with, measured in benchmarks."""
-        peak = 0
-        base_px = self.base_height * self.base_width
-        peak = max(peak, base_px * (base.channels * 6 + base.latent_channels) * 4)
-        for lv in self.levels[1:]:
-            key = TileKey(lv.index, 0, 0)
-            core = self.source_core(key)
-            win = self.source_window(key)
-            per_in, per_out = sr.activation_floats()
-            body = win.area * per_in * 4
-            tail_px = (core.height + 4) * (core.width + 4) * SCALE * SCALE
-            tail = tail_px * per_out * 4
-            peak = max(peak, body, tail)
-        return int(peak)
-
+    # ---- halo cost ----------------------------------------------------------------------
     def halo_overhead(self) -> float:
         """Source pixels the SR levels compute (tile windows) over the pixels they keep (cores):
         1.0 untiled; the cost of tiling with this halo. Pure arithmetic over the tile grid."""
@@ -426,7 +274,7 @@ class RenderPlan:
                  f"{self.n_sr} x4 level(s); tile {self.tile or 'untiled'}, chunk {self.chunk}"]
         halo_note = "exact" if self.exact else f"INEXACT: below the receptive field {self.receptive_radius}"
         lines.append(f"halo {self.halo} px (receptive field {self.receptive_radius} px): {halo_note}; "
-                     f"halo overhead {100 * (self.halo_overhead() - 1):.0f}% extra source pixels read and computed")
+                     f"halo overhead {100 * (self.halo_overhead() - 1):.0f}% extra source pixels read")
         for lv in self.levels:
             rows, cols = self.tile_grid(lv.index)
             what = "base generator" if lv.index == 0 else "x4 super-resolution"

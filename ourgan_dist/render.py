@@ -15,20 +15,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import projection
 from .canvas import Canvas, plan_to_info
 from .errors import PlanError, StoreError, UserError
 from .lease import Lease
 from .plan import DEFAULT_CHUNK, SCALE, Box, RenderPlan, TaskKey, TileKey, chunk_for_tile, parse_size
 from .tile import RenderJob, TaskReport
 
-MIN_AUTO_TILE, MAX_AUTO_TILE = 512, 4096
-
-
-def auto_tile(receptive_radius: int, chunk: int) -> int:
-    """A tile whose source core is >= 24 halos wide, so halo reads cost under ~10%."""
-    want = 4 * 24 * receptive_radius
-    want = min(MAX_AUTO_TILE, max(MIN_AUTO_TILE, want))
-    return math.ceil(want / chunk) * chunk
+ASSUMED_GPU_MEMORY = 24 << 30  # an A10G (cluster/aws-g5.yaml), when neither --worker-memory nor a local GPU says
+ASSUMED_CLUSTER_WORKERS = 8  # when --address gives no worker count and the cluster cannot be asked
 
 
 @dataclass(frozen=True)
@@ -48,7 +43,7 @@ class RenderRequest:
     precision: str = "fp32"
     storage_options: dict = field(default_factory=dict, repr=False)  # credentials: never printed or stored
     model_storage_options: dict = field(default_factory=dict, repr=False)
-    max_task_memory: int | None = None  # bytes; None: 80% of this machine's memory per worker
+    worker_memory: int | None = None  # bytes per worker; None: this machine's (CPU) or GPU's, see worker_memory()
 
 
 @dataclass
@@ -56,8 +51,12 @@ class Prepared:
     request: RenderRequest
     plan: RenderPlan
     model: Any  # checkpoint.Model, loaded once on the driver (config, id)
-    projected_task_bytes: int
+    projected_task_bytes: int  # calibrated peak memory of a worker running the largest task
     notes: tuple[str, ...] = ()  # choices made for the user (an automatic chunk size), printed with the plan
+    workers: int = 1  # the workers the plan was sized for
+    worker_memory: int = 0  # bytes per worker the plan was checked against
+    memory_known: bool = True  # False: worker_memory is an assumption (GPU memory of a remote cluster)
+    workers_known: bool = True  # False: the cluster at --address was not asked (a given --tile) or did not say
 
 
 def _memory_budget(workers: int) -> int:
@@ -66,6 +65,44 @@ def _memory_budget(workers: int) -> int:
     except (ValueError, OSError, AttributeError):
         total = 16 << 30
     return int(0.8 * total / max(1, workers))
+
+
+def worker_memory(req: RenderRequest, workers: int) -> tuple[int, bool, str]:
+    """(bytes per worker, known?, where the figure comes from). --worker-memory wins; on CPU,
+    80% of this machine's memory shared by the local workers (on a cluster: assumed like this
+    machine's); on GPU, the memory of this machine's first GPU, else an assumed A10G."""
+    if req.worker_memory:
+        return req.worker_memory, True, "--worker-memory"
+    if req.device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_properties(0).total_memory, True, "this machine's GPU"
+        return ASSUMED_GPU_MEMORY, False, "ASSUMED 24 GiB per GPU (an A10G); pass --worker-memory"
+    local = req.address is None
+    return _memory_budget(workers if local else 1), True, "80% of this machine's memory" + (
+        f" / {workers} workers" if local and workers > 1 else "")
+
+
+def cluster_workers(address: str, device: str) -> int | None:
+    """How many workers a render at ``address`` would start when --workers is not given: one per
+    GPU, or one per node with CPUs (as ``RayExecutor`` does); None if the cluster cannot be asked."""
+    try:
+        import ray
+
+        from .executors.ray import connect
+
+        started = connect(address, num_cpus=1)
+        try:
+            nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        finally:
+            if started:
+                ray.shutdown()
+    except Exception:  # noqa: BLE001 - only a sizing hint; the executor reports real connection errors
+        return None
+    if device.startswith("cuda"):
+        return int(sum(r.get("GPU", 0) for r in nodes)) or None
+    return sum(1 for r in nodes if r.get("CPU", 0) > 0) or None
 
 
 def prepare(req: RenderRequest) -> Prepared:
@@ -80,21 +117,181 @@ def prepare(req: RenderRequest) -> Prepared:
         raise PlanError(f"--workers {req.workers}: must be >= 1 (0, all the cluster offers, needs --address)")
     model = checkpoint.load(req.model, req.model_storage_options)
     cfg = model.config
-    tile = auto_tile(cfg.sr.receptive_radius, req.chunk or DEFAULT_CHUNK) if req.tile is None else req.tile
-    chunk, notes = req.chunk, ()
+    notes: list[str] = []
+    workers, workers_known = req.workers, True
+    if workers == 0:  # all the cluster at --address offers: asked only when it sizes the tile
+        workers = cluster_workers(req.address, req.device) if req.tile is None else None
+        if workers is None:
+            workers, workers_known = ASSUMED_CLUSTER_WORKERS, False
+            if req.tile is None:
+                notes.append(f"workers: the cluster did not say how many; the tile is sized for {workers} (pass "
+                             "--workers)")
+    budget, known, where = worker_memory(req, workers)
+    tile = req.tile
+    if tile is None:
+        choice = projection.choose_tile(width, height, base=cfg.base, sr=cfg.sr, chunk=req.chunk or DEFAULT_CHUNK,
+                                        workers=workers, worker_memory=budget, device=req.device, halo=req.halo,
+                                        shared_machine=req.address is None and req.device == "cpu")
+        tile = choice.tile
+        notes.append(f"tile {tile} (auto): {choice.reason} ({where})")
+    chunk = req.chunk
     if chunk is None:
         chunk = chunk_for_tile(tile)
         if chunk != DEFAULT_CHUNK:
-            notes = (f"chunk {chunk}: --tile {tile} is not a multiple of the default chunk {DEFAULT_CHUNK}, so the store "
-                     f"uses {chunk} px chunks (pass --chunk to choose)",)
+            notes.append(f"chunk {chunk}: --tile {tile} is not a multiple of the default chunk {DEFAULT_CHUNK}, so the "
+                         f"store uses {chunk} px chunks (pass --chunk to choose)")
     plan = RenderPlan.create(width, height, base=cfg.base, sr=cfg.sr, tile=tile, halo=req.halo, chunk=chunk)
     plan.check_halo(cfg.sr)
-    need = plan.projected_task_bytes(cfg.sr, cfg.base)
-    budget = req.max_task_memory or _memory_budget(req.workers)
-    if req.device == "cpu" and need > budget:
+    need = projection.memory_model(req.device).task_peak(plan, cfg.sr, cfg.base)
+    if known and need > budget:
+        what = "GPU" if req.device.startswith("cuda") else "worker"
         raise PlanError(f"--tile {tile}: a task is projected to need {need / 2**30:.1f} GiB, over the "
-                        f"{budget / 2**30:.1f} GiB per worker available; use a smaller --tile")
-    return Prepared(req, plan, model, need, notes)
+                        f"{budget / 2**30:.1f} GiB per {what} available ({where}); use a smaller --tile")
+    return Prepared(req, plan, model, need, tuple(notes), workers, budget, known, workers_known)
+
+
+PROBE_MACS = 2e9  # arithmetic of one probe run: a fraction of a second on a laptop CPU
+HUGE_STORE, HUGE_SECONDS, HUGE_PIXELS = 50 << 30, 2 * 3600, 4e9  # past any of these, the plan warns first
+# Renders' SR tiles did this many times the probe's MACs per second (benchmarks/plan_calibration.py:
+# 4.6 GMAC/s for 2 workers of the cpu preset, the probe 1.4-3 on the same busy machine): the probe's
+# small image uses the CPU less well than a tile's window.
+PROBE_TO_RENDER = 2.0
+
+
+def probe_macs_per_s(net, sr, device: str = "cpu", precision: str = "fp32") -> tuple[float, float]:
+    """(MACs per second, seconds of the timed run) of the SR network ``net`` (config ``sr``) on a
+    small image on ``device``: the best of two runs after a warm-up on a smaller one."""
+    import torch
+
+    gpu = device.startswith("cuda")
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision] if gpu else torch.float32
+    if gpu:
+        import copy
+
+        net = copy.deepcopy(net).to(device, dtype)  # the driver's model stays as the local executor expects it
+    per_px = projection.sr_macs_per_pixel(sr)
+    side = int(min(160, max(16, math.sqrt(PROBE_MACS / per_px))))
+    gen = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        best = float("inf")
+        for i, s in enumerate((16, side, side)):  # a small warm-up (kernels, caches), then the best of two runs
+            x = torch.rand(1, 3, s, s, generator=gen).to(device if gpu else "cpu", dtype)
+            if gpu:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            net(x)
+            if gpu:
+                torch.cuda.synchronize()
+            if i:
+                best = min(best, time.perf_counter() - t0)
+    return per_px * side * side / best, best
+
+
+def measure_throughput(p: Prepared) -> projection.Throughput:
+    """One worker's speed for the time estimate: the SR network run on a small image on this
+    machine (the CPU, or its GPU for --device cuda), with the recorded per-pixel I/O costs. For
+    --device cuda on a machine without a GPU, the assumed rate."""
+    import torch
+
+    r = p.request
+    ref = projection.reference_throughput(r.device, r.precision)
+    gpu = r.device.startswith("cuda")
+    if gpu and not torch.cuda.is_available():
+        return ref
+    rate, took = probe_macs_per_s(p.model.sr, p.model.config.sr, r.device, r.precision)
+    rate *= 1.0 if gpu else PROBE_TO_RENDER
+    where = "GPU" if gpu else f"CPU ({torch.get_num_threads()} threads)"
+    return ref.with_rate(rate, f"measured now: a {took:.2f} s probe of the SR network on this machine's {where}, "
+                               f"{rate / 1e9:.1f} GMAC/s; I/O per pixel as recorded")
+
+
+def duration(seconds: float) -> str:
+    """45 s, 8 min 20 s, 3 h 05 min, 2.1 days."""
+    if seconds != seconds:
+        return "unknown"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    if seconds < 48 * 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    return f"{seconds / 86400:.1f} days"
+
+
+def size_text(n: float) -> str:
+    for unit, k in (("TiB", 40), ("GiB", 30), ("MiB", 20)):
+        if n >= 1 << k:
+            return f"{n / (1 << k):.{0 if k == 20 else 1}f} {unit}"
+    return f"{n / 1024:.0f} KiB"
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """What the plan projects for this request, and the lines that say so."""
+
+    estimate: projection.Estimate
+    store: tuple[int, int]  # bytes: image + viewing pyramid, generation levels
+    lines: tuple[str, ...]
+    warning: str | None  # a request big enough that the user should look before it runs
+
+
+def forecast(p: Prepared, throughput: projection.Throughput | None = None, probe: bool = True) -> Forecast:
+    """The dry run's projections: tasks per level and busy workers, halo overhead, memory per task,
+    store size and time. ``throughput`` defaults to a probe on this machine (``measure_throughput``),
+    or without ``probe`` to the recorded (CPU) or assumed (GPU) rate."""
+    r, plan, cfg = p.request, p.plan, p.model.config
+    thr = throughput or (measure_throughput(p) if probe else projection.reference_throughput(r.device, r.precision))
+    local_cpu = r.address is None and r.device == "cpu"
+    est = projection.estimate(plan, cfg.sr, cfg.base, workers=p.workers, throughput=thr, shared_machine=local_cpu)
+    work = projection.Work(plan, cfg.sr, cfg.base, thr)
+    mem = projection.memory_model(r.device)
+    image, gen = projection.store_bytes(plan)
+    where = ("local, sharing this machine's CPUs" if local_cpu else "GPUs" if r.device.startswith("cuda")
+             else "Ray workers; time assumes each is as fast as this machine")
+    lines = [f"load on {p.workers} worker(s){'' if p.workers_known else ' (assumed; pass --workers)'} ({where}):"]
+    for lv in est.levels:
+        lines.append(f"  {lv.name}: {lv.tasks} task(s), {lv.busy}/{p.workers} worker(s) busy, "
+                     f"{100 * lv.utilisation(p.workers):.0f}% utilised, {duration(lv.span_s)}")
+    lines.append(f"  whole render: {100 * est.utilisation:.0f}% utilisation (levels run one after another here; in a "
+                 "render they overlap, so this errs low)")
+    lines.append(f"halo overhead: {100 * (work.compute_overhead() - 1):.0f}% extra SR arithmetic, "
+                 f"{100 * (plan.halo_overhead() - 1):.0f}% extra source pixels read")
+    act = mem.counted(plan, cfg.sr, cfg.base)
+    budget = f"{size_text(p.worker_memory)} per {'GPU' if r.device.startswith('cuda') else 'worker'}" + (
+        "" if p.memory_known else " (assumed)")
+    lines.append(f"projected memory per task: {p.projected_task_bytes / 2**20:.0f} MiB peak per worker, of {budget} "
+                 f"[{size_text(mem.runtime_bytes)} runtime + weights + {mem.factor:g} x {act / 2**20:.0f} MiB counted "
+                 f"for the largest task; {mem.source}]")
+    lines.append(f"store on disk: about {size_text(image + gen)} (image and viewing pyramid {size_text(image)}, "
+                 f"generation levels {size_text(gen)}; compression as measured on a demo render)")
+    line = f"time: about {duration(est.seconds)} of tasks, plus start-up [{thr.source}]"
+    if r.device == "cpu" and thr is not projection.CPU_REFERENCE:  # the probe is noisy on a busy machine: show both
+        ref = projection.estimate(plan, cfg.sr, cfg.base, workers=p.workers, throughput=projection.CPU_REFERENCE,
+                                  shared_machine=local_cpu)
+        line += f"; at the rate recorded on the project's busy 2-core CPU: {duration(ref.seconds)}"
+    lines.append(line)
+    warning = None
+    if image + gen >= HUGE_STORE or est.seconds >= HUGE_SECONDS or plan.width * plan.height >= HUGE_PIXELS:
+        warning = (f"--size {plan.width}x{plan.height} is {plan.width * plan.height / 1e9:.1f} gigapixels: about "
+                   f"{size_text(image + gen)} on disk and about {duration(est.seconds)} on {p.workers} worker(s)")
+        free = _free_bytes(r.out)
+        if free is not None and free < image + gen:
+            warning += f"; the disk at --out has only {size_text(free)} free"
+    return Forecast(est, (image, gen), tuple(lines), warning)
+
+
+def _free_bytes(url: str) -> int | None:
+    """Free bytes where a local --out would go; None for object storage or when unknown."""
+    if "://" in url and not url.startswith("file://"):
+        return None
+    path = os.path.abspath(url.removeprefix("file://"))
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    try:
+        st = os.statvfs(path or "/")
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def render_info(p: Prepared) -> dict[str, Any]:
@@ -205,7 +402,9 @@ def make_executor(req: RenderRequest, model=None):
 
 def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | None = None,
            executor=None) -> RenderSummary:
-    """Run every task the store does not record as done; mark the store complete at the end."""
+    """Run every task the store does not record as done; mark the store complete at the end.
+    ``on_progress(report, done, total)`` is called per finished task; if it has a ``begin`` method,
+    that is called first with the tasks to run (``progress.ProgressBar`` weighs them)."""
     r = p.request
     canvas = open_output(p)
     job = RenderJob(model=r.model, store=r.out, seed=r.seed, device=r.device, precision=r.precision,
@@ -221,6 +420,9 @@ def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | No
             if on_progress:
                 on_progress(rep, len(reports), len(todo))
 
+        begin = getattr(on_progress, "begin", None)  # a progress display that weighs the tasks it will see
+        if begin and todo:
+            begin(todo)
         if todo:
             ex = executor or make_executor(r, model=p.model)
             ex.run(job, p.plan, todo, on_done)

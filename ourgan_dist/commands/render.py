@@ -14,6 +14,20 @@ def _parse_halo(value: str) -> str:
     raise UserError(f"--halo {value!r}: expected 'exact' or a number of pixels >= 0")
 
 
+def _parse_memory(value: str | None) -> int | None:
+    """'80GB', '24GiB', '16G', '512M' -> bytes (G, GiB: 2**30; GB: 10**9)."""
+    if value is None:
+        return None
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)\s*", value, re.IGNORECASE)
+    if not m or float(m.group(1)) <= 0:
+        raise UserError(f"--worker-memory {value!r}: expected a size such as 80GB, 24GiB or 16G")
+    unit = "KMGT".find(m.group(2).upper()) + 1 if m.group(2) else 0
+    decimal = m.group(3).upper() == "B" and unit
+    return int(float(m.group(1)) * (1000 if decimal else 1024) ** unit)
+
+
 def _parse_tile(value: str) -> int | None:
     if value == "auto":
         return None
@@ -27,7 +41,9 @@ def _parse_tile(value: str) -> int | None:
 @click.option("--out", required=True, help="Output store URL: a path, file://, memory://, s3://, gs://.")
 @click.option("--size", required=True, help="Output size WIDTHxHEIGHT, e.g. 4096x2730.")
 @click.option("--seed", type=click.IntRange(min=0), default=0)
-@click.option("--tile", default="auto", help="Tile side in output pixels (multiple of --chunk); 0: untiled.")
+@click.option("--tile", default="auto",
+              help="Tile side in output pixels (multiple of --chunk); 0: untiled; auto: sized for the workers and "
+                   "their memory.")
 @click.option("--halo", default="exact", help="'exact' (the receptive field) or pixels; smaller is inexact.")
 @click.option("--chunk", type=click.IntRange(min=4), default=None, show_default="256, or a divisor of --tile",
               help="Zarr chunk side (multiple of 4); --tile must be a multiple of it.")
@@ -36,17 +52,21 @@ def _parse_tile(value: str) -> int | None:
                    "(--device cuda) or per node.")
 @click.option("--address", default=None, help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
+@click.option("--worker-memory", default=None, show_default="CPU: 80% of this machine's / workers; GPU: the local GPU's, else 24GiB assumed",
+              help="Memory of one worker (GPU memory with --device cuda), e.g. 80GB: sizes --tile auto and caps tiles.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
               help="GPU inference precision; fp32 is the exact mode.")
 @click.option("--storage-options", default=None, help="JSON fsspec options for --out (never stored).")
 @click.option("--resume", is_flag=True, help="Finish an interrupted render into the same --out.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing render at --out.")
 @click.option("--export", "export_to", default=None, help="Also export the result (.tif/.dzi/.png/.jpg).")
-@click.option("--dry-run", is_flag=True, help="Print the plan and projected memory; write nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan, load per worker, memory, store size and time projections; write nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: str, chunk: int | None, workers: int | None,
-           address: str | None, device: str, precision: str, storage_options: str | None, resume: bool,
-           overwrite: bool, export_to: str | None, dry_run: bool, quiet: bool) -> None:
+def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: str, chunk: int | None,
+                   workers: int | None, address: str | None, device: str, worker_memory: str | None, precision: str,
+                   storage_options: str | None, resume: bool, overwrite: bool, export_to: str | None, dry_run: bool,
+                   quiet: bool) -> None:
     """Render a new image of --size from a trained MODEL directory into a Zarr store.
 
     \b
@@ -54,12 +74,15 @@ def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: 
       ourgan-dist render model/ --out out.zarr --size 4096x2730 --seed 7
       ourgan-dist render model/ --out out.zarr --size 4096x2730 --tile 0      # untiled reference
       ourgan-dist render s3://b/model --out s3://b/r.zarr --size 16384x10912 --address auto
+      ourgan-dist render model/ --out r.zarr --size 36864x27648 --device cuda --workers 32 \\
+          --worker-memory 80GB --dry-run                                 # plan a gigapixel on 32 GPUs
     """
     if address is None:
         from ..render import quiet_embedded_ray_auth
 
         quiet_embedded_ray_auth()
-    from ..render import RenderRequest, check_output, describe_halo_error, measure_halo_error, prepare
+    from ..errors import StoreError
+    from ..render import RenderRequest, check_output, describe_halo_error, forecast, measure_halo_error, prepare
     from ..render import render as run_render
 
     if resume and overwrite:
@@ -68,13 +91,23 @@ def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: 
     req = RenderRequest(model=model, out=out, size=size, seed=seed, tile=_parse_tile(tile), halo=_parse_halo(halo),
                         chunk=chunk, workers=workers or (0 if address else 1), address=address, resume=resume,
                         overwrite=overwrite, device=device, precision=precision, storage_options=so,
-                        model_storage_options=so)
+                        model_storage_options=so, worker_memory=_parse_memory(worker_memory))
     p = prepare(req)
-    if not dry_run:
+    try:
         check_output(p)  # an output that would be refused is refused before the plan is printed
+    except Exception as e:  # noqa: BLE001 - a dry run reports what a real run would meet, and goes on
+        if not dry_run:
+            raise
+        click.echo(f"note: a real run would be refused: {e}" if isinstance(e, StoreError) else
+                   f"note: --out was not checked ({type(e).__name__}: {str(e).strip()[:200]})")
     for line in (*p.plan.describe(), *p.notes):
         click.echo(line)
-    click.echo(f"projected memory per task: {p.projected_task_bytes / 2**20:.0f} MiB")
+    fc = forecast(p, probe=dry_run)  # a real run skips the probe: its progress bar measures as it goes
+    for line in fc.lines:
+        click.echo(line)
+    if fc.warning:
+        click.echo(f"WARNING: {fc.warning}" + ("" if dry_run else "; starting now (Ctrl-C stops it; --resume "
+                                                                     "finishes it later)"), err=True)
     if not p.plan.exact:
         err = measure_halo_error(p)
         if err:

@@ -6,7 +6,6 @@ Below both ``cli.py`` and the command modules, so that each command module impor
 from __future__ import annotations
 
 import json
-import sys
 
 from ..errors import UserError
 
@@ -25,21 +24,7 @@ def json_option(text: str | None, name: str) -> dict:
 
 
 def progress_bar(p):
-    """An `on_progress` callback drawing a tqdm bar of tasks and MP/s on stderr (the bar starts with the first task)."""
-    from tqdm import tqdm
+    """An `on_progress` callback: the cost-weighted task bar of ``progress.progress_bar``."""
+    from ..progress import progress_bar as bar
 
-    bar = None
-    pixels = 0
-
-    def update(report, n, total):
-        nonlocal bar, pixels
-        if bar is None:
-            bar = tqdm(total=total, unit="task", file=sys.stderr, dynamic_ncols=True)
-        pixels += report.pixels
-        bar.set_postfix_str(f"{report.key} {pixels / 1e6 / max(1e-9, bar.format_dict['elapsed']):.2f} MP/s",
-                            refresh=False)
-        bar.update(1)
-        if n == total:
-            bar.close()
-
-    return update
+    return bar(p)

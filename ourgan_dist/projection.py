@@ -1,0 +1,403 @@
+"""What a render will cost before it runs: work per task, memory per task, time, store size, and
+the automatic tile size that fits the workers.
+
+Pure arithmetic over a ``RenderPlan`` and the model's configs, like ``plan.py``: no torch, Ray or
+Zarr. The few measured numbers it needs (how fast a worker computes, how much memory a worker
+holds beyond the activations it counts) are passed in as ``Throughput`` and ``MemoryModel``
+values; the ones recorded here were fitted by ``benchmarks/plan_calibration.py``.
+
+Cost model. An SR tile runs the network on its source core plus a halo and crops after every
+block to what the rest of the network still needs (``models/sr.py``), so layer k computes on
+the core expanded by the radius still ahead of it; the tail runs at 2x and 4x. Its work is the
+sum over layers of multiply-accumulates (MACs) on those regions. Its time is MACs / rate, plus
+the store I/O and noise per output pixel, plus a fixed cost per task. Pyramid tasks are I/O alone.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .config import BaseConfig, SRConfig
+from .plan import SCALE, PyramidKey, RenderPlan, TaskKey, TileKey
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+# ---- network arithmetic -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConvLayer:
+    """One 3x3 convolution of the SR network, as the cost model sees it."""
+
+    reach: int  # computed on the source core expanded by this many source pixels
+    scale: int  # 1 at source resolution; 2 and 4 in the upsampling tail
+    macs: int  # multiply-accumulates per pixel it computes: 9 * c_in * c_out
+
+
+def sr_layers(sr: SRConfig) -> tuple[ConvLayer, ...]:
+    """The convolutions of ``sr`` in order, with the region each is computed on (exact halo)."""
+    r, nf = sr.receptive_radius, sr.features
+    if sr.arch == "srvgg":  # first conv, body convs, each one source pixel of reach; last conv at reach 1
+        convs = [ConvLayer(r - i, 1, 9 * (3 if i == 0 else nf) * nf) for i in range(sr.convs + 1)]
+        return (*convs, ConvLayer(1, 1, 9 * nf * 3 * SCALE * SCALE))
+    gc, d = sr.growth, sr.dense_convs
+    out = [ConvLayer(r, 1, 9 * 3 * nf)]
+    rdb = 9 * sum((nf + i * gc) * gc for i in range(d - 1)) + 9 * (nf + (d - 1) * gc) * nf
+    for j in range(sr.blocks * sr.rdbs_per_block):  # every conv of an RDB runs on the RDB's input region
+        out.append(ConvLayer(r - 1 - j * d, 1, rdb))
+    out.append(ConvLayer(3, 1, 9 * nf * nf))  # conv_body
+    out += [ConvLayer(2, 2, 9 * nf * nf), ConvLayer(2, 4, 9 * nf * nf), ConvLayer(2, 4, 9 * nf * nf),
+            ConvLayer(2, 4, 9 * nf * 3)]  # tail on core + 2 source px: up1 at 2x, up2, conv_hr, conv_last at 4x
+    return tuple(out)
+
+
+def sr_macs_per_pixel(sr: SRConfig) -> int:
+    """MACs per source pixel of a whole level (no halo): the network's arithmetic density."""
+    return sum(layer.macs * layer.scale**2 for layer in sr_layers(sr))
+
+
+def sr_parameters(sr: SRConfig) -> int:
+    """Weights of the SR network (for the memory a worker holds for them)."""
+    return sum(layer.macs for layer in sr_layers(sr))  # a 3x3 conv does one MAC per weight per pixel
+
+
+def base_macs(base: BaseConfig, height: int, width: int) -> int:
+    """The base generator's arithmetic for a base image: every stage's convs at its scale."""
+    ratio = (base.coarsest_width / base.base_width) ** (1 / max(1, base.n_scales - 1))
+    area = sum(height * width * ratio ** (2 * s) for s in range(base.n_scales))
+    per_px = 9 * base.channels * (base.channels * (base.convs_per_stage - 1) + 3 + base.latent_channels + 1)
+    return int(area * per_px)
+
+
+@lru_cache(maxsize=4096)
+def _tile_macs(sr: SRConfig, core_h: int, core_w: int, halo: int) -> int:
+    """MACs of one SR tile whose source core is core_h x core_w, read with ``halo``: each layer
+    on the core expanded by the reach it still needs (full at level edges too: run_window pads)."""
+    total = 0
+    for i, layer in enumerate(sr_layers(sr)):
+        reach = min(layer.reach, halo) if i else halo  # the first layer sees the whole window
+        total += layer.macs * layer.scale**2 * (core_h + 2 * reach) * (core_w + 2 * reach)
+    return total
+
+
+# ---- how fast a worker is ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Throughput:
+    """How fast one worker runs tasks. ``source`` says where the numbers come from; the dry run
+    prints it next to every time it projects."""
+
+    macs_per_s: float  # network arithmetic of one worker using the whole machine (all cores or one GPU)
+    io_s_per_px: float  # per output pixel of an SR tile: noise, reading the source, encoding and writing
+    pyramid_s_per_px: float  # per pixel a viewing-pyramid task writes (reads 4, averages, writes)
+    task_s: float  # fixed cost of any task: scheduling, store round trips
+    source: str
+
+    def with_rate(self, macs_per_s: float, source: str) -> "Throughput":
+        return Throughput(macs_per_s, self.io_s_per_px, self.pyramid_s_per_px, self.task_s, source)
+
+
+# Measured by benchmarks/plan_calibration.py on the project's 2-core CPU machine while other jobs
+# ran (load average 13-17): 2-worker renders of the cpu preset at 4096x2730 did 4-6 GMAC/s in all
+# (2-3 per worker), store I/O and noise cost 1-2 us per output pixel of an SR tile (tiny preset,
+# whose arithmetic is negligible), a pyramid block 1-5 us per pixel it writes.
+CPU_REFERENCE = Throughput(macs_per_s=5e9, io_s_per_px=1.35e-6, pyramid_s_per_px=2e-6, task_s=0.05,
+                           source="recorded rate of this project's busy 2-core CPU (benchmarks/plan_calibration.py)")
+# No GPU was available to measure: a nominal rate for an H100-class GPU in fp32 with TF32 off (as
+# the workers run it), a quarter of its FP32 peak (the dense blocks' 32-channel convs use it
+# poorly), fp16/bf16 4x that; host-side I/O a fifth of what the busy 2-core machine measured.
+GPU_ASSUMED = Throughput(macs_per_s=8e12, io_s_per_px=0.3e-6, pyramid_s_per_px=0.4e-6, task_s=0.05,
+                         source="ASSUMED 8 TMAC/s per GPU (fp32, H100 class; not measured)")
+
+
+def reference_throughput(device: str, precision: str = "fp32") -> Throughput:
+    if device.startswith("cuda"):
+        if precision != "fp32":
+            return GPU_ASSUMED.with_rate(4 * GPU_ASSUMED.macs_per_s, "ASSUMED 32 TMAC/s per GPU (half precision, H100 "
+                                                                     "class; not measured)")
+        return GPU_ASSUMED
+    return CPU_REFERENCE
+
+
+class Work:
+    """Expected cost of each task of a plan: MACs and seconds on one worker of ``throughput``."""
+
+    def __init__(self, plan: RenderPlan, sr: SRConfig, base: BaseConfig, throughput: Throughput = CPU_REFERENCE):
+        self.plan, self.sr, self.base, self.throughput = plan, sr, base, throughput
+
+    def macs(self, key: TaskKey) -> int:
+        if isinstance(key, PyramidKey):
+            return 0
+        if key.level == 0:
+            return base_macs(self.base, self.plan.base_height, self.plan.base_width)
+        c = self.plan.source_core(key)
+        return _tile_macs(self.sr, c.height, c.width, self.plan.halo)
+
+    def pixels(self, key: TaskKey) -> int:
+        """Output pixels the task writes."""
+        return (self.plan.pyramid_block(key) if isinstance(key, PyramidKey) else self.plan.core(key)).area
+
+    def seconds(self, key: TaskKey) -> float:
+        t = self.throughput
+        if isinstance(key, PyramidKey):
+            return t.task_s + self.pixels(key) * t.pyramid_s_per_px
+        return t.task_s + self.macs(key) / t.macs_per_s + self.pixels(key) * t.io_s_per_px
+
+    def compute_overhead(self) -> float:
+        """MACs of the SR levels as tiled over MACs of the same levels with no halo at all: the
+        extra arithmetic the halos cost (1.0 would be free)."""
+        tiled = bare = 0
+        per_px = sr_macs_per_pixel(self.sr)
+        for lv in self.plan.levels[1:]:
+            for key, n in task_groups(self.plan, lv.index):
+                tiled += n * self.macs(key)
+                bare += n * self.plan.source_core(key).area * per_px
+        return tiled / bare if bare else 1.0
+
+
+def _classes(n: int) -> list[tuple[int, int]]:
+    """(index, count): row (or column) 0 stands for the n - 1 full ones, the last for itself."""
+    return [(0, 1)] if n == 1 else [(0, n - 1), (n - 1, 1)]
+
+
+def task_groups(plan: RenderPlan, level: int | None) -> list[tuple[TaskKey, int]]:
+    """The tasks of a generation level (or, for ``None``, of the whole viewing pyramid) as
+    (representative, count): every tile but those of the last row and column has the same shape,
+    so a level has at most four kinds of task. Keeps projections of gigapixel plans instant."""
+    if level is not None:
+        rows, cols = plan.tile_grid(level)
+        return [(TileKey(level, ty, tx), a * b) for ty, a in _classes(rows) for tx, b in _classes(cols)]
+    out: list[tuple[TaskKey, int]] = []
+    for s in range(1, len(plan.pyramid_shapes)):
+        rows, cols = plan.pyramid_grid(s)
+        out += [(PyramidKey(s, ty, tx), a * b) for ty, a in _classes(rows) for tx, b in _classes(cols)]
+    return out
+
+
+# ---- schedule: tasks per level, busy workers, time ----------------------------------------------
+@dataclass(frozen=True)
+class LevelLoad:
+    """One wave of a render (a generation level, or the viewing pyramid) on ``workers`` workers."""
+
+    name: str
+    tasks: int
+    busy: int  # workers that get at least one task
+    work_s: float  # sum of the tasks' seconds on one worker
+    span_s: float  # list-scheduling estimate of the wave's wall time
+
+    def utilisation(self, workers: int) -> float:
+        return self.work_s / (workers * self.span_s) if self.span_s else 1.0
+
+
+EXPAND_TASKS = 20000  # above this many tasks in a wave, the span comes from a bound, not a simulation
+
+
+def _span(groups: list[tuple[float, int]], workers: int) -> float:
+    """Wall time of independent tasks ((seconds, count) groups) on ``workers`` workers: longest
+    first to the least loaded worker (within 4/3 of the best; dynamic scheduling does about as
+    well). Waves too large to simulate take the list-scheduling bound total / workers + longest."""
+    n = sum(c for _, c in groups)
+    longest = max((s for s, c in groups if c), default=0.0)
+    if n <= workers:
+        return longest
+    if n > EXPAND_TASKS:
+        return sum(s * c for s, c in groups) / workers + longest * (1 - 1 / workers)
+    loads = [0.0] * workers
+    for cost, count in sorted(groups, reverse=True):
+        for _ in range(count):
+            heapq.heapreplace(loads, loads[0] + cost)
+    return max(loads)
+
+
+def schedule(plan: RenderPlan, work: Work, workers: int) -> list[LevelLoad]:
+    """Each generation level and the viewing pyramid as a wave of tasks, waves one after another.
+    (Levels overlap in a real render, since a tile starts when its sources exist, so this errs
+    long.)"""
+    out = []
+    waves = [(f"level {lv.index}", lv.index) for lv in plan.levels] + [("viewing pyramid", None)]
+    for name, level in waves:
+        groups = [(work.seconds(k), n) for k, n in task_groups(plan, level)]
+        n = sum(c for _, c in groups)
+        if n:
+            out.append(LevelLoad(name, n, min(workers, n), sum(s * c for s, c in groups), _span(groups, workers)))
+    return out
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float  # projected wall time of the tasks (start-up not included)
+    work_s: float  # total task seconds on one worker
+    levels: tuple[LevelLoad, ...]
+    workers: int
+    throughput: Throughput
+
+    @property
+    def utilisation(self) -> float:
+        return self.work_s / (self.workers * self.seconds) if self.seconds else 1.0
+
+
+def estimate(plan: RenderPlan, sr: SRConfig, base: BaseConfig, *, workers: int, throughput: Throughput,
+             shared_machine: bool = False) -> Estimate:
+    """Projected time of a render on ``workers`` workers. ``throughput`` is one worker's; with
+    ``shared_machine`` (local workers on one machine) the workers split its cores, so each
+    computes at rate / workers."""
+    workers = max(1, workers)
+    per_worker = throughput.with_rate(throughput.macs_per_s / workers, throughput.source) if shared_machine \
+        else throughput
+    levels = tuple(schedule(plan, Work(plan, sr, base, per_worker), workers))
+    return Estimate(sum(lv.span_s for lv in levels), sum(lv.work_s for lv in levels), levels, workers, throughput)
+
+
+# ---- memory -----------------------------------------------------------------------------------
+def task_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> dict[str, int]:
+    """Counted peak bytes of the largest task of each kind, before the calibration factor:
+
+    - ``base``: the base generator's feature maps (float32);
+    - ``sr_body``: an SR tile's network at source resolution, ``SRConfig.activation_floats`` per
+      pixel of its window. A full-size tile's window is its source core plus the halo on every
+      side: at a level's edge the source is extended by repeating edge pixels (``run_window``),
+      so edge tiles hold as much as interior ones;
+    - ``sr_output``: its output side, the tail's floats per output pixel plus the float32 result
+      and one copy while it is cropped and converted for the store;
+    - ``pyramid``: a viewing-pyramid block of side b reads 2b x 2b uint8 pixels (3 bytes each) and
+      averages them through a uint16 copy and two uint64 sums (``pixels.downsample2``): 12 bytes
+      per source pixel and 72 per block pixel."""
+    per_in, per_out = sr.activation_floats()
+    out = {"base": plan.base_height * plan.base_width * (base.channels * 6 + base.latent_channels) * 4,
+           "sr_body": 0, "sr_output": 0}
+    for lv in plan.levels[1:]:
+        core = plan.source_core(TileKey(lv.index, 0, 0))  # the first tile is a full-size one
+        win = (core.height + 2 * plan.halo) * (core.width + 2 * plan.halo)
+        out["sr_body"] = max(out["sr_body"], win * per_in * 4)
+        out["sr_output"] = max(out["sr_output"], (core.height + 4) * (core.width + 4) * SCALE**2 * (per_out + 6) * 4)
+    out["pyramid"] = 0
+    if len(plan.pyramid_shapes) > 1:
+        b, (h, w) = plan.pyramid_block_side, plan.pyramid_shapes[1]
+        out["pyramid"] = 12 * min(2 * b, plan.height) * min(2 * b, plan.width) + 72 * min(b, h) * min(b, w)
+    return out
+
+
+def activation_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> int:
+    """Counted peak bytes of the largest task (the largest of ``task_bytes``)."""
+    return max(task_bytes(plan, sr, base).values())
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """A worker's peak memory for a task: what it holds anyway (the runtime and the model's
+    weights) plus ``factor`` x the activations ``activation_bytes`` counts (the allocator's
+    slack, copies the count leaves out)."""
+
+    runtime_bytes: int
+    factor: float
+    source: str
+    kinds: tuple[str, ...] = ("base", "sr_body", "sr_output", "pyramid")  # the task_bytes terms it holds
+
+    def counted(self, plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> int:
+        terms = task_bytes(plan, sr, base)
+        return max(terms[k] for k in self.kinds)
+
+    def task_peak(self, plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> int:
+        weights = 4 * sr_parameters(sr)
+        return int(self.runtime_bytes + weights + self.factor * self.counted(plan, sr, base))
+
+
+# Fitted by benchmarks/plan_calibration.py: Ray worker peak RSS (ru_maxrss) of 2-worker renders of
+# the tiny and cpu presets at 4096x2730 (tiles 512-2048) and 8192x5460 (tile 1792): 372 MiB +
+# 1.12 x the largest counted term, residuals -91..+101 MiB. A 16384x10912 render (tile 1792)
+# reached 994 MiB, about 100 MiB over that fit: peaks still grow a little with the canvas. The
+# runtime term is raised to 640 MiB to cover it; small tiles are then projected up to ~300 MiB high.
+CPU_MEMORY = MemoryModel(runtime_bytes=640 * MiB, factor=1.12,
+                         source="calibrated against measured worker peaks on CPU (benchmarks/plan_calibration.py)")
+# Not measured on a GPU: the CUDA context and cuDNN workspaces taken as 1 GiB, the same factor;
+# viewing-pyramid blocks are averaged on the host, so they take no GPU memory.
+GPU_MEMORY = MemoryModel(runtime_bytes=1 * GiB, factor=CPU_MEMORY.factor,
+                         source="GPU memory: CPU calibration + 1 GiB assumed for the CUDA context (not measured)",
+                         kinds=("base", "sr_body", "sr_output"))
+
+
+def memory_model(device: str) -> MemoryModel:
+    return GPU_MEMORY if device.startswith("cuda") else CPU_MEMORY
+
+
+# ---- the store on disk ------------------------------------------------------------------------
+# Compressed / raw bytes of the store's arrays: a render of the trained demo model (cpu preset,
+# 4096x2730) took 19.5 MiB where 0.75 / 0.85 projected 35.6 MiB; an untrained tiny model's noisy
+# output 32 MiB (benchmarks/plan_calibration.py). Set from the demo render.
+UINT8_RATIO = 0.42
+FLOAT16_RATIO = 0.6
+
+
+def store_bytes(plan: RenderPlan) -> tuple[int, int]:
+    """(final image and its viewing pyramid, generation levels) in bytes on disk, estimated."""
+    image = sum(3 * h * w for h, w in plan.pyramid_shapes) * UINT8_RATIO
+    generation = sum(3 * lv.height * lv.width * 2 for lv in plan.levels[:-1]) * FLOAT16_RATIO
+    return int(image), int(generation)
+
+
+# ---- the automatic tile -----------------------------------------------------------------------
+MIN_AUTO_TILE = 512  # smaller tiles pay more per-task cost than they gain in balance
+MAX_AUTO_TILE = 16384
+MAX_COMPUTE_OVERHEAD = 4.0  # never let halos more than quadruple the SR arithmetic
+TILE_SLACK = 0.10  # among tiles this close to the best score, the smallest (more tasks: better balance)
+
+
+@dataclass(frozen=True)
+class TileChoice:
+    tile: int
+    workers: int
+    worker_memory: int
+    task_peak: int  # projected memory of a task at this tile
+    seconds: float  # projected wall time (reference throughput), for comparing tiles
+    reason: str
+
+
+def _plan_for(width: int, height: int, base: BaseConfig, sr: SRConfig, tile: int, chunk: int,
+              halo: int | str) -> RenderPlan:
+    return RenderPlan.create(width, height, base=base, sr=sr, tile=tile, halo=halo, chunk=chunk)
+
+
+def choose_tile(width: int, height: int, *, base: BaseConfig, sr: SRConfig, chunk: int, workers: int,
+                worker_memory: int, device: str = "cpu", halo: int | str = "exact",
+                shared_machine: bool = False) -> TileChoice:
+    """The tile side for a render on ``workers`` workers of ``worker_memory`` bytes each.
+
+    Every candidate (a multiple of ``chunk`` from ``MIN_AUTO_TILE`` up to the last level's long
+    side) whose projected task memory fits the worker and whose halos cost at most
+    ``MAX_COMPUTE_OVERHEAD`` x the bare arithmetic is scored by its projected wall time plus its
+    total work per worker (time the user waits + machine time paid for). The smallest tile
+    within ``TILE_SLACK`` of the best score wins: more tasks per worker balance better, absorb
+    slow or lost workers and show finer progress, at nearly no cost. Pure arithmetic."""
+    workers = max(1, workers)
+    mem = memory_model(device)
+    thr = reference_throughput(device)
+    top = _plan_for(width, height, base, sr, 0, chunk, halo).levels[-1]
+    longest = max(top.stored_height, top.stored_width)
+    hi = min(MAX_AUTO_TILE, -(-longest // chunk) * chunk)
+    lo = min(hi, -(-MIN_AUTO_TILE // chunk) * chunk)
+    scored, smallest_fit = [], None
+    for tile in range(lo, hi + 1, chunk):
+        plan = _plan_for(width, height, base, sr, tile, chunk, halo)
+        peak = mem.task_peak(plan, sr, base)
+        if peak > worker_memory:
+            break  # larger tiles need more
+        smallest_fit = smallest_fit or (tile, peak)
+        work = Work(plan, sr, base, thr)
+        if work.compute_overhead() > MAX_COMPUTE_OVERHEAD and tile < hi:
+            continue
+        est = estimate(plan, sr, base, workers=workers, throughput=thr, shared_machine=shared_machine)
+        scored.append((est.seconds + est.work_s / workers, tile, peak, est.seconds))
+    if not scored:
+        if smallest_fit is None:
+            tile = lo
+            plan = _plan_for(width, height, base, sr, tile, chunk, halo)
+            return TileChoice(tile, workers, worker_memory, mem.task_peak(plan, sr, base), float("nan"),
+                              "no tile fits the worker's memory")
+        tile, peak = smallest_fit
+        return TileChoice(tile, workers, worker_memory, peak, float("nan"),
+                          "the largest halo overhead allowed needs more memory than a worker has")
+    best = min(s for s, *_ in scored)
+    score, tile, peak, seconds = min((t for t in scored if t[0] <= best * (1 + TILE_SLACK)), key=lambda t: t[1])
+    return TileChoice(tile, workers, worker_memory, peak, seconds,
+                      f"sized for {workers} worker(s) of {worker_memory / GiB:.1f} GiB")

@@ -1,0 +1,96 @@
+"""Projections before a render: network arithmetic, memory per task, time on N workers, store
+size, and the automatic tile sized for the workers. Pure arithmetic, so these are quick."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from ourgan_dist import projection as pj
+from ourgan_dist.config import PRESETS
+from ourgan_dist.plan import RenderPlan
+
+CPU, PAPER, TINY = PRESETS["cpu"], PRESETS["paper"], PRESETS["tiny"]
+GB80 = 80 * 10**9
+
+
+def test_network_arithmetic_matches_the_architectures():
+    # RRDBNet x4 (ESRGAN, 23 blocks): 16.7 M parameters; SRVGG compact (64 ch, 16 convs): 0.62 M
+    assert pj.sr_parameters(PAPER.sr) == pytest.approx(16.7e6, rel=0.01)
+    assert pj.sr_parameters(CPU.sr) == pytest.approx(0.62e6, rel=0.02)
+    # a tile's arithmetic grows with its halo, and with no halo is the level's density x its pixels
+    assert pj._tile_macs(CPU.sr, 100, 100, 0) < pj._tile_macs(CPU.sr, 100, 100, 18)
+    bare = pj.sr_macs_per_pixel(CPU.sr) * 100 * 100
+    assert pj._tile_macs(CPU.sr, 100, 100, 0) == pytest.approx(bare, rel=0.05)
+
+
+def test_task_groups_stand_for_every_task():
+    plan = RenderPlan.create(5000, 3001, base=CPU.base, sr=CPU.sr, tile=768)
+    work = pj.Work(plan, CPU.sr, CPU.base)
+    for level in [*range(plan.n_sr + 1), None]:
+        keys = plan.tiles(level) if level is not None else list(plan.all_pyramid_tasks())
+        groups = pj.task_groups(plan, level)
+        assert sum(n for _, n in groups) == len(keys)
+        assert sum(work.seconds(k) * n for k, n in groups) == pytest.approx(sum(work.seconds(k) for k in keys))
+
+
+def test_more_workers_finish_sooner_and_spread_thinner():
+    plan = RenderPlan.create(8192, 5460, base=CPU.base, sr=CPU.sr, tile=1024)
+    one, eight = (pj.estimate(plan, CPU.sr, CPU.base, workers=w, throughput=pj.CPU_REFERENCE) for w in (1, 8))
+    assert eight.seconds < one.seconds and eight.work_s == pytest.approx(one.work_s)
+    assert one.utilisation == pytest.approx(1.0) and 0 < eight.utilisation <= 1.0
+    base = eight.levels[0]
+    assert base.tasks == base.busy == 1  # one base image keeps one worker busy
+
+
+def test_memory_projection_grows_with_the_tile_not_the_canvas():
+    small, big = (RenderPlan.create(w, h, base=CPU.base, sr=CPU.sr, tile=1024) for w, h in ((4096, 2730),
+                                                                                         (65536, 43690)))
+    assert pj.activation_bytes(small, CPU.sr, CPU.base) == pj.activation_bytes(big, CPU.sr, CPU.base)
+    wider = RenderPlan.create(4096, 2730, base=CPU.base, sr=CPU.sr, tile=2048)
+    assert pj.CPU_MEMORY.task_peak(wider, CPU.sr, CPU.base) > pj.CPU_MEMORY.task_peak(small, CPU.sr, CPU.base)
+    assert pj.CPU_MEMORY.task_peak(small, CPU.sr, CPU.base) > pj.CPU_MEMORY.runtime_bytes
+
+
+def test_store_size_estimate_scales_with_the_image():
+    a = sum(pj.store_bytes(RenderPlan.create(4096, 4096, base=CPU.base, sr=CPU.sr, tile=1024)))
+    b = sum(pj.store_bytes(RenderPlan.create(16384, 16384, base=CPU.base, sr=CPU.sr, tile=1024)))
+    assert 15 < b / a < 17
+    assert 3 * 4096 * 4096 * 0.3 < a < 3 * 4096 * 4096 * 2  # about 4/3 x 3 bytes per pixel, compressed
+
+
+@pytest.mark.parametrize("size", [(16384, 12288), (36864, 27648)])
+def test_auto_tile_for_gpus_fits_memory_keeps_gpus_busy_and_bounds_the_halo(size):
+    tiles = {}
+    for gpus in (8, 32, 100):
+        c = pj.choose_tile(*size, base=PAPER.base, sr=PAPER.sr, chunk=256, workers=gpus, worker_memory=GB80,
+                           device="cuda")
+        plan = RenderPlan.create(*size, base=PAPER.base, sr=PAPER.sr, tile=c.tile)
+        assert c.tile % 256 == 0 and c.task_peak <= GB80
+        assert pj.Work(plan, PAPER.sr, PAPER.base).compute_overhead() <= pj.MAX_COMPUTE_OVERHEAD
+        tiles[gpus] = c.tile
+        last = plan.tile_grid(plan.final_level)
+        assert last[0] * last[1] >= min(gpus, 12)  # the old fixed 4096 px tile gave 12 at 16K
+    assert tiles[8] >= tiles[32] >= tiles[100]  # more GPUs: smaller tiles, more of them
+
+
+def test_auto_tile_respects_a_small_worker_and_is_instant_for_ten_gigapixels():
+    roomy = pj.choose_tile(16384, 12288, base=PAPER.base, sr=PAPER.sr, chunk=256, workers=8, worker_memory=GB80,
+                           device="cuda")
+    tight = pj.choose_tile(16384, 12288, base=PAPER.base, sr=PAPER.sr, chunk=256, workers=8, worker_memory=8 << 30,
+                           device="cuda")
+    assert tight.tile <= roomy.tile and tight.task_peak <= 8 << 30
+    t0 = time.perf_counter()
+    c = pj.choose_tile(100000, 100000, base=CPU.base, sr=CPU.sr, chunk=256, workers=1, worker_memory=16 << 30)
+    assert time.perf_counter() - t0 < 3.0 and c.tile % 256 == 0
+
+
+def test_projection_module_is_pure():
+    import ourgan_dist.projection as mod
+
+    src = open(mod.__file__).read()
+    for name in ("torch", "ray", "zarr", "fsspec"):
+        assert f"import {name}" not in src
+    assert "torch" not in {m.split(".")[0] for m in sys.modules if m.startswith("ourgan_dist.projection")}
