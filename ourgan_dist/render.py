@@ -2,8 +2,9 @@
 
 ``prepare`` resolves the request into a ``RenderPlan`` and checks it (model readable, plan valid,
 memory per task within budget, output free or resumable) before anything is written;
-``render`` then creates or reopens the store, runs the tasks that are not done yet on an
-executor, and marks the store complete.
+``render`` then takes the store's lease (before writing anything), creates, overwrites or reopens
+the store under it, runs the tasks that are not done yet on an executor, and marks the store
+complete. A render that loses its lease stops (``LeaseLost``), resumably.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .canvas import Canvas, plan_to_info
-from .errors import PlanError, StoreError, UserError
-from .lease import Lease
+from .errors import PlanError, StoreError, TileError, UserError
+from .lease import Lease, LeaseLost
 from .plan import DEFAULT_CHUNK, SCALE, Box, RenderPlan, TaskKey, TileKey, chunk_for_tile, parse_size
 from .tile import RenderJob, TaskReport
 
@@ -113,11 +114,12 @@ def render_info(p: Prepared) -> dict[str, Any]:
     }
 
 
-def check_output(p: Prepared) -> bool:
+def check_output(p: Prepared, lease: Lease | None = None) -> bool:
     """Refuse, reading only, an output this render may not use: an existing store without
     --resume/--overwrite, one that is not an ourgan-dist render, a resume with other settings, or
-    a store another render holds. Returns whether the output exists. Cheap: run it before the
-    plan is printed or any error measured."""
+    a store another render holds (``lease``: ours, once taken). Returns whether the output
+    exists. Cheap: run it before the plan is printed or any error measured, and again under the
+    lease."""
     r = p.request
     try:
         exists = Canvas.exists(r.out, r.storage_options)
@@ -139,21 +141,23 @@ def check_output(p: Prepared) -> bool:
         if not Canvas.is_render_store(r.out, r.storage_options):
             raise StoreError(f"--overwrite {r.out!r}: refusing to delete something that is not an ourgan-dist render; "
                              "remove it yourself or choose another --out")
-        lease = Lease(Canvas(r.out, r.storage_options))
-        holder = lease.holder()
-        if holder:
-            lease._refuse(holder)
+        probe = lease or Lease(r.out, r.storage_options)
+        holder = probe.holder()  # a lease that cannot be read raises: never delete a store that may be in use
+        if holder and holder.get("token") != probe.token:
+            probe._refuse(holder)
     return exists
 
 
-def open_output(p: Prepared) -> Canvas:
-    """Create the store, or reopen it for --resume; never touch an existing output otherwise."""
+def open_output(p: Prepared, lease: Lease) -> Canvas:
+    """Under ``lease``: create the store, or reopen it for --resume, or clear and create it for
+    --overwrite; never touch an existing output otherwise."""
     r = p.request
-    exists = check_output(p)
+    exists = check_output(p, lease)  # again, now that no other render can start
     if exists and r.resume:
         return Canvas(r.out, r.storage_options, mode="r+")
+    lease.check()
     if exists and r.overwrite:
-        Canvas.delete(r.out, r.storage_options)
+        Canvas.clear(r.out, r.storage_options)
     try:
         return Canvas.create(r.out, p.plan, render_info(p), r.storage_options)
     except (PermissionError, OSError) as e:
@@ -207,23 +211,36 @@ def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | No
            executor=None) -> RenderSummary:
     """Run every task the store does not record as done; mark the store complete at the end."""
     r = p.request
-    canvas = open_output(p)
-    job = RenderJob(model=r.model, store=r.out, seed=r.seed, device=r.device, precision=r.precision,
-                    storage_options=r.storage_options, model_storage_options=r.model_storage_options)
+    check_output(p)  # refused before the lease is taken, too
     reports: list[TaskReport] = []
     t0 = time.time()
-    with Lease(canvas):
+    with Lease(r.out, r.storage_options) as lease:  # first: the store is created under the lease
+        canvas = open_output(p, lease)
+        job = RenderJob(model=r.model, store=r.out, seed=r.seed, device=r.device, precision=r.precision,
+                        storage_options=r.storage_options, model_storage_options=r.model_storage_options,
+                        lease_token=lease.token)
         done = canvas.done() if r.resume else set()
         todo = [k for k in task_order(p.plan) if k not in done]
 
         def on_done(rep: TaskReport) -> None:
+            lease.check()  # a render that lost its lease submits nothing more
             reports.append(rep)
             if on_progress:
                 on_progress(rep, len(reports), len(todo))
 
         if todo:
             ex = executor or make_executor(r, model=p.model)
-            ex.run(job, p.plan, todo, on_done)
+            try:
+                ex.run(job, p.plan, todo, on_done)
+            except TileError as e:
+                lease.check()
+                if isinstance(e.cause, LeaseLost):  # a worker found the lease taken before the driver did
+                    raise e.cause from None
+                raise
+            except Exception:
+                lease.check()
+                raise
+        lease.check()
         Canvas(r.out, r.storage_options, mode="r+").mark_complete()
     return RenderSummary(r.out, p.plan, len(todo), len(done), time.time() - t0, reports)
 

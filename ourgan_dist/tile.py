@@ -16,6 +16,7 @@ import numpy as np
 from . import noise
 from .canvas import Canvas, downsample2, to_uint8
 from .errors import TileError
+from .lease import LeaseFence
 from .plan import SCALE, PyramidKey, RenderPlan, TaskKey, TileKey
 
 
@@ -32,6 +33,7 @@ class RenderJob:
     precision: str = "fp32"  # fp32 | fp16 | bf16 (GPU only; fp32 is the exact mode)
     storage_options: dict = field(default_factory=dict, hash=False, compare=False, repr=False)  # never printed
     model_storage_options: dict = field(default_factory=dict, hash=False, compare=False, repr=False)
+    lease_token: str = ""  # the render's lease: workers write only while the store's lease carries it ("" : no check)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class TileWorker:
         self.model = model if model is not None else checkpoint.load(
             job.model, job.model_storage_options, device=job.device)
         self.canvas = Canvas(job.store, job.storage_options, mode="r+")
+        self.fence = LeaseFence(job.store, job.storage_options, job.lease_token)
         self.plan: RenderPlan = self.canvas.plan
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[job.precision]
         if self.dtype != torch.float32:
@@ -106,6 +109,7 @@ class TileWorker:
             out = y[:, oy:oy + core.height, ox:ox + core.width]
         name = canvas.level_array_name(key.level)
         data = to_uint8(out) if key.level == plan.final_level else out.astype(np.float16)
+        self.fence.check()  # only while the render holds the store's lease
         canvas.write(name, core, np.ascontiguousarray(data))
         return core.area
 
@@ -113,5 +117,6 @@ class TileWorker:
     def _pyramid(self, key: PyramidKey) -> int:
         block = self.plan.pyramid_block(key)
         src = self.canvas.read(str(key.scale - 1), self.plan.pyramid_source(key))
+        self.fence.check()
         self.canvas.write(str(key.scale), block, downsample2(src, block.height, block.width))
         return block.area

@@ -14,7 +14,7 @@ import pytest
 
 from ourgan_dist.canvas import Canvas
 from ourgan_dist.errors import StoreError
-from ourgan_dist.lease import Lease, this_process
+from ourgan_dist.lease import Lease, _document, this_process
 from ourgan_dist.synthetic import write_synthetic_store
 
 HOLD = ("import sys, time\n"
@@ -63,9 +63,8 @@ def test_lease_of_a_sigkilled_local_render_is_taken_over_at_once(store):
 
 
 def _plant(url: str, **fields) -> None:
-    lease = Lease(Canvas(url))
-    lease._group("a").attrs["lease"] = {"token": "other", **this_process(), "expires": time.time() + 600,
-                                        "ttl": 600, **fields}
+    slot = Lease(url).slot
+    slot._put(_document({"token": "other", **this_process(), "expires": time.time() + 600, "ttl": 600, **fields}))
 
 
 def test_a_live_holder_or_one_on_another_host_is_never_taken_over(store):
