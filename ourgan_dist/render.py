@@ -90,6 +90,13 @@ def prepare(req: RenderRequest) -> Prepared:
                      f"uses {chunk} px chunks (pass --chunk to choose)",)
     plan = RenderPlan.create(width, height, base=cfg.base, sr=cfg.sr, tile=tile, halo=req.halo, chunk=chunk)
     plan.check_halo(cfg.sr)
+    if plan.exact and req.device == "cpu" and req.precision == "fp32":
+        from .fencing import exact_path_missing
+
+        if why := exact_path_missing(req.device, req.precision):
+            raise PlanError(f"exact mode (CPU, fp32, --halo exact) needs its exact convolution path: {why}; use a "
+                            "torch build with oneDNN (the PyPI CPU wheels have it), or pass --halo PX to render "
+                            "without the bit-exact guarantee")
     need = plan.projected_task_bytes(cfg.sr, cfg.base)
     budget = req.max_task_memory or _memory_budget(req.workers)
     if req.device == "cpu" and need > budget:
@@ -99,7 +106,11 @@ def prepare(req: RenderRequest) -> Prepared:
 
 
 def render_info(p: Prepared) -> dict[str, Any]:
-    """The resolved config written into the store: no credentials, nothing machine-specific."""
+    """The resolved config written into the store: no credentials; the arithmetic environment
+    (device kind, precision, torch, oneDNN, CPU instruction set: ``fencing.py``) that a resume
+    and every worker must match."""
+    from .fencing import runtime_environment
+
     r, m = p.request, p.model
     return {
         "name": f"ourgan-dist seed {r.seed}",
@@ -111,6 +122,7 @@ def render_info(p: Prepared) -> dict[str, Any]:
         "plan": plan_to_info(p.plan),
         "exact": p.plan.exact,
         "precision": r.precision,
+        "environment": runtime_environment(r.device, r.precision),
     }
 
 
@@ -137,6 +149,12 @@ def check_output(p: Prepared, lease: Lease | None = None) -> bool:
                 raise StoreError(f"--resume {r.out!r}: the store was rendered with {k}={canvas.info.get(k)!r}, this "
                                  f"command asks for {want[k]!r}; use the same model, seed, size, tile, halo and chunk, "
                                  f"or --overwrite")
+        from .fencing import mismatch
+
+        if why := mismatch(canvas.info.get("environment"), want["environment"]):
+            raise StoreError(f"--resume {r.out!r}: the store was rendered in another environment ({why}), so the "
+                             "resumed tiles would not be bit-identical to the rest; resume it where it was started "
+                             "(same torch build, CPU instruction set, device and precision), or --overwrite")
     if exists and r.overwrite:
         if not Canvas.is_render_store(r.out, r.storage_options):
             raise StoreError(f"--overwrite {r.out!r}: refusing to delete something that is not an ourgan-dist render; "

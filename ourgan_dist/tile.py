@@ -71,14 +71,40 @@ class TileWorker:
         self.canvas = Canvas(job.store, job.storage_options, mode="r+")
         self.fence = LeaseFence(job.store, job.storage_options, job.lease_token)
         self.plan: RenderPlan = self.canvas.plan
+        self._check_fence()
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[job.precision]
         if self.dtype != torch.float32:
             self.model.sr.to(self.dtype)
 
+    def _check_fence(self) -> None:
+        """Refuse to write into a store rendered with another model or in another environment, and
+        to run exact mode without its exact convolutions (see ``fencing.py``)."""
+        from .fencing import EnvironmentMismatch, exact_path_missing, mismatch, runtime_environment
+
+        info, job = self.canvas.info, self.job
+        if info.get("model_id") not in (None, self.model.model_id):
+            raise EnvironmentMismatch(
+                f"model {job.model!r} is model_id {self.model.model_id!r}, the store {job.store!r} was rendered with "
+                f"{info['model_id']!r}: a different model at the same path; restore that model or render anew with "
+                "--overwrite")
+        why = mismatch(info.get("environment"), runtime_environment(job.device, job.precision))
+        if why:
+            raise EnvironmentMismatch(
+                f"worker {self.name or 'in-process'}: the store {job.store!r} was rendered in another environment "
+                f"({why}), so its tiles would not be bit-identical; run the workers on the same torch build and "
+                "hardware, or render anew with --overwrite")
+        self.exact = bool(self.plan.exact and job.device == "cpu" and job.precision == "fp32")
+        if self.exact and (why := exact_path_missing(job.device, job.precision)):
+            raise EnvironmentMismatch(f"exact mode (CPU, fp32, exact halo) needs its exact convolution path: {why}; "
+                                      "use a torch build with oneDNN (the PyPI CPU wheels have it)")
+
     def run(self, key: TaskKey) -> TaskReport:
+        from .models.layers import exact_only
+
         start = time.time()
         try:
-            pixels = self._pyramid(key) if isinstance(key, PyramidKey) else self._tile(key)
+            with exact_only(self.exact):
+                pixels = self._pyramid(key) if isinstance(key, PyramidKey) else self._tile(key)
             self.canvas.mark_done(key)
         except Exception as e:  # re-raised with the key: which subregion failed is never lost
             raise TileError(key, e) from e
