@@ -196,10 +196,8 @@ class _LocalSlot(_Slot):
     def _put(self, data: bytes) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        with open(tmp, "wb") as f:  # no fsync: it can stall for tens of seconds on a busy disk, and the
+            f.write(data)  # rename is atomic for every process that reads the lease (power loss aside)
         os.replace(tmp, self.path)
 
     def create(self, data: bytes) -> bool:

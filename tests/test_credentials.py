@@ -32,7 +32,7 @@ def _importable_by_workers():
     """Ray workers do not have tests/ on their path: ship this module's classes by value."""
     import sys
 
-    import cloudpickle
+    from ray import cloudpickle  # Ray's own copy pickles the actor classes
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -58,7 +58,7 @@ def test_no_credentials_in_actor_specs_on_real_ray(ray_local, tiny_model, tmp_pa
     out = str(tmp_path / "r.zarr")
     p = prepare(RenderRequest(model=tiny_model, out=out, size="64x48", tile=32, chunk=16, workers=2,
                               storage_options=opts))
-    render(p, executor=RayExecutor(workers=2, actor=SpyActor, no_worker_timeout_s=120))
+    render(p, executor=RayExecutor(workers=2, actor=SpyActor))
 
     specs = sorted(glob.glob(str(tmp_path / "actor-args-*.pkl")))
     assert len(specs) == 2
