@@ -47,6 +47,7 @@ def test_secret_option_names():
     assert without_secrets(opts) == {"endpoint_url": "http://e", "client_kwargs": {"region_name": "r"}}
 
 
+@pytest.mark.slow  # starts a local Ray instance and two workers
 def test_no_credentials_in_actor_specs_on_real_ray(ray_local, tiny_model, tmp_path, monkeypatch):
     from ourgan_dist.render import RenderRequest, prepare, render
 
