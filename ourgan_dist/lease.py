@@ -350,8 +350,9 @@ class Lease:
         try:
             won = self.slot.create(data) if version is None else self.slot.replace(data, version)
         except Exception as e:
-            raise StoreError(f"store {self.url!r}: its lease cannot be written ({type(e).__name__}: "
-                             f"{str(e)[:160]}); nothing was written; check the storage and run again") from None
+            raise StoreError(f"store {self.url!r}: cannot write there, not even its lease ({type(e).__name__}: "
+                             f"{str(e)[:160]}); nothing was written; choose a writable --out or check the "
+                             "storage") from None
         current, version = self._settled()
         if not won or current.get("token") != self.token:
             self._refuse(current if live(current) else {"expires": time.time(), "ttl": self.ttl})
