@@ -31,7 +31,14 @@ from .storage import url_to_fs, with_retries, zarr_store
 STORE_FORMAT = 1
 ATTR = "ourgan_dist"
 GENERATION = "generation"
-_zarr_store = zarr_store  # the name lease.py imports
+
+
+LEASE_ENTRY = "lease"  # the store's lease (lease.py): taken before the store exists, kept by create/clear
+
+
+def _entries(fs, root: str) -> list[str]:
+    """Paths directly under ``root``, except the lease."""
+    return [p for p in fs.ls(root, detail=False) if p.rstrip("/").rsplit("/", 1)[-1] != LEASE_ENTRY]
 
 
 def ome_attributes(plan: RenderPlan, name: str) -> dict[str, Any]:
@@ -96,7 +103,7 @@ class Canvas(CompletionRecords):
     def exists(url: str, storage_options: dict | None = None) -> bool:
         fs, root = url_to_fs(url, storage_options)
         try:
-            return fs.exists(root) and bool(fs.ls(root))
+            return fs.exists(root) and bool(_entries(fs, root))  # a lease alone is no render
         except (FileNotFoundError, NotADirectoryError):
             return False
 
@@ -112,11 +119,12 @@ class Canvas(CompletionRecords):
 
     @classmethod
     def create(cls, url: str, plan: RenderPlan, info: dict[str, Any], storage_options: dict | None = None) -> "Canvas":
-        """Write the group and every array's metadata (no chunks) for a new render."""
+        """Write the group and every array's metadata (no chunks) for a new render, into a location
+        that holds nothing but (possibly) the render's lease, which is left in place."""
         store = zarr_store(url, storage_options)
         info = dict(info, format=STORE_FORMAT, complete=False)
         attrs = {"ome": ome_attributes(plan, info.get("name", "ourgan-dist render")), ATTR: info}
-        group = zarr.open_group(store, mode="w", zarr_format=3, attributes=attrs)
+        group = zarr.create_group(store, zarr_format=3, attributes=attrs)
         for k, (h, w) in enumerate(plan.pyramid_shapes):
             group.create_array(str(k), shape=(3, h, w), chunks=(3, *plan.chunk_shape(h, w)), dtype="uint8",
                                fill_value=0, dimension_names=("c", "y", "x"))
@@ -141,6 +149,14 @@ class Canvas(CompletionRecords):
         fs, root = url_to_fs(url, storage_options)
         if fs.exists(root):
             fs.rm(root, recursive=True)
+
+    @staticmethod
+    def clear(url: str, storage_options: dict | None = None) -> None:
+        """Delete everything in the store but its lease (``--overwrite`` under the lease)."""
+        fs, root = url_to_fs(url, storage_options)
+        if fs.exists(root):
+            for path in _entries(fs, root):
+                fs.rm(path, recursive=True)
 
     # ---- arrays -------------------------------------------------------------------------
     def array(self, name: str):

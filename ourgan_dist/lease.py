@@ -1,10 +1,11 @@
-"""One writer per store: a lease with an expiry, renewed by a heartbeat while a render runs.
+"""One writer per store: a lease with an expiry, renewed by a heartbeat while a render runs, that
+fails closed.
 
-The lease lives in the attributes of the store's ``lease`` group (a Zarr group of its own, so
-renewing it rewrites only that small object). A render takes the lease before writing and gives
-it back at the end. A render that dies without giving it back (SIGKILL, lost node) stops
-renewing it, so the lease expires ``ttl`` seconds after its last renewal (60 s by default,
-``OURGAN_LEASE_TTL`` overrides) and the next ``--resume`` takes it over.
+The lease is one small object, ``<store>/lease/zarr.json`` (the attributes of a Zarr group of its
+own, so any Zarr reader shows it). A render takes the lease *before* it creates, overwrites or
+resumes the store and gives it back at the end. A render that dies without giving it back
+(SIGKILL, lost node) stops renewing it, so it expires ``ttl`` seconds after its last renewal
+(60 s by default, ``OURGAN_LEASE_TTL`` overrides) and the next ``--resume`` takes it over.
 
 The lease also names its holder's process: host name, kernel boot id, pid namespace, pid and the
 process's start time. When the holder is on this very host (same name, boot and pid namespace)
@@ -12,16 +13,33 @@ and that process no longer exists (or its pid now belongs to a younger process),
 taken over at once instead of after the expiry: resuming right after a local crash does not wait.
 A holder on another host is only ever presumed dead by expiry.
 
-The lease fails closed: one that exists but cannot be read or makes no sense is an error, never
-a free lease (a store whose lease cannot be read may be in use).
+Fails closed, everywhere:
 
-Object stores offer no portable compare-and-swap, so taking a lease is write-then-confirm: write
-our token, wait a moment, read it back; of two renders racing for a free lease, the one whose
-write landed last keeps it and the other is refused.
+- A lease that exists but cannot be read or makes no sense is an error, never a free lease (a
+  store whose lease cannot be read may be in use), so ``--overwrite`` never deletes a live render
+  after a storage glitch.
+- Every write of the lease is conditional on what was read, where the storage can do that:
+  S3 (and S3-compatible stores that implement it) with conditional PUTs (``If-None-Match: *`` to
+  create, ``If-Match: <ETag>`` to replace); a local or mounted file system with an exclusive
+  ``flock`` around read-compare-replace (the replace itself an atomic rename). Other fsspec
+  stores get write-then-confirm: write, wait ``settle``, read back our token.
+- Each renewal first reads the lease and renews only if it still carries our token. Another
+  token, or renewals failing until the lease could expire before the next beat, marks the lease
+  lost: ``Lease.check`` then raises ``LeaseLost`` and the render stops (finished tasks recorded,
+  so ``--resume`` continues once the store is free).
+- Workers fence their writes (``LeaseFence``): before a task writes, the worker confirms that the
+  lease still carries the render's token and has not expired, re-reading it at most every
+  ``ttl / 6`` seconds and never trusting a read past the lease's own expiry, so a worker of a
+  render that lost its lease stops writing within seconds even if its driver is unreachable.
+  (Object stores offer no fencing of ordinary writes, so a task already past its check may still
+  finish its write; the new holder only ever takes over an *expired* lease, or one whose holder
+  process is gone, which bounds that.)
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import socket
 import threading
@@ -29,11 +47,19 @@ import time
 import uuid
 from typing import Any
 
-import zarr
+import fsspec
 
 from .errors import StoreError
 
+log = logging.getLogger(__name__)
+
 LEASE_GROUP = "lease"
+LEASE_OBJECT = f"{LEASE_GROUP}/zarr.json"
+
+
+class LeaseLost(StoreError):
+    """This render no longer holds its store's lease: another render took it, or it could not be
+    renewed in time. The render stops; finished tasks are recorded for ``--resume``."""
 
 
 def default_ttl() -> float:
@@ -97,89 +123,305 @@ def holder_is_gone(lease: dict[str, Any]) -> bool:
     return state == "Z" or (lease.get("pid_start") is not None and start != lease["pid_start"])
 
 
+def _document(lease: dict[str, Any]) -> bytes:
+    """The lease object: a Zarr v3 group whose attributes hold the lease."""
+    return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {"lease": lease}}).encode()
+
+
+def _parse(data: bytes) -> dict[str, Any]:
+    lease = json.loads(data).get("attributes", {}).get("lease") or {}
+    if not isinstance(lease, dict):
+        raise ValueError(f"the lease is {lease!r}")
+    if lease and not isinstance(lease.get("expires"), (int, float)):
+        raise ValueError(f"its expiry is {lease.get('expires')!r}")
+    return lease
+
+
+class _Slot:
+    """Where the lease object lives, and how it is written. ``read`` returns (bytes or None if
+    absent, a version); ``create`` and ``replace`` return False when the condition failed (some
+    other writer got there first). ``conditional``: whether the store enforces the condition
+    itself (otherwise the caller confirms by reading back)."""
+
+    conditional = False
+
+    def __init__(self, fs, path: str):
+        self.fs, self.path = fs, path
+
+    def read(self) -> tuple[bytes | None, Any]:
+        try:
+            data = self.fs.cat_file(self.path)
+        except FileNotFoundError:
+            return None, None
+        return data, data
+
+    def create(self, data: bytes) -> bool:
+        if self.fs.exists(self.path):
+            return False
+        self.fs.pipe_file(self.path, data)
+        return True
+
+    def replace(self, data: bytes, version: Any) -> bool:
+        if self.read()[1] != version:
+            return False
+        self.fs.pipe_file(self.path, data)
+        return True
+
+
+class _LocalSlot(_Slot):
+    """A local or mounted file system: an exclusive ``flock`` on ``lease/.lock`` serialises the
+    writers' read-compare-replace; readers need no lock (the replace is an atomic rename)."""
+
+    conditional = True
+
+    def _locked(self, fn):
+        import fcntl
+
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(os.path.join(os.path.dirname(self.path), ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return fn()
+        finally:
+            os.close(fd)  # releases the lock
+
+    def read(self) -> tuple[bytes | None, Any]:
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None, None
+        return data, data
+
+    def _put(self, data: bytes) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as f:  # no fsync: it can stall for tens of seconds on a busy disk, and the
+            f.write(data)  # rename is atomic for every process that reads the lease (power loss aside)
+        os.replace(tmp, self.path)
+
+    def create(self, data: bytes) -> bool:
+        return self._locked(lambda: self.read()[0] is None and (self._put(data) or True))
+
+    def replace(self, data: bytes, version: Any) -> bool:
+        return self._locked(lambda: self.read()[1] == version and (self._put(data) or True))
+
+
+class _S3Slot(_Slot):
+    """S3: conditional PUTs. ``If-None-Match: *`` creates only if absent, ``If-Match: <ETag>``
+    replaces only the version that was read; the store refuses the other writer (HTTP 412)."""
+
+    conditional = True
+
+    def _bucket_key(self) -> tuple[str, str]:
+        bucket, key, _ = self.fs.split_path(self.path)
+        return bucket, key
+
+    def read(self) -> tuple[bytes | None, Any]:
+        from fsspec.asyn import sync
+
+        bucket, key = self._bucket_key()
+
+        async def get():
+            resp = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
+            body = resp["Body"]
+            try:
+                return await body.read(), resp["ETag"]
+            finally:
+                body.close()
+
+        try:
+            return sync(self.fs.loop, get)
+        except FileNotFoundError:
+            return None, None
+
+    def _put(self, data: bytes, **condition) -> bool:
+        bucket, key = self._bucket_key()
+        try:
+            self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+        except OSError:
+            # 412 (the condition failed) surfaces as an OSError like any other failure: tell them
+            # apart by looking, so a lost race is never mistaken for a transient error or back
+            now, version = self.read()
+            if now == data:  # ours landed after all (a retried request)
+                return True
+            if condition.get("IfMatch") and version != condition["IfMatch"] or \
+                    condition.get("IfNoneMatch") and now is not None:
+                return False
+            raise
+        finally:
+            self.fs.invalidate_cache(self.path)
+        return True
+
+    def create(self, data: bytes) -> bool:
+        return self._put(data, IfNoneMatch="*")
+
+    def replace(self, data: bytes, version: Any) -> bool:
+        return self._put(data, IfMatch=version)
+
+
+def lease_slot(url: str, storage_options: dict | None) -> _Slot:
+    fs, root = fsspec.url_to_fs(url, **(storage_options or {}))
+    path = f"{root.rstrip('/')}/{LEASE_OBJECT}"
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if protocols & {"file", "local"}:
+        return _LocalSlot(fs, path)
+    if protocols & {"s3", "s3a"}:
+        return _S3Slot(fs, path)
+    return _Slot(fs, path)
+
+
+def _unreadable(url: str, e: BaseException) -> StoreError:
+    return StoreError(
+        f"store {url!r}: its lease cannot be read ({type(e).__name__}: {str(e)[:160]}), so another render may be "
+        "using it and nothing was written; check the storage (or remove the store's lease/ folder if you know no "
+        "render uses it) and run again")
+
+
+def read_lease(slot: _Slot, url: str, retry: bool = True) -> tuple[dict[str, Any], Any]:
+    """(the lease, {} if none or given back; its version). Anything unreadable raises
+    ``StoreError``: fail closed."""
+    from .canvas import with_retries
+
+    try:
+        data, version = with_retries("reading the lease", slot.read) if retry else slot.read()
+        return ({} if data is None else _parse(data)), version
+    except Exception as e:
+        raise _unreadable(url, e) from None
+
+
+def live(lease: dict[str, Any], now: float | None = None) -> bool:
+    """Held, not expired, and its holder may be alive."""
+    now = time.time() if now is None else now
+    return bool(lease) and lease["expires"] > now and not holder_is_gone(lease)
+
+
 class Lease:
-    def __init__(self, canvas, ttl: float | None = None, settle: float = 0.2):
-        self.canvas = canvas
+    """The driver's lease on a store: ``Lease(url_or_canvas, storage_options)``; ``acquire``
+    (or ``with``) takes it and starts the heartbeat, ``check`` raises ``LeaseLost`` once it is
+    lost, ``release`` gives it back if it is still ours."""
+
+    def __init__(self, target, storage_options: dict | None = None, ttl: float | None = None, settle: float = 0.2):
+        if isinstance(target, str):
+            self.url, opts = target, storage_options
+        else:  # a Canvas
+            self.url, opts = target.url, target.storage_options if storage_options is None else storage_options
+        self.storage_options = dict(opts or {})
+        self.slot = lease_slot(self.url, self.storage_options)
         self.ttl = default_ttl() if ttl is None else ttl
         self.settle = settle
         self.token = uuid.uuid4().hex
+        self.lost: LeaseLost | None = None
+        self.valid_until = 0.0  # the expiry of our last successful write
+        self._version: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    def _group(self, mode: str):
-        from .canvas import _zarr_store
-
-        store = _zarr_store(self.canvas.url, self.canvas.storage_options)
-        try:
-            return zarr.open_group(store, path=LEASE_GROUP, mode=mode, zarr_format=3)
-        except FileNotFoundError:
-            if mode == "r":
-                return None
-            raise
 
     def holder(self) -> dict[str, Any] | None:
         """The current lease if it is held, not expired and its holder may be alive; None if the
         store has no lease, it was given back, it expired, or its holder was a process on this
         host that is gone. A lease that cannot be read raises ``StoreError`` (fail closed)."""
-        from .canvas import with_retries
+        lease, _ = read_lease(self.slot, self.url)
+        return lease if live(lease) else None
 
-        try:
-            g = with_retries("reading the lease", lambda: self._group("r"))
-            lease = None if g is None else g.attrs.asdict().get("lease")
-            if lease and not isinstance(lease.get("expires"), (int, float)):
-                raise ValueError(f"its expiry is {lease.get('expires')!r}")
-        except Exception as e:
-            raise StoreError(
-                f"store {self.canvas.url!r}: its lease cannot be read ({type(e).__name__}: {str(e)[:160]}), so another "
-                "render may be using it and nothing was written; check the storage (or remove the store's lease/ "
-                "folder if you know no render uses it) and run again") from None
-        if not lease or lease["expires"] <= time.time():
-            return None
-        if holder_is_gone(lease):
-            return None
-        return lease
-
-    def _write(self) -> None:
-        g = self._group("a")
-        g.attrs["lease"] = {"token": self.token, **this_process(), "expires": time.time() + self.ttl, "ttl": self.ttl}
+    def _new(self) -> tuple[bytes, float]:
+        expires = time.time() + self.ttl
+        return _document({"token": self.token, **this_process(), "expires": expires, "ttl": self.ttl}), expires
 
     def _refuse(self, lease: dict[str, Any]) -> None:
         left = max(0, int(lease["expires"] - time.time()))
         raise StoreError(
-            f"store {self.canvas.url!r} is in use by another render (host {lease.get('host')}, pid {lease.get('pid')}); "
+            f"store {self.url!r} is in use by another render (host {lease.get('host')}, pid {lease.get('pid')}); "
             f"its lease expires in {left} s unless renewed. Wait for it to finish; if it crashed, --resume takes over "
             f"at once on its host, elsewhere once the lease expires ({lease.get('ttl', self.ttl):.0f} s after its last "
             "heartbeat)")
 
+    def _settled(self) -> tuple[dict[str, Any], Any]:
+        """Write-then-confirm, for stores without conditional writes: read back after ``settle``."""
+        if not self.slot.conditional:
+            time.sleep(self.settle)
+        return read_lease(self.slot, self.url)
+
     def acquire(self) -> "Lease":
-        current = self.holder()
-        if current and current.get("token") != self.token:
+        current, version = read_lease(self.slot, self.url)
+        if live(current) and current.get("token") != self.token:
             self._refuse(current)
-        self._write()
-        time.sleep(self.settle)
-        current = self.holder()
-        if not current or current.get("token") != self.token:
-            self._refuse(current or {"expires": time.time(), "ttl": self.ttl})
+        data, expires = self._new()
+        try:
+            won = self.slot.create(data) if version is None else self.slot.replace(data, version)
+        except Exception as e:
+            raise StoreError(f"store {self.url!r}: cannot write there, not even its lease ({type(e).__name__}: "
+                             f"{str(e)[:160]}); nothing was written; choose a writable --out or check the "
+                             "storage") from None
+        current, version = self._settled()
+        if not won or current.get("token") != self.token:
+            self._refuse(current if live(current) else {"expires": time.time(), "ttl": self.ttl})
+        self._version, self.valid_until = version, expires
         self._thread = threading.Thread(target=self._heartbeat, name="ourgan-lease", daemon=True)
         self._thread.start()
         return self
 
+    def _taken(self, lease: dict[str, Any]) -> LeaseLost:
+        who = f"host {lease.get('host')}, pid {lease.get('pid')}" if lease else "nobody: it was removed"
+        return LeaseLost(
+            f"store {self.url!r}: this render lost its lease (it now names {who}), so it stopped; finished tasks "
+            "are recorded: once the other render is done (or its lease expired), run the same command with --resume")
+
+    def renew(self) -> None:
+        """One heartbeat: read the lease, and renew it only if it still carries our token, with a
+        write conditional on the version just read. Raises ``LeaseLost`` if another token is
+        there (or none); storage errors propagate (the heartbeat retries them until it cannot)."""
+        current, version = read_lease(self.slot, self.url, retry=False)
+        if current.get("token") != self.token:
+            raise self._taken(current)
+        data, expires = self._new()
+        if not self.slot.replace(data, version):
+            current, _ = read_lease(self.slot, self.url, retry=False)
+            if current.get("token") != self.token:
+                raise self._taken(current)
+            raise OSError("the lease changed while it was renewed")
+        if not self.slot.conditional:
+            current, version = self._settled()
+            if current.get("token") != self.token:
+                raise self._taken(current)
+        self._version, self.valid_until = version, expires
+
     def _heartbeat(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
+        interval = self.ttl / 3
+        while not self._stop.wait(interval):
             try:
-                self._write()
-            except Exception:  # a failed renewal is retried at the next beat; expiry is the backstop
-                pass
+                self.renew()
+            except LeaseLost as e:
+                self.lost = e
+                return
+            except Exception as e:
+                if time.time() + interval >= self.valid_until:  # it may expire before the next beat
+                    self.lost = LeaseLost(
+                        f"store {self.url!r}: this render could not renew its lease for {self.ttl:.0f} s "
+                        f"({type(e).__name__}: {str(e)[:160]}), so it stopped before another render could take it "
+                        "over; finished tasks are recorded: check the storage and run the same command with --resume")
+                    return
+                log.warning("lease renewal failed (%s: %s); retrying in %.0f s", type(e).__name__, e, interval)
+
+    def check(self) -> None:
+        """Raise ``LeaseLost`` if the lease was lost (cheap: no I/O)."""
+        if self.lost is None and self._thread is not None and time.time() >= self.valid_until:
+            self.lost = LeaseLost(f"store {self.url!r}: this render's lease expired before it could be renewed, so "
+                                  "it stopped; finished tasks are recorded: run the same command with --resume")
+        if self.lost is not None:
+            raise self.lost
 
     def release(self) -> None:
+        """Stop the heartbeat and give the lease back, if it is still ours (never another's)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.lost is not None:
+            return
         try:
-            current = self.holder()
-            if current and current.get("token") == self.token:
-                g = self._group("a")
-                g.attrs["lease"] = {}
+            current, version = read_lease(self.slot, self.url, retry=False)
+            if current.get("token") == self.token:
+                self.slot.replace(_document({}), version)
         except Exception:
             pass  # expiry releases it anyway
 
@@ -188,3 +430,33 @@ class Lease:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class LeaseFence:
+    """A worker's check, before it writes, that the render it works for still holds the store's
+    lease (the driver passes its token). Reads the lease at most every ``ttl / 6`` seconds and
+    never trusts a read past ``expires - ttl / 3`` (the holder renews every ``ttl / 3``), so a
+    render that lost its lease, or whose driver stopped renewing, stops writing within seconds.
+    A token of "" disables the fence (a store written without a lease, e.g. by tests' helpers)."""
+
+    def __init__(self, url: str, storage_options: dict | None, token: str):
+        self.url, self.token = url, token
+        self.slot = lease_slot(url, storage_options) if token else None
+        self.valid_until = 0.0
+
+    def check(self) -> None:
+        if not self.token:
+            return
+        now = time.time()
+        if now < self.valid_until:
+            return
+        lease, _ = read_lease(self.slot, self.url)
+        if lease.get("token") != self.token:
+            who = f"host {lease.get('host')}, pid {lease.get('pid')}" if lease else "nobody"
+            raise LeaseLost(f"store {self.url!r}: the render's lease now names {who}; this worker stopped writing. "
+                            "Finished tasks are recorded: run the same command with --resume")
+        if lease["expires"] <= now:
+            raise LeaseLost(f"store {self.url!r}: the render's lease expired (its driver stopped renewing it); this "
+                            "worker stopped writing. Finished tasks are recorded: run the same command with --resume")
+        ttl = float(lease.get("ttl") or 60)
+        self.valid_until = min(lease["expires"] - ttl / 3, now + ttl / 6)

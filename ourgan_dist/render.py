@@ -2,8 +2,9 @@
 
 ``prepare`` resolves the request into a ``RenderPlan`` and checks it (model readable, plan valid,
 memory per task within budget, output free or resumable) before anything is written;
-``render`` then creates or reopens the store, runs the tasks that are not done yet on an
-executor, and marks the store complete.
+``render`` then takes the store's lease (before writing anything), creates, overwrites or reopens
+the store under it, runs the tasks that are not done yet on an executor, and marks the store
+complete. A render that loses its lease stops (``LeaseLost``), resumably.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any, Callable
 
 from . import projection
 from .canvas import Canvas, plan_to_info
-from .errors import PlanError, StoreError, UserError
-from .lease import Lease
+from .errors import PlanError, StoreError, TileError, UserError
+from .lease import Lease, LeaseLost
 from .plan import DEFAULT_CHUNK, SCALE, Box, RenderPlan, TaskKey, TileKey, chunk_for_tile, parse_size
 from .tile import RenderJob, TaskReport
 
@@ -142,6 +143,13 @@ def prepare(req: RenderRequest) -> Prepared:
                          f"store uses {chunk} px chunks (pass --chunk to choose)")
     plan = RenderPlan.create(width, height, base=cfg.base, sr=cfg.sr, tile=tile, halo=req.halo, chunk=chunk)
     plan.check_halo(cfg.sr)
+    if plan.exact and req.device == "cpu" and req.precision == "fp32":
+        from .fencing import exact_path_missing
+
+        if why := exact_path_missing(req.device, req.precision):
+            raise PlanError(f"exact mode (CPU, fp32, --halo exact) needs its exact convolution path: {why}; use a "
+                            "torch build with oneDNN (the PyPI CPU wheels have it), or pass --halo PX to render "
+                            "without the bit-exact guarantee")
     need = projection.memory_model(req.device).task_peak(plan, cfg.sr, cfg.base)
     if known and need > budget:
         what = "GPU" if req.device.startswith("cuda") else "worker"
@@ -295,7 +303,11 @@ def _free_bytes(url: str) -> int | None:
 
 
 def render_info(p: Prepared) -> dict[str, Any]:
-    """The resolved config written into the store: no credentials, nothing machine-specific."""
+    """The resolved config written into the store: no credentials; the arithmetic environment
+    (device kind, precision, torch, oneDNN, CPU instruction set: ``fencing.py``) that a resume
+    and every worker must match."""
+    from .fencing import runtime_environment
+
     r, m = p.request, p.model
     return {
         "name": f"ourgan-dist seed {r.seed}",
@@ -307,14 +319,16 @@ def render_info(p: Prepared) -> dict[str, Any]:
         "plan": plan_to_info(p.plan),
         "exact": p.plan.exact,
         "precision": r.precision,
+        "environment": runtime_environment(r.device, r.precision),
     }
 
 
-def check_output(p: Prepared) -> bool:
+def check_output(p: Prepared, lease: Lease | None = None) -> bool:
     """Refuse, reading only, an output this render may not use: an existing store without
     --resume/--overwrite, one that is not an ourgan-dist render, a resume with other settings, or
-    a store another render holds. Returns whether the output exists. Cheap: run it before the
-    plan is printed or any error measured."""
+    a store another render holds (``lease``: ours, once taken). Returns whether the output
+    exists. Cheap: run it before the plan is printed or any error measured, and again under the
+    lease."""
     r = p.request
     try:
         exists = Canvas.exists(r.out, r.storage_options)
@@ -332,25 +346,33 @@ def check_output(p: Prepared) -> bool:
                 raise StoreError(f"--resume {r.out!r}: the store was rendered with {k}={canvas.info.get(k)!r}, this "
                                  f"command asks for {want[k]!r}; use the same model, seed, size, tile, halo and chunk, "
                                  f"or --overwrite")
+        from .fencing import mismatch
+
+        if why := mismatch(canvas.info.get("environment"), want["environment"]):
+            raise StoreError(f"--resume {r.out!r}: the store was rendered in another environment ({why}), so the "
+                             "resumed tiles would not be bit-identical to the rest; resume it where it was started "
+                             "(same torch build, CPU instruction set, device and precision), or --overwrite")
     if exists and r.overwrite:
         if not Canvas.is_render_store(r.out, r.storage_options):
             raise StoreError(f"--overwrite {r.out!r}: refusing to delete something that is not an ourgan-dist render; "
                              "remove it yourself or choose another --out")
-        lease = Lease(Canvas(r.out, r.storage_options))
-        holder = lease.holder()
-        if holder:
-            lease._refuse(holder)
+        probe = lease or Lease(r.out, r.storage_options)
+        holder = probe.holder()  # a lease that cannot be read raises: never delete a store that may be in use
+        if holder and holder.get("token") != probe.token:
+            probe._refuse(holder)
     return exists
 
 
-def open_output(p: Prepared) -> Canvas:
-    """Create the store, or reopen it for --resume; never touch an existing output otherwise."""
+def open_output(p: Prepared, lease: Lease) -> Canvas:
+    """Under ``lease``: create the store, or reopen it for --resume, or clear and create it for
+    --overwrite; never touch an existing output otherwise."""
     r = p.request
-    exists = check_output(p)
+    exists = check_output(p, lease)  # again, now that no other render can start
     if exists and r.resume:
         return Canvas(r.out, r.storage_options, mode="r+")
+    lease.check()
     if exists and r.overwrite:
-        Canvas.delete(r.out, r.storage_options)
+        Canvas.clear(r.out, r.storage_options)
     try:
         return Canvas.create(r.out, p.plan, render_info(p), r.storage_options)
     except (PermissionError, OSError) as e:
@@ -406,16 +428,19 @@ def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | No
     ``on_progress(report, done, total)`` is called per finished task; if it has a ``begin`` method,
     that is called first with the tasks to run (``progress.ProgressBar`` weighs them)."""
     r = p.request
-    canvas = open_output(p)
-    job = RenderJob(model=r.model, store=r.out, seed=r.seed, device=r.device, precision=r.precision,
-                    storage_options=r.storage_options, model_storage_options=r.model_storage_options)
+    check_output(p)  # refused before the lease is taken, too
     reports: list[TaskReport] = []
     t0 = time.time()
-    with Lease(canvas):
+    with Lease(r.out, r.storage_options) as lease:  # first: the store is created under the lease
+        canvas = open_output(p, lease)
+        job = RenderJob(model=r.model, store=r.out, seed=r.seed, device=r.device, precision=r.precision,
+                        storage_options=r.storage_options, model_storage_options=r.model_storage_options,
+                        lease_token=lease.token)
         done = canvas.done() if r.resume else set()
         todo = [k for k in task_order(p.plan) if k not in done]
 
         def on_done(rep: TaskReport) -> None:
+            lease.check()  # a render that lost its lease submits nothing more
             reports.append(rep)
             if on_progress:
                 on_progress(rep, len(reports), len(todo))
@@ -425,7 +450,17 @@ def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | No
             begin(todo)
         if todo:
             ex = executor or make_executor(r, model=p.model)
-            ex.run(job, p.plan, todo, on_done)
+            try:
+                ex.run(job, p.plan, todo, on_done)
+            except TileError as e:
+                lease.check()
+                if isinstance(e.cause, LeaseLost):  # a worker found the lease taken before the driver did
+                    raise e.cause from None
+                raise
+            except Exception:
+                lease.check()
+                raise
+        lease.check()
         Canvas(r.out, r.storage_options, mode="r+").mark_complete()
     return RenderSummary(r.out, p.plan, len(todo), len(done), time.time() - t0, reports)
 

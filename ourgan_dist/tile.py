@@ -17,6 +17,7 @@ from . import noise
 from .canvas import Canvas
 from .errors import TileError
 from .pixels import downsample2, to_uint8
+from .lease import LeaseFence
 from .plan import SCALE, PyramidKey, RenderPlan, TaskKey, TileKey
 
 
@@ -33,6 +34,7 @@ class RenderJob:
     precision: str = "fp32"  # fp32 | fp16 | bf16 (GPU only; fp32 is the exact mode)
     storage_options: dict = field(default_factory=dict, hash=False, compare=False, repr=False)  # never printed
     model_storage_options: dict = field(default_factory=dict, hash=False, compare=False, repr=False)
+    lease_token: str = ""  # the render's lease: workers write only while the store's lease carries it ("" : no check)
 
 
 @dataclass(frozen=True)
@@ -68,15 +70,42 @@ class TileWorker:
         self.model = model if model is not None else checkpoint.load(
             job.model, job.model_storage_options, device=job.device)
         self.canvas = Canvas(job.store, job.storage_options, mode="r+")
+        self.fence = LeaseFence(job.store, job.storage_options, job.lease_token)
         self.plan: RenderPlan = self.canvas.plan
+        self._check_fence()
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[job.precision]
         if self.dtype != torch.float32:
             self.model.sr.to(self.dtype)
 
+    def _check_fence(self) -> None:
+        """Refuse to write into a store rendered with another model or in another environment, and
+        to run exact mode without its exact convolutions (see ``fencing.py``)."""
+        from .fencing import EnvironmentMismatch, exact_path_missing, mismatch, runtime_environment
+
+        info, job = self.canvas.info, self.job
+        if info.get("model_id") not in (None, self.model.model_id):
+            raise EnvironmentMismatch(
+                f"model {job.model!r} is model_id {self.model.model_id!r}, the store {job.store!r} was rendered with "
+                f"{info['model_id']!r}: a different model at the same path; restore that model or render anew with "
+                "--overwrite")
+        why = mismatch(info.get("environment"), runtime_environment(job.device, job.precision))
+        if why:
+            raise EnvironmentMismatch(
+                f"worker {self.name or 'in-process'}: the store {job.store!r} was rendered in another environment "
+                f"({why}), so its tiles would not be bit-identical; run the workers on the same torch build and "
+                "hardware, or render anew with --overwrite")
+        self.exact = bool(self.plan.exact and job.device == "cpu" and job.precision == "fp32")
+        if self.exact and (why := exact_path_missing(job.device, job.precision)):
+            raise EnvironmentMismatch(f"exact mode (CPU, fp32, exact halo) needs its exact convolution path: {why}; "
+                                      "use a torch build with oneDNN (the PyPI CPU wheels have it)")
+
     def run(self, key: TaskKey) -> TaskReport:
+        from .models.layers import exact_only
+
         start = time.time()
         try:
-            pixels = self._pyramid(key) if isinstance(key, PyramidKey) else self._tile(key)
+            with exact_only(self.exact):
+                pixels = self._pyramid(key) if isinstance(key, PyramidKey) else self._tile(key)
             self.canvas.mark_done(key)
         except Exception as e:  # re-raised with the key: which subregion failed is never lost
             raise TileError(key, e) from e
@@ -107,20 +136,23 @@ class TileWorker:
             out = y[:, oy:oy + core.height, ox:ox + core.width]
         name = canvas.level_array_name(key.level)
         data = to_uint8(out) if key.level == plan.final_level else out.astype(np.float16)
+        self.fence.check()  # only while the render holds the store's lease
         canvas.write(name, core, np.ascontiguousarray(data))
         return core.area
 
     # ---- viewing pyramid ----------------------------------------------------------------
     def _pyramid(self, key: PyramidKey) -> int:
-        return write_pyramid_block(self.canvas, key)
+        return write_pyramid_block(self.canvas, key, before_write=self.fence.check)
 
 
-def write_pyramid_block(canvas: Canvas, key: PyramidKey) -> int:
+def write_pyramid_block(canvas: Canvas, key: PyramidKey, before_write=None) -> int:
     """A viewing-pyramid task: block ``key`` of array ``key.scale`` as the 2x2 mean of its source
     in the array before it. Returns the pixels written. (The task's completion record is the
     caller's.)"""
     plan = canvas.plan
     block = plan.pyramid_block(key)
     src = canvas.read(str(key.scale - 1), plan.pyramid_source(key))
+    if before_write is not None:  # e.g. the worker's lease fence
+        before_write()
     canvas.write(str(key.scale), block, downsample2(src, block.height, block.width))
     return block.area

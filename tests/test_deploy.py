@@ -566,3 +566,59 @@ def test_documented_submit_command_runs_on_a_ray_head(ray_head, bucket, untiled,
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "succeeded" in r.stdout
     assert_same_arrays(arrays(out, bucket), untiled)
+
+
+def _find(node, key):
+    """Every value of ``key`` anywhere in a parsed YAML document."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key:
+                yield v
+            yield from _find(v, key)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _find(v, key)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def open_dashboard(cmd: str) -> str | None:
+    """The host a `ray start --head` command serves its dashboard on when that is reachable from
+    the network without token authentication, else None (Ray's default host is localhost)."""
+    m = re.search(r"--dashboard-host[= ]+(\S+)", cmd)
+    host = m.group(1).strip("'\"") if m else "localhost"
+    return None if host in LOOPBACK or re.search(r"\bRAY_AUTH_MODE=token\b", cmd) else host
+
+
+@pytest.mark.parametrize("name", CLUSTER_CONFIGS)
+def test_cluster_dashboard_and_jobs_api_are_not_exposed_without_auth(name):
+    """The dashboard (and with it the Jobs API, which runs any command it is sent) listens on the
+    head's loopback, reached through `ray dashboard`'s SSH tunnel, unless token authentication
+    is on for it. Ray's own default host is localhost."""
+    config = load(REPO / "cluster" / name)
+    heads = [c for c in config["head_start_ray_commands"] if re.search(r"\bray start\b.*--head", c)]
+    assert heads
+    for cmd in heads:
+        assert open_dashboard(cmd) is None, f"{name}: dashboard open on {open_dashboard(cmd)} without auth: {cmd}"
+    header = (REPO / "cluster" / name).read_text().split("\ncluster_name:")[0]
+    if not any(re.search(r"RAY_AUTH_MODE=token", c) for c in heads):
+        assert "ray dashboard cluster/" in header  # the documented route is the SSH tunnel
+        assert documented_submit(REPO / "cluster" / name)[documented_submit(REPO / "cluster" / name).index(
+            "--address") + 1].startswith("http://127.0.0.1:")
+
+
+@pytest.mark.parametrize("name", sorted(KUBERAY))
+def test_kuberay_dashboard_on_all_interfaces_only_with_token_auth(name):
+    doc = load(REPO / "k8s" / name)
+    hosts = [p.get("dashboard-host") for p in _find(doc, "rayStartParams")]
+    modes = [a.get("mode") for a in _find(doc, "authOptions")]
+    if any(h and h not in LOOPBACK for h in hosts):
+        assert modes == ["token"], f"{name}: dashboard on {hosts} needs authOptions.mode token, has {modes}"
+
+
+def test_exposure_check_catches_an_open_dashboard():
+    """The check above is a real one: the old aws-g5 head command fails it, token auth passes."""
+    assert open_dashboard("ray start --head --port=6379 --dashboard-host=0.0.0.0") == "0.0.0.0"
+    assert open_dashboard("RAY_AUTH_MODE=token ray start --head --dashboard-host=0.0.0.0") is None
+    assert open_dashboard("ray start --head --port=6379") is None

@@ -47,13 +47,17 @@ PING_INTERVAL_S = 2.0  # between pings of a lost worker
 STALL_TIMEOUT_S = 1800.0  # no task finished for this long (OURGAN_STALL_TIMEOUT_S overrides)
 NO_WORKER_TIMEOUT_S = 600.0  # no live worker for this long (OURGAN_NO_WORKER_TIMEOUT_S overrides)
 CONNECT_TIMEOUT_S = 5.0
-# Object-storage settings a driver may have in its environment that workers on other nodes need
-# too. They travel as actor arguments (like --storage-options), never as a runtime_env, which
-# the Ray dashboard would show, and never into the store.
-FORWARDED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
-                 "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AZURE_STORAGE_CONNECTION_STRING",
-                 "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY")
+# Credentials never travel to the workers: they would sit in the cluster's actor specs (shown by
+# `ray list actors --detail` and the dashboard), expire mid-render when they are session tokens,
+# and override the nodes' own roles. Workers get theirs from their node: its environment (set
+# where `ray start` runs, or a Kubernetes Secret mapped into the pod) or its role (an instance
+# profile, IRSA, workload identity). Non-secret settings (endpoint, region, anon) are forwarded.
+FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+                 "AZURE_STORAGE_ACCOUNT_NAME")
 FORWARDED_PREFIXES = ("FSSPEC_",)  # fsspec's per-protocol defaults, e.g. FSSPEC_S3_ENDPOINT_URL
+# names of storage options and variables that hold secrets (matched case-insensitively, in full or
+# as a word of the name: "key", "secret", "aws_session_token", "FSSPEC_S3_SECRET", "sas_token", ...)
+SECRET_WORDS = ("key", "secret", "token", "password", "credential", "credentials", "sas", "connection")
 
 
 def _seconds(name: str, default: float) -> float:
@@ -66,9 +70,29 @@ def _seconds(name: str, default: float) -> float:
         raise UserError(f"{name}={text!r}: expected a number of seconds, e.g. {name}={default:.0f}") from None
 
 
+def is_secret(name: str) -> bool:
+    """Whether a storage option or environment variable name holds a secret."""
+    words = name.lower().replace("-", "_").split("_")
+    return any(w in SECRET_WORDS for w in words)
+
+
+def without_secrets(options: dict) -> dict:
+    """Storage options as workers may receive them: every secret left out, at any depth
+    (``client_kwargs={"aws_secret_access_key": ...}`` included)."""
+    return {k: without_secrets(v) if isinstance(v, dict) else v for k, v in options.items() if not is_secret(k)}
+
+
 def storage_environment() -> dict[str, str]:
-    """The driver's object-storage environment variables that workers should see too."""
-    return {k: v for k, v in os.environ.items() if k in FORWARDED_ENV or k.startswith(FORWARDED_PREFIXES)}
+    """The driver's non-secret object-storage environment variables that workers should see too
+    (an endpoint, a region); never a key, secret or token."""
+    return {k: v for k, v in os.environ.items()
+            if (k in FORWARDED_ENV or k.startswith(FORWARDED_PREFIXES)) and not is_secret(k)}
+
+
+def for_workers(job: RenderJob) -> RenderJob:
+    """The job as actors receive it: storage options without credentials."""
+    return dataclasses.replace(job, storage_options=without_secrets(job.storage_options),
+                               model_storage_options=without_secrets(job.model_storage_options))
 
 
 def _refuse_address(address: str, why: str) -> UserError:
@@ -218,7 +242,7 @@ class RayExecutor:
         started = connect(self.address, num_cpus=max(os.cpu_count() or 1, self.workers or 1))
         try:
             workers, cpus, gpu = self._resources()
-            job = dataclasses.replace(job, threads=cpus)
+            job = for_workers(dataclasses.replace(job, threads=cpus))  # no credentials in actor specs
             Actor = ray.remote(self.actor).options(
                 num_cpus=0 if gpu else cpus, num_gpus=1 if gpu else 0, max_restarts=MAX_RESTARTS,
                 max_task_retries=0, allow_out_of_order_execution=True)

@@ -3,9 +3,27 @@ vertical positional convolution (a 3x3 conv that also sees the global y channel)
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+_EXACT_ONLY = contextvars.ContextVar("ourgan_exact_only", default=False)
+
+
+@contextlib.contextmanager
+def exact_only(on: bool = True):
+    """Inside, an ``ExactConv2d`` in inference that cannot take its exact path (no oneDNN, or a
+    dtype other than float32, or not on CPU) raises instead of silently falling back to the
+    ordinary convolution: exact mode refuses to be inexact."""
+    token = _EXACT_ONLY.set(on)
+    try:
+        yield
+    finally:
+        _EXACT_ONLY.reset(token)
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -21,7 +39,8 @@ class ExactConv2d(nn.Conv2d):
     oneDNN above), and the two round differently, so a small tile and the whole level could
     disagree in the last bit. In inference on CPU we therefore always call oneDNN directly; its
     per-pixel reduction order is the same for every window size and thread count (checked by
-    tests/test_models.py). Training and GPU use the ordinary path.
+    tests/test_models.py). Training and GPU use the ordinary path; inside ``exact_only()`` (exact
+    renders on CPU) an inference call that cannot take the oneDNN path raises instead.
     """
 
     def __init__(self, cin: int, cout: int, kernel: int = 3):
@@ -32,6 +51,11 @@ class ExactConv2d(nn.Conv2d):
             return torch.ops.aten.mkldnn_convolution(
                 x.contiguous(), self.weight, self.bias, list(self.padding), list(self.stride), list(self.dilation),
                 self.groups)
+        if _EXACT_ONLY.get() and not torch.is_grad_enabled():
+            raise RuntimeError(
+                f"exact mode: ExactConv2d cannot run its exact (oneDNN, float32, CPU) path here: input {x.dtype} on "
+                f"{x.device.type}, oneDNN {'available' if torch.backends.mkldnn.is_available() else 'missing'}; "
+                "the ordinary convolution would not be bit-exact under tiling")
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
