@@ -608,14 +608,16 @@ DOCUMENTED = ["cluster/onprem.yaml", "cluster/aws-g5.yaml", "k8s/raycluster.yaml
 
 def test_documented_commands_differ_only_in_what_the_job_path_test_substitutes():
     """Every documented render command equals the RayJob's once the machine-specific values are
-    substituted, so running one of them here (below) runs them all; the rest are opt-in (slow)."""
+    substituted, so the RayJob's run on a Ray head (above, in the default suite) runs them all;
+    each documented ``ray job submit`` command line itself runs with the slow tests (below)."""
     model, out = "s3://b/model", "s3://b/out.zarr"
     want = for_this_machine(render_argv(rayjob_entrypoint()), model, out)
     for config in DOCUMENTED:
         assert for_this_machine(render_argv(documented_submit(REPO / config)), model, out) == want, config
 
 
-@pytest.mark.parametrize("config", [DOCUMENTED[0], *(pytest.param(c, marks=pytest.mark.slow) for c in DOCUMENTED[1:])])
+@pytest.mark.slow  # a Ray job each (~45 s on 2 cores); the job path itself is in the default suite (above)
+@pytest.mark.parametrize("config", DOCUMENTED)
 def test_documented_submit_command_runs_on_a_ray_head(ray_head, bucket, untiled, config):
     argv = documented_submit(REPO / config)
     assert argv[:3] == ["ray", "job", "submit"] and argv.index("--") < argv.index("ourgan-dist")

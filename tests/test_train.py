@@ -343,7 +343,8 @@ def test_paper_preset_trains_and_renders_tiled_equal_untiled(tmp_path):
     scale and fine-tunes the pre-trained RRDB prior, records its config and the prior's origin,
     and its SR (receptive radius 349) still gives tiled == untiled. Slow: the 16.7 M-parameter
     RRDB over a 1030x690 render is minutes on a CPU (tests/test_priors.py checks its exactness
-    on small windows in the default suite)."""
+    on small windows, also with the slow tests; small random RRDBs are checked in the default
+    suite by tests/test_models.py)."""
     from click.testing import CliRunner
 
     from conftest import make_photo
