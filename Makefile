@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   - install, train a small model on the bundled photo, render a 4K image (local Ray)
-#   make test   - install, run the default test suite (CPU; under 5 minutes on 2 idle cores, see README "Tests")
+#   make test   - install, run the default test suite (CPU; goal 5 min on 2 idle cores; measured: README "Tests")
 # and, opt-in, what CI runs after it:
 #   make test-slow - the tests marked slow or cluster (larger sizes, Ray jobs, multi-node faults; CPU, not gpu)
 VENV  ?= .venv
