@@ -1,5 +1,5 @@
-"""Shared fixtures: small photos made here, tiny seeded models, a moto S3 server and a local Ray
-instance on 127.0.0.1 (one per test module)."""
+"""Shared fixtures: small photos made here, tiny seeded models, a moto S3 server (one per test
+session) and a local Ray instance on 127.0.0.1 (one per test module)."""
 
 from __future__ import annotations
 
@@ -54,15 +54,27 @@ def cpu_model(tmp_path_factory, photo):
     return str(out)
 
 
+@pytest.fixture(scope="session")
+def small_render(tiny_model, tmp_path_factory):
+    """A complete render of the tiny model, 300x200 at tile 32 and chunk 16 (a 6-level pyramid),
+    shared by the tests that only read it (exports, the viewer)."""
+    from ourgan_dist.render import RenderRequest, prepare, render
+
+    out = str(tmp_path_factory.mktemp("render") / "render.zarr")
+    render(prepare(RenderRequest(model=tiny_model, out=out, size="300x200", chunk=16, tile=32)))
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s3_server():
-    """A real HTTP S3 endpoint (moto) on 127.0.0.1; yields (endpoint_url, storage_options)."""
+    """A real HTTP S3 endpoint (moto) on 127.0.0.1; yields (endpoint_url, storage_options). One
+    per session: each module that uses it makes its own bucket."""
     import logging
 
     from moto.server import ThreadedMotoServer

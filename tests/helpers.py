@@ -51,3 +51,25 @@ def local_cluster(head_cpus: int, node_cpus: list[int]):
     finally:
         ray.shutdown()
         c.shutdown()
+
+
+def actor_pids(cluster, class_name: str) -> list[int]:
+    """Process ids of the actors of class ``class_name`` running on ``cluster``'s nodes: children of
+    its own raylets only, so no other Ray instance on this machine is ever touched."""
+    import psutil
+    from ray._private import ray_constants
+
+    pids = []
+    for node in [cluster.head_node, *cluster.worker_nodes]:
+        for info in node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET, []):
+            try:
+                children = psutil.Process(info.process.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                continue
+            for child in children:
+                try:
+                    if any(class_name in part for part in child.cmdline()):
+                        pids.append(child.pid)
+                except psutil.NoSuchProcess:
+                    pass
+    return pids

@@ -19,7 +19,6 @@ from ourgan_dist.canvas import Canvas
 from ourgan_dist.cli import main
 from ourgan_dist.errors import StoreError, UserError
 from ourgan_dist.export import export
-from ourgan_dist.render import RenderRequest, prepare, render
 from synthetic import noise_pattern, write_synthetic_store
 
 
@@ -31,12 +30,11 @@ def level(url: str, k: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def store(tiny_model, tmp_path_factory) -> str:
-    """A real render of the tiny model: 300x200, chunk 16, so the store has a 6-level pyramid."""
-    out = str(tmp_path_factory.mktemp("export") / "render.zarr")
-    render(prepare(RenderRequest(model=tiny_model, out=out, size="300x200", chunk=16, tile=32)))
-    assert Canvas(out).complete
-    return out
+def store(small_render) -> str:
+    """A real render of the tiny model: 300x200, chunk 16, so the store has a 6-level pyramid
+    (shared with the viewer's tests; nothing here writes to it)."""
+    assert Canvas(small_render).complete
+    return small_render
 
 
 def vips_pixels(path: str, **kw) -> np.ndarray:

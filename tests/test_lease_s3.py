@@ -17,7 +17,7 @@ from helpers import do_render
 from ourgan_dist import canvas as canvas_mod
 from ourgan_dist.errors import StoreError
 from ourgan_dist.lease import Lease, LeaseLost, _S3Slot
-from ourgan_dist.synthetic import write_synthetic_store
+from synthetic import write_synthetic_store
 
 
 class FaultProxy:

@@ -81,8 +81,10 @@ def assert_dependent_waves(summary):
     assert checked, "no stage large enough to show the overlap"
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-@pytest.mark.parametrize("tile", [32, 48])
+# one case in the default suite (two workers: both nodes, the worker set and the overlap of
+# levels); one worker and the smaller tile run with the slow tests
+@pytest.mark.parametrize("workers, tile", [(2, 48), *(pytest.param(w, t, marks=pytest.mark.slow)
+                                                      for w, t in ((1, 32), (1, 48), (2, 32)))])
 def test_cluster_render_into_s3_equals_local_untiled(cluster, bucket, s3_model, reference, workers, tile):
     url = f"s3://renders/r-{workers}-{tile}.zarr"
     s = ray_render(s3_model, url, bucket, tile, workers)

@@ -1,5 +1,8 @@
 """Faults on a real Ray cluster: a worker process killed mid-render and a node removed
-mid-render; Ray restarts or replaces the actor, retries its tasks, and the bytes are identical."""
+mid-render; Ray restarts or replaces the actor, retries its tasks, and the bytes are identical.
+
+Marked cluster (a 1024x683 render each on a cluster of up to four nodes): the default suite has both
+faults at a smaller size on a two-node cluster in tests/test_ray_scheduling.py."""
 
 from __future__ import annotations
 
@@ -8,10 +11,11 @@ import signal
 import threading
 import time
 
-import psutil
 import pytest
 
-from helpers import arrays, assert_same_arrays, do_render, local_cluster
+from helpers import actor_pids, arrays, assert_same_arrays, do_render, local_cluster
+
+pytestmark = pytest.mark.cluster
 
 SIZE = "1024x683"
 
@@ -28,11 +32,6 @@ def cluster():
     # the head runs no workers, so every worker lives on a node that can be taken away
     with local_cluster(0, [2]) as c:
         yield c
-
-
-def _actor_pids():
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if any("_TileActor" in part for part in (p.info["cmdline"] or []))]
 
 
 def _render_in_thread(model, out, **kw):
@@ -67,7 +66,7 @@ def test_killed_worker_process_is_restarted_and_bytes_are_identical(cluster, tin
     out = str(tmp_path / "w.zarr")
     t, box = _render_in_thread(tiny_model, out)
     _wait_done(out, 80)
-    pids = _actor_pids()
+    pids = actor_pids(cluster, "_TileActor")
     assert pids, "no worker actor process found"
     os.kill(pids[0], signal.SIGKILL)
     t.join(timeout=300)

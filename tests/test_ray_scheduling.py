@@ -13,7 +13,7 @@ import time
 import pytest
 import ray.cloudpickle
 
-from helpers import arrays, assert_same_arrays, do_render, local_cluster
+from helpers import actor_pids, arrays, assert_same_arrays, do_render, local_cluster
 from ourgan_dist.errors import TileError
 from ourgan_dist.executors.ray import RayExecutor, RenderStalled, _TileActor
 
@@ -132,6 +132,43 @@ def test_lost_node_without_spare_capacity_finishes_on_the_survivor(cluster, tiny
         t.join(timeout=180)
         cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")  # room again for the next tests
         cluster.wait_for_nodes()
+
+
+def test_killed_worker_process_is_restarted_and_bytes_are_identical(cluster, tiny_model, reference, tmp_path):
+    """A worker's process SIGKILLed mid-render: Ray restarts the actor in the CPU it freed, its
+    tasks are retried, and the bytes equal an undisturbed render's. (At a larger size, and with a
+    node removed, on a four-node cluster: tests/test_ray_faults.py, with the slow tests.)"""
+    import os
+    import signal
+
+    from ourgan_dist.canvas import Canvas
+
+    out = str(tmp_path / "killed.zarr")
+    box: dict = {}
+
+    def go():
+        try:
+            box["summary"] = ray_render(tiny_model, out, actor=Slow)
+        except BaseException as e:  # surfaced below
+            box["error"] = e
+
+    t = threading.Thread(target=go)
+    t.start()
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(_done(out, Canvas)) < 15:
+            time.sleep(0.05)
+        assert len(_done(out, Canvas)) >= 15, "the render made no progress"
+        pids = actor_pids(cluster, "Slow")
+        assert pids, "no worker actor process found on the cluster"
+        os.kill(pids[0], signal.SIGKILL)
+        t.join(timeout=180)
+        assert not t.is_alive(), "the render hangs after losing a worker process"
+        assert "error" not in box, box.get("error")
+        assert len(_done(out, Canvas)) == box["summary"].tasks_run
+        assert_same_arrays(arrays(out), reference)
+    finally:
+        t.join(timeout=180)
 
 
 def _done(out, Canvas):

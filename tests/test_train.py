@@ -342,8 +342,9 @@ def test_paper_preset_trains_and_renders_tiled_equal_untiled(tmp_path):
     """The GPU-scale preset through the CLI on CPU, shortened with --iterations: it trains every
     scale and fine-tunes the pre-trained RRDB prior, records its config and the prior's origin,
     and its SR (receptive radius 349) still gives tiled == untiled. Slow: the 16.7 M-parameter
-    RRDB over a 1030x690 render is minutes on a CPU (tests/test_priors.py checks its exactness
-    on small windows in the default suite)."""
+    RRDB over a 520x344 render (one x4 level) is minutes on a CPU (tests/test_priors.py checks its exactness
+    on small windows, also with the slow tests; small random RRDBs are checked in the default
+    suite by tests/test_models.py)."""
     from click.testing import CliRunner
 
     from conftest import make_photo
@@ -362,8 +363,8 @@ def test_paper_preset_trains_and_renders_tiled_equal_untiled(tmp_path):
     assert (m.config.train.base_iterations, m.config.train.sr_iterations) == (2, 2)
     assert m.meta["trained"] and m.meta["photo"]["width"] == 384
     assert len(m.meta["noise_amps"]) == PRESETS["paper"].base.n_scales
-    do_render(model, str(tmp_path / "u"), "1030x690", tile=0, chunk=64)
-    do_render(model, str(tmp_path / "t"), "1030x690", tile=384, chunk=64)
+    do_render(model, str(tmp_path / "u"), "520x344", tile=0, chunk=64)
+    do_render(model, str(tmp_path / "t"), "520x344", tile=256, chunk=64)
     assert_same_arrays(arrays(str(tmp_path / "u")), arrays(str(tmp_path / "t")))
 
 

@@ -15,7 +15,6 @@ import pytest
 import pyvips
 
 from ourgan_dist.canvas import Canvas
-from ourgan_dist.render import RenderRequest, prepare, render
 from synthetic import noise_pattern, write_synthetic_store
 from ourgan_dist.view.server import ViewServer, find_openseadragon
 
@@ -45,10 +44,8 @@ def serve(url: str, storage_options: dict | None = None) -> ViewServer:
 
 
 @pytest.fixture(scope="module")
-def rendered(tiny_model, tmp_path_factory) -> str:
-    out = str(tmp_path_factory.mktemp("view") / "render.zarr")
-    render(prepare(RenderRequest(model=tiny_model, out=out, size="300x200", chunk=16, tile=32)))
-    return out
+def rendered(small_render) -> str:
+    return small_render  # read only here (shared with the export tests)
 
 
 @pytest.fixture(scope="module")
