@@ -14,7 +14,7 @@ import fsspec
 import pytest
 
 from helpers import do_render
-from ourgan_dist import canvas as canvas_mod
+from ourgan_dist import storage as storage_mod
 from ourgan_dist.errors import StoreError
 from ourgan_dist.lease import Lease, LeaseLost, _S3Slot
 from synthetic import write_synthetic_store
@@ -88,8 +88,8 @@ def opts(proxy, s3_server, monkeypatch):
     import s3fs
 
     monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)
-    monkeypatch.setattr(canvas_mod, "RETRIES", 2)
-    monkeypatch.setattr(canvas_mod, "BACKOFF", 0.01)
+    monkeypatch.setattr(storage_mod, "RETRIES", 2)
+    monkeypatch.setattr(storage_mod, "BACKOFF", 0.01)
     proxy.fail = lambda method, path: False
     _, o = s3_server
     return dict(o, endpoint_url=proxy.url, skip_instance_cache=True,
