@@ -588,6 +588,7 @@ def untiled(tiny_model, tmp_path_factory):
     return arrays(out)
 
 
+@pytest.mark.slow  # a Ray head and a Jobs API job: about a minute; CI runs it
 def test_rayjob_entrypoint_runs_on_a_ray_head_through_the_jobs_api(ray_head, bucket, untiled):
     from ray.job_submission import JobStatus, JobSubmissionClient
 

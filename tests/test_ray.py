@@ -106,6 +106,7 @@ def test_worker_count_and_size_come_from_the_cluster(cluster):
         RayExecutor(workers=None, device="cuda")._resources()
 
 
+@pytest.mark.slow  # a Ray start-up or retried actor inits: tens of seconds; CI runs it
 def test_cli_joins_the_cluster_with_environment_credentials_and_dask_reads_the_bucket(
         cluster, s3_server, bucket, s3_model, reference, tmp_path):
     """The CLI in another process joins with --address; the endpoint comes from the driver's
@@ -175,6 +176,7 @@ def test_a_port_that_answers_but_is_no_ray_head_is_refused_quickly():
         check_address("no-port-here")
 
 
+@pytest.mark.slow  # a Ray start-up or retried actor inits: tens of seconds; CI runs it
 def test_worker_error_is_reraised_with_its_tile_key(cluster, tiny_model, tmp_path):
     import shutil
 
@@ -241,6 +243,7 @@ def test_base_image_does_not_depend_on_the_workers_thread_count(cpu_model):
     assert torch.equal(images[0], images[1]) and torch.equal(images[0], images[2])
 
 
+@pytest.mark.slow  # a Ray start-up or retried actor inits: tens of seconds; CI runs it
 def test_embedded_ray_starts_its_own_instance_beside_a_running_cluster(cluster, tiny_model, reference, tmp_path):
     """`--workers N` without --address starts a fresh local Ray even while a cluster runs on this
     machine (ray.init would otherwise try to join it and refuse num_cpus)."""
