@@ -178,6 +178,7 @@ def _done(out, Canvas):
         return set()
 
 
+@pytest.mark.slow  # ~16 s of a deliberately slow worker; CI runs it
 def test_a_straggler_does_not_set_the_pace(cluster, tiny_model, reference, tmp_path):
     out = str(tmp_path / "straggler.zarr")
     s = ray_render(tiny_model, out, actor=Straggler)
