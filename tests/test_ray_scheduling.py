@@ -94,6 +94,31 @@ class NeverStarts(_TileActor):
         time.sleep(3600)
 
 
+def _render_in_background(tiny_model, out):
+    """A render with slow stand-in actors in a thread: (thread, box) where box gets "summary" or
+    "error" when it ends."""
+    box: dict = {}
+
+    def go():
+        try:
+            box["summary"] = ray_render(tiny_model, out, actor=Slow)
+        except BaseException as e:  # surfaced by the caller
+            box["error"] = e
+
+    t = threading.Thread(target=go)
+    t.start()
+    return t, box
+
+
+def _wait_for_tasks(out, n, timeout=120):
+    """Until the render at ``out`` has recorded ``n`` finished tasks (or ``timeout`` s)."""
+    from ourgan_dist.canvas import Canvas
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and len(_done(out, Canvas)) < n:
+        time.sleep(0.05)
+
+
 def test_lost_node_without_spare_capacity_finishes_on_the_survivor(cluster, tiny_model, reference, tmp_path):
     """Every CPU is taken by a worker, so the lost worker cannot be restarted anywhere: its tasks
     must go to the surviving worker, and the bytes equal an undisturbed render's."""
@@ -103,21 +128,10 @@ def test_lost_node_without_spare_capacity_finishes_on_the_survivor(cluster, tiny
 
     assert ray.cluster_resources()["CPU"] == 2
     out = str(tmp_path / "lost.zarr")
-    box: dict = {}
-
-    def go():
-        try:
-            box["summary"] = ray_render(tiny_model, out, actor=Slow)
-        except BaseException as e:  # surfaced below
-            box["error"] = e
-
-    t = threading.Thread(target=go)
-    t.start()
+    t, box = _render_in_background(tiny_model, out)
     victim = cluster.worker_nodes and next(iter(cluster.worker_nodes))
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and len(_done(out, Canvas)) < 15:
-            time.sleep(0.05)
+        _wait_for_tasks(out, 15)
         assert len(_done(out, Canvas)) >= 15, "the render made no progress"
         removed = time.time()
         cluster.remove_node(victim)
@@ -144,20 +158,9 @@ def test_killed_worker_process_is_restarted_and_bytes_are_identical(cluster, tin
     from ourgan_dist.canvas import Canvas
 
     out = str(tmp_path / "killed.zarr")
-    box: dict = {}
-
-    def go():
-        try:
-            box["summary"] = ray_render(tiny_model, out, actor=Slow)
-        except BaseException as e:  # surfaced below
-            box["error"] = e
-
-    t = threading.Thread(target=go)
-    t.start()
+    t, box = _render_in_background(tiny_model, out)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and len(_done(out, Canvas)) < 15:
-            time.sleep(0.05)
+        _wait_for_tasks(out, 15)
         assert len(_done(out, Canvas)) >= 15, "the render made no progress"
         pids = actor_pids(cluster, "Slow")
         assert pids, "no worker actor process found on the cluster"
