@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, Sequence, TypeVar
 
 from .errors import ConfigError
 
@@ -57,11 +57,14 @@ class BaseConfig:
     vertical_coord: bool = True  # feed a global y channel (-1 top .. +1 bottom) to every conv
     padding: str = "replicate"  # how convs see past the image edge: "replicate" or "zeros" (a dark frame)
     temperature: float = 1.0  # std of the latent drawn for a new image (< 1: nearer the photo's typical layout)
+    latent_stride: int = 1  # coarsest-scale pixels per latent pixel (a side): > 1 makes prior draws smooth blobs
 
     def __post_init__(self) -> None:
         n = type(self).__name__
         _check(n, "temperature", isinstance(self.temperature, (int, float)) and 0 < self.temperature <= 2,
                "a number in (0, 2]", self.temperature)
+        _check(n, "latent_stride", isinstance(self.latent_stride, int) and 1 <= self.latent_stride <= 16,
+               "an int in [1, 16]", self.latent_stride)
         _check(n, "base_width", isinstance(self.base_width, int) and self.base_width >= 8, "an int >= 8", self.base_width)
         _check(n, "coarsest_width", isinstance(self.coarsest_width, int) and 4 <= self.coarsest_width <= self.base_width,
                f"an int in [4, base_width={self.base_width}]", self.coarsest_width)
@@ -230,6 +233,46 @@ PRESETS: dict[str, ModelConfig] = {
     # GPU scale: HP-VAE-GAN sizes for the base, an ESRGAN-like SR with a bounded receptive field.
     "paper": ModelConfig(preset="paper"),
 }
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _parse_setting(cls_name: str, name: str, current: Any, text: str) -> Any:
+    """``text`` read as the type of the field's current value (bool, int, float or str)."""
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in _TRUE + _FALSE:
+                raise ValueError(text)
+            return text.lower() in _TRUE
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+    except ValueError:
+        kind = {"bool": "true or false", "int": "an int", "float": "a number"}[type(current).__name__]
+        raise ConfigError(f"{cls_name}.{name}={text!r}: expected {kind} (the preset has {current!r})") from None
+    return text
+
+
+def apply_settings(cfg: ModelConfig, settings: Sequence[str]) -> ModelConfig:
+    """``cfg`` with ``SECTION.FIELD=VALUE`` settings applied (sections: base, sr, train), each
+    value read as the field's type and validated like any config, e.g. ``base.latent_stride=4``."""
+    sections = {"base": cfg.base, "sr": cfg.sr, "train": cfg.train}
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or section not in sections:
+            raise ConfigError(f"setting {setting!r}: expected SECTION.FIELD=VALUE with SECTION one of "
+                              f"{sorted(sections)}, e.g. base.latent_stride=4")
+        sub = sections[section]
+        fields = {f.name for f in dataclasses.fields(sub)}
+        if name not in fields:
+            raise ConfigError(f"setting {setting!r}: {type(sub).__name__} has no field {name!r}; "
+                              f"known fields are {sorted(fields)}")
+        value = _parse_setting(type(sub).__name__, name, getattr(sub, name), text.strip())
+        sections[section] = dataclasses.replace(sub, **{name: value})
+    return dataclasses.replace(cfg, **sections)
 
 
 def preset(name: str) -> ModelConfig:

@@ -134,7 +134,7 @@ def reconstruction(model, image: str) -> dict[str, Any]:
     scales = []
     with torch.no_grad():
         mu, _ = gen.encode(reals[0])
-        x = gen.decode(mu)
+        x = gen.decode(mu, tuple(reals[0].shape[2:]))
         for s, size in enumerate(sizes):
             if s:
                 x = gen.refine(s, x, size, torch.zeros_like(reals[s]) if s >= gen.cfg.vae_scales else None)

@@ -42,6 +42,24 @@ def test_damaged_photo_is_refused_unless_allowed(tmp_path):
     assert code == 0 and "Warning" not in text
 
 
+def test_set_changes_one_config_field_and_refuses_bad_settings_before_any_work(photo, tmp_path):
+    code, text = run("train", photo, "--out", tmp_path / "m", *TRAIN, "--set", "base.latent_stride=2",
+                     "--set", "train.sr_blur=0.5", "--set", "base.vertical_coord=false", "--set", "sr.skip=bicubic")
+    assert code == 0, text
+    config = json.loads((tmp_path / "m" / "model.json").read_text())["config"]
+    assert (config["base"]["latent_stride"], config["train"]["sr_blur"]) == (2, 0.5)
+    assert (config["base"]["vertical_coord"], config["sr"]["skip"]) == (False, "bicubic")
+    assert config["base"]["channels"] == 8  # the rest is the preset's
+    for bad, says in (("base.latent_strides=2", "known fields"), ("model.x=1", "SECTION.FIELD=VALUE"),
+                      ("base.latent_stride", "SECTION.FIELD=VALUE"), ("base.latent_stride=two", "expected an int"),
+                      ("base.latent_stride=0", "latent_stride"), ("base.vertical_coord=maybe", "expected true or false"),
+                      ("sr.skip=cubic", "skip")):
+        code, text = run("train", photo, "--out", tmp_path / "bad", *TRAIN, "--set", bad)
+        assert code == 2 and says in text and "Traceback" not in text, (bad, text)
+        assert len(text.strip().splitlines()) == 1
+        assert not (tmp_path / "bad").exists()
+
+
 def test_existing_model_needs_overwrite_and_other_files_are_never_replaced(photo, tmp_path):
     out = tmp_path / "m"
     assert run("train", photo, "--out", out, *TRAIN, "--seed", "1")[0] == 0

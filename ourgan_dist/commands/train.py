@@ -14,12 +14,15 @@ import click
               help="Override the preset's steps per stage (0: write an untrained, seeded model).")
 @click.option("--seed", type=click.IntRange(min=0), default=0)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--set", "settings", multiple=True, metavar="SECTION.FIELD=VALUE",
+              help="Change one field of the preset's config (repeatable), e.g. --set base.latent_stride=4 "
+                   "--set train.sr_blur=0; the fields are those in the model's model.json.")
 @click.option("--no-vertical-coord", is_flag=True, help="Ablation: train without the y channel.")
 @click.option("--overwrite", is_flag=True, help="Replace the model already in --out.")
 @click.option("--allow-damaged", is_flag=True,
               help="Train on a damaged (truncated, corrupt) photo's decodable part instead of refusing it.")
 def train_command(image: str, out: str, preset: str, iterations: int | None, seed: int, device: str,
-          no_vertical_coord: bool, overwrite: bool, allow_damaged: bool) -> None:
+          settings: tuple[str, ...], no_vertical_coord: bool, overwrite: bool, allow_damaged: bool) -> None:
     """Learn a model from one photograph IMAGE.
 
     \b
@@ -27,10 +30,11 @@ def train_command(image: str, out: str, preset: str, iterations: int | None, see
       ourgan-dist train photo.jpg --out model/ --preset cpu
       ourgan-dist train photo.jpg --out untrained/ --preset tiny --iterations 0 --seed 3
       ourgan-dist train photo.jpg --out model/ --overwrite          # replace an earlier model
+      ourgan-dist train photo.jpg --out model/ --set base.latent_stride=4   # a coarser latent
     """
     from ..train import train_model
 
     model_id = train_model(image, out, preset=preset, iterations=iterations, seed=seed, device=device,
                            vertical_coord=not no_vertical_coord, overwrite=overwrite, allow_damaged=allow_damaged,
-                           warn=lambda message: click.echo(f"Warning: {message}", err=True))
+                           warn=lambda message: click.echo(f"Warning: {message}", err=True), settings=settings)
     click.echo(f"model {model_id} written to {out}")

@@ -96,13 +96,26 @@ class BaseGenerator(nn.Module):
         sizes[-1] = (height, width)
         return sizes
 
+    def latent_grid(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) of the latent map for a coarsest scale of ``size``: one latent pixel per
+        ``latent_stride`` x ``latent_stride`` block, rounded up."""
+        f = self.cfg.latent_stride
+        return -(-size[0] // f), -(-size[1] // f)
+
     def encode(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, h0, w0) coarsest image -> (mu, logvar), each (B, latent, h0, w0)."""
+        """(B, 3, h0, w0) coarsest image -> (mu, logvar), each (B, latent, *latent_grid)."""
         h = self.encoder(x0, y_channel(x0.shape[2], x0.device))
+        if self.cfg.latent_stride > 1:  # (B, 2 * latent, h0, w0) -> (B, 2 * latent, h0 / f, w0 / f)
+            h = F.adaptive_avg_pool2d(h, self.latent_grid((x0.shape[2], x0.shape[3])))
         mu, logvar = h.chunk(2, dim=1)
         return mu, logvar.clamp(-10, 10)
 
-    def decode(self, z0: torch.Tensor) -> torch.Tensor:
+    def decode(self, z0: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """A latent map -> the coarsest image of ``size`` (the latent's own size when None); a
+        coarser latent is first spread over the image by a bilinear resize, so that a draw from
+        the i.i.d. prior is smooth at the image's scale, as the photo's own latent is."""
+        if size is not None and tuple(z0.shape[2:]) != tuple(size):
+            z0 = resize_bilinear(z0, size)  # (B, latent, h0 / f, w0 / f) -> (B, latent, h0, w0)
         return torch.tanh(self.decoder(z0, y_channel(z0.shape[2], z0.device)))
 
     def refine(self, s: int, prev: torch.Tensor, size: tuple[int, int], z: torch.Tensor | None) -> torch.Tensor:
@@ -123,11 +136,12 @@ class BaseGenerator(nn.Module):
         return torch.from_numpy(z).unsqueeze(0).to(device)
 
     def latent(self, seed: int, size: tuple[int, int], device) -> torch.Tensor:
-        """The coarsest scale's latent for a new image: the prior N(0, 1) scaled by the config's
+        """The latent of a new image whose coarsest scale is ``size``: the prior N(0, 1) scaled by the config's
         ``temperature``. Below 1 it draws from the prior's dense middle: the patch-VAE's latent
         is i.i.d. per pixel while the photo's own latent is smooth, and full-strength draws
         give the coarse layout stray blobs (see docs/quality.md)."""
-        z = noise.normal(seed, 0, 0, self.cfg.latent_channels, Box(0, size[0], 0, size[1]))
+        gh, gw = self.latent_grid(size)
+        z = noise.normal(seed, 0, 0, self.cfg.latent_channels, Box(0, gh, 0, gw))
         z = torch.from_numpy(z).unsqueeze(0)
         if self.cfg.temperature != 1.0:
             z = z * self.cfg.temperature
@@ -138,7 +152,7 @@ class BaseGenerator(nn.Module):
         """A new base image (1, 3, height, width) in [-1, 1], a function of (weights, seed, size)."""
         device = self.noise_amps.device
         sizes = self.scale_sizes(height, width)
-        x = self.decode(self.latent(seed, sizes[0], device))
+        x = self.decode(self.latent(seed, sizes[0], device), sizes[0])
         for s in range(1, len(sizes)):
             x = self.refine(s, x, sizes[s], self.scale_noise(seed, s, sizes[s], device))
         return x.clamp(-1, 1)

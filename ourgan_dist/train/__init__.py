@@ -9,11 +9,11 @@ import shutil
 import tempfile
 import time
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 from .. import images
 from ..atomic import write_json_atomic
-from ..config import ModelConfig, preset as get_preset
+from ..config import ModelConfig, apply_settings, preset as get_preset
 from ..errors import UserError
 
 
@@ -28,11 +28,12 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_config(preset: str, iterations: int | None, vertical_coord: bool,
-                   schedule: tuple[int, int] | None = None) -> ModelConfig:
-    """The preset, with ``iterations`` (steps per base scale and SR steps alike) or an explicit
-    ``schedule`` (base steps per scale, SR steps) overriding its training length."""
-    cfg = get_preset(preset)
-    base = dataclasses.replace(cfg.base, vertical_coord=vertical_coord)
+                   schedule: tuple[int, int] | None = None, settings: Sequence[str] = ()) -> ModelConfig:
+    """The preset with ``settings`` (``SECTION.FIELD=VALUE``, ``config.apply_settings``) applied,
+    then ``iterations`` (steps per base scale and SR steps alike) or an explicit ``schedule`` (base
+    steps per scale, SR steps) overriding its training length."""
+    cfg = apply_settings(get_preset(preset), settings)
+    base = cfg.base if vertical_coord else dataclasses.replace(cfg.base, vertical_coord=False)
     train = cfg.train
     if iterations is not None:
         train = dataclasses.replace(train, base_iterations=iterations, sr_iterations=iterations)
@@ -78,7 +79,8 @@ def _publish(tmp: str, out: str) -> None:
 def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | None = None, seed: int = 0,
                 device: str = "auto", vertical_coord: bool = True, progress: bool = True,
                 schedule: tuple[int, int] | None = None, parallel: bool | None = None, overwrite: bool = False,
-                allow_damaged: bool = False, warn: Callable[[str], None] | None = None) -> str:
+                allow_damaged: bool = False, warn: Callable[[str], None] | None = None,
+                settings: Sequence[str] = ()) -> str:
     """Train (or, with ``iterations=0``, just initialise) a model from one photo; returns its id.
 
     ``out/model.pt`` and ``out/model.json`` hold the weights, the config and a deterministic meta
@@ -93,7 +95,7 @@ def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | 
     check_out(out, overwrite)
     target = os.path.realpath(out)  # a symlinked folder is replaced where it really is
     info = images.probe(image)
-    cfg = resolve_config(preset, iterations, vertical_coord, schedule)
+    cfg = resolve_config(preset, iterations, vertical_coord, schedule, settings)
     dev = resolve_device(device)
     damage = images.find_damage(image)
     if damage and not allow_damaged:

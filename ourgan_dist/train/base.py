@@ -118,7 +118,7 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             critic, opt_d = _critic(cfg, gen, seed, s, device)
 
         def through(z: torch.Tensor) -> torch.Tensor:  # latent -> scale s (VAE scales carry no noise)
-            x = gen.decode(z)
+            x = gen.decode(z, sizes[0])
             for k in range(1, s + 1):
                 x = gen.refine(k, x, sizes[k], None)
             return x
@@ -152,7 +152,7 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             stage.load_state_dict(gen.stages[s - 2].state_dict())
         with torch.no_grad():  # reconstruction path: posterior mean through the frozen scales
             mu, _ = gen.encode(reals[0])
-            rec_prev = gen.decode(mu)
+            rec_prev = gen.decode(mu, sizes[0])
             for k in range(1, s):
                 rec_prev = gen.refine(k, rec_prev, sizes[k], torch.zeros_like(reals[k]) if k >= n_vae else None)
             up = resize_bilinear(rec_prev, sizes[s])
@@ -172,7 +172,7 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
 
         for _ in range(cfg.base_iterations):
             with torch.no_grad():  # a random sample of the frozen scales below
-                x = gen.decode(randn(1, gen.cfg.latent_channels, *sizes[0]))
+                x = gen.decode(randn(1, gen.cfg.latent_channels, *gen.latent_grid(sizes[0])), sizes[0])
                 for k in range(1, s):
                     x = gen.refine(k, x, sizes[k], randn(1, 3, *sizes[k]) if k >= n_vae else None)
                 up = resize_bilinear(x, sizes[s])
