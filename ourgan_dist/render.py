@@ -2,7 +2,8 @@
 
 ``prepare`` resolves the request into a ``RenderPlan`` and checks it (model readable, plan valid,
 memory per task within budget, output free or resumable) before anything is written;
-``render`` then takes the store's lease (before writing anything), creates, overwrites or reopens
+``render`` then checks that the executor's cluster can place the workers (or its autoscaler can
+add them), takes the store's lease (before writing anything), creates, overwrites or reopens
 the store under it, runs the tasks that are not done yet on an executor, and marks the store
 complete. A render that loses its lease stops (``LeaseLost``), resumably.
 """
@@ -429,6 +430,20 @@ def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | No
     that is called first with the tasks to run (``progress.ProgressBar`` weighs them)."""
     r = p.request
     check_output(p)  # refused before the lease is taken, too
+    ex = executor or make_executor(r, model=p.model)
+    try:
+        check = getattr(ex, "check_capacity", None)
+        if check:  # a cluster that can never place the workers refuses before the lease or the store exist
+            check()
+        return _render(p, ex, on_progress)
+    finally:
+        close = getattr(ex, "close", None)
+        if close:
+            close()
+
+
+def _render(p: Prepared, ex, on_progress) -> RenderSummary:
+    r = p.request
     reports: list[TaskReport] = []
     t0 = time.time()
     with Lease(r.out, r.storage_options) as lease:  # first: the store is created under the lease
@@ -449,7 +464,6 @@ def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | No
         if begin and todo:
             begin(todo)
         if todo:
-            ex = executor or make_executor(r, model=p.model)
             try:
                 ex.run(job, p.plan, todo, on_done)
             except TileError as e:

@@ -73,3 +73,88 @@ def actor_pids(cluster, class_name: str) -> list[int]:
                 except psutil.NoSuchProcess:
                     pass
     return pids
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fake_autoscaler_config(gcs_port: int, node_types: dict) -> dict:
+    """A cluster config for Ray's fake multi-node provider: worker node types as given (each
+    ``{"resources": ..., "min_workers": ..., "max_workers": ...}``), a head that runs no tasks,
+    idle workers removed after 6 s."""
+    types = {name: {"node_config": {}, **t} for name, t in node_types.items()}
+    types["ray.head.default"] = {"resources": {}, "node_config": {}, "max_workers": 0}
+    return {"cluster_name": "ourgan-test", "max_workers": sum(t["max_workers"] for t in node_types.values()),
+            "upscaling_speed": 1.0, "idle_timeout_minutes": 0.1,
+            "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                         "disable_launch_config_check": True, "gcs_address": f"127.0.0.1:{gcs_port}"},
+            "available_node_types": types, "head_node_type": "ray.head.default", "auth": {}, "docker": {},
+            **{k: [] for k in ("initialization_commands", "setup_commands", "head_setup_commands",
+                               "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands",
+                               "cluster_synced_files", "rsync_exclude", "rsync_filter")},
+            "file_mounts": {}, "file_mounts_sync_continuously": False}
+
+
+@contextlib.contextmanager
+def autoscaling_cluster(tmp_dir, node_types: dict):
+    """A head on 127.0.0.1 (no CPUs: it runs no tasks) whose real autoscaler starts and stops
+    worker nodes of ``node_types`` on this machine (Ray's fake multi-node provider), with this
+    process's driver connected once the autoscaler has reported. Yields the head's GCS address.
+    Only this cluster's processes are stopped on exit (never `ray stop`, which stops every Ray
+    on the machine)."""
+    import json
+    import os
+    import time
+
+    import psutil
+    import ray
+    from ray._private import ray_constants
+    from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
+    from ray.cluster_utils import Cluster
+
+    from ourgan_dist.executors.capacity import _kv_get, _v1_autoscales
+
+    port = _free_port()
+    config = os.path.join(str(tmp_dir), "autoscaler.json")
+    with open(config, "w") as f:
+        json.dump(fake_autoscaler_config(port, node_types), f)
+    env = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}  # read by the head's monitor
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    c = None
+    try:
+        c = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "include_dashboard": False, "dashboard_port": _free_port(), "node_ip_address": "127.0.0.1",
+            "gcs_server_port": port, "autoscaling_config": config,
+            "env_vars": {"RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID}})  # the id the provider expects
+        ray.init(address=c.address, log_to_driver=False)
+        deadline = time.monotonic() + 120
+        while not _v1_autoscales(_kv_get(b"__autoscaling_status")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        yield c.address
+    finally:
+        ray.shutdown()
+        if c is not None:  # the worker nodes are the monitor's children: stop them, then the head
+            for info in c.head_node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
+                try:
+                    monitor = psutil.Process(info.process.pid)
+                    nodes = monitor.children(recursive=True)
+                    monitor.kill()
+                except psutil.NoSuchProcess:
+                    nodes = []
+                for p in nodes:
+                    try:
+                        p.kill()
+                    except psutil.NoSuchProcess:
+                        pass
+            c.shutdown()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

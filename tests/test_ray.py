@@ -102,8 +102,23 @@ def test_worker_count_and_size_come_from_the_cluster(cluster):
     assert RayExecutor(workers=2)._resources() == (2, 1, False)
     with pytest.raises(UserError, match="room for 2 worker"):
         RayExecutor(workers=3)._resources()
-    with pytest.raises(UserError, match="has 0 GPU"):
+    with pytest.raises(UserError, match=r"has no GPU \(2 node\(s\) alive.*add GPU nodes to it, or pass --device cpu"):
         RayExecutor(workers=None, device="cuda")._resources()
+
+
+def test_a_cluster_without_room_refuses_before_the_lease_or_the_store(cluster, tiny_model, tmp_path):
+    """No autoscaler here: asking for more workers than fit is refused at once, and nothing is
+    left behind, so the next try (with fewer workers) does not find an output that "already exists"."""
+    from ourgan_dist.errors import UserError
+    from ourgan_dist.executors.ray import RayExecutor
+    from ourgan_dist.render import RenderRequest, prepare, render
+
+    out = tmp_path / "refused.zarr"
+    for workers, device in ((3, "cpu"), (2, "cuda")):
+        p = prepare(RenderRequest(model=tiny_model, out=str(out), size=SIZE, tile=48, chunk=CHUNK, workers=workers))
+        with pytest.raises(UserError, match="no autoscaler to add more"):
+            render(p, executor=RayExecutor(workers=workers, device=device))
+        assert not out.exists() and not list(tmp_path.iterdir())  # no store, no lease file
 
 
 @pytest.mark.slow  # a Ray start-up or retried actor inits: tens of seconds; CI runs it

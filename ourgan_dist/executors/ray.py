@@ -31,6 +31,8 @@ from typing import Callable, Sequence
 from ..errors import TileError, UserError
 from ..plan import RenderPlan, TaskKey
 from ..tile import RenderJob, TaskReport
+from . import capacity
+from .capacity import Sizing
 from .schedule import Schedule, TaskGraph, wavefront_order
 
 __all__ = ["RayExecutor", "RenderStalled", "check_address", "connect", "wavefront_order"]
@@ -210,7 +212,9 @@ class _TileActor:
 
 class RayExecutor:
     """``workers=None``: one actor per GPU of the cluster (``device="cuda"``), else one per node
-    with CPUs, each using that many CPUs (the smallest node's count). ``actor`` is the worker
+    with CPUs, each using that many CPUs (the smallest node's count). The count is checked
+    (``check_capacity``, ``capacity.py``) before the render writes anything; on a cluster with an
+    autoscaler, workers without room yet are asked of it and take tasks as their nodes come up. ``actor`` is the worker
     class (tests pass stand-ins); the timeouts bound how long a render that cannot progress waits."""
 
     name = "ray"
@@ -229,6 +233,10 @@ class RayExecutor:
         self.no_worker_timeout_s = no_worker_timeout_s or _seconds("OURGAN_NO_WORKER_TIMEOUT_S", NO_WORKER_TIMEOUT_S)
         self.actor = actor
         self.actors: list = []
+        self.started: bool | None = None  # None: not connected by this executor; True: it started Ray
+        self.offer: capacity.Offer | None = None
+        self.sizing: Sizing | None = None
+        self.requested = False  # an autoscaler request is out
         self.worker_peak_rss: list[int] = []  # bytes, per live worker, after a successful run
 
     def run(self, job: RenderJob, plan: RenderPlan, keys: Sequence[TaskKey],
@@ -239,23 +247,26 @@ class RayExecutor:
             if url.startswith("memory://"):
                 raise UserError(f"{what} {url!r}: memory:// lives inside one process and Ray workers cannot see "
                                 "it; use a path on a shared file system, file:// or object storage (s3://, gs://)")
-        started = connect(self.address, num_cpus=max(os.cpu_count() or 1, self.workers or 1))
         try:
-            workers, cpus, gpu = self._resources()
-            job = for_workers(dataclasses.replace(job, threads=cpus))  # no credentials in actor specs
+            s = self.check_capacity()
+            job = for_workers(dataclasses.replace(job, threads=s.cpus))  # no credentials in actor specs
             Actor = ray.remote(self.actor).options(
-                num_cpus=0 if gpu else cpus, num_gpus=1 if gpu else 0, max_restarts=MAX_RESTARTS,
+                num_cpus=0 if s.gpu else s.cpus, num_gpus=1 if s.gpu else 0, max_restarts=MAX_RESTARTS,
                 max_task_retries=0, allow_out_of_order_execution=True)
+            if s.wait:  # room for every worker at once, past the autoscaler's upscaling speed
+                log.info("asking the autoscaler for %s (%s)", s.describe(), self.offer.describe())
+                capacity.request(s.bundles)
+                self.requested = True
             env = storage_environment()
-            self.actors = [Actor.remote(job, f"worker-{i}", env) for i in range(workers)]
+            # actors the cluster has no room for yet wait for their node; each takes tasks once it answers
+            self.actors = [Actor.remote(job, f"worker-{i}", env) for i in range(s.workers)]
             up = Dispatch(self, plan, keys, on_done).run()
             self.worker_peak_rss = self._peak_rss([a for a, u in zip(self.actors, up) if u])
         finally:
             for a in self.actors:
                 ray.kill(a)
             self.actors = []
-            if started:
-                ray.shutdown()
+            self.close()
 
     @staticmethod
     def _peak_rss(actors: list) -> list[int]:
@@ -268,30 +279,49 @@ class RayExecutor:
         except (ray.exceptions.RayError, TimeoutError):
             return []
 
-    def _resources(self) -> tuple[int, int, bool]:
-        """(workers, CPUs per worker, on GPU), checked against what the cluster has, so that a
-        render never waits forever for actors that cannot be placed."""
+    def check_capacity(self) -> Sizing:
+        """Connect (once) and size the workers against what the cluster offers now and what its
+        autoscaler may add; raises ``UserError`` when they can never all be placed. ``render``
+        calls this before it takes the lease or writes anything."""
+        if self.sizing is None:
+            if self.started is None:
+                self.started = connect(self.address, num_cpus=max(os.cpu_count() or 1, self.workers or 1))
+            self.offer = capacity.read_offer()
+            self.sizing = capacity.size_workers(self.offer, self.workers, self.device, self.cpus_per_worker)
+        return self.sizing
+
+    def close(self) -> None:
+        """Withdraw the autoscaler request and leave a Ray that this executor started."""
         import ray
 
-        gpu = self.device.startswith("cuda")
-        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-        per_node = [c for c in (int(r.get("CPU", 0)) for r in nodes) if c > 0] or [1]
-        if gpu:
-            have = int(sum(r.get("GPU", 0) for r in nodes))
-            workers = self.workers or have
-            if workers < 1 or workers > have:
-                raise UserError(f"--device cuda: {workers or 1} GPU worker(s) asked for, the Ray cluster has {have} "
-                                f"GPU(s); pass --workers {max(1, have)} or fewer, or --device cpu")
-            return workers, max(1, min(sum(per_node) // workers, min(per_node))), True
-        workers = self.workers or len(per_node)
-        # each worker's share of the CPUs, but no more than the smallest node has, so that a
-        # worker whose node is lost can be restarted on any surviving node
-        cpus = self.cpus_per_worker or max(1, min(sum(per_node) // workers, min(per_node)))
-        fits = sum(c // cpus for c in per_node)
-        if workers > fits:
-            raise UserError(f"--workers {workers}: the Ray cluster has room for {fits} worker(s) of {cpus} CPU(s) "
-                            f"(nodes with {per_node} CPUs); pass --workers {fits} or fewer")
-        return workers, cpus, False
+        if self.requested:
+            self.requested = False
+            try:
+                capacity.request([])
+            except Exception as e:  # noqa: BLE001 - the render's outcome stands; idle nodes then stay longer
+                log.warning("could not withdraw the autoscaler request (%s: %s)", type(e).__name__, e)
+        if self.started:
+            ray.shutdown()
+        self.started, self.sizing = None, None
+
+    def _resources(self) -> tuple[int, int, bool]:
+        """(workers, CPUs per worker, on GPU), checked against what the cluster has and may add."""
+        s = self.check_capacity()
+        return s.workers, s.cpus, s.gpu
+
+    def waiting_for_workers(self, seconds: float) -> str:
+        """Why no worker has started yet: what was asked, what the cluster offers now."""
+        s = self.sizing
+        asked = s.describe() if s else f"{len(self.actors)} worker(s)"
+        try:
+            offer = capacity.read_offer().describe()
+        except Exception as e:  # noqa: BLE001 - the error is about the workers; the cluster's answer is a detail
+            offer = f"the cluster did not say what it offers ({type(e).__name__})"
+        auto = (" and its autoscaler started none for them (see `ray status` for its node types, max_workers and "
+                "launch failures)") if s and s.wait else ""
+        return (f"no live Ray worker for {seconds:.0f} s: none of the {asked} asked for has started (the cluster "
+                f"has {offer}{auto}); pass fewer or smaller --workers, add nodes, or raise OURGAN_NO_WORKER_TIMEOUT_S "
+                "for slow node starts, then re-run with --resume (nothing is lost)")
 
 
 class Dispatch:
@@ -318,6 +348,7 @@ class Dispatch:
         self.failures = [0] * len(graph)  # transient errors, per task
         self.losses = [0] * len(graph)  # times lost with its worker, per task
         self.last_done = self.none_up_since = time.monotonic()
+        self.ever_up = False  # some worker has answered: later outages are losses, not a slow start
 
     def run(self) -> list[bool]:
         """Run every task; returns which workers are up at the end."""
@@ -455,6 +486,7 @@ class Dispatch:
             self.ping_at[w] = time.monotonic() + PING_INTERVAL_S
             return
         self.sched.worker_up(w)
+        self.ever_up = True
 
     def _check(self, now: float) -> None:
         for w, at in list(self.ping_at.items()):
@@ -466,6 +498,8 @@ class Dispatch:
         else:
             self.last_done = now  # the stall clock runs only while some worker is up
         if now - self.none_up_since > self.ex.no_worker_timeout_s:
+            if not self.ever_up and hasattr(self.ex, "waiting_for_workers"):  # none has ever started
+                raise RenderStalled(self.ex.waiting_for_workers(now - self.none_up_since))
             why = "; ".join(f"worker-{w}: {m}" for w, m in sorted(self.last_error.items())[:3]) or "not started"
             raise RenderStalled(
                 f"no live Ray worker for {now - self.none_up_since:.0f} s ({len(self.actors)} asked for; {why}): "
