@@ -1,18 +1,23 @@
 """The render store: a Zarr v3 group over any fsspec URL, laid out as an OME-Zarr 0.5 image.
 
     <root>/zarr.json          attributes: "ome" (NGFF 0.5 multiscales) and "ourgan_dist" (the
-                              resolved render config, model id, completion flag)
+                              resolved render config, model id, completion flag, store format)
     <root>/0, 1, 2, ...       uint8 (c, y, x) RGB: the result and its viewing pyramid (each half)
     <root>/generation/<l>     float16 (c, y, x) generation levels below the last, in [-1, 1]
-    <root>/progress/L<l>, P<s> uint8 (rows, cols) of the tile grid of a level (pyramid scale),
-                              chunked 1x1: a task's own chunk is set to 1 once all its pixels
-                              are written (completion records that are themselves whole-chunk
-                              writes, readable by any Zarr reader)
+    <root>/progress/L<l>, P<s> uint8 (rows, cols) of the task grid of a level (pyramid scale),
+                              chunked 1x1: one small object per finished task (records.py)
 
-Metadata is written first; every later write covers whole chunks of one array and is checked
-against the chunk grid (invariant I4). A store is marked complete only when every task of every
-level and of the pyramid has its completion record (I6). The completion records are in
-records.py, URL handling and retries of transient storage errors in storage.py.
+The image arrays are sharded (Zarr v3 ``sharding_indexed``): a shard is one task's block (a tile,
+or a pyramid block), inner chunks are ``plan.chunk`` px for readers. So a task writes one storage
+object per array it writes, and a reader still fetches single chunks by byte range. ``--tile 0``
+levels (one task per level) keep plain chunks. Store format 1 (before sharding: plain chunks
+everywhere, the same records) is still read, inspected, exported and resumed.
+
+Metadata is written first; every later write covers whole storage objects (shards, or chunks of
+an unsharded array) of one array and is checked against that grid (invariant I4). A store is
+marked complete only when every task of every level and of the pyramid has its completion record
+(I6). The completion records are in records.py, URL handling and retries of transient storage
+errors in storage.py.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from .plan import Box, RenderPlan
 from .records import RECORDS, CompletionRecords
 from .storage import url_to_fs, with_retries, zarr_store
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: sharded image arrays (one shard per task block)
+READABLE_FORMATS = (1, 2)  # 1: plain chunks; its tasks wrote whole chunks, so it resumes as it is
 ATTR = "ourgan_dist"
 GENERATION = "generation"
 
@@ -58,22 +64,25 @@ def ome_attributes(plan: RenderPlan, name: str) -> dict[str, Any]:
     }
 
 
-def check_aligned(array_name: str, shape: tuple[int, int], chunks: tuple[int, int], box: Box) -> None:
-    """Refuse a write that does not cover whole chunks (I4)."""
+def check_aligned(array_name: str, shape: tuple[int, int], grid: tuple[int, int], box: Box,
+                  unit: str = "chunk") -> None:
+    """Refuse a write that does not cover whole storage objects (I4): ``grid`` is the (y, x) side
+    of the array's objects, its shards (``unit="shard"``) or, unsharded, its chunks."""
     h, w = shape
-    ch, cw = chunks
+    ch, cw = grid
     bad = []
     if box.y0 % ch or box.x0 % cw:
-        bad.append(f"its start ({box.y0}, {box.x0}) is not on the {ch}x{cw} chunk grid")
+        bad.append(f"its start ({box.y0}, {box.x0}) is not on the {ch}x{cw} {unit} grid")
     if (box.y1 % ch and box.y1 != h) or (box.x1 % cw and box.x1 != w):
-        bad.append(f"its end ({box.y1}, {box.x1}) is neither on the chunk grid nor the array edge ({h}, {w})")
+        bad.append(f"its end ({box.y1}, {box.x1}) is neither on the {unit} grid nor the array edge ({h}, {w})")
     if not (0 <= box.y0 < box.y1 <= h and 0 <= box.x0 < box.x1 <= w):
         bad.append(f"it is empty or outside the array ({h}, {w})")
     if bad:
         raise MisalignedWriteError(
             f"refused write of {box} to array {array_name!r}: " + "; ".join(bad) +
-            ". A partial-chunk write is a read-modify-write of a chunk another task may also write, so one "
-            "task's pixels could silently be lost; tiles must be multiples of the chunk size.")
+            f". A partial-{unit} write is a read-modify-write of a {unit} (one storage object) another task may "
+            f"also write, so one task's pixels could silently be lost; tasks must write whole {unit}s (tiles a "
+            "multiple of the chunk size, shards one tile).")
 
 
 class Canvas(CompletionRecords):
@@ -92,9 +101,12 @@ class Canvas(CompletionRecords):
         if ATTR not in attrs:
             raise StoreError(f"store {url!r}: a Zarr group, but not an ourgan-dist render (no '{ATTR}' attributes)")
         self.info: dict[str, Any] = attrs[ATTR]
-        if self.info.get("format") != STORE_FORMAT:
-            raise StoreError(f"store {url!r}: store format {self.info.get('format')!r}, this version writes "
-                             f"{STORE_FORMAT}; render it again")
+        fmt = self.info.get("format")
+        if fmt not in READABLE_FORMATS:
+            newer = isinstance(fmt, int) and fmt > STORE_FORMAT
+            raise StoreError(f"store {url!r}: store format {fmt!r}, this version of ourgan-dist reads formats "
+                             f"{', '.join(map(str, READABLE_FORMATS))}; " +
+                             ("upgrade ourgan-dist to read it" if newer else "render it again with --overwrite"))
         self.plan = plan_from_info(self.info)
         self._arrays: dict[str, Any] = {}
 
@@ -126,13 +138,15 @@ class Canvas(CompletionRecords):
         attrs = {"ome": ome_attributes(plan, info.get("name", "ourgan-dist render")), ATTR: info}
         group = zarr.create_group(store, zarr_format=3, attributes=attrs)
         for k, (h, w) in enumerate(plan.pyramid_shapes):
-            group.create_array(str(k), shape=(3, h, w), chunks=(3, *plan.chunk_shape(h, w)), dtype="uint8",
-                               fill_value=0, dimension_names=("c", "y", "x"))
+            group.create_array(str(k), shape=(3, h, w), chunks=(3, *plan.chunk_shape(h, w)),
+                               shards=_shards(plan.array_shards(k)), dtype="uint8", fill_value=0,
+                               dimension_names=("c", "y", "x"))
         gen = group.create_group(GENERATION, attributes={
             "description": "generation levels below the last: float16 in [-1, 1], level l+1 is 4x level l"})
         for lv in plan.levels[:-1]:
             gen.create_array(str(lv.index), shape=(3, lv.height, lv.width),
-                             chunks=(3, *plan.chunk_shape(lv.height, lv.width)), dtype="float16", fill_value=0.0,
+                             chunks=(3, *plan.chunk_shape(lv.height, lv.width)),
+                             shards=_shards(plan.level_shards(lv.index)), dtype="float16", fill_value=0.0,
                              dimension_names=("c", "y", "x"))
         records = group.create_group(RECORDS, attributes={
             "description": "completion records: 1 where a task (tile or pyramid block) has written all its chunks"})
@@ -172,9 +186,11 @@ class Canvas(CompletionRecords):
         return with_retries(f"read {name}{box}", lambda: self.array(name)[:, box.y0:box.y1, box.x0:box.x1])
 
     def write(self, name: str, box: Box, data: np.ndarray) -> None:
-        """Write whole chunks: ``box`` must start on the chunk grid and end on it or at the edge."""
+        """Write whole storage objects: ``box`` must start on the array's shard grid (its chunk grid
+        if unsharded) and end on it or at the edge."""
         arr = self.array(name)
-        check_aligned(name, arr.shape[1:], arr.chunks[1:], box)
+        shards = arr.shards
+        check_aligned(name, arr.shape[1:], (shards or arr.chunks)[1:], box, "shard" if shards else "chunk")
         if data.shape != (3, box.height, box.width):
             raise ValueError(f"write to {name!r}: data {data.shape} does not match {box}")
 
@@ -187,6 +203,11 @@ class Canvas(CompletionRecords):
         self.info = dict(self.info, **changes)
         self.group.attrs[ATTR] = self.info
 
+
+
+def _shards(side: tuple[int, int] | None) -> tuple[int, int, int] | None:
+    """The ``shards=`` of an image array (c, y, x) from a plan's (y, x) shard side (None: unsharded)."""
+    return None if side is None else (3, *side)
 
 
 def plan_from_info(info: dict[str, Any]) -> RenderPlan:

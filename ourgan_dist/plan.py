@@ -24,7 +24,7 @@ from .geometry import Box, Level, PyramidKey, TaskKey, TileKey, covering
 from .viewing_pyramid import ViewingPyramid
 
 __all__ = ["Box", "Level", "PyramidKey", "RenderPlan", "TaskKey", "TileKey", "choose_levels", "chunk_for_tile",
-           "min_halo", "parse_size", "DEFAULT_CHUNK", "MAX_SIDE", "SCALE"]
+           "min_halo", "parse_size", "shard_side", "DEFAULT_CHUNK", "MAX_SIDE", "SCALE"]
 
 SCALE = 4  # every SR level is exactly 4x the one below
 MAX_SIDE = 1 << 28  # global pixel coordinates must fit the noise counter (see noise.py)
@@ -69,6 +69,14 @@ def chunk_for_tile(tile: int, default: int = DEFAULT_CHUNK) -> int:
         raise PlanError(f"--tile {tile}: the largest chunk that divides it is {chunk} px, too small for a store; use a "
                         f"multiple of {default} (e.g. --tile {nearest}) or pass --chunk")
     return chunk
+
+
+def shard_side(extent: int, chunk: int, block: int) -> int:
+    """Shard side along one axis of ``extent`` px stored in ``chunk`` px chunks, for tasks that write
+    ``block`` px blocks (a multiple of ``chunk``, or at least ``extent``): one task's block, or the
+    whole axis rounded up to whole chunks where a single block spans it (a shard is always a whole
+    number of chunks, as Zarr requires)."""
+    return min(block, -(-extent // chunk) * chunk)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -246,6 +254,29 @@ class RenderPlan(ViewingPyramid):
     # ---- chunk grid ---------------------------------------------------------------------
     def chunk_shape(self, height: int, width: int) -> tuple[int, int]:
         return min(self.chunk, height), min(self.chunk, width)
+
+    def level_shards(self, level: int) -> tuple[int, int] | None:
+        """(height, width) of the Zarr shards of a generation level's array: one shard per tile, so
+        a tile task writes one storage object. None for ``--tile 0`` (each level one task, the
+        untiled reference): plain chunks, which that task writes all of. The base level (one task
+        for the whole level) may span several shards, all its own."""
+        if self.tile == 0:
+            return None
+        lv = self.levels[level]
+        ch, cw = self.chunk_shape(lv.stored_height, lv.stored_width)
+        return shard_side(lv.stored_height, ch, self.tile), shard_side(lv.stored_width, cw, self.tile)
+
+    def pyramid_shards(self, scale: int) -> tuple[int, int]:
+        """(height, width) of the shards of viewing-pyramid array ``scale`` >= 1: one shard per
+        pyramid task's block."""
+        h, w = self.pyramid_shapes[scale]
+        ch, cw = self.chunk_shape(h, w)
+        b = self.pyramid_block_side
+        return shard_side(h, ch, b), shard_side(w, cw, b)
+
+    def array_shards(self, scale: int) -> tuple[int, int] | None:
+        """Shards of OME-Zarr array ``scale``: 0 is the final level, the rest the viewing pyramid."""
+        return self.level_shards(self.final_level) if scale == 0 else self.pyramid_shards(scale)
 
     def chunks_total(self, level: int) -> int:
         lv = self.levels[level]

@@ -1,4 +1,5 @@
-"""Reading a render back: dask (and optionally xarray) over the store's OME-Zarr arrays."""
+"""Reading a render back: dask (and optionally xarray) over the store's OME-Zarr arrays, one dask
+chunk per shard (a store of format 1, unsharded: per chunk)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def open_result(url: str, storage_options: dict | None = None, *, scale: int = 0
         canvas.require_complete("reading")
     if not 0 <= scale < len(canvas.plan.pyramid_shapes):
         raise StoreError(f"store {url!r}: no pyramid scale {scale}; it has 0..{len(canvas.plan.pyramid_shapes) - 1}")
-    arr = da.from_zarr(canvas.array(str(scale)))
+    z = canvas.array(str(scale))
+    arr = da.from_zarr(z, chunks=z.shards or z.chunks)  # a dask chunk per shard: one object per task
     if not xarray:
         return arr
     import xarray as xr

@@ -5,11 +5,9 @@ live, and a holder whose renewals keep failing stops before its lease could expi
 
 from __future__ import annotations
 
-import http.client
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import fsspec
 import pytest
@@ -18,59 +16,8 @@ from helpers import do_render
 from ourgan_dist import storage as storage_mod
 from ourgan_dist.errors import StoreError
 from ourgan_dist.lease import Lease, LeaseLost, _S3Slot
+from s3proxy import FaultProxy
 from synthetic import write_synthetic_store
-
-
-class FaultProxy:
-    """Forwards every request to ``upstream``; answers ``status`` instead while ``fail(method,
-    path)`` says so."""
-
-    def __init__(self, upstream: str):
-        host, port = upstream.split("//")[1].split(":")
-        self.fail = lambda method, path: False
-        self.status = 503
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # answers botocore's "Expect: 100-continue" on PUTs
-
-            def log_message(self, *a):
-                pass
-
-            def _any(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if proxy.fail(self.command, self.path):
-                    text = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>ServiceUnavailable</Code>"
-                            b"<Message>injected</Message></Error>")
-                    self.send_response(proxy.status)
-                    self.send_header("Content-Length", str(len(text)))
-                    self.end_headers()
-                    self.wfile.write(text)
-                    return
-                conn = http.client.HTTPConnection(host, int(port), timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "expect"}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
-                        self.send_header(k, v)
-                length = resp.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -92,6 +92,55 @@ def test_tiles_write_whole_chunks(plan):
             assert c.x1 % cw == 0 or c.x1 == lv.stored_width
 
 
+def _whole_objects(box, extent, side):
+    """Whether ``box`` covers whole ``side`` objects of an array of ``extent`` (y, x)."""
+    (h, w), (sh, sw) = extent, side
+    return (box.y0 % sh == 0 and box.x0 % sw == 0 and (box.y1 % sh == 0 or box.y1 == h)
+            and (box.x1 % sw == 0 or box.x1 == w))
+
+
+@settings(max_examples=150, deadline=None)
+@given(plans)
+def test_shards_are_whole_chunks_and_one_per_task(plan):
+    """Every image array's shard is a whole number of its chunks; a tile of an SR level and a
+    pyramid block are each exactly one shard (one storage object), the base writes whole shards."""
+    for lv in plan.levels:
+        extent = (lv.stored_height, lv.stored_width)
+        chunks, shards = plan.chunk_shape(*extent), plan.level_shards(lv.index)
+        if plan.tile == 0:
+            assert shards is None
+            continue
+        assert shards[0] % chunks[0] == 0 and shards[1] % chunks[1] == 0
+        for key in plan.tiles(lv.index):
+            c = plan.core(key)
+            assert _whole_objects(c, extent, shards)
+            if lv.index > 0:
+                assert (c.y0 // shards[0], c.x0 // shards[1]) == (key.ty, key.tx)
+                assert c.height == min(shards[0], extent[0] - c.y0) and c.width == min(shards[1], extent[1] - c.x0)
+    assert plan.array_shards(0) == plan.level_shards(plan.final_level)
+    for s in range(1, len(plan.pyramid_shapes)):
+        extent = plan.pyramid_shapes[s]
+        chunks, shards = plan.chunk_shape(*extent), plan.pyramid_shards(s)
+        assert plan.array_shards(s) == shards
+        assert shards[0] % chunks[0] == 0 and shards[1] % chunks[1] == 0
+        for key in plan.pyramid_tasks(s):
+            b = plan.pyramid_block(key)
+            assert (b.y0 // shards[0], b.x0 // shards[1]) == (key.ty, key.tx)
+            assert b.height == min(shards[0], extent[0] - b.y0) and b.width == min(shards[1], extent[1] - b.x0)
+
+
+def test_shards_of_odd_sizes():
+    """A 53x37 request at tile 16, chunk 8: edge shards are cut at the array edge, never padded
+    into a neighbour's; a level narrower than a tile is one shard rounded up to whole chunks."""
+    plan = RenderPlan(width=53, height=37, n_sr=1, base_height=10, base_width=14, tile=16, halo=2,
+                      receptive_radius=2, chunk=8)
+    assert plan.level_shards(1) == (16, 16) and plan.tile_grid(1) == (3, 4)
+    assert plan.core(TileKey(1, 2, 3)) == Box(32, 37, 48, 53)
+    assert plan.chunk_shape(10, 14) == (8, 8) and plan.level_shards(0) == (16, 16)  # base: 10x14 in one shard
+    assert plan.pyramid_shapes == ((37, 53), (19, 27), (10, 14), (5, 7))
+    assert plan.pyramid_shards(1) == (16, 16) and plan.pyramid_shards(3) == (5, 7)
+
+
 @settings(max_examples=100, deadline=None)
 @given(plans)
 def test_pyramid_blocks_cover_each_scale_and_halve(plan):

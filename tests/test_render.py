@@ -1,5 +1,5 @@
 """The headline invariants on the in-process executor: tiled == untiled bit for bit (I1),
-deterministic (I2), chunk-owned writes (I4), resume gives the same bytes (I6), and the store is
+deterministic (I2), shard-owned writes (I4), resume gives the same bytes (I6), and the store is
 a valid OME-Zarr 0.5 image that dask reads."""
 
 from __future__ import annotations
@@ -169,13 +169,16 @@ def test_misaligned_write_is_refused_with_the_reason(tiled, tmp_path):
     shutil.copytree(tiled, out)
     c = Canvas(out, mode="r+")
     before = c.read("0", Box(0, 64, 0, 64)).copy()
+    assert c.array("0").chunks == (3, 16, 16) and c.array("0").shards == (3, 32, 32)  # a shard per tile
     with pytest.raises(MisalignedWriteError, match="read-modify-write"):
         c.write("0", Box(8, 24, 0, 16), np.zeros((3, 16, 16), np.uint8))
-    with pytest.raises(MisalignedWriteError, match="chunk grid"):
+    with pytest.raises(MisalignedWriteError, match="shard grid"):
         c.write("0", Box(0, 20, 0, 16), np.zeros((3, 20, 16), np.uint8))
+    with pytest.raises(MisalignedWriteError, match="partial-shard write"):  # whole chunks, part of a shard
+        c.write("0", Box(0, 16, 0, 32), np.zeros((3, 16, 32), np.uint8))
     assert np.array_equal(c.read("0", Box(0, 64, 0, 64)), before)
-    c.write("0", Box(176, 187, 288, 301), np.full((3, 11, 13), 9, np.uint8))  # edge chunk: allowed
-    assert (c.read("0", Box(176, 187, 288, 301)) == 9).all()
+    c.write("0", Box(160, 187, 288, 301), np.full((3, 27, 13), 9, np.uint8))  # edge shard, cut: allowed
+    assert (c.read("0", Box(160, 187, 288, 301)) == 9).all()
 
 
 def test_store_is_valid_ome_zarr_and_dask_reads_it(tiled, reference):
