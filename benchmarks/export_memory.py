@@ -31,7 +31,8 @@ FORMATS = {  # name: (file suffix, compression)
 
 CHILD = r"""
 import json, resource, sys, time
-from ourgan_dist.export import bound_allocator, export
+from ourgan_dist.allocator import bound_allocator
+from ourgan_dist.export import export
 bound_allocator()  # as `ourgan-dist export` does in its own process
 url, out, comp = sys.argv[1], sys.argv[2], (sys.argv[3] or None)
 t = time.perf_counter()

@@ -3,9 +3,10 @@
     python benchmarks/memory.py [--preset tiny] [--sizes 2048x1366,16384x10922] [--tile 768] [--workers 2]
 
 Each size renders in a fresh driver process (so its peak is its own) with a fresh local Ray; a
-worker's peak is its process's ``ru_maxrss`` asked from the actor at the end of the render, the
-driver's is its own. Both include the Python, torch and Ray baseline (also printed: the peak of a
-process that has only imported them and loaded the model).
+worker's peak is its process's ``ru_maxrss`` asked from the actor at the end of the render (the
+figure compared across sizes is the largest of the workers'), the driver's is its own. Both
+include the Python, torch and Ray baseline (also printed: the peak of a process that has only
+imported them and loaded the model).
 """
 
 from __future__ import annotations
@@ -67,17 +68,23 @@ def main() -> None:
 
     def child(*extra: str) -> dict:
         run = subprocess.run([sys.executable, os.path.join(here, "memory.py"), "--model", model, *extra],
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True)
+        if run.returncode:
+            sys.exit(f"memory.py {' '.join(extra)} failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
         return json.loads(run.stdout.strip().splitlines()[-1])
 
     print(f"{machine()}\npreset {args.preset}, tile {args.tile}, {args.workers} workers; baseline (python + torch + "
           f"ray + model): {child('--baseline')['baseline_mib']} MiB")
-    for size in args.sizes.split(","):
+    sizes, worker_peaks = args.sizes.split(","), []
+    for size in sizes:
         r = child("--one", size, "--tile", str(args.tile), "--workers", str(args.workers),
                   "--out", os.path.join(tmp, f"{size}.zarr"))
-        print(f"  {size}: {r['tasks']} tasks in {r['wall_s']} s; driver peak {r['driver_peak_mib']} MiB; worker peaks "
-              f"{r['worker_peak_mib']} MiB", flush=True)
+        worker_peaks.append(max(r["worker_peak_mib"], default=0))
+        print(f"  {size}: {r['tasks']} tasks in {r['wall_s']} s; driver peak {r['driver_peak_mib']} MiB; worker peak "
+              f"{worker_peaks[-1]} MiB (each worker: {r['worker_peak_mib']} MiB)", flush=True)
         subprocess.run(["rm", "-rf", os.path.join(tmp, f"{size}.zarr")], check=False)
+    if len(worker_peaks) > 1 and worker_peaks[0]:
+        print(f"worker peak {sizes[-1]} / {sizes[0]}: x{worker_peaks[-1] / worker_peaks[0]:.2f} (goal: flat, <= x1.10)")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ renamed.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import shutil
@@ -127,37 +125,6 @@ def _bar(progress: bool, total: int, unit: str, desc: str):
 
     return tqdm(total=total, unit=unit, desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True,
                 unit_scale=unit in ("row", "px"))
-
-
-M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc mallopt parameters
-
-
-def _libc_mallopt():
-    """glibc's ``mallopt``, or None where the C library has none."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return None
-
-
-def bound_allocator() -> bool:
-    """Keep glibc's malloc from hoarding freed buffers; ``True`` where it applied.
-
-    An export allocates and frees megabyte-sized pixel buffers on several threads (store reads,
-    codecs, libvips workers). With glibc's defaults each thread may get its own heap ("arena"),
-    and after the first large buffer is freed the threshold above which buffers are mmapped
-    rises to 32 MB, so later ones come from those heaps and stay resident when freed: peak RSS
-    then grows with the image though the live data does not. Two arenas and a fixed 1 MiB mmap
-    threshold (freed at once) keep the peak near the live data. Only memory reuse changes, never
-    results. A no-op where the C library is not glibc.
-
-    Process-wide and permanent (glibc cannot give the dynamic mmap threshold back once it is
-    set), so ``export()`` never calls it: the command line does, in a process that ends with the
-    export, and so may any program that owns its process (benchmarks/export_memory.py does)."""
-    mallopt = _libc_mallopt()
-    if mallopt is None:
-        return False
-    return bool(mallopt(M_ARENA_MAX, 2)) and bool(mallopt(M_MMAP_THRESHOLD, 1 << 20))
 
 
 def export(url: str, file: str, *, storage_options: dict | None = None, compression: str | None = None,

@@ -241,7 +241,7 @@ def test_allocator_settings_are_left_to_the_command_line(store, tmp_path, monkey
     are process-wide and cannot be given back); ``ourgan-dist export``, whose process ends with
     the export, sets them."""
     calls = []
-    import ourgan_dist.export as ex
+    import ourgan_dist.allocator as ex
 
     monkeypatch.setattr(ex, "_libc_mallopt", lambda: lambda param, value: calls.append((param, value)) or 1)
     export(store, str(tmp_path / "lib.png"), progress=False)

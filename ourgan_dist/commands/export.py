@@ -30,7 +30,8 @@ def export_command(url: str, file: str, compression: str | None, quality: int, s
       ourgan-dist export out.zarr out.tif --compression jpeg --quality 85
       ourgan-dist export s3://bucket/r.zarr r.dzi --storage-options '{"anon": false}'
     """
-    from ..export import bound_allocator, export
+    from ..allocator import bound_allocator
+    from ..export import export
 
     bound_allocator()  # this process ends with the export: keep glibc from hoarding freed buffers
     result = export(url, file, storage_options=json_option(storage_options, "--storage-options"),

@@ -119,7 +119,7 @@ def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: 
     click.echo(f"\ndone: {summary.tasks_run} task(s) in {summary.seconds:.1f} s"
                + (f", {summary.tasks_skipped} already done" if summary.tasks_skipped else "") + f" -> {out}")
     if export_to:
-        from ..export import bound_allocator
+        from ..allocator import bound_allocator
         from ..export import export as run_export
 
         bound_allocator()  # the process ends with the export: keep glibc from hoarding freed buffers

@@ -177,6 +177,11 @@ def transient(e: BaseException) -> bool:
 
 class _TileActor:
     def __init__(self, job: RenderJob, name: str, env: dict[str, str]):
+        from ..allocator import bound_allocator
+
+        # the actor owns its worker process, which runs task after task: without this, freed
+        # tile buffers stay resident and the worker's peak creeps up with the tasks it has run
+        bound_allocator()
         os.environ.update(env)
         self.job, self.name = job, name
         self.worker, self.init_error = None, None
