@@ -216,26 +216,6 @@ def test_memory_store_is_refused_with_ray(cluster, tiny_model):
         do_render(tiny_model, "memory://x/r.zarr", SIZE, tile=32, chunk=CHUNK, workers=2)
 
 
-def test_a_worker_actor_bounds_malloc_in_its_own_process_and_the_local_executor_does_not(
-        tiny_model, tmp_path, monkeypatch):
-    """A Ray worker runs task after task in a process its actor owns, so it keeps glibc from
-    hoarding freed tile buffers (two arenas, a fixed mmap threshold): its peak then stays flat
-    however many tasks a large canvas gives it (benchmarks/memory.py). The local executor runs
-    in the caller's process and leaves its allocator alone."""
-    import ourgan_dist.allocator as allocator
-    from ourgan_dist.executors.ray import _TileActor
-    from ourgan_dist.tile import RenderJob
-
-    calls = []
-    monkeypatch.setattr(allocator, "_libc_mallopt", lambda: lambda param, value: calls.append((param, value)) or 1)
-    do_render(tiny_model, str(tmp_path / "local.zarr"), SIZE, tile=32, chunk=CHUNK, workers=1)
-    assert calls == []
-    actor = _TileActor(RenderJob(model=str(tmp_path / "no-model"), store=str(tmp_path / "no.zarr"), seed=0),
-                       "worker-0", {})
-    assert actor.init_error is not None  # nothing there: kept for its tasks to report
-    assert calls == [(allocator.M_ARENA_MAX, 2), (allocator.M_MMAP_THRESHOLD, 1 << 20)]
-
-
 def test_wavefront_order_puts_each_task_right_after_what_it_reads(tiny_model):
     from ourgan_dist.executors.ray import wavefront_order
     from ourgan_dist.models import checkpoint
