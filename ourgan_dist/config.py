@@ -43,6 +43,9 @@ def to_dict(obj: Any) -> dict[str, Any]:
 PADDINGS = ("replicate", "zeros")
 
 
+LATENT_SOURCES = ("photo", "prior")
+
+
 @dataclass(frozen=True)
 class BaseConfig:
     """The coherent low-resolution generator (HP-VAE-GAN style, plus a vertical y channel)."""
@@ -58,6 +61,9 @@ class BaseConfig:
     padding: str = "replicate"  # how convs see past the image edge: "replicate" or "zeros" (a dark frame)
     temperature: float = 1.0  # std of the latent drawn for a new image (< 1: nearer the photo's typical layout)
     latent_stride: int = 1  # coarsest-scale pixels per latent pixel (a side): > 1 makes prior draws smooth blobs
+    latent_source: str = "photo"  # a new image's latent: the photo's own, warped ("photo"), or a prior draw ("prior")
+    latent_warp: float = 1.0  # "photo": strength of the random horizontal stretch (log of the largest local factor ~)
+    latent_flip: bool = True  # "photo": half the seeds mirror the layout left-right
 
     def __post_init__(self) -> None:
         n = type(self).__name__
@@ -65,6 +71,10 @@ class BaseConfig:
                "a number in (0, 2]", self.temperature)
         _check(n, "latent_stride", isinstance(self.latent_stride, int) and 1 <= self.latent_stride <= 16,
                "an int in [1, 16]", self.latent_stride)
+        _check(n, "latent_source", self.latent_source in LATENT_SOURCES, f"one of {LATENT_SOURCES}", self.latent_source)
+        _check(n, "latent_warp", isinstance(self.latent_warp, (int, float)) and 0 <= self.latent_warp <= 4,
+               "a number in [0, 4]", self.latent_warp)
+        _check(n, "latent_flip", isinstance(self.latent_flip, bool), "a bool", self.latent_flip)
         _check(n, "base_width", isinstance(self.base_width, int) and self.base_width >= 8, "an int >= 8", self.base_width)
         _check(n, "coarsest_width", isinstance(self.coarsest_width, int) and 4 <= self.coarsest_width <= self.base_width,
                f"an int in [4, base_width={self.base_width}]", self.coarsest_width)
@@ -164,6 +174,8 @@ class TrainConfig:
     sr_adv_weight: float = 0.0  # weight of an SR patch-GAN loss next to L1 (0.01-0.05 drew a dot grid, see README)
     sr_blur: float = 0.0  # SR inputs: high-res crops blurred by a Gaussian of random std in [0, this] px, then 1/4
     sr_consistency_weight: float = 1.0  # output shrunk x4 vs input (colours stay put) + per-position means (no grid)
+    sr_phase_block: int = 0  # per-position means compared over blocks of this many input px a side (0: whole batch)
+    sr_critic_convs: int = 4  # 3x3 convs of the SR patch critic: it judges (2 * convs + 1)-px patches
     critic_channels: int = 32  # channels of the patch critics
     base_crop: int = 0  # GAN scales larger than this (px a side) train on random crops of it; 0: whole
     vae_adv_weight: float = 0.0  # patch-GAN loss on prior samples of the VAE scales (0: HP-VAE-GAN's plain VAE)
@@ -177,7 +189,9 @@ class TrainConfig:
         _check(n, "critic_vertical", isinstance(self.critic_vertical, bool), "a bool", self.critic_vertical)
         _check(n, "base_crop", isinstance(self.base_crop, int) and (self.base_crop == 0 or self.base_crop >= 16),
                "0 (whole scales) or an int >= 16", self.base_crop)
-        for name in ("sr_crop", "sr_batch", "critic_channels"):
+        _check(n, "sr_phase_block", isinstance(self.sr_phase_block, int) and self.sr_phase_block >= 0, "an int >= 0",
+               self.sr_phase_block)
+        for name in ("sr_crop", "sr_batch", "critic_channels", "sr_critic_convs"):
             v = getattr(self, name)
             _check(n, name, isinstance(v, int) and v >= 1, "an int >= 1", v)
         _check(n, "sr_crop", self.sr_crop % 4 == 0 and self.sr_crop >= 16, "a multiple of 4, >= 16", self.sr_crop)

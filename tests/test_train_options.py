@@ -91,7 +91,7 @@ def test_option_values_are_checked_and_old_checkpoints_keep_their_training():
 
 
 def test_latent_temperature_scales_the_prior_draw_and_keeps_renders_seeded():
-    cfg = PRESETS["tiny"].base
+    cfg = dataclasses.replace(PRESETS["tiny"].base, latent_source="prior")
     torch.manual_seed(0)
     hot = BaseGenerator(cfg)
     cool = BaseGenerator(dataclasses.replace(cfg, temperature=0.5))
@@ -106,7 +106,7 @@ def test_latent_temperature_scales_the_prior_draw_and_keeps_renders_seeded():
 
 
 def test_latent_stride_draws_a_coarser_latent_that_the_decoder_spreads_smoothly():
-    cfg = dataclasses.replace(PRESETS["tiny"].base, latent_stride=4)
+    cfg = dataclasses.replace(PRESETS["tiny"].base, latent_stride=4, latent_source="prior")
     torch.manual_seed(0)
     gen = BaseGenerator(cfg)
     assert gen.latent_grid((9, 12)) == (3, 3)  # rounded up: every image pixel has a latent pixel

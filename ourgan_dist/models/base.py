@@ -15,6 +15,7 @@ whole image. Noise comes from ``noise.normal`` keyed by (seed, level 0, scale).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -47,19 +48,60 @@ class Stage(nn.Module):
         return x
 
 
-def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize that gives the same bits for any torch thread count. On CPU, torch's
-    bilinear kernel rounds differently with different thread counts, so a worker with 1 thread
-    and a process with 2 would make different base images (I2); it runs single-threaded, a
-    small part of the base generator's cost."""
+@contextlib.contextmanager
+def _one_thread(device: torch.device):
+    """Run torch single-threaded on CPU. Torch's CPU resampling kernels round differently with
+    different thread counts, so a worker with 1 thread and a process with 2 would make different
+    base images (I2); the base image is small, so this costs little."""
     threads = torch.get_num_threads()
-    if x.device.type != "cpu" or threads == 1:
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
     torch.set_num_threads(1)
     try:
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize that gives the same bits for any torch thread count."""
+    with _one_thread(x.device):
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+WARP_STREAM = 1000  # noise streams of level 0 that draw the photo latent's warp (scales use 0 .. n_scales)
+WARP_CELLS = 4  # the warp's random field has this many cells across the photo's width (3 down)
+
+
+def warp_grid(seed: int, grid: tuple[int, int], photo_grid: tuple[int, int], strength: float,
+              flip: bool) -> torch.Tensor:
+    """Where each pixel of a latent map of ``grid`` (h, w) reads the photo's latent map of
+    ``photo_grid``: (1, h, w, 2) ``grid_sample`` coordinates (x, y in [-1, 1] = the photo's
+    first and last pixel centres), a function of the seed alone.
+
+    Rows map straight to the photo's rows, so the vertical layout (sky above ground) stays.
+    Along each row the photo is read through a smooth, strictly increasing random map: the
+    density exp(strength * f) of a smooth Gaussian field f, integrated, stretches some stretches
+    and squeezes others, so objects move, widen and narrow, but never fold or repeat. A map
+    wider than the photo (in the photo's aspect) reads past its edges mirrored; a narrower one a
+    random window. Half the seeds (with ``flip``) mirror the whole map left-right."""
+    h, w = grid
+    ph, pw = photo_grid
+    span = (w / h) / (pw / ph)  # the map's width in photo widths, at the photo's scale
+    cells = (3, max(2, math.ceil(WARP_CELLS * span)) + 1)
+    f = torch.from_numpy(noise.normal(seed, 0, WARP_STREAM, 1, Box(0, cells[0], 0, cells[1]))).unsqueeze(0)
+    f = F.interpolate(f, size=(h, w), mode="bicubic", align_corners=True)[0, 0]  # (h, w), smooth
+    c = torch.cumsum(torch.exp(strength * f.double()), dim=1)
+    c = c - c[:, :1]
+    along = c / c[:, -1:] if w > 1 else torch.full_like(c, 0.5)  # 0 .. 1 along each row, increasing
+    extra = noise.normal(seed, 0, WARP_STREAM + 1, 2, Box(0, 1, 0, 1))[:, 0, 0]  # window position, flip
+    centre = 0.0 if span >= 1 else (1 - span) * math.tanh(float(extra[0]))
+    u = centre + span * (2 * along - 1)
+    if flip and extra[1] > 0:
+        u = -u
+    v = torch.linspace(-1, 1, h, dtype=torch.float64).view(h, 1).expand(h, w) if h > 1 else torch.zeros(1, w, dtype=torch.float64)
+    return torch.stack([u, v], dim=-1).float().unsqueeze(0)
 
 
 def y_channel(height: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -78,6 +120,19 @@ class BaseGenerator(nn.Module):
             Stage(3, cfg.channels, 3, cfg.convs_per_stage, v, pad) for _ in range(cfg.n_scales - 1))
         # per-scale noise amplitude, set by training from the reconstruction error (0 on VAE scales)
         self.register_buffer("noise_amps", torch.zeros(cfg.n_scales))
+        # the photo's own latent map (posterior mean), set by training; empty until then
+        self.register_buffer("photo_latent", torch.zeros(0))
+
+    def set_photo_latent(self, mu: torch.Tensor) -> None:
+        """Keep the photo's posterior mean (1, latent, h, w): ``latent_source="photo"`` warps it."""
+        self.photo_latent = mu.detach().clone()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the photo latent's shape is the photo's: take it from the checkpoint before loading
+        key = prefix + "photo_latent"
+        if key in state_dict:
+            self.photo_latent = torch.zeros_like(state_dict[key], device=self.photo_latent.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def receptive_radius(self) -> int:
@@ -136,11 +191,25 @@ class BaseGenerator(nn.Module):
         return torch.from_numpy(z).unsqueeze(0).to(device)
 
     def latent(self, seed: int, size: tuple[int, int], device) -> torch.Tensor:
-        """The latent of a new image whose coarsest scale is ``size``: the prior N(0, 1) scaled by the config's
-        ``temperature``. Below 1 it draws from the prior's dense middle: the patch-VAE's latent
-        is i.i.d. per pixel while the photo's own latent is smooth, and full-strength draws
-        give the coarse layout stray blobs (see docs/quality.md)."""
+        """The latent of a new image whose coarsest scale is ``size``.
+
+        "photo" (``latent_source``): the photo's own latent map, read through ``warp_grid``'s
+        random stretch of its rows. The patch-VAE's prior is i.i.d. per pixel, while the latent
+        of a real image is a smooth map; decoded, a prior draw is a blend of the photo's colours
+        with no objects in it, which the GAN scales then turn into streaks (see
+        docs/quality.md). A warped photo latent decodes to the photo's objects, moved and
+        resized, and the GAN scales' noise makes their detail new.
+
+        "prior": N(0, 1) scaled by the config's ``temperature`` (below 1 it draws from the
+        prior's dense middle, nearer the latents the decoder knows). A generator that has not
+        seen a photo yet (untrained, or before training's GAN scales) draws from the prior too."""
         gh, gw = self.latent_grid(size)
+        if self.cfg.latent_source == "photo" and self.photo_latent.dim() == 4:
+            grid = warp_grid(seed, (gh, gw), tuple(self.photo_latent.shape[2:]), self.cfg.latent_warp,
+                             self.cfg.latent_flip).to(device)
+            with _one_thread(torch.device(device)):
+                return F.grid_sample(self.photo_latent.to(device), grid, mode="bilinear", padding_mode="reflection",
+                                     align_corners=True)
         z = noise.normal(seed, 0, 0, self.cfg.latent_channels, Box(0, gh, 0, gw))
         z = torch.from_numpy(z).unsqueeze(0)
         if self.cfg.temperature != 1.0:

@@ -105,6 +105,9 @@ def _upgrade_config(config: Any) -> Any:
     it: base generators written before ``padding`` existed were trained with zero padding."""
     if isinstance(config, dict) and isinstance(config.get("base"), dict) and "padding" not in config["base"]:
         config = {**config, "base": {**config["base"], "padding": "zeros"}}
+    if isinstance(config, dict) and isinstance(config.get("base"), dict) and "latent_source" not in config["base"]:
+        # base generators written before the photo latent was kept draw from the prior
+        config = {**config, "base": {**config["base"], "latent_source": "prior"}}
     if isinstance(config, dict) and isinstance(config.get("sr"), dict) and "arch" not in config["sr"]:
         # SR networks written before priors existed: an RRDB on [-1, 1] pixels with a bicubic skip
         config = {**config, "sr": {"arch": "rrdb", "skip": "bicubic", "unit_range": False, "prior": "",
@@ -166,7 +169,8 @@ def load(model_dir: str, storage_options: dict | None = None, device: str = "cpu
         raise CheckpointError(f"model {model_dir!r}: invalid config in checkpoint: {e}") from None
     base, sr = BaseGenerator(config.base), build_sr(config.sr)
     try:
-        base.load_state_dict(payload["base"])
+        # checkpoints written before the photo latent was kept have none (and draw from the prior)
+        base.load_state_dict({"photo_latent": torch.zeros(0), **payload["base"]})
         sr.load_state_dict(payload["sr"])
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(

@@ -146,6 +146,14 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             p.requires_grad_(True)
 
     # ---- GAN scales: refine a random sample of the scales below, with noise -------------------
+    with torch.no_grad():  # the encoder is final: keep the photo's latent map for new images
+        gen.set_photo_latent(gen.encode(reals[0])[0])
+
+    def new_latent() -> torch.Tensor:  # a new image's latent, as rendering draws it (its seed from g)
+        if gen.cfg.latent_source == "photo":
+            return gen.latent(int(torch.randint(0, 2 ** 31, (1,), generator=g)), sizes[0], device)
+        return randn(1, gen.cfg.latent_channels, *gen.latent_grid(sizes[0]))
+
     for s in range(n_vae, len(sizes)):
         stage = gen.stages[s - 1]
         if s >= 2:
@@ -172,7 +180,7 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
 
         for _ in range(cfg.base_iterations):
             with torch.no_grad():  # a random sample of the frozen scales below
-                x = gen.decode(randn(1, gen.cfg.latent_channels, *gen.latent_grid(sizes[0])), sizes[0])
+                x = gen.decode(new_latent(), sizes[0])
                 for k in range(1, s):
                     x = gen.refine(k, x, sizes[k], randn(1, 3, *sizes[k]) if k >= n_vae else None)
                 up = resize_bilinear(x, sizes[s])

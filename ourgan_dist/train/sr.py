@@ -25,7 +25,6 @@ from ..errors import UserError
 from .base import PatchCritic
 
 HOLDOUT = 0.1  # fraction of the photo's width (right edge) kept out of SR training
-CRITIC_CONVS = 4  # the SR critic judges 9 x 9 high-resolution patches
 MAX_SIDE = 8192  # the SR network learns from the photo at up to this many pixels a side
 MIN_SIDE = images.MIN_SIDE  # below this there is nothing to learn x4 super-resolution from
 
@@ -71,6 +70,38 @@ def phase_means(img: torch.Tensor) -> torch.Tensor:
     one (a faint dot every 4 px), which applying it level after level turns into a grid."""
     h, w = img.shape[2] // 4 * 4, img.shape[3] // 4 * 4
     return F.pixel_unshuffle(img[:, :, :h, :w], 4).mean(dim=(0, 2, 3)).view(3, 16)
+
+
+def _phase_blocks(img: torch.Tensor, block: int) -> torch.Tensor:
+    """(B, C, 4h, 4w) -> (B, C, 16, h/block, w/block): the mean of each channel at each of the 16
+    positions of a 4x4 cell, over ``block`` x ``block``-cell blocks."""
+    b, c = img.shape[0], img.shape[1]
+    h, w = img.shape[2] // (4 * block) * 4 * block, img.shape[3] // (4 * block) * 4 * block
+    u = F.avg_pool2d(F.pixel_unshuffle(img[:, :, :h, :w], 4), block)
+    return u.view(b, c, 16, u.shape[2], u.shape[3])
+
+
+def local_phase_deviation(img: torch.Tensor, block: int) -> torch.Tensor:
+    """(B, 3, 4h, 4w) -> (B, 6, 16, h/block, w/block): over each ``block`` x ``block``-cell block,
+    the mean and the RMS of the finest detail (the image minus its 3x3 mean) of each colour at
+    each of the 16 positions of a 4x4 cell, minus their average over the 16 positions.
+
+    A photo has no preferred position in the 4x4 cell, in its colours or in its amount of detail.
+    A x4 network with a pixel-shuffle tail can learn one: a grid whose sign follows the content
+    (cancelling in the batch-wide ``phase_means``) shows in the means here, and dots of either
+    sign at one position of every cell (the pattern an adversarial loss draws) show in the RMS.
+    Random texture averages out over the block."""
+    detail = img - F.avg_pool2d(F.pad(img, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    stats = torch.cat([_phase_blocks(img, block), (_phase_blocks(detail * detail, block) + 1e-6).sqrt()], dim=1)
+    return stats - stats.mean(dim=2, keepdim=True)
+
+
+def phase_loss(out: torch.Tensor, hr: torch.Tensor, block: int) -> torch.Tensor:
+    """L1 between the output's and the crop's per-position statistics (``block`` 0: the
+    batch-wide means only)."""
+    if block <= 0:
+        return F.l1_loss(phase_means(out), phase_means(hr))
+    return F.l1_loss(local_phase_deviation(out, block), local_phase_deviation(hr, block))
 
 
 def sr_scales(photo_width: int, base_width: int) -> list[int]:
@@ -157,7 +188,7 @@ def train_sr(net: torch.nn.Module, photo: torch.Tensor, cfg: TrainConfig, seed: 
     levels = scale_pyramid(photo, widths, cfg.sr_crop)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 2)
-        critic = PatchCritic(cfg.critic_channels, CRITIC_CONVS).to(device)
+        critic = PatchCritic(cfg.critic_channels, cfg.sr_critic_convs).to(device)
     from_prior = bool(net.cfg.prior) if from_prior is None else from_prior
     if cfg.sr_iterations and not from_prior:
         # from scratch: the residual's last conv begins at zero, so training starts from the skip
@@ -187,7 +218,7 @@ def train_sr(net: torch.nn.Module, photo: torch.Tensor, cfg: TrainConfig, seed: 
         l1 = F.l1_loss(out, hr)
         # the output shrunk back must be the input: texture may be invented, colours may not drift
         lr_target = lr if cfg.sr_blur <= 0 else downsample4(hr)
-        cons = (F.l1_loss(downsample4(out), lr_target) + F.l1_loss(phase_means(out), phase_means(hr))
+        cons = (F.l1_loss(downsample4(out), lr_target) + phase_loss(out, hr, cfg.sr_phase_block)
                 if cfg.sr_consistency_weight > 0 else torch.zeros((), device=device))
         opt_g.zero_grad(set_to_none=True)
         (l1 + cfg.sr_adv_weight * adv + cfg.sr_consistency_weight * cons).backward()

@@ -1,0 +1,111 @@
+"""A new image's latent from the photo's own latent map, warped (``latent_source="photo"``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from ourgan_dist.config import PRESETS, ModelConfig
+from ourgan_dist.errors import ConfigError
+from ourgan_dist.models import checkpoint
+from ourgan_dist.models.base import BaseGenerator, warp_grid
+from ourgan_dist.train.base import train_base
+from ourgan_dist.train.loop import torch_threads
+
+
+def test_warp_keeps_rows_and_reads_each_row_in_order_without_folding():
+    for seed in range(6):
+        g = warp_grid(seed, (6, 8), (6, 8), 1.0, True)[0]  # (h, w, 2): x, y
+        assert g.shape == (6, 8, 2)
+        assert torch.allclose(g[:, :, 1], torch.linspace(-1, 1, 6).view(6, 1).expand(6, 8))  # rows stay put
+        steps = g[:, :, 0].diff(dim=1)
+        assert bool((steps > 0).all()) or bool((steps < 0).all())  # strictly monotone: never folds or repeats
+        # the photo's aspect: each row reads the whole photo, edge to edge
+        assert torch.allclose(g[:, :, 0].abs().amax(dim=1), torch.ones(6), atol=1e-5)
+        assert torch.allclose(g[:, [0, -1], 0].abs(), torch.ones(6, 2), atol=1e-5)
+    flips = {bool(warp_grid(s, (6, 8), (6, 8), 1.0, True)[0, 0, :, 0].diff()[0] < 0) for s in range(12)}
+    assert flips == {True, False}  # some seeds mirror the layout, some do not
+    assert all(bool(warp_grid(s, (6, 8), (6, 8), 1.0, False)[0, 0, :, 0].diff().gt(0).all()) for s in range(12))
+
+
+def test_warp_is_a_function_of_the_seed_and_its_strength():
+    a, b = warp_grid(3, (6, 8), (6, 8), 1.0, True), warp_grid(3, (6, 8), (6, 8), 1.0, True)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, warp_grid(4, (6, 8), (6, 8), 1.0, True))
+    # strength 0 without flip: the identity map onto the photo's pixel centres
+    ident = warp_grid(3, (6, 8), (6, 8), 0.0, False)[0]
+    assert torch.allclose(ident[:, :, 0], torch.linspace(-1, 1, 8).expand(6, 8), atol=1e-6)
+    # a stronger warp stretches more: its steps along a row vary more
+    spread = [float(warp_grid(3, (6, 16), (6, 16), s, False)[0, :, :, 0].diff(dim=1).std()) for s in (0.5, 2.0)]
+    assert spread[1] > spread[0]
+
+
+def test_wider_and_narrower_maps_keep_the_photos_scale():
+    wide = warp_grid(0, (6, 16), (6, 8), 0.0, False)[0, :, :, 0]  # twice the photo's aspect
+    assert float(wide.min()) == pytest.approx(-2.0, abs=1e-5) and float(wide.max()) == pytest.approx(2.0, abs=1e-5)
+    for seed in range(5):  # half the photo's aspect: a window of half its width, inside it
+        narrow = warp_grid(seed, (6, 4), (6, 8), 1.0, False)[0, :, :, 0]
+        assert float(narrow.max() - narrow.min()) == pytest.approx(1.0, abs=1e-5)
+        assert -1 - 1e-6 <= float(narrow.min()) and float(narrow.max()) <= 1 + 1e-6
+
+
+def test_photo_latent_is_read_through_the_warp_and_untrained_generators_draw_from_the_prior():
+    cfg = dataclasses.replace(PRESETS["tiny"].base, latent_warp=0.0, latent_flip=False)
+    torch.manual_seed(0)
+    gen = BaseGenerator(cfg)
+    prior = BaseGenerator(dataclasses.replace(cfg, latent_source="prior"))
+    assert torch.equal(gen.latent(2, (6, 8), "cpu"), prior.latent(2, (6, 8), "cpu"))  # no photo seen yet
+    mu = torch.randn(1, cfg.latent_channels, 6, 8, generator=torch.Generator().manual_seed(1))
+    gen.set_photo_latent(mu)
+    assert torch.allclose(gen.latent(2, (6, 8), "cpu"), mu, atol=1e-5)  # identity warp: the photo's own latent
+    assert gen.latent(2, (6, 16), "cpu").shape == (1, cfg.latent_channels, 6, 16)
+    warped = BaseGenerator(PRESETS["tiny"].base)
+    warped.set_photo_latent(mu)
+    z0, z1 = warped.latent(0, (6, 8), "cpu"), warped.latent(1, (6, 8), "cpu")
+    assert not torch.equal(z0, z1) and torch.equal(z0, warped.latent(0, (6, 8), "cpu"))
+    # every value is read from the photo's latent: none lies outside its range
+    assert float(z0.min()) >= float(mu.min()) - 1e-5 and float(z0.max()) <= float(mu.max()) + 1e-5
+    with torch_threads(2):
+        two = warped.latent(0, (6, 8), "cpu")
+    with torch_threads(1):
+        assert torch.equal(warped.latent(0, (6, 8), "cpu"), two)  # the same bits on any thread count
+    for bad in (dict(latent_source="posterior"), dict(latent_warp=-1), dict(latent_flip=1)):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            dataclasses.replace(cfg, **bad)
+
+
+def test_training_keeps_the_photos_latent_and_a_checkpoint_carries_it(tmp_path):
+    cfg = ModelConfig(preset="tiny", base=PRESETS["tiny"].base, sr=PRESETS["tiny"].sr,
+                      train=dataclasses.replace(PRESETS["tiny"].train, base_iterations=3))
+    model = checkpoint.build(cfg, seed=0)
+    photo = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch_threads(1):
+        train_base(model.base, photo, cfg.train, 0)
+    gen = model.base
+    sizes = gen.scale_sizes(24, 32)
+    assert gen.photo_latent.shape == (1, cfg.base.latent_channels, *gen.latent_grid(sizes[0]))
+    with torch.no_grad():
+        from ourgan_dist.train.base import pyramid
+
+        assert torch.equal(gen.photo_latent, gen.encode(pyramid(photo, sizes)[0])[0])  # the posterior mean
+    checkpoint.save(model.eval(), str(tmp_path / "m"), {"seed": 0})
+    back = checkpoint.load(str(tmp_path / "m"))
+    assert torch.equal(back.base.photo_latent, gen.photo_latent)
+    assert torch.equal(back.base.generate(24, 32, 5), model.base.generate(24, 32, 5))
+
+
+def test_checkpoints_from_before_the_photo_latent_keep_drawing_from_the_prior(tmp_path):
+    cfg = ModelConfig(preset="tiny", base=dataclasses.replace(PRESETS["tiny"].base, latent_source="prior"),
+                      sr=PRESETS["tiny"].sr, train=PRESETS["tiny"].train)
+    model = checkpoint.build(cfg, seed=0).eval()
+    path = str(tmp_path / "old")
+    checkpoint.save(model, path, {"seed": 0})
+    payload = torch.load(f"{path}/model.pt", weights_only=True)
+    del payload["config"]["base"]["latent_source"]  # as written before the field existed
+    del payload["base"]["photo_latent"]
+    torch.save(payload, f"{path}/model.pt")
+    back = checkpoint.load(path)
+    assert back.config.base.latent_source == "prior"
+    assert torch.equal(back.base.generate(24, 32, 3), model.base.generate(24, 32, 3))
