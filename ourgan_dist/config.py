@@ -239,7 +239,7 @@ PRESETS: dict[str, ModelConfig] = {
         preset="cpu",
         base=BaseConfig(base_width=256, coarsest_width=32, n_scales=7, channels=32, convs_per_stage=4, vae_scales=2,
                         latent_channels=8, temperature=0.7),
-        sr=SRConfig(arch="srvgg", features=64, convs=16, skip="nearest", prior="realesr-animevideov3-x4",
+        sr=SRConfig(arch="srvgg", features=64, convs=16, skip="bicubic", prior="realesr-animevideov3-x4",
                     noise_amp=0.02),
         train=TrainConfig(base_iterations=600, sr_iterations=800, lr=1e-3, sr_crop=96, sr_batch=4, critic_channels=32,
                           base_crop=96, sr_blur=1.5),

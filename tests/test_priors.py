@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from ourgan_dist import images
+from ourgan_dist.commands.demo import sample_photo
 from ourgan_dist.config import SRConfig
 from ourgan_dist.errors import CheckpointError
 from ourgan_dist.models import ncnn, priors
@@ -87,7 +89,7 @@ def test_missing_files_and_missing_package_are_one_line_errors(tmp_path, monkeyp
 
 
 def _prior_cfg(name: str) -> SRConfig:
-    return SRConfig(**{**priors.get(name).config, "prior": name})
+    return SRConfig(**{**priors.get(name).native_config, "prior": name})
 
 
 # the 16.7 M-parameter RRDB (the paper preset's prior, ~13 s to convert on 2 cores) runs with the
@@ -120,6 +122,34 @@ def test_prior_with_a_wrong_config_is_refused():
     with pytest.raises(CheckpointError, match="needs"):
         priors.load_state("realesr-animevideov3-x4", SRConfig(arch="srvgg", features=32, convs=16, skip="nearest",
                                                               prior="realesr-animevideov3-x4"))
+    with pytest.raises(CheckpointError, match="needs"):  # the RRDB has no skip: adding one would double the input
+        priors.load_state("realesrgan-x4plus", SRConfig(arch="rrdb", skip="bicubic"))
+
+
+@needs_wheel
+def test_the_compact_prior_fine_tunes_under_a_bicubic_skip():
+    """The compact prior was trained with a nearest x4 skip; the cpu preset swaps in a bicubic one
+    (no 4 px blocks in smooth areas) and fine-tuning adapts the residual: after a few steps on a
+    photo the output is nearer the crops than the swapped-in network was at the start."""
+    from ourgan_dist.config import PRESETS, TrainConfig
+    from ourgan_dist.train.sr import downsample4, train_sr
+
+    cfg = PRESETS["cpu"].sr
+    assert cfg.skip == "bicubic"
+    net = build_sr(cfg)
+    state, _ = priors.load_state(cfg.prior, cfg)
+    net.load_state_dict({**state, "noise_amp": net.noise_amp}, strict=True)
+    photo = torch.from_numpy(images.load_rgb(sample_photo(), max_width=256)).unsqueeze(0)
+    hr = photo[:, :, :64, :64]
+
+    def error() -> float:
+        with torch.no_grad():
+            return float((net.eval()(downsample4(hr)) - hr).abs().mean())
+
+    before = error()
+    net.train()
+    train_sr(net, photo, TrainConfig(sr_iterations=30, sr_crop=32, sr_batch=2), seed=0, from_prior=True)
+    assert error() < before
 
 
 @needs_wheel

@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ourgan_dist import images
 from ourgan_dist.config import PRESETS, TrainConfig
@@ -142,3 +143,25 @@ def test_latent_stride_trains_and_round_trips_through_a_checkpoint(tmp_path):
     back = checkpoint.load(str(tmp_path / "m"))
     assert back.config.base.latent_stride == 2
     assert torch.equal(back.base.generate(24, 32, 5), model.base.generate(24, 32, 5))
+
+
+def test_local_phase_statistics_see_the_grids_an_adversarial_loss_draws_and_not_random_texture():
+    from ourgan_dist.train.sr import local_phase_deviation, phase_loss
+
+    g = torch.Generator().manual_seed(0)
+    smooth = F.interpolate(torch.rand(2, 3, 8, 8, generator=g), size=(64, 64), mode="bicubic", align_corners=False)
+    crop = smooth + 0.03 * torch.randn(smooth.shape, generator=g)  # the photo: detail with no preferred position
+    good = smooth + 0.03 * torch.randn(smooth.shape, generator=g)  # an output with other detail of the same kind
+    dots = good.clone()  # + a dot of random sign at one position of every 4x4 cell: the star lattice
+    dots[:, :, ::4, ::4] += 0.1 * (torch.randint(0, 2, (2, 1, 16, 16), generator=g) * 2 - 1)
+    signed = good.clone()  # + a grid whose sign follows the content: brighter on the left, darker on the right
+    signed[:, :, ::4, 0:32:4] += 0.05
+    signed[:, :, ::4, 32::4] -= 0.05
+    local = {k: float(phase_loss(x, crop, 4)) for k, x in (("good", good), ("dots", dots), ("signed", signed))}
+    batch = {k: float(phase_loss(x, crop, 0)) for k, x in (("good", good), ("dots", dots), ("signed", signed))}
+    assert local["dots"] > 1.3 * local["good"] and local["signed"] > 1.25 * local["good"]
+    # the batch-wide means (block 0, the default) barely see either
+    assert batch["dots"] < 1.2 * batch["good"] and batch["signed"] < 1.1 * batch["good"]
+    dev = local_phase_deviation(smooth, 4)
+    assert dev.shape == (2, 6, 16, 4, 4)  # means and detail RMS of 3 colours, 16 positions, 4x4 blocks
+    assert float(dev.mean(dim=2).abs().max()) < 1e-6  # deviations from the block's average over positions

@@ -14,7 +14,7 @@ import hashlib
 import importlib.util
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..atomic import write_atomic
 from ..config import SRConfig
@@ -34,6 +34,12 @@ class Prior:
     files: str  # stem of the .param/.bin pair in the package's models/ folder
     config: dict  # SRConfig fields the weights fix
     note: str
+    trained: dict = field(default_factory=dict)  # fields the weights were trained with that fine-tuning may change
+
+    @property
+    def native_config(self) -> dict:
+        """The SRConfig fields of the network as its authors trained it."""
+        return {**self.trained, **self.config}
 
 
 PRIORS: dict[str, Prior] = {
@@ -44,8 +50,11 @@ PRIORS: dict[str, Prior] = {
         "ESRGAN RRDBNet, 23 blocks, 16.7 M parameters, trained for real-world photo restoration"),
     "realesr-animevideov3-x4": Prior(
         "realesr-animevideov3-x4", "srvgg", "realesr-animevideov3-x4",
-        dict(arch="srvgg", features=64, convs=16, skip="nearest", unit_range=True),
-        "compact SRVGG network, 0.62 M parameters"),
+        dict(arch="srvgg", features=64, convs=16, unit_range=True),
+        "compact SRVGG network, 0.62 M parameters, trained with a nearest x4 skip",
+        # a bicubic skip is allowed: fine-tuning adapts the residual to it, and it draws no 4 px
+        # blocks into smooth areas
+        trained=dict(skip="nearest")),
 }
 
 

@@ -23,6 +23,9 @@ from ..models.base import BaseGenerator, resize_bilinear, y_channel
 from ..models.layers import leaky
 
 
+SAMPLE_POOL = 16  # whole samples of the scales below that a scale trained on crops draws its inputs from
+
+
 class PatchCritic(nn.Module):
     """A fully convolutional critic: one score per patch (receptive field 2 * convs + 1).
 
@@ -178,12 +181,19 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             return (int(torch.randint(0, h - ch + 1, (1,), generator=g)),
                     int(torch.randint(0, w - cw + 1, (1,), generator=g)))
 
-        for _ in range(cfg.base_iterations):
-            with torch.no_grad():  # a random sample of the frozen scales below
+        def sample_below() -> torch.Tensor:  # a random sample of the frozen scales below, at scale s
+            with torch.no_grad():
                 x = gen.decode(new_latent(), sizes[0])
                 for k in range(1, s):
                     x = gen.refine(k, x, sizes[k], randn(1, 3, *sizes[k]) if k >= n_vae else None)
-                up = resize_bilinear(x, sizes[s])
+                return resize_bilinear(x, sizes[s])
+
+        # A scale trained on crops draws its inputs from a pool of whole samples made once: making a
+        # whole sample of every scale below for each step would cost more than the step itself on
+        # a large base, and the crops' positions and the scale's own noise still vary every step.
+        pool = [sample_below() for _ in range(SAMPLE_POOL)] if (ch, cw) != (h, w) else None
+        for _ in range(cfg.base_iterations):
+            up = sample_below() if pool is None else pool[int(torch.randint(0, len(pool), (1,), generator=g))]
             cy, cx = crop_origin()
             ys, xs = slice(cy, cy + ch), slice(cx, cx + cw)
             fake = gen.refine_upsampled(s, up[:, :, ys, xs], randn(1, 3, ch, cw), y_full[:, :, ys])
