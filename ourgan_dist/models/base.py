@@ -82,8 +82,8 @@ def warp_grid(seed: int, grid: tuple[int, int], photo_grid: tuple[int, int], str
 
     Rows map straight to the photo's rows, so the vertical layout (sky above ground) stays.
     Along each row the photo is read through a smooth, strictly increasing random map: the
-    density exp(strength * f) of a smooth Gaussian field f, integrated, stretches some stretches
-    and squeezes others, so objects move, widen and narrow, but never fold or repeat. A map
+    density exp(strength * f) of a smooth Gaussian field f, integrated, widens some stretches
+    of the row and narrows others, so objects move, widen and narrow, but never fold or repeat. A map
     wider than the photo (in the photo's aspect) reads past its edges mirrored; a narrower one a
     random window. Half the seeds (with ``flip``) mirror the whole map left-right."""
     h, w = grid
@@ -205,9 +205,9 @@ class BaseGenerator(nn.Module):
         seen a photo yet (untrained, or before training's GAN scales) draws from the prior too."""
         gh, gw = self.latent_grid(size)
         if self.cfg.latent_source == "photo" and self.photo_latent.dim() == 4:
-            grid = warp_grid(seed, (gh, gw), tuple(self.photo_latent.shape[2:]), self.cfg.latent_warp,
-                             self.cfg.latent_flip).to(device)
-            with _one_thread(torch.device(device)):
+            with _one_thread(torch.device("cpu")):  # CPU resampling on one thread: the same bits anywhere
+                grid = warp_grid(seed, (gh, gw), tuple(self.photo_latent.shape[2:]), self.cfg.latent_warp,
+                                 self.cfg.latent_flip).to(device)  # resampled on the CPU
                 return F.grid_sample(self.photo_latent.to(device), grid, mode="bilinear", padding_mode="reflection",
                                      align_corners=True)
         z = noise.normal(seed, 0, 0, self.cfg.latent_channels, Box(0, gh, 0, gw))
