@@ -59,10 +59,10 @@ class BaseConfig:
     latent_channels: int = 8  # channels of the VAE latent at the coarsest scale
     vertical_coord: bool = True  # feed a global y channel (-1 top .. +1 bottom) to every conv
     padding: str = "replicate"  # how convs see past the image edge: "replicate" or "zeros" (a dark frame)
-    temperature: float = 1.0  # std of the latent drawn for a new image (< 1: nearer the photo's typical layout)
+    temperature: float = 1.0  # "prior": std of the latent drawn for a new image (< 1: nearer the photo's typical layout)
     latent_stride: int = 1  # coarsest-scale pixels per latent pixel (a side): > 1 makes prior draws smooth blobs
     latent_source: str = "photo"  # a new image's latent: the photo's own, warped ("photo"), or a prior draw ("prior")
-    latent_warp: float = 1.0  # "photo": strength of the random horizontal stretch (log of the largest local factor ~)
+    latent_warp: float = 1.0  # "photo": std of the log of the random horizontal stretch along each row (0: none)
     latent_flip: bool = True  # "photo": half the seeds mirror the layout left-right
 
     def __post_init__(self) -> None:
@@ -174,7 +174,7 @@ class TrainConfig:
     sr_adv_weight: float = 0.0  # weight of an SR patch-GAN loss next to L1 (0.01-0.05 drew a dot grid, see README)
     sr_blur: float = 0.0  # SR inputs: high-res crops blurred by a Gaussian of random std in [0, this] px, then 1/4
     sr_consistency_weight: float = 1.0  # output shrunk x4 vs input (colours stay put) + per-position means (no grid)
-    sr_phase_block: int = 0  # per-position means compared over blocks of this many input px a side (0: whole batch)
+    sr_phase_block: int = 0  # per-position means and detail RMS compared over blocks of this many input px (0: batch means)
     sr_critic_convs: int = 4  # 3x3 convs of the SR patch critic: it judges (2 * convs + 1)-px patches
     critic_channels: int = 32  # channels of the patch critics
     base_crop: int = 0  # GAN scales larger than this (px a side) train on random crops of it; 0: whole

@@ -8,6 +8,7 @@ import socket
 
 import numpy as np
 import pytest
+from helpers import environ
 
 # keep every Ray process and driver on loopback (see DESIGN.md, "Running the real parts in tests")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -85,18 +86,12 @@ def s3_server():
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     keys = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
     options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
     try:
-        yield endpoint, options
+        with environ(keys):
+            yield endpoint, options
     finally:
         server.stop()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import numpy as np
 import zarr
 
 from ourgan_dist.render import RenderRequest, prepare, render
 
+
+
+@contextlib.contextmanager
+def environ(values: dict[str, str]):
+    """Set environment variables for the block, then put back what was there (or nothing)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 def do_render(model: str, out: str, size: str = "301x187", *, tile: int | None = 32, chunk: int = 16,
               seed: int = 0, **kw):
@@ -124,37 +140,31 @@ def autoscaling_cluster(tmp_dir, node_types: dict):
     with open(config, "w") as f:
         json.dump(fake_autoscaler_config(port, node_types), f)
     env = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}  # read by the head's monitor
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    c = None
-    try:
-        c = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "include_dashboard": False, "dashboard_port": _free_port(), "node_ip_address": "127.0.0.1",
-            "gcs_server_port": port, "autoscaling_config": config,
-            "env_vars": {"RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID}})  # the id the provider expects
-        ray.init(address=c.address, log_to_driver=False)
-        deadline = time.monotonic() + 120
-        while not _v1_autoscales(_kv_get(b"__autoscaling_status")) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        yield c.address
-    finally:
-        ray.shutdown()
-        if c is not None:  # the worker nodes are the monitor's children: stop them, then the head
-            for info in c.head_node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
-                try:
-                    monitor = psutil.Process(info.process.pid)
-                    nodes = monitor.children(recursive=True)
-                    monitor.kill()
-                except psutil.NoSuchProcess:
-                    nodes = []
-                for p in nodes:
+    with environ(env):
+        c = None
+        try:
+            c = Cluster(initialize_head=True, head_node_args={
+                "num_cpus": 0, "include_dashboard": False, "dashboard_port": _free_port(), "node_ip_address": "127.0.0.1",
+                "gcs_server_port": port, "autoscaling_config": config,
+                "env_vars": {"RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID}})  # the id the provider expects
+            ray.init(address=c.address, log_to_driver=False)
+            deadline = time.monotonic() + 120
+            while not _v1_autoscales(_kv_get(b"__autoscaling_status")) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            yield c.address
+        finally:
+            ray.shutdown()
+            if c is not None:  # the worker nodes are the monitor's children: stop them, then the head
+                for info in c.head_node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
                     try:
-                        p.kill()
+                        monitor = psutil.Process(info.process.pid)
+                        nodes = monitor.children(recursive=True)
+                        monitor.kill()
                     except psutil.NoSuchProcess:
-                        pass
-            c.shutdown()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+                        nodes = []
+                    for p in nodes:
+                        try:
+                            p.kill()
+                        except psutil.NoSuchProcess:
+                            pass
+                c.shutdown()

@@ -103,11 +103,9 @@ def read_bytes(model_dir: str, storage_options: dict | None = None) -> bytes:
 def _upgrade_config(config: Any) -> Any:
     """Fill in config keys added after a checkpoint was written with the value that reproduces
     it: base generators written before ``padding`` existed were trained with zero padding."""
-    if isinstance(config, dict) and isinstance(config.get("base"), dict) and "padding" not in config["base"]:
-        config = {**config, "base": {**config["base"], "padding": "zeros"}}
-    if isinstance(config, dict) and isinstance(config.get("base"), dict) and "latent_source" not in config["base"]:
-        # base generators written before the photo latent was kept draw from the prior
-        config = {**config, "base": {**config["base"], "latent_source": "prior"}}
+    if isinstance(config, dict) and isinstance(config.get("base"), dict):
+        # keys added since: zero padding (before ``padding``), prior draws (before the photo latent)
+        config = {**config, "base": {"padding": "zeros", "latent_source": "prior", **config["base"]}}
     if isinstance(config, dict) and isinstance(config.get("sr"), dict) and "arch" not in config["sr"]:
         # SR networks written before priors existed: an RRDB on [-1, 1] pixels with a bicubic skip
         config = {**config, "sr": {"arch": "rrdb", "skip": "bicubic", "unit_range": False, "prior": "",

@@ -162,8 +162,7 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
         if s >= 2:
             stage.load_state_dict(gen.stages[s - 2].state_dict())
         with torch.no_grad():  # reconstruction path: posterior mean through the frozen scales
-            mu, _ = gen.encode(reals[0])
-            rec_prev = gen.decode(mu, sizes[0])
+            rec_prev = gen.decode(gen.photo_latent, sizes[0])
             for k in range(1, s):
                 rec_prev = gen.refine(k, rec_prev, sizes[k], torch.zeros_like(reals[k]) if k >= n_vae else None)
             up = resize_bilinear(rec_prev, sizes[s])
