@@ -67,13 +67,18 @@ class TileWorker:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         self.torch = torch
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[job.precision]
+        if model is not None and (job.device != "cpu" or self.dtype != torch.float32):
+            import copy
+
+            # a shared model (the driver's, on the CPU in fp32) is copied, never moved or cast in place
+            model = copy.deepcopy(model).to(job.device)
         self.model = model if model is not None else checkpoint.load(
             job.model, job.model_storage_options, device=job.device)
         self.canvas = Canvas(job.store, job.storage_options, mode="r+")
         self.fence = LeaseFence(job.store, job.storage_options, job.lease_token)
         self.plan: RenderPlan = self.canvas.plan
         self._check_fence()
-        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[job.precision]
         if self.dtype != torch.float32:
             self.model.sr.to(self.dtype)
 

@@ -213,3 +213,19 @@ def test_pyramid_is_2x2_mean_of_the_level_below(tiny_model, reference):
     for k in range(1, len([n for n in a if n.isdigit()])):
         prev, cur = a[str(k - 1)], a[str(k)]
         assert np.array_equal(downsample2(prev, cur.shape[1], cur.shape[2]), cur)
+
+
+def test_a_shared_model_is_not_cast_by_a_half_precision_render(tiny_model, tmp_path):
+    """The local executor hands the driver's model to its worker: a fp16 render works on a copy."""
+    import torch
+
+    from ourgan_dist.executors.local import LocalExecutor
+    from ourgan_dist.models import checkpoint
+    from ourgan_dist.render import RenderRequest, prepare, render
+
+    model = checkpoint.load(tiny_model)
+    p = prepare(RenderRequest(model=tiny_model, out=str(tmp_path / "half.zarr"), size="128x96", tile=0, chunk=16,
+                              precision="fp16"))
+    render(p, executor=LocalExecutor(model=model))
+    assert {t.dtype for t in model.sr.parameters()} == {torch.float32}
+    assert {t.device.type for t in model.sr.parameters()} == {"cpu"}
