@@ -70,6 +70,11 @@ class Progress:
         self.losses.update({k: v for k, v in losses.items() if k in ("rec", "kl", "d")})
         self._advance(1)
 
+    def base_done(self) -> None:
+        """The SR network trains alone from here on (a GPU, or one core): the bar says so."""
+        self.stage = "sr"
+        self.losses = {k: v for k, v in self.losses.items() if k.startswith("sr_")}
+
     def sr(self, n: int, losses: dict) -> None:
         self.losses["sr_l1"] = losses.get("l1", float("nan"))
         self._advance(n)
@@ -152,6 +157,7 @@ def fit(model: Model, image: str, info: images.PhotoInfo, *, seed: int, device: 
         if background is not None:
             sr_hist, sr_size = background.join(bar.sr)
         else:
+            bar.base_done()
             sr_photo = load_sr_photo(image)
             sr_size = [int(sr_photo.shape[3]), int(sr_photo.shape[2])]
             model.sr.to(device)
