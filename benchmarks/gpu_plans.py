@@ -27,8 +27,8 @@ def row(size: str, gpus: int, tile: int | None, memory: int, cfg) -> str:
     else:
         how = "fixed"
     plan = RenderPlan.create(w, h, base=cfg.base, sr=cfg.sr, tile=tile)
-    est = pj.estimate(plan, cfg.sr, cfg.base, workers=gpus, throughput=pj.GPU_ASSUMED)
-    work = pj.Work(plan, cfg.sr, cfg.base, pj.GPU_ASSUMED)
+    est = pj.estimate(plan, cfg.sr, cfg.base, workers=gpus, throughput=pj.GPU_REFERENCE)
+    work = pj.Work(plan, cfg.sr, cfg.base, pj.GPU_REFERENCE)
     sr_levels = [lv for lv in est.levels if lv.name.startswith("level ") and lv.name != "level 0"]
     tasks = " / ".join(str(lv.tasks) for lv in sr_levels)
     last = sr_levels[-1]

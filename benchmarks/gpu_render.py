@@ -46,6 +46,7 @@ def render_once(model: str, out: str, size: str, precision: str, tile: int | Non
                               precision=precision, overwrite=True))
     if gpu:
         torch.cuda.synchronize()
+        torch.cuda.empty_cache()  # an earlier precision's cached blocks would count in this one's reserve
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     t_start = time.perf_counter()

@@ -104,19 +104,21 @@ class Throughput:
 # whose arithmetic is negligible), a pyramid block 1-5 us per pixel it writes.
 CPU_REFERENCE = Throughput(macs_per_s=5e9, io_s_per_px=1.35e-6, pyramid_s_per_px=2e-6, task_s=0.05,
                            source="recorded rate of this project's busy 2-core CPU (benchmarks/plan_calibration.py)")
-# No GPU was available to measure: a nominal rate for an H100-class GPU in fp32 with TF32 off (as
-# the workers run it), a quarter of its FP32 peak (the dense blocks' 32-channel convs use it
-# poorly), fp16/bf16 4x that; host-side I/O a fifth of what the busy 2-core machine measured.
-GPU_ASSUMED = Throughput(macs_per_s=8e12, io_s_per_px=0.3e-6, pyramid_s_per_px=0.4e-6, task_s=0.05,
-                         source="ASSUMED 8 TMAC/s per GPU (fp32, H100 class; not measured)")
+# Measured on one NVIDIA H200 (benchmarks/gpu_render.py: paper preset, one in-process worker,
+# torch 2.11, cuDNN deterministic, TF32 off). Store I/O and noise: the cpu preset's last level of
+# a 16384x12288 render (201 Mpx written, 8.6 TMAC) took 15.6 s, about 0.07 us per output pixel.
+# With that, the paper preset's last level (377 TMAC, fp16) ran at about 22 TMAC/s, level 2 of a
+# 4096x3072 render (34.7 TMAC) at 12 TMAC/s in fp32 and 13 in bf16 (a smaller level: less
+# parallel work); the 16K viewing pyramid, averaged on the host, 0.2 us per pixel written.
+GPU_REFERENCE = Throughput(macs_per_s=11e12, io_s_per_px=0.07e-6, pyramid_s_per_px=0.2e-6, task_s=0.05,
+                           source="rate measured on one H200 (fp32, TF32 off; benchmarks/gpu_render.py)")
 
 
 def reference_throughput(device: str, precision: str = "fp32") -> Throughput:
     if device.startswith("cuda"):
         if precision != "fp32":
-            return GPU_ASSUMED.with_rate(4 * GPU_ASSUMED.macs_per_s, "ASSUMED 32 TMAC/s per GPU (half precision, H100 "
-                                                                     "class; not measured)")
-        return GPU_ASSUMED
+            return GPU_REFERENCE.with_rate(20e12, "rate measured on one H200 (fp16; benchmarks/gpu_render.py)")
+        return GPU_REFERENCE
     return CPU_REFERENCE
 
 
@@ -310,10 +312,13 @@ class MemoryModel:
 # runtime term is raised to 640 MiB to cover it; small tiles are then projected up to ~300 MiB high.
 CPU_MEMORY = MemoryModel(runtime_bytes=640 * MiB, factor=1.12,
                          source="calibrated against measured worker peaks on CPU (benchmarks/plan_calibration.py)")
-# Not measured on a GPU: the CUDA context and cuDNN workspaces taken as 1 GiB, the same factor;
-# viewing-pyramid blocks are averaged on the host, so they take no GPU memory.
+# On one H200 (benchmarks/gpu_render.py, paper preset) PyTorch's allocated peak stayed under this
+# CPU-calibrated projection: 7.4 GiB against 9.4 projected (fp32, tile 3072), 17.1 against 29.0
+# (fp16, tile 5632: the count is fp32's). Its cache then held up to 2x the allocated peak, which
+# it hands back before an allocation would fail. Viewing-pyramid blocks are averaged on the host.
 GPU_MEMORY = MemoryModel(runtime_bytes=1 * GiB, factor=CPU_MEMORY.factor,
-                         source="GPU memory: CPU calibration + 1 GiB assumed for the CUDA context (not measured)",
+                         source="GPU memory: CPU calibration + 1 GiB for the CUDA context; above the peaks "
+                                "measured on an H200 (benchmarks/gpu_render.py)",
                          kinds=("base", "sr_body", "sr_output"))
 
 
