@@ -115,6 +115,9 @@ class SRConfig:
     edge: str = "replicate"  # what convs see past a level's edge: its edge pixels repeated, or "zeros" (black)
     prior: str = "realesrgan-x4plus"  # pre-trained weights fine-tuned on the photo; "" = from scratch
     noise_amp: float = 0.02  # std of the input noise: SR(x + amp * z), in [-1, 1] pixel units
+    detail: float = 1.0  # weight of the photo's own detail patches added to every SR level (models/detail.py); 0: off
+    detail_patches: int = 4096  # key/patch pairs per library scale, cut from the photo at training
+    detail_choices: int = 16  # each block picks one of this many nearest keys (by its noise): fewer repeats
 
     def __post_init__(self) -> None:
         n = type(self).__name__
@@ -130,6 +133,12 @@ class SRConfig:
         _check(n, "prior", isinstance(self.prior, str), "a prior name or \"\"", self.prior)
         _check(n, "noise_amp", isinstance(self.noise_amp, (int, float)) and 0 <= self.noise_amp <= 1, "a number in [0, 1]",
                self.noise_amp)
+        _check(n, "detail", isinstance(self.detail, (int, float)) and 0 <= self.detail <= 4, "a number in [0, 4]",
+               self.detail)
+        _check(n, "detail_patches", isinstance(self.detail_patches, int) and 16 <= self.detail_patches <= 65536,
+               "an int in [16, 65536]", self.detail_patches)
+        _check(n, "detail_choices", isinstance(self.detail_choices, int) and 1 <= self.detail_choices <= 64,
+               "an int in [1, 64]", self.detail_choices)
 
     @property
     def receptive_radius(self) -> int:
@@ -140,6 +149,12 @@ class SRConfig:
         side). srvgg: one pixel per conv, all at input resolution (first + body + last). A bicubic
         skip reads 2 input pixels either side, within either radius.
         """
+        reach = 3 if self.detail > 0 else 0  # a detail block's key reads 3 source pixels past the core
+        return max(self.network_radius, reach)
+
+    @property
+    def network_radius(self) -> int:
+        """The network's own receptive radius (its windowed forward crops by it)."""
         if self.arch == "srvgg":
             return max(self.convs + 2, 2 if self.skip == "bicubic" else 0)
         return 1 + self.blocks * self.rdbs_per_block * self.dense_convs + 1 + 2

@@ -54,8 +54,15 @@ def sr_layers(sr: SRConfig) -> tuple[ConvLayer, ...]:
 
 
 def sr_macs_per_pixel(sr: SRConfig) -> int:
-    """MACs per source pixel of a whole level (no halo): the network's arithmetic density."""
-    return sum(layer.macs * layer.scale**2 for layer in sr_layers(sr))
+    """MACs per source pixel of a whole level (no halo): the network's arithmetic density, plus
+    the detail stage's search (models/detail.py)."""
+    return sum(layer.macs * layer.scale**2 for layer in sr_layers(sr)) + detail_macs_per_pixel(sr)
+
+
+def detail_macs_per_pixel(sr: SRConfig) -> int:
+    """The detail stage per source pixel: a 48-value distance to every library key, then the
+    selection of the nearest (counted as one MAC per key and choice)."""
+    return sr.detail_patches * (48 + sr.detail_choices + 1) if sr.detail > 0 else 0
 
 
 def sr_parameters(sr: SRConfig) -> int:
@@ -79,7 +86,7 @@ def _tile_macs(sr: SRConfig, core_h: int, core_w: int, halo: int) -> int:
     for i, layer in enumerate(sr_layers(sr)):
         reach = min(layer.reach, halo) if i else halo  # the first layer sees the whole window
         total += layer.macs * layer.scale**2 * (core_h + 2 * reach) * (core_w + 2 * reach)
-    return total
+    return total + detail_macs_per_pixel(sr) * (core_h + 2) * (core_w + 2)  # blocks of the core and its rim
 
 
 # ---- how fast a worker is ---------------------------------------------------------------------

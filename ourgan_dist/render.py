@@ -510,7 +510,7 @@ def _exact_level(p: Prepared, level: int, box: Box, cache: dict):
     win = core.expand(plan.receptive_radius).clip(src.height, src.width)
     x = _exact_level(p, level - 1, win, cache).unsqueeze(0)
     z = torch.from_numpy(noise.normal(seed, level, 0, 3, win)).unsqueeze(0)
-    y = run_window(model.sr, x, z, window=win, core=core, level_size=(src.height, src.width))[0]
+    y = run_window(model.sr, x, z, window=win, core=core, level_size=(src.height, src.width), detail=model.detail)[0]
     oy, ox = box.y0 - SCALE * core.y0, box.x0 - SCALE * core.x0
     y = y[:, oy:oy + box.height, ox:ox + box.width]
     return y.half().float() if level < plan.final_level else y  # levels below the last are stored as float16
@@ -551,7 +551,7 @@ def measure_halo_error(p: Prepared) -> dict[str, Any]:
             ys, xs = win.relative_to(full)
             z = torch.from_numpy(noise.normal(p.request.seed, key.level, 0, 3, win)).unsqueeze(0)
             y = run_window(p.model.sr, x[:, ys, xs].unsqueeze(0), z, window=win, core=src_core,
-                           level_size=(src.height, src.width))[0]
+                           level_size=(src.height, src.width), detail=p.model.detail)[0]
             oy, ox = core.y0 - SCALE * src_core.y0, core.x0 - SCALE * src_core.x0
             outs.append(to_uint8(y[:, oy:oy + core.height, ox:ox + core.width].numpy()).astype(np.int16))
     diff = np.abs(outs[0] - outs[1])

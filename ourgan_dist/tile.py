@@ -135,7 +135,8 @@ class TileWorker:
             xt = torch.from_numpy(x).unsqueeze(0).to(dev, self.dtype)
             zt = torch.from_numpy(z).unsqueeze(0).to(dev, self.dtype)
             with torch.inference_mode():
-                y = self._run_window(self.model.sr, xt, zt, window=window, core=src_core, level_size=(lv.height, lv.width))
+                y = self._run_window(self.model.sr, xt, zt, window=window, core=src_core, level_size=(lv.height, lv.width),
+                                     detail=self.model.detail)
             y = y[0].float().cpu().numpy()  # (3, 4*src_core.h, 4*src_core.w)
             oy, ox = core.y0 - SCALE * src_core.y0, core.x0 - SCALE * src_core.x0
             out = y[:, oy:oy + core.height, ox:ox + core.width]

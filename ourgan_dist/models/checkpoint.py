@@ -13,7 +13,7 @@ import io
 import json
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -23,6 +23,7 @@ from ..atomic import write_atomic
 from ..config import ModelConfig, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError
 from .base import BaseGenerator
+from .detail import DetailLibrary
 from .sr import build_sr
 
 FORMAT_VERSION = 1
@@ -37,6 +38,7 @@ class Model:
     sr: Any  # SRNet or SRVGG (models/sr.py, models/srvgg.py)
     meta: dict[str, Any]
     model_id: str  # sha256 of model.pt's bytes: identifies the weights in render stores
+    detail: DetailLibrary = field(default_factory=DetailLibrary)  # the photo's detail patches (empty: none)
 
     def eval(self) -> "Model":
         self.base.eval()
@@ -46,6 +48,7 @@ class Model:
     def to(self, device) -> "Model":
         self.base.to(device)
         self.sr.to(device)
+        self.detail.to(device)
         return self
 
 
@@ -70,6 +73,8 @@ def save(model: Model, out_dir: str, meta: dict[str, Any] | None = None) -> str:
         "base": {k: v.detach().cpu().contiguous() for k, v in model.base.state_dict().items()},
         "sr": {k: v.detach().cpu().contiguous() for k, v in model.sr.state_dict().items()},
     }
+    if model.detail.ready:
+        payload["detail"] = {k: v.detach().cpu().contiguous() for k, v in model.detail.state_dict().items()}
     buf = io.BytesIO()
     torch.save(payload, buf)
     data = buf.getvalue()
@@ -110,6 +115,8 @@ def _upgrade_config(config: Any) -> Any:
         # SR networks written before priors existed: an RRDB on [-1, 1] pixels with a bicubic skip
         config = {**config, "sr": {"arch": "rrdb", "skip": "bicubic", "unit_range": False, "prior": "",
                                    "edge": "zeros", **config["sr"]}}
+    if isinstance(config, dict) and isinstance(config.get("sr"), dict) and "detail" not in config["sr"]:
+        config = {**config, "sr": {**config["sr"], "detail": 0.0}}  # before the detail stage: none, same halo
     if isinstance(config, dict) and isinstance(config.get("train"), dict):
         legacy = {"sr_lr": config["train"].get("lr", 1e-4), "sr_consistency_weight": 0.0, "sr_adv_weight": 0.005,
                   "vae_adv_weight": 0.0, "critic_vertical": False, "sr_blur": 0.0}
@@ -173,5 +180,11 @@ def load(model_dir: str, storage_options: dict | None = None, device: str = "cpu
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(
             f"model {model_dir!r}: weights do not match the stored architecture ({str(e).splitlines()[0][:160]})") from None
-    model = Model(config, base, sr, dict(payload.get("meta", {})), hashlib.sha256(data).hexdigest()[:16])
+    detail = DetailLibrary()
+    if "detail" in payload:  # models trained before the detail stage have none
+        try:
+            detail.load_state_dict(payload["detail"])
+        except (KeyError, RuntimeError) as e:
+            raise CheckpointError(f"model {model_dir!r}: unreadable detail library ({str(e).splitlines()[0][:160]})") from None
+    model = Model(config, base, sr, dict(payload.get("meta", {})), hashlib.sha256(data).hexdigest()[:16], detail)
     return model.eval().to(device)

@@ -99,7 +99,7 @@ class WindowedSR(nn.Module):
 
     @property
     def receptive_radius(self) -> int:
-        return self.cfg.receptive_radius
+        return self.cfg.network_radius
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """Whole-image forward (training and the untiled reference): (B, 3, h, w) -> (B, 3, 4h, 4w)."""
@@ -165,9 +165,20 @@ class SRNet(WindowedSR):
 
 
 def run_window(net: nn.Module, x: torch.Tensor, z: torch.Tensor | None, *, window: Box, core: Box,
-               level_size: tuple[int, int]) -> torch.Tensor:
-    """``net.forward_window`` with the level's edge handled as ``net.cfg.edge`` says. This is what
-    the renderer calls, tiled and untiled alike.
+               level_size: tuple[int, int], detail=None) -> torch.Tensor:
+    """``sr_window`` plus, where ``detail`` (a trained ``DetailLibrary``) is given and the config's
+    ``detail`` weight is not 0, the photo's detail patches (models/detail.py). This is what the
+    renderer calls, tiled and untiled alike."""
+    y = sr_window(net, x, z, window=window, core=core, level_size=level_size)
+    if detail is None or not detail.ready or net.cfg.detail <= 0:
+        return y
+    return detail.apply(y, x, z, window=window, core=core, level_size=level_size, strength=net.cfg.detail,
+                        choices=net.cfg.detail_choices)
+
+
+def sr_window(net: nn.Module, x: torch.Tensor, z: torch.Tensor | None, *, window: Box, core: Box,
+              level_size: tuple[int, int]) -> torch.Tensor:
+    """``net.forward_window`` with the level's edge handled as ``net.cfg.edge`` says.
 
     "replicate": where the window touches the level's edge, the source (and its noise) is
     extended by repeating its edge pixels, as far as the receptive radius reaches, so no conv's

@@ -169,6 +169,10 @@ def fit(model: Model, image: str, info: images.PhotoInfo, *, seed: int, device: 
         bar.close()
         if background is not None:
             background.stop()
+    t_detail = time.time()
+    if cfg.sr.detail > 0:  # the photo's detail patches for the SR levels (models/detail.py)
+        model.detail.build(load_sr_photo(image), cfg.sr.detail_patches, seed)
+    t_detail = time.time() - t_detail
     t_all = time.time() - t0
     cpu2 = _cpu_seconds()
     model.eval()
@@ -185,7 +189,7 @@ def fit(model: Model, image: str, info: images.PhotoInfo, *, seed: int, device: 
         "device": device,
         "parallel": parallel,
         "threads": {"base": base_threads, "sr": sr_threads, "cores": cores},
-        "seconds": {"base": round(t_base, 2), "total": round(t_all, 2),
+        "seconds": {"base": round(t_base, 2), "total": round(t_all, 2), "detail_library": round(t_detail, 2),
                     "sr": None if parallel else round(t_all - t_base, 2)},
         # CPU seconds (user + system): on idle cores the wall time of a side-by-side run is about
         # the larger of the two processes' CPU seconds

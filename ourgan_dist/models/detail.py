@@ -1,0 +1,197 @@
+"""Detail from the photo: the finest band an SR level adds, copied from the photo's own patches.
+
+An SR network fine-tuned with an L1 loss predicts the mean of what a low-resolution patch could
+become, so its output is smooth at 1:1: grass, gravel and rock come out as soft gradients. This
+stage adds texture the way example-based super-resolution does. At training time the photo,
+shrunk to a few scales an octave apart, is cut into a library of pairs:
+
+    key    = 4x4 pixels of the photo shrunk x4 (what an SR level reads), uint8, 48 values
+    patch  = 8x8 pixels of the photo's detail band at that place: the photo minus its bicubic
+             x4 round trip, each channel's mean removed, int8 in 1/255 steps
+
+At render time every source pixel j of an SR level (one 4x4 output footprint) looks up the
+library's ``choices`` nearest keys to the 4x4 source pixels around it, picks one of them with its
+own global noise value, and adds that patch, weighted by a separable sin^2 window, to the 8x8
+output pixels centred on its footprint. Neighbouring blocks overlap by half and their windows sum
+to one.
+
+Exact tiling: the keys are integers below 256, so the squared distances (< 2^24) are exact in
+float32 whatever the summation order; ties are broken by library index; the choice comes from the
+counter-based noise of the source pixel; and the window is in integer 64ths, so every output
+pixel's four weighted patches sum exactly in int32, in any order. A block reads source pixels up
+to 3 away from the core it writes into, so the SR halo must be at least 3
+(``SRConfig.receptive_radius`` includes that).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..geometry import Box
+
+BLOCK = 8  # output pixels a side of a detail patch
+KEY = 4  # source pixels a side of a key
+REACH = 3  # source pixels beyond a core that its blocks' keys read
+SCALES = 4  # library scales: 1, 1/2, 1/4, 1/8 of the photo's width
+MIN_WIDTH = 64  # a scale whose photo would be narrower than this is left out
+_CHUNK = 4096  # blocks per distance matrix (4096 x patches float32: 64 MiB at 4096 patches)
+_BAND = 64  # rows of blocks handled at a time
+# The window over a block's 8 pixels: sin^2 at the pixel centres, in 64ths, so that it and its copy
+# 4 pixels on sum to exactly 64 (2 + 62, 20 + 44): the overlapping blocks' sum is exact in integers.
+WEIGHTS = (2, 20, 44, 62, 62, 44, 20, 2)
+WEIGHT_SUM = 64
+
+
+def _to_levels(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] pixels -> integer levels 0..255 as float32 (round half up, like ``pixels.to_uint8``)."""
+    return torch.floor((x.float().clamp(-1, 1) + 1) * 127.5 + 0.5)
+
+
+class DetailLibrary(nn.Module):
+    """Key/patch pairs at ``SCALES`` scales of the photo; empty (and inactive) until ``build``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("keys", torch.zeros(0, dtype=torch.uint8))  # (S, N, 48)
+        self.register_buffer("patches", torch.zeros(0, dtype=torch.int8))  # (S, N, 3, 8, 8)
+        self.register_buffer("scales", torch.zeros(0))  # (S,) output width / photo width
+        self.register_buffer("photo_width", torch.zeros((), dtype=torch.int64))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("keys", "patches", "scales"):  # a stored library sets the shapes
+            key = prefix + name
+            if key in state_dict and state_dict[key].shape != getattr(self, name).shape:
+                setattr(self, name, torch.zeros_like(state_dict[key], device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def ready(self) -> bool:
+        return self.keys.dim() == 3 and self.keys.shape[1] > 0
+
+    @torch.no_grad()
+    def build(self, photo: torch.Tensor, patches: int, seed: int) -> None:
+        """Cut the library from ``photo`` (1, 3, H, W) in [-1, 1], at full resolution."""
+        gen = torch.Generator().manual_seed(seed)
+        photo = photo.detach().float().cpu()
+        h, w = photo.shape[2:]
+        keys, pats, scales = [], [], []
+        for s in range(SCALES):
+            r = 0.5 ** s
+            hh, ww = round(h * r) // 4 * 4, round(w * r) // 4 * 4
+            if min(hh, ww) < max(MIN_WIDTH, 4 * (KEY + 2)) and s > 0:
+                break
+            img = photo.float() if s == 0 and (hh, ww) == (h, w) else F.interpolate(
+                photo.float(), size=(hh, ww), mode="bicubic", align_corners=False, antialias=True)
+            img = img.clamp(-1, 1)
+            low = F.interpolate(img, size=(hh // 4, ww // 4), mode="bicubic", align_corners=False, antialias=True)
+            band = img - F.interpolate(low, size=(hh, ww), mode="bicubic", align_corners=False)
+            lh, lw = hh // 4, ww // 4
+            # source pixel j's block covers output [4j - 2, 4j + 6), its key source [j - 1, j + 3)
+            # j - 1 in [0, lh - 4]: every key inside the photo
+            ys = torch.randint(0, lh - KEY + 1, (patches,), generator=gen)
+            xs = torch.randint(0, lw - KEY + 1, (patches,), generator=gen)
+            lv = _to_levels(low)[0]
+            k = torch.stack([lv[:, y:y + KEY, x:x + KEY].reshape(-1) for y, x in zip(ys.tolist(), xs.tolist())])
+            band = F.pad(band, (2, 2, 2, 2), mode="replicate")[0]  # output [4j - 2, ...) with j - 1 >= 0
+            p = torch.stack([band[:, 4 * y + 4:4 * y + 12, 4 * x + 4:4 * x + 12]
+                             for y, x in zip(ys.tolist(), xs.tolist())])
+            p = p - p.mean(dim=(2, 3), keepdim=True)
+            keys.append(k.to(torch.uint8))
+            pats.append(torch.round(p * 127.5).clamp(-127, 127).to(torch.int8))
+            scales.append(ww / w)
+        self.keys = torch.stack(keys)
+        self.patches = torch.stack(pats)
+        self.scales = torch.tensor(scales, dtype=torch.float32)
+        self.photo_width = torch.tensor(w, dtype=torch.int64)
+
+    def scale_index(self, out_width: int) -> int:
+        """The library whose scale is nearest (in log) to an output level ``out_width`` px wide."""
+        r = out_width / float(self.photo_width)
+        logs = [abs(math.log(float(s) / r)) for s in self.scales]
+        return min(range(len(logs)), key=logs.__getitem__)
+
+    @torch.no_grad()
+    def apply(self, y: torch.Tensor, x: torch.Tensor, z: torch.Tensor | None, *, window: Box, core: Box,
+              level_size: tuple[int, int], strength: float, choices: int) -> torch.Tensor:
+        """``y`` (1, 3, 4 core.h, 4 core.w): an SR level's output for the source ``core``, read
+        from ``x`` (and its noise ``z``) at ``window`` of a source level of ``level_size``.
+        Returns ``y`` plus the photo's detail. Blocks are handled a band of rows at a time, so
+        the memory stays bounded for any tile."""
+        H, W = level_size
+        s = self.scale_index(4 * W)
+        keys, pats = self.keys[s].float(), self.patches[s]
+        n = keys.shape[0]
+        k = min(choices, n - 1)
+        search = (keys.T.contiguous(), (keys * keys).sum(1)[None, :], k)
+        # the blocks that touch the core: source pixels core.y0 - 1 .. core.y1 (and x alike)
+        blocks = Box(core.y0 - 1, core.y1 + 1, core.x0 - 1, core.x1 + 1)
+        need = Box(blocks.y0 - 1, blocks.y1 + 2, blocks.x0 - 1, blocks.x1 + 2)  # their keys' source pixels
+        levels = _to_levels(_replicated(x, window, need, H, W))  # (1, 3, need.h, need.w)
+        u = None if z is None else torch.special.ndtr(_replicated(z, window, blocks, H, W)[0, 0].float())
+        acc = torch.zeros(3, 4 * core.height, 4 * core.width, dtype=torch.int32, device=y.device)
+        win = torch.tensor(WEIGHTS, dtype=torch.int32, device=y.device)
+        weight = win[:, None] * win[None, :]  # (8, 8) integers: the 2D window x 4096
+        for r0 in range(blocks.y0, blocks.y1, _BAND):
+            r1 = min(r0 + _BAND, blocks.y1)
+            q = F.unfold(levels[:, :, r0 - 1 - need.y0:r1 + 2 - need.y0], KEY).transpose(1, 2)[0]  # keys: rows j-1..j+2
+            pick = (torch.zeros(q.shape[0], dtype=torch.long, device=y.device) if u is None else
+                    torch.clamp((u[r0 - blocks.y0:r1 - blocks.y0].reshape(-1) * choices).long(), max=k - 1))
+            idx = _nearest(q, search, pick)
+            p = pats[idx].to(torch.int32) * weight  # (blocks, 3, 8, 8): exact integers
+            _add_blocks(acc, p.reshape(r1 - r0, blocks.width, 3, BLOCK, BLOCK), r0, blocks.x0, core)
+        scale = strength / (127.5 * WEIGHT_SUM ** 2)  # int8 steps of 1/255 of [0, 1], window x 4096
+        return (y.float() + acc.float()[None] * scale).to(y.dtype)
+
+
+def _nearest(q: torch.Tensor, search: tuple, pick: torch.Tensor) -> torch.Tensor:
+    """For each row of ``q`` (keys as integer floats), the library index ranked ``pick`` among its
+    nearest keys (distance, then index)."""
+    keys_t, kk, k = search
+    n = keys_t.shape[1]
+    out = []
+    for i in range(0, q.shape[0], _CHUNK):
+        d = torch.addmm(kk, q[i:i + _CHUNK], keys_t, alpha=-2)  # exact integers (< 2^24)
+        vals, top = torch.topk(d, k + 1, dim=1, largest=False, sorted=True)
+        tied = (vals[:, 1:] == vals[:, :-1]).any(1)  # which of equal keys comes first is up to topk: decide
+        if bool(tied.any()):
+            rows = tied.nonzero()[:, 0]
+            dd = d[rows].double() * n + torch.arange(n, dtype=torch.float64, device=d.device)
+            top[rows] = torch.topk(dd, k + 1, dim=1, largest=False, sorted=True).indices
+        out.append(top.gather(1, pick[i:i + _CHUNK, None])[:, 0])
+    return torch.cat(out)
+
+
+def _add_blocks(acc: torch.Tensor, p: torch.Tensor, j0: int, i0: int, core: Box) -> None:
+    """Add weighted blocks ``p`` (rows, cols, 3, 8, 8), source pixels from (j0, i0), into ``acc``,
+    the output of ``core``. Blocks of one parity tile the plane without overlap: each parity is
+    laid out as one image. Integer sums: the order does not matter."""
+    oy0, ox0 = 4 * core.y0, 4 * core.x0
+    for py in (0, 1):
+        for px in (0, 1):
+            jy, jx = j0 + (py - j0) % 2, i0 + (px - i0) % 2  # the first block of this parity
+            g = p[jy - j0::2, jx - i0::2]
+            gy, gx = g.shape[0], g.shape[1]
+            if gy == 0 or gx == 0:
+                continue
+            img = g.permute(2, 0, 3, 1, 4).reshape(3, gy * BLOCK, gx * BLOCK)
+            top, left = 4 * jy - 2, 4 * jx - 2  # output coordinates of the image's corner
+            y0, x0 = max(oy0, top), max(ox0, left)
+            y1, x1 = min(oy0 + acc.shape[1], top + gy * BLOCK), min(ox0 + acc.shape[2], left + gx * BLOCK)
+            if y1 > y0 and x1 > x0:
+                acc[:, y0 - oy0:y1 - oy0, x0 - ox0:x1 - ox0] += img[:, y0 - top:y1 - top, x0 - left:x1 - left]
+
+
+def _replicated(x: torch.Tensor, window: Box, box: Box, H: int, W: int) -> torch.Tensor:
+    """``box`` of a level (H, W) from ``x`` holding ``window``, the level's edge pixels repeated
+    past its borders (and the window's past its own, where a halo below ``REACH`` leaves it short:
+    then tiles are inexact, as any halo below the receptive field makes them)."""
+    c = box.clip(H, W)
+    inner = Box(max(c.y0, window.y0), min(c.y1, window.y1), max(c.x0, window.x0), min(c.x1, window.x1))
+    ys, xs = inner.relative_to(window)
+    part = x[:, :, ys, xs]
+    pads = (inner.x0 - box.x0, box.x1 - inner.x1, inner.y0 - box.y0, box.y1 - inner.y1)
+    return F.pad(part.float(), pads, mode="replicate") if any(pads) else part.float()

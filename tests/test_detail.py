@@ -1,0 +1,122 @@
+"""The photo's detail patches added to every SR level (models/detail.py): the library, exact
+tiling with it, what it adds, and checkpoints with and without one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_photo
+from helpers import arrays, assert_same_arrays, do_render
+from ourgan_dist.config import PRESETS, SRConfig
+from ourgan_dist.models import checkpoint
+from ourgan_dist.models.detail import DetailLibrary
+from ourgan_dist.train.sr import load_sr_photo
+
+
+@pytest.fixture(scope="module")
+def big_photo(tmp_path_factory):
+    return make_photo(tmp_path_factory.mktemp("detail") / "photo.png", 300, 200, seed=4)
+
+
+def _model_with_detail(photo: str, out: str, detail: float = 1.0, patches: int = 512) -> str:
+    """An untrained tiny model plus the photo's detail library (what training appends)."""
+    cfg = PRESETS["tiny"]
+    cfg = dataclasses.replace(cfg, sr=dataclasses.replace(cfg.sr, detail=detail, detail_patches=patches))
+    model = checkpoint.build(cfg, seed=1)
+    model.detail.build(load_sr_photo(photo), patches, seed=0)
+    checkpoint.save(model, out, {"note": "test"})
+    return out
+
+
+def test_library_keys_patches_and_scales(big_photo):
+    lib = DetailLibrary()
+    assert not lib.ready
+    lib.build(load_sr_photo(big_photo), 256, seed=0)
+    s = lib.keys.shape[0]
+    assert lib.keys.shape == (s, 256, 48) and lib.keys.dtype == torch.uint8
+    assert lib.patches.shape == (s, 256, 3, 8, 8) and lib.patches.dtype == torch.int8
+    assert s == 2 and torch.allclose(lib.scales, torch.tensor([1.0, 0.5]), atol=0.02)  # 300 px, then 150; 75 < 64 * ...
+    assert float(lib.patches.float().mean(dim=(3, 4)).abs().max()) <= 1.0  # no colour: each channel's mean removed
+    assert lib.patches.float().abs().amax() > 5  # the photo's ground texture is there
+    again = DetailLibrary()
+    again.build(load_sr_photo(big_photo), 256, seed=0)
+    assert torch.equal(again.keys, lib.keys) and torch.equal(again.patches, lib.patches)
+    assert lib.scale_index(300) == 0 and lib.scale_index(150) == 1 and lib.scale_index(1200) == 0
+    assert lib.scale_index(40) == 1
+
+
+def test_receptive_radius_covers_the_keys():
+    from ourgan_dist.models.detail import REACH
+
+    for cfg in (SRConfig(arch="srvgg", convs=1, skip="none", prior=""), SRConfig(arch="srvgg", convs=16, prior=""),
+                SRConfig(blocks=1, rdbs_per_block=1, dense_convs=2, prior="")):
+        assert cfg.receptive_radius >= REACH and cfg.receptive_radius == cfg.network_radius
+
+
+def test_tiled_equals_untiled_bit_for_bit_with_detail(big_photo, tmp_path, monkeypatch):
+    from ourgan_dist.models import detail
+
+    model = _model_with_detail(big_photo, str(tmp_path / "model"))
+    whole, tiled = str(tmp_path / "whole.zarr"), str(tmp_path / "tiled.zarr")
+    do_render(model, whole, size="301x187", tile=0)
+    do_render(model, tiled, size="301x187", tile=32, chunk=16)
+    assert_same_arrays(arrays(whole), arrays(tiled))
+    # bands of block rows and search chunks cut elsewhere: the same bits
+    monkeypatch.setattr(detail, "_BAND", 5)
+    monkeypatch.setattr(detail, "_CHUNK", 7)
+    do_render(model, str(tmp_path / "t48.zarr"), size="301x187", tile=48, chunk=16)
+    assert_same_arrays(arrays(whole), arrays(str(tmp_path / "t48.zarr")))
+
+
+def test_detail_adds_the_photos_fine_band_without_moving_colours(big_photo, tmp_path):
+    from ourgan_dist.geometry import Box
+
+    photo = load_sr_photo(big_photo)
+    lib = DetailLibrary()
+    lib.build(photo, 512, seed=0)
+    x = torch.nn.functional.interpolate(photo, size=(50, 75), mode="area")  # an SR level's source
+    whole = Box(0, 50, 0, 75)
+    z = torch.randn(1, 3, 50, 75, generator=torch.Generator().manual_seed(0))
+    band = lib.apply(torch.zeros(1, 3, 200, 300), x, z, window=whole, core=whole, level_size=(50, 75), strength=1.0,
+                     choices=16) * 127.5  # in uint8 steps
+    assert float(band.std()) > 5  # the photo's ground texture
+    assert float(torch.nn.functional.avg_pool2d(band, 16).abs().mean()) < 0.05 * float(band.std())  # no colour
+    # through the renderer: a model with detail differs from the same model without by such a band
+    a, b = str(tmp_path / "on.zarr"), str(tmp_path / "off.zarr")
+    do_render(_model_with_detail(big_photo, str(tmp_path / "on"), detail=1.0), a, size="128x96", tile=0)
+    do_render(_model_with_detail(big_photo, str(tmp_path / "off"), detail=0.0), b, size="128x96", tile=0)
+    added = arrays(a)["0"].astype(np.float32) - arrays(b)["0"].astype(np.float32)
+    assert float(added.std()) > 3
+
+
+def test_a_library_survives_the_checkpoint_and_old_checkpoints_have_none(big_photo, tmp_path):
+    out = _model_with_detail(big_photo, str(tmp_path / "model"))
+    m = checkpoint.load(out)
+    assert m.detail.ready and m.config.sr.detail == 1.0
+    lib = DetailLibrary()
+    lib.build(load_sr_photo(big_photo), 512, seed=0)
+    assert torch.equal(m.detail.keys, lib.keys) and torch.equal(m.detail.patches, lib.patches)
+    # a checkpoint written before the detail stage: its config has no detail field and no library
+    payload = torch.load(str(tmp_path / "model" / "model.pt"), weights_only=True)
+    del payload["detail"]
+    for key in ("detail", "detail_patches", "detail_choices"):
+        del payload["config"]["sr"][key]
+    (tmp_path / "old").mkdir()
+    torch.save(payload, str(tmp_path / "old" / "model.pt"))
+    old = checkpoint.load(str(tmp_path / "old"))
+    assert not old.detail.ready and old.config.sr.detail == 0.0
+    assert old.config.sr.receptive_radius == old.config.sr.network_radius  # the halo it was rendered with
+
+
+def test_training_builds_the_library(photo, tmp_path):
+    from ourgan_dist.train import train_model
+
+    train_model(photo, str(tmp_path / "m"), preset="tiny", iterations=2, seed=0, device="cpu", progress=False)
+    m = checkpoint.load(str(tmp_path / "m"))
+    assert m.detail.ready and m.detail.keys.shape[1] == m.config.sr.detail_patches
+    train_model(photo, str(tmp_path / "u"), preset="tiny", iterations=0, seed=0, device="cpu", progress=False)
+    assert not checkpoint.load(str(tmp_path / "u")).detail.ready  # an untrained model has seen no photo
