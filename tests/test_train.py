@@ -379,3 +379,4 @@ def test_shipped_demo_model_was_trained_on_the_bundled_photo():
     assert m.config.preset == "cpu" and m.meta["trained"]
     assert m.meta["photo"]["sha256"] == images.probe(sample_photo()).sha256
     assert m.meta["sr_prior"]["licence"] == "BSD-3-Clause"
+    assert m.detail.ready and m.config.sr.detail > 0  # the photo's detail library, built by train
