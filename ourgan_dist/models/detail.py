@@ -15,8 +15,8 @@ own global noise value, and adds that patch, weighted by a separable sin^2 windo
 output pixels centred on its footprint. Neighbouring blocks overlap by half and their windows sum
 to one.
 
-Exact tiling: the keys are integers below 256, so the squared distances (< 2^24) are exact in
-float32 whatever the summation order; ties are broken by library index; the choice comes from the
+Exact tiling: the keys are integers below 256, so distance x library size + index (< 2^35) is
+an exact integer in float64 whatever the summation order: equal distances go to the lower index; the choice comes from the
 counter-based noise of the source pixel; and the window is in integer 64ths, so every output
 pixel's four weighted patches sum exactly in int32, in any order. A block reads source pixels up
 to 3 away from the core it writes into, so the SR halo must be at least 3
@@ -38,7 +38,7 @@ KEY = 4  # source pixels a side of a key
 REACH = 3  # source pixels beyond a core that its blocks' keys read
 SCALES = 4  # library scales: 1, 1/2, 1/4, 1/8 of the photo's width
 MIN_WIDTH = 64  # a scale whose photo would be narrower than this is left out
-_CHUNK = 4096  # blocks per distance matrix (4096 x patches float32: 64 MiB at 4096 patches)
+_CHUNK = 4096  # blocks per distance matrix (4096 x patches float64: 128 MiB at 4096 patches)
 _BAND = 64  # rows of blocks handled at a time
 # The window over a block's 8 pixels: sin^2 at the pixel centres, in 64ths, so that it and its copy
 # 4 pixels on sum to exactly 64 (2 + 62, 20 + 44): the overlapping blocks' sum is exact in integers.
@@ -123,10 +123,11 @@ class DetailLibrary(nn.Module):
         the memory stays bounded for any tile."""
         H, W = level_size
         s = self.scale_index(4 * W)
-        keys, pats = self.keys[s].float(), self.patches[s]
+        keys, pats = self.keys[s].double(), self.patches[s]
         n = keys.shape[0]
         k = min(choices, n - 1)
-        search = (keys.T.contiguous(), (keys * keys).sum(1)[None, :], k)
+        index = torch.arange(n, dtype=torch.float64, device=keys.device)
+        search = (keys.T.contiguous(), ((keys * keys).sum(1) * n + index)[None, :], k)
         # the blocks that touch the core: source pixels core.y0 - 1 .. core.y1 (and x alike)
         blocks = Box(core.y0 - 1, core.y1 + 1, core.x0 - 1, core.x1 + 1)
         need = Box(blocks.y0 - 1, blocks.y1 + 2, blocks.x0 - 1, blocks.x1 + 2)  # their keys' source pixels
@@ -149,18 +150,14 @@ class DetailLibrary(nn.Module):
 
 def _nearest(q: torch.Tensor, search: tuple, pick: torch.Tensor) -> torch.Tensor:
     """For each row of ``q`` (keys as integer floats), the library index ranked ``pick`` among its
-    nearest keys (distance, then index)."""
-    keys_t, kk, k = search
+    nearest keys, ordered by distance, then index: one exact float64 product, distance * n + index
+    (integers below 2^35), so equal distances never leave the order to ``topk``."""
+    keys_t, base, k = search
     n = keys_t.shape[1]
     out = []
     for i in range(0, q.shape[0], _CHUNK):
-        d = torch.addmm(kk, q[i:i + _CHUNK], keys_t, alpha=-2)  # exact integers (< 2^24)
-        vals, top = torch.topk(d, k + 1, dim=1, largest=False, sorted=True)
-        tied = (vals[:, 1:] == vals[:, :-1]).any(1)  # which of equal keys comes first is up to topk: decide
-        if bool(tied.any()):
-            rows = tied.nonzero()[:, 0]
-            dd = d[rows].double() * n + torch.arange(n, dtype=torch.float64, device=d.device)
-            top[rows] = torch.topk(dd, k + 1, dim=1, largest=False, sorted=True).indices
+        d = torch.addmm(base, q[i:i + _CHUNK].double(), keys_t, alpha=-2 * n)
+        top = torch.topk(d, k + 1, dim=1, largest=False, sorted=True).indices
         out.append(top.gather(1, pick[i:i + _CHUNK, None])[:, 0])
     return torch.cat(out)
 
