@@ -94,11 +94,8 @@ class DetailLibrary(nn.Module):
             # j - 1 in [0, lh - 4]: every key inside the photo
             ys = torch.randint(0, lh - KEY + 1, (patches,), generator=gen)
             xs = torch.randint(0, lw - KEY + 1, (patches,), generator=gen)
-            lv = _to_levels(low)[0]
-            k = torch.stack([lv[:, y:y + KEY, x:x + KEY].reshape(-1) for y, x in zip(ys.tolist(), xs.tolist())])
-            band = F.pad(band, (2, 2, 2, 2), mode="replicate")[0]  # output [4j - 2, ...) with j - 1 >= 0
-            p = torch.stack([band[:, 4 * y + 4:4 * y + 12, 4 * x + 4:4 * x + 12]
-                             for y, x in zip(ys.tolist(), xs.tolist())])
+            k = _cut(_to_levels(low)[0], ys, xs, KEY).reshape(patches, -1)  # (N, 48), channel-major
+            p = _cut(band[0], 4 * ys + 2, 4 * xs + 2, BLOCK)  # output [4j - 2, 4j + 6) with j = ys + 1
             p = p - p.mean(dim=(2, 3), keepdim=True)
             keys.append(k.to(torch.uint8))
             pats.append(torch.round(p * 127.5).clamp(-127, 127).to(torch.int8))
@@ -180,6 +177,12 @@ def _add_blocks(acc: torch.Tensor, p: torch.Tensor, j0: int, i0: int, core: Box)
             y1, x1 = min(oy0 + acc.shape[1], top + gy * BLOCK), min(ox0 + acc.shape[2], left + gx * BLOCK)
             if y1 > y0 and x1 > x0:
                 acc[:, y0 - oy0:y1 - oy0, x0 - ox0:x1 - ox0] += img[:, y0 - top:y1 - top, x0 - left:x1 - left]
+
+
+def _cut(img: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, side: int) -> torch.Tensor:
+    """(N, C, side, side): the squares of ``img`` (C, H, W) whose top-left corners are (ys, xs)."""
+    r = torch.arange(side)
+    return img[:, (ys[:, None] + r)[:, :, None], (xs[:, None] + r)[:, None, :]].permute(1, 0, 2, 3)
 
 
 def _replicated(x: torch.Tensor, window: Box, box: Box, H: int, W: int) -> torch.Tensor:
