@@ -119,6 +119,7 @@ def _wait_for_tasks(out, n, timeout=120):
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # ~10 s; the default suite keeps the killed-worker case below; CI runs it
 def test_lost_node_without_spare_capacity_finishes_on_the_survivor(cluster, tiny_model, reference, tmp_path):
     """Every CPU is taken by a worker, so the lost worker cannot be restarted anywhere: its tasks
     must go to the surviving worker, and the bytes equal an undisturbed render's."""

@@ -53,6 +53,7 @@ def _wait_for_progress(out: str, at_least: int, proc, timeout=120.0) -> int:
     raise AssertionError("render made no progress")
 
 
+@pytest.mark.slow  # ~30 s (a driver killed mid-render); the default suite resumes in test_render.py; CI runs it
 def test_sigkilled_driver_then_resume_gives_identical_bytes(tiny_model, reference, tmp_path):
     out = str(tmp_path / "k.zarr")
     env = dict(os.environ, OURGAN_LEASE_TTL="3")

@@ -267,6 +267,7 @@ window.viewerSettled = function () {
 """
 
 
+@pytest.mark.slow  # ~7 s in a browser; the default suite keeps the viewer's own browser test; CI runs it
 def test_openseadragon_opens_an_exported_deep_zoom_tree(chromium, tmp_path, monkeypatch):
     """`ourgan-dist export r.dzi` as a web page would use it: a static server, OpenSeadragon from
     npm, the exported tree (cut in bands of two tile columns, so band seams are on screen). The
