@@ -62,7 +62,8 @@ class BaseConfig:
     temperature: float = 1.0  # "prior": std of the latent drawn for a new image (< 1: nearer the photo's typical layout)
     latent_stride: int = 1  # coarsest-scale pixels per latent pixel (a side): > 1 makes prior draws smooth blobs
     latent_source: str = "photo"  # a new image's latent: the photo's own, warped ("photo"), or a prior draw ("prior")
-    latent_warp: float = 1.0  # "photo": std of the log of the random horizontal stretch along each row (0: none)
+    latent_warp: float = 0.35  # "photo": std of the log of the random horizontal stretch along each row (0: none)
+    warp_at: float = 0.5  # "photo": warp the photo's reconstruction at the scale nearest this fraction of the base width (0: its latent)
     latent_flip: bool = True  # "photo": half the seeds mirror the layout left-right
 
     def __post_init__(self) -> None:
@@ -75,6 +76,8 @@ class BaseConfig:
         _check(n, "latent_warp", isinstance(self.latent_warp, (int, float)) and 0 <= self.latent_warp <= 4,
                "a number in [0, 4]", self.latent_warp)
         _check(n, "latent_flip", isinstance(self.latent_flip, bool), "a bool", self.latent_flip)
+        _check(n, "warp_at", isinstance(self.warp_at, (int, float)) and 0 <= self.warp_at <= 1, "a number in [0, 1]",
+               self.warp_at)
         _check(n, "base_width", isinstance(self.base_width, int) and self.base_width >= 8, "an int >= 8", self.base_width)
         _check(n, "coarsest_width", isinstance(self.coarsest_width, int) and 4 <= self.coarsest_width <= self.base_width,
                f"an int in [4, base_width={self.base_width}]", self.coarsest_width)

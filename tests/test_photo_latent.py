@@ -1,4 +1,5 @@
-"""A new image's latent from the photo's own latent map, warped (``latent_source="photo"``)."""
+"""A new image from the photo, warped (``latent_source="photo"``): its reconstruction at
+``warp_scale`` (``warp_at`` > 0), or its latent map (``warp_at = 0``, checkpoints from before)."""
 
 from __future__ import annotations
 
@@ -71,29 +72,99 @@ def test_photo_latent_is_read_through_the_warp_and_untrained_generators_draw_fro
         two = warped.latent(0, (6, 8), "cpu")
     with torch_threads(1):
         assert torch.equal(warped.latent(0, (6, 8), "cpu"), two)  # the same bits on any thread count
-    for bad in (dict(latent_source="posterior"), dict(latent_warp=-1), dict(latent_flip=1)):
+    for bad in (dict(latent_source="posterior"), dict(latent_warp=-1), dict(latent_flip=1), dict(warp_at=1.5)):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             dataclasses.replace(cfg, **bad)
 
 
-def test_training_keeps_the_photos_latent_and_a_checkpoint_carries_it(tmp_path):
+def test_warp_scale_is_the_scale_nearest_warp_at_of_the_width_for_any_base_size():
+    assert BaseGenerator(PRESETS["cpu"].base).warp_scale() == 4  # 128 of 256 px
+    assert BaseGenerator(PRESETS["paper"].base).warp_scale() == 6
+    assert BaseGenerator(PRESETS["tiny"].base).warp_scale() == 1
+    assert BaseGenerator(dataclasses.replace(PRESETS["cpu"].base, warp_at=0.0)).warp_scale() == 0
+    assert BaseGenerator(dataclasses.replace(PRESETS["cpu"].base, warp_at=1.0)).warp_scale() == 6
+    gen = BaseGenerator(PRESETS["cpu"].base)
+    for h, w in ((192, 256), (170, 256), (300, 480)):  # the photo's base, and wider renders' bases
+        assert gen.scale_sizes(h, w)[4][1] == pytest.approx(w / 2, abs=1)
+
+
+def test_a_new_image_starts_from_the_photos_reconstruction_warped_at_warp_scale():
+    cfg = dataclasses.replace(PRESETS["tiny"].base, latent_warp=0.0, latent_flip=False)
+    torch.manual_seed(0)
+    gen = BaseGenerator(cfg).eval()
+    gen.noise_amps.fill_(0.1)
+    gen.set_photo_latent(torch.randn(1, cfg.latent_channels, 12, 16, generator=torch.Generator().manual_seed(1)))
+    sizes, k = gen.scale_sizes(24, 32), gen.warp_scale()
+    assert 0 < k < len(sizes) - 1
+    with torch.no_grad():
+        latent_start = gen.start(2, sizes, "cpu")
+        assert latent_start[1] == 0  # no reconstruction kept yet: the latent is warped, as before
+        photo = gen.reconstruct(sizes, k)
+        gen.set_photo_image(photo)
+        x, first = gen.start(2, sizes, "cpu")
+        assert first == k and torch.allclose(x, photo.clamp(-1, 1), atol=1e-5)  # identity warp: the photo's own
+        expected = x  # then the scales above k, with the seed's noise
+        for s in range(k + 1, len(sizes)):
+            expected = gen.refine(s, expected, sizes[s], gen.scale_noise(2, s, sizes[s], "cpu"))
+        assert torch.equal(gen.generate(24, 32, 2), expected.clamp(-1, 1))
+        warped = BaseGenerator(PRESETS["tiny"].base).eval()
+        warped.load_state_dict(gen.state_dict())
+        a, b = warped.start(0, sizes, "cpu")[0], warped.start(1, sizes, "cpu")[0]
+        assert not torch.equal(a, b) and torch.equal(a, warped.start(0, sizes, "cpu")[0])
+        with torch_threads(2):
+            two = warped.generate(24, 48, 0)  # a wider image reads past the photo's edges, mirrored
+        with torch_threads(1):
+            assert torch.equal(warped.generate(24, 48, 0), two)  # the same bits on any thread count
+        assert two.shape == (1, 3, 24, 48)
+
+
+def test_training_keeps_the_photos_latent_and_image_and_a_checkpoint_carries_them(tmp_path, monkeypatch):
     cfg = ModelConfig(preset="tiny", base=PRESETS["tiny"].base, sr=PRESETS["tiny"].sr,
                       train=dataclasses.replace(PRESETS["tiny"].train, base_iterations=3))
     model = checkpoint.build(cfg, seed=0)
     photo = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    with torch_threads(1):
-        train_base(model.base, photo, cfg.train, 0)
     gen = model.base
-    sizes = gen.scale_sizes(24, 32)
+    starts = []
+    real_start = gen.start
+
+    def start(seed, sizes, device):  # the GAN scales above k learn from starts made as rendering makes them
+        out = real_start(seed, sizes, device)
+        starts.append(out[1])
+        return out
+
+    monkeypatch.setattr(gen, "start", start)
+    with torch_threads(1):
+        train_base(gen, photo, cfg.train, 0)
+    sizes, k = gen.scale_sizes(24, 32), gen.warp_scale()
+    assert starts and set(starts) == {k} and len(starts) == (len(sizes) - 1 - k) * cfg.train.base_iterations
     assert gen.photo_latent.shape == (1, cfg.base.latent_channels, *gen.latent_grid(sizes[0]))
     with torch.no_grad():
         from ourgan_dist.train.base import pyramid
 
         assert torch.equal(gen.photo_latent, gen.encode(pyramid(photo, sizes)[0])[0])  # the posterior mean
+        assert torch.equal(gen.photo_image, gen.reconstruct(sizes, k))  # the final scales' reconstruction
+    monkeypatch.undo()
     checkpoint.save(model.eval(), str(tmp_path / "m"), {"seed": 0})
     back = checkpoint.load(str(tmp_path / "m"))
     assert torch.equal(back.base.photo_latent, gen.photo_latent)
+    assert torch.equal(back.base.photo_image, gen.photo_image)
     assert torch.equal(back.base.generate(24, 32, 5), model.base.generate(24, 32, 5))
+
+
+def test_checkpoints_from_before_the_photo_image_keep_warping_the_latent(tmp_path):
+    base = dataclasses.replace(PRESETS["tiny"].base, warp_at=0.0, latent_warp=1.0)
+    cfg = ModelConfig(preset="tiny", base=base, sr=PRESETS["tiny"].sr, train=PRESETS["tiny"].train)
+    model = checkpoint.build(cfg, seed=0).eval()
+    model.base.set_photo_latent(torch.randn(1, base.latent_channels, 12, 16, generator=torch.Generator().manual_seed(2)))
+    path = str(tmp_path / "old")
+    checkpoint.save(model, path, {"seed": 0})
+    payload = torch.load(f"{path}/model.pt", weights_only=True)
+    del payload["config"]["base"]["warp_at"]  # as written before the field existed
+    del payload["base"]["photo_image"]
+    torch.save(payload, f"{path}/model.pt")
+    back = checkpoint.load(path)
+    assert back.config.base.warp_at == 0.0 and back.base.photo_image.numel() == 0
+    assert torch.equal(back.base.generate(24, 32, 3), model.base.generate(24, 32, 3))
 
 
 def test_checkpoints_from_before_the_photo_latent_keep_drawing_from_the_prior(tmp_path):

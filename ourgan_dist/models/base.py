@@ -11,6 +11,11 @@ its diversity up); the remaining scales are patch-GAN refinements with injected 
 Every conv also sees the global y channel of its scale. The base image is small and is always
 generated whole (never tiled), so resizing between scales is an ordinary bilinear resize of the
 whole image. Noise comes from ``noise.normal`` keyed by (seed, level 0, scale).
+
+A new image starts from the photo (``latent_source="photo"``): the generator's own
+reconstruction of the photo at scale k (``warp_scale``), read through a random warp of its rows
+that is a function of the seed; the scales above k add new detail from their noise. With
+``warp_at = 0`` it is the photo's latent map that is warped and decoded (checkpoints from before).
 """
 
 from __future__ import annotations
@@ -120,18 +125,24 @@ class BaseGenerator(nn.Module):
             Stage(3, cfg.channels, 3, cfg.convs_per_stage, v, pad) for _ in range(cfg.n_scales - 1))
         # per-scale noise amplitude, set by training from the reconstruction error (0 on VAE scales)
         self.register_buffer("noise_amps", torch.zeros(cfg.n_scales))
-        # the photo's own latent map (posterior mean), set by training; empty until then
+        # the photo's own latent map (posterior mean), and its reconstruction at ``warp_scale``,
+        # set by training; empty until then
         self.register_buffer("photo_latent", torch.zeros(0))
+        self.register_buffer("photo_image", torch.zeros(0))
 
     def set_photo_latent(self, mu: torch.Tensor) -> None:
         """Keep the photo's posterior mean (1, latent, h, w): ``latent_source="photo"`` warps it."""
         self.photo_latent = mu.detach().clone()
 
+    def set_photo_image(self, x: torch.Tensor) -> None:
+        """Keep the photo's reconstruction at ``warp_scale`` (1, 3, h, w): new images warp it."""
+        self.photo_image = x.detach().clone()
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # the photo latent's shape is the photo's: take it from the checkpoint before loading
-        key = prefix + "photo_latent"
-        if key in state_dict:
-            self.photo_latent = torch.zeros_like(state_dict[key], device=self.photo_latent.device)
+        # the photo latent's and image's shapes are the photo's: take them from the checkpoint first
+        for name in ("photo_latent", "photo_image"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.zeros_like(state_dict[prefix + name], device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
@@ -150,6 +161,44 @@ class BaseGenerator(nn.Module):
             sizes.append((max(2, math.floor(height * f + 0.5)), max(2, math.floor(width * f + 0.5))))
         sizes[-1] = (height, width)
         return sizes
+
+    def warp_scale(self) -> int:
+        """The scale a new image starts at (``warp_at`` > 0): the one whose width is nearest
+        ``warp_at`` x the finest width. Scales are spaced by a fixed ratio, so it is the same
+        index for the photo and for a base of any size."""
+        c = self.cfg
+        n = c.n_scales
+        if c.warp_at <= 0 or n == 1:
+            return 0
+        ratio = c.coarsest_width / c.base_width
+        return min(range(n), key=lambda s: abs((n - 1 - s) / (n - 1) * math.log(ratio) - math.log(c.warp_at)))
+
+    def reconstruct(self, sizes: list[tuple[int, int]], upto: int) -> torch.Tensor:
+        """The photo's reconstruction at scale ``upto`` of ``sizes`` (the photo's scale sizes): its
+        latent map through the scales with no noise, the path the GAN scales learn to reconstruct."""
+        x = self.decode(self.photo_latent, sizes[0])
+        for s in range(1, upto + 1):
+            x = self.refine(s, x, sizes[s], None if s < self.cfg.vae_scales else torch.zeros(
+                1, 3, *sizes[s], device=x.device))
+        return x
+
+    def start(self, seed: int, sizes: list[tuple[int, int]], device) -> tuple[torch.Tensor, int]:
+        """A new image's first scale: (its image at scale k of ``sizes``, k).
+
+        With the photo's reconstruction kept (``warp_at`` > 0), it is read through
+        ``warp_grid``'s random stretch of its rows at scale k = ``warp_scale()``. Warping the
+        latent instead (k = 0) smears what it stretches: the decoder turns a stretched latent
+        into soft streaks, which the few scales above cannot sharpen (docs/quality.md)."""
+        if self.cfg.latent_source == "photo" and self.cfg.warp_at > 0 and self.photo_image.dim() == 4:
+            k = self.warp_scale()
+            with _one_thread(torch.device("cpu")):  # the grid from CPU resampling on one thread: the same bits anywhere
+                grid = warp_grid(seed, sizes[k], tuple(self.photo_image.shape[2:]), self.cfg.latent_warp,
+                                 self.cfg.latent_flip).to(device)
+            with _one_thread(torch.device(device)):
+                x = F.grid_sample(self.photo_image.to(device), grid, mode="bicubic", padding_mode="reflection",
+                                  align_corners=True)
+            return x.clamp(-1, 1), k
+        return self.decode(self.latent(seed, sizes[0], device), sizes[0]), 0
 
     def latent_grid(self, size: tuple[int, int]) -> tuple[int, int]:
         """(h, w) of the latent map for a coarsest scale of ``size``: one latent pixel per
@@ -221,7 +270,7 @@ class BaseGenerator(nn.Module):
         """A new base image (1, 3, height, width) in [-1, 1], a function of (weights, seed, size)."""
         device = self.noise_amps.device
         sizes = self.scale_sizes(height, width)
-        x = self.decode(self.latent(seed, sizes[0], device), sizes[0])
-        for s in range(1, len(sizes)):
+        x, first = self.start(seed, sizes, device)
+        for s in range(first + 1, len(sizes)):
             x = self.refine(s, x, sizes[s], self.scale_noise(seed, s, sizes[s], device))
         return x.clamp(-1, 1)

@@ -109,8 +109,10 @@ def _upgrade_config(config: Any) -> Any:
     """Fill in config keys added after a checkpoint was written with the value that reproduces
     it: base generators written before ``padding`` existed were trained with zero padding."""
     if isinstance(config, dict) and isinstance(config.get("base"), dict):
-        # keys added since: zero padding (before ``padding``), prior draws (before the photo latent)
-        config = {**config, "base": {"padding": "zeros", "latent_source": "prior", **config["base"]}}
+        # keys added since: zero padding (before ``padding``), prior draws (before the photo latent),
+        # the latent warped (before ``warp_at``), with the stretch every preset had then
+        config = {**config, "base": {"padding": "zeros", "latent_source": "prior", "warp_at": 0.0, "latent_warp": 1.0,
+                                     **config["base"]}}
     if isinstance(config, dict) and isinstance(config.get("sr"), dict) and "arch" not in config["sr"]:
         # SR networks written before priors existed: an RRDB on [-1, 1] pixels with a bicubic skip
         config = {**config, "sr": {"arch": "rrdb", "skip": "bicubic", "unit_range": False, "prior": "",
@@ -174,8 +176,8 @@ def load(model_dir: str, storage_options: dict | None = None, device: str = "cpu
         raise CheckpointError(f"model {model_dir!r}: invalid config in checkpoint: {e}") from None
     base, sr = BaseGenerator(config.base), build_sr(config.sr)
     try:
-        # checkpoints written before the photo latent was kept have none (and draw from the prior)
-        base.load_state_dict({"photo_latent": torch.zeros(0), **payload["base"]})
+        # checkpoints written before the photo latent (image) was kept have none: they draw from the prior (latent)
+        base.load_state_dict({"photo_latent": torch.zeros(0), "photo_image": torch.zeros(0), **payload["base"]})
         sr.load_state_dict(payload["sr"])
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(

@@ -152,19 +152,31 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
     with torch.no_grad():  # the encoder is final: keep the photo's latent map for new images
         gen.set_photo_latent(gen.encode(reals[0])[0])
 
-    def new_latent() -> torch.Tensor:  # a new image's latent, as rendering draws it (its seed from g)
+    def new_seed() -> int:  # a new image's seed, as rendering draws one (from g)
+        return int(torch.randint(0, 2 ** 31, (1,), generator=g))
+
+    def new_latent() -> torch.Tensor:  # a new image's latent, as rendering draws it
         if gen.cfg.latent_source == "photo":
-            return gen.latent(int(torch.randint(0, 2 ** 31, (1,), generator=g)), sizes[0], device)
+            return gen.latent(new_seed(), sizes[0], device)
         return randn(1, gen.cfg.latent_channels, *gen.latent_grid(sizes[0]))
+
+    # A new image starts from the photo's reconstruction at scale k, warped: it is kept once scale k
+    # is final, and the scales above train on such starts. Scales up to k learn as before.
+    warp_k = gen.warp_scale() if gen.cfg.latent_source == "photo" and gen.cfg.warp_at > 0 else None
+
+    def keep_photo_image() -> None:
+        if warp_k is not None and gen.photo_image.dim() != 4:
+            with torch.no_grad():
+                gen.set_photo_image(gen.reconstruct(sizes, warp_k))
 
     for s in range(n_vae, len(sizes)):
         stage = gen.stages[s - 1]
         if s >= 2:
             stage.load_state_dict(gen.stages[s - 2].state_dict())
+        if warp_k is not None and s > warp_k:
+            keep_photo_image()
         with torch.no_grad():  # reconstruction path: posterior mean through the frozen scales
-            rec_prev = gen.decode(gen.photo_latent, sizes[0])
-            for k in range(1, s):
-                rec_prev = gen.refine(k, rec_prev, sizes[k], torch.zeros_like(reals[k]) if k >= n_vae else None)
+            rec_prev = gen.reconstruct(sizes, s - 1)
             up = resize_bilinear(rec_prev, sizes[s])
             gen.noise_amps[s] = cfg.noise_amp_scale * torch.sqrt(F.mse_loss(up, reals[s])).clamp(min=1e-3)
         critic, opt_d = _critic(cfg, gen, seed, s, device)
@@ -182,8 +194,11 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
 
         def sample_below() -> torch.Tensor:  # a random sample of the frozen scales below, at scale s
             with torch.no_grad():
-                x = gen.decode(new_latent(), sizes[0])
-                for k in range(1, s):
+                if warp_k is not None and s > warp_k:  # as rendering starts a new image
+                    x, first = gen.start(new_seed(), sizes, device)
+                else:
+                    x, first = gen.decode(new_latent(), sizes[0]), 0
+                for k in range(first + 1, s):
                     x = gen.refine(k, x, sizes[k], randn(1, 3, *sizes[k]) if k >= n_vae else None)
                 return resize_bilinear(x, sizes[s])
 
@@ -212,4 +227,5 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             hist.setdefault(f"s{s}_rec", []).append(float(rec.detach()))
             hist.setdefault(f"s{s}_d", []).append(d_loss)
             step(f"base s{s}", {"rec": float(rec.detach()), "d": d_loss})
+    keep_photo_image()  # when k is the finest scale, or every scale is a VAE scale
     return hist
