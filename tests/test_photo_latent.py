@@ -151,18 +151,24 @@ def test_training_keeps_the_photos_latent_and_image_and_a_checkpoint_carries_the
     assert torch.equal(back.base.generate(24, 32, 5), model.base.generate(24, 32, 5))
 
 
+def _as_written_before(model, tmp_path, *, config_key: str, buffer: str):
+    """``model`` saved, then loaded from a checkpoint without the base config's ``config_key``
+    and the base's ``buffer``, as a version before they existed wrote it."""
+    path = str(tmp_path / "old")
+    checkpoint.save(model, path, {"seed": 0})
+    payload = torch.load(f"{path}/model.pt", weights_only=True)
+    del payload["config"]["base"][config_key]
+    del payload["base"][buffer]
+    torch.save(payload, f"{path}/model.pt")
+    return checkpoint.load(path)
+
+
 def test_checkpoints_from_before_the_photo_image_keep_warping_the_latent(tmp_path):
     base = dataclasses.replace(PRESETS["tiny"].base, warp_at=0.0, latent_warp=1.0)
     cfg = ModelConfig(preset="tiny", base=base, sr=PRESETS["tiny"].sr, train=PRESETS["tiny"].train)
     model = checkpoint.build(cfg, seed=0).eval()
     model.base.set_photo_latent(torch.randn(1, base.latent_channels, 12, 16, generator=torch.Generator().manual_seed(2)))
-    path = str(tmp_path / "old")
-    checkpoint.save(model, path, {"seed": 0})
-    payload = torch.load(f"{path}/model.pt", weights_only=True)
-    del payload["config"]["base"]["warp_at"]  # as written before the field existed
-    del payload["base"]["photo_image"]
-    torch.save(payload, f"{path}/model.pt")
-    back = checkpoint.load(path)
+    back = _as_written_before(model, tmp_path, config_key="warp_at", buffer="photo_image")
     assert back.config.base.warp_at == 0.0 and back.base.photo_image.numel() == 0
     assert torch.equal(back.base.generate(24, 32, 3), model.base.generate(24, 32, 3))
 
@@ -171,12 +177,6 @@ def test_checkpoints_from_before_the_photo_latent_keep_drawing_from_the_prior(tm
     cfg = ModelConfig(preset="tiny", base=dataclasses.replace(PRESETS["tiny"].base, latent_source="prior"),
                       sr=PRESETS["tiny"].sr, train=PRESETS["tiny"].train)
     model = checkpoint.build(cfg, seed=0).eval()
-    path = str(tmp_path / "old")
-    checkpoint.save(model, path, {"seed": 0})
-    payload = torch.load(f"{path}/model.pt", weights_only=True)
-    del payload["config"]["base"]["latent_source"]  # as written before the field existed
-    del payload["base"]["photo_latent"]
-    torch.save(payload, f"{path}/model.pt")
-    back = checkpoint.load(path)
+    back = _as_written_before(model, tmp_path, config_key="latent_source", buffer="photo_latent")
     assert back.config.base.latent_source == "prior"
     assert torch.equal(back.base.generate(24, 32, 3), model.base.generate(24, 32, 3))
