@@ -134,10 +134,7 @@ def reconstruction(model, image: str) -> dict[str, Any]:
     scales = []
     with torch.no_grad():
         mu, _ = gen.encode(reals[0])
-        x = gen.decode(mu, tuple(reals[0].shape[2:]))
-        for s, size in enumerate(sizes):
-            if s:
-                x = gen.refine(s, x, size, torch.zeros_like(reals[s]) if s >= gen.cfg.vae_scales else None)
+        for s, (size, x) in enumerate(zip(sizes, gen.reconstruction_path(sizes, mu))):
             scales.append({"scale": s, "size": [size[1], size[0]], "psnr_db": round(psnr(x.clamp(-1, 1), reals[s]), 3)})
         coarse_up = psnr(resize_bilinear(reals[0], sizes[-1]).clamp(-1, 1), photo)
     return {"size": [photo.shape[3], photo.shape[2]], "psnr_db": scales[-1]["psnr_db"],

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -173,14 +174,20 @@ class BaseGenerator(nn.Module):
         ratio = c.coarsest_width / c.base_width
         return min(range(n), key=lambda s: abs((n - 1 - s) / (n - 1) * math.log(ratio) - math.log(c.warp_at)))
 
-    def reconstruct(self, sizes: list[tuple[int, int]], upto: int) -> torch.Tensor:
-        """The photo's reconstruction at scale ``upto`` of ``sizes`` (the photo's scale sizes): its
-        latent map through the scales with no noise, the path the GAN scales learn to reconstruct."""
-        x = self.decode(self.photo_latent, sizes[0])
-        for s in range(1, upto + 1):
+    def reconstruction_path(self, sizes: list[tuple[int, int]], latent: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+        """The photo's reconstruction at each scale of ``sizes`` (the photo's scale sizes), coarsest
+        first: a latent map (the kept ``photo_latent`` by default) through the scales with no
+        noise, the path the GAN scales learn to reconstruct."""
+        x = self.decode(self.photo_latent if latent is None else latent, sizes[0])
+        yield x
+        for s in range(1, len(sizes)):
             x = self.refine(s, x, sizes[s], None if s < self.cfg.vae_scales else torch.zeros(
                 1, 3, *sizes[s], device=x.device))
-        return x
+            yield x
+
+    def reconstruct(self, sizes: list[tuple[int, int]], upto: int) -> torch.Tensor:
+        """The photo's reconstruction at scale ``upto`` of ``sizes``."""
+        return list(self.reconstruction_path(sizes[:upto + 1]))[-1]
 
     def start(self, seed: int, sizes: list[tuple[int, int]], device) -> tuple[torch.Tensor, int]:
         """A new image's first scale: (its image at scale k of ``sizes``, k).
