@@ -151,6 +151,41 @@ def test_training_keeps_the_photos_latent_and_image_and_a_checkpoint_carries_the
     assert torch.equal(back.base.generate(24, 32, 5), model.base.generate(24, 32, 5))
 
 
+@pytest.mark.parametrize("warp_at", [0.5, 0.0])
+def test_gan_scales_below_the_start_learn_only_its_reconstruction(monkeypatch, warp_at):
+    import ourgan_dist.train.base as base_training
+
+    cfg = ModelConfig(preset="tiny", base=dataclasses.replace(PRESETS["tiny"].base, warp_at=warp_at),
+                      sr=PRESETS["tiny"].sr, train=PRESETS["tiny"].train)
+    gen = checkpoint.build(cfg, seed=0).base
+    photo = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    critics = []
+    real_critic = base_training._critic
+
+    def critic(cfg_, gen_, seed, s, device):
+        critics.append(s)
+        return real_critic(cfg_, gen_, seed, s, device)
+
+    monkeypatch.setattr(base_training, "_critic", critic)
+    with torch_threads(1):
+        hist = train_base(gen, photo, cfg.train, 0)
+    n, n_vae, k = cfg.base.n_scales, cfg.base.vae_scales, gen.warp_scale()
+    if warp_at == 0:  # the latent is warped: every GAN scale draws new detail, and learns it
+        assert critics == list(range(n_vae, n))
+        return
+    assert n_vae <= k < n - 1  # the preset has GAN scales on both sides of the start
+    assert critics == list(range(k + 1, n))  # no critic for a scale whose noisy samples are never drawn
+    sizes = gen.scale_sizes(24, 32)
+    reals = base_training.pyramid(photo, sizes)
+    for s in range(n_vae, k + 1):
+        rec = hist[f"s{s}_rec"]
+        assert f"s{s}_d" not in hist and len(rec) == cfg.train.base_iterations
+        assert sum(rec[-5:]) < sum(rec[:5])  # it learns the photo at its scale
+        with torch.no_grad():  # the last recorded loss is the kept reconstruction's, less one step
+            err = float(torch.nn.functional.mse_loss(gen.reconstruct(sizes, s), reals[s]))
+        assert err < rec[0]
+
+
 def _as_written_before(model, tmp_path, *, config_key: str, buffer: str):
     """``model`` saved, then loaded from a checkpoint without the base config's ``config_key``
     and the base's ``buffer``, as a version before they existed wrote it."""

@@ -6,8 +6,11 @@ HP-VAE-GAN, so the latent keeps the diversity the finer VAE scales need). The re
 patch-GAN stages (WGAN-GP critic + reconstruction), each started from the previous stage's
 weights. Each GAN scale's noise amplitude is set from the reconstruction error of the scales below
 it, as in SinGAN / HP-VAE-GAN. Scales are trained one after another with the earlier ones frozen.
-A GAN scale larger than ``base_crop`` trains on random crops of itself that keep their rows of
-the whole image's y channel: the critic only ever sees patches, so the cost per step is bounded.
+Where a new image starts from the photo's reconstruction at scale k (``warp_at`` > 0), the GAN
+scales up to k are trained on that reconstruction alone (no noise, no critic): nothing else of
+them is ever drawn. A GAN scale larger than ``base_crop`` trains on random crops of itself that
+keep their rows of the whole image's y channel: the critic only ever sees patches, so the cost
+per step is bounded.
 """
 
 from __future__ import annotations
@@ -92,6 +95,21 @@ def _critic_step(critic: PatchCritic, opt: torch.optim.Optimizer, cfg: TrainConf
     return float(d_loss.detach())
 
 
+def _reconstruction_only(gen: BaseGenerator, s: int, rec_prev: torch.Tensor, real: torch.Tensor,
+                         opt: torch.optim.Optimizer, cfg: TrainConfig, hist: dict[str, list[float]],
+                         step: Callable[[str, dict], None]) -> None:
+    """Train scale ``s`` to map the reconstruction below it (upsampled) onto the photo at scale ``s``."""
+    up = resize_bilinear(rec_prev, tuple(real.shape[2:]))
+    y = y_channel(real.shape[2], real.device)
+    for _ in range(cfg.base_iterations):
+        rec = F.mse_loss(gen.refine_upsampled(s, up, None, y), real)
+        opt.zero_grad(set_to_none=True)
+        (cfg.recon_weight * rec).backward()
+        opt.step()
+        hist.setdefault(f"s{s}_rec", []).append(float(rec.detach()))
+        step(f"base s{s}", {"rec": float(rec.detach())})
+
+
 def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: int,
                step: Callable[[str, dict], None] = lambda *_: None) -> dict[str, list[float]]:
     """Train ``gen`` in place on ``photo`` (1, 3, h, w) at its base size; returns loss histories."""
@@ -161,7 +179,8 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
         return randn(1, gen.cfg.latent_channels, *gen.latent_grid(sizes[0]))
 
     # A new image starts from the photo's reconstruction at scale k, warped: it is kept once scale k
-    # is final, and the scales above train on such starts. Scales up to k learn as before.
+    # is final, and the scales above train on such starts. The GAN scales up to k learn only the
+    # reconstruction path, the one part of them a new image uses.
     warp_k = gen.warp_scale() if gen.cfg.latent_source == "photo" and gen.cfg.warp_at > 0 else None
 
     def keep_photo_image() -> None:
@@ -179,8 +198,13 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             rec_prev = gen.reconstruct(sizes, s - 1)
             up = resize_bilinear(rec_prev, sizes[s])
             gen.noise_amps[s] = cfg.noise_amp_scale * torch.sqrt(F.mse_loss(up, reals[s])).clamp(min=1e-3)
-        critic, opt_d = _critic(cfg, gen, seed, s, device)
         opt_g = torch.optim.Adam(stage.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        if warp_k is not None and s <= warp_k:
+            # A new image starts above this scale, from its reconstruction: only that path is ever
+            # drawn, so the scale learns it alone (whole image, no noise, no critic).
+            _reconstruction_only(gen, s, rec_prev, reals[s], opt_g, cfg, hist, step)
+            continue
+        critic, opt_d = _critic(cfg, gen, seed, s, device)
         h, w = sizes[s]
         ch, cw = (min(h, cfg.base_crop), min(w, cfg.base_crop)) if cfg.base_crop else (h, w)
         y_full = y_channel(h, device)
