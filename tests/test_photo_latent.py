@@ -1,5 +1,6 @@
-"""A new image from the photo, warped (``latent_source="photo"``): its reconstruction at
-``warp_scale`` (``warp_at`` > 0), or its latent map (``warp_at = 0``, checkpoints from before)."""
+"""A new image from the photo, warped (``latent_source="photo"``): the photo itself at
+``warp_scale`` (``warp_at`` > 0), its reconstruction there (checkpoints of the version before),
+or its latent map (``warp_at = 0``, checkpoints from before that)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ourgan_dist.config import PRESETS, ModelConfig
 from ourgan_dist.errors import ConfigError
@@ -88,13 +90,19 @@ def test_warp_scale_is_the_scale_nearest_warp_at_of_the_width_for_any_base_size(
         assert gen.scale_sizes(h, w)[4][1] == pytest.approx(w / 2, abs=1)
 
 
-def test_a_new_image_starts_from_the_photos_reconstruction_warped_at_warp_scale():
+def _identity_warp_generator() -> tuple[BaseGenerator, list[tuple[int, int]], int]:
+    """A tiny generator whose warp is the identity and which keeps a photo latent: (gen, the
+    scale sizes of a 24x32 photo, the start's scale)."""
     cfg = dataclasses.replace(PRESETS["tiny"].base, latent_warp=0.0, latent_flip=False)
     torch.manual_seed(0)
     gen = BaseGenerator(cfg).eval()
     gen.noise_amps.fill_(0.1)
     gen.set_photo_latent(torch.randn(1, cfg.latent_channels, 12, 16, generator=torch.Generator().manual_seed(1)))
-    sizes, k = gen.scale_sizes(24, 32), gen.warp_scale()
+    return gen, gen.scale_sizes(24, 32), gen.warp_scale()
+
+
+def test_a_checkpoint_of_the_version_before_starts_from_the_photos_reconstruction_at_warp_scale():
+    gen, sizes, k = _identity_warp_generator()
     assert 0 < k < len(sizes) - 1
     with torch.no_grad():
         latent_start = gen.start(2, sizes, "cpu")
@@ -102,7 +110,7 @@ def test_a_new_image_starts_from_the_photos_reconstruction_warped_at_warp_scale(
         photo = gen.reconstruct(sizes, k)
         gen.set_photo_image(photo)
         x, first = gen.start(2, sizes, "cpu")
-        assert first == k and torch.allclose(x, photo.clamp(-1, 1), atol=1e-5)  # identity warp: the photo's own
+        assert first == k and torch.allclose(x, photo.clamp(-1, 1), atol=1e-5)  # identity warp: the kept image
         expected = x  # then the scales above k, with the seed's noise
         for s in range(k + 1, len(sizes)):
             expected = gen.refine(s, expected, sizes[s], gen.scale_noise(2, s, sizes[s], "cpu"))
@@ -118,7 +126,46 @@ def test_a_new_image_starts_from_the_photos_reconstruction_warped_at_warp_scale(
         assert two.shape == (1, 3, 24, 48)
 
 
-def test_training_keeps_the_photos_latent_and_image_and_a_checkpoint_carries_them(tmp_path, monkeypatch):
+def test_a_new_image_reads_the_photo_at_base_width_shrunk_to_its_starts_height(tmp_path):
+    gen, sizes, k = _identity_warp_generator()
+    with torch.no_grad():
+        gen.set_photo_image(gen.reconstruct(sizes, k))
+    before = BaseGenerator(gen.cfg).eval()  # a checkpoint of the version before: the reconstruction only
+    before.load_state_dict(gen.state_dict())
+    gen.set_photo_base(torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1)
+
+    def shrunk(size):
+        return F.interpolate(gen.photo_base, size=size, mode="bicubic", antialias=True, align_corners=False)
+
+    with torch.no_grad():
+        # at the photo's base size (identity warp): the photo shrunk to the start's scale
+        x, first = gen.start(4, sizes, "cpu")
+        assert first == k and torch.allclose(x, shrunk(sizes[k]).clamp(-1, 1), atol=1e-5)
+        # a base drawn wider than the photo's (a render size between two level counts)
+        mid = gen.scale_sizes(30, 40)
+        assert sizes[k][0] < mid[k][0] < 24
+        assert torch.allclose(gen.start(4, mid, "cpu")[0], shrunk(mid[k]).clamp(-1, 1), atol=1e-5)
+        big = gen.scale_sizes(39, 52)  # a start the photo's own height: the photo itself
+        assert big[k] == (24, 32) and torch.allclose(gen.start(4, big, "cpu")[0], gen.photo_base.clamp(-1, 1), atol=1e-5)
+        assert torch.equal(gen.start_source(40), gen.photo_base)  # taller still: read whole, enlarged by the warp
+        # the reconstruction is not read once the photo is kept
+        other = BaseGenerator(gen.cfg).eval()
+        other.load_state_dict({**gen.state_dict(), "photo_image": torch.zeros_like(gen.photo_image)})
+        assert torch.equal(other.generate(30, 40, 5), gen.generate(30, 40, 5))
+        with torch_threads(2):
+            two = gen.generate(30, 40, 5)
+        with torch_threads(1):
+            assert torch.equal(gen.generate(30, 40, 5), two)  # the same bits on any thread count
+    model = checkpoint.build(ModelConfig(preset="tiny", base=gen.cfg, sr=PRESETS["tiny"].sr,
+                                         train=PRESETS["tiny"].train), seed=0).eval()
+    model.base = gen
+    back = _as_written_before(model, tmp_path, config_key=None, buffers=("photo_base",))
+    assert back.base.photo_base.numel() == 0  # the version before's checkpoint warps its reconstruction, as it did
+    for h, w in ((24, 32), (30, 40)):
+        assert torch.equal(back.base.generate(h, w, 5), before.generate(h, w, 5))
+
+
+def test_training_keeps_the_photos_latent_and_base_and_a_checkpoint_carries_them(tmp_path, monkeypatch):
     cfg = ModelConfig(preset="tiny", base=PRESETS["tiny"].base, sr=PRESETS["tiny"].sr,
                       train=dataclasses.replace(PRESETS["tiny"].train, base_iterations=3))
     model = checkpoint.build(cfg, seed=0)
@@ -142,21 +189,22 @@ def test_training_keeps_the_photos_latent_and_image_and_a_checkpoint_carries_the
         from ourgan_dist.train.base import pyramid
 
         assert torch.equal(gen.photo_latent, gen.encode(pyramid(photo, sizes)[0])[0])  # the posterior mean
-        assert torch.equal(gen.photo_image, gen.reconstruct(sizes, k))  # the final scales' reconstruction
+        assert torch.equal(gen.photo_base, pyramid(photo, sizes)[-1])  # the photo itself, at base width
+        assert gen.photo_image.numel() == 0  # the version before's start; not kept any more
     monkeypatch.undo()
     checkpoint.save(model.eval(), str(tmp_path / "m"), {"seed": 0})
     back = checkpoint.load(str(tmp_path / "m"))
     assert torch.equal(back.base.photo_latent, gen.photo_latent)
-    assert torch.equal(back.base.photo_image, gen.photo_image)
+    assert torch.equal(back.base.photo_base, gen.photo_base)
     assert torch.equal(back.base.generate(24, 32, 5), model.base.generate(24, 32, 5))
 
 
 @pytest.mark.parametrize("warp_at", [0.5, 0.0])
-def test_gan_scales_below_the_start_learn_only_its_reconstruction(monkeypatch, warp_at):
+def test_gan_scales_up_to_the_start_learn_only_the_reconstruction_path(monkeypatch, warp_at):
     import ourgan_dist.train.base as base_training
 
     cfg = ModelConfig(preset="tiny", base=dataclasses.replace(PRESETS["tiny"].base, warp_at=warp_at),
-                      sr=PRESETS["tiny"].sr, train=PRESETS["tiny"].train)
+                      sr=PRESETS["tiny"].sr, train=dataclasses.replace(PRESETS["tiny"].train, base_iterations=12))
     gen = checkpoint.build(cfg, seed=0).base
     photo = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     critics = []
@@ -186,14 +234,16 @@ def test_gan_scales_below_the_start_learn_only_its_reconstruction(monkeypatch, w
         assert err < rec[0]
 
 
-def _as_written_before(model, tmp_path, *, config_key: str, buffer: str):
+def _as_written_before(model, tmp_path, *, config_key: str | None, buffers: tuple[str, ...]):
     """``model`` saved, then loaded from a checkpoint without the base config's ``config_key``
-    and the base's ``buffer``, as a version before they existed wrote it."""
+    and the base's ``buffers``, as a version before they existed wrote it."""
     path = str(tmp_path / "old")
     checkpoint.save(model, path, {"seed": 0})
     payload = torch.load(f"{path}/model.pt", weights_only=True)
-    del payload["config"]["base"][config_key]
-    del payload["base"][buffer]
+    if config_key:
+        del payload["config"]["base"][config_key]
+    for buffer in buffers:
+        del payload["base"][buffer]
     torch.save(payload, f"{path}/model.pt")
     return checkpoint.load(path)
 
@@ -203,7 +253,7 @@ def test_checkpoints_from_before_the_photo_image_keep_warping_the_latent(tmp_pat
     cfg = ModelConfig(preset="tiny", base=base, sr=PRESETS["tiny"].sr, train=PRESETS["tiny"].train)
     model = checkpoint.build(cfg, seed=0).eval()
     model.base.set_photo_latent(torch.randn(1, base.latent_channels, 12, 16, generator=torch.Generator().manual_seed(2)))
-    back = _as_written_before(model, tmp_path, config_key="warp_at", buffer="photo_image")
+    back = _as_written_before(model, tmp_path, config_key="warp_at", buffers=("photo_image", "photo_base"))
     assert back.config.base.warp_at == 0.0 and back.base.photo_image.numel() == 0
     assert torch.equal(back.base.generate(24, 32, 3), model.base.generate(24, 32, 3))
 
@@ -212,6 +262,6 @@ def test_checkpoints_from_before_the_photo_latent_keep_drawing_from_the_prior(tm
     cfg = ModelConfig(preset="tiny", base=dataclasses.replace(PRESETS["tiny"].base, latent_source="prior"),
                       sr=PRESETS["tiny"].sr, train=PRESETS["tiny"].train)
     model = checkpoint.build(cfg, seed=0).eval()
-    back = _as_written_before(model, tmp_path, config_key="latent_source", buffer="photo_latent")
+    back = _as_written_before(model, tmp_path, config_key="latent_source", buffers=("photo_latent", "photo_image", "photo_base"))
     assert back.config.base.latent_source == "prior"
     assert torch.equal(back.base.generate(24, 32, 3), model.base.generate(24, 32, 3))

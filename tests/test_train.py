@@ -380,6 +380,6 @@ def test_shipped_demo_model_was_trained_on_the_bundled_photo():
     assert m.meta["photo"]["sha256"] == images.probe(sample_photo()).sha256
     assert m.meta["sr_prior"]["licence"] == "BSD-3-Clause"
     assert m.detail.ready and m.config.sr.detail > 0  # the photo's detail library, built by train
-    # a new image starts from the photo's reconstruction at half the base width, warped
-    assert m.config.base.warp_at > 0 and m.base.photo_image.dim() == 4
-    assert m.base.photo_image.shape[3] == m.base.scale_sizes(*m.meta["base_photo_size"][::-1])[m.base.warp_scale()][1]
+    # a new image starts from the photo at half the base width, warped: the photo at base width is kept
+    assert m.config.base.warp_at > 0 and m.base.photo_base.dim() == 4 and m.base.photo_image.numel() == 0
+    assert tuple(m.base.photo_base.shape[2:]) == tuple(m.meta["base_photo_size"][::-1])

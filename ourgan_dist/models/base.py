@@ -76,6 +76,7 @@ def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+PHOTO_BUFFERS = ("photo_latent", "photo_image", "photo_base")  # the photo's, set by training; empty before
 WARP_STREAM = 1000  # noise streams of level 0 that draw the photo latent's warp (scales use 0 .. n_scales)
 WARP_CELLS = 4  # the warp's random field has this many cells across the photo's width (3 down)
 
@@ -126,22 +127,29 @@ class BaseGenerator(nn.Module):
             Stage(3, cfg.channels, 3, cfg.convs_per_stage, v, pad) for _ in range(cfg.n_scales - 1))
         # per-scale noise amplitude, set by training from the reconstruction error (0 on VAE scales)
         self.register_buffer("noise_amps", torch.zeros(cfg.n_scales))
-        # the photo's own latent map (posterior mean), and its reconstruction at ``warp_scale``,
-        # set by training; empty until then
+        # the photo's own latent map (posterior mean) and the photo itself at base width, set by
+        # training; empty until then. ``photo_image`` (the photo's reconstruction at
+        # ``warp_scale``) is what checkpoints of the version before keep instead of ``photo_base``
         self.register_buffer("photo_latent", torch.zeros(0))
         self.register_buffer("photo_image", torch.zeros(0))
+        self.register_buffer("photo_base", torch.zeros(0))
 
     def set_photo_latent(self, mu: torch.Tensor) -> None:
         """Keep the photo's posterior mean (1, latent, h, w): ``latent_source="photo"`` warps it."""
         self.photo_latent = mu.detach().clone()
 
     def set_photo_image(self, x: torch.Tensor) -> None:
-        """Keep the photo's reconstruction at ``warp_scale`` (1, 3, h, w): new images warp it."""
+        """Keep the photo's reconstruction at ``warp_scale`` (1, 3, h, w), as the version before
+        did: new images warp it where no ``photo_base`` is kept."""
         self.photo_image = x.detach().clone()
 
+    def set_photo_base(self, x: torch.Tensor) -> None:
+        """Keep the photo at base width (1, 3, h, w): new images start from it, warped."""
+        self.photo_base = x.detach().clone()
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # the photo latent's and image's shapes are the photo's: take them from the checkpoint first
-        for name in ("photo_latent", "photo_image"):
+        # the photo latent's and images' shapes are the photo's: take them from the checkpoint first
+        for name in PHOTO_BUFFERS:
             if prefix + name in state_dict:
                 setattr(self, name, torch.zeros_like(state_dict[prefix + name], device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -192,20 +200,36 @@ class BaseGenerator(nn.Module):
     def start(self, seed: int, sizes: list[tuple[int, int]], device) -> tuple[torch.Tensor, int]:
         """A new image's first scale: (its image at scale k of ``sizes``, k).
 
-        With the photo's reconstruction kept (``warp_at`` > 0), it is read through
-        ``warp_grid``'s random stretch of its rows at scale k = ``warp_scale()``. Warping the
-        latent instead (k = 0) smears what it stretches: the decoder turns a stretched latent
-        into soft streaks, which the few scales above cannot sharpen (docs/quality.md)."""
-        if self.cfg.latent_source == "photo" and self.cfg.warp_at > 0 and self.photo_image.dim() == 4:
+        With the photo kept (``warp_at`` > 0), it is read at scale k = ``warp_scale()`` through
+        ``warp_grid``'s random stretch of its rows (``start_source``: the photo itself, or in a
+        checkpoint of the version before, its reconstruction at k). Warping the latent instead
+        (k = 0) smears what it stretches: the decoder turns a stretched latent into soft streaks,
+        which the few scales above cannot sharpen (docs/quality.md)."""
+        if self.cfg.latent_source == "photo" and self.cfg.warp_at > 0 and 4 in (self.photo_base.dim(),
+                                                                                self.photo_image.dim()):
             k = self.warp_scale()
             with _one_thread(torch.device("cpu")):  # the grid from CPU resampling on one thread: the same bits anywhere
-                grid = warp_grid(seed, sizes[k], tuple(self.photo_image.shape[2:]), self.cfg.latent_warp,
+                source = self.start_source(sizes[k][0])
+                grid = warp_grid(seed, sizes[k], tuple(source.shape[2:]), self.cfg.latent_warp,
                                  self.cfg.latent_flip).to(device)
             with _one_thread(torch.device(device)):
-                x = F.grid_sample(self.photo_image.to(device), grid, mode="bicubic", padding_mode="reflection",
+                x = F.grid_sample(source.to(device), grid, mode="bicubic", padding_mode="reflection",
                                   align_corners=True)
             return x.clamp(-1, 1), k
         return self.decode(self.latent(seed, sizes[0], device), sizes[0]), 0
+
+    def start_source(self, height: int) -> torch.Tensor:
+        """The image a start ``height`` rows tall is read from: the photo itself at base width
+        (``photo_base``), shrunk to that height with an antialiased bicubic (a start taller than
+        it reads it whole). Checkpoints of the version before keep only the photo's reconstruction
+        at ``warp_scale`` (``photo_image``) and read that, at any height."""
+        if self.photo_base.dim() != 4:
+            return self.photo_image
+        ph, pw = self.photo_base.shape[2:]
+        if height >= ph:
+            return self.photo_base
+        size = (height, max(1, math.floor(pw * height / ph + 0.5)))
+        return F.interpolate(self.photo_base.cpu(), size=size, mode="bicubic", antialias=True, align_corners=False)
 
     def latent_grid(self, size: tuple[int, int]) -> tuple[int, int]:
         """(h, w) of the latent map for a coarsest scale of ``size``: one latent pixel per

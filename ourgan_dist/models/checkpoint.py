@@ -22,7 +22,7 @@ import torch
 from ..atomic import write_atomic
 from ..config import ModelConfig, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError
-from .base import BaseGenerator
+from .base import PHOTO_BUFFERS, BaseGenerator
 from .detail import DetailLibrary
 from .sr import build_sr
 
@@ -176,8 +176,9 @@ def load(model_dir: str, storage_options: dict | None = None, device: str = "cpu
         raise CheckpointError(f"model {model_dir!r}: invalid config in checkpoint: {e}") from None
     base, sr = BaseGenerator(config.base), build_sr(config.sr)
     try:
-        # checkpoints written before the photo latent (image) was kept have none: they draw from the prior (latent)
-        base.load_state_dict({"photo_latent": torch.zeros(0), "photo_image": torch.zeros(0), **payload["base"]})
+        # a checkpoint written before one of the photo's buffers existed loads it empty: without the photo
+        # at base width a new image reads the reconstruction, without that the latent, without that the prior
+        base.load_state_dict({**{name: torch.zeros(0) for name in PHOTO_BUFFERS}, **payload["base"]})
         sr.load_state_dict(payload["sr"])
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(

@@ -6,9 +6,9 @@ HP-VAE-GAN, so the latent keeps the diversity the finer VAE scales need). The re
 patch-GAN stages (WGAN-GP critic + reconstruction), each started from the previous stage's
 weights. Each GAN scale's noise amplitude is set from the reconstruction error of the scales below
 it, as in SinGAN / HP-VAE-GAN. Scales are trained one after another with the earlier ones frozen.
-Where a new image starts from the photo's reconstruction at scale k (``warp_at`` > 0), the GAN
-scales up to k are trained on that reconstruction alone (no noise, no critic): nothing else of
-them is ever drawn. A GAN scale larger than ``base_crop`` trains on random crops of itself that
+Where a new image starts from the photo itself at scale k (``warp_at`` > 0), the GAN scales up
+to k are trained on the reconstruction path alone (no noise, no critic): no new image draws
+their noise. A GAN scale larger than ``base_crop`` trains on random crops of itself that
 keep their rows of the whole image's y channel: the critic only ever sees patches, so the cost
 per step is bounded.
 """
@@ -178,30 +178,25 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             return gen.latent(new_seed(), sizes[0], device)
         return randn(1, gen.cfg.latent_channels, *gen.latent_grid(sizes[0]))
 
-    # A new image starts from the photo's reconstruction at scale k, warped: it is kept once scale k
-    # is final, and the scales above train on such starts. The GAN scales up to k learn only the
-    # reconstruction path, the one part of them a new image uses.
+    # A new image starts from the photo itself at scale k, warped, and the GAN scales above k train
+    # on such starts. The GAN scales up to k learn only the reconstruction path: no new image
+    # draws them (the photo's reconstruction, evaluate's figure, and the prior's path still do).
     warp_k = gen.warp_scale() if gen.cfg.latent_source == "photo" and gen.cfg.warp_at > 0 else None
-
-    def keep_photo_image() -> None:
-        if warp_k is not None and gen.photo_image.dim() != 4:
-            with torch.no_grad():
-                gen.set_photo_image(gen.reconstruct(sizes, warp_k))
+    if warp_k is not None:
+        gen.set_photo_base(reals[-1])
 
     for s in range(n_vae, len(sizes)):
         stage = gen.stages[s - 1]
         if s >= 2:
             stage.load_state_dict(gen.stages[s - 2].state_dict())
-        if warp_k is not None and s > warp_k:
-            keep_photo_image()
         with torch.no_grad():  # reconstruction path: posterior mean through the frozen scales
             rec_prev = gen.reconstruct(sizes, s - 1)
             up = resize_bilinear(rec_prev, sizes[s])
             gen.noise_amps[s] = cfg.noise_amp_scale * torch.sqrt(F.mse_loss(up, reals[s])).clamp(min=1e-3)
         opt_g = torch.optim.Adam(stage.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         if warp_k is not None and s <= warp_k:
-            # A new image starts above this scale, from its reconstruction: only that path is ever
-            # drawn, so the scale learns it alone (whole image, no noise, no critic).
+            # A new image starts above this scale: only the reconstruction path goes through it,
+            # so the scale learns that alone (whole image, no noise, no critic).
             _reconstruction_only(gen, s, rec_prev, reals[s], opt_g, cfg, hist, step)
             continue
         critic, opt_d = _critic(cfg, gen, seed, s, device)
@@ -251,5 +246,4 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             hist.setdefault(f"s{s}_rec", []).append(float(rec.detach()))
             hist.setdefault(f"s{s}_d", []).append(d_loss)
             step(f"base s{s}", {"rec": float(rec.detach()), "d": d_loss})
-    keep_photo_image()  # when k is the finest scale, or every scale is a VAE scale
     return hist
