@@ -95,14 +95,14 @@ def _critic_step(critic: PatchCritic, opt: torch.optim.Optimizer, cfg: TrainConf
     return float(d_loss.detach())
 
 
-def _reconstruction_only(gen: BaseGenerator, s: int, rec_prev: torch.Tensor, real: torch.Tensor,
+def _reconstruction_only(gen: BaseGenerator, s: int, rec_up: torch.Tensor, real: torch.Tensor,
                          opt: torch.optim.Optimizer, cfg: TrainConfig, hist: dict[str, list[float]],
                          step: Callable[[str, dict], None]) -> None:
-    """Train scale ``s`` to map the reconstruction below it (upsampled) onto the photo at scale ``s``."""
-    up = resize_bilinear(rec_prev, tuple(real.shape[2:]))
+    """Train scale ``s`` to map the reconstruction below it, upsampled (``rec_up``), onto the
+    photo at scale ``s``."""
     y = y_channel(real.shape[2], real.device)
     for _ in range(cfg.base_iterations):
-        rec = F.mse_loss(gen.refine_upsampled(s, up, None, y), real)
+        rec = F.mse_loss(gen.refine_upsampled(s, rec_up, None, y), real)
         opt.zero_grad(set_to_none=True)
         (cfg.recon_weight * rec).backward()
         opt.step()
@@ -190,20 +190,18 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
         if s >= 2:
             stage.load_state_dict(gen.stages[s - 2].state_dict())
         with torch.no_grad():  # reconstruction path: posterior mean through the frozen scales
-            rec_prev = gen.reconstruct(sizes, s - 1)
-            up = resize_bilinear(rec_prev, sizes[s])
-            gen.noise_amps[s] = cfg.noise_amp_scale * torch.sqrt(F.mse_loss(up, reals[s])).clamp(min=1e-3)
+            rec_up = resize_bilinear(gen.reconstruct(sizes, s - 1), sizes[s])
+            gen.noise_amps[s] = cfg.noise_amp_scale * torch.sqrt(F.mse_loss(rec_up, reals[s])).clamp(min=1e-3)
         opt_g = torch.optim.Adam(stage.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         if warp_k is not None and s <= warp_k:
             # A new image starts above this scale: only the reconstruction path goes through it,
             # so the scale learns that alone (whole image, no noise, no critic).
-            _reconstruction_only(gen, s, rec_prev, reals[s], opt_g, cfg, hist, step)
+            _reconstruction_only(gen, s, rec_up, reals[s], opt_g, cfg, hist, step)
             continue
         critic, opt_d = _critic(cfg, gen, seed, s, device)
         h, w = sizes[s]
         ch, cw = (min(h, cfg.base_crop), min(w, cfg.base_crop)) if cfg.base_crop else (h, w)
         y_full = y_channel(h, device)
-        rec_up = resize_bilinear(rec_prev, sizes[s])
 
         def crop_origin() -> tuple[int, int]:  # top-left of a random (ch, cw) crop; (0, 0) when whole
             if (ch, cw) == (h, w):
