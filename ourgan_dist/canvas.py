@@ -23,6 +23,7 @@ errors in storage.py.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,42 @@ LEASE_ENTRY = "lease"  # the store's lease (lease.py): taken before the store ex
 def _entries(fs, root: str) -> list[str]:
     """Paths directly under ``root``, except the lease."""
     return [p for p in fs.ls(root, detail=False) if p.rstrip("/").rsplit("/", 1)[-1] != LEASE_ENTRY]
+
+
+_PARTIAL_GROUP_META = re.compile(r"^zarr\.[0-9a-f]{32}\.partial$")  # zarr's temporary of zarr.json (a crashed write)
+
+
+def own_entry(name: str, is_dir: bool) -> bool:
+    """Whether an entry directly under a store's root is one a render writes: the group's
+    ``zarr.json`` (or zarr's temporary of it), the OME-Zarr image arrays ``0``, ``1``, ...,
+    ``generation/``, ``progress/`` (the completion records) and the ``lease/``."""
+    if is_dir:
+        return name.isdigit() or name in (GENERATION, RECORDS, LEASE_ENTRY)
+    return name == "zarr.json" or bool(_PARTIAL_GROUP_META.match(name))
+
+
+def foreign_entries(url: str, storage_options: dict | None = None) -> list[str]:
+    """The names (folders with a trailing ``/``) of what is under the store's root that no
+    render writes, sorted; [] for a store holding only a render's own entries, or no store."""
+    fs, root = url_to_fs(url, storage_options)
+    try:
+        listing = fs.ls(root, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    out = []
+    for entry in listing:
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        is_dir = entry.get("type") == "directory"
+        if not own_entry(name, is_dir):
+            out.append(name + "/" if is_dir else name)
+    return sorted(out)
+
+
+def refuse_foreign(url: str, foreign: list[str]) -> str:
+    """The one-line refusal of ``--overwrite`` on a store that holds entries no render writes."""
+    shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
+    return (f"--overwrite {url!r}: refusing to delete it, it also holds entries that are not part of a render "
+            f"({shown}); move them out of it or choose another --out")
 
 
 def ome_attributes(plan: RenderPlan, name: str) -> dict[str, Any]:
@@ -166,7 +203,11 @@ class Canvas(CompletionRecords):
 
     @staticmethod
     def clear(url: str, storage_options: dict | None = None) -> None:
-        """Delete everything in the store but its lease (``--overwrite`` under the lease)."""
+        """Delete the render's own entries (``own_entry``) but its lease (``--overwrite`` under
+        the lease). Refuses, deleting nothing, if anything else is there: a folder that also
+        holds someone's files is never emptied."""
+        if foreign := foreign_entries(url, storage_options):
+            raise StoreError(refuse_foreign(url, foreign))
         fs, root = url_to_fs(url, storage_options)
         if fs.exists(root):
             for path in _entries(fs, root):

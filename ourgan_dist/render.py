@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import projection
-from .canvas import Canvas, plan_to_info
+from .canvas import Canvas, foreign_entries, plan_to_info, refuse_foreign
 from .errors import PlanError, StoreError, TileError, UserError
 from .lease import Lease, LeaseLost
 from .plan import DEFAULT_CHUNK, SCALE, Box, RenderPlan, TaskKey, TileKey, chunk_for_tile, parse_size
@@ -357,6 +357,8 @@ def check_output(p: Prepared, lease: Lease | None = None) -> bool:
         if not Canvas.is_render_store(r.out, r.storage_options):
             raise StoreError(f"--overwrite {r.out!r}: refusing to delete something that is not an ourgan-dist render; "
                              "remove it yourself or choose another --out")
+        if foreign := foreign_entries(r.out, r.storage_options):  # a render's folder that also holds other files
+            raise StoreError(refuse_foreign(r.out, foreign))
         probe = lease or Lease(r.out, r.storage_options)
         holder = probe.holder()  # a lease that cannot be read raises: never delete a store that may be in use
         if holder and holder.get("token") != probe.token:
