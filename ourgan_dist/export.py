@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -109,7 +110,42 @@ def _check_size(fmt: str, file: str, width: int, height: int) -> None:
                         f"{fmt.upper()} allows; export to .tif (pyramidal BigTIFF) or .dzi instead")
 
 
-def _check_target(file: str) -> None:
+def dzi_files(file: str) -> str:
+    """The ``<stem>_files`` folder of a ``.dzi`` export, beside the ``.dzi`` file."""
+    target = os.path.abspath(file)
+    return os.path.join(os.path.dirname(target), os.path.splitext(os.path.basename(target))[0] + "_files")
+
+
+def dzi_tile_ext(compression: str | None) -> str:
+    """The suffix of a Deep Zoom export's tile files for its tile compression."""
+    return "png" if compression == "png" else "jpg"
+
+
+_DZI_TILE_NAME = {ext: re.compile(rf"^\d+_\d+\.{ext}$") for ext in ("jpg", "png")}
+
+
+def foreign_in_dzi_tree(tree: str, ext: str) -> str | None:
+    """The first path under a Deep Zoom ``_files`` folder that such an export does not write
+    (anything but numeric level folders holding only ``<col>_<row>.<ext>`` tile files), or None
+    when the folder has exactly that layout. A link is foreign: it is never followed."""
+    if os.path.islink(tree) or not os.path.isdir(tree):
+        return tree
+    for level in sorted(os.listdir(tree)):
+        path = os.path.join(tree, level)
+        if not level.isdigit() or os.path.islink(path) or not os.path.isdir(path):
+            return path
+        for name in sorted(os.listdir(path)):
+            tile = os.path.join(path, name)
+            if not _DZI_TILE_NAME[ext].match(name) or os.path.islink(tile) or not os.path.isfile(tile):
+                return tile
+    return None
+
+
+def check_target(file: str, overwrite: bool = False, compression: str | None = None) -> None:
+    """Refuse, writing nothing, a target this export may not write: a remote or folder path, a
+    missing parent folder, or an existing file without ``overwrite``; for ``.dzi``, an existing
+    ``<stem>_files`` folder without ``overwrite``, or with it one that holds anything but Deep
+    Zoom tiles of this export's tile format (``foreign_in_dzi_tree``), which is never deleted."""
     if "://" in file:
         raise UserError(f"export to {file!r}: exports write a local file; give a path on this machine")
     parent = os.path.dirname(os.path.abspath(file))
@@ -118,6 +154,19 @@ def _check_target(file: str) -> None:
     if os.path.isdir(file):
         raise UserError(f"export to {file!r}: is a folder; give a file name ending .tif, .dzi, .zip, .png, .jpg or "
                         ".webp")
+    fmt = export_format(file)
+    tree = dzi_files(file) if fmt == "dzi" else None
+    if not overwrite:
+        if os.path.lexists(file):
+            raise UserError(f"export to {file!r}: the file already exists; pass --overwrite to replace it")
+        if tree is not None and os.path.lexists(tree):
+            raise UserError(f"export to {file!r}: its tile folder {tree!r} already exists; pass --overwrite to "
+                            "replace it")
+    elif tree is not None and os.path.lexists(tree):
+        ext = dzi_tile_ext(compression)
+        if foreign := foreign_in_dzi_tree(tree, ext):
+            raise UserError(f"export to {file!r} --overwrite: refusing to delete {tree!r}, it is not only a Deep Zoom "
+                            f"tree of .{ext} tiles ({foreign!r} is not one); move it away or export to another name")
 
 
 def _bar(progress: bool, total: int, unit: str, desc: str):
@@ -128,24 +177,26 @@ def _bar(progress: bool, total: int, unit: str, desc: str):
 
 
 def export(url: str, file: str, *, storage_options: dict | None = None, compression: str | None = None,
-           quality: int = 90, progress: bool = True) -> ExportResult:
+           quality: int = 90, progress: bool = True, overwrite: bool = False) -> ExportResult:
     """Export the complete render at ``url`` to ``file``; the format comes from its suffix.
 
     ``compression``: for .tif ``deflate`` (default, lossless), ``jpeg`` or ``none``; for .dzi/.zip
     the tile format, ``jpeg`` (default) or ``png`` (lossless). ``quality`` applies to JPEG and WebP.
+    An existing ``file`` (for .dzi, or its ``_files`` folder) is refused unless ``overwrite``;
+    with it, a ``_files`` folder is replaced only if it is a Deep Zoom tree (``check_target``).
     """
     fmt = export_format(file)
     comp = resolve_compression(fmt, file, compression)
     if not 1 <= quality <= 100:
         raise UserError(f"--quality {quality}: must be in [1, 100]")
-    _check_target(file)
+    check_target(file, overwrite, comp)
     canvas = open_for_export(url, storage_options)
     height, width = canvas.plan.pyramid_shapes[0]
     _check_size(fmt, file, width, height)
     if fmt == "tiff":
         levels = _write_tiff(canvas, file, comp, quality, progress)
     elif fmt in ("dzi", "dzi-zip"):
-        levels = _write_dzi(canvas, file, comp, quality, progress, zipped=fmt == "dzi-zip")
+        levels = _write_dzi(canvas, file, comp, quality, progress, zipped=fmt == "dzi-zip", overwrite=overwrite)
     else:
         levels = _write_single(canvas, file, fmt, quality, progress)
     return ExportResult(os.path.abspath(file), fmt, width, height, levels, comp)
@@ -253,7 +304,8 @@ def dzi_bands(width: int, per_band: int) -> list[tuple[int, int]]:
     return [(c, min(c + per_band, cols)) for c in range(0, cols, per_band)]
 
 
-def _write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bool, zipped: bool) -> int:
+def _write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bool, zipped: bool,
+               overwrite: bool = False) -> int:
     """A Deep Zoom tree (``name.dzi`` + ``name_files/``, or both in ``name.zip``) whose levels are
     the store's own pyramid: Deep Zoom level ``top - k`` is OME-Zarr array ``k`` (both halve and
     round up). libvips' dzsave cuts and encodes the tiles; it runs once per band of
@@ -302,7 +354,8 @@ def _write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bo
             os.replace(os.path.join(work, f"{stem}.zip"), target)
         else:
             old_tree = os.path.join(parent, f"{stem}_files")
-            if os.path.isdir(old_tree):
+            if os.path.lexists(old_tree):  # checked again now: it may have changed while the tiles were cut
+                check_target(file, overwrite, tiles)
                 shutil.rmtree(old_tree)
             os.replace(tree.root, old_tree)
             os.replace(os.path.join(work, f"{stem}.dzi"), target)

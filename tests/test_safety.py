@@ -68,3 +68,67 @@ def test_overwrite_replaces_a_render_and_keeps_nothing_stale(tiny_model, tmp_pat
     assert set(after) < set(before) and sorted(os.listdir(out)) == sorted(
         ["zarr.json", "generation", "progress", "lease", *(str(k) for k in range(len(Canvas(out).plan.pyramid_shapes)))])
     assert foreign_entries(out) == []
+
+
+# ---- export --------------------------------------------------------------------------------
+
+def test_export_refuses_an_existing_file_without_overwrite(small_render, tmp_path):
+    from ourgan_dist.errors import UserError
+    from ourgan_dist.export import export
+
+    for name in ("r.tif", "r.png", "r.zip"):
+        target = tmp_path / name
+        target.write_bytes(b"someone's file")
+        code, text = run("export", small_render, target, "--quiet")
+        assert code == 2 and text.startswith("Error: ") and text.count("\n") == 1, text
+        assert name in text and "already exists" in text and "--overwrite" in text
+        with pytest.raises(UserError, match="already exists"):
+            export(small_render, str(target), progress=False)
+        assert target.read_bytes() == b"someone's file"
+        code, text = run("export", small_render, target, "--quiet", "--overwrite")
+        assert code == 0, text
+        assert target.read_bytes() != b"someone's file"
+    assert sorted(os.listdir(tmp_path)) == ["r.png", "r.tif", "r.zip"]  # no temporary left behind
+
+
+def test_dzi_overwrite_replaces_only_a_deep_zoom_tree(small_render, tmp_path):
+    out, files = tmp_path / "r.dzi", tmp_path / "r_files"
+    assert run("export", small_render, out, "--quiet")[0] == 0
+    tiles = tree(files)
+    code, text = run("export", small_render, out, "--quiet")  # exists: refused without --overwrite
+    assert code == 2 and "r.dzi" in text and "--overwrite" in text
+    out.unlink()  # the tile folder alone is refused too
+    code, text = run("export", small_render, out, "--quiet")
+    assert code == 2 and "r_files" in text and "--overwrite" in text
+    assert tree(files) == tiles
+    for foreign, named in ((files / "notes.txt", "notes.txt"), (files / "9" / "holiday.jpg", "holiday.jpg"),
+                           (files / "drafts" / "0_0.jpg", "drafts'"), (files / "9" / "0_0.png", "0_0.png")):
+        foreign.parent.mkdir(exist_ok=True)  # not a tile, a folder that is no level, a tile of another format
+        foreign.write_bytes(b"keep me")
+        code, text = run("export", small_render, out, "--quiet", "--overwrite")
+        assert code == 2 and text.count("\n") == 1 and named in text and "refusing to delete" in text, text
+        assert foreign.read_bytes() == b"keep me" and not out.exists()
+        foreign.unlink()
+        if foreign.parent.name == "drafts":
+            foreign.parent.rmdir()
+    assert tree(files) == tiles
+    (files / "3" / "0_0.jpg").write_bytes(b"a stale tile")
+    assert run("export", small_render, out, "--quiet", "--overwrite")[0] == 0
+    assert tree(files) == tiles and out.exists()  # a Deep Zoom tree of its own format: replaced
+    code, text = run("export", small_render, out, "--quiet", "--overwrite", "--compression", "png")
+    assert code == 2 and "0_0.jpg" in text  # a .png export does not delete a tree of .jpg tiles
+
+
+def test_render_export_follows_the_same_rule_before_rendering(tiny_model, tmp_path):
+    store, tif = tmp_path / "r.zarr", tmp_path / "r.tif"
+    tif.write_bytes(b"someone's file")
+    base = ["render", tiny_model, "--out", store, "--size", "64x48", "--tile", "32", "--chunk", "16", "--quiet",
+            "--export", tif]
+    code, text = run(*base)
+    assert code == 2 and "already exists" in text and "--overwrite" in text
+    assert not store.exists() and tif.read_bytes() == b"someone's file"  # refused before anything was rendered
+    code, text = run(*base, "--overwrite")
+    assert code == 0, text
+    import tifffile
+
+    assert tifffile.imread(str(tif)).shape == (48, 64, 3)

@@ -14,9 +14,12 @@ from .shared import json_option
               help=".tif: deflate (default, lossless), jpeg or none; .dzi/.zip tiles: jpeg (default) or png.")
 @click.option("--quality", type=click.IntRange(1, 100), default=90, help="JPEG and WebP quality.")
 @click.option("--storage-options", default=None, help="JSON fsspec options for URL (e.g. an s3 endpoint).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing FILE (for .dzi, also its name_files/ tree, only if it holds nothing but "
+                   "Deep Zoom tiles).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def export_command(url: str, file: str, compression: str | None, quality: int, storage_options: str | None,
-                   quiet: bool) -> None:
+                   overwrite: bool, quiet: bool) -> None:
     """Export the complete render store URL to FILE; the format comes from FILE's suffix.
 
     \b
@@ -27,7 +30,7 @@ def export_command(url: str, file: str, compression: str | None, quality: int, s
     \b
     Examples:
       ourgan-dist export out.zarr out.tif
-      ourgan-dist export out.zarr out.tif --compression jpeg --quality 85
+      ourgan-dist export out.zarr out.tif --compression jpeg --quality 85 --overwrite
       ourgan-dist export s3://bucket/r.zarr r.dzi --storage-options '{"anon": false}'
     """
     from ..allocator import bound_allocator
@@ -35,7 +38,7 @@ def export_command(url: str, file: str, compression: str | None, quality: int, s
 
     bound_allocator()  # this process ends with the export: keep glibc from hoarding freed buffers
     result = export(url, file, storage_options=json_option(storage_options, "--storage-options"),
-                    compression=compression, quality=quality, progress=not quiet)
+                    compression=compression, quality=quality, progress=not quiet, overwrite=overwrite)
     click.echo(f"exported {result.width}x{result.height} to {file} ({result.format}"
                + (f", {result.compression}" if result.compression else "")
                + (f", {result.levels} levels" if result.levels > 1 else "") + ")")

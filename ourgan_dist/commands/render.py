@@ -58,8 +58,11 @@ def _parse_tile(value: str) -> int | None:
               help="GPU inference precision; fp32 is the exact mode.")
 @click.option("--storage-options", default=None, help="JSON fsspec options for --out (never stored).")
 @click.option("--resume", is_flag=True, help="Finish an interrupted render into the same --out.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing render at --out.")
-@click.option("--export", "export_to", default=None, help="Also export the result (.tif/.dzi/.png/.jpg).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing render at --out (only its own entries: a folder holding other files is "
+                   "refused) and an existing --export file.")
+@click.option("--export", "export_to", default=None,
+              help="Also export the result (.tif/.dzi/.png/.jpg); an existing file needs --overwrite.")
 @click.option("--dry-run", is_flag=True,
               help="Print the plan, load per worker, memory, store size and time projections; write nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -81,7 +84,6 @@ def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: 
         from ..render import quiet_embedded_ray_auth
 
         quiet_embedded_ray_auth()
-    from ..errors import StoreError
     from ..render import RenderRequest, check_output, describe_halo_error, forecast, measure_halo_error, prepare
     from ..render import render as run_render
 
@@ -95,10 +97,14 @@ def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: 
     p = prepare(req)
     try:
         check_output(p)  # an output that would be refused is refused before the plan is printed
+        if export_to:  # and an export target, before the render rather than after it
+            from ..export import check_target
+
+            check_target(export_to, overwrite)
     except Exception as e:  # noqa: BLE001 - a dry run reports what a real run would meet, and goes on
         if not dry_run:
             raise
-        click.echo(f"note: a real run would be refused: {e}" if isinstance(e, StoreError) else
+        click.echo(f"note: a real run would be refused: {e}" if isinstance(e, UserError) else
                    f"note: --out was not checked ({type(e).__name__}: {str(e).strip()[:200]})")
     for line in (*p.plan.describe(), *p.notes):
         click.echo(line)
@@ -123,5 +129,5 @@ def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: 
         from ..export import export as run_export
 
         bound_allocator()  # the process ends with the export: keep glibc from hoarding freed buffers
-        run_export(out, export_to, storage_options=so, progress=not quiet)
+        run_export(out, export_to, storage_options=so, progress=not quiet, overwrite=overwrite)
         click.echo(f"exported {export_to}")
