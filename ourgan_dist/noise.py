@@ -19,6 +19,7 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK = (1 << 64) - 1
 COORD_BITS = 28  # y and x each below 2**28 (plan.MAX_SIDE)
+SEED_LIMIT = 1 << 64  # a stream's key takes the seed's 64 bits: seeds are 0 .. 2**64 - 1, larger ones would alias
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
@@ -34,8 +35,10 @@ def _mix_int(v: int) -> int:
 
 
 def stream_key(seed: int, level: int, stream: int) -> int:
-    """A 64-bit key for one noise stream of one level of one render seed."""
-    k = _mix_int(seed & _MASK)
+    """A 64-bit key for one noise stream of one level of one render seed (0 <= seed < 2**64)."""
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed {seed}: outside 0 .. 2**64 - 1, the seeds the noise tells apart")
+    k = _mix_int(seed)
     k = _mix_int(k ^ ((level + 1) * _GOLDEN & _MASK))
     return _mix_int(k ^ ((stream + 1) * 0xD1B54A32D192ED03 & _MASK))
 

@@ -115,6 +115,11 @@ def prepare(req: RenderRequest) -> Prepared:
         from .executors.ray import check_address
 
         check_address(req.address)
+    from .noise import SEED_LIMIT
+
+    if not 0 <= req.seed < SEED_LIMIT:
+        raise PlanError(f"seed {req.seed}: seeds are 0 to {SEED_LIMIT - 1} (2**64 - 1); the noise is keyed by 64 bits "
+                        "of the seed, so a larger one would repeat a smaller one's image")
     if req.workers < 0 or (req.workers == 0 and req.address is None):
         raise PlanError(f"--workers {req.workers}: must be >= 1 (0, all the cluster offers, needs --address)")
     model = checkpoint.load(req.model, req.model_storage_options)

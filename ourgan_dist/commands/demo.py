@@ -15,6 +15,8 @@ from importlib import resources
 
 import click
 
+from .shared import TRAIN_SEED
+
 DEMO_SCHEDULE = (150, 300)  # --train: base steps per scale, SR steps: ~6-8 minutes on 2 CPU cores
 DEMO_SIZE = "4096x3072"  # 4K wide, the bundled photo's 4:3; its base (256 px) is the cpu preset's trained width
 CREDIT = 'photo "picosdeeuropa" by Aitzol Berasategi, CC-BY-4.0 (see ourgan_dist/data/LICENSES.md)'
@@ -54,7 +56,7 @@ def ray_workers(wanted: int) -> int:
 @click.option("--train", "train_first", is_flag=True,
               help="Train a model from scratch on the bundled photo first (a shortened cpu schedule, minutes) "
                    "instead of using the one trained ahead.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, help="Render (and training) seed.")
+@click.option("--seed", type=TRAIN_SEED, default=0, help="Render (and training) seed.")
 @click.option("--size", default=DEMO_SIZE, hidden=True, help="Render size WIDTHxHEIGHT.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, hidden=True, help="Local Ray workers.")
 @click.option("--preset", type=click.Choice(["tiny", "cpu"]), default="cpu", hidden=True)

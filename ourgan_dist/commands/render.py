@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import UserError
-from .shared import json_option, progress_bar
+from .shared import RENDER_SEED, json_option, progress_bar
 
 
 def _parse_halo(value: str) -> str:
@@ -40,7 +40,7 @@ def _parse_tile(value: str) -> int | None:
 @click.argument("model")
 @click.option("--out", required=True, help="Output store URL: a path, file://, memory://, s3://, gs://.")
 @click.option("--size", required=True, help="Output size WIDTHxHEIGHT, e.g. 4096x2730.")
-@click.option("--seed", type=click.IntRange(min=0), default=0)
+@click.option("--seed", type=RENDER_SEED, default=0, help="The new image's seed; each gives another image.")
 @click.option("--tile", default="auto",
               help="Tile side in output pixels (multiple of --chunk); 0: untiled; auto: sized for the workers and "
                    "their memory.")

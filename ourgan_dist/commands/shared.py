@@ -1,4 +1,4 @@
-"""What several commands share: JSON options and the render progress bar.
+"""What several commands share: JSON options, the seed types and the render progress bar.
 
 Below both ``cli.py`` and the command modules, so that each command module imports on its own.
 """
@@ -7,7 +7,47 @@ from __future__ import annotations
 
 import json
 
+import click
+
 from ..errors import UserError
+
+# A render's noise is keyed by its seed's low 64 bits (noise.SEED_LIMIT, which a test keeps equal
+# to this): seed 2**64 would render the same bytes as seed 0, so seeds stop below it.
+RENDER_SEED_LIMIT = 1 << 64
+# Training derives its generators' seeds from the seed by arithmetic (seed * 7919 + ..., seed + 2),
+# and torch's generators take seeds below 2**64: training seeds stop well below that, at 2**48.
+TRAIN_SEED_LIMIT = 1 << 48
+
+
+class Seed(click.ParamType):
+    """A seed: a whole number in [0, limit), refused outside it with the range and the reason."""
+
+    name = "seed"
+
+    def __init__(self, limit: int, why: str):
+        self.limit, self.why = limit, why
+
+    def get_metavar(self, param, ctx=None) -> str:  # noqa: ARG002 - click's signature
+        return f"0..2**{self.limit.bit_length() - 1}-1"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            n = value
+        else:
+            try:
+                n = int(str(value).strip(), 10)
+            except ValueError:
+                self.fail(f"{value!r} is not a whole number", param, ctx)
+        if not 0 <= n < self.limit:
+            self.fail(f"{n} is outside the seeds 0 to {self.limit - 1} (2**{self.limit.bit_length() - 1} - 1): "
+                      f"{self.why}", param, ctx)
+        return n
+
+
+RENDER_SEED = Seed(RENDER_SEED_LIMIT, "a render's noise is keyed by 64 bits of the seed, so a larger seed would "
+                                      "repeat a smaller one's image")
+TRAIN_SEED = Seed(TRAIN_SEED_LIMIT, "training derives its random generators' seeds from it, which must stay below "
+                                    "2**64")
 
 
 def json_option(text: str | None, name: str) -> dict:

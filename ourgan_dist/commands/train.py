@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .shared import TRAIN_SEED
+
 
 @click.command("train")
 @click.argument("image", type=click.Path(dir_okay=False))
@@ -12,7 +14,7 @@ import click
               help="tiny: tests; cpu: a laptop; paper: GPU scale.")
 @click.option("--iterations", type=click.IntRange(min=0), default=None,
               help="Override the preset's steps per stage (0: write an untrained, seeded model).")
-@click.option("--seed", type=click.IntRange(min=0), default=0)
+@click.option("--seed", type=TRAIN_SEED, default=0, help="Seed of the weights' start and of every random draw.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--set", "settings", multiple=True, metavar="SECTION.FIELD=VALUE",
               help="Change one field of the preset's config (repeatable), e.g. --set base.latent_stride=4 "
