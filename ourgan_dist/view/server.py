@@ -11,6 +11,19 @@ Routes (everything else is a 404; nothing is read from a path taken from the req
 
 A ``ThreadingHTTPServer`` answers requests on threads, so a browser's many tile requests are
 served at once; every tile is a read of the store (Zarr reads are safe from many threads).
+
+It serves this machine only, and holds up against what reaches it anyway:
+
+- Only a loopback ``Host`` naming the server (``127.0.0.1``, ``localhost`` or ``[::1]``, with no
+  port or the server's own) is answered; any other gets 403. A web page elsewhere whose domain
+  is made to resolve to 127.0.0.1 (DNS rebinding) sends its own domain as the Host, so it
+  cannot read the render through the visitor's browser.
+- Each connection has a socket timeout (``REQUEST_TIMEOUT``): a client that sends half a
+  request, or stops reading, is dropped after it.
+- At most ``MAX_HANDLERS`` requests are handled at once (one thread each); a connection beyond
+  that is answered 503 with ``Retry-After`` at once, so a flood cannot pile up threads.
+- Client errors (a dropped connection, a timeout, a malformed request) are logged in one line,
+  never as a traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ import logging
 import mimetypes
 import os
 import re
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +50,23 @@ STATIC = Path(__file__).parent / "static"
 PAGE_FILES = ("index.html", "viewer.js", "viewer.css")
 OSD_ENV = "OURGAN_OPENSEADRAGON"  # a folder holding openseadragon.min.js, to override the search
 TILE_PATH = re.compile(r"^/image_files/(\d{1,2})/(\d{1,7})_(\d{1,7})\.(png|jpeg)$")
+REQUEST_TIMEOUT = 10.0  # seconds a connection may sit idle mid-request (or not reading the answer)
+MAX_HANDLERS = 32  # requests handled at once; a browser opens about 6 connections per host
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+         b"Retry-After: 1\r\nConnection: close\r\n\r\nbusy\n")
+
+
+def host_allowed(host: str | None, port: int) -> bool:
+    """Whether a request's ``Host`` header names this server on loopback: 127.0.0.1, localhost
+    or [::1], with no port or ``port``."""
+    if not host:
+        return False
+    host = host.strip().lower()
+    for name in LOOPBACK_NAMES:
+        if host == name or host == f"{name}:{port}":
+            return True
+    return False
 
 
 def find_openseadragon() -> Path:
@@ -73,7 +104,10 @@ class ViewServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, url: str, storage_options: dict | None = None, port: int = 8000, host: str = "127.0.0.1",
-                 osd_dir: Path | None = None):
+                 osd_dir: Path | None = None, request_timeout: float = REQUEST_TIMEOUT,
+                 max_handlers: int = MAX_HANDLERS):
+        self.request_timeout = request_timeout
+        self._slots = threading.BoundedSemaphore(max_handlers)
         self.canvas = Canvas(url, storage_options)
         self.zoom = DeepZoom(self.canvas)
         self.osd_dir = (osd_dir or find_openseadragon()).resolve()
@@ -89,6 +123,40 @@ class ViewServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}/"
 
+    def process_request(self, request, client_address) -> None:
+        """Hand the connection to a thread if fewer than ``max_handlers`` are busy; else answer
+        503 at once and close it."""
+        if not self._slots.acquire(blocking=False):
+            log.info("%s: busy (%d requests in hand), answered 503", client_address[0], MAX_HANDLERS)
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+                request.setblocking(False)
+                request.recv(65536)  # what of the request has come: closing with it unread would reset the answer
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        """One line for an error a request's thread did not handle (a client that went away
+        mid-answer, mostly), instead of socketserver's traceback on stderr."""
+        e = sys.exc_info()[1]
+        level = logging.DEBUG if isinstance(e, (ConnectionError, TimeoutError)) else logging.WARNING
+        log.log(level, "%s: %s: %s", client_address[0] if client_address else "?", type(e).__name__,
+                " ".join(str(e).split())[:300])
+
     def start_background(self) -> threading.Thread:
         """Serve on a daemon thread (tests, notebooks); ``shutdown()`` stops it."""
         t = threading.Thread(target=self.serve_forever, name="ourgan-view", daemon=True)
@@ -100,8 +168,19 @@ class ViewHandler(BaseHTTPRequestHandler):
     server: ViewServer
     server_version = "ourgan-dist-view"
 
+    def setup(self) -> None:
+        self.timeout = self.server.request_timeout  # the connection's socket timeout (StreamRequestHandler)
+        super().setup()
+
     def log_message(self, fmt: str, *args: Any) -> None:  # quiet by default; --debug logging shows them
         log.debug("%s " + fmt, self.address_string(), *args)
+
+    def log_error(self, fmt: str, *args: Any) -> None:  # a client's error (timeout, bad request): one line
+        try:
+            text = fmt % args
+        except (TypeError, ValueError):
+            text = f"{fmt} {args!r}"
+        log.info("%s %s", self.address_string(), " ".join(text.split())[:300])
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         self._answer(head=False)
@@ -110,11 +189,17 @@ class ViewHandler(BaseHTTPRequestHandler):
         self._answer(head=True)
 
     def _answer(self, head: bool) -> None:
+        if not host_allowed(self.headers.get("Host"), self.server.server_address[1]):
+            log.info("%s: refused Host %r (not this server on loopback)", self.address_string(),
+                     (self.headers.get("Host") or "")[:100])
+            self._send(HTTPStatus.FORBIDDEN, b"forbidden: this viewer answers only http://127.0.0.1, localhost or "
+                                             b"[::1] at its own port\n", "text/plain", head)
+            return
         path = unquote(urlsplit(self.path).path)
         try:
             found = self._route(path)
         except Exception as e:  # a storage error on one tile must not end the server
-            log.warning("error on %s: %s: %s", path, type(e).__name__, e)
+            log.warning("error on %s: %s: %s", path, type(e).__name__, " ".join(str(e).split())[:300])
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"store read failed\n", "text/plain", head)
             return
         if found is None:
