@@ -310,8 +310,8 @@ def _free_bytes(url: str) -> int | None:
 
 def render_info(p: Prepared) -> dict[str, Any]:
     """The resolved config written into the store: no credentials; the arithmetic environment
-    (device kind, precision, torch, oneDNN, CPU instruction set: ``fencing.py``) that a resume
-    and every worker must match."""
+    (device kind, precision, ourgan-dist version, torch, oneDNN, CPU instruction set:
+    ``fencing.py``) that a resume and every worker must match."""
     from .fencing import runtime_environment
 
     r, m = p.request, p.model
@@ -355,9 +355,10 @@ def check_output(p: Prepared, lease: Lease | None = None) -> bool:
         from .fencing import mismatch
 
         if why := mismatch(canvas.info.get("environment"), want["environment"]):
-            raise StoreError(f"--resume {r.out!r}: the store was rendered in another environment ({why}), so the "
-                             "resumed tiles would not be bit-identical to the rest; resume it where it was started "
-                             "(same torch build, CPU instruction set, device and precision), or --overwrite")
+            raise StoreError(f"--resume {r.out!r}: the store was rendered in another environment, or does not say "
+                             f"which ({why}), so the resumed tiles would not be bit-identical to the rest; resume it "
+                             "where it was started (same ourgan-dist version, torch build, CPU instruction set, device "
+                             "and precision), or render it anew with --overwrite")
     if exists and r.overwrite:
         if not Canvas.is_render_store(r.out, r.storage_options):
             raise StoreError(f"--overwrite {r.out!r}: refusing to delete something that is not an ourgan-dist render; "

@@ -29,16 +29,53 @@ def unfinished(tiny_model, tmp_path_factory):
 
 
 def test_info_records_the_environment_and_resume_refuses_another(tiny_model, unfinished):
+    import ourgan_dist
+
     canvas = Canvas(unfinished, mode="r+")
     env = canvas.info["environment"]
     assert env == runtime_environment("cpu", "fp32")
-    assert {"device", "precision", "torch", "onednn", "cpu_capability"} <= env.keys()
+    assert {"device", "precision", "ourgan_dist", "torch", "onednn", "cpu_capability"} <= env.keys()
+    assert env["ourgan_dist"] == ourgan_dist.__version__
+    other = next(c for c in ("AVX512", "AVX2", "DEFAULT") if c != env["cpu_capability"])  # not this machine's
     try:
-        canvas.set_info(environment=dict(env, cpu_capability="AVX512"))
-        with pytest.raises(StoreError, match=r"another environment \(cpu_capability 'AVX512' there, .* --overwrite"):
+        canvas.set_info(environment=dict(env, cpu_capability=other))
+        with pytest.raises(StoreError, match=rf"another environment.*\(cpu_capability '{other}' there, .* --overwrite"):
             do_render(tiny_model, unfinished, "64x48", tile=32, resume=True)
         canvas.set_info(environment=dict(env, torch="2.0.0"))
         with pytest.raises(StoreError, match="torch '2.0.0' there"):
+            do_render(tiny_model, unfinished, "64x48", tile=32, resume=True)
+    finally:
+        canvas.set_info(environment=env)
+    assert do_render(tiny_model, unfinished, "64x48", tile=32, resume=True).tasks_run == 0
+
+
+def test_resume_fails_closed_without_a_recorded_environment_or_version(tiny_model, unfinished):
+    """A store whose environment, or the ourgan-dist version in it, is not recorded cannot show
+    that it matches: a resume is refused (saying what is missing and that --overwrite renders it
+    anew), by the library, the command line and a worker alike; another version is refused too."""
+    from click.testing import CliRunner
+
+    from ourgan_dist.cli import main
+    from ourgan_dist.tile import RenderJob, TileWorker
+
+    canvas = Canvas(unfinished, mode="r+")
+    env = canvas.info["environment"]
+    without = {k: v for k, v in canvas.info.items() if k != "environment"}
+    try:
+        canvas.info = without
+        canvas.group.attrs["ourgan_dist"] = without
+        with pytest.raises(StoreError, match=r"no environment is recorded in the store.* --overwrite"):
+            do_render(tiny_model, unfinished, "64x48", tile=32, resume=True)
+        r = CliRunner().invoke(main, ["render", tiny_model, "--out", unfinished, "--size", "64x48", "--tile", "32",
+                                      "--chunk", "16", "--resume", "--quiet"])
+        assert r.exit_code == 2 and "no environment is recorded" in r.output and "--overwrite" in r.output, r.output
+        with pytest.raises(EnvironmentMismatch, match="no environment is recorded"):
+            TileWorker(RenderJob(model=tiny_model, store=unfinished, seed=0))
+        canvas.set_info(environment={k: v for k, v in env.items() if k != "ourgan_dist"})
+        with pytest.raises(StoreError, match="ourgan_dist is not recorded in the store's environment"):
+            do_render(tiny_model, unfinished, "64x48", tile=32, resume=True)
+        canvas.set_info(environment=dict(env, ourgan_dist="0.0.1"))
+        with pytest.raises(StoreError, match="ourgan_dist '0.0.1' there"):
             do_render(tiny_model, unfinished, "64x48", tile=32, resume=True)
     finally:
         canvas.set_info(environment=env)
