@@ -11,6 +11,16 @@ import click
 from .errors import UserError
 
 
+def _redact(text: str) -> str:
+    """An error line without any URL's user:password@ part (storage.redact, imported here only
+    when there is an error to print: ``--help`` stays free of fsspec and Zarr)."""
+    if "@" not in text:
+        return text
+    from .storage import redact
+
+    return redact(text)
+
+
 class _Cli(click.Group):
     def invoke(self, ctx: click.Context):
         try:
@@ -18,7 +28,7 @@ class _Cli(click.Group):
         except UserError as e:
             if ctx.params.get("debug") or ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"Error: {e}", err=True)
+            click.echo(f"Error: {_redact(str(e))}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("Interrupted: finished tasks are recorded; re-run with --resume to continue.", err=True)
@@ -32,10 +42,11 @@ class _Cli(click.Group):
                 raise
             cause = getattr(e, "cause", None)
             if isinstance(cause, UserError):
-                click.echo(f"Error: {cause}", err=True)
+                click.echo(f"Error: {_redact(str(cause))}", err=True)
                 ctx.exit(2)
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            click.echo(f"Error: {type(e).__name__}: {first[:300]} (re-run with --debug for the traceback)", err=True)
+            click.echo(f"Error: {type(e).__name__}: {_redact(first)[:300]} (re-run with --debug for the traceback)",
+                       err=True)
             ctx.exit(1)
 
 

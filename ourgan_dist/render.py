@@ -22,6 +22,7 @@ from .canvas import Canvas, foreign_entries, plan_to_info, refuse_foreign
 from .errors import PlanError, StoreError, TileError, UserError
 from .lease import Lease, LeaseLost
 from .plan import DEFAULT_CHUNK, SCALE, Box, RenderPlan, TaskKey, TileKey, chunk_for_tile, parse_size
+from .storage import strip_userinfo
 from .tile import RenderJob, TaskReport
 
 ASSUMED_GPU_MEMORY = 24 << 30  # an A10G (cluster/aws-g5.yaml), when neither --worker-memory nor a local GPU says
@@ -317,7 +318,7 @@ def render_info(p: Prepared) -> dict[str, Any]:
     r, m = p.request, p.model
     return {
         "name": f"ourgan-dist seed {r.seed}",
-        "model": r.model if "://" in r.model else os.path.abspath(r.model),
+        "model": strip_userinfo(r.model) if "://" in r.model else os.path.abspath(r.model),
         "model_id": m.model_id,
         "model_preset": m.config.preset,
         "seed": r.seed,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import time
 from typing import Callable, TypeVar
 
@@ -37,7 +38,7 @@ def with_retries(what: str, fn: Callable[[], R]) -> R:
             if not _transient(e) or attempt == RETRIES - 1:
                 raise
             wait = BACKOFF * 2**attempt * (1 + random.random() / 2)
-            log.warning("storage error on %s (%s: %s); retry %d/%d in %.2f s", what, type(e).__name__, e,
+            log.warning("storage error on %s (%s: %s); retry %d/%d in %.2f s", what, type(e).__name__, redact(str(e)),
                         attempt + 1, RETRIES - 1, wait)
             time.sleep(wait)
     raise AssertionError("unreachable")
@@ -55,3 +56,19 @@ def zarr_store(url: str, storage_options: dict | None):
         path = url[len("file://"):] if url.startswith("file://") else url
         return zarr.storage.LocalStore(path)
     return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options or {})
+
+
+# scheme://user:password@host/...: the user:password@ part of a URL (its "userinfo")
+_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#@\s'\"]*@")
+
+
+def strip_userinfo(url: str) -> str:
+    """``url`` without a ``user:password@`` part (s3://user:pass@bucket/x -> s3://bucket/x): what
+    workers, stores and logs may be given."""
+    return _USERINFO.sub(r"\1", url) if isinstance(url, str) else url
+
+
+def redact(text: str) -> str:
+    """``text`` (an error message, a log line) with every URL's ``user:password@`` replaced by ``***@``."""
+    return _USERINFO.sub(r"\1***@", text)
+

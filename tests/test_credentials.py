@@ -1,7 +1,10 @@
-"""Credentials never travel to the Ray workers: on a real local Ray instance, after a render whose
-storage options and driver environment hold a key, a secret and a session token, neither the
+"""Credentials never travel to the Ray workers: what workers receive is an allow-list (endpoint,
+region, anon, use_ssl, ...), so secrets under any name (a key, a secret, a token, SSECustomerKey,
+headers.Authorization, passwd, auth, pkey), a URL's user:password@ part and an FSSPEC_S3 JSON
+object in the driver's environment never reach them. On a real local Ray instance, neither the
 arguments every actor was created with (its creation spec, as the cluster stores it) nor the
-cluster's actor table contain them. Non-secret settings (an endpoint, a region) still do."""
+cluster's actor table contain them, nor `ourgan-dist inspect` of the result. Non-secret settings
+(an endpoint, a region) still reach the workers."""
 
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ import pickle
 
 import pytest
 
-from ourgan_dist.executors.ray import RayExecutor, _TileActor, is_secret, without_secrets
+from ourgan_dist.executors.ray import (RayExecutor, _TileActor, for_worker_options, for_workers,
+                                       storage_environment)
+from ourgan_dist.tile import RenderJob
 
 SECRET = "sEcReT-c0ffee-91"
 
@@ -37,14 +42,60 @@ def _importable_by_workers():
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-def test_secret_option_names():
-    assert all(is_secret(k) for k in ("key", "secret", "token", "session_token", "AWS_ACCESS_KEY_ID",
-                                       "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "FSSPEC_S3_SECRET",
-                                       "AZURE_STORAGE_CONNECTION_STRING", "account_key", "sas_token", "password"))
-    assert not any(is_secret(k) for k in ("endpoint_url", "anon", "region_name", "AWS_ENDPOINT_URL", "AWS_REGION",
-                                          "FSSPEC_S3_ENDPOINT_URL", "client_kwargs", "requester_pays"))
-    opts = {"endpoint_url": "http://e", "key": "k", "client_kwargs": {"region_name": "r", "aws_secret_access_key": "s"}}
-    assert without_secrets(opts) == {"endpoint_url": "http://e", "client_kwargs": {"region_name": "r"}}
+def canary_options(c: str) -> dict:
+    """Storage options that hold the canary ``c`` under every kind of name a deny-list misses."""
+    return {"key": "AKIA-" + c, "secret": c, "token": "session-" + c, "SSECustomerKey": c, "passwd": c,
+            "password": c, "auth": c, "pkey": c, "headers": {"Authorization": "Bearer " + c},
+            "s3_additional_kwargs": {"SSECustomerKey": c, "SSECustomerAlgorithm": "AES256"},
+            "client_kwargs": {"aws_secret_access_key": c, "endpoint_url": f"http://user:{c}@127.0.0.1:9000",
+                              "region_name": "eu-north-1"},
+            "config_kwargs": {"proxies": {"https": f"http://u:{c}@proxy:3128"}, "s3": {"addressing_style": "path"}},
+            "anon": False, "endpoint_url": f"https://admin:{c}@minio.local:9000", "use_ssl": True}
+
+
+def canary_environment(c: str) -> dict:
+    return {"AWS_ACCESS_KEY_ID": "AKIA-" + c, "AWS_SECRET_ACCESS_KEY": c, "AWS_SESSION_TOKEN": c,
+            "FSSPEC_S3": '{"key": "k-%s", "secret": "%s", "endpoint_url": "http://127.0.0.1:9"}' % (c, c),
+            "FSSPEC_S3_SECRET": c, "FSSPEC_S3_PASSWD": c, "FSSPEC_GCS_TOKEN": c, "AZURE_STORAGE_CONNECTION_STRING": c,
+            "AWS_ENDPOINT_URL": f"http://u:{c}@127.0.0.1:9", "AWS_REGION": "eu-north-1",
+            "FSSPEC_S3_ENDPOINT_URL": "http://127.0.0.1:9", "OURGAN_X": c, "PKEY": c}
+
+
+def test_workers_receive_only_the_allowed_options_and_variables():
+    import cloudpickle
+
+    job = RenderJob(model=f"s3://user:{SECRET}@bucket/model", store=f"s3://{SECRET}@bucket/r.zarr", seed=0,
+                    storage_options=canary_options(SECRET), model_storage_options=canary_options(SECRET))
+    w = for_workers(job)
+    env = storage_environment(canary_environment(SECRET))
+    assert SECRET.encode() not in cloudpickle.dumps((w, env))  # what the executor passes to Actor.remote
+    assert (w.model, w.store) == ("s3://bucket/model", "s3://bucket/r.zarr")
+    assert w.storage_options == w.model_storage_options == {
+        "anon": False, "endpoint_url": "https://minio.local:9000", "use_ssl": True,
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "eu-north-1"},
+        "config_kwargs": {"s3": {"addressing_style": "path"}}}
+    assert env == {"FSSPEC_S3": '{"endpoint_url": "http://127.0.0.1:9"}', "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+                   "AWS_REGION": "eu-north-1", "FSSPEC_S3_ENDPOINT_URL": "http://127.0.0.1:9"}
+    assert for_worker_options({"anon": {"nested": SECRET}, "endpoint_url": ["x"], "region_name": None}) == \
+        {"region_name": None}  # a value of the wrong shape is left out
+
+
+def test_no_credentials_in_errors_or_the_store(tiny_model, tmp_path):
+    import dataclasses
+
+    from click.testing import CliRunner
+
+    from ourgan_dist.cli import main
+    from ourgan_dist.render import RenderRequest, prepare, render_info
+
+    r = CliRunner().invoke(main, ["inspect", f"s3://user:{SECRET}@127.0.0.1:1/nowhere"])
+    assert r.exit_code != 0 and SECRET not in r.output
+    r = CliRunner().invoke(main, ["render", f"file://user:{SECRET}@{tmp_path}/none", "--out", str(tmp_path / "o"),
+                                  "--size", "64x48"])
+    assert r.exit_code == 2 and SECRET not in r.output, r.output
+    p = prepare(RenderRequest(model=tiny_model, out=str(tmp_path / "r.zarr"), size="64x48", tile=32, chunk=16))
+    p.request = dataclasses.replace(p.request, model=f"s3://user:{SECRET}@bucket/model")
+    assert render_info(p)["model"] == "s3://bucket/model"  # what the store records and inspect shows
 
 
 @pytest.mark.slow  # starts a local Ray instance and two workers
@@ -52,10 +103,9 @@ def test_no_credentials_in_actor_specs_on_real_ray(ray_local, tiny_model, tmp_pa
     from ourgan_dist.render import RenderRequest, prepare, render
 
     _importable_by_workers()
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-" + SECRET)
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "token-" + SECRET)
-    monkeypatch.setenv("AWS_REGION", "eu-north-1")
-    opts = {"key": "AKIA-" + SECRET, "secret": SECRET, "token": "session-" + SECRET, "anon": False}
+    for k, v in canary_environment(SECRET).items():
+        monkeypatch.setenv(k, v)
+    opts = canary_options(SECRET)
     out = str(tmp_path / "r.zarr")
     p = prepare(RenderRequest(model=tiny_model, out=out, size="64x48", tile=32, chunk=16, workers=2,
                               storage_options=opts))
@@ -67,9 +117,15 @@ def test_no_credentials_in_actor_specs_on_real_ray(ray_local, tiny_model, tmp_pa
         blob = open(path, "rb").read()
         assert SECRET.encode() not in blob
         job, name, env = pickle.loads(blob)
-        assert job.storage_options == {"anon": False} and env.get("AWS_REGION") == "eu-north-1"
-        assert not any(is_secret(k) for k in env)
+        assert job.storage_options["anon"] is False and env.get("AWS_REGION") == "eu-north-1"
+        assert set(env) <= {"AWS_REGION", "AWS_ENDPOINT_URL", "FSSPEC_S3", "FSSPEC_S3_ENDPOINT_URL"}
 
     from ray._private.state import state
 
     assert SECRET not in repr(state.actor_table(None))  # the cluster's own actor table
+    from click.testing import CliRunner
+
+    from ourgan_dist.cli import main
+
+    r = CliRunner().invoke(main, ["inspect", out, "--json"])
+    assert r.exit_code == 0 and SECRET not in r.output

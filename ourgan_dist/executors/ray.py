@@ -24,12 +24,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import socket
 import time
 from typing import Callable, Sequence
 
 from ..errors import TileError, UserError
 from ..plan import RenderPlan, TaskKey
+from ..storage import strip_userinfo
 from ..tile import RenderJob, TaskReport
 from . import capacity
 from .capacity import Sizing
@@ -53,13 +55,20 @@ CONNECT_TIMEOUT_S = 5.0
 # `ray list actors --detail` and the dashboard), expire mid-render when they are session tokens,
 # and override the nodes' own roles. Workers get theirs from their node: its environment (set
 # where `ray start` runs, or a Kubernetes Secret mapped into the pod) or its role (an instance
-# profile, IRSA, workload identity). Non-secret settings (endpoint, region, anon) are forwarded.
-FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
-                 "AZURE_STORAGE_ACCOUNT_NAME")
-FORWARDED_PREFIXES = ("FSSPEC_",)  # fsspec's per-protocol defaults, e.g. FSSPEC_S3_ENDPOINT_URL
-# names of storage options and variables that hold secrets (matched case-insensitively, in full or
-# as a word of the name: "key", "secret", "aws_session_token", "FSSPEC_S3_SECRET", "sas_token", ...)
-SECRET_WORDS = ("key", "secret", "token", "password", "credential", "credentials", "sas", "connection")
+# profile, IRSA, workload identity). What workers do receive is an allow-list (docs/safety.md):
+# a name not on it is left out, whatever it is called (SSECustomerKey, headers, passwd, ...).
+# Storage options workers may receive; a nested dict lists what may pass inside that option.
+WORKER_OPTIONS: dict = {
+    "anon": None, "endpoint_url": None, "use_ssl": None, "region_name": None, "requester_pays": None,
+    "client_kwargs": {"endpoint_url": None, "region_name": None},
+    "config_kwargs": {"connect_timeout": None, "read_timeout": None, "signature_version": None,
+                      "retries": {"max_attempts": None, "total_max_attempts": None, "mode": None},
+                      "s3": {"addressing_style": None}},
+}
+# Environment variables workers may receive from the driver, besides FSSPEC_<PROTOCOL>_<OPTION>
+# for a top-level option above and FSSPEC_<PROTOCOL> (a JSON object: passed filtered the same way).
+FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
+_FSSPEC_ENV = re.compile(r"FSSPEC_([A-Z0-9]+)(?:_(.+))?")
 
 
 def _seconds(name: str, default: float) -> float:
@@ -72,29 +81,62 @@ def _seconds(name: str, default: float) -> float:
         raise UserError(f"{name}={text!r}: expected a number of seconds, e.g. {name}={default:.0f}") from None
 
 
-def is_secret(name: str) -> bool:
-    """Whether a storage option or environment variable name holds a secret."""
-    words = name.lower().replace("-", "_").split("_")
-    return any(w in SECRET_WORDS for w in words)
+def _scalar(value):
+    """A value workers may receive: a plain scalar (URLs without their user:password@ part); None
+    for anything else (a dict where none is expected, a list, an object)."""
+    if isinstance(value, str):
+        return strip_userinfo(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return None
 
 
-def without_secrets(options: dict) -> dict:
-    """Storage options as workers may receive them: every secret left out, at any depth
-    (``client_kwargs={"aws_secret_access_key": ...}`` included)."""
-    return {k: without_secrets(v) if isinstance(v, dict) else v for k, v in options.items() if not is_secret(k)}
+def for_worker_options(options: dict, allowed: dict | None = None) -> dict:
+    """Storage options as workers may receive them: only the names of ``WORKER_OPTIONS``, at
+    their depth, with plain values; everything else (a key, a secret, a token, a header, an
+    encryption key, a password under any name) is left out."""
+    allowed = WORKER_OPTIONS if allowed is None else allowed
+    out = {}
+    for k, v in (options or {}).items():
+        if k not in allowed:
+            continue
+        if isinstance(allowed[k], dict):
+            if isinstance(v, dict) and (sub := for_worker_options(v, allowed[k])):
+                out[k] = sub
+        elif (value := _scalar(v)) is not None or v is None:
+            out[k] = value
+    return out
 
 
-def storage_environment() -> dict[str, str]:
-    """The driver's non-secret object-storage environment variables that workers should see too
-    (an endpoint, a region); never a key, secret or token."""
-    return {k: v for k, v in os.environ.items()
-            if (k in FORWARDED_ENV or k.startswith(FORWARDED_PREFIXES)) and not is_secret(k)}
+def storage_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The driver's object-storage environment variables that workers receive too: an endpoint
+    (without user:password@), a region, fsspec's allowed per-protocol options; never a key,
+    secret or token, and an ``FSSPEC_S3='{...}'`` object only filtered like storage options."""
+    import json
+
+    env = {}
+    for k, v in (os.environ if environ is None else environ).items():
+        if k in FORWARDED_ENV:
+            env[k] = strip_userinfo(v)
+        elif m := _FSSPEC_ENV.fullmatch(k):
+            option = m.group(2)
+            if option is None:  # FSSPEC_S3='{"endpoint_url": ..., "key": ...}'
+                try:
+                    value = json.loads(v)
+                except ValueError:
+                    continue
+                if isinstance(value, dict) and (kept := for_worker_options(value)):
+                    env[k] = json.dumps(kept)
+            elif option.lower() in WORKER_OPTIONS and not isinstance(WORKER_OPTIONS[option.lower()], dict):
+                env[k] = strip_userinfo(v)
+    return env
 
 
 def for_workers(job: RenderJob) -> RenderJob:
-    """The job as actors receive it: storage options without credentials."""
-    return dataclasses.replace(job, storage_options=without_secrets(job.storage_options),
-                               model_storage_options=without_secrets(job.model_storage_options))
+    """The job as actors receive it: allowed storage options only, URLs without user:password@."""
+    return dataclasses.replace(job, model=strip_userinfo(job.model), store=strip_userinfo(job.store),
+                               storage_options=for_worker_options(job.storage_options),
+                               model_storage_options=for_worker_options(job.model_storage_options))
 
 
 def _refuse_address(address: str, why: str) -> UserError:
