@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .shared import json_option
+from .shared import storage_options_option
 
 
 @click.command("export")
@@ -13,7 +13,9 @@ from .shared import json_option
 @click.option("--compression", type=click.Choice(["deflate", "jpeg", "none", "png"]), default=None,
               help=".tif: deflate (default, lossless), jpeg or none; .dzi/.zip tiles: jpeg (default) or png.")
 @click.option("--quality", type=click.IntRange(1, 100), default=90, help="JPEG and WebP quality.")
-@click.option("--storage-options", default=None, help="JSON fsspec options for URL (e.g. an s3 endpoint).")
+@click.option("--storage-options", default=None,
+              help="JSON fsspec options for URL (e.g. an s3 endpoint), or @FILE holding them (not "
+                   "shown by ps); default: $OURGAN_STORAGE_OPTIONS.")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing FILE (for .dzi, also its name_files/ tree, only if it holds nothing but "
                    "Deep Zoom tiles).")
@@ -37,7 +39,7 @@ def export_command(url: str, file: str, compression: str | None, quality: int, s
     from ..export import export
 
     bound_allocator()  # this process ends with the export: keep glibc from hoarding freed buffers
-    result = export(url, file, storage_options=json_option(storage_options, "--storage-options"),
+    result = export(url, file, storage_options=storage_options_option(storage_options),
                     compression=compression, quality=quality, progress=not quiet, overwrite=overwrite)
     click.echo(f"exported {result.width}x{result.height} to {file} ({result.format}"
                + (f", {result.compression}" if result.compression else "")

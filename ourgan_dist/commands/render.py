@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import UserError
-from .shared import RENDER_SEED, json_option, progress_bar
+from .shared import RENDER_SEED, progress_bar, storage_options_option
 
 
 def _parse_halo(value: str) -> str:
@@ -56,7 +56,9 @@ def _parse_tile(value: str) -> int | None:
               help="Memory of one worker (GPU memory with --device cuda), e.g. 80GB: sizes --tile auto and caps tiles.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
               help="GPU inference precision; fp32 is the exact mode.")
-@click.option("--storage-options", default=None, help="JSON fsspec options for --out (never stored).")
+@click.option("--storage-options", default=None,
+              help="JSON fsspec options for --out (never stored), or @FILE holding them (not "
+                   "shown by ps); default: $OURGAN_STORAGE_OPTIONS.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted render into the same --out.")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing render at --out (only its own entries: a folder holding other files is "
@@ -89,7 +91,7 @@ def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: 
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one")
-    so = json_option(storage_options, "--storage-options")
+    so = storage_options_option(storage_options)
     req = RenderRequest(model=model, out=out, size=size, seed=seed, tile=_parse_tile(tile), halo=_parse_halo(halo),
                         chunk=chunk, workers=workers or (0 if address else 1), address=address, resume=resume,
                         overwrite=overwrite, device=device, precision=precision, storage_options=so,

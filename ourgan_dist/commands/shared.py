@@ -50,17 +50,49 @@ TRAIN_SEED = Seed(TRAIN_SEED_LIMIT, "training derives its random generators' see
                                     "2**64")
 
 
-def json_option(text: str | None, name: str) -> dict:
-    """The JSON object given to an option such as --storage-options ({} when none); a `UserError` else."""
+# --storage-options from the environment when the command line gives none: a command line shows
+# in `ps` and shell history, an environment variable or a file does not (docs/safety.md)
+STORAGE_OPTIONS_ENV = "OURGAN_STORAGE_OPTIONS"
+
+
+def json_option(text: str | None, name: str, env: str | None = None) -> dict:
+    """The JSON object given to an option such as --storage-options ({} when none); a `UserError` else.
+
+    ``text`` is the JSON itself or ``@PATH``, a file holding it. When the option is not given,
+    the environment variable ``env`` (if named and set) is read the same way: the command line
+    wins over the environment."""
+    import os
+
+    source = name
+    if not text and env and os.environ.get(env, "").strip():
+        text, source = os.environ[env], f"{env} (the environment; {name} not given)"
     if not text:
         return {}
+    if text.startswith("@"):
+        path = os.path.expanduser(text[1:])
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise UserError(f"{source}: cannot read the options file {path!r} ({e.strerror or e}); give "
+                            f"@PATH of a JSON file, e.g. {name} @storage.json") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{source}: the options file {path!r} is not UTF-8 text; it should hold a JSON "
+                            "object") from None
+        source = f"{source} (file {path!r})"
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"{name}: not valid JSON ({e.msg}); e.g. {name} '{{\"anon\": false}}'") from None
+        raise UserError(f"{source}: not valid JSON ({e.msg}); e.g. {name} '{{\"anon\": false}}' or "
+                        f"{name} @options.json") from None
     if not isinstance(value, dict):
-        raise UserError(f"{name}: expected a JSON object")
+        raise UserError(f"{source}: expected a JSON object")
     return value
+
+
+def storage_options_option(text: str | None) -> dict:
+    """--storage-options: the option's JSON or @FILE, else OURGAN_STORAGE_OPTIONS (JSON or @FILE)."""
+    return json_option(text, "--storage-options", env=STORAGE_OPTIONS_ENV)
 
 
 def progress_bar(p):
