@@ -13,6 +13,10 @@ import numpy as np
 from .errors import UserError
 
 MIN_SIDE = 16  # smaller photos cannot feed even the tiny preset
+# Photos above this many pixels are refused before any decoding (OURGAN_MAX_PHOTO_PIXELS raises
+# it): a file's header can claim any size, and a damaged photo's check decodes it whole.
+MAX_PHOTO_PIXELS = 300_000_000
+MAX_PHOTO_PIXELS_ENV = "OURGAN_MAX_PHOTO_PIXELS"
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,35 @@ def _open(path: str, **kw):
         raise UserError(f"photo {path!r}: not a readable image ({first[:120]}); use a JPEG, PNG, TIFF or WebP file") from None
 
 
+def max_photo_pixels() -> int:
+    """The largest photo accepted, in pixels: ``OURGAN_MAX_PHOTO_PIXELS`` or 300 megapixels."""
+    text = os.environ.get(MAX_PHOTO_PIXELS_ENV, "").strip()
+    if not text:
+        return MAX_PHOTO_PIXELS
+    try:
+        n = int(text)
+    except ValueError:
+        try:
+            f = float(text)  # 6e8
+            n = int(f) if f.is_integer() else 0
+        except (ValueError, OverflowError):
+            n = 0
+    if n <= 0:
+        raise UserError(f"{MAX_PHOTO_PIXELS_ENV}={text!r}: expected a whole number of pixels > 0, e.g. "
+                        f"{MAX_PHOTO_PIXELS_ENV}=600000000")
+    return n
+
+
 def probe(path: str) -> PhotoInfo:
-    """Size (after EXIF orientation) and format without decoding pixels."""
+    """Size (after EXIF orientation) and format without decoding pixels. A photo whose header
+    declares more than ``max_photo_pixels()`` pixels is refused here, before anything decodes it."""
     im = _open(path)
     w, h = im.width, im.height
+    limit = max_photo_pixels()
+    if w * h > limit:
+        raise UserError(f"photo {path!r}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the limit of "
+                        f"{limit / 1e6:.0f} megapixels; shrink it, or raise the limit with "
+                        f"{MAX_PHOTO_PIXELS_ENV}={w * h} if it really is that large")
     try:
         orientation = im.get("orientation") if im.get_typeof("orientation") else 1
     except Exception:
@@ -84,11 +113,13 @@ def _vips_reason(e: Exception, default: str) -> str:
 def find_damage(path: str) -> str | None:
     """Decode the whole photo (streaming, in constant memory) and return why it is damaged
     (truncated, corrupt data), or None if it decodes cleanly. A damaged JPEG or PNG otherwise
-    decodes "successfully" with its missing part filled in grey, and a model would learn that."""
+    decodes "successfully" with its missing part filled in grey, and a model would learn that.
+    A decoder's warning counts as damage too: libjpeg reports scrambled data ("Corrupt JPEG
+    data: premature end of data segment") only as a warning, and decodes garbage."""
     pyvips = _pyvips()
     _check_path(path)
     try:
-        pyvips.Image.new_from_file(path, access="sequential", fail_on="error").avg()
+        pyvips.Image.new_from_file(path, access="sequential", fail_on="warning").avg()
     except pyvips.Error as e:
         return _vips_reason(e, "decode failed")
     return None
