@@ -18,10 +18,15 @@ Fails closed, everywhere:
 - A lease that exists but cannot be read or makes no sense is an error, never a free lease (a
   store whose lease cannot be read may be in use), so ``--overwrite`` never deletes a live render
   after a storage glitch.
+- A lease whose expiry is not a finite number, or lies more than two TTLs ahead, was written by
+  no render (a holder renews to ``now + ttl``): it is refused, naming the lease folder to delete,
+  instead of holding the store for ever.
 - Every write of the lease is conditional on what was read, where the storage can do that:
   S3 (and S3-compatible stores that implement it) with conditional PUTs (``If-None-Match: *`` to
   create, ``If-Match: <ETag>`` to replace); a local or mounted file system with an exclusive
-  ``flock`` around read-compare-replace (the replace itself an atomic rename). Other fsspec
+  ``flock`` around read-compare-replace (the replace itself an atomic rename). On S3, once per
+  render, a scratch object shows that the endpoint really refuses a conflicting conditional PUT;
+  an endpoint that ignores the condition is refused. Other fsspec
   stores get write-then-confirm: write, wait ``settle``, read back our token.
 - Each renewal first reads the lease and renews only if it still carries our token. Another
   token, or renewals failing until the lease could expire before the next beat, marks the lease
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -62,8 +68,21 @@ class LeaseLost(StoreError):
     renewed in time. The render stops; finished tasks are recorded for ``--resume``."""
 
 
+MAX_TTL = 86400.0  # a lease TTL longer than a day is a mistake (OURGAN_LEASE_TTL)
+
+
 def default_ttl() -> float:
-    return float(os.environ.get("OURGAN_LEASE_TTL", "60"))
+    text = os.environ.get("OURGAN_LEASE_TTL", "").strip()
+    if not text:
+        return 60.0
+    try:
+        ttl = float(text)
+    except ValueError:
+        ttl = float("nan")
+    if not 1 <= ttl <= MAX_TTL:  # NaN included
+        raise StoreError(f"OURGAN_LEASE_TTL={text!r}: expected a number of seconds from 1 to {MAX_TTL:.0f}, "
+                         "e.g. OURGAN_LEASE_TTL=60")
+    return ttl
 
 
 def _read(path: str) -> str | None:
@@ -132,7 +151,7 @@ def _parse(data: bytes) -> dict[str, Any]:
     lease = json.loads(data).get("attributes", {}).get("lease") or {}
     if not isinstance(lease, dict):
         raise ValueError(f"the lease is {lease!r}")
-    if lease and not isinstance(lease.get("expires"), (int, float)):
+    if lease and (not isinstance(lease.get("expires"), (int, float)) or isinstance(lease["expires"], bool)):
         raise ValueError(f"its expiry is {lease.get('expires')!r}")
     return lease
 
@@ -259,6 +278,51 @@ class _S3Slot(_Slot):
     def replace(self, data: bytes, version: Any) -> bool:
         return self._put(data, IfMatch=version)
 
+    def verify(self, url: str) -> None:
+        """Check that the endpoint really refuses a conflicting conditional PUT (some S3-compatible
+        stores accept ``If-None-Match`` and ignore it): create a scratch object beside the lease
+        with ``If-None-Match: *``, try it again, and expect the refusal (HTTP 412). Fails closed
+        (``StoreError``) when the second PUT is accepted. The scratch object is deleted."""
+        bucket, key = self._bucket_key()
+        scratch = f"{key.rsplit('/', 1)[0]}/.conditional-write-check-{uuid.uuid4().hex}"
+        try:
+            self.fs.call_s3("put_object", Bucket=bucket, Key=scratch, Body=b"1", IfNoneMatch="*")
+            try:
+                self.fs.call_s3("put_object", Bucket=bucket, Key=scratch, Body=b"2", IfNoneMatch="*")
+            except Exception as e:  # noqa: BLE001 - told apart below
+                if _precondition_failed(e):
+                    return
+                raise
+        except StoreError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure here means the lease cannot be relied on
+            raise StoreError(f"store {url!r}: cannot check that the S3 endpoint refuses conflicting conditional writes "
+                             f"({type(e).__name__}: {str(e)[:160]}); nothing was written; check the storage and "
+                             "run again") from None
+        finally:
+            try:
+                self.fs.call_s3("delete_object", Bucket=bucket, Key=scratch)
+            except Exception:  # noqa: BLE001 - a leftover scratch object in lease/ is harmless
+                pass
+        raise StoreError(
+            f"store {url!r}: the S3 endpoint accepted a PUT with If-None-Match: * over an existing object, so it "
+            "ignores conditional writes and the lease could not keep two renders from writing one store; use an "
+            "endpoint that implements them (AWS S3, or an S3-compatible store that refuses with HTTP 412), or a "
+            "local or mounted --out")
+
+
+def _precondition_failed(e: BaseException) -> bool:
+    """Whether an S3 error is the refusal of a conditional write (HTTP 412, or 409 for a
+    concurrent conditional write), as s3fs raises it (FileExistsError from botocore's ClientError)."""
+    for err in (e, e.__cause__, e.__context__):
+        response = getattr(err, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                return True
+    return False
+
 
 def lease_slot(url: str, storage_options: dict | None) -> _Slot:
     fs, root = fsspec.url_to_fs(url, **(storage_options or {}))
@@ -278,16 +342,45 @@ def _unreadable(url: str, e: BaseException) -> StoreError:
         "render uses it) and run again")
 
 
+def lease_folder(url: str) -> str:
+    return f"{url.rstrip('/')}/{LEASE_GROUP}/"
+
+
+def check_expiry(lease: dict[str, Any], url: str, ttl: float | None = None, now: float | None = None) -> None:
+    """Refuse a lease no render could have written: an expiry that is not a finite number, or
+    more than two TTLs ahead (a holder renews to ``now + ttl``; the second TTL allows for clocks
+    that disagree). Such a lease (a hand-edited or corrupted ``expires: 1e308``) would hold the
+    store for ever; it needs a person to delete it."""
+    if not lease:
+        return
+    now = time.time() if now is None else now
+    recorded = lease.get("ttl")
+    ttls = [default_ttl() if ttl is None else ttl]
+    if isinstance(recorded, (int, float)) and 0 < recorded <= MAX_TTL:
+        ttls.append(float(recorded))
+    expires = lease["expires"]
+    if math.isfinite(expires) and expires <= now + 2 * max(ttls):
+        return
+    ahead = "never" if not math.isfinite(expires) else (
+        f"in {expires - now:.3g} s" if expires - now < 1e9 else "in more than 30 years")
+    raise StoreError(
+        f"store {url!r}: its lease expires {ahead}, further ahead than any render sets it (2 x its "
+        f"{max(ttls):.0f} s TTL), so it would hold the store for ever; if no render uses this store, delete the "
+        f"lease folder {lease_folder(url)} and run again")
+
+
 def read_lease(slot: _Slot, url: str, retry: bool = True) -> tuple[dict[str, Any], Any]:
     """(the lease, {} if none or given back; its version). Anything unreadable raises
-    ``StoreError``: fail closed."""
+    ``StoreError``: fail closed; so does an expiry no render could have set (``check_expiry``)."""
     from .canvas import with_retries
 
     try:
         data, version = with_retries("reading the lease", slot.read) if retry else slot.read()
-        return ({} if data is None else _parse(data)), version
+        lease = {} if data is None else _parse(data)
     except Exception as e:
         raise _unreadable(url, e) from None
+    check_expiry(lease, url)
+    return lease, version
 
 
 def live(lease: dict[str, Any], now: float | None = None) -> bool:
@@ -344,6 +437,9 @@ class Lease:
 
     def acquire(self) -> "Lease":
         current, version = read_lease(self.slot, self.url)
+        verify = getattr(self.slot, "verify", None)
+        if verify is not None:  # once per render: the conditional writes below are what keep renders apart
+            verify(self.url)
         if live(current) and current.get("token") != self.token:
             self._refuse(current)
         data, expires = self._new()

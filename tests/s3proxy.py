@@ -10,12 +10,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class FaultProxy:
     """Forwards every request to ``upstream``; answers ``status`` instead while ``fail(method,
-    path)`` says so."""
+    path)`` says so. Request headers named in ``drop_headers`` (lower case) are not forwarded:
+    an endpoint that ignores them, such as a store without conditional writes."""
 
     def __init__(self, upstream: str):
         host, port = upstream.split("//")[1].split(":")
         self.fail = lambda method, path: False
         self.status = 503
+        self.drop_headers: set[str] = set()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,7 +37,8 @@ class FaultProxy:
                     self.wfile.write(text)
                     return
                 conn = http.client.HTTPConnection(host, int(port), timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "expect"}
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() != "expect" and k.lower() not in proxy.drop_headers}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
