@@ -9,13 +9,30 @@ import time
 from typing import Any
 
 
-def make_model(preset_name: str, where: str) -> str:
+def untrained_model(preset_name: str):
+    """A model of the preset with untrained SR weights; a patch base keeps the bundled photo (its
+    whole training), so the base is drawn as a trained model draws it."""
+    import torch
+
+    from ourgan_dist import images
+    from ourgan_dist.commands.demo import sample_photo
     from ourgan_dist.config import preset
+    from ourgan_dist.models import checkpoint
+
+    model = checkpoint.build(preset(preset_name), seed=0)
+    if model.config.base.kind == "patches":
+        info = images.probe(sample_photo())
+        width = min(model.config.base.base_width, info.width // 2)
+        checkpoint.keep_photo(model, torch.from_numpy(images.load_rgb(sample_photo(), max_width=width)).unsqueeze(0))
+    return model
+
+
+def make_model(preset_name: str, where: str) -> str:
     from ourgan_dist.models import checkpoint
 
     out = os.path.join(where, f"model-{preset_name}")
     if not os.path.exists(os.path.join(out, "model.pt")):
-        checkpoint.save(checkpoint.build(preset(preset_name), seed=0), out, {"note": "untrained, benchmark"})
+        checkpoint.save(untrained_model(preset_name), out, {"note": "untrained SR, benchmark"})
     return out
 
 

@@ -151,7 +151,7 @@ def main() -> None:
         r = render_once(a.model, a.out, a.size, precision.strip(), a.tile, a.seed, a.device)
         results.append(r)
         print(json.dumps(r), flush=True)
-    print(f"\n| precision | size | tile | tasks | wall s | per level s | peak allocated | peak reserved | projected task |")
+    print("\n| precision | size | tile | tasks | wall s | per level s | peak allocated | peak reserved | projected task |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         lv = ", ".join(f"{k} {v}" for k, v in r["level_s"].items())

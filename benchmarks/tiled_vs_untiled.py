@@ -30,7 +30,7 @@ def main() -> None:
     import torch
     import zarr
 
-    from ourgan_dist.config import preset
+    from common import untrained_model
     from ourgan_dist.models import checkpoint
     from ourgan_dist.render import RenderRequest, prepare, render
 
@@ -38,7 +38,7 @@ def main() -> None:
     model = args.model
     if model is None:
         model = os.path.join(tmp, "model")
-        checkpoint.save(checkpoint.build(preset(args.preset), seed=0), model, {"note": "untrained, benchmark"})
+        checkpoint.save(untrained_model(args.preset), model, {"note": "untrained SR, benchmark"})
     cfg = checkpoint.load(model).config
     tile = (prepare(RenderRequest(model=model, out=os.path.join(tmp, "plan.zarr"), size=args.size)).plan.tile
             if args.tile == "auto" else int(args.tile))  # auto: what `render --tile auto` picks here

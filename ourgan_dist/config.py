@@ -32,6 +32,10 @@ def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     kwargs = {}
     for name, value in data.items():
         sub = _NESTED.get((cls.__name__, name))
+        if sub is BaseConfig and isinstance(value, Mapping):  # the base generator's kind picks its config class
+            sub = BASE_KINDS.get(value.get("kind", "gan"))
+            if sub is None:
+                raise ConfigError(f"base.kind={value.get('kind')!r}: one of {sorted(BASE_KINDS)}")
         kwargs[name] = from_dict(sub, value) if sub is not None else value
     return cls(**kwargs)
 
@@ -40,16 +44,11 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
-PADDINGS = ("replicate", "zeros")
-
-
-LATENT_SOURCES = ("photo", "prior")
-
-
 @dataclass(frozen=True)
 class BaseConfig:
-    """The coherent low-resolution generator (HP-VAE-GAN style, plus a vertical y channel)."""
+    """The paper's base generator (kind "gan"): HP-VAE-GAN style, plus a vertical y channel."""
 
+    kind: str = "gan"  # which base generator: "gan" (this) or "patches" (PatchBaseConfig)
     base_width: int = 256  # width of the finest base scale the photo is trained at
     coarsest_width: int = 32  # width of the coarsest scale; the patch-VAE starts here
     n_scales: int = 10  # scales from coarsest to finest, geometric spacing
@@ -58,26 +57,10 @@ class BaseConfig:
     vae_scales: int = 3  # coarsest scales trained as a patch-VAE (diversity); the rest are GAN
     latent_channels: int = 8  # channels of the VAE latent at the coarsest scale
     vertical_coord: bool = True  # feed a global y channel (-1 top .. +1 bottom) to every conv
-    padding: str = "replicate"  # how convs see past the image edge: "replicate" or "zeros" (a dark frame)
-    temperature: float = 1.0  # "prior": std of the latent drawn for a new image (< 1: nearer the photo's typical layout)
-    latent_stride: int = 1  # coarsest-scale pixels per latent pixel (a side): > 1 makes prior draws smooth blobs
-    latent_source: str = "photo"  # a new image's latent: the photo's own, warped ("photo"), or a prior draw ("prior")
-    latent_warp: float = 0.35  # "photo": std of the log of the random horizontal stretch along each row (0: none)
-    warp_at: float = 0.5  # "photo": warp the photo's reconstruction at the scale nearest this fraction of the base width (0: its latent)
-    latent_flip: bool = True  # "photo": half the seeds mirror the layout left-right
 
     def __post_init__(self) -> None:
         n = type(self).__name__
-        _check(n, "temperature", isinstance(self.temperature, (int, float)) and 0 < self.temperature <= 2,
-               "a number in (0, 2]", self.temperature)
-        _check(n, "latent_stride", isinstance(self.latent_stride, int) and 1 <= self.latent_stride <= 16,
-               "an int in [1, 16]", self.latent_stride)
-        _check(n, "latent_source", self.latent_source in LATENT_SOURCES, f"one of {LATENT_SOURCES}", self.latent_source)
-        _check(n, "latent_warp", isinstance(self.latent_warp, (int, float)) and 0 <= self.latent_warp <= 4,
-               "a number in [0, 4]", self.latent_warp)
-        _check(n, "latent_flip", isinstance(self.latent_flip, bool), "a bool", self.latent_flip)
-        _check(n, "warp_at", isinstance(self.warp_at, (int, float)) and 0 <= self.warp_at <= 1, "a number in [0, 1]",
-               self.warp_at)
+        _check(n, "kind", self.kind == "gan", "'gan' (PatchBaseConfig is kind 'patches')", self.kind)
         _check(n, "base_width", isinstance(self.base_width, int) and self.base_width >= 8, "an int >= 8", self.base_width)
         _check(n, "coarsest_width", isinstance(self.coarsest_width, int) and 4 <= self.coarsest_width <= self.base_width,
                f"an int in [4, base_width={self.base_width}]", self.coarsest_width)
@@ -90,7 +73,61 @@ class BaseConfig:
         _check(n, "latent_channels", isinstance(self.latent_channels, int) and self.latent_channels >= 1, "an int >= 1",
                self.latent_channels)
         _check(n, "vertical_coord", isinstance(self.vertical_coord, bool), "a bool", self.vertical_coord)
-        _check(n, "padding", self.padding in PADDINGS, f"one of {PADDINGS}", self.padding)
+
+    @property
+    def min_side(self) -> int:
+        """The smallest base side it can draw: the coarsest scale keeps at least 2 pixels a side."""
+        return max(4, -(-2 * self.base_width // self.coarsest_width))
+
+
+@dataclass(frozen=True)
+class PatchBaseConfig:
+    """The patch base generator (kind "patches", models/patches.py): new scenes from the photo's
+    own patches by nearest-neighbour search, coarse to fine; nothing is learned, training keeps
+    the photo. Every field is explained where it acts, in models/patches.py."""
+
+    kind: str = "patches"
+    base_width: int = 1024  # the photo is kept at most this wide, and at most half its own width
+    base_height: int = 0  # the kept photo's height, set by training (0: no photo kept yet)
+    vertical_coord: bool = True  # the vertical term of the patch distance (False: vertical_weight acts as 0)
+    patch: int = 7  # side of the patches compared and pasted (odd)
+    pyramid_ratio: float = 0.75  # each scale's side over the next finer one's
+    coarsest: int = 16  # rows of the coarsest scale, where the layout is drawn
+    pieces: int = 4  # the photo is cut into about this many upright strips, shuffled into a new order
+    noise: float = 2.0  # noise added at the coarsest scale, in units of the photo's standard deviation
+    alpha: float = 0.05  # completeness (GPNN's alpha) relative to the photo's patch variance: smaller, more of the photo's objects
+    vertical_weight: float = 0.4  # weight of (y_query - y_photo)^2 relative to the photo's patch variance
+    layout_pixels: int = 5000  # scales up to this many pixels search every photo patch; finer ones search locally
+    iterations: int = 6  # nearest-neighbour passes per layout scale
+    refine_iterations: int = 2  # local-search passes per finer scale
+    features: int = 16  # patches are compared by their projections on this many principal directions
+
+    def __post_init__(self) -> None:
+        n = type(self).__name__
+        _check(n, "kind", self.kind == "patches", "'patches'", self.kind)
+        for name, low in (("base_width", 8), ("base_height", 0), ("coarsest", 4), ("pieces", 1), ("layout_pixels", 16),
+                          ("iterations", 1), ("refine_iterations", 1), ("features", 1)):
+            v = getattr(self, name)
+            _check(n, name, isinstance(v, int) and not isinstance(v, bool) and v >= low, f"an int >= {low}", v)
+        _check(n, "patch", isinstance(self.patch, int) and self.patch >= 3 and self.patch % 2 == 1, "an odd int >= 3",
+               self.patch)
+        _check(n, "features", self.features <= 3 * self.patch**2, f"at most 3 * patch**2 = {3 * self.patch**2}",
+               self.features)
+        _check(n, "coarsest", self.coarsest >= self.patch, f"at least patch={self.patch}", self.coarsest)
+        _check(n, "pyramid_ratio", isinstance(self.pyramid_ratio, (int, float)) and 0.3 <= self.pyramid_ratio <= 0.9,
+               "a number in [0.3, 0.9]", self.pyramid_ratio)
+        for name in ("noise", "alpha", "vertical_weight"):
+            v = getattr(self, name)
+            _check(n, name, isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, "a number >= 0", v)
+        _check(n, "vertical_coord", isinstance(self.vertical_coord, bool), "a bool", self.vertical_coord)
+
+    @property
+    def min_side(self) -> int:
+        """The smallest base side it can draw: one patch."""
+        return self.patch
+
+
+BASE_KINDS = {"gan": BaseConfig, "patches": PatchBaseConfig}
 
 
 SR_ARCHS = ("rrdb", "srvgg")
@@ -189,32 +226,24 @@ class TrainConfig:
     noise_amp_scale: float = 0.1  # per-scale noise amplitude = scale * RMSE(reconstruction)
     sr_crop: int = 128  # high-resolution crop side for SR training
     sr_batch: int = 4  # crops per SR step
-    sr_adv_weight: float = 0.0  # weight of an SR patch-GAN loss next to L1 (0.01-0.05 drew a dot grid, see README)
     sr_blur: float = 0.0  # SR inputs: high-res crops blurred by a Gaussian of random std in [0, this] px, then 1/4
     sr_consistency_weight: float = 1.0  # output shrunk x4 vs input (colours stay put) + per-position means (no grid)
-    sr_phase_block: int = 0  # per-position means and detail RMS compared over blocks of this many input px (0: batch means)
-    sr_critic_convs: int = 4  # 3x3 convs of the SR patch critic: it judges (2 * convs + 1)-px patches
     critic_channels: int = 32  # channels of the patch critics
     base_crop: int = 0  # GAN scales larger than this (px a side) train on random crops of it; 0: whole
-    vae_adv_weight: float = 0.0  # patch-GAN loss on prior samples of the VAE scales (0: HP-VAE-GAN's plain VAE)
-    critic_vertical: bool = False  # base critics also see the y channel (judge a patch for its height)
 
     def __post_init__(self) -> None:
         n = type(self).__name__
         for name in ("base_iterations", "sr_iterations"):
             v = getattr(self, name)
             _check(n, name, isinstance(v, int) and v >= 0, "an int >= 0", v)
-        _check(n, "critic_vertical", isinstance(self.critic_vertical, bool), "a bool", self.critic_vertical)
         _check(n, "base_crop", isinstance(self.base_crop, int) and (self.base_crop == 0 or self.base_crop >= 16),
                "0 (whole scales) or an int >= 16", self.base_crop)
-        _check(n, "sr_phase_block", isinstance(self.sr_phase_block, int) and self.sr_phase_block >= 0, "an int >= 0",
-               self.sr_phase_block)
-        for name in ("sr_crop", "sr_batch", "critic_channels", "sr_critic_convs"):
+        for name in ("sr_crop", "sr_batch", "critic_channels"):
             v = getattr(self, name)
             _check(n, name, isinstance(v, int) and v >= 1, "an int >= 1", v)
         _check(n, "sr_crop", self.sr_crop % 4 == 0 and self.sr_crop >= 16, "a multiple of 4, >= 16", self.sr_crop)
-        for name in ("lr", "sr_lr", "recon_weight", "kl_weight", "gp_weight", "noise_amp_scale", "sr_adv_weight",
-                     "sr_consistency_weight", "vae_adv_weight", "sr_blur"):
+        for name in ("lr", "sr_lr", "recon_weight", "kl_weight", "gp_weight", "noise_amp_scale",
+                     "sr_consistency_weight", "sr_blur"):
             v = getattr(self, name)
             _check(n, name, isinstance(v, (int, float)) and v >= 0, "a number >= 0", v)
 
@@ -224,15 +253,16 @@ class ModelConfig:
     """Everything needed to rebuild a model: stored inside every checkpoint."""
 
     preset: str = "paper"
-    base: BaseConfig = field(default_factory=BaseConfig)
+    base: BaseConfig | PatchBaseConfig = field(default_factory=BaseConfig)
     sr: SRConfig = field(default_factory=SRConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
         _check("ModelConfig", "preset", isinstance(self.preset, str) and bool(self.preset), "a non-empty string",
                self.preset)
-        for name, cls in (("base", BaseConfig), ("sr", SRConfig), ("train", TrainConfig)):
-            _check("ModelConfig", name, isinstance(getattr(self, name), cls), f"a {cls.__name__}", getattr(self, name))
+        for name, cls in (("base", (BaseConfig, PatchBaseConfig)), ("sr", SRConfig), ("train", TrainConfig)):
+            _check("ModelConfig", name, isinstance(getattr(self, name), cls), "a config of its section",
+                   getattr(self, name))
 
 
 _NESTED = {
@@ -245,18 +275,16 @@ PRESETS: dict[str, ModelConfig] = {
     # Tests: trains and renders in seconds on one CPU core.
     "tiny": ModelConfig(
         preset="tiny",
-        base=BaseConfig(base_width=32, coarsest_width=12, n_scales=3, channels=8, convs_per_stage=3, vae_scales=1,
-                        latent_channels=4),
+        base=PatchBaseConfig(base_width=48, patch=5, coarsest=8, layout_pixels=400, iterations=3, features=8),
         sr=SRConfig(arch="srvgg", features=8, convs=3, skip="nearest", prior="", noise_amp=0.02, detail_patches=256),
         train=TrainConfig(base_iterations=40, sr_iterations=60, lr=2e-3, sr_crop=32, sr_batch=2, critic_channels=8),
     ),
-    # A laptop: a 2560x1600 photo trains in under 30 minutes on 2 CPU cores. The base is 256 px wide
-    # so that a 4096 px render's base (4096 / 16) is drawn at the scale it learned; its finest GAN
-    # scales train on 96 px crops. SR: the compact Real-ESRGAN prior, fine-tuned.
+    # A laptop: new scenes from the photo's patches (no base training; the photo is kept up to
+    # 1024 px wide, so a 2560x1600 render starts from a 640x400 base), and the compact Real-ESRGAN
+    # prior fine-tuned as the SR network.
     "cpu": ModelConfig(
         preset="cpu",
-        base=BaseConfig(base_width=256, coarsest_width=32, n_scales=7, channels=32, convs_per_stage=4, vae_scales=2,
-                        latent_channels=8, temperature=0.7),
+        base=PatchBaseConfig(),
         sr=SRConfig(arch="srvgg", features=64, convs=16, skip="bicubic", prior="realesr-animevideov3-x4",
                     noise_amp=0.02),
         train=TrainConfig(base_iterations=600, sr_iterations=800, lr=1e-3, sr_crop=96, sr_batch=4, critic_channels=32,
@@ -289,14 +317,14 @@ def _parse_setting(cls_name: str, name: str, current: Any, text: str) -> Any:
 
 def apply_settings(cfg: ModelConfig, settings: Sequence[str]) -> ModelConfig:
     """``cfg`` with ``SECTION.FIELD=VALUE`` settings applied (sections: base, sr, train), each
-    value read as the field's type and validated like any config, e.g. ``base.latent_stride=4``."""
+    value read as the field's type and validated like any config, e.g. ``base.noise=3``."""
     sections = {"base": cfg.base, "sr": cfg.sr, "train": cfg.train}
     for setting in settings:
         key, sep, text = setting.partition("=")
         section, dot, name = key.strip().partition(".")
         if not sep or not dot or section not in sections:
             raise ConfigError(f"setting {setting!r}: expected SECTION.FIELD=VALUE with SECTION one of "
-                              f"{sorted(sections)}, e.g. base.latent_stride=4")
+                              f"{sorted(sections)}, e.g. base.noise=3")
         sub = sections[section]
         fields = {f.name for f in dataclasses.fields(sub)}
         if name not in fields:

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from . import images, noise
+from .novelty import novelty as layout_novelty
 from .plan import Box
 
 EVAL_CROP = 256  # side of an SR evaluation crop (high-resolution pixels)
@@ -48,7 +49,7 @@ MIN_PATCHES = 32  # a level with fewer patch positions per sample is too small t
 VIEW_MAX_WIDTH = 1024  # a picture's panel is shrunk to at most this wide ...
 VIEW_MIN_WIDTH = 256  # ... and a smaller level is enlarged (nearest, integer factor) to at least this
 CROP = 256  # side of a 1:1 crop in the pictures
-CROP_CENTRES = (1 / 6, 1 / 2, 5 / 6)  # crops' vertical centres: upper third, middle, lower third
+CROP_CENTRES = (0, 1, 2)  # three 1:1 crops, where the render has the most structure
 GAP = 8  # white pixels between panels
 LABEL_HEIGHT = 20  # a white strip above each panel with its caption
 
@@ -115,7 +116,10 @@ def sr_holdout(model, image: str, seed: int = 0) -> dict[str, Any]:
 # ---- the base generator: reconstruction, diversity, layout --------------------------------------
 
 def _base_photo(model, image: str) -> torch.Tensor:
-    """The photo at the base width, as base training saw it: (1, 3, h, w) in [-1, 1]."""
+    """The photo at the base width, as base training saw it (the patch base: as it keeps it):
+    (1, 3, h, w) in [-1, 1]."""
+    if model.config.base.kind == "patches":
+        return model.base.photo.float() / 127.5 - 1
     return torch.from_numpy(images.load_rgb(image, max_width=model.config.base.base_width)).unsqueeze(0)
 
 
@@ -126,6 +130,8 @@ def reconstruction(model, image: str) -> dict[str, Any]:
     from .models.base import resize_bilinear
     from .train.base import pyramid
 
+    if model.config.base.kind == "patches":
+        return {"note": "the patch base keeps the photo itself: it has nothing to reconstruct"}
     gen = model.base
     photo = _base_photo(model, image)
     sizes = gen.scale_sizes(photo.shape[2], photo.shape[3])
@@ -155,7 +161,9 @@ def base_samples(model, image: str, seeds: int) -> dict[str, Any]:
     target = _row_profile(photo)
     dists = [float(torch.sqrt(((_row_profile(samples[i:i + 1]) - target) ** 2).mean())) for i in range(seeds)]
     flipped = float(torch.sqrt(((_row_profile(photo.flip(2)) - target) ** 2).mean()))
+    as8 = [to_pixels(samples[i:i + 1]) for i in range(seeds)]
     return {"size": [w, h], "seeds": seeds, "diversity": round(diversity, 4),
+            "novelty": layout_novelty(as8, to_pixels(photo)),
             "row_profile_rmse": round(float(np.mean(dists)), 3),
             "row_profile_rmse_worst": round(float(np.max(dists)), 3),
             "row_profile_rmse_upside_down_photo": round(flipped, 3)}
@@ -359,14 +367,31 @@ def _row_png(path: str, panels: list, across: int) -> str:
     return path
 
 
-def crop_boxes(height: int, width: int, side: int = CROP) -> list[Box]:
-    """1:1 crops at the horizontal centre, their vertical centres at ``CROP_CENTRES``."""
+def crop_boxes(pixels: np.ndarray, side: int = CROP, count: int = len(CROP_CENTRES)) -> list[Box]:
+    """``count`` 1:1 crops of (3, h, w) ``pixels`` where the image has the most structure (edge
+    energy: the summed gradient magnitude inside the crop), greedily, no two overlapping: they
+    land on objects, a horizon or edges, not on plain sky, where faults would hide."""
+    _, height, width = pixels.shape
     side = min(side, height, width)
-    x0 = (width - side) // 2
-    boxes = []
-    for c in CROP_CENTRES:
-        y0 = min(max(0, round(c * height - side / 2)), height - side)
-        boxes.append(Box(y0, y0 + side, x0, x0 + side))
+    g = pixels.astype(np.float64).mean(axis=0)
+    energy = np.zeros((height, width))
+    energy[:, 1:] += np.abs(np.diff(g, axis=1))
+    energy[1:, :] += np.abs(np.diff(g, axis=0))
+    step = max(1, side // 4)
+    ii = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))  # integral image
+    ys, xs = np.arange(0, height - side + 1, step), np.arange(0, width - side + 1, step)
+    score = ii[ys[:, None] + side, xs[None] + side] - ii[ys[:, None], xs[None] + side] - ii[ys[:, None] + side, xs[None]] \
+        + ii[ys[:, None], xs[None]]
+    order = [(int(ys[f // len(xs)]), int(xs[f % len(xs)])) for f in np.argsort(score, axis=None, kind="stable")[::-1]]
+    boxes: list[Box] = []
+    for apart in (True, False):  # crops apart first; on a small image, overlapping ones (never the same)
+        for y0, x0 in order:
+            if len(boxes) == count:
+                return boxes
+            box = Box(y0, y0 + side, x0, x0 + side)
+            overlaps = any(y0 < b.y1 and b.y0 < y0 + side and x0 < b.x1 and b.x0 < x0 + side for b in boxes)
+            if box not in boxes and not (apart and overlaps):
+                boxes.append(box)
     return boxes
 
 
@@ -397,7 +422,7 @@ def write_pictures(folder: str, photo: torch.Tensor, levels: list[dict[str, Any]
     whole = _row_png(os.path.join(folder, "photo_size.png"),
                      [_labelled(for_display(_vips(p)), c) for p, c in views], 3)
     crops = []
-    for b in crop_boxes(h, w):
+    for b in crop_boxes(sample):
         for p, c in views:
             where = f"x {b.x0}-{b.x1}, y {b.y0}-{b.y1}"
             crops.append(_labelled(_vips(p[:, b.y0:b.y1, b.x0:b.x1]), f"{c.split(' (')[0]}, {where}"))
@@ -439,6 +464,11 @@ def evaluate(model_dir: str, image: str, *, seeds: int = 8, render_max_width: in
             "base": base_samples(model, image, seeds),
         }
         out["detail"] = fine_detail(model_dir, image, seed=seed, max_width=render_max_width, pictures=pictures)
+    if pictures:
+        from .sheet import seed_sheet
+
+        out["detail"]["pictures"]["seeds"] = seed_sheet(model, image, info.width, info.height, list(range(min(seeds, 6))),
+                                                         os.path.join(pictures, "seeds.png"))
     return out
 
 
@@ -477,7 +507,9 @@ def _describe_detail(d: dict[str, Any]) -> list[str]:
     pics = d.get("pictures")
     if pics:
         lines.append(f"  pictures: {pics['whole']} (sample | photo | bicubic x4)")
-        lines.append(f"            {pics['crops']} (1:1 crops: upper third, middle, lower third)")
+        lines.append(f"            {pics['crops']} (1:1 crops where the render has the most structure)")
+        if pics.get("seeds"):
+            lines.append(f"            {pics['seeds']} (the photo and the base image of each seed)")
         lines += [f"            {path} (level | photo at its scale)" for path in pics["levels"]]
     return lines
 
@@ -488,14 +520,23 @@ def describe(result: dict[str, Any]) -> list[str]:
     lines = [f"model {result['model']} ({result['preset']}, y channel {result['vertical_coord']}"
              + ("" if result.get("trained", True) else ", untrained") + f") on {p['path']} {p['width']}x{p['height']}"
              + ("" if p["is_training_photo"] else "  [NOT the photo it was trained on]"),
-             f"  reconstruction at {rec['size'][0]}x{rec['size'][1]} (posterior mean, zero noise): "
-             f"PSNR {rec['psnr_db']:.2f} dB; coarsest photo scale upsampled: "
-             f"{rec['psnr_coarsest_photo_upsampled_db']:.2f} dB",
-             "    per scale: " + " | ".join(f"{s['size'][0]}x{s['size'][1]} {s['psnr_db']:.2f}" for s in rec["scales"])]
+             ]
+    if "note" in rec:
+        lines.append(f"  reconstruction: {rec['note']}")
+    else:
+        lines += [f"  reconstruction at {rec['size'][0]}x{rec['size'][1]} (posterior mean, zero noise): "
+                  f"PSNR {rec['psnr_db']:.2f} dB; coarsest photo scale upsampled: "
+                  f"{rec['psnr_coarsest_photo_upsampled_db']:.2f} dB",
+                  "    per scale: " + " | ".join(f"{s['size'][0]}x{s['size'][1]} {s['psnr_db']:.2f}" for s in rec["scales"])]
     lines += _describe_sr(result["sr"])
     lines.append(f"  diversity over {b['seeds']} seeds at {b['size'][0]}x{b['size'][1]}: {b['diversity']:.3f} "
                  "(per-pixel std / photo std)")
     lines.append(f"  vertical layout: row-colour RMSE {b['row_profile_rmse']:.2f} "
                  f"(worst {b['row_profile_rmse_worst']:.2f}); photo upside down: "
                  f"{b['row_profile_rmse_upside_down_photo']:.2f} (8-bit units)")
+    nv = b["novelty"]
+    lines.append(f"  layout novelty of the base samples at {b['size'][0]}x{b['size'][1]} (RMS left after the best "
+                 f"left-right stretch of the photo or its mirror, 8-bit): per seed {nv['per_seed']} (mean {nv['mean']}); "
+                 f"between seeds {nv['between_seeds_mean']}; references: photo quarters swapped {nv['quarters_swapped']}, "
+                 f"photo stretched and mirrored {nv['stretched_mirrored']}")
     return lines + _describe_detail(result["detail"])

@@ -46,7 +46,13 @@ def describe(target: str, storage_options: dict | None = None) -> dict[str, Any]
                  f"{card.get('format_version')}",
                  f"  trained: {meta.get('trained')}, photo {photo.get('name')} {photo.get('width')}x"
                  f"{photo.get('height')}, seed {meta.get('seed')}",
-                 f"  base width {cfg['base']['base_width']}, {cfg['base']['n_scales']} scales, y channel "
-                 f"{cfg['base']['vertical_coord']}; SR receptive field {card.get('receptive_radius')} px"]
+                 _base_line(cfg["base"]) + f"; SR receptive field {card.get('receptive_radius')} px"]
         return {"kind": "model", "url": target, "card": card, "lines": lines}
     raise UserError(f"{target!r}: neither an ourgan-dist render store nor a model directory")
+
+
+def _base_line(base: dict) -> str:
+    if base.get("kind") == "patches":
+        return (f"  base: patches from the photo kept at {base['base_width']}x{base['base_height']}, "
+                f"{base['patch']} px patches, vertical term {base['vertical_coord']}")
+    return f"  base: GAN, width {base['base_width']}, {base['n_scales']} scales, y channel {base['vertical_coord']}"

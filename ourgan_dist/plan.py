@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterator
 
-from .config import BaseConfig, SRConfig
+from .config import BaseConfig, PatchBaseConfig, SRConfig
 from .errors import PlanError
 from .geometry import Box, Level, PyramidKey, TaskKey, TileKey, covering
 from .viewing_pyramid import ViewingPyramid
@@ -40,11 +40,18 @@ def min_halo(sr: SRConfig) -> int:
     return min(BICUBIC_SKIP_REACH, sr.receptive_radius) if sr.skip == "bicubic" else 0
 
 
-def choose_levels(width: int, height: int, base_width: int, min_side: int = 1) -> tuple[int, int, int]:
-    """Number of SR levels and base size for a target: the base width lands nearest (in log
-    scale) to the width the base generator was trained at, with fewer levels where the base's
-    short side would fall below ``min_side``; the base is ceil(target / 4**L)."""
-    best = min(range(0, 16), key=lambda n: (abs(math.log(math.ceil(width / SCALE**n) / base_width)), n))
+def choose_levels(width: int, height: int, base_width: int, min_side: int = 1, base_height: int = 0) -> tuple[int, int, int]:
+    """Number of SR levels and base size for a target; the base is ceil(target / 4**L).
+
+    With ``base_height`` (a base drawn from a photo kept that tall): the fewest levels whose base
+    is no taller than the photo, so the base holds the photo's objects as large as it can without
+    enlarging the photo. Else the base width lands nearest (in log scale) to the width the base
+    generator was trained at. Either way with fewer levels where the base's short side would fall
+    below ``min_side``."""
+    if base_height:
+        best = next(n for n in range(0, 16) if math.ceil(height / SCALE**n) <= base_height)
+    else:
+        best = min(range(0, 16), key=lambda n: (abs(math.log(math.ceil(width / SCALE**n) / base_width)), n))
     while best > 0 and min(math.ceil(height / SCALE**best), math.ceil(width / SCALE**best)) < min_side:
         best -= 1
     return best, math.ceil(height / SCALE**best), math.ceil(width / SCALE**best)
@@ -129,11 +136,10 @@ class RenderPlan(ViewingPyramid):
 
     # ---- levels -------------------------------------------------------------------------
     @classmethod
-    def create(cls, width: int, height: int, *, base: BaseConfig, sr: SRConfig, tile: int,
+    def create(cls, width: int, height: int, *, base: BaseConfig | PatchBaseConfig, sr: SRConfig, tile: int,
                halo: int | str = "exact", chunk: int = DEFAULT_CHUNK, min_base_side: int | None = None) -> "RenderPlan":
-        # the coarsest base scale must keep at least 2 pixels on each side
-        need = min_base_side or max(4, math.ceil(2 * base.base_width / base.coarsest_width))
-        n_sr, bh, bw = choose_levels(width, height, base.base_width, need)
+        need = min_base_side or base.min_side
+        n_sr, bh, bw = choose_levels(width, height, base.base_width, need, getattr(base, "base_height", 0))
         if min(bh, bw) < need:
             raise PlanError(
                 f"--size {width}x{height}: too small: the base image would be {bw}x{bh}, under {need} px on a "

@@ -19,7 +19,7 @@ import heapq
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .config import BaseConfig, SRConfig
+from .config import BaseConfig, PatchBaseConfig, SRConfig
 from .plan import SCALE, PyramidKey, RenderPlan, TaskKey, TileKey
 
 GiB = 1 << 30
@@ -70,12 +70,29 @@ def sr_parameters(sr: SRConfig) -> int:
     return sum(layer.macs for layer in sr_layers(sr))  # a 3x3 conv does one MAC per weight per pixel
 
 
-def base_macs(base: BaseConfig, height: int, width: int) -> int:
-    """The base generator's arithmetic for a base image: every stage's convs at its scale."""
+def base_macs(base: BaseConfig | PatchBaseConfig, height: int, width: int) -> int:
+    """The base generator's arithmetic for a base image: every stage's convs at its scale, or for
+    the patch base its searches (exact on the layout scales, local above) and votes."""
+    if base.kind == "patches":
+        area = height * width / (1 - base.pyramid_ratio**2)  # all scales together
+        dims = 3 * base.patch**2
+        layout = min(base.layout_pixels, height * width)
+        exact = 2 * layout * layout * base.features * base.iterations / (1 - base.pyramid_ratio**2)
+        local = area * base.refine_iterations * (24 * base.features + 2 * dims * base.features + dims)
+        return int(exact + local)
     ratio = (base.coarsest_width / base.base_width) ** (1 / max(1, base.n_scales - 1))
     area = sum(height * width * ratio ** (2 * s) for s in range(base.n_scales))
     per_px = 9 * base.channels * (base.channels * (base.convs_per_stage - 1) + 3 + base.latent_channels + 1)
     return int(area * per_px)
+
+
+def base_activation_bytes(base: BaseConfig | PatchBaseConfig, height: int, width: int) -> int:
+    """The base task's working memory: the GAN's feature maps, or for the patch base its feature
+    maps, correspondence fields and one chunk of the layout search's distance matrix."""
+    if base.kind == "patches":
+        per_px = 4 * (2 * base.features + 3 * 4) + 8 * 12  # features of queries and photo, images; int64 fields
+        return height * width * per_px + 4 * 3 * 2048 * base.layout_pixels
+    return height * width * (base.channels * 6 + base.latent_channels) * 4
 
 
 @lru_cache(maxsize=4096)
@@ -273,7 +290,7 @@ def task_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> dict[str, in
       averages them through a uint16 copy and two uint64 sums (``pixels.downsample2``): 12 bytes
       per source pixel and 72 per block pixel."""
     per_in, per_out = sr.activation_floats()
-    out = {"base": plan.base_height * plan.base_width * (base.channels * 6 + base.latent_channels) * 4,
+    out = {"base": base_activation_bytes(base, plan.base_height, plan.base_width),
            "sr_body": 0, "sr_output": 0}
     for lv in plan.levels[1:]:
         core = plan.source_core(TileKey(lv.index, 0, 0))  # the first tile is a full-size one

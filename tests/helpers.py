@@ -168,3 +168,31 @@ def autoscaling_cluster(tmp_dir, node_types: dict):
                         except psutil.NoSuchProcess:
                             pass
                 c.shutdown()
+
+
+def tiny_gan_config():
+    """The tiny preset with the paper's kind of base generator (HP-VAE-GAN + y channel) at tiny
+    sizes: what the GAN's own tests train and render."""
+    import dataclasses
+
+    from ourgan_dist.config import PRESETS, BaseConfig
+
+    return dataclasses.replace(PRESETS["tiny"], base=BaseConfig(base_width=32, coarsest_width=12, n_scales=3, channels=8,
+                                                                convs_per_stage=3, vae_scales=1, latent_channels=4))
+
+
+def untrained(cfg, seed: int = 1):
+    """An untrained model of ``cfg`` that renders: a patch base is given a small synthetic photo
+    (its whole training), a GAN base draws from its random weights."""
+    import torch
+
+    from ourgan_dist.models import checkpoint
+
+    model = checkpoint.build(cfg, seed=seed)
+    if cfg.base.kind == "patches":
+        g = torch.Generator().manual_seed(seed)
+        rows = torch.linspace(-1, 1, 24).view(1, 1, 24, 1)
+        photo = (torch.cat([-rows, 0.3 * rows, rows], dim=1).expand(1, 3, 24, 36)
+                 + 0.2 * torch.randn(1, 3, 24, 36, generator=g)).clamp(-1, 1)
+        checkpoint.keep_photo(model, photo)
+    return model

@@ -9,6 +9,8 @@ import subprocess
 import sys
 
 import pytest
+
+from helpers import untrained
 from click.testing import CliRunner
 
 from ourgan_dist.cli import main
@@ -94,7 +96,7 @@ def bicubic_model(tmp_path_factory):
 
     cfg = PRESETS["tiny"]
     out = str(tmp_path_factory.mktemp("bicubic") / "m")
-    checkpoint.save(checkpoint.build(replace(cfg, sr=replace(cfg.sr, skip="bicubic")), seed=1), out)
+    checkpoint.save(untrained(replace(cfg, sr=replace(cfg.sr, skip="bicubic")), seed=1), out)
     return out
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import make_photo
-from helpers import arrays, assert_same_arrays, do_render
+from helpers import arrays, assert_same_arrays, do_render, untrained
 from ourgan_dist.config import PRESETS, SRConfig
 from ourgan_dist.models import checkpoint
 from ourgan_dist.models.detail import DetailLibrary
@@ -26,7 +26,7 @@ def _model_with_detail(photo: str, out: str, detail: float = 1.0, patches: int =
     """An untrained tiny model plus the photo's detail library (what training appends)."""
     cfg = PRESETS["tiny"]
     cfg = dataclasses.replace(cfg, sr=dataclasses.replace(cfg.sr, detail=detail, detail_patches=patches))
-    model = checkpoint.build(cfg, seed=1)
+    model = untrained(cfg, seed=1)
     model.detail.build(load_sr_photo(photo), patches, seed=0)
     checkpoint.save(model, out, {"note": "test"})
     return out
@@ -93,23 +93,13 @@ def test_detail_adds_the_photos_fine_band_without_moving_colours(big_photo, tmp_
     assert float(added.std()) > 3
 
 
-def test_a_library_survives_the_checkpoint_and_old_checkpoints_have_none(big_photo, tmp_path):
+def test_a_library_survives_the_checkpoint(big_photo, tmp_path):
     out = _model_with_detail(big_photo, str(tmp_path / "model"))
     m = checkpoint.load(out)
     assert m.detail.ready and m.config.sr.detail == 1.0
     lib = DetailLibrary()
     lib.build(load_sr_photo(big_photo), 512, seed=0)
     assert torch.equal(m.detail.keys, lib.keys) and torch.equal(m.detail.patches, lib.patches)
-    # a checkpoint written before the detail stage: its config has no detail field and no library
-    payload = torch.load(str(tmp_path / "model" / "model.pt"), weights_only=True)
-    del payload["detail"]
-    for key in ("detail", "detail_patches", "detail_choices"):
-        del payload["config"]["sr"][key]
-    (tmp_path / "old").mkdir()
-    torch.save(payload, str(tmp_path / "old" / "model.pt"))
-    old = checkpoint.load(str(tmp_path / "old"))
-    assert not old.detail.ready and old.config.sr.detail == 0.0
-    assert old.config.sr.receptive_radius == old.config.sr.network_radius  # the halo it was rendered with
 
 
 def test_training_builds_the_library(photo, tmp_path):

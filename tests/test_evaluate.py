@@ -70,9 +70,11 @@ def test_every_figure_is_there_and_finite(report):
         assert set(lv["swd"]) == {"render", "photo_floor", "blurred", "bicubic_x4"}, lv
         assert set(lv["band_rms"]) == {"render", "photo", "blurred", "bicubic_x4"}, lv
         assert lv["patches"] == min(8192, (lv["size"][0] - 6) * (lv["size"][1] - 6) // 2)
-    rec = r["reconstruction"]
-    assert rec["size"] == [32, 21] and len(rec["scales"]) == 3 and rec["psnr_db"] == rec["scales"][-1]["psnr_db"]
+    assert "nothing to reconstruct" in r["reconstruction"]["note"]  # the patch base keeps the photo itself
     assert r["base"]["diversity"] > 0  # the seeds give different samples
+    nv = r["base"]["novelty"]
+    assert len(nv["per_seed"]) == 2 and len(nv["between_seeds"]) == 1
+    assert nv["stretched_mirrored"] < nv["quarters_swapped"]
     assert r["sr"]["crops"] >= 1 and r["sr"]["scales"][-1]["psnr_sr_db"] == r["sr"]["psnr_sr_db"]
 
 
@@ -110,20 +112,37 @@ def test_pictures_exist_with_the_right_sizes(report):
         want.append((2 * k * w + GAP, LABEL_HEIGHT + k * h))
     assert [_size(p) for p in pics["levels"]] == want
     assert sorted(os.listdir(folder)) == ["level_0.png", "level_1.png", "level_2.png", "photo_size.png",
-                                          "photo_size_crops.png"]
+                                          "photo_size_crops.png", "seeds.png"]
+    from ourgan_dist.sheet import GAP as SHEET_GAP, PANEL_WIDTH
+
+    assert _size(pics["seeds"])[0] == 2 * PANEL_WIDTH + SHEET_GAP  # photo | seed 0, then seed 1
 
 
 def test_display_panels_are_bounded():
     import pyvips
 
-    from ourgan_dist.evaluate import crop_boxes, for_display
+    from ourgan_dist.evaluate import for_display
 
     assert for_display(pyvips.Image.black(3000, 40)).width == 1024
     assert (for_display(pyvips.Image.black(10, 5)).width, for_display(pyvips.Image.black(10, 5)).height) == (260, 130)
     assert for_display(pyvips.Image.black(700, 5)).width == 700
-    boxes = crop_boxes(1000, 600)
-    assert [(b.height, b.width, b.x0) for b in boxes] == [(256, 256, 172)] * 3
-    assert [b.y0 for b in boxes] == [39, 372, 705] and boxes[-1].y1 <= 1000
+
+
+
+def test_crops_land_where_the_image_has_structure():
+    from ourgan_dist.evaluate import crop_boxes
+
+    img = np.full((3, 1000, 600), 128, np.uint8)  # plain grey, with three textured places
+    rng = np.random.default_rng(0)
+    for y, x in ((40, 300), (500, 20), (700, 330)):
+        img[:, y:y + 200, x:x + 200] = rng.integers(0, 255, (3, 200, 200))
+    boxes = crop_boxes(img)
+    assert len(boxes) == 3 and all((b.height, b.width) == (256, 256) for b in boxes)
+    for y, x in ((40, 300), (500, 20), (700, 330)):  # each textured place lies mostly inside one crop
+        inside = [max(0, min(b.y1, y + 200) - max(b.y0, y)) * max(0, min(b.x1, x + 200) - max(b.x0, x)) for b in boxes]
+        assert max(inside) >= 0.75 * 200 * 200, boxes
+    small = crop_boxes(img[:, :240, :360])  # no room for three apart: they may overlap, never repeat
+    assert len(small) == 3 and len({(b.y0, b.x0) for b in small}) == 3
 
 
 def test_describe_has_a_row_per_level_and_the_paths(report):
@@ -131,7 +150,7 @@ def test_describe_has_a_row_per_level_and_the_paths(report):
 
     r, _ = report
     text = "\n".join(describe(r))
-    assert "untrained" in text and "reconstruction at 32x21" in text
+    assert "untrained" in text and "nothing to reconstruct" in text and "layout novelty" in text
     for lv in r["detail"]["levels"]:
         assert f"{lv['size'][0]}x{lv['size'][1]}" in text
     for path in [r["detail"]["pictures"]["whole"], r["detail"]["pictures"]["crops"], *r["detail"]["pictures"]["levels"]]:
@@ -145,10 +164,14 @@ def test_reconstruction_psnr_rises_with_training(untrained, wide_photo, tmp_path
     from ourgan_dist.models import checkpoint
     from ourgan_dist.train import train_model
 
-    trained = str(tmp_path / "trained")
-    train_model(wide_photo, trained, preset="tiny", schedule=(20, 0), seed=1, device="cpu", progress=False,
+    from helpers import tiny_gan_config
+
+    gan = tiny_gan_config()  # the paper's kind of base: the one with a reconstruction
+    untrained_gan, trained = str(tmp_path / "untrained"), str(tmp_path / "trained")
+    train_model(wide_photo, untrained_gan, config=gan, iterations=0, seed=1, device="cpu", progress=False)
+    train_model(wide_photo, trained, config=gan, schedule=(20, 0), seed=1, device="cpu", progress=False,
                 parallel=False)
-    before = reconstruction(checkpoint.load(untrained), wide_photo)
+    before = reconstruction(checkpoint.load(untrained_gan), wide_photo)
     after = reconstruction(checkpoint.load(trained), wide_photo)
     assert before["psnr_db"] < 16 < 26 < after["psnr_db"], (before, after)
     assert after["psnr_db"] > after["psnr_coarsest_photo_upsampled_db"]
@@ -169,9 +192,10 @@ def test_sr_psnr_on_held_out_crops(tmp_path):
     r = sr_holdout(model, ROCKET)
     assert r["crops"] >= 1 and r["x0"] == model.meta["sr_holdout_x0"] == holdout_columns(640)
     assert 15 < r["psnr_bicubic_db"] < 60 and np.isfinite(r["psnr_sr_db"])
-    assert [s["width"] for s in r["scales"]][-1] == 640 and len(r["scales"]) == len(sr_scales(r["x0"], 32))
-    small = r["scales"][0]  # 128 of the 576 trained columns: the strip is 14 px there, too narrow
-    assert small["width"] == round(640 * 128 / 576) and small["crops"] == 0 and "too narrow" in small["note"]
+    bw = model.config.base.base_width  # the photo as the patch base keeps it: 48 px wide
+    assert [s["width"] for s in r["scales"]][-1] == 640 and len(r["scales"]) == len(sr_scales(r["x0"], bw))
+    small = r["scales"][0]  # 4 x 48 of the 576 trained columns: the strip is 21 px there, too narrow
+    assert small["width"] == round(640 * 4 * bw / 576) and small["crops"] == 0 and "too narrow" in small["note"]
 
 
 def test_swd_measures_distribution_distance():
@@ -225,5 +249,6 @@ def test_a_photo_wider_than_max_width_is_shrunk_for_the_render(untrained, wide_p
 
     d = fine_detail(untrained, wide_photo, max_width=200)
     assert d["size"] == [200, 133] and d["photo_shrunk"] is True
-    assert [lv["size"] for lv in d["levels"]] == [[50, 33], [200, 133]]  # a 50 x 34 base covers 133 rows
+    # the patch base keeps this photo at 48 x 32: the largest base no taller is 13 x 9, two x4 levels above
+    assert [lv["size"][0] for lv in d["levels"]] == [13, 50, 200]
     assert "pictures" not in d

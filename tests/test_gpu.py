@@ -91,7 +91,9 @@ def test_detail_stage_on_the_gpu_agrees_with_the_cpu(photo, tmp_path):
 
     cfg = PRESETS["tiny"]
     cfg = dataclasses.replace(cfg, sr=dataclasses.replace(cfg.sr, detail=1.0, detail_patches=256))
-    model = checkpoint.build(cfg, seed=1)
+    from helpers import untrained
+
+    model = untrained(cfg, seed=1)
     model.detail.build(load_sr_photo(photo), 256, seed=0)
     out = str(tmp_path / "model")
     checkpoint.save(model, out, {"note": "test"})

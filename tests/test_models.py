@@ -18,6 +18,10 @@ from ourgan_dist.models.layers import ExactConv2d
 from ourgan_dist.models.sr import SRNet, build_sr
 from ourgan_dist.plan import Box
 
+from helpers import tiny_gan_config
+
+TINY_GAN = tiny_gan_config()
+
 
 def _measured_sr_radius(net: SRNet, h=45, w=49, at=(22, 24)) -> int:
     """Impulse response in float64: the input pixels whose unit impulse reaches the 4x4 output
@@ -45,7 +49,7 @@ def test_sr_receptive_radius_matches_impulse(cfg):
 
 
 def test_base_stage_receptive_radius_matches_impulse():
-    gen = BaseGenerator(PRESETS["tiny"].base).eval()
+    gen = BaseGenerator(TINY_GAN.base).eval()
     stage = gen.stages[0]
     x = torch.rand(1, 3, 31, 33)
     y = y_channel(31)
@@ -104,50 +108,31 @@ def test_y_channel_spans_the_whole_image():
 def test_vertical_coord_changes_the_architecture():
     from dataclasses import replace
 
-    on = BaseGenerator(PRESETS["tiny"].base)
-    off = BaseGenerator(replace(PRESETS["tiny"].base, vertical_coord=False))
+    on = BaseGenerator(TINY_GAN.base)
+    off = BaseGenerator(replace(TINY_GAN.base, vertical_coord=False))
     assert on.stages[0].convs[0].conv.in_channels == off.stages[0].convs[0].conv.in_channels + 1
 
 
-@pytest.mark.parametrize("padding", ["replicate", "zeros"])
-def test_base_padding_mode(padding):
-    """Replicate padding: a stage's output at the border is what it would be if the image went on
-    with its edge pixels; zero padding sees a constant frame instead."""
-    from dataclasses import replace
-
-    gen = BaseGenerator(replace(PRESETS["tiny"].base, padding=padding)).eval()
+def test_base_convs_repeat_the_edge_pixels():
+    """A stage's output at the border is what it would be if the image went on with its edge
+    pixels (no constant frame that draws bands along the sides)."""
+    gen = BaseGenerator(TINY_GAN.base).eval()
     conv = gen.stages[0].convs[0]
     x, y = torch.rand(1, 3, 9, 12), y_channel(9)
     with torch.no_grad():
         out = conv(x, y)
         xy = torch.cat([x, y.expand(1, 1, 9, 12)], 1)
-        pad = torch.nn.functional.pad(xy, (1, 1, 1, 1), mode="replicate" if padding == "replicate" else "constant")
-        want = torch.nn.functional.conv2d(pad, conv.conv.weight, conv.conv.bias)
+        want = torch.nn.functional.conv2d(torch.nn.functional.pad(xy, (1, 1, 1, 1), mode="replicate"),
+                                          conv.conv.weight, conv.conv.bias)
     assert out.shape == (1, 8, 9, 12)
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
 
 
-def test_checkpoints_from_before_padding_load_with_zero_padding(tmp_path):
-    """Models written before the padding option existed were trained with zero padding and
-    still render as they did; new models record their padding."""
-    model = checkpoint.build(PRESETS["tiny"], seed=3)
-    assert PRESETS["tiny"].base.padding == "replicate"
-    checkpoint.save(model, str(tmp_path / "new"))
-    assert checkpoint.load(str(tmp_path / "new")).config.base.padding == "replicate"
-    payload = torch.load(str(tmp_path / "new" / "model.pt"), weights_only=True)
-    del payload["config"]["base"]["padding"]
-    os.makedirs(tmp_path / "old")
-    torch.save(payload, str(tmp_path / "old" / "model.pt"))
-    old = checkpoint.load(str(tmp_path / "old"))
-    assert old.config.base.padding == "zeros"
-    assert not old.base.stages[0].convs[0].replicate and old.base.stages[0].convs[0].conv.padding == (1, 1)
-
-
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
-    model = checkpoint.build(PRESETS["tiny"], seed=5)
+    model = checkpoint.build(TINY_GAN, seed=5)
     mid = checkpoint.save(model, str(tmp_path / "m"), {"note": "x"})
     loaded = checkpoint.load(str(tmp_path / "m"))
-    assert loaded.model_id == mid and loaded.config == PRESETS["tiny"] and loaded.meta == {"note": "x"}
+    assert loaded.model_id == mid and loaded.config == TINY_GAN and loaded.meta == {"note": "x"}
     a = model.eval().base.generate(21, 32, seed=9)
     b = loaded.base.generate(21, 32, seed=9)
     assert torch.equal(a, b)
@@ -241,7 +226,7 @@ def test_a_stage_on_a_crop_with_its_global_rows_of_y_equals_the_whole_image_insi
     on the whole image."""
     from ourgan_dist.models.base import resize_bilinear
 
-    gen = BaseGenerator(PRESETS["tiny"].base).eval()
+    gen = BaseGenerator(TINY_GAN.base).eval()
     gen.noise_amps.fill_(0.1)
     g = torch.Generator().manual_seed(4)
     prev = torch.rand(1, 3, 20, 25, generator=g) * 2 - 1

@@ -225,8 +225,7 @@ def test_fine_tuning_starts_from_the_prior_and_adapts_it_to_the_photo():
             return float(F.l1_loss(net.eval()(lr), hr))
 
     before = l1()
-    train = dataclasses.replace(PRESETS["cpu"].train, sr_iterations=25, sr_crop=48, sr_batch=2, sr_adv_weight=0.0,
-                                sr_lr=3e-4)
+    train = dataclasses.replace(PRESETS["cpu"].train, sr_iterations=25, sr_crop=48, sr_batch=2, sr_lr=3e-4)
     net.train()
     train_sr(net, photo, train, seed=0, base_width=None)
     assert l1() < before

@@ -18,7 +18,7 @@ CPU = PRESETS["cpu"]
 def test_labels_say_what_a_task_is():
     plan = RenderPlan.create(16384, 10912, base=CPU.base, sr=CPU.sr, tile=1536)
     assert task_label(plan, TileKey(0, 0, 0)) == "base image"
-    assert task_label(plan, TileKey(3, 5, 0)) == "level 3/3 tile (5,0)"
+    assert plan.n_sr == 2 and task_label(plan, TileKey(2, 5, 0)) == "level 2/2 tile (5,0)"
     assert task_label(plan, PyramidKey(1, 0, 2)) == f"viewing pyramid 1/{len(plan.pyramid_shapes) - 1} block (0,2)"
 
 
@@ -98,7 +98,8 @@ def test_the_bar_shows_tasks_eta_image_megapixels_and_labels(capsys):
     from ourgan_dist.render import task_order
     from ourgan_dist.tile import TaskReport
 
-    plan = RenderPlan.create(1000, 700, base=CPU.base, sr=CPU.sr, tile=256)
+    plan = RenderPlan.create(4000, 2800, base=CPU.base, sr=CPU.sr, tile=1024)
+    assert plan.n_sr == 1
     p = SimpleNamespace(plan=plan, model=SimpleNamespace(config=CPU), workers=2,
                         request=SimpleNamespace(device="cpu", precision="fp32"))
     keys = task_order(plan)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import arrays, assert_same_arrays, do_render
+from helpers import arrays, assert_same_arrays, do_render, environ, tiny_gan_config
 from ourgan_dist import images
 from ourgan_dist.config import PRESETS, SRConfig
 from ourgan_dist.errors import UserError
@@ -35,12 +35,12 @@ def test_base_losses_fall(photo, base_crop, vae_scales):
     """Every scale learns: whole scales, and VAE scales past the first (KL at each) with GAN
     scales trained on 16 px crops that keep their rows of the y channel."""
     torch.manual_seed(0)
-    gen = BaseGenerator(dataclasses.replace(PRESETS["tiny"].base, vae_scales=vae_scales))
+    gen = BaseGenerator(dataclasses.replace(tiny_gan_config().base, vae_scales=vae_scales))
     x = torch.from_numpy(images.load_rgb(photo, max_width=32)).unsqueeze(0)
     cfg = dataclasses.replace(PRESETS["tiny"].train, base_iterations=60, base_crop=base_crop)
     with torch_threads(1):  # small tensors: one thread is fastest (see train/loop.py)
         hist = train_base(gen, x, cfg, seed=0)
-    for s in range(PRESETS["tiny"].base.n_scales):
+    for s in range(gen.cfg.n_scales):
         a, b = first_last(hist[f"s{s}_rec"])
         assert b < a, f"scale {s} reconstruction did not improve: {a:.4f} -> {b:.4f}"
     assert (gen.noise_amps[gen.cfg.vae_scales:] > 0).all() and (gen.noise_amps[: gen.cfg.vae_scales] == 0).all()
@@ -55,8 +55,7 @@ def test_sr_beats_bicubic_on_its_photo():
     photo = torch.from_numpy(images.load_rgb(ROCKET, max_width=256)).unsqueeze(0)
     net = SRNet(SRConfig(features=16, growth=8, blocks=1, rdbs_per_block=1, dense_convs=3, noise_amp=0.0, prior="",
                           skip="bicubic", unit_range=False))
-    cfg = dataclasses.replace(PRESETS["tiny"].train, sr_iterations=150, sr_crop=48, sr_batch=4, lr=2e-3,
-                              sr_adv_weight=0.0)
+    cfg = dataclasses.replace(PRESETS["tiny"].train, sr_iterations=150, sr_crop=48, sr_batch=4, lr=2e-3)
     with torch_threads(1):
         hist = train_sr(net, photo, cfg, seed=0)
     a, b = first_last(hist["l1"])
@@ -112,8 +111,11 @@ def test_no_vertical_coord_ablation(photo, tmp_path):
     out = str(tmp_path / "noy")
     train_model(photo, out, preset="tiny", iterations=2, seed=1, vertical_coord=False, device="cpu", progress=False)
     m = checkpoint.load(out)
-    assert m.config.base.vertical_coord is False
-    assert m.base.stages[0].convs[0].conv.in_channels == 3
+    assert m.config.base.vertical_coord is False and m.base.cfg.vertical_coord is False
+    gan = str(tmp_path / "noy-gan")
+    train_model(photo, gan, config=tiny_gan_config(), iterations=2, seed=1, vertical_coord=False, device="cpu",
+                progress=False)
+    assert checkpoint.load(gan).base.stages[0].convs[0].conv.in_channels == 3
 
 
 # ---- photos as users have them ---------------------------------------------------------------
@@ -200,7 +202,8 @@ def test_enormous_photo_is_shrunk_on_load(tmp_path):
     pyvips.Image.black(20000, 20000, bands=3).draw_rect([200, 100, 50], 0, 0, 20000, 8000, fill=True).write_to_file(
         path, Q=50)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    x = images.load_rgb(path, max_width=256)
+    with environ({"OURGAN_MAX_PHOTO_PIXELS": str(20000 * 20000)}):  # 400 Mpx: over the default limit, allowed
+        x = images.load_rgb(path, max_width=256)
     grew_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert x.shape == (3, 256, 256)
     assert grew_mib < 400, f"decoding grew peak RSS by {grew_mib:.0f} MiB (the whole image is 1144 MiB)"
@@ -230,8 +233,9 @@ def test_sr_never_sees_the_held_out_strip():
 def test_side_by_side_training_gives_the_same_bytes(photo, tmp_path):
     """On CPU the SR network may train in a second process; the checkpoint must not change."""
     a, b = str(tmp_path / "seq"), str(tmp_path / "par")
-    ida = train_model(photo, a, preset="tiny", schedule=(6, 12), seed=4, device="cpu", progress=False, parallel=False)
-    idb = train_model(photo, b, preset="tiny", schedule=(6, 12), seed=4, device="cpu", progress=False, parallel=True)
+    gan = tiny_gan_config()  # only the GAN base trains beside the SR network
+    ida = train_model(photo, a, config=gan, schedule=(6, 12), seed=4, device="cpu", progress=False, parallel=False)
+    idb = train_model(photo, b, config=gan, schedule=(6, 12), seed=4, device="cpu", progress=False, parallel=True)
     assert ida == idb
     assert open(os.path.join(a, "model.pt"), "rb").read() == open(os.path.join(b, "model.pt"), "rb").read()
     import json
@@ -251,7 +255,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(trained, tmp_path):
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(m.sr(x, z), m2.sr(x, z))
-    assert torch.equal(m.base.noise_amps, m2.base.noise_amps) and (m2.base.noise_amps > 0).any()
+    assert torch.equal(m.base.photo, m2.base.photo) and m2.base.photo.dim() == 4
 
 
 def test_cli_train_errors_are_one_line(tmp_path):
@@ -380,6 +384,7 @@ def test_shipped_demo_model_was_trained_on_the_bundled_photo():
     assert m.meta["photo"]["sha256"] == images.probe(sample_photo()).sha256
     assert m.meta["sr_prior"]["licence"] == "BSD-3-Clause"
     assert m.detail.ready and m.config.sr.detail > 0  # the photo's detail library, built by train
-    # a new image starts from the photo at half the base width, warped: the photo at base width is kept
-    assert m.config.base.warp_at > 0 and m.base.photo_base.dim() == 4 and m.base.photo_image.numel() == 0
-    assert tuple(m.base.photo_base.shape[2:]) == tuple(m.meta["base_photo_size"][::-1])
+    # new scenes are drawn from the photo's patches: the photo is kept at base scale, its size in the config
+    assert m.config.base.kind == "patches" and m.base.photo.dim() == 4
+    assert tuple(m.base.photo.shape[2:]) == (m.config.base.base_height, m.config.base.base_width)
+    assert tuple(m.base.photo.shape[2:]) == tuple(m.meta["base_photo_size"][::-1])

@@ -43,16 +43,16 @@ def test_damaged_photo_is_refused_unless_allowed(tmp_path):
 
 
 def test_set_changes_one_config_field_and_refuses_bad_settings_before_any_work(photo, tmp_path):
-    code, text = run("train", photo, "--out", tmp_path / "m", *TRAIN, "--set", "base.latent_stride=2",
+    code, text = run("train", photo, "--out", tmp_path / "m", *TRAIN, "--set", "base.pieces=2",
                      "--set", "train.sr_blur=0.5", "--set", "base.vertical_coord=false", "--set", "sr.skip=bicubic")
     assert code == 0, text
     config = json.loads((tmp_path / "m" / "model.json").read_text())["config"]
-    assert (config["base"]["latent_stride"], config["train"]["sr_blur"]) == (2, 0.5)
+    assert (config["base"]["pieces"], config["train"]["sr_blur"]) == (2, 0.5)
     assert (config["base"]["vertical_coord"], config["sr"]["skip"]) == (False, "bicubic")
-    assert config["base"]["channels"] == 8  # the rest is the preset's
-    for bad, says in (("base.latent_strides=2", "known fields"), ("model.x=1", "SECTION.FIELD=VALUE"),
-                      ("base.latent_stride", "SECTION.FIELD=VALUE"), ("base.latent_stride=two", "expected an int"),
-                      ("base.latent_stride=0", "latent_stride"), ("base.vertical_coord=maybe", "expected true or false"),
+    assert config["base"]["patch"] == 5  # the rest is the preset's
+    for bad, says in (("base.piece=2", "known fields"), ("model.x=1", "SECTION.FIELD=VALUE"),
+                      ("base.pieces", "SECTION.FIELD=VALUE"), ("base.pieces=two", "expected an int"),
+                      ("base.pieces=0", "pieces"), ("base.vertical_coord=maybe", "expected true or false"),
                       ("sr.skip=cubic", "skip")):
         code, text = run("train", photo, "--out", tmp_path / "bad", *TRAIN, "--set", bad)
         assert code == 2 and says in text and "Traceback" not in text, (bad, text)

@@ -3,8 +3,8 @@
 Renders a 4096x3072 image of the bundled landscape photo ("picosdeeuropa" by Aitzol Berasategi,
 CC-BY-4.0) with two local Ray workers into a Zarr store and says how to read it with dask. By
 default it uses the model that ships with the package, trained ahead on that photo with the cpu
-preset (a full training takes ~20-30 min on 2 cores); ``--train`` trains one from scratch first,
-on a shortened schedule that fits a few minutes. The hidden options exist for tests and benchmarks.
+preset; ``--train`` trains one from scratch first, on a shortened schedule that fits a few
+minutes. It ends with a PNG sheet of the photo and several seeds' new scenes. The hidden options exist for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import click
 
 from .shared import TRAIN_SEED
 
-DEMO_SCHEDULE = (150, 300)  # --train: base steps per scale, SR steps: ~6-8 minutes on 2 CPU cores
-DEMO_SIZE = "4096x3072"  # 4K wide, the bundled photo's 4:3; its base (256 px) is the cpu preset's trained width
+DEMO_SCHEDULE = (150, 300)  # --train: base steps per scale (the paper's GAN base only), SR steps
+DEMO_SIZE = "4096x3072"  # 4K wide, the bundled photo's 4:3: a 1024x768 base (the photo as the cpu preset keeps it), x4
+SHEET_SEEDS = 4  # seeds on the demo's sheet
 CREDIT = 'photo "picosdeeuropa" by Aitzol Berasategi, CC-BY-4.0 (see ourgan_dist/data/LICENSES.md)'
 
 
@@ -72,6 +73,7 @@ def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, pr
       ourgan-dist demo --out demo-out --train    # train from scratch first (~10 minutes on 2 cores)
     """
     from ..render import RenderRequest, prepare, quiet_embedded_ray_auth, render
+    from ..sheet import seed_sheet
     from ..train import train_model
     from .shared import progress_bar
 
@@ -102,4 +104,22 @@ def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, pr
     click.echo("    import ourgan_dist")
     click.echo(f"    img = ourgan_dist.open_result({os.path.abspath(store)!r})  # dask array (3, H, W) uint8")
     click.echo("    patch = img[:, :1024, :1024].compute()  # numpy, only these chunks are read")
-    click.echo(f"\nLook at it: ourgan-dist view {store}    Export it: ourgan-dist export {store} demo.tif")
+    sheet = os.path.join(out_dir, "seeds.png")
+    t1 = time.time()
+    seed_sheet(p.model, photo, p.plan.width, p.plan.height, [seed + i for i in range(SHEET_SEEDS)], sheet)
+    click.echo(f"\nA sheet of the photo and {SHEET_SEEDS} seeds' new scenes (open it in any image viewer): "
+               f"{os.path.abspath(sheet)} ({time.time() - t1:.0f} s)")
+    exe = command_path()
+    click.echo(f"Look at the render: {exe} view {store}\nExport it:          {exe} export {store} demo.tif")
+
+
+def command_path() -> str:
+    """How to run ``ourgan-dist`` from this shell: its name when it is on PATH, else its full path."""
+    import shutil
+    import sys
+
+    here = os.path.join(os.path.dirname(sys.executable), "ourgan-dist")
+    on_path = shutil.which("ourgan-dist")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(here):
+        return "ourgan-dist"
+    return here if os.path.exists(here) else "ourgan-dist"

@@ -17,7 +17,7 @@ from .shared import TRAIN_SEED
 @click.option("--seed", type=TRAIN_SEED, default=0, help="Seed of the weights' start and of every random draw.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--set", "settings", multiple=True, metavar="SECTION.FIELD=VALUE",
-              help="Change one field of the preset's config (repeatable), e.g. --set base.latent_stride=4 "
+              help="Change one field of the preset's config (repeatable), e.g. --set base.noise=3 "
                    "--set train.sr_blur=0; the fields are those in the model's model.json.")
 @click.option("--no-vertical-coord", is_flag=True, help="Ablation: train without the y channel.")
 @click.option("--overwrite", is_flag=True, help="Replace the model already in --out.")
@@ -32,11 +32,17 @@ def train_command(image: str, out: str, preset: str, iterations: int | None, see
       ourgan-dist train photo.jpg --out model/ --preset cpu
       ourgan-dist train photo.jpg --out untrained/ --preset tiny --iterations 0 --seed 3
       ourgan-dist train photo.jpg --out model/ --overwrite          # replace an earlier model
-      ourgan-dist train photo.jpg --out model/ --set base.latent_stride=4   # a coarser latent
+      ourgan-dist train photo.jpg --out model/ --set base.noise=3   # bolder new layouts
     """
+    import time
+
+    from .demo import command_path
     from ..train import train_model
 
+    t0 = time.time()
     model_id = train_model(image, out, preset=preset, iterations=iterations, seed=seed, device=device,
                            vertical_coord=not no_vertical_coord, overwrite=overwrite, allow_damaged=allow_damaged,
                            warn=lambda message: click.echo(f"Warning: {message}", err=True), settings=settings)
-    click.echo(f"model {model_id} written to {out}")
+    minutes, seconds = divmod(round(time.time() - t0), 60)
+    click.echo(f"model {model_id} written to {out} in {minutes} min {seconds:02d} s\n"
+               f"next: {command_path()} render {out} --out render.zarr --size 4096x2560 --seed 1")

@@ -8,6 +8,7 @@ only, loaded with ``torch.load(weights_only=True)``: no code is ever unpickled) 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -22,11 +23,12 @@ import torch
 from ..atomic import write_atomic
 from ..config import ModelConfig, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError
-from .base import PHOTO_BUFFERS, BaseGenerator
+from .base import BaseGenerator
+from .patches import PatchBase
 from .detail import DetailLibrary
 from .sr import build_sr
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the base generator's kind (a patch base or the paper's GAN)
 WEIGHTS = "model.pt"
 CARD = "model.json"
 
@@ -34,7 +36,7 @@ CARD = "model.json"
 @dataclass
 class Model:
     config: ModelConfig
-    base: BaseGenerator
+    base: BaseGenerator | PatchBase
     sr: Any  # SRNet or SRVGG (models/sr.py, models/srvgg.py)
     meta: dict[str, Any]
     model_id: str  # sha256 of model.pt's bytes: identifies the weights in render stores
@@ -57,9 +59,23 @@ def build(config: ModelConfig, seed: int = 0) -> Model:
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        base = BaseGenerator(config.base)
+        base = build_base(config)
         sr = build_sr(config.sr)
     return Model(config, base, sr, {}, model_id="")
+
+
+def build_base(config: ModelConfig) -> BaseGenerator | PatchBase:
+    """The base generator of the config's kind (weights untrained, photo not yet kept)."""
+    return PatchBase(config.base) if config.base.kind == "patches" else BaseGenerator(config.base)
+
+
+def keep_photo(model: Model, photo: torch.Tensor) -> None:
+    """A patch base's whole training: keep ``photo`` (1, 3, h, w) in [-1, 1], already at base
+    scale, and record its size in the model's config (the renderer's level count reads it)."""
+    kept = dataclasses.replace(model.config.base, base_width=int(photo.shape[3]), base_height=int(photo.shape[2]))
+    model.config = dataclasses.replace(model.config, base=kept)
+    model.base.cfg = kept
+    model.base.set_photo(photo)
 
 
 def save(model: Model, out_dir: str, meta: dict[str, Any] | None = None) -> str:
@@ -103,27 +119,6 @@ def read_bytes(model_dir: str, storage_options: dict | None = None) -> bytes:
         raise CheckpointError(f"model {model_dir!r}: {url} is a directory, not a checkpoint file") from None
     except PermissionError:
         raise CheckpointError(f"model {model_dir!r}: {url} is not readable (permission denied)") from None
-
-
-def _upgrade_config(config: Any) -> Any:
-    """Fill in config keys added after a checkpoint was written with the value that reproduces
-    it: base generators written before ``padding`` existed were trained with zero padding."""
-    if isinstance(config, dict) and isinstance(config.get("base"), dict):
-        # keys added since: zero padding (before ``padding``), prior draws (before the photo latent),
-        # the latent warped (before ``warp_at``), with the stretch every preset had then
-        config = {**config, "base": {"padding": "zeros", "latent_source": "prior", "warp_at": 0.0, "latent_warp": 1.0,
-                                     **config["base"]}}
-    if isinstance(config, dict) and isinstance(config.get("sr"), dict) and "arch" not in config["sr"]:
-        # SR networks written before priors existed: an RRDB on [-1, 1] pixels with a bicubic skip
-        config = {**config, "sr": {"arch": "rrdb", "skip": "bicubic", "unit_range": False, "prior": "",
-                                   "edge": "zeros", **config["sr"]}}
-    if isinstance(config, dict) and isinstance(config.get("sr"), dict) and "detail" not in config["sr"]:
-        config = {**config, "sr": {**config["sr"], "detail": 0.0}}  # before the detail stage: none, same halo
-    if isinstance(config, dict) and isinstance(config.get("train"), dict):
-        legacy = {"sr_lr": config["train"].get("lr", 1e-4), "sr_consistency_weight": 0.0, "sr_adv_weight": 0.005,
-                  "vae_adv_weight": 0.0, "critic_vertical": False, "sr_blur": 0.0}
-        config = {**config, "train": {**legacy, **config["train"]}}
-    return config
 
 
 def _clip(text: str, limit: int = 100) -> str:
@@ -171,14 +166,12 @@ def load(model_dir: str, storage_options: dict | None = None, device: str = "cpu
             f"model {model_dir!r}: checkpoint format {payload['format_version']!r}, this ourgan-dist reads format "
             f"{FORMAT_VERSION}; retrain the model with this version")
     try:
-        config = from_dict(ModelConfig, _upgrade_config(payload["config"]))
+        config = from_dict(ModelConfig, payload["config"])
     except (ConfigError, TypeError) as e:
         raise CheckpointError(f"model {model_dir!r}: invalid config in checkpoint: {e}") from None
-    base, sr = BaseGenerator(config.base), build_sr(config.sr)
+    base, sr = build_base(config), build_sr(config.sr)
     try:
-        # a checkpoint written before one of the photo's buffers existed loads it empty: without the photo
-        # at base width a new image reads the reconstruction, without that the latent, without that the prior
-        base.load_state_dict({**{name: torch.zeros(0) for name in PHOTO_BUFFERS}, **payload["base"]})
+        base.load_state_dict(payload["base"])
         sr.load_state_dict(payload["sr"])
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(

@@ -64,26 +64,22 @@ class YConv(nn.Module):
     the whole image, +1 at its bottom). Only y, never x: a horizontal coordinate would pin
     content to positions and remove diversity.
 
-    ``padding="replicate"`` repeats the edge pixels (and edge rows of y) instead of padding with
-    zeros. Zero padding is a constant mid-grey frame that every layer sees, and generators
-    trained with it draw dark or bright bands along the image's sides. The base image is always
-    generated whole, so the padding mode does not touch tiling."""
+    The edge pixels (and edge rows of y) are repeated past the image's edge: zero padding is a
+    constant mid-grey frame that every layer sees, and generators trained with it draw dark or
+    bright bands along the image's sides. The base image is always generated whole, so the
+    padding does not touch tiling."""
 
-    def __init__(self, cin: int, cout: int, vertical: bool, padding: str = "replicate"):
+    def __init__(self, cin: int, cout: int, vertical: bool):
         super().__init__()
         self.vertical = vertical
-        self.replicate = padding == "replicate"
         self.conv = ExactConv2d(cin + (1 if vertical else 0), cout)
-        if self.replicate:
-            self.conv.padding = (0, 0)
+        self.conv.padding = (0, 0)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # x: (B, C, H, W); y: (1, 1, H, 1) global row positions
         if self.vertical:
             x = torch.cat([x, y.to(x.dtype).expand(x.shape[0], 1, x.shape[2], x.shape[3])], dim=1)
-        if self.replicate:
-            x = F.pad(x, (1, 1, 1, 1), mode="replicate")
-        return self.conv(x)
+        return self.conv(F.pad(x, (1, 1, 1, 1), mode="replicate"))
 
 
 def leaky(x: torch.Tensor) -> torch.Tensor:

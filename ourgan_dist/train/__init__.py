@@ -28,12 +28,13 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_config(preset: str, iterations: int | None, vertical_coord: bool,
-                   schedule: tuple[int, int] | None = None, settings: Sequence[str] = ()) -> ModelConfig:
+                   schedule: tuple[int, int] | None = None, settings: Sequence[str] = (),
+                   config: ModelConfig | None = None) -> ModelConfig:
     """The preset with ``settings`` (``SECTION.FIELD=VALUE``, ``config.apply_settings``) applied,
     then ``iterations`` (steps per base scale and SR steps alike) or an explicit ``schedule`` (base
     steps per scale, SR steps) overriding its training length."""
-    cfg = apply_settings(get_preset(preset), settings)
-    base = cfg.base if vertical_coord else dataclasses.replace(cfg.base, vertical_coord=False)
+    cfg = apply_settings(get_preset(preset) if config is None else config, settings)
+    base = cfg.base if vertical_coord else dataclasses.replace(cfg.base, vertical_coord=False)  # either kind
     train = cfg.train
     if iterations is not None:
         train = dataclasses.replace(train, base_iterations=iterations, sr_iterations=iterations)
@@ -80,7 +81,7 @@ def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | 
                 device: str = "auto", vertical_coord: bool = True, progress: bool = True,
                 schedule: tuple[int, int] | None = None, parallel: bool | None = None, overwrite: bool = False,
                 allow_damaged: bool = False, warn: Callable[[str], None] | None = None,
-                settings: Sequence[str] = ()) -> str:
+                settings: Sequence[str] = (), config: ModelConfig | None = None) -> str:
     """Train (or, with ``iterations=0``, just initialise) a model from one photo; returns its id.
 
     ``out/model.pt`` and ``out/model.json`` hold the weights, the config and a deterministic meta
@@ -91,11 +92,12 @@ def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | 
     any work. The model is written into a hidden sibling folder and renamed into place at the end,
     so an interrupted training never leaves a partial model at ``out`` (nor touches the old one).
     A damaged photo (truncated, corrupt) is refused unless ``allow_damaged``, which trains on what
-    can be decoded and reports it through ``warn`` (default: ``warnings.warn``)."""
+    can be decoded and reports it through ``warn`` (default: ``warnings.warn``). ``config`` (a
+    whole ``ModelConfig``, for library callers) replaces the preset and its settings."""
     check_out(out, overwrite)
     target = os.path.realpath(out)  # a symlinked folder is replaced where it really is
     info = images.probe(image)
-    cfg = resolve_config(preset, iterations, vertical_coord, schedule, settings)
+    cfg = resolve_config(preset, iterations, vertical_coord, schedule, settings, config)
     dev = resolve_device(device)
     damage = images.find_damage(image)
     if damage and not allow_damaged:
@@ -129,14 +131,19 @@ def _train_into(out: str, image: str, info: images.PhotoInfo, cfg: ModelConfig, 
     trained = bool(cfg.train.base_iterations or cfg.train.sr_iterations)
     meta: dict = {}
     log: dict = {"device": dev}
-    if trained:
-        from .loop import fit
+    with tempfile.TemporaryDirectory(prefix="ourgan-photo-") as scratch:
+        source = images.write_decodable_copy(image, os.path.join(scratch, "photo.tif")) if damaged else image
+        if trained:
+            from .loop import fit
 
-        with tempfile.TemporaryDirectory(prefix="ourgan-photo-") as scratch:
-            source = images.write_decodable_copy(image, os.path.join(scratch, "photo.tif")) if damaged else image
             result = fit(model, source, info, seed=seed, device=dev, progress=progress, parallel=parallel,
                          from_prior=prior is not None)
-        meta, log = result.meta, result.log
+            meta, log = result.meta, result.log
+        elif cfg.base.kind == "patches":  # untrained SR, but the patch base is whole once it keeps the photo
+            from .loop import keep_photo
+
+            keep_photo(model, source, info)
+    cfg = model.config
     meta.update({
         "photo": {"name": image.rsplit("/", 1)[-1], "width": info.width, "height": info.height,
                   "sha256": info.sha256},

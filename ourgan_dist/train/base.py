@@ -6,9 +6,7 @@ HP-VAE-GAN, so the latent keeps the diversity the finer VAE scales need). The re
 patch-GAN stages (WGAN-GP critic + reconstruction), each started from the previous stage's
 weights. Each GAN scale's noise amplitude is set from the reconstruction error of the scales below
 it, as in SinGAN / HP-VAE-GAN. Scales are trained one after another with the earlier ones frozen.
-Where a new image starts from the photo itself at scale k (``warp_at`` > 0), the GAN scales up
-to k are trained on the reconstruction path alone (no noise, no critic): no new image draws
-their noise. A GAN scale larger than ``base_crop`` trains on random crops of itself that
+A GAN scale larger than ``base_crop`` trains on random crops of itself that
 keep their rows of the whole image's y channel: the critic only ever sees patches, so the cost
 per step is bounded.
 """
@@ -30,39 +28,26 @@ SAMPLE_POOL = 16  # whole samples of the scales below that a scale trained on cr
 
 
 class PatchCritic(nn.Module):
-    """A fully convolutional critic: one score per patch (receptive field 2 * convs + 1).
+    """A fully convolutional critic: one score per patch (receptive field 2 * convs + 1)."""
 
-    With ``vertical`` every conv also sees the patch's rows of the whole image's y channel, so
-    the critic judges a patch for where it sits (sky at the top, ground at the bottom), not only
-    for its texture."""
-
-    def __init__(self, channels: int, convs: int, vertical: bool = False):
+    def __init__(self, channels: int, convs: int):
         super().__init__()
         widths = [3] + [channels] * (convs - 1)
-        self.vertical = vertical
-        self.body = nn.ModuleList(nn.Conv2d(a + vertical, b, 3, padding=1) for a, b in zip(widths[:-1], widths[1:]))
-        self.head = nn.Conv2d(channels + vertical, 1, 3, padding=1)
+        self.body = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(widths[:-1], widths[1:]))
+        self.head = nn.Conv2d(channels, 1, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        # x: (B, 3, H, W), y: (1, 1, H, 1) -> (B, 1, H, W)
-        def with_y(t):
-            if not self.vertical:
-                return t
-            return torch.cat([t, y.to(t.dtype).expand(t.shape[0], 1, t.shape[2], t.shape[3])], dim=1)
-
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, 3, H, W) -> (B, 1, H, W)
         for conv in self.body:
-            x = leaky(conv(with_y(x)))
-        return self.head(with_y(x))
+            x = leaky(conv(x))
+        return self.head(x)
 
 
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator,
-                     y: torch.Tensor | None = None) -> torch.Tensor:
-    """WGAN-GP: (||grad D(interp)|| - 1)^2 on random interpolates of real and fake (with a
-    y-aware critic, ``y`` holds the rows of the interpolates, real and fake at the same rows)."""
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """WGAN-GP: (||grad D(interp)|| - 1)^2 on random interpolates of real and fake."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, generator=gen).to(real.device)
     mix = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-    score = critic(mix) if y is None else critic(mix, y)
-    grad, = torch.autograd.grad(score.sum(), mix, create_graph=True)
+    grad, = torch.autograd.grad(critic(mix).sum(), mix, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
@@ -76,38 +61,19 @@ def _critic(cfg: TrainConfig, gen: BaseGenerator, seed: int, s: int, device) -> 
     """Scale ``s``'s critic and its optimiser; its weights come from the seed, not the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed * 7919 + 101 * s + 3)
-        critic = PatchCritic(cfg.critic_channels, gen.cfg.convs_per_stage, cfg.critic_vertical).to(device)
+        critic = PatchCritic(cfg.critic_channels, gen.cfg.convs_per_stage).to(device)
     return critic, torch.optim.Adam(critic.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
 
 
-def _score(critic: PatchCritic, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return critic(x, y) if critic.vertical else critic(x)
-
-
 def _critic_step(critic: PatchCritic, opt: torch.optim.Optimizer, cfg: TrainConfig, real: torch.Tensor,
-                 fake: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> float:
-    """One WGAN-GP critic update on (real, fake) patches of the same height; returns its loss."""
-    d_loss = _score(critic, fake, y).mean() - _score(critic, real, y).mean()
-    gp = gradient_penalty(critic, real, fake, g, y if critic.vertical else None)
+                 fake: torch.Tensor, g: torch.Generator) -> float:
+    """One WGAN-GP critic update on (real, fake) patches; returns its loss."""
+    d_loss = critic(fake).mean() - critic(real).mean()
+    gp = gradient_penalty(critic, real, fake, g)
     opt.zero_grad(set_to_none=True)
     (d_loss + cfg.gp_weight * gp).backward()
     opt.step()
     return float(d_loss.detach())
-
-
-def _reconstruction_only(gen: BaseGenerator, s: int, rec_up: torch.Tensor, real: torch.Tensor,
-                         opt: torch.optim.Optimizer, cfg: TrainConfig, hist: dict[str, list[float]],
-                         step: Callable[[str, dict], None]) -> None:
-    """Train scale ``s`` to map the reconstruction below it, upsampled (``rec_up``), onto the
-    photo at scale ``s``."""
-    y = y_channel(real.shape[2], real.device)
-    for _ in range(cfg.base_iterations):
-        rec = F.mse_loss(gen.refine_upsampled(s, rec_up, None, y), real)
-        opt.zero_grad(set_to_none=True)
-        (cfg.recon_weight * rec).backward()
-        opt.step()
-        hist.setdefault(f"s{s}_rec", []).append(float(rec.detach()))
-        step(f"base s{s}", {"rec": float(rec.detach())})
 
 
 def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: int,
@@ -133,10 +99,6 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
         for p in frozen:  # gradients flow through the frozen scales to the encoder, not into them
             p.requires_grad_(False)
         opt = torch.optim.Adam(list(gen.encoder.parameters()) + stage_params, lr=cfg.lr, betas=(0.5, 0.999))
-        critic = opt_d = None
-        y_s = y_channel(sizes[s][0], device)
-        if cfg.vae_adv_weight > 0:
-            critic, opt_d = _critic(cfg, gen, seed, s, device)
 
         def through(z: torch.Tensor) -> torch.Tensor:  # latent -> scale s (VAE scales carry no noise)
             x = gen.decode(z, sizes[0])
@@ -151,13 +113,6 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
             loss = cfg.recon_weight * rec + cfg.kl_weight * kl
             losses = {"rec": float(rec.detach()), "kl": float(kl.detach())}
-            if critic is not None:
-                # a sample from the prior must look like the photo at this scale: the latent's
-                # prior (i.i.d. per pixel) is what rendering draws from, not the encoder's posterior
-                fake = through(randn(*mu.shape))
-                d_loss = _critic_step(critic, opt_d, cfg, reals[s], fake.detach(), y_s, g)
-                loss = loss - cfg.vae_adv_weight * _score(critic, fake, y_s).mean()
-                losses["d"] = d_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -167,37 +122,17 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             p.requires_grad_(True)
 
     # ---- GAN scales: refine a random sample of the scales below, with noise -------------------
-    with torch.no_grad():  # the encoder is final: keep the photo's latent map for new images
-        gen.set_photo_latent(gen.encode(reals[0])[0])
-
-    def new_seed() -> int:  # a new image's seed, as rendering draws one (from g)
-        return int(torch.randint(0, 2 ** 31, (1,), generator=g))
-
-    def new_latent() -> torch.Tensor:  # a new image's latent, as rendering draws it
-        if gen.cfg.latent_source == "photo":
-            return gen.latent(new_seed(), sizes[0], device)
-        return randn(1, gen.cfg.latent_channels, *gen.latent_grid(sizes[0]))
-
-    # A new image starts from the photo itself at scale k, warped, and the GAN scales above k train
-    # on such starts. The GAN scales up to k learn only the reconstruction path: no new image
-    # draws them (the photo's reconstruction, evaluate's figure, and the prior's path still do).
-    warp_k = gen.warp_scale() if gen.cfg.latent_source == "photo" and gen.cfg.warp_at > 0 else None
-    if warp_k is not None:
-        gen.set_photo_base(reals[-1])
+    with torch.no_grad():  # the encoder is final: the photo's latent map, for its reconstruction path
+        photo_latent = gen.encode(reals[0])[0]
 
     for s in range(n_vae, len(sizes)):
         stage = gen.stages[s - 1]
         if s >= 2:
             stage.load_state_dict(gen.stages[s - 2].state_dict())
         with torch.no_grad():  # reconstruction path: posterior mean through the frozen scales
-            rec_up = resize_bilinear(gen.reconstruct(sizes, s - 1), sizes[s])
+            rec_up = resize_bilinear(gen.reconstruct(sizes, s - 1, photo_latent), sizes[s])
             gen.noise_amps[s] = cfg.noise_amp_scale * torch.sqrt(F.mse_loss(rec_up, reals[s])).clamp(min=1e-3)
         opt_g = torch.optim.Adam(stage.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
-        if warp_k is not None and s <= warp_k:
-            # A new image starts above this scale: only the reconstruction path goes through it,
-            # so the scale learns that alone (whole image, no noise, no critic).
-            _reconstruction_only(gen, s, rec_up, reals[s], opt_g, cfg, hist, step)
-            continue
         critic, opt_d = _critic(cfg, gen, seed, s, device)
         h, w = sizes[s]
         ch, cw = (min(h, cfg.base_crop), min(w, cfg.base_crop)) if cfg.base_crop else (h, w)
@@ -210,12 +145,9 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
                     int(torch.randint(0, w - cw + 1, (1,), generator=g)))
 
         def sample_below() -> torch.Tensor:  # a random sample of the frozen scales below, at scale s
-            with torch.no_grad():
-                if warp_k is not None and s > warp_k:  # as rendering starts a new image
-                    x, first = gen.start(new_seed(), sizes, device)
-                else:
-                    x, first = gen.decode(new_latent(), sizes[0]), 0
-                for k in range(first + 1, s):
+            with torch.no_grad():  # as rendering draws a new image: a latent from the prior
+                x = gen.decode(randn(1, gen.cfg.latent_channels, *sizes[0]), sizes[0])
+                for k in range(1, s):
                     x = gen.refine(k, x, sizes[k], randn(1, 3, *sizes[k]) if k >= n_vae else None)
                 return resize_bilinear(x, sizes[s])
 
@@ -229,12 +161,10 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             ys, xs = slice(cy, cy + ch), slice(cx, cx + cw)
             fake = gen.refine_upsampled(s, up[:, :, ys, xs], randn(1, 3, ch, cw), y_full[:, :, ys])
             ry, rx = crop_origin()
-            if cfg.critic_vertical:  # the real patch from the same rows: the critic compares like with like
-                ry = cy
             real = reals[s][:, :, ry:ry + ch, rx:rx + cw]
-            d_loss = _critic_step(critic, opt_d, cfg, real, fake.detach(), y_full[:, :, ys], g)
+            d_loss = _critic_step(critic, opt_d, cfg, real, fake.detach(), g)
             # generator step: fool the critic, and reconstruct the photo from the reconstruction path
-            adv = -_score(critic, fake, y_full[:, :, ys]).mean()
+            adv = -critic(fake).mean()
             rec_out = gen.refine_upsampled(s, rec_up[:, :, ys, xs], torch.zeros(1, 3, ch, cw, device=device),
                                            y_full[:, :, ys])
             rec = F.mse_loss(rec_out, reals[s][:, :, ys, xs])

@@ -21,6 +21,7 @@ import torch
 
 from .. import images
 from ..errors import UserError
+from ..models import checkpoint
 from ..models.checkpoint import Model
 from .base import train_base
 from .sr import HOLDOUT, holdout_columns, load_sr_photo, train_sr
@@ -110,6 +111,22 @@ def _curve(v: list[float], points: int = 50) -> list[float]:
     return [round(sum(v[i:i + k]) / len(v[i:i + k]), 6) for i in range(0, len(v), k)]
 
 
+def keep_photo(model: Model, image: str, info: images.PhotoInfo) -> torch.Tensor:
+    """The patch base's whole training: keep the photo at base scale, at most ``base_width`` wide
+    and at most half its own width (so its pixels are real detail at every base the renderer
+    draws), and record that size in the model's config (the renderer's level count reads it).
+    Returns the kept photo (1, 3, h, w) in [-1, 1]."""
+    cfg = model.config
+    photo = torch.from_numpy(images.load_rgb(image, max_width=min(cfg.base.base_width, max(1, info.width // 2))))
+    photo = photo.unsqueeze(0)
+    if min(photo.shape[2:]) < cfg.base.coarsest:
+        raise UserError(f"photo {image!r}: {info.width}x{info.height} is too small or elongated for the "
+                        f"{cfg.preset} preset (kept at {photo.shape[3]}x{photo.shape[2]}, under {cfg.base.coarsest} px "
+                        "on a side); use a larger photo, or one with an aspect ratio nearer 1:1")
+    checkpoint.keep_photo(model, photo)
+    return photo
+
+
 def fit(model: Model, image: str, info: images.PhotoInfo, *, seed: int, device: str = "cpu",
         progress: bool = True, parallel: bool | None = None, from_prior: bool = False) -> FitResult:
     """Train ``model`` in place on the photo at ``image``. ``parallel`` (default: on a CPU with
@@ -118,7 +135,7 @@ def fit(model: Model, image: str, info: images.PhotoInfo, *, seed: int, device: 
     cores = cpu_cores()
     on_cpu = device == "cpu"
     if parallel is None:
-        parallel = (on_cpu and cores >= 2 and cfg.train.base_iterations > 0
+        parallel = (on_cpu and cores >= 2 and cfg.train.base_iterations > 0 and cfg.base.kind == "gan"
                     and cfg.train.sr_iterations >= PARALLEL_MIN_SR_STEPS)
     parallel = parallel and on_cpu and cfg.train.sr_iterations > 0
     base_threads = 1 if on_cpu else torch.get_num_threads()
@@ -126,15 +143,22 @@ def fit(model: Model, image: str, info: images.PhotoInfo, *, seed: int, device: 
     # depend on whether the two trainings ran side by side
     sr_threads = max(1, cores - 1) if on_cpu else torch.get_num_threads()
 
-    base_photo = torch.from_numpy(images.load_rgb(image, max_width=cfg.base.base_width)).unsqueeze(0)
-    need = max(4, cfg.base.coarsest_width // 2)
-    if min(base_photo.shape[2:]) < need:
-        raise UserError(f"photo {image!r}: {info.width}x{info.height} is too elongated or small for the "
-                        f"{cfg.preset} preset (its base would be {base_photo.shape[3]}x{base_photo.shape[2]}, under "
-                        f"{need} px on a side); use a photo with an aspect ratio within about 1:{cfg.base.base_width // need}")
+    patch_base = cfg.base.kind == "patches"
+    if patch_base:
+        base_photo = keep_photo(model, image, info)
+        cfg = model.config
+    else:
+        base_photo = torch.from_numpy(images.load_rgb(image, max_width=cfg.base.base_width)).unsqueeze(0)
+        need = max(4, cfg.base.coarsest_width // 2)
+        if min(base_photo.shape[2:]) < need:
+            raise UserError(f"photo {image!r}: {info.width}x{info.height} is too elongated or small for the "
+                            f"{cfg.preset} preset (its base would be {base_photo.shape[3]}x{base_photo.shape[2]}, "
+                            f"under {need} px on a side); use a photo with an aspect ratio within about "
+                            f"1:{cfg.base.base_width // need}")
     model.base.train()
     model.sr.train()
-    bar = Progress(cfg.base.n_scales * cfg.train.base_iterations + cfg.train.sr_iterations, progress)
+    base_steps = 0 if patch_base else cfg.base.n_scales * cfg.train.base_iterations
+    bar = Progress(base_steps + cfg.train.sr_iterations, progress)
     t0 = time.time()
     cpu0 = _cpu_seconds()
     background = None
@@ -150,8 +174,11 @@ def fit(model: Model, image: str, info: images.PhotoInfo, *, seed: int, device: 
                 background.poll(bar.sr)
 
         model.base.to(device)
-        with torch_threads(base_threads):
-            base_hist = train_base(model.base, base_photo.to(device), cfg.train, seed, base_step)
+        if patch_base:
+            base_hist = {}
+        else:
+            with torch_threads(base_threads):
+                base_hist = train_base(model.base, base_photo.to(device), cfg.train, seed, base_step)
         t_base = time.time() - t0
         cpu1 = _cpu_seconds()
         if background is not None:
@@ -182,7 +209,7 @@ def fit(model: Model, image: str, info: images.PhotoInfo, *, seed: int, device: 
         "sr_photo_size": sr_size,
         "sr_holdout_x0": holdout_columns(sr_size[0]),  # columns >= this were never trained on
         "final_losses": {k: _tail(v) for k, v in hists.items()},
-        "noise_amps": [round(float(a), 6) for a in model.base.noise_amps],
+        **({} if patch_base else {"noise_amps": [round(float(a), 6) for a in model.base.noise_amps]}),
         "train_config": dict(cfg.train.__dict__),
     }
     log = {

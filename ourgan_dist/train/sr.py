@@ -6,7 +6,9 @@ zero. Each step takes ``sr_batch`` random crops of ``sr_crop`` pixels from one l
 x4 pyramid (``sr_scales``: the photo at base width x 4, x 16, ... and at its own size, so that level
 1 of a render, whose input is at the base generator's scale, sees what it learned), makes their
 low-resolution input by bicubic 1/4 downsampling (antialiased), adds input noise
-(SR(x + amp * z)) and minimises L1 to the crop plus a small patch-GAN (hinge) loss.
+(SR(x + amp * z)) and minimises L1 to the crop plus a consistency term (the output shrunk x4
+must give back its input, and no position of the 4x4 pixel-shuffle cell may differ on average).
+The paper adds a patch-GAN loss; here it drew a dot grid level after level (docs/quality.md).
 
 A strip at the photo's right edge (``HOLDOUT`` of its width, full height so that it spans sky to
 ground) is never trained on: ``evaluate`` measures the network's PSNR there.
@@ -22,7 +24,6 @@ import torch.nn.functional as F
 from .. import images
 from ..config import TrainConfig
 from ..errors import UserError
-from .base import PatchCritic
 
 HOLDOUT = 0.1  # fraction of the photo's width (right edge) kept out of SR training
 MAX_SIDE = 8192  # the SR network learns from the photo at up to this many pixels a side
@@ -72,36 +73,9 @@ def phase_means(img: torch.Tensor) -> torch.Tensor:
     return F.pixel_unshuffle(img[:, :, :h, :w], 4).mean(dim=(0, 2, 3)).view(3, 16)
 
 
-def _phase_blocks(img: torch.Tensor, block: int) -> torch.Tensor:
-    """(B, C, 4h, 4w) -> (B, C, 16, h/block, w/block): the mean of each channel at each of the 16
-    positions of a 4x4 cell, over ``block`` x ``block``-cell blocks."""
-    b, c = img.shape[0], img.shape[1]
-    h, w = img.shape[2] // (4 * block) * 4 * block, img.shape[3] // (4 * block) * 4 * block
-    u = F.avg_pool2d(F.pixel_unshuffle(img[:, :, :h, :w], 4), block)
-    return u.view(b, c, 16, u.shape[2], u.shape[3])
-
-
-def local_phase_deviation(img: torch.Tensor, block: int) -> torch.Tensor:
-    """(B, 3, 4h, 4w) -> (B, 6, 16, h/block, w/block): over each ``block`` x ``block``-cell block,
-    the mean and the RMS of the finest detail (the image minus its 3x3 mean) of each colour at
-    each of the 16 positions of a 4x4 cell, minus their average over the 16 positions.
-
-    A photo has no preferred position in the 4x4 cell, in its colours or in its amount of detail.
-    A x4 network with a pixel-shuffle tail can learn one: a grid whose sign follows the content
-    (cancelling in the batch-wide ``phase_means``) shows in the means here, and dots of either
-    sign at one position of every cell (the pattern an adversarial loss draws) show in the RMS.
-    Random texture averages out over the block."""
-    detail = img - F.avg_pool2d(F.pad(img, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    stats = torch.cat([_phase_blocks(img, block), (_phase_blocks(detail * detail, block) + 1e-6).sqrt()], dim=1)
-    return stats - stats.mean(dim=2, keepdim=True)
-
-
-def phase_loss(out: torch.Tensor, hr: torch.Tensor, block: int) -> torch.Tensor:
-    """L1 between the output's and the crop's per-position statistics (``block`` 0: the
-    batch-wide means only)."""
-    if block <= 0:
-        return F.l1_loss(phase_means(out), phase_means(hr))
-    return F.l1_loss(local_phase_deviation(out, block), local_phase_deviation(hr, block))
+def phase_loss(out: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """L1 between the output's and the crop's per-position means (``phase_means``)."""
+    return F.l1_loss(phase_means(out), phase_means(hr))
 
 
 def sr_scales(photo_width: int, base_width: int) -> list[int]:
@@ -179,16 +153,13 @@ def train_sr(net: torch.nn.Module, photo: torch.Tensor, cfg: TrainConfig, seed: 
     for ``base_width`` (None: the photo's own scale only); the right ``holdout`` fraction of
     columns is never seen (kept for evaluation). ``from_prior`` (default: the config names a
     prior) means ``net`` already holds pre-trained weights: fine-tune with ``cfg.sr_lr``.
-    Every random draw (critic weights included) comes from ``seed``, so the result does not
+    Every random draw comes from ``seed``, so the result does not
     depend on the global RNG. Returns loss histories."""
     g = torch.Generator().manual_seed(seed + 1)
     device = photo.device
     photo = photo[:, :, :, : holdout_columns(photo.shape[3], holdout)]
     widths = sr_scales(photo.shape[3], base_width) if base_width else [photo.shape[3]]
     levels = scale_pyramid(photo, widths, cfg.sr_crop)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 2)
-        critic = PatchCritic(cfg.critic_channels, cfg.sr_critic_convs).to(device)
     from_prior = bool(net.cfg.prior) if from_prior is None else from_prior
     if cfg.sr_iterations and not from_prior:
         # from scratch: the residual's last conv begins at zero, so training starts from the skip
@@ -198,7 +169,6 @@ def train_sr(net: torch.nn.Module, photo: torch.Tensor, cfg: TrainConfig, seed: 
             net.conv_last.bias.zero_()
     lr_rate = cfg.sr_lr if from_prior else cfg.lr
     opt_g = torch.optim.Adam(net.parameters(), lr=lr_rate, betas=(0.9, 0.99))
-    opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     amp = float(net.noise_amp)
     hist: dict[str, list[float]] = {"l1": [], "bicubic_l1": []}
     for _ in range(cfg.sr_iterations):
@@ -207,21 +177,13 @@ def train_sr(net: torch.nn.Module, photo: torch.Tensor, cfg: TrainConfig, seed: 
         lr = degrade(hr, cfg.sr_blur, g)  # (B, 3, crop/4, crop/4)
         z = torch.randn(lr.shape, generator=g).to(device)
         out = net(lr, z)
-        if cfg.sr_adv_weight > 0:
-            d_loss = F.relu(1 - critic(hr)).mean() + F.relu(1 + critic(out.detach())).mean()
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            adv = -critic(out).mean()
-        else:
-            adv = torch.zeros((), device=device)
         l1 = F.l1_loss(out, hr)
         # the output shrunk back must be the input: texture may be invented, colours may not drift
         lr_target = lr if cfg.sr_blur <= 0 else downsample4(hr)
-        cons = (F.l1_loss(downsample4(out), lr_target) + phase_loss(out, hr, cfg.sr_phase_block)
+        cons = (F.l1_loss(downsample4(out), lr_target) + phase_loss(out, hr)
                 if cfg.sr_consistency_weight > 0 else torch.zeros((), device=device))
         opt_g.zero_grad(set_to_none=True)
-        (l1 + cfg.sr_adv_weight * adv + cfg.sr_consistency_weight * cons).backward()
+        (l1 + cfg.sr_consistency_weight * cons).backward()
         opt_g.step()
         with torch.no_grad():
             bic = F.l1_loss(upsample4(lr), hr)

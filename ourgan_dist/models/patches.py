@@ -1,0 +1,384 @@
+"""The patch base generator: new scenes drawn from the photo's own patches, coarse to fine.
+
+Each new image is made by patch nearest-neighbour generation in the manner of GPNN (Granot et
+al., "Drop the GAN", CVPR 2022), with OUR-GAN's vertical positional input kept as a term of the
+patch distance. No weights are learned: the model is the photo itself, kept at base scale.
+
+    x_0       = photo_0 (resized to the new image's coarsest size) + noise * z      (seeded)
+    x_s       = up(x_{s-1}), then ``iterations`` times:
+                each p x p patch of x_s is replaced by its nearest photo patch,
+                patches vote (mean) for every pixel
+
+A pyramid of scales (ratio ``pyramid_ratio``) runs from a coarsest ``coarsest`` rows tall to
+the base itself; the photo is resized so that its height is the base's at every scale, so the
+new image keeps the photo's vertical extent (sky above, ground below) at any width.
+
+Four things make the samples new scenes and not copies or patch salad:
+
+- **A new order of the photo's upright strips** (``pieces``): the photo is cut into strips at
+  columns where little changes across (between objects rather than through them), and the strips
+  are laid side by side in a new order, the order whose joins match best of a few random ones;
+  this collage, shrunk to the coarsest scale, is where the new image starts. Objects move and
+  meet new neighbours; the nearest-neighbour passes heal the joins.
+- **Noise at the coarsest scale** (``noise``, in units of the photo's own standard deviation)
+  breaks the photo's layout; the nearest-neighbour passes redraw it from the photo's patches.
+- **Completeness** (``alpha``): a photo patch's distance to a query is divided by
+  ``alpha * scale + (its distance to the query nearest it)`` (GPNN's normalisation), so patches
+  the current image already holds lose to ones it lacks: objects appear rather than one
+  texture covering everything. ``scale`` is the photo's mean patch variance, so ``alpha`` means
+  the same for a dim photo and a bright one.
+- **The vertical term** (``vertical_weight``): ``weight * scale * (y_query - y_photo)**2`` is added
+  to every distance (y from -1 at the top row to +1 at the bottom of each image), so a patch is
+  drawn from near its own height: no rock in the sky, no cloud in the meadow.
+
+Exact search (every query against every photo patch, by matrix products on ``features``-
+dimensional projections of the patches) runs while a scale has at most ``layout_pixels``
+pixels: this draws the layout. Above it, a local search refines the correspondence carried up
+from the scale below (PatchMatch-style: each pixel tries its own match +-1 px, its neighbours'
+matches at 1, 4 and 16 px, and a few random jumps), so a 1024 px base costs seconds, not hours.
+
+Determinism: the noise comes from ``noise.normal`` keyed by (seed, level 0, stream), random
+jumps from a generator seeded by (seed, scale), and everything runs on one CPU thread, so a
+base is a function of (photo, config, seed, size) alone (invariant I2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import noise
+from ..config import BaseConfig
+from ..geometry import Box
+
+NOISE_STREAM = 2000  # noise stream of level 0 for the coarsest scale's noise
+PCA_SAMPLES = 8000  # photo patches sampled to fit each scale's projection
+
+
+@contextlib.contextmanager
+def one_thread():
+    """One torch thread: matrix products and resampling round alike whatever the machine's
+    thread count, so every worker draws the same base."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(1, C, H, W) -> (1, C, h, w): bicubic, antialiased when shrinking."""
+    if tuple(x.shape[-2:]) == (h, w):
+        return x
+    shrink = h < x.shape[-2] or w < x.shape[-1]
+    return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=shrink)
+
+
+def rows(h: int) -> torch.Tensor:
+    """(h,) the y coordinate of each row: -1 top .. +1 bottom."""
+    return torch.linspace(-1.0, 1.0, h) if h > 1 else torch.zeros(1)
+
+
+class Projection:
+    """Features of every p x p patch of an image: its projection on the photo patches' first
+    ``k`` principal directions at this scale, computed for all patches at once as a convolution."""
+
+    def __init__(self, photo: torch.Tensor, p: int, k: int, seed: int):
+        cut = F.unfold(photo, p)[0].T  # (n, 3 * p * p) patches wholly inside the photo
+        g = torch.Generator().manual_seed(seed)
+        sample = cut[torch.randperm(cut.shape[0], generator=g)[:PCA_SAMPLES]]
+        self.mean = sample.mean(0)
+        _, _, v = torch.linalg.svd(sample - self.mean, full_matrices=False)
+        self.basis = v[:k]  # (k, 3 * p * p)
+        self.p = p
+        self.variance = float(((sample - self.mean) ** 2).sum(1).mean()) + 1e-8
+
+    def __call__(self, x: torch.Tensor, pad: bool) -> torch.Tensor:
+        """(1, 3, h, w) -> (k, h', w'): one feature per patch centre; with ``pad`` every pixel is a
+        centre (edges repeated), else only centres whose patch lies inside."""
+        r = self.p // 2
+        if pad:
+            x = F.pad(x, (r, r, r, r), mode="replicate")
+        f = F.conv2d(x, self.basis.view(-1, 3, self.p, self.p))
+        return f[0] - (self.basis @ self.mean).view(-1, 1, 1)
+
+
+class PatchBase(nn.Module):
+    """The photo kept at base scale, and the generator that draws new base images from it."""
+
+    def __init__(self, cfg: BaseConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("photo", torch.zeros(0, dtype=torch.uint8))  # (1, 3, H, W), set by training
+
+    def set_photo(self, x: torch.Tensor) -> None:
+        """Keep the photo (1, 3, H, W) in [-1, 1] at base scale, as uint8."""
+        self.photo = torch.clamp(torch.floor((x.detach().float().cpu() + 1) * 127.5 + 0.5), 0, 255).to(torch.uint8)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "photo" in state_dict:  # its shape is the photo's
+            self.photo = torch.zeros_like(state_dict[prefix + "photo"])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def ready(self) -> bool:
+        return self.photo.dim() == 4
+
+    @property
+    def base_width(self) -> int:
+        """Width the renderer's level count aims at: the kept photo's (the config's before training)."""
+        return int(self.photo.shape[3]) if self.ready else self.cfg.base_width
+
+    def scale_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """(h, w) of every scale, coarsest first; the last is (height, width)."""
+        c = self.cfg
+        p = c.patch
+        n = 1 if height <= c.coarsest else math.ceil(math.log(c.coarsest / height) / math.log(c.pyramid_ratio)) + 1
+        sizes = []
+        for s in range(n):
+            f = c.pyramid_ratio ** (n - 1 - s)
+            sizes.append((max(p, round(height * f)), max(p, round(width * f))))
+        sizes[-1] = (height, width)
+        return sizes
+
+    @torch.no_grad()
+    def generate(self, height: int, width: int, seed: int) -> torch.Tensor:
+        """A new base image (1, 3, height, width) in [-1, 1], a function of (photo, config, seed, size)."""
+        if not self.ready:
+            raise RuntimeError("the patch base holds no photo yet: train the model first")
+        device = self.photo.device
+        with one_thread():
+            out = self._generate(height, width, seed)
+        return out.to(device)
+
+    def _generate(self, height: int, width: int, seed: int) -> torch.Tensor:
+        c = self.cfg
+        photo = self.photo.cpu().float() / 255.0  # (1, 3, H, W) in [0, 1]
+        ph, pw = photo.shape[2:]
+        src_width = max(c.patch, round(pw * height / ph))  # the photo at the new image's height
+        sizes = self.scale_sizes(height, width)
+        x = nnf = None
+        prev_src = None
+        for s, (h, w) in enumerate(sizes):
+            sh = h
+            sw = max(c.patch, round(src_width * h / height))
+            src = resize(photo, sh, sw)
+            keys = src if prev_src is None else resize(prev_src, sh, sw)  # the photo as blurred as x_s is
+            if x is None:  # the layout: the photo's strips in a new order, and noise
+                z = torch.from_numpy(noise.normal(seed, 0, NOISE_STREAM, 3, Box(0, h, 0, w))).unsqueeze(0)
+                collage = reorder_strips(resize(photo, height, src_width), width, c.pieces, seed)
+                x = resize(collage, h, w) + c.noise * src.std() * z
+            else:
+                x = resize(x, h, w)
+            if h * w <= c.layout_pixels or nnf is None:
+                nnf = self._exact(x, keys, src, seed, s)
+            else:
+                nnf = self._local(x, keys, src, upsample_field(nnf, (h, w), (sh, sw), c.patch), seed, s)
+            x = vote(src, nnf, c.patch)
+            prev_src = src
+        return (x * 2 - 1).clamp(-1, 1)
+
+    def _distance_terms(self, h: int, sh: int, proj: Projection) -> tuple[torch.Tensor, torch.Tensor, float]:
+        r = self.cfg.patch // 2
+        qy = rows(h)
+        ky = rows(sh)[r:sh - r]
+        weight = self.cfg.vertical_weight if self.cfg.vertical_coord else 0.0
+        return qy, ky, weight * proj.variance
+
+    def _exact(self, x, keys, src, seed, s) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layout scales: every query patch against every photo patch, ``iterations`` times."""
+        c = self.cfg
+        p, r = c.patch, c.patch // 2
+        h, w = x.shape[2:]
+        sh, sw = src.shape[2:]
+        for it in range(c.iterations):
+            k_img = keys if it == 0 else src
+            proj = Projection(k_img, p, c.features, seed * 7919 + s)
+            kf = proj(k_img, pad=False).reshape(proj.basis.shape[0], -1).T  # (nk, k)
+            qf = proj(x, pad=True).reshape(proj.basis.shape[0], -1).T  # (nq, k)
+            qy, ky, vw = self._distance_terms(h, sh, proj)
+            kyy = ky.view(-1, 1).expand(sh - 2 * r, sw - 2 * r).reshape(-1)
+            qyy = qy.view(-1, 1).expand(h, w).reshape(-1)
+            idx = nearest(qf, kf, qyy, kyy, vw, c.alpha * proj.variance)
+            ky_i, kx_i = idx // (sw - 2 * r) + r, idx % (sw - 2 * r) + r
+            nnf = (ky_i.view(h, w), kx_i.view(h, w))
+            x = vote(src, nnf, p)
+        return nnf
+
+    def _local(self, x, keys, src, nnf, seed, s) -> tuple[torch.Tensor, torch.Tensor]:
+        """Upper scales: refine the correspondence carried up from below by a local search."""
+        c = self.cfg
+        p = c.patch
+        h, w = x.shape[2:]
+        sh, sw = src.shape[2:]
+        g = torch.Generator().manual_seed((seed * 1_000_003 + s) & 0x7FFF_FFFF_FFFF_FFFF)
+        for it in range(c.refine_iterations):
+            k_img = keys if it == 0 else src
+            proj = Projection(k_img, p, c.features, seed * 7919 + s)
+            kf = proj(k_img, pad=True)  # (k, sh, sw): every pixel a centre; matches stay inside
+            qf = proj(x, pad=True)  # (k, h, w)
+            qy, _, vw = self._distance_terms(h, sh, proj)
+            ky_all = rows(sh)
+            nnf = refine_field(qf, kf, qy, ky_all, vw, nnf, p, g)
+            if it < c.refine_iterations - 1:
+                x = vote(src, nnf, p)
+        return nnf
+
+
+def nearest(q: torch.Tensor, k: torch.Tensor, qy: torch.Tensor, ky: torch.Tensor, vw: float, alpha: float,
+            chunk: int = 2048) -> torch.Tensor:
+    """For each query row of ``q`` (nq, d) the index of its photo patch in ``k`` (nk, d): the least
+    (|q - k|^2 + vw * (qy - ky)^2) / (alpha + min over queries of the same), GPNN's completeness."""
+    kk = (k * k).sum(1)
+
+    def dist(i: int) -> torch.Tensor:
+        qc = q[i:i + chunk]
+        d = (qc * qc).sum(1, keepdim=True) + kk[None] - 2 * qc @ k.T  # (c, nk)
+        return (d + vw * (qy[i:i + chunk, None] - ky[None]) ** 2).clamp_min_(0)
+
+    least = torch.full((k.shape[0],), float("inf"))
+    for i in range(0, q.shape[0], chunk):
+        least = torch.minimum(least, dist(i).min(0).values)
+    norm = alpha + least
+    out = torch.empty(q.shape[0], dtype=torch.long)
+    for i in range(0, q.shape[0], chunk):
+        out[i:i + chunk] = (dist(i) / norm[None]).argmin(1)
+    return out
+
+
+def upsample_field(nnf, size: tuple[int, int], src_size: tuple[int, int], p: int):
+    """The correspondence of the scale below, carried to ``size``: each pixel reads the match of
+    the pixel below it, moved by its own sub-pixel offset, in the photo of ``src_size``."""
+    (py, px), (h, w), (sh, sw) = nnf, size, src_size
+    r = p // 2
+    ph, pw = py.shape
+    fy = (torch.arange(h, dtype=torch.float64) + 0.5) * ph / h - 0.5
+    fx = (torch.arange(w, dtype=torch.float64) + 0.5) * pw / w - 0.5
+    iy = fy.round().long().clamp(0, ph - 1)
+    ix = fx.round().long().clamp(0, pw - 1)
+    ry, rx = h / ph, w / pw
+    # (h, w) photo rows/cols: the lower match scaled up, plus this pixel's offset from the lower pixel's centre
+    ny = ((py[iy][:, ix].double() + 0.5) * ry - 0.5 + (fy - iy)[:, None] * ry).round().long()
+    nx = ((px[iy][:, ix].double() + 0.5) * rx - 0.5 + (fx - ix)[None, :] * rx).round().long()
+    return ny.clamp(r, sh - 1 - r), nx.clamp(r, sw - 1 - r)
+
+
+JUMPS = (1, 4, 16)  # neighbour distances whose matches each pixel tries (propagation)
+RANDOM_TRIES = 4  # random jumps per pixel and pass, at radii halving from a quarter of the photo
+
+
+def refine_field(qf, kf, qy, ky, vw: float, nnf, p: int, g: torch.Generator):
+    """One PatchMatch-style pass over a correspondence field: every pixel keeps the best of its
+    own match moved by up to 1 px, its neighbours' matches (shifted by the step), and random jumps."""
+    r = p // 2
+    sy, sx = nnf
+    _, sh, sw = kf.shape
+
+    def cost(cy, cx):
+        cy, cx = cy.clamp(r, sh - 1 - r), cx.clamp(r, sw - 1 - r)
+        d = ((qf - kf[:, cy, cx]) ** 2).sum(0) + vw * (qy[:, None] - ky[cy]) ** 2
+        return d, cy, cx
+
+    best, by, bx = cost(sy, sx)
+
+    def consider(cy, cx):
+        nonlocal best, by, bx
+        d, cy, cx = cost(cy, cx)
+        better = d < best
+        best = torch.where(better, d, best)
+        by = torch.where(better, cy, by)
+        bx = torch.where(better, cx, bx)
+
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                consider(sy + dy, sx + dx)
+    for j in JUMPS:
+        for ey, ex in ((0, j), (0, -j), (j, 0), (-j, 0)):
+            consider(torch.roll(by, (ey, ex), (0, 1)) - ey, torch.roll(bx, (ey, ex), (0, 1)) - ex)
+    radius = max(sh, sw) // 4
+    for _ in range(RANDOM_TRIES):
+        if radius < 2:
+            break
+        consider(by + torch.randint(-radius, radius + 1, by.shape, generator=g),
+                 bx + torch.randint(-radius, radius + 1, bx.shape, generator=g))
+        radius //= 2
+    return by, bx
+
+
+def vote(src: torch.Tensor, nnf, p: int) -> torch.Tensor:
+    """(1, 3, h, w): every pixel the mean of the p x p photo patches that cover it, each placed
+    by the correspondence ``nnf`` (photo row and column of every patch centre)."""
+    sy, sx = nnf
+    h, w = sy.shape
+    r = p // 2
+    img = src[0]
+    acc = torch.zeros(3, h, w)
+    count = torch.zeros(1, h, w)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            # pixel q + d receives the value at match(q) + d of the patch centred at q
+            y0, y1, x0, x1 = max(0, dy), min(h, h + dy), max(0, dx), min(w, w + dx)
+            cy = sy[y0 - dy:y1 - dy, x0 - dx:x1 - dx] + dy
+            cx = sx[y0 - dy:y1 - dy, x0 - dx:x1 - dx] + dx
+            acc[:, y0:y1, x0:x1] += img[:, cy, cx]
+            count[:, y0:y1, x0:x1] += 1
+    return (acc / count).unsqueeze(0)
+
+
+
+ORDERS_TRIED = 24  # random strip orders scored by how well their joins match
+
+
+def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> torch.Tensor:
+    """(1, 3, h, W) photo -> (1, 3, h, width): its upright strips side by side in a new order,
+    a function of the seed. Cuts fall where columns change least (across objects' gaps, not
+    through objects); of ``ORDERS_TRIED`` random orders (never the photo's own) the one whose joins
+    differ least is kept; strips repeat, in further orders, until ``width`` is filled; half the
+    seeds mirror the result. ``pieces`` 1 keeps the photo (mirrored, widened by repeats)."""
+    g = torch.Generator().manual_seed(seed)
+    _, _, h, w_photo = photo.shape
+    k = max(1, min(pieces + int(torch.randint(-1, 2, (1,), generator=g)) if pieces > 1 else 1, w_photo // 8))
+    change = (photo[..., 1:] - photo[..., :-1]).abs().sum((0, 1, 2))  # (W - 1,) how much each column boundary changes
+    weight = torch.exp(-2 * change / (change.mean() + 1e-8))
+    spacing = max(1, w_photo // (2 * k))
+    cuts: list[int] = []
+    for _ in range(64 * k):
+        if len(cuts) == k - 1:
+            break
+        c = int(torch.multinomial(weight, 1, generator=g)) + 1
+        if spacing <= c <= w_photo - spacing and all(abs(c - o) >= spacing for o in cuts):
+            cuts.append(c)
+    edges = [0] + sorted(cuts) + [w_photo]
+    strips = [photo[..., a:b] for a, b in zip(edges[:-1], edges[1:])]
+    n = len(strips)
+
+    def join_cost(order: list[int]) -> float:
+        return sum(float(((strips[a][..., -1] - strips[b][..., 0]) ** 2).mean()) for a, b in zip(order, order[1:]))
+
+    best, best_cost = None, float("inf")
+    repeats = -(-width // w_photo) + 2  # joins overlap: more than enough strips to fill ``width``
+    for _ in range(ORDERS_TRIED):
+        order = [i for _ in range(repeats) for i in torch.randperm(n, generator=g).tolist()]
+        if n > 1 and order[:n] == list(range(n)):
+            continue  # the photo's own order
+        cost = join_cost(order)
+        if cost < best_cost:
+            best, best_cost = order, cost
+    if best is None:
+        best = list(range(n)) * repeats
+    collage = strips[best[0]]
+    for i in best[1:]:  # joins cross-fade over a third of the narrower side: a sky's gradient meets without a step
+        nxt = strips[i]
+        o = min(collage.shape[-1], nxt.shape[-1]) // 3
+        ramp = torch.linspace(0, 1, o + 2)[1:-1] if o else torch.zeros(0)
+        mixed = collage[..., collage.shape[-1] - o:] * (1 - ramp) + nxt[..., :o] * ramp
+        collage = torch.cat([collage[..., :collage.shape[-1] - o], mixed, nxt[..., o:]], dim=-1)
+    offset = int(torch.randint(0, collage.shape[-1] - width + 1, (1,), generator=g))
+    collage = collage[..., offset:offset + width]
+    return collage.flip(-1) if torch.rand(1, generator=g) < 0.5 else collage

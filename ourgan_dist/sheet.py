@@ -1,0 +1,53 @@
+"""A contact sheet a person can open: the photo beside new images of several seeds.
+
+Each seed's panel is its base image, the level where the scene's arrangement is decided (the SR
+levels above it add detail, not layout), at the base size a render of ``size`` draws. Panels are
+labelled; the sheet is one PNG written with pyvips.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PANEL_WIDTH = 512  # every panel is shown this wide
+GAP = 8
+LABEL_HEIGHT = 22
+
+
+def _pixels(x) -> np.ndarray:
+    """(1, 3, h, w) tensor in [-1, 1] -> (h, w, 3) uint8."""
+    a = ((x[0].float().clamp(-1, 1) + 1) * 127.5 + 0.5).floor().byte().permute(1, 2, 0).cpu().numpy()
+    return np.ascontiguousarray(a)
+
+
+def _panel(pixels: np.ndarray, caption: str):
+    import pyvips
+
+    im = pyvips.Image.new_from_memory(pixels.data, pixels.shape[1], pixels.shape[0], 3, "uchar")
+    im = im.resize(PANEL_WIDTH / im.width, kernel="lanczos3" if im.width > PANEL_WIDTH else "nearest")
+    text = pyvips.Image.text(caption, font="sans 11", width=PANEL_WIDTH - 8)
+    label = text.embed(4, (LABEL_HEIGHT - text.height) // 2, PANEL_WIDTH, LABEL_HEIGHT).ifthenelse(0, 255)
+    label = label.bandjoin([label, label]).cast("uchar")
+    return label.join(im.cast("uchar"), "vertical", background=[255, 255, 255])
+
+
+def seed_sheet(model, photo_path: str, width: int, height: int, seeds: list[int], path: str) -> str:
+    """Write ``path``: the photo, then the base image of each seed for a ``width`` x ``height``
+    render of ``model``, two panels a row. Returns ``path``."""
+    import pyvips
+    import torch
+
+    from . import images
+    from .plan import RenderPlan
+
+    plan = RenderPlan.create(width, height, base=model.config.base, sr=model.config.sr, tile=0)
+    bh, bw = plan.base_height, plan.base_width
+    photo = torch.from_numpy(images.load_rgb(photo_path, max_width=max(bw, PANEL_WIDTH))).unsqueeze(0)
+    panels = [_panel(_pixels(photo), f"the photo ({photo.shape[3]}x{photo.shape[2]} shown)")]
+    with torch.no_grad():
+        for s in seeds:
+            base = model.base.generate(bh, bw, s)
+            panels.append(_panel(_pixels(base), f"seed {s}: new scene, base {bw}x{bh} of a {width}x{height} render"))
+    sheet = pyvips.Image.arrayjoin(panels, across=2, shim=GAP, background=[255, 255, 255])
+    sheet.write_to_file(path)
+    return path

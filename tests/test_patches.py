@@ -1,0 +1,161 @@
+"""The patch base generator (models/patches.py) and the layout-novelty measure (novelty.py):
+same seed same bytes on any thread count, new layouts per seed that keep the vertical order,
+checkpoints that carry the photo, levels that hold the photo's size, and a measure that calls a
+stretched or mirrored photo a copy and a shuffled one new."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from ourgan_dist import novelty
+from ourgan_dist.config import PRESETS, PatchBaseConfig, from_dict, to_dict
+from ourgan_dist.errors import ConfigError
+from ourgan_dist.models import checkpoint
+from ourgan_dist.models.patches import PatchBase, reorder_strips, upsample_field, vote
+from ourgan_dist.plan import RenderPlan, choose_levels
+
+
+def scene(h: int = 48, w: int = 72, seed: int = 0) -> torch.Tensor:
+    """(1, 3, h, w) in [-1, 1]: blue sky with a white cloud, a grey ridge, green ground with dark
+    rocks: objects at distinct heights and places."""
+    g = np.random.default_rng(seed)
+    y = np.linspace(0, 1, h)[:, None]
+    img = np.zeros((h, w, 3))
+    img[:] = np.array([0.3, 0.5, 0.9]) * (1 - y[..., None]) + np.array([0.7, 0.8, 1.0]) * y[..., None]
+    ridge = (0.45 + 0.12 * np.sin(np.linspace(0, 3 * np.pi, w)))[None, :]
+    img[(y > ridge) & (y < 0.6)] = [0.5, 0.5, 0.5]
+    img[y[:, 0] >= 0.6] = [0.2, 0.55, 0.2]
+    img[8:14, 10:24] = [1.0, 1.0, 1.0]  # the cloud
+    for cx in (15, 40, 60):  # rocks
+        img[int(0.75 * h):int(0.75 * h) + 5, cx:cx + 6] = [0.15, 0.12, 0.1]
+    img += g.normal(0, 0.03, img.shape)
+    return torch.from_numpy(np.clip(img, 0, 1).transpose(2, 0, 1)).float().unsqueeze(0) * 2 - 1
+
+
+def patch_base(**kw) -> PatchBase:
+    cfg = dataclasses.replace(PRESETS["tiny"].base, **kw)
+    pb = PatchBase(cfg)
+    pb.set_photo(scene())
+    return pb
+
+
+def test_same_seed_same_bytes_on_any_thread_count_and_seeds_differ():
+    pb = patch_base()
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = pb.generate(40, 64, seed=3)
+        torch.set_num_threads(2)
+        b = pb.generate(40, 64, seed=3)
+    finally:
+        torch.set_num_threads(old)
+    assert a.shape == (1, 3, 40, 64) and torch.equal(a, b)
+    assert float(a.min()) >= -1 and float(a.max()) <= 1
+    c = pb.generate(40, 64, seed=4)
+    assert not torch.equal(a, c)
+
+
+def test_samples_keep_the_vertical_order_and_are_made_of_the_photos_colours():
+    """Sky stays above ground: the mean colour of the top rows is blue, of the bottom rows green;
+    every sample is a new arrangement, not the photo."""
+    pb = patch_base()
+    photo = pb.photo.float() / 127.5 - 1
+    for seed in range(3):
+        x = pb.generate(48, 72, seed)
+        top, bottom = x[0, :, :8].mean(dim=(1, 2)), x[0, :, -8:].mean(dim=(1, 2))
+        assert top[2] > top[1] and bottom[1] > bottom[2]  # blue above, green below
+        assert float((x - photo).abs().mean()) > 0.02
+
+
+def test_a_panorama_is_drawn_at_the_photos_height_and_any_width():
+    pb = patch_base()
+    x = pb.generate(48, 150, seed=1)
+    assert x.shape == (1, 3, 48, 150)
+    assert float(x[0, 2, :8].mean()) > float(x[0, 2, -8:].mean())  # sky across the whole width
+
+
+def test_the_vertical_term_off_changes_the_draw():
+    on, off = patch_base(), patch_base(vertical_coord=False)
+    assert not torch.equal(on.generate(40, 60, 2), off.generate(40, 60, 2))
+
+
+def test_strips_are_a_new_order_of_the_photos_columns():
+    photo = scene()
+    out = reorder_strips(photo, 100, 4, seed=5)
+    assert out.shape == (1, 3, 48, 100)
+    assert not torch.equal(out[..., :72], photo) and not torch.equal(out[..., :72], photo.flip(-1))
+    assert torch.equal(reorder_strips(photo, 100, 4, seed=5), out)  # a function of the seed
+
+
+def test_vote_of_an_identity_field_gives_the_photo_back():
+    photo = scene()[..., :30, :40]
+    sy, sx = torch.meshgrid(torch.arange(30), torch.arange(40), indexing="ij")
+    sy, sx = sy.clamp(3, 26), sx.clamp(3, 36)  # centres whose 7x7 patch lies inside
+    out = vote((photo + 1) / 2, (sy, sx), 7)
+    inner = (slice(None), slice(None), slice(6, 24), slice(6, 34))
+    torch.testing.assert_close(out[inner], ((photo + 1) / 2)[inner])
+    up = upsample_field((sy, sx), (60, 80), (60, 80), 7)
+    assert up[0].shape == (60, 80) and int(up[0].min()) >= 3 and int(up[1].max()) <= 76
+
+
+def test_checkpoint_keeps_the_photo_and_renders_the_same(tmp_path, photo):
+    from ourgan_dist.train import train_model
+
+    train_model(photo, str(tmp_path / "m"), preset="tiny", iterations=0, seed=1, device="cpu", progress=False)
+    model = checkpoint.load(str(tmp_path / "m"))
+    assert model.config.base.kind == "patches"
+    assert tuple(model.base.photo.shape[2:]) == (model.config.base.base_height, model.config.base.base_width)
+    assert model.base.photo.dtype == torch.uint8
+    again = checkpoint.load(str(tmp_path / "m"))
+    assert torch.equal(model.base.generate(20, 30, 7), again.base.generate(20, 30, 7))
+
+
+def test_levels_give_the_largest_base_no_taller_than_the_kept_photo():
+    assert choose_levels(2560, 1600, 1024, 7, base_height=640) == (1, 400, 640)
+    assert choose_levels(4096, 2560, 1024, 7, base_height=640) == (1, 640, 1024)
+    assert choose_levels(16384, 10240, 1024, 7, base_height=640) == (2, 640, 1024)
+    assert choose_levels(5120, 1600, 1024, 7, base_height=640) == (1, 400, 1280)  # a panorama: as tall, wider
+    assert choose_levels(600, 400, 1024, 7, base_height=640) == (0, 400, 600)  # no SR level needed
+    base = dataclasses.replace(PatchBaseConfig(), base_width=1024, base_height=640)
+    plan = RenderPlan.create(2560, 1600, base=base, sr=PRESETS["cpu"].sr, tile=512)
+    assert (plan.n_sr, plan.base_width, plan.base_height) == (1, 640, 400)
+
+
+def test_config_kinds_round_trip_and_bad_values_name_the_field():
+    for name in ("tiny", "cpu", "paper"):
+        cfg = PRESETS[name]
+        assert from_dict(type(cfg), to_dict(cfg)) == cfg
+    assert PRESETS["cpu"].base.kind == "patches" and PRESETS["paper"].base.kind == "gan"
+    with pytest.raises(ConfigError, match="patch"):
+        PatchBaseConfig(patch=6)
+    with pytest.raises(ConfigError, match="alpha"):
+        PatchBaseConfig(alpha=-1)
+    with pytest.raises(ConfigError, match="kind"):
+        from_dict(type(PRESETS["cpu"]), {**to_dict(PRESETS["cpu"]), "base": {"kind": "diffusion"}})
+
+
+def test_an_untrained_patch_base_says_so():
+    with pytest.raises(RuntimeError, match="no photo"):
+        PatchBase(PatchBaseConfig()).generate(20, 20, 0)
+
+
+# ---- layout novelty ----------------------------------------------------------------------------
+
+def test_novelty_calls_a_stretched_or_mirrored_photo_a_copy_and_a_shuffled_one_new():
+    photo = ((scene(60, 96).numpy()[0] + 1) * 127.5)
+    _, h, w = photo.shape
+    xs = (np.linspace(0, 1, w) ** 1.3 * (w - 1)).round().astype(int)
+    assert novelty.layout_distance(photo, photo) < 1e-9
+    assert novelty.layout_distance(photo[:, :, ::-1], photo) < 1e-9
+    stretched = novelty.layout_distance(photo[:, :, xs], photo)
+    swapped = novelty.layout_distance(novelty.quarters_swapped(photo), photo)
+    assert stretched < 8 and swapped > 3 * stretched
+    wider = np.concatenate([photo, photo[:, :, ::-1]], axis=2)  # a panorama of two copies is no copy
+    assert novelty.layout_distance(wider, photo) > stretched
+    res = novelty.novelty([photo[:, :, xs], novelty.quarters_swapped(photo)], photo)
+    assert res["per_seed"][0] < res["per_seed"][1] and len(res["between_seeds"]) == 1
+    assert res["stretched_mirrored"] < res["quarters_swapped"]
