@@ -39,6 +39,7 @@ from .deepzoom import OVERLAP as DZI_OVERLAP
 from .deepzoom import TILE as DZI_TILE
 from .deepzoom import descriptor, top_level
 from .errors import StoreError, UserError
+from .storage import check_settings
 
 TIFF_TILE = 256
 TIFF_BUFFER = 4 << 20  # bytes tifffile compresses per pass: bounds its memory
@@ -141,6 +142,19 @@ def foreign_in_dzi_tree(tree: str, ext: str) -> str | None:
     return None
 
 
+def _check_writable(file: str, parent: str) -> None:
+    """Refuse a folder this process cannot create files in (the export writes a temporary file
+    beside its target and renames it): create and delete a scratch file there."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".ourgan-write-check-"):
+            pass
+    except OSError as e:
+        raise UserError(f"export to {file!r}: cannot write in folder {parent!r} ({e.strerror or e}); choose a folder "
+                        "you can write") from None
+
+
 def check_target(file: str, overwrite: bool = False, compression: str | None = None) -> None:
     """Refuse, writing nothing, a target this export may not write: a remote or folder path, a
     missing parent folder, or an existing file without ``overwrite``; for ``.dzi``, an existing
@@ -150,7 +164,10 @@ def check_target(file: str, overwrite: bool = False, compression: str | None = N
         raise UserError(f"export to {file!r}: exports write a local file; give a path on this machine")
     parent = os.path.dirname(os.path.abspath(file))
     if not os.path.isdir(parent):
+        if os.path.lexists(parent):
+            raise UserError(f"export to {file!r}: {parent!r} is a file, not a folder; choose another path")
         raise UserError(f"export to {file!r}: folder {parent!r} does not exist; create it first")
+    _check_writable(file, parent)
     if os.path.isdir(file):
         raise UserError(f"export to {file!r}: is a folder; give a file name ending .tif, .dzi, .zip, .png, .jpg or "
                         ".webp")
@@ -190,6 +207,7 @@ def export(url: str, file: str, *, storage_options: dict | None = None, compress
     if not 1 <= quality <= 100:
         raise UserError(f"--quality {quality}: must be in [1, 100]")
     check_target(file, overwrite, comp)
+    check_settings()
     canvas = open_for_export(url, storage_options)
     height, width = canvas.plan.pyramid_shapes[0]
     _check_size(fmt, file, width, height)

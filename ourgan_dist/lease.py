@@ -55,7 +55,7 @@ from typing import Any
 
 import fsspec
 
-from .errors import StoreError
+from .errors import StoreError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -377,6 +377,8 @@ def read_lease(slot: _Slot, url: str, retry: bool = True) -> tuple[dict[str, Any
     try:
         data, version = with_retries("reading the lease", slot.read) if retry else slot.read()
         lease = {} if data is None else _parse(data)
+    except UserError:  # a malformed setting (OURGAN_STORAGE_RETRIES=0), not the lease
+        raise
     except Exception as e:
         raise _unreadable(url, e) from None
     check_expiry(lease, url)

@@ -22,7 +22,7 @@ from .canvas import Canvas, foreign_entries, plan_to_info, refuse_foreign
 from .errors import PlanError, StoreError, TileError, UserError
 from .lease import Lease, LeaseLost
 from .plan import DEFAULT_CHUNK, SCALE, Box, RenderPlan, TaskKey, TileKey, chunk_for_tile, parse_size
-from .storage import strip_userinfo
+from .storage import check_settings, strip_userinfo
 from .tile import RenderJob, TaskReport
 
 ASSUMED_GPU_MEMORY = 24 << 30  # an A10G (cluster/aws-g5.yaml), when neither --worker-memory nor a local GPU says
@@ -108,10 +108,24 @@ def cluster_workers(address: str, device: str) -> int | None:
     return sum(1 for r in nodes if r.get("CPU", 0) > 0) or None
 
 
+def check_model_path(model: str) -> None:
+    """Refuse a local MODEL that is a file other than a checkpoint (``model/model.json``, the
+    card) naming the folder to give instead; a folder, a ``.pt`` file or a URL goes on."""
+    path = model.removeprefix("file://")
+    if "://" in path or path.endswith(".pt") or not os.path.isfile(path):
+        return
+    folder = os.path.dirname(path) or "."
+    hint = (f"give its folder, e.g. ourgan-dist render {folder} ..." if os.path.basename(path) == "model.json"
+            else "give the model folder written by `ourgan-dist train` (holding model.pt), or its model.pt")
+    raise UserError(f"MODEL {model!r} is a file, not a model folder; {hint}")
+
+
 def prepare(req: RenderRequest) -> Prepared:
     from .models import checkpoint
 
     width, height = parse_size(req.size)
+    check_settings()  # OURGAN_STORAGE_RETRIES and _BACKOFF: one line now, not deep in a read later
+    check_model_path(req.model)
     if req.address is not None:  # an unreachable cluster fails here, in seconds, before anything is written
         from .executors.ray import check_address
 
@@ -160,8 +174,19 @@ def prepare(req: RenderRequest) -> Prepared:
     need = projection.memory_model(req.device).task_peak(plan, cfg.sr, cfg.base)
     if known and need > budget:
         what = "GPU" if req.device.startswith("cuda") else "worker"
-        raise PlanError(f"--tile {tile}: a task is projected to need {need / 2**30:.1f} GiB, over the "
-                        f"{budget / 2**30:.1f} GiB per {what} available ({where}); use a smaller --tile")
+        over = (f"a task is projected to need {need / 2**30:.1f} GiB, over the {budget / 2**30:.1f} GiB per {what} "
+                f"available ({where})")
+        if req.tile is not None:
+            raise PlanError(f"--tile {tile}: {over}; use a smaller --tile")
+        # --tile auto chose the tile: the memory is set by the other options, so name those
+        causes = []
+        if req.halo != "exact":
+            causes.append(f"--halo {req.halo} adds {req.halo} px around every tile: use a smaller --halo (or 'exact')")
+        if req.workers > 1 and req.address is None and not req.worker_memory:
+            causes.append(f"--workers {req.workers} share this machine's memory: pass fewer --workers")
+        causes.append("pass a larger --worker-memory if the workers really have more" if req.worker_memory or
+                      req.address is not None or req.device != "cpu" else "use a machine with more memory")
+        raise PlanError(f"even the {tile} px tile that --tile auto chose does not fit: {over}; " + "; ".join(causes))
     return Prepared(req, plan, model, need, tuple(notes), workers, budget, known, workers_known)
 
 
@@ -330,6 +355,18 @@ def render_info(p: Prepared) -> dict[str, Any]:
     }
 
 
+def _file_in_the_way(url: str) -> str | None:
+    """For a local --out: the path itself or the nearest existing folder above it, when that is
+    a file (a store is a folder); None otherwise, and for object storage."""
+    path = url.removeprefix("file://")
+    if "://" in path:
+        return None
+    path = os.path.abspath(path)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path if os.path.lexists(path) and not os.path.isdir(path) else None
+
+
 def check_output(p: Prepared, lease: Lease | None = None) -> bool:
     """Refuse, reading only, an output this render may not use: an existing store without
     --resume/--overwrite, one that is not an ourgan-dist render, a resume with other settings, or
@@ -337,6 +374,9 @@ def check_output(p: Prepared, lease: Lease | None = None) -> bool:
     exists. Cheap: run it before the plan is printed or any error measured, and again under the
     lease."""
     r = p.request
+    if blocker := _file_in_the_way(r.out):
+        raise StoreError(f"--out {r.out!r}: {blocker!r} is a file, not a folder, so no render store can be made "
+                         "there; choose another --out")
     try:
         exists = Canvas.exists(r.out, r.storage_options)
     except PermissionError:

@@ -16,8 +16,43 @@ import zarr
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
-RETRIES = int(os.environ.get("OURGAN_STORAGE_RETRIES", "6"))  # attempts per storage operation
-BACKOFF = float(os.environ.get("OURGAN_STORAGE_BACKOFF", "0.2"))  # first wait, doubled each retry (+ jitter)
+# None: from the environment when first needed (OURGAN_STORAGE_RETRIES, OURGAN_STORAGE_BACKOFF), a
+# malformed value refused in one line then; a number set here (tests) overrides the environment
+RETRIES: int | None = None  # attempts per storage operation, 1 to 100 (default 6)
+BACKOFF: float | None = None  # first wait in seconds, doubled each retry (+ jitter), 0 to 60 (default 0.2)
+
+
+def env_number(name: str, default: float, lowest: float, highest: float, whole: bool = False) -> float:
+    """A number from environment variable ``name`` (``default`` when unset or empty), refused as a
+    one-line ``UserError`` when it is not a number from ``lowest`` to ``highest``."""
+    from .errors import UserError
+
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        value = None
+    if value is None or not lowest <= value <= highest:  # NaN fails the comparison too
+        kind = "a whole number" if whole else "a number"
+        raise UserError(f"{name}={text!r}: expected {kind} from {lowest:g} to {highest:g}, e.g. {name}={default:g}")
+    return value
+
+
+def retries() -> int:
+    return RETRIES if RETRIES is not None else int(env_number("OURGAN_STORAGE_RETRIES", 6, 1, 100, whole=True))
+
+
+def backoff() -> float:
+    return BACKOFF if BACKOFF is not None else env_number("OURGAN_STORAGE_BACKOFF", 0.2, 0, 60)
+
+
+def check_settings() -> None:
+    """Refuse malformed storage settings in the environment up front, in one line: later they
+    would surface deep inside a read (an image decoder's callback, a worker)."""
+    retries()
+    backoff()
 
 
 def _transient(e: BaseException) -> bool:
@@ -31,17 +66,18 @@ def _transient(e: BaseException) -> bool:
 def with_retries(what: str, fn: Callable[[], R]) -> R:
     """Run a storage operation, retrying transient errors with exponential backoff and jitter.
     Every write is a whole-chunk write, so repeating one is harmless (I4)."""
-    for attempt in range(RETRIES):
+    attempts, first_wait = max(1, retries()), backoff()
+    for attempt in range(attempts):
         try:
             return fn()
         except Exception as e:
-            if not _transient(e) or attempt == RETRIES - 1:
+            if not _transient(e) or attempt == attempts - 1:
                 raise
-            wait = BACKOFF * 2**attempt * (1 + random.random() / 2)
+            wait = first_wait * 2**attempt * (1 + random.random() / 2)
             log.warning("storage error on %s (%s: %s); retry %d/%d in %.2f s", what, type(e).__name__, redact(str(e)),
-                        attempt + 1, RETRIES - 1, wait)
+                        attempt + 1, attempts - 1, wait)
             time.sleep(wait)
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable")  # the last attempt returns or raises
 
 
 def url_to_fs(url: str, storage_options: dict | None):

@@ -72,13 +72,10 @@ _FSSPEC_ENV = re.compile(r"FSSPEC_([A-Z0-9]+)(?:_(.+))?")
 
 
 def _seconds(name: str, default: float) -> float:
-    text = os.environ.get(name)
-    if text is None:
-        return default
-    try:
-        return float(text)
-    except ValueError:
-        raise UserError(f"{name}={text!r}: expected a number of seconds, e.g. {name}={default:.0f}") from None
+    """A deadline from the environment: 1 s to 30 days; anything else refused in one line."""
+    from ..storage import env_number
+
+    return env_number(name, default, 1, 30 * 86400)
 
 
 def _scalar(value):
