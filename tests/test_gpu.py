@@ -70,9 +70,14 @@ def test_model_trained_on_the_gpu_renders_on_a_cpu(photo, tmp_path):
     from ourgan_dist.train import train_model
 
     out = str(tmp_path / "model")
+    from helpers import tiny_gan_config
+
     train_model(photo, out, preset="tiny", iterations=4, seed=3, device="cuda", progress=False)
     model = checkpoint.load(out, device="cpu")
-    assert model.base.photo_latent.dim() == 4 and model.base.photo_latent.device.type == "cpu"
+    assert model.base.photo.dim() == 4 and model.base.photo.device.type == "cpu"
+    gan = str(tmp_path / "gan")  # the paper's kind of base, trained on the GPU, loads on a CPU
+    train_model(photo, gan, config=tiny_gan_config(), iterations=4, seed=3, device="cuda", progress=False)
+    assert checkpoint.load(gan, device="cpu").base.noise_amps.device.type == "cpu"
     cpu = _render(out, tmp_path, "trained_cpu", size="256x192", tile=0, chunk=16)
     gpu = _render(out, tmp_path, "trained_gpu", size="256x192", tile=0, chunk=16, device="cuda")
     mean, worst = _difference(cpu, gpu, "0")
