@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   - install, train a small model on the bundled photo, render a 4K image (local Ray)
+#   make demo   - install, render a 4K new scene from the bundled photo with the model that ships
+#                 (local Ray), and write demo-out/seeds.png: the photo beside three seeds' new scenes
 #   make test   - install, run the default test suite (CPU; goal 5 min on 2 idle cores; measured: README "Tests")
 # and, opt-in, what CI runs after it:
 #   make test-slow - the tests marked slow or cluster (larger sizes, Ray jobs, multi-node faults; CPU, not gpu)
@@ -10,7 +11,7 @@ PY    := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: setup test test-slow demo bench clean
+.PHONY: setup test test-slow lint demo bench clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +24,9 @@ $(VENV)/.installed: pyproject.toml Makefile ourgan_dist/view/static/package.json
 
 test: setup
 	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check ourgan_dist tests benchmarks
 
 test-slow: setup
 	$(PY) -m pytest -q -m "(slow or cluster) and not gpu"

@@ -3,8 +3,8 @@
 No torch, Ray, Zarr or I/O here: a ``RenderPlan`` is arithmetic on integers, cheap to build,
 hashable, and property-tested. Its parts live beside it: the vocabulary (boxes, task keys) in
 ``geometry.py``, the viewing pyramid's blocks in ``viewing_pyramid.py``, and what a plan will
-cost (memory, time, store size, the automatic tile) in ``projection.py``. Coordinates are half-open boxes ``[y0, y1) x [x0, x1)`` in the
-pixels of one level; level ``l + 1`` is exactly 4x level ``l`` in both directions.
+cost (memory, time, store size, the automatic tile) in ``projection.py``. Coordinates are
+half-open boxes ``[y0, y1) x [x0, x1)`` in the pixels of one level; level ``l + 1`` is exactly 4x level ``l`` in both directions.
 
 Level 0 is the base image made whole by the base generator. Levels 1..L are x4 super-resolution
 levels rendered tile by tile; the last is cropped to the requested size (the level above the

@@ -31,9 +31,11 @@ def _panel(pixels: np.ndarray, caption: str):
     return label.join(im.cast("uchar"), "vertical", background=[255, 255, 255])
 
 
-def seed_sheet(model, photo_path: str, width: int, height: int, seeds: list[int], path: str) -> str:
+def seed_sheet(model, photo_path: str, width: int, height: int, seeds: list[int], path: str,
+               rendered: tuple[int, np.ndarray] | None = None) -> str:
     """Write ``path``: the photo, then the base image of each seed for a ``width`` x ``height``
-    render of ``model``, two panels a row. Returns ``path``."""
+    render of ``model``, two panels a row; ``rendered`` (seed, (h, w, 3) uint8) puts a finished
+    render of one seed first, in place of drawing its base again. Returns ``path``."""
     import pyvips
     import torch
 
@@ -44,6 +46,8 @@ def seed_sheet(model, photo_path: str, width: int, height: int, seeds: list[int]
     bh, bw = plan.base_height, plan.base_width
     photo = torch.from_numpy(images.load_rgb(photo_path, max_width=max(bw, PANEL_WIDTH))).unsqueeze(0)
     panels = [_panel(_pixels(photo), f"the photo ({photo.shape[3]}x{photo.shape[2]} shown)")]
+    if rendered is not None:
+        panels.append(_panel(np.ascontiguousarray(rendered[1]), f"seed {rendered[0]}: the {width}x{height} render"))
     with torch.no_grad():
         for s in seeds:
             base = model.base.generate(bh, bw, s)
@@ -51,3 +55,17 @@ def seed_sheet(model, photo_path: str, width: int, height: int, seeds: list[int]
     sheet = pyvips.Image.arrayjoin(panels, across=2, shim=GAP, background=[255, 255, 255])
     sheet.write_to_file(path)
     return path
+
+
+def render_preview(store: str, min_width: int = PANEL_WIDTH) -> np.ndarray:
+    """(h, w, 3) uint8: the smallest array of a finished render's viewing pyramid that is at least
+    ``min_width`` wide (the full image if none is smaller)."""
+    import zarr
+
+    group = zarr.open_group(store, mode="r")
+    names = sorted((n for n in group.array_keys() if n.isdigit()), key=int)
+    pick = names[0]
+    for n in names:
+        if group[n].shape[2] >= min_width:
+            pick = n
+    return np.ascontiguousarray(group[pick][...].transpose(1, 2, 0))

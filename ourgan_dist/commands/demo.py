@@ -19,7 +19,7 @@ from .shared import TRAIN_SEED
 
 DEMO_SCHEDULE = (150, 300)  # --train: base steps per scale (the paper's GAN base only), SR steps
 DEMO_SIZE = "4096x3072"  # 4K wide, the bundled photo's 4:3: a 1024x768 base (the photo as the cpu preset keeps it), x4
-SHEET_SEEDS = 4  # seeds on the demo's sheet
+SHEET_SEEDS = 3  # seeds on the demo's sheet: the render's, and two more drawn as base images
 CREDIT = 'photo "picosdeeuropa" by Aitzol Berasategi, CC-BY-4.0 (see ourgan_dist/data/LICENSES.md)'
 
 
@@ -73,7 +73,7 @@ def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, pr
       ourgan-dist demo --out demo-out --train    # train from scratch first (~10 minutes on 2 cores)
     """
     from ..render import RenderRequest, prepare, quiet_embedded_ray_auth, render
-    from ..sheet import seed_sheet
+    from ..sheet import render_preview, seed_sheet
     from ..train import train_model
     from .shared import progress_bar
 
@@ -106,9 +106,10 @@ def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, pr
     click.echo("    patch = img[:, :1024, :1024].compute()  # numpy, only these chunks are read")
     sheet = os.path.join(out_dir, "seeds.png")
     t1 = time.time()
-    seed_sheet(p.model, photo, p.plan.width, p.plan.height, [seed + i for i in range(SHEET_SEEDS)], sheet)
-    click.echo(f"\nA sheet of the photo and {SHEET_SEEDS} seeds' new scenes (open it in any image viewer): "
-               f"{os.path.abspath(sheet)} ({time.time() - t1:.0f} s)")
+    seed_sheet(p.model, photo, p.plan.width, p.plan.height, [seed + i for i in range(1, SHEET_SEEDS)], sheet,
+               rendered=(seed, render_preview(store)))
+    click.echo(f"\nA sheet of the photo, this render and {SHEET_SEEDS - 1} more seeds' new scenes (open it in any "
+               f"image viewer): {os.path.abspath(sheet)} ({time.time() - t1:.0f} s)")
     exe = command_path()
     click.echo(f"Look at the render: {exe} view {store}\nExport it:          {exe} export {store} demo.tif")
 

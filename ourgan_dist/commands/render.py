@@ -52,7 +52,8 @@ def _parse_tile(value: str) -> int | None:
                    "(--device cuda) or per node.")
 @click.option("--address", default=None, help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
-@click.option("--worker-memory", default=None, show_default="CPU: 80% of this machine's / workers; GPU: the local GPU's, else 24GiB assumed",
+@click.option("--worker-memory", default=None,
+              show_default="CPU: 80% of this machine's / workers; GPU: the local GPU's, else 24GiB assumed",
               help="Memory of one worker (GPU memory with --device cuda), e.g. 80GB: sizes --tile auto and caps tiles.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
               help="GPU inference precision; fp32 is the exact mode.")
