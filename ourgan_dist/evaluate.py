@@ -315,7 +315,9 @@ def fine_detail(model_dir: str, image: str, seed: int = 0, max_width: int = REND
         lv["photo"] = photo_at(photo, lh, lw)
         rows.append({"level": lv["level"], "size": [lw, lh], "level_size": lv["level_size"], "final": lv["final"],
                      **detail_figures(lv["pixels"].astype(np.float32), lv["photo"], seed)})
-    out = {"seed": seed, "size": [w, h], "photo_shrunk": w < images.probe(image).width, "patch": PATCH,
+    info = images.probe(image)
+    out = {"seed": seed, "size": [w, h], "photo_shrunk": w < info.width, "photo_size": [info.width, info.height],
+           "patch": PATCH,
            "projections": SWD_PROJECTIONS, "levels": rows}
     if pictures:
         out["pictures"] = write_pictures(pictures, photo, levels, seed)
@@ -489,9 +491,11 @@ def _describe_sr(sr: dict[str, Any]) -> list[str]:
 
 
 def _describe_detail(d: dict[str, Any]) -> list[str]:
-    lines = [f"  fine detail of a render (seed {d['seed']}) at {d['size'][0]}x{d['size'][1]}"
-             + (" (the photo shrunk to this)" if d["photo_shrunk"] else "")
-             + f", each level against the photo at its scale; finest Laplacian band, {d['patch']}x{d['patch']} patches",
+    size = f"{d['size'][0]}x{d['size'][1]}"
+    compared = (f"the photo ({d['photo_size'][0]}x{d['photo_size'][1]}) shrunk to {size}" if d["photo_shrunk"]
+                else f"the photo ({size})")
+    lines = [f"  fine detail: a render of seed {d['seed']} at {size} against {compared}, and each generation level "
+             f"against the photo shrunk to that level's size; finest Laplacian band, {d['patch']}x{d['patch']} patches",
              f"    {'level':<6}{'size':>9}{'patches':>9} | {'SWD: render':>11}{'floor':>7}{'blurred':>8}{'bicubic':>8}"
              f" | {'band RMS: render':>16}{'photo':>7}{'blurred':>8}{'bicubic':>8}"]
     for lv in d["levels"]:
@@ -502,7 +506,7 @@ def _describe_detail(d: dict[str, Any]) -> list[str]:
                                                          ("bicubic_x4", 8)))
         rms = "".join(f"{r[k]:>{n}.2f}" for k, n in (("render", 16), ("photo", 7), ("blurred", 8), ("bicubic_x4", 8)))
         lines.append(f"    {name:<6}{size:>9}{lv['patches']:>9} | {swd} | {rms}")
-    lines.append("    (* the render at the photo's size. SWD: lower is closer to the photo; floor: the photo's "
+    lines.append(f"    (* the render itself, {size}. SWD: lower is closer to the photo; floor: the photo's "
                  "own sampling noise)")
     pics = d.get("pictures")
     if pics:

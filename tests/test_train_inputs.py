@@ -124,3 +124,14 @@ def test_sigkilled_training_leaves_no_model_pt(photo, tmp_path):
     # the killed run's hidden work folder does not make the next training refuse
     code, text = run("train", photo, "--out", out, *TRAIN)
     assert code == 0 and (out / "model.pt").exists()
+
+
+def test_the_model_folder_has_the_usual_permissions(photo, tmp_path):
+    """A model folder is readable by others as any folder the user makes (not mkdtemp's 0700)."""
+    import stat
+
+    code, text = run("train", photo, "--out", tmp_path / "m", *TRAIN)
+    assert code == 0, text
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "m").st_mode) == 0o777 & ~umask

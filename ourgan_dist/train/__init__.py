@@ -109,6 +109,9 @@ def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | 
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.partial-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # the published folder has the usual permissions, not mkdtemp's 0700
     try:
         model_id = _train_into(tmp, image, info, cfg, dev, seed, progress, parallel, damaged=bool(damage))
         _publish(tmp, target)
