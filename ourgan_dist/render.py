@@ -484,6 +484,9 @@ def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | No
         check = getattr(ex, "check_capacity", None)
         if check:  # a cluster that can never place the workers refuses before the lease or the store exist
             check()
+        access = getattr(ex, "check_access", None)
+        if access:  # so do workers that cannot read the model or write the store (no credentials of their own)
+            access(r.model, r.model_storage_options, r.out, r.storage_options)
         return _render(p, ex, on_progress)
     finally:
         close = getattr(ex, "close", None)

@@ -14,7 +14,7 @@ import pickle
 
 import pytest
 
-from ourgan_dist.executors.ray import (RayExecutor, _TileActor, for_worker_options, for_workers,
+from ourgan_dist.executors.ray import (FORWARDED_ENV, RayExecutor, _TileActor, for_worker_options, for_workers,
                                        storage_environment)
 from ourgan_dist.tile import RenderJob
 
@@ -118,7 +118,7 @@ def test_no_credentials_in_actor_specs_on_real_ray(ray_local, tiny_model, tmp_pa
         assert SECRET.encode() not in blob
         job, name, env = pickle.loads(blob)
         assert job.storage_options["anon"] is False and env.get("AWS_REGION") == "eu-north-1"
-        assert set(env) <= {"AWS_REGION", "AWS_ENDPOINT_URL", "FSSPEC_S3", "FSSPEC_S3_ENDPOINT_URL"}
+        assert set(env) <= {*FORWARDED_ENV, "FSSPEC_S3", "FSSPEC_S3_ENDPOINT_URL"}
 
     from ray._private.state import state
 

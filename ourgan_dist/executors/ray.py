@@ -136,6 +136,92 @@ def for_workers(job: RenderJob) -> RenderJob:
                                model_storage_options=for_worker_options(job.model_storage_options))
 
 
+ACCESS_CHECK_TIMEOUT_S = 120.0  # a worker's access check; past it (no node yet) the render goes on
+# errors that mean the worker has no credentials, or not the right ones
+_CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
+                      "DefaultCredentialsError", "PermissionError", "AccessDenied", "InvalidAccessKeyId",
+                      "SignatureDoesNotMatch", "ExpiredToken", "Forbidden", "RefreshError")
+
+
+def access_problem(model: str, model_options: dict, store: str, store_options: dict) -> tuple[str, bool] | None:
+    """Run where a worker runs: can this process read the model's weights and write at the store's
+    location, with these options and its own credentials? None if so, else (what failed, whether
+    for want of credentials). Writes
+    only a scratch object it deletes: under ``store`` on object storage (which has no folders),
+    in the nearest existing folder at or above it on a file system (creating no folder)."""
+    import tempfile
+    import uuid
+
+    import fsspec
+
+    weights = model if model.endswith(".pt") else model.rstrip("/") + "/model.pt"
+    try:
+        with fsspec.open(weights, "rb", **model_options) as f:
+            f.read(1)
+    except Exception as e:  # noqa: BLE001 - reported to the driver as the reason
+        return f"cannot read MODEL {model!r} ({_error_line(e)})", _credentials(e)
+    try:
+        fs, root = fsspec.url_to_fs(store, **store_options)
+        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+        if protocols & {"file", "local"}:
+            folder = root.rstrip("/") or "/"
+            while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+                folder = os.path.dirname(folder)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".ourgan-write-check-"):
+                pass
+        else:
+            scratch = f"{root.rstrip('/')}/.ourgan-write-check-{uuid.uuid4().hex}"
+            fs.pipe_file(scratch, b"")
+            fs.rm_file(scratch)
+    except Exception as e:  # noqa: BLE001 - reported to the driver as the reason
+        return f"cannot write at --out {store!r} ({_error_line(e)})", _credentials(e)
+    return None
+
+
+def _error_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+
+
+def _credentials(e: BaseException) -> bool:
+    """Whether an error says the credentials are missing or not good enough."""
+    names = {type(x).__name__ for x in (e, e.__cause__, e.__context__) if x is not None}
+    return bool(names & set(_CREDENTIAL_ERRORS)) or any(w in str(e) for w in ("credentials", "AccessDenied",
+                                                                               "Forbidden"))
+
+
+def _access_check_task(model: str, model_options: dict, store: str, store_options: dict,
+                       env: dict[str, str]) -> tuple[str, tuple[str, bool] | None]:
+    """The Ray task: (this node's address, ``access_problem``) with the forwarded variables set
+    for the call, as the actors would have them."""
+    import ray
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return ray.util.get_node_ip_address(), access_problem(model, model_options, store, store_options)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def refuse_access(problem: tuple[str, bool], node: str) -> UserError:
+    """The one line a render that its workers cannot serve stops with, before it writes anything."""
+    what, credentials = problem
+    if credentials:
+        how = ("--storage-options credentials are not sent to Ray workers: give the nodes their own, in the "
+               "environment where `ray start` runs (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a mounted "
+               "credentials file, a Kubernetes Secret) or through their role (an instance profile, IRSA, workload "
+               "identity)")
+    else:
+        how = ("every Ray node must reach the model and --out themselves: use object storage (s3://, gs://) or a "
+               "file system all nodes mount at the same path, with credentials on the nodes (--storage-options "
+               "credentials are not sent to workers)")
+    return UserError(f"a Ray worker (node {node}) {what}; {how}; nothing was written")
+
+
 def _refuse_address(address: str, why: str) -> UserError:
     return UserError(f"--address {address!r}: {why}; start a cluster with `ray start --head` and pass the address "
                      "it prints (HOST:PORT, ray://HOST:10001 or auto on a cluster node)")
@@ -330,6 +416,31 @@ class RayExecutor:
             self.offer = capacity.read_offer()
             self.sizing = capacity.size_workers(self.offer, self.workers, self.device, self.cpus_per_worker)
         return self.sizing
+
+    def check_access(self, model: str, model_options: dict, store: str, store_options: dict) -> None:
+        """Before the lease or the store exist: from one worker slot of the cluster (same
+        resources as a worker, so on a worker's kind of node), check that a worker can read the
+        model and write at ``store`` with what workers receive (allowed options, URLs without
+        user:password@, the forwarded variables, the node's own credentials). Raises a one-line
+        ``UserError`` when it cannot; goes on (with a warning) when no slot answers in time (an
+        autoscaler still starting nodes)."""
+        import ray
+
+        s = self.check_capacity()
+        task = ray.remote(_access_check_task).options(num_cpus=0 if s.gpu else s.cpus, num_gpus=1 if s.gpu else 0,
+                                                      max_retries=0)
+        ref = task.remote(strip_userinfo(model), for_worker_options(model_options), strip_userinfo(store),
+                          for_worker_options(store_options), storage_environment())
+        wait = min(ACCESS_CHECK_TIMEOUT_S, self.no_worker_timeout_s)  # never longer than the render waits for workers
+        try:
+            node, problem = ray.get(ref, timeout=wait)
+        except ray.exceptions.GetTimeoutError:
+            ray.cancel(ref, force=True)
+            log.warning("no Ray worker slot answered the storage access check in %.0f s (nodes still starting?); "
+                        "rendering without it", wait)
+            return
+        if problem:
+            raise refuse_access(problem, node)
 
     def close(self) -> None:
         """Withdraw the autoscaler request and leave a Ray that this executor started."""
