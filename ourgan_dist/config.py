@@ -94,9 +94,9 @@ class PatchBaseConfig:
     pyramid_ratio: float = 0.75  # each scale's side over the next finer one's
     coarsest: int = 16  # rows of the coarsest scale, where the layout is drawn
     pieces: int = 4  # the photo is cut into about this many upright strips, shuffled into a new order
-    noise: float = 2.0  # noise added at the coarsest scale, in units of the photo's standard deviation
+    noise: float = 1.0  # noise added at the coarsest scale, in units of the photo's standard deviation
     alpha: float = 0.05  # completeness (GPNN's alpha) relative to the photo's patch variance: smaller, more of the photo's objects
-    vertical_weight: float = 0.4  # weight of (y_query - y_photo)^2 relative to the photo's patch variance
+    vertical_weight: float = 1.5  # weight of (y_query - y_photo)^2 relative to the photo's patch variance
     layout_pixels: int = 5000  # scales up to this many pixels search every photo patch; finer ones search locally
     iterations: int = 6  # nearest-neighbour passes per layout scale
     refine_iterations: int = 2  # local-search passes per finer scale
