@@ -24,7 +24,7 @@ from .geometry import Box, Level, PyramidKey, TaskKey, TileKey, covering
 from .viewing_pyramid import ViewingPyramid
 
 __all__ = ["Box", "Level", "PyramidKey", "RenderPlan", "TaskKey", "TileKey", "choose_levels", "chunk_for_tile",
-           "min_halo", "parse_size", "shard_side", "DEFAULT_CHUNK", "MAX_SIDE", "SCALE"]
+           "min_halo", "parse_size", "shard_side", "source_box", "DEFAULT_CHUNK", "MAX_SIDE", "SCALE"]
 
 SCALE = 4  # every SR level is exactly 4x the one below
 MAX_SIDE = 1 << 28  # global pixel coordinates must fit the noise counter (see noise.py)
@@ -33,6 +33,11 @@ DEFAULT_CHUNK = 256
 # kept one from the tile's own window; a narrower halo leaves it without those pixels at interior
 # tile edges. Every other layer crops to what the window holds, so other skips need no halo.
 BICUBIC_SKIP_REACH = 2
+
+
+def source_box(box: Box) -> Box:
+    """The pixels of the level below whose x4 output covers ``box``."""
+    return Box(box.y0 // SCALE, -(-box.y1 // SCALE), box.x0 // SCALE, -(-box.x1 // SCALE))
 
 
 def min_halo(sr: SRConfig) -> int:
@@ -218,8 +223,7 @@ class RenderPlan(ViewingPyramid):
         """The source-level pixels whose x4 output covers the tile's core."""
         if key.level == 0:
             raise PlanError("the base level has no source")
-        c = self.core(key)
-        return Box(c.y0 // SCALE, -(-c.y1 // SCALE), c.x0 // SCALE, -(-c.x1 // SCALE))
+        return source_box(self.core(key))
 
     def source_window(self, key: TileKey) -> Box:
         """Source core expanded by the halo and clipped at the source level's borders."""

@@ -21,9 +21,9 @@ from . import projection
 from .canvas import Canvas, foreign_entries, plan_to_info, refuse_foreign
 from .errors import PlanError, StoreError, TileError, UserError
 from .lease import Lease, LeaseLost
-from .plan import DEFAULT_CHUNK, SCALE, Box, RenderPlan, TaskKey, TileKey, chunk_for_tile, parse_size
+from .plan import DEFAULT_CHUNK, Box, RenderPlan, TaskKey, TileKey, chunk_for_tile, parse_size, source_box
 from .storage import check_settings, strip_userinfo
-from .tile import RenderJob, TaskReport
+from .tile import RenderJob, TaskReport, sr_core
 
 ASSUMED_GPU_MEMORY = 24 << 30  # an A10G (cluster/aws-g5.yaml), when neither --worker-memory nor a local GPU says
 ASSUMED_CLUSTER_WORKERS = 8  # when --address gives no worker count and the cluster cannot be asked
@@ -546,11 +546,6 @@ def _exact_level(p: Prepared, level: int, box: Box, cache: dict):
     """Level ``level``'s values on ``box`` as an exact render stores them (float32 of the stored
     float16, or the base generator's output), computed from the smallest cone of exact windows
     below it: never a whole level above the base. (3, box.height, box.width) tensor."""
-    import torch
-
-    from . import noise
-    from .models.sr import run_window
-
     plan, model, seed = p.plan, p.model, p.request.seed
     if level == 0:
         if "base" not in cache:
@@ -558,13 +553,8 @@ def _exact_level(p: Prepared, level: int, box: Box, cache: dict):
         y = cache["base"][:, box.y0:box.y1, box.x0:box.x1]
         return y.half().float() if level < plan.final_level else y  # stored as float16 below the last level
     src = plan.levels[level - 1]
-    core = Box(box.y0 // SCALE, -(-box.y1 // SCALE), box.x0 // SCALE, -(-box.x1 // SCALE))
-    win = core.expand(plan.receptive_radius).clip(src.height, src.width)
-    x = _exact_level(p, level - 1, win, cache).unsqueeze(0)
-    z = torch.from_numpy(noise.normal(seed, level, 0, 3, win)).unsqueeze(0)
-    y = run_window(model.sr, x, z, window=win, core=core, level_size=(src.height, src.width), detail=model.detail)[0]
-    oy, ox = box.y0 - SCALE * core.y0, box.x0 - SCALE * core.x0
-    y = y[:, oy:oy + box.height, ox:ox + box.width]
+    win = source_box(box).expand(plan.receptive_radius).clip(src.height, src.width)
+    y = sr_core(model, plan, level, box, win, _exact_level(p, level - 1, win, cache), seed)
     return y.half().float() if level < plan.final_level else y  # levels below the last are stored as float16
 
 
@@ -580,9 +570,7 @@ def measure_halo_error(p: Prepared) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from . import noise
     from .pixels import to_uint8
-    from .models.sr import run_window
 
     plan = p.plan
     if plan.n_sr == 0 or plan.exact:
@@ -601,11 +589,8 @@ def measure_halo_error(p: Prepared) -> dict[str, Any]:
         for halo in (plan.halo, plan.receptive_radius):
             win = src_core.expand(halo).clip(src.height, src.width)
             ys, xs = win.relative_to(full)
-            z = torch.from_numpy(noise.normal(p.request.seed, key.level, 0, 3, win)).unsqueeze(0)
-            y = run_window(p.model.sr, x[:, ys, xs].unsqueeze(0), z, window=win, core=src_core,
-                           level_size=(src.height, src.width), detail=p.model.detail)[0]
-            oy, ox = core.y0 - SCALE * src_core.y0, core.x0 - SCALE * src_core.x0
-            outs.append(to_uint8(y[:, oy:oy + core.height, ox:ox + core.width].numpy()).astype(np.int16))
+            y = sr_core(p.model, plan, key.level, core, win, x[:, ys, xs], p.request.seed)
+            outs.append(to_uint8(y.numpy()).astype(np.int16))
     diff = np.abs(outs[0] - outs[1])
     return {"tile": str(key), "tiled_levels": len(tiled), "max_abs_error_8bit": float(diff.max()),
             "mean_abs_error_8bit": float(diff.mean()), "pixels_differing": float((diff.max(axis=0) > 0).mean())}

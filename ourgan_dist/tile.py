@@ -18,7 +18,8 @@ from .canvas import Canvas
 from .errors import TileError
 from .pixels import downsample2, to_uint8
 from .lease import LeaseFence
-from .plan import SCALE, PyramidKey, RenderPlan, TaskKey, TileKey
+from .geometry import Box
+from .plan import SCALE, PyramidKey, RenderPlan, TaskKey, TileKey, source_box
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,6 @@ class TileWorker:
         import torch
 
         from .models import checkpoint
-        from .models.sr import run_window
-
-        self._run_window = run_window
 
         self.job = job
         self.name = name
@@ -127,19 +125,9 @@ class TileWorker:
             out = img[0].float().cpu().numpy()  # (3, h0, w0)
         else:
             window = plan.source_window(key)
-            src_core = plan.source_core(key)
-            lv = plan.levels[key.level - 1]
             x = canvas.read(canvas.level_array_name(key.level - 1), window).astype(np.float32)
-            z = noise.normal(self.job.seed, key.level, 0, 3, window)
-            dev = self.job.device
-            xt = torch.from_numpy(x).unsqueeze(0).to(dev, self.dtype)
-            zt = torch.from_numpy(z).unsqueeze(0).to(dev, self.dtype)
-            with torch.inference_mode():
-                y = self._run_window(self.model.sr, xt, zt, window=window, core=src_core, level_size=(lv.height, lv.width),
-                                     detail=self.model.detail)
-            y = y[0].float().cpu().numpy()  # (3, 4*src_core.h, 4*src_core.w)
-            oy, ox = core.y0 - SCALE * src_core.y0, core.x0 - SCALE * src_core.x0
-            out = y[:, oy:oy + core.height, ox:ox + core.width]
+            out = sr_core(self.model, plan, key.level, core, window, x, self.job.seed, self.job.device,
+                          self.dtype).numpy()
         name = canvas.level_array_name(key.level)
         data = to_uint8(out) if key.level == plan.final_level else out.astype(np.float16)
         self.fence.check()  # only while the render holds the store's lease
@@ -149,6 +137,31 @@ class TileWorker:
     # ---- viewing pyramid ----------------------------------------------------------------
     def _pyramid(self, key: PyramidKey) -> int:
         return write_pyramid_block(self.canvas, key, before_write=self.fence.check)
+
+
+def sr_core(model: Any, plan: RenderPlan, level: int, keep: Box, window: Box, source: Any, seed: int,
+            device: str = "cpu", dtype: Any = None):
+    """The SR step of one tile, and of the halo-error figure, which must compute what tiles do:
+    level ``level``'s pixels on ``keep`` from ``source``, the pixels of the level below on
+    ``window`` (a (3, window.height, window.width) array or tensor; ``window`` must hold the source
+    box of ``keep``, ``plan.source_box(keep)``, as a tile's ``RenderPlan.source_window`` does), with the global noise of ``window``,
+    run on ``device`` in ``dtype`` (default float32). Returns a (3, keep.height, keep.width)
+    float32 tensor on the CPU."""
+    import torch
+
+    from .models.sr import run_window
+
+    src = plan.levels[level - 1]
+    src_core = source_box(keep)
+    dtype = dtype or torch.float32
+    x = torch.as_tensor(source).unsqueeze(0).to(device, dtype)
+    z = torch.from_numpy(noise.normal(seed, level, 0, 3, window)).unsqueeze(0).to(device, dtype)
+    with torch.inference_mode():
+        y = run_window(model.sr, x, z, window=window, core=src_core, level_size=(src.height, src.width),
+                       detail=model.detail)
+        y = y[0].float().cpu()  # (3, 4*src_core.h, 4*src_core.w)
+        oy, ox = keep.y0 - SCALE * src_core.y0, keep.x0 - SCALE * src_core.x0
+        return y[:, oy:oy + keep.height, ox:ox + keep.width]
 
 
 def write_pyramid_block(canvas: Canvas, key: PyramidKey, before_write=None) -> int:
