@@ -97,7 +97,7 @@ def report(results: list[dict], probe: bool = True) -> None:
     rates = {}
     if probe:  # what a dry run on this machine would measure now, per preset
         from ourgan_dist.models import checkpoint
-        from ourgan_dist.render import PROBE_TO_RENDER, probe_macs_per_s
+        from ourgan_dist.forecast import PROBE_TO_RENDER, probe_macs_per_s
 
         for name in sorted({r["preset"] for r in results}):
             m = checkpoint.load(next(r["model"] for r in results if r["preset"] == name))

@@ -10,8 +10,6 @@ complete. A render that loses its lease stops (``LeaseLost``), resumably.
 
 from __future__ import annotations
 
-import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,9 +19,9 @@ from . import projection
 from .canvas import Canvas, foreign_entries, plan_to_info, refuse_foreign
 from .errors import PlanError, StoreError, TileError, UserError
 from .lease import Lease, LeaseLost
-from .plan import DEFAULT_CHUNK, Box, RenderPlan, TaskKey, TileKey, chunk_for_tile, parse_size, source_box
+from .plan import DEFAULT_CHUNK, RenderPlan, TaskKey, chunk_for_tile, parse_size
 from .storage import check_settings, strip_userinfo
-from .tile import RenderJob, TaskReport, sr_core
+from .tile import RenderJob, TaskReport
 
 ASSUMED_GPU_MEMORY = 24 << 30  # an A10G (cluster/aws-g5.yaml), when neither --worker-memory nor a local GPU says
 ASSUMED_CLUSTER_WORKERS = 8  # when --address gives no worker count and the cluster cannot be asked
@@ -87,27 +85,6 @@ def worker_memory(req: RenderRequest, workers: int) -> tuple[int, bool, str]:
         f" / {workers} workers" if local and workers > 1 else "")
 
 
-def cluster_workers(address: str, device: str) -> int | None:
-    """How many workers a render at ``address`` would start when --workers is not given: one per
-    GPU, or one per node with CPUs (as ``RayExecutor`` does); None if the cluster cannot be asked."""
-    try:
-        import ray
-
-        from .executors.ray import connect
-
-        started = connect(address, num_cpus=1)
-        try:
-            nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-        finally:
-            if started:
-                ray.shutdown()
-    except Exception:  # noqa: BLE001 - only a sizing hint; the executor reports real connection errors
-        return None
-    if device.startswith("cuda"):
-        return int(sum(r.get("GPU", 0) for r in nodes)) or None
-    return sum(1 for r in nodes if r.get("CPU", 0) > 0) or None
-
-
 def check_model_path(model: str) -> None:
     """Refuse a local MODEL that is a file other than a checkpoint (``model/model.json``, the
     card) naming the folder to give instead; a folder, a ``.pt`` file or a URL goes on."""
@@ -142,7 +119,12 @@ def prepare(req: RenderRequest) -> Prepared:
     notes: list[str] = []
     workers, workers_known = req.workers, True
     if workers == 0:  # all the cluster at --address offers: asked only when it sizes the tile
-        workers = cluster_workers(req.address, req.device) if req.tile is None else None
+        if req.tile is None:
+            from .executors.ray import cluster_workers
+
+            workers = cluster_workers(req.address, req.device)
+        else:
+            workers = None
         if workers is None:
             workers, workers_known = ASSUMED_CLUSTER_WORKERS, False
             if req.tile is None:
@@ -188,150 +170,6 @@ def prepare(req: RenderRequest) -> Prepared:
                       req.address is not None or req.device != "cpu" else "use a machine with more memory")
         raise PlanError(f"even the {tile} px tile that --tile auto chose does not fit: {over}; " + "; ".join(causes))
     return Prepared(req, plan, model, need, tuple(notes), workers, budget, known, workers_known)
-
-
-PROBE_MACS = 2e9  # arithmetic of one probe run: a fraction of a second on a laptop CPU
-HUGE_STORE, HUGE_SECONDS, HUGE_PIXELS = 50 << 30, 2 * 3600, 4e9  # past any of these, the plan warns first
-# Renders' SR tiles did this many times the probe's MACs per second (benchmarks/plan_calibration.py:
-# 4.6 GMAC/s for 2 workers of the cpu preset, the probe 1.4-3 on the same busy machine): the probe's
-# small image uses the CPU less well than a tile's window.
-PROBE_TO_RENDER = 2.0
-
-
-def probe_macs_per_s(net, sr, device: str = "cpu", precision: str = "fp32") -> tuple[float, float]:
-    """(MACs per second, seconds of the timed run) of the SR network ``net`` (config ``sr``) on a
-    small image on ``device``: the best of two runs after a warm-up on a smaller one."""
-    import torch
-
-    gpu = device.startswith("cuda")
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision] if gpu else torch.float32
-    if gpu:
-        import copy
-
-        net = copy.deepcopy(net).to(device, dtype)  # the driver's model stays as the local executor expects it
-    per_px = projection.sr_macs_per_pixel(sr)
-    side = int(min(160, max(16, math.sqrt(PROBE_MACS / per_px))))
-    gen = torch.Generator().manual_seed(0)
-    with torch.inference_mode():
-        best = float("inf")
-        for i, s in enumerate((16, side, side)):  # a small warm-up (kernels, caches), then the best of two runs
-            x = torch.rand(1, 3, s, s, generator=gen).to(device if gpu else "cpu", dtype)
-            if gpu:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            net(x)
-            if gpu:
-                torch.cuda.synchronize()
-            if i:
-                best = min(best, time.perf_counter() - t0)
-    return per_px * side * side / best, best
-
-
-def measure_throughput(p: Prepared) -> projection.Throughput:
-    """One worker's speed for the time estimate: the SR network run on a small image on this
-    machine (the CPU, or its GPU for --device cuda), with the recorded per-pixel I/O costs. For
-    --device cuda on a machine without a GPU, the rate measured on an H200."""
-    import torch
-
-    r = p.request
-    ref = projection.reference_throughput(r.device, r.precision)
-    gpu = r.device.startswith("cuda")
-    if gpu and not torch.cuda.is_available():
-        return ref
-    rate, took = probe_macs_per_s(p.model.sr, p.model.config.sr, r.device, r.precision)
-    rate *= 1.0 if gpu else PROBE_TO_RENDER
-    where = "GPU" if gpu else f"CPU ({torch.get_num_threads()} threads)"
-    return ref.with_rate(rate, f"measured now: a {took:.2f} s probe of the SR network on this machine's {where}, "
-                               f"{rate / 1e9:.1f} GMAC/s; I/O per pixel as recorded")
-
-
-def duration(seconds: float) -> str:
-    """45 s, 8 min 20 s, 3 h 05 min, 2.1 days."""
-    if seconds != seconds:
-        return "unknown"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
-    if seconds < 48 * 3600:
-        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
-    return f"{seconds / 86400:.1f} days"
-
-
-def size_text(n: float) -> str:
-    for unit, k in (("TiB", 40), ("GiB", 30), ("MiB", 20)):
-        if n >= 1 << k:
-            return f"{n / (1 << k):.{0 if k == 20 else 1}f} {unit}"
-    return f"{n / 1024:.0f} KiB"
-
-
-@dataclass(frozen=True)
-class Forecast:
-    """What the plan projects for this request, and the lines that say so."""
-
-    estimate: projection.Estimate
-    store: tuple[int, int]  # bytes: image + viewing pyramid, generation levels
-    lines: tuple[str, ...]
-    warning: str | None  # a request big enough that the user should look before it runs
-
-
-def forecast(p: Prepared, throughput: projection.Throughput | None = None, probe: bool = True) -> Forecast:
-    """The dry run's projections: tasks per level and busy workers, halo overhead, memory per task,
-    store size and time. ``throughput`` defaults to a probe on this machine (``measure_throughput``),
-    or without ``probe`` to the recorded (CPU) or assumed (GPU) rate."""
-    r, plan, cfg = p.request, p.plan, p.model.config
-    thr = throughput or (measure_throughput(p) if probe else projection.reference_throughput(r.device, r.precision))
-    local_cpu = r.address is None and r.device == "cpu"
-    est = projection.estimate(plan, cfg.sr, cfg.base, workers=p.workers, throughput=thr, shared_machine=local_cpu)
-    work = projection.Work(plan, cfg.sr, cfg.base, thr)
-    mem = projection.memory_model(r.device)
-    image, gen = projection.store_bytes(plan)
-    where = ("local, sharing this machine's CPUs" if local_cpu else "GPUs" if r.device.startswith("cuda")
-             else "Ray workers; time assumes each is as fast as this machine")
-    lines = [f"load on {p.workers} worker(s){'' if p.workers_known else ' (assumed; pass --workers)'} ({where}):"]
-    for lv in est.levels:
-        lines.append(f"  {lv.name}: {lv.tasks} task(s), {lv.busy}/{p.workers} worker(s) busy, "
-                     f"{100 * lv.utilisation(p.workers):.0f}% utilised, {duration(lv.span_s)}")
-    lines.append(f"  whole render: {100 * est.utilisation:.0f}% utilisation (levels run one after another here; in a "
-                 "render they overlap, so this errs low)")
-    lines.append(f"halo overhead: {100 * (work.compute_overhead() - 1):.0f}% extra SR arithmetic, "
-                 f"{100 * (plan.halo_overhead() - 1):.0f}% extra source pixels read")
-    act = mem.counted(plan, cfg.sr, cfg.base)
-    budget = f"{size_text(p.worker_memory)} per {'GPU' if r.device.startswith('cuda') else 'worker'}" + (
-        "" if p.memory_known else " (assumed)")
-    lines.append(f"projected memory per task: {p.projected_task_bytes / 2**20:.0f} MiB peak per worker, of {budget} "
-                 f"[{size_text(mem.runtime_bytes)} runtime + weights + {mem.factor:g} x {act / 2**20:.0f} MiB counted "
-                 f"for the largest task; {mem.source}]")
-    lines.append(f"store on disk: about {size_text(image + gen)} (image and viewing pyramid {size_text(image)}, "
-                 f"generation levels {size_text(gen)}; compression as measured on a demo render)")
-    line = f"time: about {duration(est.seconds)} of tasks, plus start-up [{thr.source}]"
-    if r.device == "cpu" and thr is not projection.CPU_REFERENCE:  # the probe is noisy on a busy machine: show both
-        ref = projection.estimate(plan, cfg.sr, cfg.base, workers=p.workers, throughput=projection.CPU_REFERENCE,
-                                  shared_machine=local_cpu)
-        line += f"; at the rate recorded on the project's busy 2-core CPU: {duration(ref.seconds)}"
-    lines.append(line)
-    warning = None
-    if image + gen >= HUGE_STORE or est.seconds >= HUGE_SECONDS or plan.width * plan.height >= HUGE_PIXELS:
-        warning = (f"--size {plan.width}x{plan.height} is {plan.width * plan.height / 1e9:.1f} gigapixels: about "
-                   f"{size_text(image + gen)} on disk and about {duration(est.seconds)} on {p.workers} worker(s)")
-        free = _free_bytes(r.out)
-        if free is not None and free < image + gen:
-            warning += f"; the disk at --out has only {size_text(free)} free"
-    return Forecast(est, (image, gen), tuple(lines), warning)
-
-
-def _free_bytes(url: str) -> int | None:
-    """Free bytes where a local --out would go; None for object storage or when unknown."""
-    if "://" in url and not url.startswith("file://"):
-        return None
-    path = os.path.abspath(url.removeprefix("file://"))
-    while path and not os.path.exists(path):
-        path = os.path.dirname(path)
-    try:
-        st = os.statvfs(path or "/")
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
 
 
 def render_info(p: Prepared) -> dict[str, Any]:
@@ -445,21 +283,6 @@ class RenderSummary:
     halo_error: dict | None = None
 
 
-class _RayAuthNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
-
-
-def quiet_embedded_ray_auth() -> None:
-    """A new local Ray (>= 2.5x) turns on token authentication when ``RAY_AUTH_MODE`` is unset and
-    logs a notice saying so at every start. The CLI hides that one notice (a log filter; the mode,
-    the environment and Ray's cached config are left exactly as Ray sets them: changing the
-    variable behind Ray's back leaves its cached config disagreeing with clusters started later)."""
-    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    if not any(isinstance(f, _RayAuthNotice) for f in logger.filters):
-        logger.addFilter(_RayAuthNotice())
-
-
 def make_executor(req: RenderRequest, model=None):
     if req.workers == 1 and req.address is None:
         from .executors.local import LocalExecutor
@@ -529,81 +352,3 @@ def _render(p: Prepared, ex, on_progress) -> RenderSummary:
         lease.check()
         Canvas(r.out, r.storage_options, mode="r+").mark_complete()
     return RenderSummary(r.out, p.plan, len(todo), len(done), time.time() - t0, reports)
-
-
-def measure_tile(plan: RenderPlan) -> TileKey | None:
-    """The tile a halo error is measured on: the centre tile of the largest level that has more
-    than one tile, so that it has tiled neighbours (a level of one tile reads no halo at all and
-    shows no error). None if every level is a single tile."""
-    for lv in reversed(plan.levels[1:]):
-        rows, cols = plan.tile_grid(lv.index)
-        if rows * cols > 1:
-            return TileKey(lv.index, rows // 2, cols // 2)
-    return None
-
-
-def _exact_level(p: Prepared, level: int, box: Box, cache: dict):
-    """Level ``level``'s values on ``box`` as an exact render stores them (float32 of the stored
-    float16, or the base generator's output), computed from the smallest cone of exact windows
-    below it: never a whole level above the base. (3, box.height, box.width) tensor."""
-    plan, model, seed = p.plan, p.model, p.request.seed
-    if level == 0:
-        if "base" not in cache:
-            cache["base"] = model.base.generate(plan.base_height, plan.base_width, seed)[0].float()
-        y = cache["base"][:, box.y0:box.y1, box.x0:box.x1]
-        return y.half().float() if level < plan.final_level else y  # stored as float16 below the last level
-    src = plan.levels[level - 1]
-    win = source_box(box).expand(plan.receptive_radius).clip(src.height, src.width)
-    y = sr_core(model, plan, level, box, win, _exact_level(p, level - 1, win, cache), seed)
-    return y.half().float() if level < plan.final_level else y  # levels below the last are stored as float16
-
-
-def measure_halo_error(p: Prepared) -> dict[str, Any]:
-    """For a halo below the receptive field: the error it causes on one level, measured on an
-    interior tile of the largest level with more than one tile (``measure_tile``). The tile's
-    exact source window is computed, then the tile is run on it with the asked halo and with an
-    exact one. A full render makes this error at every tiled level, and each level's error is
-    carried into the next, so the final image can differ more than this one-level figure.
-
-    Returns {} for an exact plan; {"tile": None, ...} when no level has more than one tile (the
-    halo is then never cut and the render is exact)."""
-    import numpy as np
-    import torch
-
-    from .pixels import to_uint8
-
-    plan = p.plan
-    if plan.n_sr == 0 or plan.exact:
-        return {}
-    key = measure_tile(plan)
-    tiled = [lv.index for lv in plan.levels[1:] if plan.tile_grid(lv.index) != (1, 1)]
-    if key is None:
-        return {"tile": None, "tiled_levels": 0, "max_abs_error_8bit": 0.0, "mean_abs_error_8bit": 0.0,
-                "pixels_differing": 0.0}
-    src = plan.levels[key.level - 1]
-    core, src_core = plan.core(key), plan.source_core(key)
-    full = src_core.expand(plan.receptive_radius).clip(src.height, src.width)
-    with torch.inference_mode():
-        x = _exact_level(p, key.level - 1, full, {})
-        outs = []
-        for halo in (plan.halo, plan.receptive_radius):
-            win = src_core.expand(halo).clip(src.height, src.width)
-            ys, xs = win.relative_to(full)
-            y = sr_core(p.model, plan, key.level, core, win, x[:, ys, xs], p.request.seed)
-            outs.append(to_uint8(y.numpy()).astype(np.int16))
-    diff = np.abs(outs[0] - outs[1])
-    return {"tile": str(key), "tiled_levels": len(tiled), "max_abs_error_8bit": float(diff.max()),
-            "mean_abs_error_8bit": float(diff.mean()), "pixels_differing": float((diff.max(axis=0) > 0).mean())}
-
-
-def describe_halo_error(plan: RenderPlan, err: dict[str, Any]) -> str:
-    """One line for the CLI: what the measured error is, where, and that levels compound it."""
-    head = f"halo {plan.halo} < receptive field {plan.receptive_radius}: NOT exact"
-    if err.get("tile") is None:
-        return (f"halo {plan.halo} < receptive field {plan.receptive_radius}, but every level is a single tile, so no "
-                "halo is cut: the render is exact")
-    share = 100 * err["pixels_differing"]
-    return (f"{head}; measured on interior tile {err['tile']} from an exact source: max error "
-            f"{err['max_abs_error_8bit']:.0f}/255, mean {err['mean_abs_error_8bit']:.4f}/255, {share:.3g}% of pixels "
-            f"differ. This is one level's error: {err['tiled_levels']} level(s) are tiled and errors compound "
-            "across levels, so the final image may differ more")

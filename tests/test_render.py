@@ -61,7 +61,8 @@ def test_cpu_preset_tiled_equals_untiled(cpu_model, tmp_path):
 
 
 def test_halo_below_receptive_field_differs(tiny_model, reference, tmp_path):
-    from ourgan_dist.render import RenderRequest, measure_halo_error, prepare
+    from ourgan_dist.halo_error import measure_halo_error
+    from ourgan_dist.render import RenderRequest, prepare
 
     out = str(tmp_path / "h.zarr")
     do_render(tiny_model, out, "301x187", tile=32, halo="2")
@@ -80,7 +81,8 @@ def test_halo_error_is_measured_on_an_interior_tile_with_tiled_neighbours(tiny_m
 
     from ourgan_dist.pixels import to_uint8
     from ourgan_dist.plan import TileKey
-    from ourgan_dist.render import RenderRequest, _exact_level, describe_halo_error, measure_halo_error, prepare
+    from ourgan_dist.halo_error import describe_halo_error, exact_level, measure_halo_error
+    from ourgan_dist.render import RenderRequest, prepare
 
     p = prepare(RenderRequest(model=tiny_model, out=str(tmp_path / "none"), size="301x187", tile=80, chunk=16,
                               halo="2"))
@@ -93,7 +95,7 @@ def test_halo_error_is_measured_on_an_interior_tile_with_tiled_neighbours(tiny_m
     assert "L2/1.2" in line and "compound" in line
     core = plan.core(TileKey(2, 1, 2))
     with torch.inference_mode():
-        exact = to_uint8(_exact_level(p, 2, core, {}).numpy())
+        exact = to_uint8(exact_level(p, 2, core, {}).numpy())
     assert np.array_equal(exact, reference["301x187"]["0"][:, core.y0:core.y1, core.x0:core.x1])
 
 

@@ -72,7 +72,8 @@ def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, pr
       ourgan-dist demo --out demo-out            # the model trained ahead: a few minutes
       ourgan-dist demo --out demo-out --train    # train from scratch first (~10 minutes on 2 cores)
     """
-    from ..render import RenderRequest, prepare, quiet_embedded_ray_auth, render
+    from ..executors.ray import quiet_embedded_ray_auth
+    from ..render import RenderRequest, prepare, render
     from ..sheet import render_preview, seed_sheet
     from ..train import train_model
     from .shared import progress_bar
@@ -105,10 +106,11 @@ def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, pr
     click.echo(f"    img = ourgan_dist.open_result({os.path.abspath(store)!r})  # dask array (3, H, W) uint8")
     click.echo("    patch = img[:, :1024, :1024].compute()  # numpy, only these chunks are read")
     sheet = os.path.join(out_dir, "seeds.png")
+    click.echo(f"\nDrawing {SHEET_SEEDS - 1} more seeds' new scenes for a sheet (about 30 s each on one core)")
     t1 = time.time()
     seed_sheet(p.model, photo, p.plan.width, p.plan.height, [seed + i for i in range(1, SHEET_SEEDS)], sheet,
                rendered=(seed, render_preview(store)))
-    click.echo(f"\nA sheet of the photo, this render and {SHEET_SEEDS - 1} more seeds' new scenes (open it in any "
+    click.echo(f"A sheet of the photo, this render and {SHEET_SEEDS - 1} more seeds' new scenes (open it in any "
                f"image viewer): {os.path.abspath(sheet)} ({time.time() - t1:.0f} s)")
     exe = command_path()
     click.echo(f"Look at the render: {exe} view {store}\nExport it:          {exe} export {store} demo.tif")

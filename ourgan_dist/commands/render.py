@@ -84,10 +84,12 @@ def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: 
           --worker-memory 80GB --dry-run                                 # plan a gigapixel on 32 GPUs
     """
     if address is None:
-        from ..render import quiet_embedded_ray_auth
+        from ..executors.ray import quiet_embedded_ray_auth
 
         quiet_embedded_ray_auth()
-    from ..render import RenderRequest, check_output, describe_halo_error, forecast, measure_halo_error, prepare
+    from ..forecast import forecast
+    from ..halo_error import describe_halo_error, measure_halo_error
+    from ..render import RenderRequest, check_output, prepare
     from ..render import render as run_render
 
     if resume and overwrite:

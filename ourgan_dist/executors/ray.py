@@ -37,7 +37,8 @@ from . import capacity
 from .capacity import Sizing
 from .schedule import Schedule, TaskGraph, wavefront_order
 
-__all__ = ["RayExecutor", "RenderStalled", "check_address", "connect", "wavefront_order"]
+__all__ = ["RayExecutor", "RenderStalled", "check_address", "cluster_workers", "connect",
+           "quiet_embedded_ray_auth", "wavefront_order"]
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +286,40 @@ def connect(address: str | None, num_cpus: int) -> bool:
     except (ConnectionError, RuntimeError) as e:
         raise _refuse_address(address, f"could not join ({str(e).splitlines()[0][:160]})") from None
     return True
+
+
+def cluster_workers(address: str, device: str) -> int | None:
+    """How many workers a render at ``address`` would start when --workers is not given: one per
+    GPU, or one per node with CPUs (as ``RayExecutor`` does); None if the cluster cannot be asked."""
+    try:
+        import ray
+
+        started = connect(address, num_cpus=1)
+        try:
+            nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        finally:
+            if started:
+                ray.shutdown()
+    except Exception:  # noqa: BLE001 - only a sizing hint; the executor reports real connection errors
+        return None
+    if device.startswith("cuda"):
+        return int(sum(r.get("GPU", 0) for r in nodes)) or None
+    return sum(1 for r in nodes if r.get("CPU", 0) > 0) or None
+
+
+class _RayAuthNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+
+
+def quiet_embedded_ray_auth() -> None:
+    """A new local Ray (>= 2.5x) turns on token authentication when ``RAY_AUTH_MODE`` is unset and
+    logs a notice saying so at every start. The CLI hides that one notice (a log filter; the mode,
+    the environment and Ray's cached config are left exactly as Ray sets them: changing the
+    variable behind Ray's back leaves its cached config disagreeing with clusters started later)."""
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _RayAuthNotice) for f in logger.filters):
+        logger.addFilter(_RayAuthNotice())
 
 
 class RenderStalled(RuntimeError):
