@@ -157,14 +157,23 @@ class Canvas(CompletionRecords):
             return False
 
     @staticmethod
-    def is_render_store(url: str, storage_options: dict | None = None) -> bool:
+    def root_metadata(url: str, storage_options: dict | None = None) -> dict | None:
+        """The store's root ``zarr.json``; None where there is none, or it cannot be read as JSON."""
         fs, root = url_to_fs(url, storage_options)
         try:
             with fs.open(f"{root}/zarr.json", "rb") as f:
-                meta = json.load(f)
+                return json.load(f)
         except (FileNotFoundError, ValueError, OSError):
-            return False
-        return ATTR in meta.get("attributes", {})
+            return None
+
+    @staticmethod
+    def is_render_store(url: str, storage_options: dict | None = None) -> bool:
+        return Canvas.is_render_metadata(Canvas.root_metadata(url, storage_options))
+
+    @staticmethod
+    def is_render_metadata(meta: dict | None) -> bool:
+        """Whether a root ``zarr.json`` (``root_metadata``) is an ourgan-dist render's."""
+        return meta is not None and ATTR in meta.get("attributes", {})
 
     @classmethod
     def create(cls, url: str, plan: RenderPlan, info: dict[str, Any], storage_options: dict | None = None) -> "Canvas":

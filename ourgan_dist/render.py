@@ -205,12 +205,21 @@ def _file_in_the_way(url: str) -> str | None:
     return path if os.path.lexists(path) and not os.path.isdir(path) else None
 
 
-def check_output(p: Prepared, lease: Lease | None = None) -> bool:
+@dataclass(frozen=True)
+class OutputCheck:
+    """What ``check_output`` found at --out and allowed: whether a store is there and, if so, its
+    root ``zarr.json`` as read then. ``open_output`` confirms under the lease that neither changed
+    rather than checking everything again."""
+
+    exists: bool
+    root: dict | None = None
+
+
+def check_output(p: Prepared, lease: Lease | None = None) -> OutputCheck:
     """Refuse, reading only, an output this render may not use: an existing store without
     --resume/--overwrite, one that is not an ourgan-dist render, a resume with other settings, or
-    a store another render holds (``lease``: ours, once taken). Returns whether the output
-    exists. Cheap: run it before the plan is printed or any error measured, and again under the
-    lease."""
+    a store another render holds (``lease``: ours, once taken). Cheap: run it once, before the
+    plan is printed or any error measured, and hand what it found to ``render``."""
     r = p.request
     if blocker := _file_in_the_way(r.out):
         raise StoreError(f"--out {r.out!r}: {blocker!r} is a file, not a folder, so no render store can be made "
@@ -221,8 +230,9 @@ def check_output(p: Prepared, lease: Lease | None = None) -> bool:
         raise StoreError(f"--out {r.out!r}: permission denied; choose a location you can write") from None
     if exists and not (r.resume or r.overwrite):
         raise StoreError(f"--out {r.out!r} already exists; pass --resume to finish it or --overwrite to replace it")
+    root = Canvas.root_metadata(r.out, r.storage_options) if exists else None
     if exists and r.resume:
-        if not Canvas.is_render_store(r.out, r.storage_options):
+        if not Canvas.is_render_metadata(root):
             raise StoreError(f"--out {r.out!r} exists but is not an ourgan-dist render; choose another --out")
         canvas = Canvas(r.out, r.storage_options)
         want = render_info(p)
@@ -239,7 +249,7 @@ def check_output(p: Prepared, lease: Lease | None = None) -> bool:
                              "where it was started (same ourgan-dist version, torch build, CPU instruction set, device "
                              "and precision), or render it anew with --overwrite")
     if exists and r.overwrite:
-        if not Canvas.is_render_store(r.out, r.storage_options):
+        if not Canvas.is_render_metadata(root):
             raise StoreError(f"--overwrite {r.out!r}: refusing to delete something that is not an ourgan-dist render; "
                              "remove it yourself or choose another --out")
         if foreign := foreign_entries(r.out, r.storage_options):  # a render's folder that also holds other files
@@ -248,14 +258,22 @@ def check_output(p: Prepared, lease: Lease | None = None) -> bool:
         holder = probe.holder()  # a lease that cannot be read raises: never delete a store that may be in use
         if holder and holder.get("token") != probe.token:
             probe._refuse(holder)
-    return exists
+    return OutputCheck(exists, root)
 
 
-def open_output(p: Prepared, lease: Lease) -> Canvas:
+def open_output(p: Prepared, lease: Lease, checked: OutputCheck | None = None) -> Canvas:
     """Under ``lease``: create the store, or reopen it for --resume, or clear and create it for
-    --overwrite; never touch an existing output otherwise."""
+    --overwrite; never touch an existing output otherwise. ``checked``: what ``check_output``
+    found before the lease; the output is checked in full again only if it changed since (or
+    was never checked)."""
     r = p.request
-    exists = check_output(p, lease)  # again, now that no other render can start
+    if checked is not None:  # now that no other render can start: is the output still what was checked?
+        exists = Canvas.exists(r.out, r.storage_options)
+        if checked != OutputCheck(exists, Canvas.root_metadata(r.out, r.storage_options) if exists else None):
+            checked = None
+    if checked is None:
+        checked = check_output(p, lease)
+    exists = checked.exists
     if exists and r.resume:
         return Canvas(r.out, r.storage_options, mode="r+")
     lease.check()
@@ -296,12 +314,14 @@ def make_executor(req: RenderRequest, model=None):
 
 
 def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | None = None,
-           executor=None) -> RenderSummary:
+           executor=None, checked: OutputCheck | None = None) -> RenderSummary:
     """Run every task the store does not record as done; mark the store complete at the end.
     ``on_progress(report, done, total)`` is called per finished task; if it has a ``begin`` method,
-    that is called first with the tasks to run (``progress.ProgressBar`` weighs them)."""
+    that is called first with the tasks to run (``progress.ProgressBar`` weighs them). ``checked``:
+    the caller's ``check_output``, else it is run here, before the executor starts."""
     r = p.request
-    check_output(p)  # refused before the lease is taken, too
+    if checked is None:
+        checked = check_output(p)  # refused before the lease is taken
     ex = executor or make_executor(r, model=p.model)
     try:
         check = getattr(ex, "check_capacity", None)
@@ -310,19 +330,19 @@ def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | No
         access = getattr(ex, "check_access", None)
         if access:  # so do workers that cannot read the model or write the store (no credentials of their own)
             access(r.model, r.model_storage_options, r.out, r.storage_options)
-        return _render(p, ex, on_progress)
+        return _render(p, ex, on_progress, checked)
     finally:
         close = getattr(ex, "close", None)
         if close:
             close()
 
 
-def _render(p: Prepared, ex, on_progress) -> RenderSummary:
+def _render(p: Prepared, ex, on_progress, checked: OutputCheck) -> RenderSummary:
     r = p.request
     reports: list[TaskReport] = []
     t0 = time.time()
     with Lease(r.out, r.storage_options) as lease:  # first: the store is created under the lease
-        canvas = open_output(p, lease)
+        canvas = open_output(p, lease, checked)
         job = RenderJob(model=r.model, store=r.out, seed=r.seed, device=r.device, precision=r.precision,
                         storage_options=r.storage_options, model_storage_options=r.model_storage_options,
                         lease_token=lease.token)

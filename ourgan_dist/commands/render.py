@@ -100,8 +100,9 @@ def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: 
                         overwrite=overwrite, device=device, precision=precision, storage_options=so,
                         model_storage_options=so, worker_memory=_parse_memory(worker_memory))
     p = prepare(req)
+    checked = None
     try:
-        check_output(p)  # an output that would be refused is refused before the plan is printed
+        checked = check_output(p)  # an output that would be refused is refused before the plan is printed
         if export_to:  # and an export target, before the render rather than after it
             from ..export import check_target
 
@@ -126,7 +127,7 @@ def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: 
     if dry_run:
         click.echo("dry run: nothing written")
         return
-    summary = run_render(p, on_progress=None if quiet else progress_bar(p))
+    summary = run_render(p, on_progress=None if quiet else progress_bar(p), checked=checked)
     click.echo(f"\ndone: {summary.tasks_run} task(s) in {summary.seconds:.1f} s"
                + (f", {summary.tasks_skipped} already done" if summary.tasks_skipped else "") + f" -> {out}")
     if export_to:
