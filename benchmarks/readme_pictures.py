@@ -23,7 +23,7 @@ import pyvips
 
 from ourgan_dist.canvas import GENERATION, Canvas
 from ourgan_dist.pixels import to_uint8
-from ourgan_dist.plan import Box
+from ourgan_dist.geometry import Box
 
 GAP = 8  # px between the two crops
 

@@ -30,7 +30,8 @@ import numpy as np
 import zarr
 
 from .errors import MisalignedWriteError, StoreError
-from .plan import Box, RenderPlan
+from .geometry import Box
+from .plan import RenderPlan
 from .records import RECORDS, CompletionRecords
 from .storage import url_to_fs, with_retries, zarr_store
 

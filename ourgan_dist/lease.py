@@ -372,7 +372,7 @@ def check_expiry(lease: dict[str, Any], url: str, ttl: float | None = None, now:
 def read_lease(slot: _Slot, url: str, retry: bool = True) -> tuple[dict[str, Any], Any]:
     """(the lease, {} if none or given back; its version). Anything unreadable raises
     ``StoreError``: fail closed; so does an expiry no render could have set (``check_expiry``)."""
-    from .canvas import with_retries
+    from .storage import with_retries
 
     try:
         data, version = with_retries("reading the lease", slot.read) if retry else slot.read()

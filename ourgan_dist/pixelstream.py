@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .canvas import Canvas
-from .plan import Box
+from .geometry import Box
 
 BAND_BYTES = 8 << 20  # pixels of one PNG band (uncompressed)
 READ_AHEAD = 8  # tiles in flight while writing

@@ -55,9 +55,9 @@ def check_settings() -> None:
     backoff()
 
 
-def _transient(e: BaseException) -> bool:
-    """Errors worth retrying: connection drops, timeouts, 5xx surfaced as OSError. Not: missing
-    objects, permissions, bad arguments."""
+def transient(e: BaseException) -> bool:
+    """Errors worth retrying (a storage call, or a task that failed with one): connection drops,
+    timeouts, 5xx surfaced as OSError. Not: missing objects, permissions, bad arguments, bugs."""
     if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return False
     return isinstance(e, (OSError, ConnectionError, TimeoutError))
@@ -71,7 +71,7 @@ def with_retries(what: str, fn: Callable[[], R]) -> R:
         try:
             return fn()
         except Exception as e:
-            if not _transient(e) or attempt == attempts - 1:
+            if not transient(e) or attempt == attempts - 1:
                 raise
             wait = first_wait * 2**attempt * (1 + random.random() / 2)
             log.warning("storage error on %s (%s: %s); retry %d/%d in %.2f s", what, type(e).__name__, redact(str(e)),

@@ -17,7 +17,7 @@ from ourgan_dist.errors import PlanError, StoreError
 from ourgan_dist.fencing import EnvironmentMismatch, runtime_environment
 from ourgan_dist.models.layers import ExactConv2d, exact_only
 from ourgan_dist.models.sr import build_sr, run_window
-from ourgan_dist.plan import Box
+from ourgan_dist.geometry import Box
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ourgan_dist import noise
-from ourgan_dist.plan import Box
+from ourgan_dist.geometry import Box
 
 
 @settings(max_examples=60, deadline=None)

@@ -11,7 +11,7 @@ import zarr
 from helpers import arrays, assert_same_arrays, do_render
 from ourgan_dist.canvas import Canvas
 from ourgan_dist.errors import MisalignedWriteError, StoreError
-from ourgan_dist.plan import Box
+from ourgan_dist.geometry import Box
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from ourgan_dist import noise
 from ourgan_dist.cli import main
 from ourgan_dist.commands.shared import RENDER_SEED_LIMIT, TRAIN_SEED_LIMIT
 from ourgan_dist.errors import PlanError
-from ourgan_dist.plan import Box
+from ourgan_dist.geometry import Box
 
 
 def run(*args):

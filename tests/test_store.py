@@ -95,7 +95,7 @@ def test_done_is_one_listing_that_skips_what_is_not_a_record(tmp_path, monkeypat
 
 def test_misaligned_shard_write_names_the_race(tmp_path):
     from ourgan_dist.errors import MisalignedWriteError
-    from ourgan_dist.plan import Box
+    from ourgan_dist.geometry import Box
 
     plan = RenderPlan(width=53, height=37, n_sr=0, base_height=37, base_width=53, tile=32, halo=0,
                       receptive_radius=0, chunk=16)

@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 from ..errors import TileError, UserError
 from ..plan import RenderPlan, TaskKey
-from ..storage import strip_userinfo
+from ..storage import strip_userinfo, transient
 from ..tile import RenderJob, TaskReport
 from . import capacity
 from .capacity import Sizing
@@ -325,14 +325,6 @@ def quiet_embedded_ray_auth() -> None:
 class RenderStalled(RuntimeError):
     """A render that cannot progress: no live worker, or no task finished for too long. Finished
     tasks are recorded, so a re-run with --resume continues."""
-
-
-def transient(e: BaseException) -> bool:
-    """Errors worth running a task again for: connection drops, timeouts, 5xx surfaced as OSError.
-    Not: missing objects, permissions, bad input, bugs."""
-    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
-        return False
-    return isinstance(e, OSError)  # ConnectionError and TimeoutError included
 
 
 class _TileActor:

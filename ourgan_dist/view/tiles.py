@@ -18,7 +18,7 @@ import numpy as np
 from ..canvas import Canvas
 from ..deepzoom import OVERLAP, TILE, descriptor, top_level
 from ..pixels import downsample2
-from ..plan import Box
+from ..geometry import Box
 
 
 @dataclass(frozen=True)
