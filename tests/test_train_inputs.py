@@ -135,3 +135,41 @@ def test_the_model_folder_has_the_usual_permissions(photo, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(os.stat(tmp_path / "m").st_mode) == 0o777 & ~umask
+
+
+def test_a_file_added_to_out_during_training_is_kept_and_the_model_waits_beside_it(photo, tmp_path, monkeypatch):
+    """--out is checked again before the model is published: a file that appeared there during
+    training is never removed, and the finished model stays in its hidden folder, named."""
+    import ourgan_dist.train as train
+    from ourgan_dist.errors import UserError
+
+    out = tmp_path / "m"
+    real = train._train_into
+
+    def train_then_someone_writes(*args, **kwargs):
+        model_id = real(*args, **kwargs)
+        out.mkdir(exist_ok=True)
+        (out / "keep.txt").write_text("mine")
+        return model_id
+
+    monkeypatch.setattr(train, "_train_into", train_then_someone_writes)
+    with pytest.raises(UserError, match="changed during training") as e:
+        train.train_model(photo, str(out), preset="tiny", iterations=0, seed=1, device="cpu", progress=False)
+    assert (out / "keep.txt").read_text() == "mine" and not (out / "model.pt").exists()
+    kept = str(e.value).rsplit("kept in ", 1)[1].rstrip(")")
+    assert os.path.exists(os.path.join(kept, "model.pt"))
+
+
+def test_a_second_training_into_the_same_out_is_refused_while_the_first_runs(photo, tmp_path):
+    from ourgan_dist.errors import UserError
+    from ourgan_dist.train import out_lock, train_model
+
+    out = str(tmp_path / "m")
+    with out_lock(os.path.realpath(out)):  # the first training holds the lock
+        with pytest.raises(UserError, match="another training"):
+            train_model(photo, out, preset="tiny", iterations=0, seed=1, device="cpu", progress=False)
+    assert not os.path.exists(out)
+    train_model(photo, out, preset="tiny", iterations=0, seed=1, device="cpu", progress=False)  # then it may
+    train_model(photo, out, preset="tiny", iterations=0, seed=2, device="cpu", progress=False, overwrite=True)
+    assert sorted(os.listdir(out)) == ["model.json", "model.pt", "training.json"]
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".m.old-") or n.startswith(".m.partial-")] == []

@@ -3,13 +3,14 @@ random crops of the full-resolution photo. ``train_model`` is the entry point th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import tempfile
 import time
 import warnings
-from typing import Callable, Sequence
+from typing import Iterator, Callable, Sequence
 
 from .. import images
 from ..atomic import write_json_atomic
@@ -64,13 +65,53 @@ def check_out(out: str, overwrite: bool = False) -> None:
         raise UserError(f"--out {out!r} already holds a model; pass --overwrite to replace it, or choose another --out")
 
 
-def _publish(tmp: str, out: str) -> None:
-    """Move the finished model folder ``tmp`` into place at ``out`` (replacing a model there)."""
+@contextlib.contextmanager
+def out_lock(target: str) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``target`` (an exclusive ``flock``) from the check of --out to
+    the model's publication, so two trainings into one --out cannot both go ahead: the second is
+    refused at once. The lock file is removed at the end; a lock taken on a file that was removed
+    meanwhile is taken again on the new one, so two holders never coexist."""
+    import fcntl
+
+    path = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.lock")
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"--out {target!r}: another training is writing this model now ({path} is locked); "
+                            "wait for it to finish or choose another --out") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder before us removed the file we locked: lock the current one
+    try:
+        yield
+    finally:
+        os.unlink(path)  # while still holding it: a newcomer then locks a new file
+        os.close(fd)
+
+
+def _publish(tmp: str, out: str, overwrite: bool) -> None:
+    """Move the finished model folder ``tmp`` into place at ``out``. ``out`` is checked again
+    first (something may have been added to it during training): a model there is replaced file
+    by file, and nothing that is not a model file is ever removed."""
+    try:
+        check_out(out, overwrite)
+    except UserError as e:
+        raise UserError(f"{e} (it changed during training; the new model is kept in {tmp})") from None
     if os.path.isdir(out) and os.listdir(out):
         old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
         os.rename(out, os.path.join(old, "model"))
         os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        for name in os.listdir(os.path.join(old, "model")):  # only model files: check_out said so
+            os.remove(os.path.join(old, "model", name))
+        os.rmdir(os.path.join(old, "model"))
+        os.rmdir(old)
     else:
         if os.path.isdir(out):
             os.rmdir(out)
@@ -96,6 +137,17 @@ def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | 
     whole ``ModelConfig``, for library callers) replaces the preset and its settings."""
     check_out(out, overwrite)
     target = os.path.realpath(out)  # a symlinked folder is replaced where it really is
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with out_lock(target):
+        return _train_locked(image, out, target, preset=preset, iterations=iterations, seed=seed, device=device,
+                             vertical_coord=vertical_coord, progress=progress, schedule=schedule, parallel=parallel,
+                             overwrite=overwrite, allow_damaged=allow_damaged, warn=warn, settings=settings,
+                             config=config)
+
+
+def _train_locked(image: str, out: str, target: str, *, preset, iterations, seed, device, vertical_coord, progress,
+                  schedule, parallel, overwrite, allow_damaged, warn, settings, config) -> str:
+    check_out(out, overwrite)  # again, now that no other training can be between the check and the publication
     info = images.probe(image)
     cfg = resolve_config(preset, iterations, vertical_coord, schedule, settings, config)
     dev = resolve_device(device)
@@ -114,10 +166,10 @@ def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | 
     os.chmod(tmp, 0o777 & ~umask)  # the published folder has the usual permissions, not mkdtemp's 0700
     try:
         model_id = _train_into(tmp, image, info, cfg, dev, seed, progress, parallel, damaged=bool(damage))
-        _publish(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _publish(tmp, target, overwrite)  # on refusal the finished model stays in tmp, and the message says where
     return model_id
 
 
