@@ -419,6 +419,13 @@ class Lease:
         lease, _ = read_lease(self.slot, self.url)
         return lease if live(lease) else None
 
+    def refuse_if_held(self) -> None:
+        """Raise ``StoreError`` naming the holder if another render holds the store's lease now
+        (reading only). A lease that cannot be read raises too: fail closed."""
+        holder = self.holder()
+        if holder and holder.get("token") != self.token:
+            self._refuse(holder)
+
     def _new(self) -> tuple[bytes, float]:
         expires = time.time() + self.ttl
         return _document({"token": self.token, **this_process(), "expires": expires, "ttl": self.ttl}), expires

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from . import projection
 from .canvas import Canvas, foreign_entries, plan_to_info, refuse_foreign
+from .executors import Executor
 from .errors import PlanError, StoreError, TileError, UserError
 from .lease import Lease, LeaseLost
 from .plan import DEFAULT_CHUNK, RenderPlan, TaskKey, chunk_for_tile, parse_size
@@ -254,10 +255,8 @@ def check_output(p: Prepared, lease: Lease | None = None) -> OutputCheck:
                              "remove it yourself or choose another --out")
         if foreign := foreign_entries(r.out, r.storage_options):  # a render's folder that also holds other files
             raise StoreError(refuse_foreign(r.out, foreign))
-        probe = lease or Lease(r.out, r.storage_options)
-        holder = probe.holder()  # a lease that cannot be read raises: never delete a store that may be in use
-        if holder and holder.get("token") != probe.token:
-            probe._refuse(holder)
+        # a lease that cannot be read raises: never delete a store that may be in use
+        (lease or Lease(r.out, r.storage_options)).refuse_if_held()
     return OutputCheck(exists, root)
 
 
@@ -301,7 +300,7 @@ class RenderSummary:
     halo_error: dict | None = None
 
 
-def make_executor(req: RenderRequest, model=None):
+def make_executor(req: RenderRequest, model=None) -> Executor:
     if req.workers == 1 and req.address is None:
         from .executors.local import LocalExecutor
 
@@ -314,7 +313,7 @@ def make_executor(req: RenderRequest, model=None):
 
 
 def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | None = None,
-           executor=None, checked: OutputCheck | None = None) -> RenderSummary:
+           executor: Executor | None = None, checked: OutputCheck | None = None) -> RenderSummary:
     """Run every task the store does not record as done; mark the store complete at the end.
     ``on_progress(report, done, total)`` is called per finished task; if it has a ``begin`` method,
     that is called first with the tasks to run (``progress.ProgressBar`` weighs them). ``checked``:
@@ -324,20 +323,15 @@ def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | No
         checked = check_output(p)  # refused before the lease is taken
     ex = executor or make_executor(r, model=p.model)
     try:
-        check = getattr(ex, "check_capacity", None)
-        if check:  # a cluster that can never place the workers refuses before the lease or the store exist
-            check()
-        access = getattr(ex, "check_access", None)
-        if access:  # so do workers that cannot read the model or write the store (no credentials of their own)
-            access(r.model, r.model_storage_options, r.out, r.storage_options)
+        ex.check_capacity()  # a cluster that can never place the workers refuses before the lease or the store exist
+        # so do workers that cannot read the model or write the store (no credentials of their own)
+        ex.check_access(r.model, r.model_storage_options, r.out, r.storage_options)
         return _render(p, ex, on_progress, checked)
     finally:
-        close = getattr(ex, "close", None)
-        if close:
-            close()
+        ex.close()
 
 
-def _render(p: Prepared, ex, on_progress, checked: OutputCheck) -> RenderSummary:
+def _render(p: Prepared, ex: Executor, on_progress, checked: OutputCheck) -> RenderSummary:
     r = p.request
     reports: list[TaskReport] = []
     t0 = time.time()
