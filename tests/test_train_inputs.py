@@ -173,3 +173,17 @@ def test_a_second_training_into_the_same_out_is_refused_while_the_first_runs(pho
     train_model(photo, out, preset="tiny", iterations=0, seed=2, device="cpu", progress=False, overwrite=True)
     assert sorted(os.listdir(out)) == ["model.json", "model.pt", "training.json"]
     assert [n for n in os.listdir(tmp_path) if n.startswith(".m.old-") or n.startswith(".m.partial-")] == []
+
+
+def test_an_unwritable_out_is_one_line_naming_it(photo, tmp_path):
+    if os.geteuid() == 0:  # root writes anywhere: a folder under a file stands in for "cannot be written"
+        (tmp_path / "afile").write_text("x")
+        out = tmp_path / "afile" / "m"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        out = locked / "m"
+    code, text = run("train", photo, "--out", out, *TRAIN)
+    assert code == 2 and str(out) in text and ".partial" not in text and "Traceback" not in text, text
+    assert len(text.strip().splitlines()) == 1

@@ -137,7 +137,13 @@ def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | 
     whole ``ModelConfig``, for library callers) replaces the preset and its settings."""
     check_out(out, overwrite)
     target = os.path.realpath(out)  # a symlinked folder is replaced where it really is
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    parent = os.path.dirname(target)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out!r}: its folder {parent!r} cannot be created ({e.strerror}); choose another --out") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out!r}: its folder {parent!r} is not writable; choose a folder you can write to")
     with out_lock(target):
         return _train_locked(image, out, target, preset=preset, iterations=iterations, seed=seed, device=device,
                              vertical_coord=vertical_coord, progress=progress, schedule=schedule, parallel=parallel,
