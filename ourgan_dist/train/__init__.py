@@ -138,6 +138,11 @@ def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | 
     check_out(out, overwrite)
     target = os.path.realpath(out)  # a symlinked folder is replaced where it really is
     parent = os.path.dirname(target)
+    above = parent
+    while above and not os.path.exists(above):
+        above = os.path.dirname(above)
+    if above and not os.path.isdir(above):
+        raise UserError(f"--out {out!r}: {above!r} is a file, where a folder is needed; choose another --out")
     try:
         os.makedirs(parent, exist_ok=True)
     except OSError as e:
