@@ -108,6 +108,22 @@ class Projection:
         return f[0] - (self.basis @ self.mean).view(-1, 1, 1)
 
 
+class _Projections:
+    """A scale's two key images, projected once each: the blurred photo for the first pass, the
+    sharp photo for the later ones. ``(pass) -> (Projection, key features)``."""
+
+    def __init__(self, keys: torch.Tensor, src: torch.Tensor, p: int, k: int, seed: int, pad: bool):
+        self.images, self.args, self.pad = (keys, src), (p, k, seed), pad
+        self.done: dict[int, tuple[Projection, torch.Tensor]] = {}
+
+    def __call__(self, it: int) -> tuple[Projection, torch.Tensor]:
+        which = 0 if it == 0 else 1
+        if which not in self.done:
+            proj = Projection(self.images[which], *self.args)
+            self.done[which] = (proj, proj(self.images[which], pad=self.pad))
+        return self.done[which]
+
+
 class PatchBase(nn.Module):
     """The photo kept at base scale, and the generator that draws new base images from it."""
 
@@ -128,11 +144,6 @@ class PatchBase(nn.Module):
     @property
     def ready(self) -> bool:
         return self.photo.dim() == 4
-
-    @property
-    def base_width(self) -> int:
-        """Width the renderer's level count aims at: the kept photo's (the config's before training)."""
-        return int(self.photo.shape[3]) if self.ready else self.cfg.base_width
 
     def scale_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """(h, w) of every scale, coarsest first; the last is (height, width)."""
@@ -196,10 +207,10 @@ class PatchBase(nn.Module):
         p, r = c.patch, c.patch // 2
         h, w = x.shape[2:]
         sh, sw = src.shape[2:]
+        projections = _Projections(keys, src, p, c.features, seed * 7919 + s, pad=False)
         for it in range(c.iterations):
-            k_img = keys if it == 0 else src
-            proj = Projection(k_img, p, c.features, seed * 7919 + s)
-            kf = proj(k_img, pad=False).reshape(proj.basis.shape[0], -1).T  # (nk, k)
+            proj, kf = projections(it)
+            kf = kf.reshape(proj.basis.shape[0], -1).T  # (nk, k)
             qf = proj(x, pad=True).reshape(proj.basis.shape[0], -1).T  # (nq, k)
             qy, ky, vw = self._distance_terms(h, sh, proj)
             kyy = ky.view(-1, 1).expand(sh - 2 * r, sw - 2 * r).reshape(-1)
@@ -207,7 +218,8 @@ class PatchBase(nn.Module):
             idx = nearest(qf, kf, qyy, kyy, vw, c.alpha * proj.variance)
             ky_i, kx_i = idx // (sw - 2 * r) + r, idx % (sw - 2 * r) + r
             nnf = (ky_i.view(h, w), kx_i.view(h, w))
-            x = vote(src, nnf, p)
+            if it < c.iterations - 1:  # the caller votes with the last field
+                x = vote(src, nnf, p)
         return nnf
 
     def _local(self, x, keys, src, nnf, seed, s) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,10 +229,9 @@ class PatchBase(nn.Module):
         h, w = x.shape[2:]
         sh, sw = src.shape[2:]
         g = torch.Generator().manual_seed((seed * 1_000_003 + s) & 0x7FFF_FFFF_FFFF_FFFF)
+        projections = _Projections(keys, src, p, c.features, seed * 7919 + s, pad=True)
         for it in range(c.refine_iterations):
-            k_img = keys if it == 0 else src
-            proj = Projection(k_img, p, c.features, seed * 7919 + s)
-            kf = proj(k_img, pad=True)  # (k, sh, sw): every pixel a centre; matches stay inside
+            proj, kf = projections(it)  # kf (k, sh, sw): every pixel a centre; matches stay inside
             qf = proj(x, pad=True)  # (k, h, w)
             qy, _, vw = self._distance_terms(h, sh, proj)
             ky_all = rows(sh)
