@@ -38,7 +38,7 @@ def make_model(preset_name: str, where: str) -> str:
 
 def render_once(model: str, out: str, size: str, tile: int, chunk: int, executor: Any, seed: int = 1):
     """Render into a fresh store; returns (wall seconds, RenderSummary)."""
-    from ourgan_dist.render import RenderRequest, prepare, render
+    from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     p = prepare(RenderRequest(model=model, out=out, size=size, tile=tile, chunk=chunk, seed=seed, overwrite=True))
     t0 = time.perf_counter()

@@ -111,9 +111,9 @@ class StandInRay:
 def standin_row(n_tasks: int, workers: int) -> tuple[int, float, float, float]:
     """(tasks, driver CPU ms per task, stand-in CPU ms per task, worker busy fraction)."""
     from ourgan_dist.config import preset
-    from ourgan_dist.executors.ray import Dispatch, RayExecutor
-    from ourgan_dist.plan import RenderPlan
-    from ourgan_dist.render import task_order
+    from ourgan_dist.engine.executors.ray import Dispatch, RayExecutor
+    from ourgan_dist.planning.plan import RenderPlan
+    from ourgan_dist.engine.render import task_order
 
     w, h, tile, chunk = PLANS[n_tasks]
     cfg = preset("tiny")
@@ -134,10 +134,10 @@ def standin_row(n_tasks: int, workers: int) -> tuple[int, float, float, float]:
 def ray_row(n_tasks: int, workers: int) -> tuple[int, float, float]:
     """(tasks, driver CPU ms per task, wall s) through RayExecutor.run with no-op actors."""
     from ourgan_dist.config import preset
-    from ourgan_dist.executors.ray import RayExecutor
-    from ourgan_dist.plan import RenderPlan
-    from ourgan_dist.render import task_order
-    from ourgan_dist.tile import RenderJob, TaskReport
+    from ourgan_dist.engine.executors.ray import RayExecutor
+    from ourgan_dist.planning.plan import RenderPlan
+    from ourgan_dist.engine.render import task_order
+    from ourgan_dist.engine.tile import RenderJob, TaskReport
 
     class NoOp:
         def __init__(self, job, name, env):

@@ -31,8 +31,8 @@ FORMATS = {  # name: (file suffix, compression)
 
 CHILD = r"""
 import json, resource, sys, time
-from ourgan_dist.allocator import bound_allocator
-from ourgan_dist.export import export
+from ourgan_dist.engine.allocator import bound_allocator
+from ourgan_dist.outputs.export import export
 bound_allocator()  # as `ourgan-dist export` does in its own process
 url, out, comp = sys.argv[1], sys.argv[2], (sys.argv[3] or None)
 t = time.perf_counter()
@@ -53,7 +53,7 @@ def parse_size(size: str) -> tuple[int, int]:
 
 
 def ensure_store(directory: str, size: str) -> str:
-    from ourgan_dist.canvas import Canvas
+    from ourgan_dist.store.canvas import Canvas
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
     from synthetic import write_synthetic_store  # test scaffolding: the store layout with a cheap pattern
 

@@ -1,7 +1,7 @@
 """Tile plans of the paper preset on GPU clusters: what `render --tile auto --device cuda` picks for
 a 16K image and a gigapixel on 8, 32 and 100 GPUs of 80 GB, with tasks per level, expected
 utilisation, halo overhead and projected memory per task; and the same for the old fixed 4096 px
-tile. Pure arithmetic (``ourgan_dist/projection.py``): no model, GPU or cluster needed.
+tile. Pure arithmetic (``ourgan_dist/planning/projection.py``): no model, GPU or cluster needed.
 
     python benchmarks/gpu_plans.py [--sizes 16384x12288,36864x27648] [--gpus 8,32,100] [--memory-gb 80]
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 
-from ourgan_dist import projection as pj
+from ourgan_dist.planning import projection as pj
 from ourgan_dist.config import preset
-from ourgan_dist.plan import RenderPlan, parse_size
+from ourgan_dist.planning.plan import RenderPlan, parse_size
 
 
 def row(size: str, gpus: int, tile: int | None, memory: int, cfg) -> str:

@@ -39,7 +39,7 @@ def render_once(model: str, out: str, size: str, precision: str, tile: int | Non
                 device: str = "cuda") -> dict:
     import torch
 
-    from ourgan_dist.render import RenderRequest, prepare, render
+    from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     gpu = device == "cuda"
     p = prepare(RenderRequest(model=model, out=out, size=size, seed=seed, tile=tile, device=device,
@@ -91,8 +91,8 @@ def pictures(store: str, where: str, crop: int = 512) -> list[str]:
     import numpy as np
     from PIL import Image
 
-    from ourgan_dist.canvas import Canvas
-    from ourgan_dist.geometry import Box
+    from ourgan_dist.store.canvas import Canvas
+    from ourgan_dist.planning.geometry import Box
 
     os.makedirs(where, exist_ok=True)
     c = Canvas(store)

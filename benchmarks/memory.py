@@ -23,7 +23,7 @@ import tempfile
 def one(model: str, size: str, tile: int, workers: int, out: str) -> dict:
     from common import render_once, start_local_ray, task_span
 
-    from ourgan_dist.executors.ray import RayExecutor
+    from ourgan_dist.engine.executors.ray import RayExecutor
 
     start_local_ray(os.cpu_count() or 1)
     ex = RayExecutor(workers=workers)

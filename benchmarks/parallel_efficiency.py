@@ -33,8 +33,8 @@ def main() -> None:
     import torch
     import zarr
 
-    from ourgan_dist.executors.local import LocalExecutor
-    from ourgan_dist.executors.ray import RayExecutor
+    from ourgan_dist.engine.executors.local import LocalExecutor
+    from ourgan_dist.engine.executors.ray import RayExecutor
 
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)  # the untiled reference uses the whole machine

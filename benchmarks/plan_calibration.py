@@ -10,7 +10,7 @@ Each run renders in a fresh driver process with a fresh local Ray (``--workers``
 worker's ``ru_maxrss`` is its own. The cpu preset renders the trained demo model that ships in
 ``ourgan_dist/data/demo-model`` (its store compresses like a real render), the tiny preset an
 untrained model. After the table, the script fits the constants the planner uses
-(``ourgan_dist/projection.py``): memory = runtime + factor x counted activations, and task time =
+(``ourgan_dist/planning/projection.py``): memory = runtime + factor x counted activations, and task time =
 network MACs / rate + output pixels x I/O time; copy them there when they move.
 """
 
@@ -45,8 +45,8 @@ def one(model: str, size: str, tile: int, workers: int, out: str) -> dict:
     import ray
     from common import render_once
 
-    from ourgan_dist.executors.ray import RayExecutor
-    from ourgan_dist.plan import TileKey
+    from ourgan_dist.engine.executors.ray import RayExecutor
+    from ourgan_dist.planning.plan import TileKey
 
     # address="local": a fresh instance of our own, even when another Ray runs on this machine
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -82,7 +82,7 @@ def measure(runs: list[tuple[str, str, int]], workers: int) -> list[dict]:
 
 
 def _key(t):
-    from ourgan_dist.plan import PyramidKey, TileKey
+    from ourgan_dist.planning.plan import PyramidKey, TileKey
 
     return TileKey(*t[1:4]) if t[0] == "L" else PyramidKey(*t[1:4])
 
@@ -90,14 +90,14 @@ def _key(t):
 def report(results: list[dict], probe: bool = True) -> None:
     import numpy as np
 
-    from ourgan_dist import projection
+    from ourgan_dist.planning import projection
     from ourgan_dist.config import preset as preset_config
-    from ourgan_dist.plan import RenderPlan, TileKey, parse_size
+    from ourgan_dist.planning.plan import RenderPlan, TileKey, parse_size
 
     rates = {}
     if probe:  # what a dry run on this machine would measure now, per preset
         from ourgan_dist.models import checkpoint
-        from ourgan_dist.forecast import PROBE_TO_RENDER, probe_macs_per_s
+        from ourgan_dist.engine.forecast import PROBE_TO_RENDER, probe_macs_per_s
 
         for name in sorted({r["preset"] for r in results}):
             m = checkpoint.load(next(r["model"] for r in results if r["preset"] == name))

@@ -34,7 +34,7 @@ def main() -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from ourgan_dist.executors.ray import RayExecutor
+    from ourgan_dist.engine.executors.ray import RayExecutor
 
     tmp = tempfile.mkdtemp(prefix="ourgan-cluster-")
     model = make_model("tiny", tmp)

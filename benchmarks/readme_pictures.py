@@ -21,9 +21,9 @@ import os
 import numpy as np
 import pyvips
 
-from ourgan_dist.canvas import GENERATION, Canvas
-from ourgan_dist.pixels import to_uint8
-from ourgan_dist.geometry import Box
+from ourgan_dist.store.canvas import GENERATION, Canvas
+from ourgan_dist.planning.pixels import to_uint8
+from ourgan_dist.planning.geometry import Box
 
 GAP = 8  # px between the two crops
 

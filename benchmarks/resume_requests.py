@@ -41,8 +41,8 @@ def main() -> None:
     from moto.server import ThreadedMotoServer
     from s3proxy import FaultProxy  # test scaffolding: a loopback proxy that sees every request
 
-    from ourgan_dist.canvas import Canvas, plan_to_info
-    from ourgan_dist.plan import RenderPlan, choose_levels, parse_size
+    from ourgan_dist.store.canvas import Canvas, plan_to_info
+    from ourgan_dist.planning.plan import RenderPlan, choose_levels, parse_size
 
     width, height = parse_size(a.size)
     n_sr, bh, bw = choose_levels(width, height, a.base_width)

@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
 
-    from ourgan_dist.executors.ray import RayExecutor
+    from ourgan_dist.engine.executors.ray import RayExecutor
 
     tmp = tempfile.mkdtemp(prefix="ourgan-sched-")
     model = make_model("tiny", tmp)

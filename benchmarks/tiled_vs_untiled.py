@@ -32,7 +32,7 @@ def main() -> None:
 
     from common import untrained_model
     from ourgan_dist.models import checkpoint
-    from ourgan_dist.render import RenderRequest, prepare, render
+    from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     tmp = tempfile.mkdtemp(prefix="ourgan-bench-")
     model = args.model

@@ -23,7 +23,7 @@ def _redact(text: str, args: list[str] | tuple[str, ...] = ()) -> str:
             text = text.replace(userinfo, "***")
     if "@" not in text:
         return text
-    from .storage import redact
+    from .store.storage import redact
 
     return redact(text)
 

@@ -59,7 +59,7 @@ def cpu_model(tmp_path_factory, photo):
 def small_render(tiny_model, tmp_path_factory):
     """A complete render of the tiny model, 300x200 at tile 32 and chunk 16 (a 6-level pyramid),
     shared by the tests that only read it (exports, the viewer)."""
-    from ourgan_dist.render import RenderRequest, prepare, render
+    from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     out = str(tmp_path_factory.mktemp("render") / "render.zarr")
     render(prepare(RenderRequest(model=tiny_model, out=out, size="300x200", chunk=16, tile=32)))

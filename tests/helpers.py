@@ -8,7 +8,7 @@ import os
 import numpy as np
 import zarr
 
-from ourgan_dist.render import RenderRequest, prepare, render
+from ourgan_dist.engine.render import RenderRequest, prepare, render
 
 
 
@@ -133,7 +133,7 @@ def autoscaling_cluster(tmp_dir, node_types: dict):
     from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
     from ray.cluster_utils import Cluster
 
-    from ourgan_dist.executors.capacity import _kv_get, _v1_autoscales
+    from ourgan_dist.engine.executors.capacity import _kv_get, _v1_autoscales
 
     port = _free_port()
     config = os.path.join(str(tmp_dir), "autoscaler.json")

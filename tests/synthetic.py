@@ -14,10 +14,10 @@ from typing import Callable
 
 import numpy as np
 
-from ourgan_dist.canvas import Canvas, plan_to_info
-from ourgan_dist.geometry import Box
-from ourgan_dist.plan import RenderPlan, TileKey
-from ourgan_dist.tile import write_pyramid_block
+from ourgan_dist.store.canvas import Canvas, plan_to_info
+from ourgan_dist.planning.geometry import Box
+from ourgan_dist.planning.plan import RenderPlan, TileKey
+from ourgan_dist.engine.tile import write_pyramid_block
 
 Pattern = Callable[[Box, int, int], np.ndarray]  # (box, height, width) -> uint8 (3, box.height, box.width)
 

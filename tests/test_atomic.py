@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ourgan_dist import atomic
+from ourgan_dist.store import atomic
 
 
 def test_write_atomic_fsyncs_before_it_renames(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from ourgan_dist.errors import UserError
-from ourgan_dist.executors.capacity import NodeType, Offer, _v1_autoscales, parse_node_groups, size_workers
+from ourgan_dist.engine.executors.capacity import NodeType, Offer, _v1_autoscales, parse_node_groups, size_workers
 
 HEAD = {"CPU": 0.0}  # cluster/aws-g5.yaml's head: no render work
 A10G = NodeType("gpu_a10g_x1", {"CPU": 4.0, "GPU": 1.0}, 8)

@@ -14,9 +14,15 @@ import pickle
 
 import pytest
 
-from ourgan_dist.executors.ray import (FORWARDED_ENV, RayExecutor, _TileActor, for_worker_options, for_workers,
-                                       storage_environment)
-from ourgan_dist.tile import RenderJob
+from ourgan_dist.engine.executors.ray import (
+    FORWARDED_ENV,
+    RayExecutor,
+    _TileActor,
+    for_worker_options,
+    for_workers,
+    storage_environment,
+)
+from ourgan_dist.engine.tile import RenderJob
 
 SECRET = "sEcReT-c0ffee-91"
 
@@ -86,7 +92,7 @@ def test_no_credentials_in_errors_or_the_store(tiny_model, tmp_path):
     from click.testing import CliRunner
 
     from ourgan_dist.cli import main
-    from ourgan_dist.render import RenderRequest, prepare, render_info
+    from ourgan_dist.engine.render import RenderRequest, prepare, render_info
 
     r = CliRunner().invoke(main, ["inspect", f"s3://user:{SECRET}@127.0.0.1:1/nowhere"])
     assert r.exit_code != 0 and SECRET not in r.output
@@ -100,7 +106,7 @@ def test_no_credentials_in_errors_or_the_store(tiny_model, tmp_path):
 
 @pytest.mark.slow  # starts a local Ray instance and two workers
 def test_no_credentials_in_actor_specs_on_real_ray(ray_local, tiny_model, tmp_path, monkeypatch):
-    from ourgan_dist.render import RenderRequest, prepare, render
+    from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     _importable_by_workers()
     for k, v in canary_environment(SECRET).items():

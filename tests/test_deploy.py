@@ -159,7 +159,7 @@ def test_dockerfile_copies_enough_to_build_the_package(tmp_path):
 
     (wheel,) = out.glob("ourgan_dist-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "ourgan_dist/cli.py" in names and "ourgan_dist/executors/ray.py" in names
+    assert "ourgan_dist/cli.py" in names and "ourgan_dist/engine/executors/ray.py" in names
     assert "ourgan_dist/view/static/openseadragon/openseadragon.min.js" in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "ourgan-dist = ourgan_dist.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()

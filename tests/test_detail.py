@@ -73,7 +73,7 @@ def test_tiled_equals_untiled_bit_for_bit_with_detail(big_photo, tmp_path, monke
 
 
 def test_detail_adds_the_photos_fine_band_without_moving_colours(big_photo, tmp_path):
-    from ourgan_dist.geometry import Box
+    from ourgan_dist.planning.geometry import Box
 
     photo = load_sr_photo(big_photo)
     lib = DetailLibrary()

@@ -97,7 +97,7 @@ def _size(path):
 
 
 def test_pictures_exist_with_the_right_sizes(report):
-    from ourgan_dist.evaluate import GAP, LABEL_HEIGHT
+    from ourgan_dist.quality.evaluate import GAP, LABEL_HEIGHT
 
     r, folder = report
     pics = r["detail"]["pictures"]
@@ -113,7 +113,7 @@ def test_pictures_exist_with_the_right_sizes(report):
     assert [_size(p) for p in pics["levels"]] == want
     assert sorted(os.listdir(folder)) == ["level_0.png", "level_1.png", "level_2.png", "photo_size.png",
                                           "photo_size_crops.png", "seeds.png"]
-    from ourgan_dist.sheet import GAP as SHEET_GAP, PANEL_WIDTH
+    from ourgan_dist.quality.sheet import GAP as SHEET_GAP, PANEL_WIDTH
 
     assert _size(pics["seeds"])[0] == 2 * PANEL_WIDTH + SHEET_GAP  # photo | seed 0, then seed 1
 
@@ -121,7 +121,7 @@ def test_pictures_exist_with_the_right_sizes(report):
 def test_display_panels_are_bounded():
     import pyvips
 
-    from ourgan_dist.evaluate import for_display
+    from ourgan_dist.quality.evaluate import for_display
 
     assert for_display(pyvips.Image.black(3000, 40)).width == 1024
     assert (for_display(pyvips.Image.black(10, 5)).width, for_display(pyvips.Image.black(10, 5)).height) == (260, 130)
@@ -130,7 +130,7 @@ def test_display_panels_are_bounded():
 
 
 def test_crops_land_where_the_image_has_structure():
-    from ourgan_dist.evaluate import crop_boxes
+    from ourgan_dist.quality.evaluate import crop_boxes
 
     img = np.full((3, 1000, 600), 128, np.uint8)  # plain grey, with three textured places
     rng = np.random.default_rng(0)
@@ -146,7 +146,7 @@ def test_crops_land_where_the_image_has_structure():
 
 
 def test_describe_has_a_row_per_level_and_the_paths(report):
-    from ourgan_dist.evaluate import describe
+    from ourgan_dist.quality.evaluate import describe
 
     r, _ = report
     text = "\n".join(describe(r))
@@ -160,7 +160,7 @@ def test_describe_has_a_row_per_level_and_the_paths(report):
 def test_reconstruction_psnr_rises_with_training(untrained, wide_photo, tmp_path):
     """An untrained decoder reconstructs nothing; 20 steps per scale bring it well above that, and
     above the photo's coarsest scale merely upsampled."""
-    from ourgan_dist.evaluate import reconstruction
+    from ourgan_dist.quality.evaluate import reconstruction
     from ourgan_dist.models import checkpoint
     from ourgan_dist.train import train_model
 
@@ -181,7 +181,7 @@ def test_reconstruction_psnr_rises_with_training(untrained, wide_photo, tmp_path
 def test_sr_psnr_on_held_out_crops(tmp_path):
     """On a photo big enough to hold crops out, SR and bicubic PSNR are both measured, at the
     photo's size and per SR training scale (where the held-out strip is wide enough)."""
-    from ourgan_dist.evaluate import sr_holdout
+    from ourgan_dist.quality.evaluate import sr_holdout
     from ourgan_dist.models import checkpoint
     from ourgan_dist.train import train_model
     from ourgan_dist.train.sr import holdout_columns, sr_scales
@@ -199,7 +199,7 @@ def test_sr_psnr_on_held_out_crops(tmp_path):
 
 
 def test_swd_measures_distribution_distance():
-    from ourgan_dist.evaluate import disjoint_patches, laplacian_band, sliced_wasserstein
+    from ourgan_dist.quality.evaluate import disjoint_patches, laplacian_band, sliced_wasserstein
 
     rng = np.random.default_rng(0)
     a = rng.normal(0, 1, (4000, 12))
@@ -236,7 +236,7 @@ def test_bad_inputs_give_one_line_errors(untrained, wide_photo, tmp_path):
 
 def test_pictures_folder_that_is_a_file_is_refused_before_any_work(untrained, wide_photo, tmp_path):
     from ourgan_dist.errors import UserError
-    from ourgan_dist.evaluate import evaluate
+    from ourgan_dist.quality.evaluate import evaluate
 
     f = tmp_path / "taken"
     f.write_text("")
@@ -245,7 +245,7 @@ def test_pictures_folder_that_is_a_file_is_refused_before_any_work(untrained, wi
 
 
 def test_a_photo_wider_than_max_width_is_shrunk_for_the_render(untrained, wide_photo):
-    from ourgan_dist.evaluate import fine_detail
+    from ourgan_dist.quality.evaluate import fine_detail
 
     d = fine_detail(untrained, wide_photo, max_width=200)
     assert d["size"] == [200, 133] and d["photo_shrunk"] is True

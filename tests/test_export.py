@@ -15,10 +15,10 @@ import pyvips
 import tifffile
 from click.testing import CliRunner
 
-from ourgan_dist.canvas import Canvas
+from ourgan_dist.store.canvas import Canvas
 from ourgan_dist.cli import main
 from ourgan_dist.errors import StoreError, UserError
-from ourgan_dist.export import export
+from ourgan_dist.outputs.export import export
 from synthetic import noise_pattern, write_synthetic_store
 
 
@@ -136,7 +136,7 @@ def test_dzi_tree_opens_and_every_level_is_the_store_pyramid(store, tmp_path):
 def test_dzi_in_narrow_bands_is_the_same_tree(tmp_path, monkeypatch):
     """Wide images are cut band by band; bands of one and of three tile columns give the store's
     pixels in every tile (the overlaps at band seams included)."""
-    import ourgan_dist.export as ex
+    import ourgan_dist.outputs.export as ex
 
     url = str(tmp_path / "wide.zarr")
     write_synthetic_store(url, 1300, 300, chunk=64, pattern=noise_pattern())
@@ -241,7 +241,7 @@ def test_allocator_settings_are_left_to_the_command_line(store, tmp_path, monkey
     are process-wide and cannot be given back); ``ourgan-dist export``, whose process ends with
     the export, sets them."""
     calls = []
-    import ourgan_dist.allocator as ex
+    import ourgan_dist.engine.allocator as ex
 
     monkeypatch.setattr(ex, "_libc_mallopt", lambda: lambda param, value: calls.append((param, value)) or 1)
     export(store, str(tmp_path / "lib.png"), progress=False)

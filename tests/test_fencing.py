@@ -11,13 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import do_render
-from ourgan_dist.canvas import Canvas
+from ourgan_dist.store.canvas import Canvas
 from ourgan_dist.config import PRESETS
 from ourgan_dist.errors import PlanError, StoreError
-from ourgan_dist.fencing import EnvironmentMismatch, runtime_environment
+from ourgan_dist.store.fencing import EnvironmentMismatch, runtime_environment
 from ourgan_dist.models.layers import ExactConv2d, exact_only
 from ourgan_dist.models.sr import build_sr, run_window
-from ourgan_dist.geometry import Box
+from ourgan_dist.planning.geometry import Box
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_resume_fails_closed_without_a_recorded_environment_or_version(tiny_mode
     from click.testing import CliRunner
 
     from ourgan_dist.cli import main
-    from ourgan_dist.tile import RenderJob, TileWorker
+    from ourgan_dist.engine.tile import RenderJob, TileWorker
 
     canvas = Canvas(unfinished, mode="r+")
     env = canvas.info["environment"]
@@ -83,7 +83,7 @@ def test_resume_fails_closed_without_a_recorded_environment_or_version(tiny_mode
 
 
 def test_a_worker_refuses_another_model_or_environment(tiny_model, photo, unfinished, tmp_path):
-    from ourgan_dist.tile import RenderJob, TileWorker
+    from ourgan_dist.engine.tile import RenderJob, TileWorker
     from ourgan_dist.train import train_model
 
     other = str(tmp_path / "other")
@@ -109,7 +109,7 @@ def test_exact_mode_refuses_to_run_without_its_exact_convolutions(tiny_model, tm
         with exact_only(), pytest.raises(RuntimeError, match="exact mode"):
             conv(x)
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
-    from ourgan_dist.render import RenderRequest, prepare
+    from ourgan_dist.engine.render import RenderRequest, prepare
 
     with pytest.raises(PlanError, match="no oneDNN"):
         prepare(RenderRequest(model=tiny_model, out=str(tmp_path / "x.zarr"), size="64x48", tile=32, chunk=16))

@@ -12,14 +12,14 @@ import time
 
 import pytest
 
-from ourgan_dist.canvas import Canvas
+from ourgan_dist.store.canvas import Canvas
 from ourgan_dist.errors import StoreError
-from ourgan_dist.lease import Lease, _document, this_process
+from ourgan_dist.store.lease import Lease, _document, this_process
 from synthetic import write_synthetic_store
 
 HOLD = ("import sys, time\n"
-        "from ourgan_dist.canvas import Canvas\n"
-        "from ourgan_dist.lease import Lease\n"
+        "from ourgan_dist.store.canvas import Canvas\n"
+        "from ourgan_dist.store.lease import Lease\n"
         "Lease(Canvas(sys.argv[1]), ttl=600, settle=0.01).acquire()\n"
         "print('held', flush=True)\n"
         "time.sleep(600)\n")
@@ -93,7 +93,7 @@ def test_an_unreadable_lease_is_an_error_not_a_free_lease(store):
 
 
 def test_renewal_finds_another_token_stops_and_never_overwrites_it(store):
-    from ourgan_dist.lease import LeaseLost
+    from ourgan_dist.store.lease import LeaseLost
 
     lease = Lease(store, ttl=600, settle=0.01).acquire()
     try:
@@ -107,7 +107,7 @@ def test_renewal_finds_another_token_stops_and_never_overwrites_it(store):
 
 
 def test_heartbeat_marks_the_lease_lost_when_it_is_taken_or_cannot_be_renewed(store):
-    from ourgan_dist.lease import LeaseLost
+    from ourgan_dist.store.lease import LeaseLost
 
     lease = Lease(store, ttl=0.9, settle=0.01).acquire()
     _plant(store)
@@ -148,7 +148,7 @@ def test_conditional_create_and_replace_on_a_local_store(store):
 
 
 def test_a_worker_fence_refuses_writes_once_the_lease_names_another_render(store):
-    from ourgan_dist.lease import LeaseFence, LeaseLost
+    from ourgan_dist.store.lease import LeaseFence, LeaseLost
 
     lease = Lease(store, ttl=600, settle=0.01).acquire()
     try:
@@ -170,8 +170,8 @@ def test_a_stolen_lease_stops_the_render_and_the_store_resumes_to_the_same_bytes
     writing, the driver submits nothing more), the store stays incomplete with its finished tasks
     recorded, and once it is free again --resume finishes it to the same bytes."""
     from helpers import arrays, assert_same_arrays, do_render
-    from ourgan_dist.lease import LeaseLost
-    from ourgan_dist.render import RenderRequest, prepare, render
+    from ourgan_dist.store.lease import LeaseLost
+    from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     size = "160x120"
     ref = str(tmp_path / "ref.zarr")

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from ourgan_dist.cli import main
 from ourgan_dist.errors import StoreError
-from ourgan_dist.lease import Lease
+from ourgan_dist.store.lease import Lease
 from s3proxy import FaultProxy
 
 

@@ -16,7 +16,7 @@ from ourgan_dist.models import checkpoint
 from ourgan_dist.models.base import BaseGenerator, y_channel
 from ourgan_dist.models.layers import ExactConv2d
 from ourgan_dist.models.sr import SRNet, build_sr
-from ourgan_dist.geometry import Box
+from ourgan_dist.planning.geometry import Box
 
 from helpers import tiny_gan_config
 

@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ourgan_dist import noise
-from ourgan_dist.geometry import Box
+from ourgan_dist.planning import noise
+from ourgan_dist.planning.geometry import Box
 
 
 @settings(max_examples=60, deadline=None)

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from ourgan_dist import novelty
+from ourgan_dist.quality import novelty
 from ourgan_dist.config import PRESETS, PatchBaseConfig, from_dict, to_dict
 from ourgan_dist.errors import ConfigError
 from ourgan_dist.models import checkpoint
 from ourgan_dist.models.patches import PatchBase, reorder_strips, upsample_field, vote
-from ourgan_dist.plan import RenderPlan, choose_levels
+from ourgan_dist.planning.plan import RenderPlan, choose_levels
 
 
 def scene(h: int = 48, w: int = 72, seed: int = 0) -> torch.Tensor:

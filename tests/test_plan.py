@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ourgan_dist.config import BaseConfig, SRConfig
 from ourgan_dist.errors import PlanError
-from ourgan_dist.plan import SCALE, Box, RenderPlan, TileKey, choose_levels, chunk_for_tile, parse_size
+from ourgan_dist.planning.plan import SCALE, Box, RenderPlan, TileKey, choose_levels, chunk_for_tile, parse_size
 
 BASE = BaseConfig(base_width=32, coarsest_width=12, n_scales=3, channels=8, convs_per_stage=3, vae_scales=1,
                   latent_channels=4)
@@ -213,9 +213,9 @@ def test_owner_is_stable_across_levels():
 
 
 def test_plan_module_is_pure():
-    import ourgan_dist.plan  # noqa: F401
+    import ourgan_dist.planning.plan  # noqa: F401
 
-    src = open(ourgan_dist.plan.__file__).read()
+    src = open(ourgan_dist.planning.plan.__file__).read()
     for name in ("torch", "ray", "zarr", "fsspec"):
         assert f"import {name}" not in src
     assert Box(0, 2, 0, 3).area == 6 and "ray" not in {m.split(".")[0] for m in sys.modules if m.startswith("ourgan")}
@@ -232,3 +232,18 @@ def test_chunk_is_fitted_to_a_tile_when_not_given(tile, chunk):
 def test_tiles_no_good_chunk_divides_are_refused(tile, needle):
     with pytest.raises(PlanError, match=needle):
         chunk_for_tile(tile)
+
+
+def test_the_planning_wing_imports_no_torch_ray_zarr_or_fsspec():
+    import pkgutil
+    import subprocess
+
+    import ourgan_dist.planning as wing
+
+    names = [m.name for m in pkgutil.iter_modules(wing.__path__)]
+    assert {"plan", "geometry", "projection", "noise"} <= set(names)
+    code = ("import importlib, sys\n"
+            f"for m in {names!r}: importlib.import_module('ourgan_dist.planning.' + m)\n"
+            "print(sorted({k.split('.')[0] for k in sys.modules} & {'torch', 'ray', 'zarr', 'fsspec', 'dask'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

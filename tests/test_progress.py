@@ -9,8 +9,8 @@ import random
 import pytest
 
 from ourgan_dist.config import PRESETS
-from ourgan_dist.plan import PyramidKey, RenderPlan, TileKey
-from ourgan_dist.progress import WorkTracker, task_label
+from ourgan_dist.planning.plan import PyramidKey, RenderPlan, TileKey
+from ourgan_dist.engine.progress import WorkTracker, task_label
 
 CPU = PRESETS["cpu"]
 
@@ -94,9 +94,9 @@ def test_workers_are_counted_from_reports_when_not_given():
 def test_the_bar_shows_tasks_eta_image_megapixels_and_labels(capsys):
     from types import SimpleNamespace
 
-    from ourgan_dist.progress import ProgressBar
-    from ourgan_dist.render import task_order
-    from ourgan_dist.tile import TaskReport
+    from ourgan_dist.engine.progress import ProgressBar
+    from ourgan_dist.engine.render import task_order
+    from ourgan_dist.engine.tile import TaskReport
 
     plan = RenderPlan.create(4000, 2800, base=CPU.base, sr=CPU.sr, tile=1024)
     assert plan.n_sr == 1

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from ourgan_dist import projection as pj
+from ourgan_dist.planning import projection as pj
 from ourgan_dist.config import PRESETS
-from ourgan_dist.plan import RenderPlan
+from ourgan_dist.planning.plan import RenderPlan
 
 CPU, PAPER, TINY = PRESETS["cpu"], PRESETS["paper"], PRESETS["tiny"]
 GB80 = 80 * 10**9
@@ -88,9 +88,9 @@ def test_auto_tile_respects_a_small_worker_and_is_instant_for_ten_gigapixels():
 
 
 def test_projection_module_is_pure():
-    import ourgan_dist.projection as mod
+    import ourgan_dist.planning.projection as mod
 
     src = open(mod.__file__).read()
     for name in ("torch", "ray", "zarr", "fsspec"):
         assert f"import {name}" not in src
-    assert "torch" not in {m.split(".")[0] for m in sys.modules if m.startswith("ourgan_dist.projection")}
+    assert "torch" not in {m.split(".")[0] for m in sys.modules if m.startswith("ourgan_dist.planning.projection")}

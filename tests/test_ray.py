@@ -49,8 +49,8 @@ def reference(tiny_model, tmp_path_factory):
 
 
 def ray_render(model, url, opts, tile, workers):
-    from ourgan_dist.executors.ray import RayExecutor
-    from ourgan_dist.render import RenderRequest, prepare, render
+    from ourgan_dist.engine.executors.ray import RayExecutor
+    from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     p = prepare(RenderRequest(model=model, out=url, size=SIZE, tile=tile, chunk=CHUNK, workers=workers,
                               storage_options=opts, model_storage_options=opts))
@@ -96,7 +96,7 @@ def test_cluster_render_into_s3_equals_local_untiled(cluster, bucket, s3_model, 
 
 def test_worker_count_and_size_come_from_the_cluster(cluster):
     from ourgan_dist.errors import UserError
-    from ourgan_dist.executors.ray import RayExecutor
+    from ourgan_dist.engine.executors.ray import RayExecutor
 
     assert RayExecutor(workers=None)._resources() == (2, 1, False)  # one per node, that node's CPUs
     assert RayExecutor(workers=2)._resources() == (2, 1, False)
@@ -110,8 +110,8 @@ def test_a_cluster_without_room_refuses_before_the_lease_or_the_store(cluster, t
     """No autoscaler here: asking for more workers than fit is refused at once, and nothing is
     left behind, so the next try (with fewer workers) does not find an output that "already exists"."""
     from ourgan_dist.errors import UserError
-    from ourgan_dist.executors.ray import RayExecutor
-    from ourgan_dist.render import RenderRequest, prepare, render
+    from ourgan_dist.engine.executors.ray import RayExecutor
+    from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     out = tmp_path / "refused.zarr"
     for workers, device in ((3, "cpu"), (2, "cuda")):
@@ -178,7 +178,7 @@ def test_unreachable_address_fails_in_seconds_with_one_line(tiny_model, tmp_path
 
 def test_a_port_that_answers_but_is_no_ray_head_is_refused_quickly():
     from ourgan_dist.errors import UserError
-    from ourgan_dist.executors.ray import check_address
+    from ourgan_dist.engine.executors.ray import check_address
 
     with socket.socket() as silent:  # accepts connections, never speaks
         silent.bind(("127.0.0.1", 0))
@@ -196,7 +196,7 @@ def test_worker_error_is_reraised_with_its_tile_key(cluster, tiny_model, tmp_pat
     import shutil
 
     from ourgan_dist.errors import CheckpointError, TileError
-    from ourgan_dist.render import RenderRequest, prepare, render
+    from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
@@ -217,10 +217,10 @@ def test_memory_store_is_refused_with_ray(cluster, tiny_model):
 
 
 def test_wavefront_order_puts_each_task_right_after_what_it_reads(tiny_model):
-    from ourgan_dist.executors.ray import wavefront_order
+    from ourgan_dist.engine.executors.ray import wavefront_order
     from ourgan_dist.models import checkpoint
-    from ourgan_dist.plan import RenderPlan
-    from ourgan_dist.render import task_order
+    from ourgan_dist.planning.plan import RenderPlan
+    from ourgan_dist.engine.render import task_order
 
     cfg = checkpoint.load(tiny_model).config
     for size, tile in (((300, 200), 32), ((523, 211), 16), ((37 * 8, 53 * 8), 48)):

@@ -49,7 +49,7 @@ def _render_in_thread(model, out, **kw):
 
 
 def _wait_done(out, n, timeout=120):
-    from ourgan_dist.canvas import Canvas
+    from ourgan_dist.store.canvas import Canvas
 
     t0 = time.time()
     while time.time() - t0 < timeout:

@@ -15,7 +15,7 @@ import ray.cloudpickle
 
 from helpers import actor_pids, arrays, assert_same_arrays, do_render, local_cluster
 from ourgan_dist.errors import TileError
-from ourgan_dist.executors.ray import RayExecutor, RenderStalled, _TileActor
+from ourgan_dist.engine.executors.ray import RayExecutor, RenderStalled, _TileActor
 
 SIZE, CHUNK, SEED = "300x200", 16, 3
 
@@ -36,7 +36,7 @@ def reference(tiny_model, tmp_path_factory):
 
 
 def ray_render(model, out, tile=48, **executor):  # tile 48: 59 tasks
-    from ourgan_dist.render import RenderRequest, prepare, render
+    from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     p = prepare(RenderRequest(model=model, out=out, size=SIZE, tile=tile, chunk=CHUNK, seed=SEED, workers=2))
     return render(p, executor=RayExecutor(workers=2, **executor))
@@ -112,7 +112,7 @@ def _render_in_background(tiny_model, out):
 
 def _wait_for_tasks(out, n, timeout=120):
     """Until the render at ``out`` has recorded ``n`` finished tasks (or ``timeout`` s)."""
-    from ourgan_dist.canvas import Canvas
+    from ourgan_dist.store.canvas import Canvas
 
     deadline = time.time() + timeout
     while time.time() < deadline and len(_done(out, Canvas)) < n:
@@ -125,7 +125,7 @@ def test_lost_node_without_spare_capacity_finishes_on_the_survivor(cluster, tiny
     must go to the surviving worker, and the bytes equal an undisturbed render's."""
     import ray
 
-    from ourgan_dist.canvas import Canvas
+    from ourgan_dist.store.canvas import Canvas
 
     assert ray.cluster_resources()["CPU"] == 2
     out = str(tmp_path / "lost.zarr")
@@ -156,7 +156,7 @@ def test_killed_worker_process_is_restarted_and_bytes_are_identical(cluster, tin
     import os
     import signal
 
-    from ourgan_dist.canvas import Canvas
+    from ourgan_dist.store.canvas import Canvas
 
     out = str(tmp_path / "killed.zarr")
     t, box = _render_in_background(tiny_model, out)

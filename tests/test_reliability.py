@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from helpers import arrays, assert_same_arrays, do_render
-from ourgan_dist.canvas import Canvas
+from ourgan_dist.store.canvas import Canvas
 from ourgan_dist.errors import StoreError
 
 SIZE = "768x512"  # 539 tasks: the driver is still rendering when it is killed (after 60)
@@ -117,7 +117,7 @@ def _flaky(monkeypatch, fail: int):
         return FlakyArray(real(self, name), fail, counter)
 
     monkeypatch.setattr(Canvas, "array", array)
-    monkeypatch.setattr("ourgan_dist.storage.BACKOFF", 0.001)
+    monkeypatch.setattr("ourgan_dist.store.storage.BACKOFF", 0.001)
     return counter
 
 
@@ -138,7 +138,7 @@ def test_transient_storage_errors_are_retried(tiny_model, small_reference, tmp_p
         return EveryFourth(inner, 0, counter)
 
     monkeypatch.setattr(Canvas, "array", array)
-    monkeypatch.setattr("ourgan_dist.storage.BACKOFF", 0.001)
+    monkeypatch.setattr("ourgan_dist.store.storage.BACKOFF", 0.001)
     do_render(tiny_model, out, SMALL, tile=32, seed=4)
     monkeypatch.undo()
     assert counter["calls"] > 100
@@ -162,7 +162,7 @@ def test_persistent_storage_errors_end_cleanly_and_resumably(tiny_model, small_r
         return Broken(inner, 0, calls)
 
     monkeypatch.setattr(Canvas, "array", array)
-    monkeypatch.setattr("ourgan_dist.storage.BACKOFF", 0.001)
+    monkeypatch.setattr("ourgan_dist.store.storage.BACKOFF", 0.001)
     with pytest.raises(Exception) as err:
         do_render(tiny_model, out, SMALL, tile=32, seed=4)
     assert "endpoint down" in str(err.value)
@@ -175,7 +175,7 @@ def test_persistent_storage_errors_end_cleanly_and_resumably(tiny_model, small_r
 
 
 def test_lease_blocks_overwrite_and_expires(tiny_model, tmp_path):
-    from ourgan_dist.lease import Lease
+    from ourgan_dist.store.lease import Lease
 
     out = str(tmp_path / "l.zarr")
     do_render(tiny_model, out, "101x77", tile=32)

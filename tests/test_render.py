@@ -9,9 +9,9 @@ import pytest
 import zarr
 
 from helpers import arrays, assert_same_arrays, do_render
-from ourgan_dist.canvas import Canvas
+from ourgan_dist.store.canvas import Canvas
 from ourgan_dist.errors import MisalignedWriteError, StoreError
-from ourgan_dist.geometry import Box
+from ourgan_dist.planning.geometry import Box
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,8 @@ def test_cpu_preset_tiled_equals_untiled(cpu_model, tmp_path):
 
 
 def test_halo_below_receptive_field_differs(tiny_model, reference, tmp_path):
-    from ourgan_dist.halo_error import measure_halo_error
-    from ourgan_dist.render import RenderRequest, prepare
+    from ourgan_dist.engine.halo_error import measure_halo_error
+    from ourgan_dist.engine.render import RenderRequest, prepare
 
     out = str(tmp_path / "h.zarr")
     do_render(tiny_model, out, "301x187", tile=32, halo="2")
@@ -79,10 +79,10 @@ def test_halo_error_is_measured_on_an_interior_tile_with_tiled_neighbours(tiny_m
     untiled render."""
     import torch
 
-    from ourgan_dist.pixels import to_uint8
-    from ourgan_dist.plan import TileKey
-    from ourgan_dist.halo_error import describe_halo_error, exact_level, measure_halo_error
-    from ourgan_dist.render import RenderRequest, prepare
+    from ourgan_dist.planning.pixels import to_uint8
+    from ourgan_dist.planning.plan import TileKey
+    from ourgan_dist.engine.halo_error import describe_halo_error, exact_level, measure_halo_error
+    from ourgan_dist.engine.render import RenderRequest, prepare
 
     p = prepare(RenderRequest(model=tiny_model, out=str(tmp_path / "none"), size="301x187", tile=80, chunk=16,
                               halo="2"))
@@ -140,8 +140,8 @@ def test_overwrite_refuses_what_is_not_a_render(tiny_model, tmp_path):
 
 
 def test_resume_after_partial_render_gives_identical_bytes(tiny_model, reference, tmp_path):
-    from ourgan_dist.executors.local import LocalExecutor
-    from ourgan_dist.render import RenderRequest, prepare, render
+    from ourgan_dist.engine.executors.local import LocalExecutor
+    from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     out = str(tmp_path / "p.zarr")
 
@@ -211,7 +211,7 @@ def test_store_is_valid_ome_zarr_and_dask_reads_it(tiled, reference):
 
 def test_pyramid_is_2x2_mean_of_the_level_below(tiny_model, reference):
     a = reference["301x187"]
-    from ourgan_dist.pixels import downsample2
+    from ourgan_dist.planning.pixels import downsample2
 
     for k in range(1, len([n for n in a if n.isdigit()])):
         prev, cur = a[str(k - 1)], a[str(k)]
@@ -222,9 +222,9 @@ def test_a_shared_model_is_not_cast_by_a_half_precision_render(tiny_model, tmp_p
     """The local executor hands the driver's model to its worker: a fp16 render works on a copy."""
     import torch
 
-    from ourgan_dist.executors.local import LocalExecutor
+    from ourgan_dist.engine.executors.local import LocalExecutor
     from ourgan_dist.models import checkpoint
-    from ourgan_dist.render import RenderRequest, prepare, render
+    from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     model = checkpoint.load(tiny_model)
     p = prepare(RenderRequest(model=tiny_model, out=str(tmp_path / "half.zarr"), size="128x96", tile=0, chunk=16,

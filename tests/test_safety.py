@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from helpers import arrays, do_render
-from ourgan_dist.canvas import Canvas, foreign_entries
+from ourgan_dist.store.canvas import Canvas, foreign_entries
 from ourgan_dist.cli import main
 from ourgan_dist.errors import StoreError
 
@@ -74,7 +74,7 @@ def test_overwrite_replaces_a_render_and_keeps_nothing_stale(tiny_model, tmp_pat
 
 def test_export_refuses_an_existing_file_without_overwrite(small_render, tmp_path):
     from ourgan_dist.errors import UserError
-    from ourgan_dist.export import export
+    from ourgan_dist.outputs.export import export
 
     for name in ("r.tif", "r.png", "r.zip"):
         target = tmp_path / name

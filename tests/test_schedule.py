@@ -11,9 +11,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ourgan_dist.config import BaseConfig, SRConfig
-from ourgan_dist.executors.schedule import DONE, READY, RUNNING, Schedule, TaskGraph
-from ourgan_dist.plan import RenderPlan
-from ourgan_dist.render import task_order
+from ourgan_dist.engine.executors.schedule import DONE, READY, RUNNING, Schedule, TaskGraph
+from ourgan_dist.planning.plan import RenderPlan
+from ourgan_dist.engine.render import task_order
 
 BASE = BaseConfig(base_width=32, coarsest_width=12, n_scales=3, channels=8, convs_per_stage=3, vae_scales=1,
                   latent_channels=4)
@@ -168,7 +168,7 @@ def makespan(plan, seconds_per_task: list[float]) -> float:
 
 
 def test_a_task_running_far_too_long_is_taken_back_by_an_idle_worker(monkeypatch):
-    import ourgan_dist.executors.schedule as schedule
+    import ourgan_dist.engine.executors.schedule as schedule
 
     plan = RenderPlan.create(300, 200, base=BASE, sr=SR, tile=48, chunk=16)
     with_take_back = makespan(plan, [1.0, 20.0])

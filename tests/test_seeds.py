@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ourgan_dist import noise
+from ourgan_dist.planning import noise
 from ourgan_dist.cli import main
 from ourgan_dist.commands.shared import RENDER_SEED_LIMIT, TRAIN_SEED_LIMIT
 from ourgan_dist.errors import PlanError
-from ourgan_dist.geometry import Box
+from ourgan_dist.planning.geometry import Box
 
 
 def run(*args):
@@ -36,7 +36,7 @@ def test_render_refuses_seeds_the_noise_cannot_tell_apart(tiny_model, tmp_path, 
                      "--seed", seed)
     assert code == 2 and "--seed" in text and "18446744073709551615" in text and "Traceback" not in text, text
     assert not out.exists()
-    from ourgan_dist.render import RenderRequest, prepare
+    from ourgan_dist.engine.render import RenderRequest, prepare
 
     with pytest.raises(PlanError, match="seeds are 0 to 18446744073709551615"):
         prepare(RenderRequest(model=tiny_model, out=str(out), size="64x48", seed=seed, tile=32, chunk=16))

@@ -9,9 +9,9 @@ import pytest
 import zarr
 
 from helpers import arrays, assert_same_arrays, do_render
-from ourgan_dist.canvas import STORE_FORMAT, Canvas, plan_to_info
+from ourgan_dist.store.canvas import STORE_FORMAT, Canvas, plan_to_info
 from ourgan_dist.errors import StoreError
-from ourgan_dist.plan import PyramidKey, RenderPlan, TileKey
+from ourgan_dist.planning.plan import PyramidKey, RenderPlan, TileKey
 
 ODD = "101x77"  # one SR level, 6 x 7 tiles of 16 px with cut edges
 
@@ -26,8 +26,8 @@ def _objects(url: str, array: str) -> list[str]:
 
 def _partial_render(model: str, out: str, size: str, **kw) -> int:
     """Render half the tasks, then fail as a lost worker would; returns the tasks recorded."""
-    from ourgan_dist.executors.local import LocalExecutor
-    from ourgan_dist.render import RenderRequest, prepare, render
+    from ourgan_dist.engine.executors.local import LocalExecutor
+    from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     class Dies(LocalExecutor):
         def run(self, job, plan, keys, on_done):
@@ -95,7 +95,7 @@ def test_done_is_one_listing_that_skips_what_is_not_a_record(tmp_path, monkeypat
 
 def test_misaligned_shard_write_names_the_race(tmp_path):
     from ourgan_dist.errors import MisalignedWriteError
-    from ourgan_dist.geometry import Box
+    from ourgan_dist.planning.geometry import Box
 
     plan = RenderPlan(width=53, height=37, n_sr=0, base_height=37, base_width=53, tile=32, halo=0,
                       receptive_radius=0, chunk=16)
@@ -129,8 +129,8 @@ def to_format_1(url: str) -> None:
 
 def test_format_1_store_resumes_inspects_and_exports(tiny_model, tmp_path):
     import ourgan_dist
-    from ourgan_dist.export import export
-    from ourgan_dist.inspect import describe
+    from ourgan_dist.outputs.export import export
+    from ourgan_dist.outputs.inspect import describe
 
     old, new = str(tmp_path / "old.zarr"), str(tmp_path / "new.zarr")
     recorded = _partial_render(tiny_model, old, ODD, tile=16, chunk=8)

@@ -7,8 +7,8 @@ import fsspec
 import numpy as np
 import pytest
 
-from ourgan_dist.canvas import Canvas, plan_to_info
-from ourgan_dist.plan import PyramidKey, RenderPlan, TileKey
+from ourgan_dist.store.canvas import Canvas, plan_to_info
+from ourgan_dist.planning.plan import PyramidKey, RenderPlan, TileKey
 from s3proxy import FaultProxy
 
 BUCKET = "records"

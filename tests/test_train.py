@@ -297,7 +297,7 @@ def test_demo_path_small(tmp_path):
 
 def test_demo_defaults_are_4k():
     from ourgan_dist.commands.demo import DEMO_SIZE, ray_workers, sample_photo
-    from ourgan_dist.plan import parse_size
+    from ourgan_dist.planning.plan import parse_size
 
     assert parse_size(DEMO_SIZE)[0] >= 3840
     info = images.probe(sample_photo())

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import pyvips
 
-from ourgan_dist.canvas import Canvas
+from ourgan_dist.store.canvas import Canvas
 from synthetic import noise_pattern, write_synthetic_store
 from ourgan_dist.view.server import ViewServer, find_openseadragon
 
@@ -276,7 +276,7 @@ def test_openseadragon_opens_an_exported_deep_zoom_tree(chromium, tmp_path, monk
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
     from threading import Thread
 
-    import ourgan_dist.export as ex
+    import ourgan_dist.outputs.export as ex
 
     url = str(tmp_path / "syn.zarr")
     width, height = 1536, 1024

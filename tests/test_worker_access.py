@@ -14,7 +14,7 @@ import pytest
 
 from helpers import environ
 from ourgan_dist.errors import UserError
-from ourgan_dist.executors.ray import access_problem, refuse_access
+from ourgan_dist.engine.executors.ray import access_problem, refuse_access
 
 BUCKET = "access"
 NO_CREDENTIALS = {"AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials", "AWS_CONFIG_FILE": "/nonexistent/config",
@@ -81,8 +81,8 @@ def ray_without_credentials(s3_server):
 @pytest.mark.slow  # starts a local Ray instance of its own
 def test_a_ray_render_whose_workers_lack_credentials_stops_before_writing(ray_without_credentials, s3_server,
                                                                           s3_model):
-    from ourgan_dist.executors.ray import RayExecutor
-    from ourgan_dist.render import RenderRequest, prepare, render
+    from ourgan_dist.engine.executors.ray import RayExecutor
+    from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     _, opts = s3_server
     url = f"s3://{BUCKET}/ray.zarr"

@@ -45,7 +45,7 @@ def ray_workers(wanted: int) -> int:
     try:
         import ray  # noqa: F401
 
-        from ..executors import ray as _ray_executor  # noqa: F401
+        from ..engine.executors import ray as _ray_executor  # noqa: F401
     except ImportError:
         return 1
     return wanted
@@ -72,9 +72,9 @@ def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, pr
       ourgan-dist demo --out demo-out            # the model trained ahead: a few minutes
       ourgan-dist demo --out demo-out --train    # train from scratch first (~10 minutes on 2 cores)
     """
-    from ..executors.ray import quiet_embedded_ray_auth
-    from ..render import RenderRequest, prepare, render
-    from ..sheet import render_preview, seed_sheet
+    from ..engine.executors.ray import quiet_embedded_ray_auth
+    from ..engine.render import RenderRequest, prepare, render
+    from ..quality.sheet import render_preview, seed_sheet
     from ..train import train_model
     from .shared import progress_bar
 

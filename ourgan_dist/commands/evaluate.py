@@ -28,7 +28,7 @@ def evaluate_command(model_dir: str, image: str, seeds: int, pictures: str | Non
       ourgan-dist evaluate model/ photo.jpg
       ourgan-dist evaluate model/ photo.jpg --seeds 8 --pictures eval-pictures/ --json
     """
-    from ..evaluate import describe, evaluate
+    from ..quality.evaluate import describe, evaluate
 
     result = evaluate(model_dir, image, seeds=seeds, render_max_width=render_max_width, pictures=pictures)
     if as_json:

@@ -35,8 +35,8 @@ def export_command(url: str, file: str, compression: str | None, quality: int, s
       ourgan-dist export out.zarr out.tif --compression jpeg --quality 85 --overwrite
       ourgan-dist export s3://bucket/r.zarr r.dzi --storage-options '{"anon": false}'
     """
-    from ..allocator import bound_allocator
-    from ..export import export
+    from ..engine.allocator import bound_allocator
+    from ..outputs.export import export
 
     bound_allocator()  # this process ends with the export: keep glibc from hoarding freed buffers
     result = export(url, file, storage_options=storage_options_option(storage_options),

@@ -17,7 +17,7 @@ from .shared import storage_options_option
                    "shown by ps); default: $OURGAN_STORAGE_OPTIONS.")
 def inspect_command(target: str, as_json: bool, storage_options: str | None) -> None:
     """Describe a render store (sizes, levels, tasks done/total, config) or a MODEL directory."""
-    from ..inspect import describe
+    from ..outputs.inspect import describe
 
     info = describe(target, storage_options_option(storage_options))
     if as_json:

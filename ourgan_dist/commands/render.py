@@ -84,13 +84,13 @@ def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: 
           --worker-memory 80GB --dry-run                                 # plan a gigapixel on 32 GPUs
     """
     if address is None:
-        from ..executors.ray import quiet_embedded_ray_auth
+        from ..engine.executors.ray import quiet_embedded_ray_auth
 
         quiet_embedded_ray_auth()
-    from ..forecast import forecast
-    from ..halo_error import describe_halo_error, measure_halo_error
-    from ..render import RenderRequest, check_output, prepare
-    from ..render import render as run_render
+    from ..engine.forecast import forecast
+    from ..engine.halo_error import describe_halo_error, measure_halo_error
+    from ..engine.render import RenderRequest, check_output, prepare
+    from ..engine.render import render as run_render
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one")
@@ -104,7 +104,7 @@ def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: 
     try:
         checked = check_output(p)  # an output that would be refused is refused before the plan is printed
         if export_to:  # and an export target, before the render rather than after it
-            from ..export import check_target
+            from ..outputs.export import check_target
 
             check_target(export_to, overwrite)
     except Exception as e:  # noqa: BLE001 - a dry run reports what a real run would meet, and goes on
@@ -131,8 +131,8 @@ def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: 
     click.echo(f"\ndone: {summary.tasks_run} task(s) in {summary.seconds:.1f} s"
                + (f", {summary.tasks_skipped} already done" if summary.tasks_skipped else "") + f" -> {out}")
     if export_to:
-        from ..allocator import bound_allocator
-        from ..export import export as run_export
+        from ..engine.allocator import bound_allocator
+        from ..outputs.export import export as run_export
 
         bound_allocator()  # the process ends with the export: keep glibc from hoarding freed buffers
         run_export(out, export_to, storage_options=so, progress=not quiet, overwrite=overwrite)

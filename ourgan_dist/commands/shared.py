@@ -97,6 +97,6 @@ def storage_options_option(text: str | None) -> dict:
 
 def progress_bar(p):
     """An `on_progress` callback: the cost-weighted task bar of ``progress.progress_bar``."""
-    from ..progress import progress_bar as bar
+    from ..engine.progress import progress_bar as bar
 
     return bar(p)

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import noise
+from ..planning import noise
 from ..config import BaseConfig
-from ..geometry import Box
+from ..planning.geometry import Box
 from .layers import YConv, leaky
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import fsspec
 import torch
 
-from ..atomic import write_atomic
+from ..store.atomic import write_atomic
 from ..config import ModelConfig, from_dict, to_dict
 from ..errors import CheckpointError, ConfigError
 from .base import BaseGenerator

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..geometry import Box
+from ..planning.geometry import Box
 
 BLOCK = 8  # output pixels a side of a detail patch
 KEY = 4  # source pixels a side of a key

@@ -51,9 +51,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import noise
+from ..planning import noise
 from ..config import BaseConfig
-from ..geometry import Box
+from ..planning.geometry import Box
 
 NOISE_STREAM = 2000  # noise stream of level 0 for the coarsest scale's noise
 PCA_SAMPLES = 8000  # photo patches sampled to fit each scale's projection

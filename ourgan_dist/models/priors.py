@@ -16,7 +16,7 @@ import io
 import os
 from dataclasses import dataclass, field
 
-from ..atomic import write_atomic
+from ..store.atomic import write_atomic
 from ..config import SRConfig
 from ..errors import CheckpointError
 

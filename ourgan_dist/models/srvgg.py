@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import SRConfig
-from ..geometry import Box
+from ..planning.geometry import Box
 from .layers import ExactConv2d
 from .sr import WindowedSR, _crop, from_net, skip_window, to_net
 

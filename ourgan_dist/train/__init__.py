@@ -13,7 +13,7 @@ import warnings
 from typing import Iterator, Callable, Sequence
 
 from .. import images
-from ..atomic import write_json_atomic
+from ..store.atomic import write_json_atomic
 from ..config import ModelConfig, apply_settings, preset as get_preset
 from ..errors import UserError
 

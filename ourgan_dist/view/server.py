@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..canvas import Canvas
+from ..store.canvas import Canvas
 from ..errors import UserError
 from .tiles import DeepZoom, DeepZoomKey
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..canvas import Canvas
-from ..deepzoom import OVERLAP, TILE, descriptor, top_level
-from ..pixels import downsample2
-from ..geometry import Box
+from ..store.canvas import Canvas
+from ..outputs.deepzoom import OVERLAP, TILE, descriptor, top_level
+from ..planning.pixels import downsample2
+from ..planning.geometry import Box
 
 
 @dataclass(frozen=True)

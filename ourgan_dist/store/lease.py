@@ -55,7 +55,7 @@ from typing import Any
 
 import fsspec
 
-from .errors import StoreError, UserError
+from ..errors import StoreError, UserError
 
 log = logging.getLogger(__name__)
 

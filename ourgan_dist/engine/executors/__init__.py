@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 if TYPE_CHECKING:
-    from ..plan import RenderPlan, TaskKey
+    from ...planning.plan import RenderPlan, TaskKey
     from ..tile import RenderJob, TaskReport
 
 

@@ -25,7 +25,7 @@ BACKOFF: float | None = None  # first wait in seconds, doubled each retry (+ jit
 def env_number(name: str, default: float, lowest: float, highest: float, whole: bool = False) -> float:
     """A number from environment variable ``name`` (``default`` when unset or empty), refused as a
     one-line ``UserError`` when it is not a number from ``lowest`` to ``highest``."""
-    from .errors import UserError
+    from ..errors import UserError
 
     text = os.environ.get(name, "").strip()
     if not text:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterator
 
-from .config import BaseConfig, PatchBaseConfig, SRConfig
-from .errors import PlanError
+from ..config import BaseConfig, PatchBaseConfig, SRConfig
+from ..errors import PlanError
 from .geometry import Box, Level, PyramidKey, TaskKey, TileKey, covering
 from .viewing_pyramid import ViewingPyramid
 

@@ -7,12 +7,12 @@ from typing import Any
 
 import fsspec
 
-from .canvas import Canvas
-from .errors import UserError
+from ..store.canvas import Canvas
+from ..errors import UserError
 
 
 def _model_card(target: str, storage_options: dict) -> dict[str, Any] | None:
-    from .models.checkpoint import CARD
+    from ..models.checkpoint import CARD
 
     url = target if target.endswith(".json") else target.rstrip("/") + "/" + CARD
     try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from ..errors import UserError
+from ...errors import UserError
 
 READONLY_PREFIX = "node_"  # Ray's name for a node type mirrored by a monitor that does not autoscale
 

@@ -27,7 +27,7 @@ from math import inf
 from statistics import median
 from typing import Sequence
 
-from ..plan import RenderPlan, TaskKey
+from ...planning.plan import RenderPlan, TaskKey
 
 WAITING, READY, RUNNING, DONE = range(4)
 SLOW_FACTOR, SLOW_MIN_S = 3.0, 0.5  # a task has run far too long after max(3 x the median, 0.5 s)

@@ -15,13 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import projection
-from .canvas import Canvas, foreign_entries, plan_to_info, refuse_foreign
+from ..planning import projection
+from ..store.canvas import Canvas, foreign_entries, plan_to_info, refuse_foreign
 from .executors import Executor
-from .errors import PlanError, StoreError, TileError, UserError
-from .lease import Lease, LeaseLost
-from .plan import DEFAULT_CHUNK, RenderPlan, TaskKey, chunk_for_tile, parse_size
-from .storage import check_settings, strip_userinfo
+from ..errors import PlanError, StoreError, TileError, UserError
+from ..store.lease import Lease, LeaseLost
+from ..planning.plan import DEFAULT_CHUNK, RenderPlan, TaskKey, chunk_for_tile, parse_size
+from ..store.storage import check_settings, strip_userinfo
 from .tile import RenderJob, TaskReport
 
 ASSUMED_GPU_MEMORY = 24 << 30  # an A10G (cluster/aws-g5.yaml), when neither --worker-memory nor a local GPU says
@@ -99,7 +99,7 @@ def check_model_path(model: str) -> None:
 
 
 def prepare(req: RenderRequest) -> Prepared:
-    from .models import checkpoint
+    from ..models import checkpoint
 
     width, height = parse_size(req.size)
     check_settings()  # OURGAN_STORAGE_RETRIES and _BACKOFF: one line now, not deep in a read later
@@ -108,7 +108,7 @@ def prepare(req: RenderRequest) -> Prepared:
         from .executors.ray import check_address
 
         check_address(req.address)
-    from .noise import SEED_LIMIT
+    from ..planning.noise import SEED_LIMIT
 
     if not 0 <= req.seed < SEED_LIMIT:
         raise PlanError(f"seed {req.seed}: seeds are 0 to {SEED_LIMIT - 1} (2**64 - 1); the noise is keyed by 64 bits "
@@ -148,7 +148,7 @@ def prepare(req: RenderRequest) -> Prepared:
     plan = RenderPlan.create(width, height, base=cfg.base, sr=cfg.sr, tile=tile, halo=req.halo, chunk=chunk)
     plan.check_halo(cfg.sr)
     if plan.exact and req.device == "cpu" and req.precision == "fp32":
-        from .fencing import exact_path_missing
+        from ..store.fencing import exact_path_missing
 
         if why := exact_path_missing(req.device, req.precision):
             raise PlanError(f"exact mode (CPU, fp32, --halo exact) needs its exact convolution path: {why}; use a "
@@ -177,7 +177,7 @@ def render_info(p: Prepared) -> dict[str, Any]:
     """The resolved config written into the store: no credentials; the arithmetic environment
     (device kind, precision, ourgan-dist version, torch, oneDNN, CPU instruction set:
     ``fencing.py``) that a resume and every worker must match."""
-    from .fencing import runtime_environment
+    from ..store.fencing import runtime_environment
 
     r, m = p.request, p.model
     return {
@@ -242,7 +242,7 @@ def check_output(p: Prepared, lease: Lease | None = None) -> OutputCheck:
                 raise StoreError(f"--resume {r.out!r}: the store was rendered with {k}={canvas.info.get(k)!r}, this "
                                  f"command asks for {want[k]!r}; use the same model, seed, size, tile, halo and chunk, "
                                  f"or --overwrite")
-        from .fencing import mismatch
+        from ..store.fencing import mismatch
 
         if why := mismatch(canvas.info.get("environment"), want["environment"]):
             raise StoreError(f"--resume {r.out!r}: the store was rendered in another environment, or does not say "

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from .errors import StoreError
-from .plan import PyramidKey, TaskKey, TileKey
+from ..errors import StoreError
+from ..planning.plan import PyramidKey, TaskKey, TileKey
 from .storage import with_retries
 
 RECORDS = "progress"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .geometry import Box, TileKey
-from .plan import RenderPlan, source_box
+from ..planning.geometry import Box, TileKey
+from ..planning.plan import RenderPlan, source_box
 from .tile import sr_core
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def measure_halo_error(p: Prepared) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from .pixels import to_uint8
+    from ..planning.pixels import to_uint8
 
     plan = p.plan
     if plan.n_sr == 0 or plan.exact:

@@ -3,8 +3,8 @@ chunk per shard (a store of format 1, unsharded: per chunk)."""
 
 from __future__ import annotations
 
-from .canvas import Canvas
-from .errors import StoreError
+from ..store.canvas import Canvas
+from ..errors import StoreError
 
 
 def open_result(url: str, storage_options: dict | None = None, *, scale: int = 0, xarray: bool = False,

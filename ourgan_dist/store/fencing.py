@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 
 # compared on CPU (where bit-exactness is promised) / on GPU (where tiles agree to rounding)
 CPU_FIELDS = ("device", "precision", "ourgan_dist", "torch", "onednn", "cpu_capability")
@@ -48,7 +48,7 @@ def runtime_environment(device: str, precision: str) -> dict[str, Any]:
     """This process's arithmetic environment for a render on ``device`` at ``precision``."""
     import torch
 
-    from . import __version__
+    from .. import __version__
 
     kind = "cuda" if device.startswith("cuda") else "cpu"
     env: dict[str, Any] = {"device": kind, "precision": precision, "ourgan_dist": __version__,

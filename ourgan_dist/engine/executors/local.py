@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from ..plan import RenderPlan, TaskKey
+from ...planning.plan import RenderPlan, TaskKey
 from ..tile import RenderJob, TaskReport, TileWorker
 
 

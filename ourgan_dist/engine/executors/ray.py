@@ -29,9 +29,9 @@ import socket
 import time
 from typing import Callable, Sequence
 
-from ..errors import TileError, UserError
-from ..plan import RenderPlan, TaskKey
-from ..storage import strip_userinfo, transient
+from ...errors import TileError, UserError
+from ...planning.plan import RenderPlan, TaskKey
+from ...store.storage import strip_userinfo, transient
 from ..tile import RenderJob, TaskReport
 from . import capacity
 from .capacity import Sizing
@@ -74,7 +74,7 @@ _FSSPEC_ENV = re.compile(r"FSSPEC_([A-Z0-9]+)(?:_(.+))?")
 
 def _seconds(name: str, default: float) -> float:
     """A deadline from the environment: 1 s to 30 days; anything else refused in one line."""
-    from ..storage import env_number
+    from ...store.storage import env_number
 
     return env_number(name, default, 1, 30 * 86400)
 

@@ -19,7 +19,7 @@ import heapq
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .config import BaseConfig, PatchBaseConfig, SRConfig
+from ..config import BaseConfig, PatchBaseConfig, SRConfig
 from .plan import SCALE, PyramidKey, RenderPlan, TaskKey, TileKey
 
 GiB = 1 << 30

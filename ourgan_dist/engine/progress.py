@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Callable, Iterable, Mapping
 
-from .geometry import PyramidKey, TaskKey
+from ..planning.geometry import PyramidKey, TaskKey
 
 MIN_DONE_FOR_ETA = 0.01  # share of the work to finish before an ETA is shown
 ETA_SMOOTHING = 0.25  # weight of a new finish-time estimate against the running one
@@ -111,7 +111,7 @@ class WorkTracker:
 def tracker_for(p, keys: Iterable[TaskKey]) -> WorkTracker:
     """A tracker for the tasks ``keys`` of a prepared render ``p`` (render.Prepared), weighted by
     the reference throughput of its device."""
-    from . import projection
+    from ..planning import projection
 
     plan, cfg, req = p.plan, p.model.config, p.request
     work = projection.Work(plan, cfg.sr, cfg.base, projection.reference_throughput(req.device, req.precision))

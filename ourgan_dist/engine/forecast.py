@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import projection
+from ..planning import projection
 
 if TYPE_CHECKING:
     from .render import Prepared

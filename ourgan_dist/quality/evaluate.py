@@ -34,9 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import images, noise
+from .. import images
+from ..planning import noise
 from .novelty import novelty as layout_novelty
-from .plan import Box
+from ..planning.plan import Box
 
 EVAL_CROP = 256  # side of an SR evaluation crop (high-resolution pixels)
 EVAL_MAX_CROPS = 16
@@ -64,7 +65,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _holdout_psnr(net, photo: torch.Tensor, x0: int, seed: int) -> dict[str, Any]:
     """SR vs bicubic PSNR on crops of columns >= ``x0`` of ``photo`` (1, 3, H, W)."""
-    from .train.sr import downsample4, upsample4
+    from ..train.sr import downsample4, upsample4
 
     _, _, h, w = photo.shape
     side = min(EVAL_CROP, ((w - x0) // 4) * 4, (h // 4) * 4)
@@ -89,7 +90,7 @@ def _holdout_psnr(net, photo: torch.Tensor, x0: int, seed: int) -> dict[str, Any
 def sr_holdout(model, image: str, seed: int = 0) -> dict[str, Any]:
     """SR vs bicubic PSNR on the held-out strip at the photo's right edge: at the photo's own
     size (the top-level figures) and at every scale ``train.sr.sr_scales`` trained SR at."""
-    from .train.sr import downsample_to, holdout_columns, load_sr_photo, sr_scales
+    from ..train.sr import downsample_to, holdout_columns, load_sr_photo, sr_scales
 
     photo = load_sr_photo(image)  # (1, 3, H, W), as SR training saw it
     _, _, h, w = photo.shape
@@ -127,8 +128,8 @@ def reconstruction(model, image: str) -> dict[str, Any]:
     """Encode the photo's coarsest scale (posterior mean), decode, refine every scale with zero
     noise; PSNR against the photo at each scale. Reference: the photo's coarsest scale upsampled
     (bilinear) to the base size, i.e. what refinements that add nothing would give."""
-    from .models.base import resize_bilinear
-    from .train.base import pyramid
+    from ..models.base import resize_bilinear
+    from ..train.base import pyramid
 
     if model.config.base.kind == "patches":
         return {"note": "the patch base keeps the photo itself: it has nothing to reconstruct"}
@@ -226,7 +227,7 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
 
 def to_pixels(x: torch.Tensor) -> np.ndarray:
     """(1, 3, H, W) in [-1, 1] -> (3, H, W) float32 8-bit values, rounded as a stored image is."""
-    from .pixels import to_uint8
+    from ..planning.pixels import to_uint8
 
     return to_uint8(x[0].numpy()).astype(np.float32)
 
@@ -235,7 +236,7 @@ def bicubic_x4(photo: torch.Tensor) -> torch.Tensor:
     """Bicubic x4 of the photo (1, 3, H, W) shrunk 4x (antialiased): same size, detail removed
     as plain upscaling would. Edges are repeated up to a multiple of 4 first, so the factor is
     exactly 4 and the result aligns with the photo pixel for pixel."""
-    from .train.sr import downsample4, upsample4
+    from ..train.sr import downsample4, upsample4
 
     h, w = photo.shape[2:]
     ph, pw = -h % 4, -w % 4
@@ -274,9 +275,9 @@ def render_levels(model_dir: str, width: int, height: int, seed: int, tmp: str) 
     """Render at ``width`` x ``height`` through the library (base + SR levels, seed ``seed``) and
     read every generation level back: for each, its index, full size, and the part of it that
     covers the photo, (3, h, w) uint8 (the last level is the render itself, array "0")."""
-    from .canvas import Canvas
-    from .pixels import to_uint8
-    from .render import RenderRequest, prepare, render
+    from ..store.canvas import Canvas
+    from ..planning.pixels import to_uint8
+    from ..engine.render import RenderRequest, prepare, render
 
     out = os.path.join(tmp, "eval.zarr")
     render(prepare(RenderRequest(model=model_dir, out=out, size=f"{width}x{height}", seed=seed, workers=1)))
@@ -296,7 +297,7 @@ def render_levels(model_dir: str, width: int, height: int, seed: int, tmp: str) 
 
 def photo_at(photo: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The photo (1, 3, H, W) shrunk (antialiased bicubic) to a level's size; itself at its size."""
-    from .train.sr import downsample_to
+    from ..train.sr import downsample_to
 
     return photo if tuple(photo.shape[2:]) == (height, width) else downsample_to(photo, height, width)
 
@@ -399,7 +400,7 @@ def crop_boxes(pixels: np.ndarray, side: int = CROP, count: int = len(CROP_CENTR
 
 def pictures_folder(folder: str) -> str:
     """Create ``folder`` for the pictures (checked before any work, so a bad path fails fast)."""
-    from .errors import UserError
+    from ..errors import UserError
 
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UserError(f"--pictures {folder!r}: exists and is not a folder; give a folder (it is created if missing)")
@@ -445,8 +446,8 @@ def evaluate(model_dir: str, image: str, *, seeds: int = 8, render_max_width: in
              pictures: str | None = None, seed: int = 0) -> dict[str, Any]:
     """Every quality figure for ``model_dir`` against its training photo ``image``; with
     ``pictures``, side-by-side PNGs written to that folder (their paths in ``detail.pictures``)."""
-    from .errors import UserError
-    from .models import checkpoint
+    from ..errors import UserError
+    from ..models import checkpoint
 
     if seeds < 1:
         raise UserError(f"--seeds {seeds}: must be >= 1 (>= 2 to measure diversity)")

@@ -39,8 +39,8 @@ def seed_sheet(model, photo_path: str, width: int, height: int, seeds: list[int]
     import pyvips
     import torch
 
-    from . import images
-    from .plan import RenderPlan
+    from .. import images
+    from ..planning.plan import RenderPlan
 
     plan = RenderPlan.create(width, height, base=model.config.base, sr=model.config.sr, tile=0)
     bh, bw = plan.base_height, plan.base_width

@@ -21,8 +21,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .canvas import Canvas
-from .geometry import Box
+from ..store.canvas import Canvas
+from ..planning.geometry import Box
 
 BAND_BYTES = 8 << 20  # pixels of one PNG band (uncompressed)
 READ_AHEAD = 8  # tiles in flight while writing

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .errors import MisalignedWriteError, StoreError
-from .geometry import Box
-from .plan import RenderPlan
+from ..errors import MisalignedWriteError, StoreError
+from ..planning.geometry import Box
+from ..planning.plan import RenderPlan
 from .records import RECORDS, CompletionRecords
 from .storage import url_to_fs, with_retries, zarr_store
 

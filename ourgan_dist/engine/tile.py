@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from . import noise
-from .canvas import Canvas
-from .errors import TileError
-from .pixels import downsample2, to_uint8
-from .lease import LeaseFence
-from .geometry import Box
-from .plan import SCALE, PyramidKey, RenderPlan, TaskKey, TileKey, source_box
+from ..planning import noise
+from ..store.canvas import Canvas
+from ..errors import TileError
+from ..planning.pixels import downsample2, to_uint8
+from ..store.lease import LeaseFence
+from ..planning.geometry import Box
+from ..planning.plan import SCALE, PyramidKey, RenderPlan, TaskKey, TileKey, source_box
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class TileWorker:
     def __init__(self, job: RenderJob, model: Any = None, name: str = ""):
         import torch
 
-        from .models import checkpoint
+        from ..models import checkpoint
 
         self.job = job
         self.name = name
@@ -83,7 +83,7 @@ class TileWorker:
     def _check_fence(self) -> None:
         """Refuse to write into a store rendered with another model or in another environment, and
         to run exact mode without its exact convolutions (see ``fencing.py``)."""
-        from .fencing import EnvironmentMismatch, exact_path_missing, mismatch, runtime_environment
+        from ..store.fencing import EnvironmentMismatch, exact_path_missing, mismatch, runtime_environment
 
         info, job = self.canvas.info, self.job
         if info.get("model_id") not in (None, self.model.model_id):
@@ -103,7 +103,7 @@ class TileWorker:
                                       "use a torch build with oneDNN (the PyPI CPU wheels have it)")
 
     def run(self, key: TaskKey) -> TaskReport:
-        from .models.layers import exact_only
+        from ..models.layers import exact_only
 
         start = time.time()
         try:
@@ -149,7 +149,7 @@ def sr_core(model: Any, plan: RenderPlan, level: int, keep: Box, window: Box, so
     float32 tensor on the CPU."""
     import torch
 
-    from .models.sr import run_window
+    from ..models.sr import run_window
 
     src = plan.levels[level - 1]
     src_core = source_box(keep)

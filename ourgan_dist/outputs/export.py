@@ -34,12 +34,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .canvas import Canvas
+from ..store.canvas import Canvas
 from .deepzoom import OVERLAP as DZI_OVERLAP
 from .deepzoom import TILE as DZI_TILE
 from .deepzoom import descriptor, top_level
-from .errors import StoreError, UserError
-from .storage import check_settings
+from ..errors import StoreError, UserError
+from ..store.storage import check_settings
 
 TIFF_TILE = 256
 TIFF_BUFFER = 4 << 20  # bytes tifffile compresses per pass: bounds its memory
