@@ -26,7 +26,8 @@ test: setup
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check ourgan_dist tests benchmarks
+	$(VENV)/bin/ruff check ourgan_dist tests benchmarks setup.py
+	$(VENV)/bin/ruff format --check ourgan_dist tests benchmarks setup.py
 
 test-slow: setup
 	$(PY) -m pytest -q -m "(slow or cluster) and not gpu"

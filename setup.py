@@ -93,14 +93,18 @@ def _npm_pack(version: str, target: Path) -> None:
     if npm is None:
         raise OpenSeadragonError(
             f"building ourgan-dist needs npm to fetch OpenSeadragon {version} (BSD-3-Clause) for `ourgan-dist view`: "
-            f"install Node.js and npm, or set {PACKAGE_ENV} to the openseadragon npm package (a folder or a tarball)")
+            f"install Node.js and npm, or set {PACKAGE_ENV} to the openseadragon npm package (a folder or a tarball)"
+        )
     with tempfile.TemporaryDirectory() as tmp:
-        r = subprocess.run([npm, "pack", f"openseadragon@{version}", "--json", "--pack-destination", tmp],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [npm, "pack", f"openseadragon@{version}", "--json", "--pack-destination", tmp], capture_output=True, text=True
+        )
         if r.returncode:
             last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-            raise OpenSeadragonError(f"`npm pack openseadragon@{version}` failed ({last}); check npm's registry "
-                                     f"access, or set {PACKAGE_ENV} to the package (a folder or a tarball)")
+            raise OpenSeadragonError(
+                f"`npm pack openseadragon@{version}` failed ({last}); check npm's registry "
+                f"access, or set {PACKAGE_ENV} to the package (a folder or a tarball)"
+            )
         (tarball,) = Path(tmp).glob("openseadragon-*.tgz")
         _copy_tarball(tarball, target, version)
 

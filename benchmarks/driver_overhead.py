@@ -26,8 +26,7 @@ import types
 from common import machine
 
 # (width, height, tile, chunk) of tiny-preset renders with about 1k, 5k, 10k and 25k tasks
-PLANS = {1_000: (2048, 1366, 64, 64), 5_000: (4608, 3072, 64, 64), 10_000: (6528, 4352, 64, 64),
-         25_000: (10368, 6912, 64, 64)}
+PLANS = {1_000: (2048, 1366, 64, 64), 5_000: (4608, 3072, 64, 64), 10_000: (6528, 4352, 64, 64), 25_000: (10368, 6912, 64, 64)}
 
 
 class _Ref:
@@ -178,8 +177,13 @@ def main() -> None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         print("| tasks | workers | driver CPU per task | wall |\n| ---: | ---: | ---: | ---: |")
         for workers in args.workers:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     _node_ip_address="127.0.0.1")
+            ray.init(
+                num_cpus=workers,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                _node_ip_address="127.0.0.1",
+            )
             try:
                 for target in args.tasks:
                     n, ms, wall = ray_row(target, workers)
@@ -187,8 +191,10 @@ def main() -> None:
             finally:
                 ray.shutdown()
         return
-    print("| tasks | workers | driver CPU per task | stand-in CPU per task (left out) | workers busy |\n"
-          "| ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| tasks | workers | driver CPU per task | stand-in CPU per task (left out) | workers busy |\n"
+        "| ---: | ---: | ---: | ---: | ---: |"
+    )
     for target in args.tasks:
         for workers in args.workers:
             n, ms, sim_ms, busy = standin_row(target, workers)

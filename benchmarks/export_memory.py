@@ -54,6 +54,7 @@ def parse_size(size: str) -> tuple[int, int]:
 
 def ensure_store(directory: str, size: str) -> str:
     from ourgan_dist.store.canvas import Canvas
+
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
     from synthetic import write_synthetic_store  # test scaffolding: the store layout with a cheap pattern
 
@@ -92,11 +93,9 @@ def main() -> None:
         for fmt in args.formats.split(","):
             suffix, comp = FORMATS[fmt]
             out = os.path.join(args.dir, f"export-{size}-{fmt}{suffix}")
-            r = dict(size=size, megapixels=round(math.prod(parse_size(size)) / 1e6, 1), format=fmt,
-                     **measure(url, out, comp))
+            r = dict(size=size, megapixels=round(math.prod(parse_size(size)) / 1e6, 1), format=fmt, **measure(url, out, comp))
             results.append(r)
-            print(f"{size:>12} {fmt:>9}: peak RSS (VmHWM) {r['vmhwm_mib']:7.1f} MiB "
-                  f"in {r['seconds']:6.1f} s", flush=True)
+            print(f"{size:>12} {fmt:>9}: peak RSS (VmHWM) {r['vmhwm_mib']:7.1f} MiB in {r['seconds']:6.1f} s", flush=True)
             if fmt == "dzi":
                 import shutil
 

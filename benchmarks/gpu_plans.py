@@ -22,8 +22,7 @@ def row(size: str, gpus: int, tile: int | None, memory: int, cfg) -> str:
     w, h = parse_size(size)
     how = "auto"
     if tile is None:
-        tile = pj.choose_tile(w, h, base=cfg.base, sr=cfg.sr, chunk=256, workers=gpus, worker_memory=memory,
-                              device="cuda").tile
+        tile = pj.choose_tile(w, h, base=cfg.base, sr=cfg.sr, chunk=256, workers=gpus, worker_memory=memory, device="cuda").tile
     else:
         how = "fixed"
     plan = RenderPlan.create(w, h, base=cfg.base, sr=cfg.sr, tile=tile)
@@ -33,9 +32,11 @@ def row(size: str, gpus: int, tile: int | None, memory: int, cfg) -> str:
     tasks = " / ".join(str(lv.tasks) for lv in sr_levels)
     last = sr_levels[-1]
     peak = pj.GPU_MEMORY.task_peak(plan, cfg.sr, cfg.base)
-    return (f"| {size} | {gpus} | {tile} ({how}) | {tasks} | {last.busy}/{gpus}, {100 * last.utilisation(gpus):.0f}% | "
-            f"{100 * est.utilisation:.0f}% | {100 * (work.compute_overhead() - 1):.0f}% | "
-            f"{peak / 2**30:.1f} GiB |")
+    return (
+        f"| {size} | {gpus} | {tile} ({how}) | {tasks} | {last.busy}/{gpus}, {100 * last.utilisation(gpus):.0f}% | "
+        f"{100 * est.utilisation:.0f}% | {100 * (work.compute_overhead() - 1):.0f}% | "
+        f"{peak / 2**30:.1f} GiB |"
+    )
 
 
 def main() -> None:
@@ -48,8 +49,10 @@ def main() -> None:
     cfg = preset(args.preset)
     memory = int(args.memory_gb * 1e9)
     print(f"preset {args.preset} (receptive field {cfg.sr.receptive_radius} px), {args.memory_gb:g} GB per GPU")
-    print("| size | GPUs | tile | tasks per SR level | last level: busy GPUs, utilisation | whole render utilisation | "
-          "halo overhead (SR arithmetic) | projected memory per task |")
+    print(
+        "| size | GPUs | tile | tasks per SR level | last level: busy GPUs, utilisation | whole render utilisation | "
+        "halo overhead (SR arithmetic) | projected memory per task |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for size in args.sizes.split(","):
         for gpus in (int(g) for g in args.gpus.split(",")):

@@ -35,15 +35,15 @@ def level_seconds(summary) -> dict[str, float]:
     return {k: round(v[1] - v[0], 2) for k, v in sorted(spans.items())}
 
 
-def render_once(model: str, out: str, size: str, precision: str, tile: int | None, seed: int,
-                device: str = "cuda") -> dict:
+def render_once(model: str, out: str, size: str, precision: str, tile: int | None, seed: int, device: str = "cuda") -> dict:
     import torch
 
     from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     gpu = device == "cuda"
-    p = prepare(RenderRequest(model=model, out=out, size=size, seed=seed, tile=tile, device=device,
-                              precision=precision, overwrite=True))
+    p = prepare(
+        RenderRequest(model=model, out=out, size=size, seed=seed, tile=tile, device=device, precision=precision, overwrite=True)
+    )
     if gpu:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()  # an earlier precision's cached blocks would count in this one's reserve
@@ -52,8 +52,9 @@ def render_once(model: str, out: str, size: str, precision: str, tile: int | Non
     t_start = time.perf_counter()
 
     def progress(report, done: int, total: int) -> None:  # a line per task: a run cut short still says how far
-        print(f"  {report.key} {report.end - report.start:.2f} s ({done}/{total}, "
-              f"{time.perf_counter() - t_start:.1f} s)", flush=True)
+        print(
+            f"  {report.key} {report.end - report.start:.2f} s ({done}/{total}, {time.perf_counter() - t_start:.1f} s)", flush=True
+        )
 
     summary = render(p, on_progress=progress)
     if gpu:
@@ -155,8 +156,10 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         lv = ", ".join(f"{k} {v}" for k, v in r["level_s"].items())
-        print(f"| {r['precision']} | {r['size']} | {r['tile']} | {r['tasks']} | {r['wall_s']} | {lv} | "
-              f"{r['peak_allocated_gib']} GiB | {r['peak_reserved_gib']} GiB | {r['projected_task_gib']} GiB |")
+        print(
+            f"| {r['precision']} | {r['size']} | {r['tile']} | {r['tasks']} | {r['wall_s']} | {lv} | "
+            f"{r['peak_allocated_gib']} GiB | {r['peak_reserved_gib']} GiB | {r['projected_task_gib']} GiB |"
+        )
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"gpu": gpu, "torch": torch.__version__, "results": results}, f, indent=1)

@@ -28,9 +28,14 @@ def one(model: str, size: str, tile: int, workers: int, out: str) -> dict:
     start_local_ray(os.cpu_count() or 1)
     ex = RayExecutor(workers=workers)
     wall, s = render_once(model, out, size, tile, 256, ex)
-    return {"size": size, "tasks": len(s.reports), "wall_s": round(wall, 1), "span_s": round(task_span(s), 1),
-            "driver_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-            "worker_peak_mib": [b // 2**20 for b in ex.worker_peak_rss]}
+    return {
+        "size": size,
+        "tasks": len(s.reports),
+        "wall_s": round(wall, 1),
+        "span_s": round(task_span(s), 1),
+        "driver_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "worker_peak_mib": [b // 2**20 for b in ex.worker_peak_rss],
+    }
 
 
 def baseline(model: str) -> int:
@@ -67,21 +72,28 @@ def main() -> None:
     here = os.path.dirname(os.path.abspath(__file__))
 
     def child(*extra: str) -> dict:
-        run = subprocess.run([sys.executable, os.path.join(here, "memory.py"), "--model", model, *extra],
-                             capture_output=True, text=True)
+        run = subprocess.run(
+            [sys.executable, os.path.join(here, "memory.py"), "--model", model, *extra], capture_output=True, text=True
+        )
         if run.returncode:
             sys.exit(f"memory.py {' '.join(extra)} failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
         return json.loads(run.stdout.strip().splitlines()[-1])
 
-    print(f"{machine()}\npreset {args.preset}, tile {args.tile}, {args.workers} workers; baseline (python + torch + "
-          f"ray + model): {child('--baseline')['baseline_mib']} MiB")
+    print(
+        f"{machine()}\npreset {args.preset}, tile {args.tile}, {args.workers} workers; baseline (python + torch + "
+        f"ray + model): {child('--baseline')['baseline_mib']} MiB"
+    )
     sizes, worker_peaks = args.sizes.split(","), []
     for size in sizes:
-        r = child("--one", size, "--tile", str(args.tile), "--workers", str(args.workers),
-                  "--out", os.path.join(tmp, f"{size}.zarr"))
+        r = child(
+            "--one", size, "--tile", str(args.tile), "--workers", str(args.workers), "--out", os.path.join(tmp, f"{size}.zarr")
+        )
         worker_peaks.append(max(r["worker_peak_mib"], default=0))
-        print(f"  {size}: {r['tasks']} tasks in {r['wall_s']} s; driver peak {r['driver_peak_mib']} MiB; worker peak "
-              f"{worker_peaks[-1]} MiB (each worker: {r['worker_peak_mib']} MiB)", flush=True)
+        print(
+            f"  {size}: {r['tasks']} tasks in {r['wall_s']} s; driver peak {r['driver_peak_mib']} MiB; worker peak "
+            f"{worker_peaks[-1]} MiB (each worker: {r['worker_peak_mib']} MiB)",
+            flush=True,
+        )
         subprocess.run(["rm", "-rf", os.path.join(tmp, f"{size}.zarr")], check=False)
     if len(worker_peaks) > 1 and worker_peaks[0]:
         print(f"worker peak {sizes[-1]} / {sizes[0]}: x{worker_peaks[-1] / worker_peaks[0]:.2f} (goal: flat, <= x1.10)")

@@ -41,8 +41,10 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="ourgan-eff-")
     model = make_model(args.preset, tmp)
     start_local_ray(cores)
-    print(f"{machine()}\npreset {args.preset}, size {args.size}; untiled: 1 process x {cores} threads; "
-          f"tiled {args.tile}: {args.workers} Ray workers x {max(1, cores // args.workers)} thread(s)")
+    print(
+        f"{machine()}\npreset {args.preset}, size {args.size}; untiled: 1 process x {cores} threads; "
+        f"tiled {args.tile}: {args.workers} Ray workers x {max(1, cores // args.workers)} thread(s)"
+    )
     best = {"untiled": (float("inf"), float("inf")), "ray": (float("inf"), float("inf"))}
     outs = {}
     for rep in range(args.repeat):
@@ -55,12 +57,13 @@ def main() -> None:
             span = task_span(s)
             best[what] = (min(best[what][0], wall), min(best[what][1], span))
             outs[what] = out
-            print(f"  run {rep}: {what:>7}: wall {wall:6.2f} s, task span {span:6.2f} s, {len(s.reports)} tasks",
-                  flush=True)
+            print(f"  run {rep}: {what:>7}: wall {wall:6.2f} s, task span {span:6.2f} s, {len(s.reports)} tasks", flush=True)
     same = np.array_equal(zarr.open_group(outs["untiled"])["0"][:], zarr.open_group(outs["ray"])["0"][:])
     (uw, us), (rw, rs) = best["untiled"], best["ray"]
-    print(f"parallel efficiency (wall) = {uw:.2f} / {rw:.2f} = {uw / rw:.3f}; "
-          f"(task span) = {us:.2f} / {rs:.2f} = {us / rs:.3f}; identical bytes: {same}; {machine()}")
+    print(
+        f"parallel efficiency (wall) = {uw:.2f} / {rw:.2f} = {uw / rw:.3f}; "
+        f"(task span) = {us:.2f} / {rs:.2f} = {us / rs:.3f}; identical bytes: {same}; {machine()}"
+    )
     raise SystemExit(0 if same else 1)
 
 

@@ -24,8 +24,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_RUNS = ("tiny:4096x2730:512,tiny:4096x2730:1024,tiny:4096x2730:2048,"
-                "cpu:4096x2730:512,cpu:4096x2730:1024,cpu:4096x2730:2048")
+DEFAULT_RUNS = "tiny:4096x2730:512,tiny:4096x2730:1024,tiny:4096x2730:2048,cpu:4096x2730:512,cpu:4096x2730:1024,cpu:4096x2730:2048"
 
 
 def _model(preset: str, where: str) -> str:
@@ -50,15 +49,36 @@ def one(model: str, size: str, tile: int, workers: int, out: str) -> dict:
 
     # address="local": a fresh instance of our own, even when another Ray runs on this machine
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-             configure_logging=False, _node_ip_address="127.0.0.1")
+    ray.init(
+        address="local",
+        num_cpus=os.cpu_count() or 1,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        _node_ip_address="127.0.0.1",
+    )
     ex = RayExecutor(workers=workers)
     wall, s = render_once(model, out, size, tile, 256, ex)
-    tasks = [["L" if isinstance(r.key, TileKey) else "P", getattr(r.key, "level", getattr(r.key, "scale", 0)),
-              r.key.ty, r.key.tx, r.start, r.end, r.pixels] for r in s.reports]
+    tasks = [
+        [
+            "L" if isinstance(r.key, TileKey) else "P",
+            getattr(r.key, "level", getattr(r.key, "scale", 0)),
+            r.key.ty,
+            r.key.tx,
+            r.start,
+            r.end,
+            r.pixels,
+        ]
+        for r in s.reports
+    ]
     store = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
-    return {"wall_s": wall, "worker_peak": ex.worker_peak_rss, "tasks": tasks, "store_bytes": store,
-            "driver_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    return {
+        "wall_s": wall,
+        "worker_peak": ex.worker_peak_rss,
+        "tasks": tasks,
+        "store_bytes": store,
+        "driver_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
 
 
 def measure(runs: list[tuple[str, str, int]], workers: int) -> list[dict]:
@@ -67,15 +87,30 @@ def measure(runs: list[tuple[str, str, int]], workers: int) -> list[dict]:
     for preset, size, tile in runs:
         model = _model(preset, tmp)
         store = os.path.join(tmp, f"{preset}-{size}-{tile}.zarr")
-        cmd = [sys.executable, os.path.abspath(__file__), "--one", size, "--model", model, "--tile", str(tile),
-               "--workers", str(workers), "--out", store]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--one",
+            size,
+            "--model",
+            model,
+            "--tile",
+            str(tile),
+            "--workers",
+            str(workers),
+            "--out",
+            store,
+        ]
         run = subprocess.run(cmd, capture_output=True, text=True)
         if run.returncode:
             raise SystemExit(f"{preset} {size} tile {tile} failed:\n{run.stderr[-3000:]}")
         r = json.loads(run.stdout.strip().splitlines()[-1])
         r.update(preset=preset, size=size, tile=tile, workers=workers, model=model)
-        print(f"  measured {preset} {size} tile {tile}: {r['wall_s']:.1f} s, worker peaks "
-              f"{[b >> 20 for b in r['worker_peak']]} MiB", file=sys.stderr, flush=True)
+        print(
+            f"  measured {preset} {size} tile {tile}: {r['wall_s']:.1f} s, worker peaks {[b >> 20 for b in r['worker_peak']]} MiB",
+            file=sys.stderr,
+            flush=True,
+        )
         subprocess.run(["rm", "-rf", store], check=False)
         out.append(r)
     return out
@@ -103,8 +138,10 @@ def report(results: list[dict], probe: bool = True) -> None:
             m = checkpoint.load(next(r["model"] for r in results if r["preset"] == name))
             rates[name] = probe_macs_per_s(m.sr, m.config.sr)[0]
             print(f"probe now, {name}: {rates[name] / 1e9:.2f} GMAC/s (x {PROBE_TO_RENDER} = what a dry run uses)")
-    print("| preset | size | tile | workers | projected memory per task (largest counted term) | measured worker peak "
-          "| projected time of tasks, recorded rate / probe now | measured: tasks (wall) | projected store | measured store |")
+    print(
+        "| preset | size | tile | workers | projected memory per task (largest counted term) | measured worker peak "
+        "| projected time of tasks, recorded rate / probe now | measured: tasks (wall) | projected store | measured store |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     fits: dict[str, list] = {}
     mem_rows = []
@@ -117,29 +154,48 @@ def report(results: list[dict], probe: bool = True) -> None:
         mem = projection.CPU_MEMORY.task_peak(plan, cfg.sr, cfg.base)
         thr = projection.CPU_REFERENCE
         est = projection.estimate(plan, cfg.sr, cfg.base, workers=r["workers"], throughput=thr, shared_machine=True)
-        now = "" if r["preset"] not in rates else " / " + str(round(projection.estimate(
-            plan, cfg.sr, cfg.base, workers=r["workers"], shared_machine=True,
-            throughput=thr.with_rate(rates[r["preset"]] * PROBE_TO_RENDER, "probe")).seconds)) + " s"
+        now = (
+            ""
+            if r["preset"] not in rates
+            else " / "
+            + str(
+                round(
+                    projection.estimate(
+                        plan,
+                        cfg.sr,
+                        cfg.base,
+                        workers=r["workers"],
+                        shared_machine=True,
+                        throughput=thr.with_rate(rates[r["preset"]] * PROBE_TO_RENDER, "probe"),
+                    ).seconds
+                )
+            )
+            + " s"
+        )
         store = projection.store_bytes(plan)
         peak = max(r["worker_peak"]) if r["worker_peak"] else 0
         span = max(t[5] for t in r["tasks"]) - min(t[4] for t in r["tasks"])
         mem_rows.append((terms[big], peak))
-        print(f"| {r['preset']} | {r['size']} | {r['tile']} | {r['workers']} | {mem >> 20} MiB ({big} {terms[big] >> 20}"
-              f" MiB) | {peak >> 20} MiB | {est.seconds:.0f} s{now} | {span:.0f} s ({r['wall_s']:.0f} s) | "
-              f"{sum(store) / 2**20:.1f} MiB | {r['store_bytes'] / 2**20:.1f} MiB |")
+        print(
+            f"| {r['preset']} | {r['size']} | {r['tile']} | {r['workers']} | {mem >> 20} MiB ({big} {terms[big] >> 20}"
+            f" MiB) | {peak >> 20} MiB | {est.seconds:.0f} s{now} | {span:.0f} s ({r['wall_s']:.0f} s) | "
+            f"{sum(store) / 2**20:.1f} MiB | {r['store_bytes'] / 2**20:.1f} MiB |"
+        )
         work = projection.Work(plan, cfg.sr, cfg.base, thr)
         for t in r["tasks"]:
             key = _key(t)
-            kind = "tile" if isinstance(key, TileKey) and key.level > 0 else ("base" if isinstance(key, TileKey)
-                                                                                 else "pyramid")
+            kind = "tile" if isinstance(key, TileKey) and key.level > 0 else ("base" if isinstance(key, TileKey) else "pyramid")
             fits.setdefault((r["preset"], kind), []).append((work.macs(key), t[6], t[5] - t[4], r["workers"]))
     print()
     acts = np.array([a for a, p in mem_rows if p], float)
     peaks = np.array([p for a, p in mem_rows if p], float)
     if len(acts) >= 2:
         slope, icpt = np.polyfit(acts, peaks, 1)
-        print(f"worker peak = {icpt / 2**20:.0f} MiB + {slope:.2f} x largest counted term (least squares, {len(acts)} "
-              f"runs); residuals {[int(x) >> 20 for x in peaks - (icpt + slope * acts)]} MiB")
+        print(
+            f"worker peak = {icpt / 2**20:.0f} MiB + {slope:.2f} x largest counted term (least squares, {len(acts)} "
+            f"runs); residuals {[int(x) >> 20 for x in peaks - (icpt + slope * acts)]} MiB"
+        )
+
     # Task seconds = MACs / rate + output pixels x I/O. Per-task fits are ill-posed (MACs and pixels
     # go together) and noisy on a shared machine, so sum over tasks: a preset whose arithmetic is
     # negligible (tiny) gives the I/O per pixel, the others their MAC rate with that I/O taken off.
@@ -157,8 +213,10 @@ def report(results: list[dict], probe: bool = True) -> None:
         workers = rows[0][3]
         per_worker = total(rows, 0) / (total(rows, 2) - io * total(rows, 1))
         vs = f", {per_worker * workers / rates[name]:.2f} x the probe now" if name in rates else ""
-        print(f"{name} SR tiles: {per_worker / 1e9:.2f} GMAC/s per worker, {per_worker * workers / 1e9:.2f} GMAC/s for "
-              f"the machine ({int(workers)} workers sharing it{vs})")
+        print(
+            f"{name} SR tiles: {per_worker / 1e9:.2f} GMAC/s per worker, {per_worker * workers / 1e9:.2f} GMAC/s for "
+            f"the machine ({int(workers)} workers sharing it{vs})"
+        )
     for (name, kind), rows in sorted(fits.items()):
         if kind == "pyramid":
             print(f"{name} viewing pyramid: {total(rows, 2) / total(rows, 1) * 1e9:.0f} ns per pixel written")

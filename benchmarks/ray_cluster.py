@@ -38,15 +38,15 @@ def main() -> None:
 
     tmp = tempfile.mkdtemp(prefix="ourgan-cluster-")
     model = make_model("tiny", tmp)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                             "node_ip_address": "127.0.0.1"})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False, "node_ip_address": "127.0.0.1"}
+    )
     try:
         for _ in range(args.nodes):
             cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
         ray.init(address=cluster.address, log_to_driver=False)
         cpu0 = time.process_time()
-        wall, s = render_once(model, os.path.join(tmp, "r.zarr"), args.size, args.tile, args.tile,
-                              RayExecutor(workers=args.nodes))
+        wall, s = render_once(model, os.path.join(tmp, "r.zarr"), args.size, args.tile, args.tile, RayExecutor(workers=args.nodes))
         driver_cpu = time.process_time() - cpu0
     finally:
         ray.shutdown()
@@ -55,10 +55,12 @@ def main() -> None:
     busy = sum(r.end - r.start for r in s.reports)
     workers = len({r.worker for r in s.reports})
     idle = 1 - busy / (args.nodes * span)
-    print(f"{machine()}\n{args.nodes} nodes x 1 CPU, tiny preset, {args.size}, tile {args.tile}: {n} tasks on "
-          f"{workers} workers; {n / span:.0f} tasks/s over the task span ({span:.1f} s), {n / wall:.0f} tasks/s "
-          f"over the whole render ({wall:.1f} s); driver {1000 * driver_cpu / n:.2f} ms CPU per task; workers "
-          f"idle {100 * idle:.0f}% of the span ({1000 * busy / n:.1f} ms per task)")
+    print(
+        f"{machine()}\n{args.nodes} nodes x 1 CPU, tiny preset, {args.size}, tile {args.tile}: {n} tasks on "
+        f"{workers} workers; {n / span:.0f} tasks/s over the task span ({span:.1f} s), {n / wall:.0f} tasks/s "
+        f"over the whole render ({wall:.1f} s); driver {1000 * driver_cpu / n:.2f} ms CPU per task; workers "
+        f"idle {100 * idle:.0f}% of the span ({1000 * busy / n:.1f} ms per task)"
+    )
 
 
 if __name__ == "__main__":

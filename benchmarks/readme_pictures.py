@@ -50,7 +50,7 @@ def crops(canvas: Canvas, cx: int, cy: int, size: int) -> tuple[pyvips.Image, py
     size = min(size, h, w)
     x0, y0 = min(max(0, cx - size // 2), w - size), min(max(0, cy - size // 2), h - size)
     ours = canvas.read("0", Box(y0, y0 + size, x0, x0 + size)).transpose(1, 2, 0)
-    scale = 4 ** plan.n_sr  # the base image is 1 / scale of the (uncropped) last level
+    scale = 4**plan.n_sr  # the base image is 1 / scale of the (uncropped) last level
     base = plan.levels[0]
     m = 3  # base pixels of margin for the cubic kernel
     bx0, by0 = max(0, x0 // scale - m), max(0, y0 // scale - m)
@@ -84,9 +84,11 @@ def main() -> None:
     pair = pair.insert(ours, 0, 0).insert(plain, side + GAP, 0).cast("uchar")
     pair.write_to_file(os.path.join(args.out, "crop-sr-vs-bicubic.png"))
     info = canvas.info
-    print(f"wrote {args.out}/training-photo.jpg, example-render.jpg, crop-sr-vs-bicubic.png from render "
-          f"{canvas.plan.width}x{canvas.plan.height} (model {info.get('model_id')}, seed {info.get('seed')}, "
-          f"{canvas.plan.n_sr} SR level(s)); crop centre ({cx}, {cy}), {side} px")
+    print(
+        f"wrote {args.out}/training-photo.jpg, example-render.jpg, crop-sr-vs-bicubic.png from render "
+        f"{canvas.plan.width}x{canvas.plan.height} (model {info.get('model_id')}, seed {info.get('seed')}, "
+        f"{canvas.plan.n_sr} SR level(s)); crop centre ({cx}, {cy}), {side} px"
+    )
 
 
 if __name__ == "__main__":

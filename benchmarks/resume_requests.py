@@ -46,8 +46,9 @@ def main() -> None:
 
     width, height = parse_size(a.size)
     n_sr, bh, bw = choose_levels(width, height, a.base_width)
-    plan = RenderPlan(width=width, height=height, n_sr=n_sr, base_height=bh, base_width=bw, tile=a.tile, halo=0,
-                      receptive_radius=0, chunk=a.chunk)
+    plan = RenderPlan(
+        width=width, height=height, n_sr=n_sr, base_height=bh, base_width=bw, tile=a.tile, halo=0, receptive_radius=0, chunk=a.chunk
+    )
     tasks = plan.n_tiles + sum(1 for _ in plan.all_pyramid_tasks())
 
     import logging
@@ -65,14 +66,26 @@ def main() -> None:
     try:
         fsspec.filesystem("s3", **direct).mkdir("bench")
         url = "s3://bench/resume.zarr"
-        info = {"name": "bench", "model": "(none)", "model_id": "none", "model_preset": "none", "seed": 0,
-                "size": [width, height], "plan": plan_to_info(plan), "exact": True, "precision": "fp32"}
+        info = {
+            "name": "bench",
+            "model": "(none)",
+            "model_id": "none",
+            "model_preset": "none",
+            "seed": 0,
+            "size": [width, height],
+            "plan": plan_to_info(plan),
+            "exact": True,
+            "precision": "fp32",
+        }
         t = time.perf_counter()
         c = Canvas.create(url, plan, info, direct)
         for lv in plan.levels:
             c.array(f"progress/L{lv.index}")[:] = np.ones(plan.tile_grid(lv.index), np.uint8)
-        print(f"{plan!r}: {tasks} tasks, {plan.n_tiles} recorded done (pyramid not started); "
-              f"records written in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        print(
+            f"{plan!r}: {tasks} tasks, {plan.n_tiles} recorded done (pyramid not started); "
+            f"records written in {time.perf_counter() - t:.0f} s",
+            file=sys.stderr,
+        )
 
         seen.clear()
         resumed = Canvas(url, counted)
@@ -99,8 +112,11 @@ def main() -> None:
     print(f"plan {a.size}, tile {a.tile}, chunk {a.chunk}: {tasks} tasks, {plan.n_tiles} records")
     print(f"  open the store:                    {opened} requests")
     print(f"  done() by listing progress/:       {listed} requests ({listed_s:.2f} s)")
-    print(f"  reading every record (format 1):   {per_record} requests ({per_record_s:.1f} s; "
-          + ", ".join(f"{n} {m}" for m, n in kinds.most_common()) + ")")
+    print(
+        f"  reading every record (format 1):   {per_record} requests ({per_record_s:.1f} s; "
+        + ", ".join(f"{n} {m}" for m, n in kinds.most_common())
+        + ")"
+    )
 
 
 if __name__ == "__main__":

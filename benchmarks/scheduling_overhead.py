@@ -31,15 +31,16 @@ def main() -> None:
     model = make_model("tiny", tmp)
     start_local_ray(os.cpu_count() or 1)
     cpu0 = time.process_time()
-    wall, s = render_once(model, os.path.join(tmp, "r.zarr"), args.size, args.tile, args.tile,
-                          RayExecutor(workers=args.workers))
+    wall, s = render_once(model, os.path.join(tmp, "r.zarr"), args.size, args.tile, args.tile, RayExecutor(workers=args.workers))
     driver_cpu = time.process_time() - cpu0
     n, span = len(s.reports), task_span(s)
     busy = sum(r.end - r.start for r in s.reports)
-    print(f"{machine()}\ntiny preset, {args.size}, tile {args.tile}, {args.workers} workers: {n} tasks; "
-          f"{n / span:.0f} tasks/s over the task span ({span:.2f} s), {n / wall:.0f} tasks/s over the whole render "
-          f"({wall:.2f} s); a worker spends {1000 * busy / n:.1f} ms per task; the driver {1000 * driver_cpu / n:.2f} "
-          f"ms CPU per task")
+    print(
+        f"{machine()}\ntiny preset, {args.size}, tile {args.tile}, {args.workers} workers: {n} tasks; "
+        f"{n / span:.0f} tasks/s over the task span ({span:.2f} s), {n / wall:.0f} tasks/s over the whole render "
+        f"({wall:.2f} s); a worker spends {1000 * busy / n:.1f} ms per task; the driver {1000 * driver_cpu / n:.2f} "
+        f"ms CPU per task"
+    )
 
 
 if __name__ == "__main__":

@@ -40,10 +40,15 @@ def main() -> None:
         model = os.path.join(tmp, "model")
         checkpoint.save(untrained_model(args.preset), model, {"note": "untrained SR, benchmark"})
     cfg = checkpoint.load(model).config
-    tile = (prepare(RenderRequest(model=model, out=os.path.join(tmp, "plan.zarr"), size=args.size)).plan.tile
-            if args.tile == "auto" else int(args.tile))  # auto: what `render --tile auto` picks here
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; preset {cfg.preset}, receptive field "
-          f"{cfg.sr.receptive_radius}; size {args.size}; tile {tile}")
+    tile = (
+        prepare(RenderRequest(model=model, out=os.path.join(tmp, "plan.zarr"), size=args.size)).plan.tile
+        if args.tile == "auto"
+        else int(args.tile)
+    )  # auto: what `render --tile auto` picks here
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; preset {cfg.preset}, receptive field "
+        f"{cfg.sr.receptive_radius}; size {args.size}; tile {tile}"
+    )
     best = {0: float("inf"), tile: float("inf")}
     outs = {}
     for rep in range(args.repeat):
@@ -57,8 +62,10 @@ def main() -> None:
             outs[t] = out
             print(f"  run {rep}: tile {t or 'untiled':>7}: {dt:7.2f} s ({p.plan.n_tiles} generation tasks)", flush=True)
     same = np.array_equal(zarr.open_group(outs[0])["0"][:], zarr.open_group(outs[tile])["0"][:])
-    print(f"untiled {best[0]:.2f} s, tiled {best[tile]:.2f} s, ratio tiled/untiled = {best[tile] / best[0]:.3f}; "
-          f"identical bytes: {same}")
+    print(
+        f"untiled {best[0]:.2f} s, tiled {best[tile]:.2f} s, ratio tiled/untiled = {best[tile] / best[0]:.3f}; "
+        f"identical bytes: {same}"
+    )
     sys.exit(0 if same else 1)
 
 

@@ -7,8 +7,9 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "open_result"]
 
 
-def open_result(url: str, storage_options: dict | None = None, *, scale: int = 0, xarray: bool = False,
-                require_complete: bool = True):
+def open_result(
+    url: str, storage_options: dict | None = None, *, scale: int = 0, xarray: bool = False, require_complete: bool = True
+):
     """The rendered image at ``url`` as a lazy dask array (c, y, x) uint8, or with ``xarray=True``
     an ``xarray.DataArray`` with dims (y, x, c). ``scale`` picks a pyramid level (0: full size)."""
     from .outputs.reading import open_result as _open

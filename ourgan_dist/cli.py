@@ -29,12 +29,27 @@ def _redact(text: str, args: list[str] | tuple[str, ...] = ()) -> str:
 
 
 # exceptions of the storage libraries (botocore, aiohttp, ...) that mean: the endpoint does not answer
-_UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ConnectTimeout", "ClientConnectorError",
-                "ServerDisconnectedError", "ProxyConnectionError", "ConnectionClosedError"}
-_NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
-                   "DefaultCredentialsError"}
-_STORAGE_LIBRARIES = ("/botocore/", "/aiobotocore/", "/boto3/", "/s3fs/", "/fsspec/", "/gcsfs/", "/adlfs/",
-                      "/aiohttp/", "/google/auth/")
+_UNREACHABLE = {
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ConnectTimeout",
+    "ClientConnectorError",
+    "ServerDisconnectedError",
+    "ProxyConnectionError",
+    "ConnectionClosedError",
+}
+_NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError", "DefaultCredentialsError"}
+_STORAGE_LIBRARIES = (
+    "/botocore/",
+    "/aiobotocore/",
+    "/boto3/",
+    "/s3fs/",
+    "/fsspec/",
+    "/gcsfs/",
+    "/adlfs/",
+    "/aiohttp/",
+    "/google/auth/",
+)
 # errors of a path the user gave (a target that cannot be written, a folder that is a file)
 _PATH_ERRNOS = {"EACCES", "EPERM", "ENOENT", "ENOTDIR", "EISDIR", "EEXIST", "EROFS", "ENOSPC", "EDQUOT"}
 
@@ -55,14 +70,20 @@ def input_error(e: BaseException) -> str | None:
 
     name, first = type(e).__name__, " ".join(str(e).split())[:240]
     if name in _UNREACHABLE:
-        return (f"the storage does not answer ({name}: {first}); check the endpoint (endpoint_url in "
-                "--storage-options, or AWS_ENDPOINT_URL) and that the storage is up")
+        return (
+            f"the storage does not answer ({name}: {first}); check the endpoint (endpoint_url in "
+            "--storage-options, or AWS_ENDPOINT_URL) and that the storage is up"
+        )
     if name in _NO_CREDENTIALS:
-        return (f"no credentials for the storage ({name}: {first}); give them in --storage-options (or "
-                "OURGAN_STORAGE_OPTIONS), or in this machine's environment or role")
+        return (
+            f"no credentials for the storage ({name}: {first}); give them in --storage-options (or "
+            "OURGAN_STORAGE_OPTIONS), or in this machine's environment or role"
+        )
     if (isinstance(e, (TypeError, ValueError)) or name == "ParamValidationError") and _raised_in_storage_library(e):
-        return (f"the storage library refused the URL or --storage-options ({name}: {first}); check their names and "
-                "values against the options of the URL's file system (s3fs, gcsfs, ...)")
+        return (
+            f"the storage library refused the URL or --storage-options ({name}: {first}); check their names and "
+            "values against the options of the URL's file system (s3fs, gcsfs, ...)"
+        )
     if isinstance(e, OSError) and e.filename and errno.errorcode.get(e.errno or 0) in _PATH_ERRNOS:
         path = os.fspath(e.filename)
         while path and not os.path.lexists(path) and os.path.dirname(path) != path:
@@ -101,8 +122,7 @@ class _Cli(click.Group):
                 click.echo(f"Error: {_redact(line, args)}", err=True)
                 ctx.exit(2)
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            click.echo(f"Error: {type(e).__name__}: {_redact(first, args)[:300]} "
-                       "(re-run with --debug for the traceback)", err=True)
+            click.echo(f"Error: {type(e).__name__}: {_redact(first, args)[:300]} (re-run with --debug for the traceback)", err=True)
             ctx.exit(1)
 
 
@@ -126,8 +146,7 @@ def _register() -> None:
     from .commands.train import train_command
     from .commands.view import view_command
 
-    for command in (train_command, render_command, export_command, inspect_command, view_command, evaluate_command,
-                    demo):
+    for command in (train_command, render_command, export_command, inspect_command, view_command, evaluate_command, demo):
         main.add_command(command)
 
 

@@ -62,16 +62,36 @@ class BaseConfig:
         n = type(self).__name__
         _check(n, "kind", self.kind == "gan", "'gan' (PatchBaseConfig is kind 'patches')", self.kind)
         _check(n, "base_width", isinstance(self.base_width, int) and self.base_width >= 8, "an int >= 8", self.base_width)
-        _check(n, "coarsest_width", isinstance(self.coarsest_width, int) and 4 <= self.coarsest_width <= self.base_width,
-               f"an int in [4, base_width={self.base_width}]", self.coarsest_width)
+        _check(
+            n,
+            "coarsest_width",
+            isinstance(self.coarsest_width, int) and 4 <= self.coarsest_width <= self.base_width,
+            f"an int in [4, base_width={self.base_width}]",
+            self.coarsest_width,
+        )
         _check(n, "n_scales", isinstance(self.n_scales, int) and 1 <= self.n_scales <= 20, "an int in [1, 20]", self.n_scales)
         _check(n, "channels", isinstance(self.channels, int) and self.channels >= 1, "an int >= 1", self.channels)
-        _check(n, "convs_per_stage", isinstance(self.convs_per_stage, int) and self.convs_per_stage >= 2, "an int >= 2",
-               self.convs_per_stage)
-        _check(n, "vae_scales", isinstance(self.vae_scales, int) and 1 <= self.vae_scales <= self.n_scales,
-               f"an int in [1, n_scales={self.n_scales}]", self.vae_scales)
-        _check(n, "latent_channels", isinstance(self.latent_channels, int) and self.latent_channels >= 1, "an int >= 1",
-               self.latent_channels)
+        _check(
+            n,
+            "convs_per_stage",
+            isinstance(self.convs_per_stage, int) and self.convs_per_stage >= 2,
+            "an int >= 2",
+            self.convs_per_stage,
+        )
+        _check(
+            n,
+            "vae_scales",
+            isinstance(self.vae_scales, int) and 1 <= self.vae_scales <= self.n_scales,
+            f"an int in [1, n_scales={self.n_scales}]",
+            self.vae_scales,
+        )
+        _check(
+            n,
+            "latent_channels",
+            isinstance(self.latent_channels, int) and self.latent_channels >= 1,
+            "an int >= 1",
+            self.latent_channels,
+        )
         _check(n, "vertical_coord", isinstance(self.vertical_coord, bool), "a bool", self.vertical_coord)
 
     @property
@@ -105,17 +125,28 @@ class PatchBaseConfig:
     def __post_init__(self) -> None:
         n = type(self).__name__
         _check(n, "kind", self.kind == "patches", "'patches'", self.kind)
-        for name, low in (("base_width", 8), ("base_height", 0), ("coarsest", 4), ("pieces", 1), ("layout_pixels", 16),
-                          ("iterations", 1), ("refine_iterations", 1), ("features", 1)):
+        for name, low in (
+            ("base_width", 8),
+            ("base_height", 0),
+            ("coarsest", 4),
+            ("pieces", 1),
+            ("layout_pixels", 16),
+            ("iterations", 1),
+            ("refine_iterations", 1),
+            ("features", 1),
+        ):
             v = getattr(self, name)
             _check(n, name, isinstance(v, int) and not isinstance(v, bool) and v >= low, f"an int >= {low}", v)
-        _check(n, "patch", isinstance(self.patch, int) and self.patch >= 3 and self.patch % 2 == 1, "an odd int >= 3",
-               self.patch)
-        _check(n, "features", self.features <= 3 * self.patch**2, f"at most 3 * patch**2 = {3 * self.patch**2}",
-               self.features)
+        _check(n, "patch", isinstance(self.patch, int) and self.patch >= 3 and self.patch % 2 == 1, "an odd int >= 3", self.patch)
+        _check(n, "features", self.features <= 3 * self.patch**2, f"at most 3 * patch**2 = {3 * self.patch**2}", self.features)
         _check(n, "coarsest", self.coarsest >= self.patch, f"at least patch={self.patch}", self.coarsest)
-        _check(n, "pyramid_ratio", isinstance(self.pyramid_ratio, (int, float)) and 0.3 <= self.pyramid_ratio <= 0.9,
-               "a number in [0.3, 0.9]", self.pyramid_ratio)
+        _check(
+            n,
+            "pyramid_ratio",
+            isinstance(self.pyramid_ratio, (int, float)) and 0.3 <= self.pyramid_ratio <= 0.9,
+            "a number in [0.3, 0.9]",
+            self.pyramid_ratio,
+        )
         for name in ("noise", "alpha", "vertical_weight"):
             v = getattr(self, name)
             _check(n, name, isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, "a number >= 0", v)
@@ -165,20 +196,33 @@ class SRConfig:
         for name in ("features", "growth", "blocks", "rdbs_per_block", "convs"):
             v = getattr(self, name)
             _check(n, name, isinstance(v, int) and v >= 1, "an int >= 1", v)
-        _check(n, "dense_convs", isinstance(self.dense_convs, int) and self.dense_convs >= 2, "an int >= 2",
-               self.dense_convs)
+        _check(n, "dense_convs", isinstance(self.dense_convs, int) and self.dense_convs >= 2, "an int >= 2", self.dense_convs)
         _check(n, "skip", self.skip in SR_SKIPS, f"one of {SR_SKIPS}", self.skip)
         _check(n, "unit_range", isinstance(self.unit_range, bool), "a bool", self.unit_range)
         _check(n, "edge", self.edge in ("replicate", "zeros"), "'replicate' or 'zeros'", self.edge)
-        _check(n, "prior", isinstance(self.prior, str), "a prior name or \"\"", self.prior)
-        _check(n, "noise_amp", isinstance(self.noise_amp, (int, float)) and 0 <= self.noise_amp <= 1, "a number in [0, 1]",
-               self.noise_amp)
-        _check(n, "detail", isinstance(self.detail, (int, float)) and 0 <= self.detail <= 4, "a number in [0, 4]",
-               self.detail)
-        _check(n, "detail_patches", isinstance(self.detail_patches, int) and 16 <= self.detail_patches <= 65536,
-               "an int in [16, 65536]", self.detail_patches)
-        _check(n, "detail_choices", isinstance(self.detail_choices, int) and 1 <= self.detail_choices <= 64,
-               "an int in [1, 64]", self.detail_choices)
+        _check(n, "prior", isinstance(self.prior, str), 'a prior name or ""', self.prior)
+        _check(
+            n,
+            "noise_amp",
+            isinstance(self.noise_amp, (int, float)) and 0 <= self.noise_amp <= 1,
+            "a number in [0, 1]",
+            self.noise_amp,
+        )
+        _check(n, "detail", isinstance(self.detail, (int, float)) and 0 <= self.detail <= 4, "a number in [0, 4]", self.detail)
+        _check(
+            n,
+            "detail_patches",
+            isinstance(self.detail_patches, int) and 16 <= self.detail_patches <= 65536,
+            "an int in [16, 65536]",
+            self.detail_patches,
+        )
+        _check(
+            n,
+            "detail_choices",
+            isinstance(self.detail_choices, int) and 1 <= self.detail_choices <= 64,
+            "an int in [1, 64]",
+            self.detail_choices,
+        )
 
     @property
     def receptive_radius(self) -> int:
@@ -236,14 +280,27 @@ class TrainConfig:
         for name in ("base_iterations", "sr_iterations"):
             v = getattr(self, name)
             _check(n, name, isinstance(v, int) and v >= 0, "an int >= 0", v)
-        _check(n, "base_crop", isinstance(self.base_crop, int) and (self.base_crop == 0 or self.base_crop >= 16),
-               "0 (whole scales) or an int >= 16", self.base_crop)
+        _check(
+            n,
+            "base_crop",
+            isinstance(self.base_crop, int) and (self.base_crop == 0 or self.base_crop >= 16),
+            "0 (whole scales) or an int >= 16",
+            self.base_crop,
+        )
         for name in ("sr_crop", "sr_batch", "critic_channels"):
             v = getattr(self, name)
             _check(n, name, isinstance(v, int) and v >= 1, "an int >= 1", v)
         _check(n, "sr_crop", self.sr_crop % 4 == 0 and self.sr_crop >= 16, "a multiple of 4, >= 16", self.sr_crop)
-        for name in ("lr", "sr_lr", "recon_weight", "kl_weight", "gp_weight", "noise_amp_scale",
-                     "sr_consistency_weight", "sr_blur"):
+        for name in (
+            "lr",
+            "sr_lr",
+            "recon_weight",
+            "kl_weight",
+            "gp_weight",
+            "noise_amp_scale",
+            "sr_consistency_weight",
+            "sr_blur",
+        ):
             v = getattr(self, name)
             _check(n, name, isinstance(v, (int, float)) and v >= 0, "a number >= 0", v)
 
@@ -258,11 +315,9 @@ class ModelConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        _check("ModelConfig", "preset", isinstance(self.preset, str) and bool(self.preset), "a non-empty string",
-               self.preset)
+        _check("ModelConfig", "preset", isinstance(self.preset, str) and bool(self.preset), "a non-empty string", self.preset)
         for name, cls in (("base", (BaseConfig, PatchBaseConfig)), ("sr", SRConfig), ("train", TrainConfig)):
-            _check("ModelConfig", name, isinstance(getattr(self, name), cls), "a config of its section",
-                   getattr(self, name))
+            _check("ModelConfig", name, isinstance(getattr(self, name), cls), "a config of its section", getattr(self, name))
 
 
 _NESTED = {
@@ -285,10 +340,10 @@ PRESETS: dict[str, ModelConfig] = {
     "cpu": ModelConfig(
         preset="cpu",
         base=PatchBaseConfig(),
-        sr=SRConfig(arch="srvgg", features=64, convs=16, skip="bicubic", prior="realesr-animevideov3-x4",
-                    noise_amp=0.02),
-        train=TrainConfig(base_iterations=600, sr_iterations=800, lr=1e-3, sr_crop=96, sr_batch=4, critic_channels=32,
-                          base_crop=96, sr_blur=1.5),
+        sr=SRConfig(arch="srvgg", features=64, convs=16, skip="bicubic", prior="realesr-animevideov3-x4", noise_amp=0.02),
+        train=TrainConfig(
+            base_iterations=600, sr_iterations=800, lr=1e-3, sr_crop=96, sr_batch=4, critic_channels=32, base_crop=96, sr_blur=1.5
+        ),
     ),
     # GPU scale: HP-VAE-GAN sizes for the base, an ESRGAN-like SR with a bounded receptive field.
     "paper": ModelConfig(preset="paper"),
@@ -323,13 +378,13 @@ def apply_settings(cfg: ModelConfig, settings: Sequence[str]) -> ModelConfig:
         key, sep, text = setting.partition("=")
         section, dot, name = key.strip().partition(".")
         if not sep or not dot or section not in sections:
-            raise ConfigError(f"setting {setting!r}: expected SECTION.FIELD=VALUE with SECTION one of "
-                              f"{sorted(sections)}, e.g. base.noise=3")
+            raise ConfigError(
+                f"setting {setting!r}: expected SECTION.FIELD=VALUE with SECTION one of {sorted(sections)}, e.g. base.noise=3"
+            )
         sub = sections[section]
         fields = {f.name for f in dataclasses.fields(sub)}
         if name not in fields:
-            raise ConfigError(f"setting {setting!r}: {type(sub).__name__} has no field {name!r}; "
-                              f"known fields are {sorted(fields)}")
+            raise ConfigError(f"setting {setting!r}: {type(sub).__name__} has no field {name!r}; known fields are {sorted(fields)}")
         value = _parse_setting(type(sub).__name__, name, getattr(sub, name), text.strip())
         sections[section] = dataclasses.replace(sub, **{name: value})
     return dataclasses.replace(cfg, **sections)

@@ -76,8 +76,9 @@ def max_photo_pixels() -> int:
         except (ValueError, OverflowError):
             n = 0
     if n <= 0:
-        raise UserError(f"{MAX_PHOTO_PIXELS_ENV}={text!r}: expected a whole number of pixels > 0, e.g. "
-                        f"{MAX_PHOTO_PIXELS_ENV}=600000000")
+        raise UserError(
+            f"{MAX_PHOTO_PIXELS_ENV}={text!r}: expected a whole number of pixels > 0, e.g. {MAX_PHOTO_PIXELS_ENV}=600000000"
+        )
     return n
 
 
@@ -88,9 +89,11 @@ def probe(path: str) -> PhotoInfo:
     w, h = im.width, im.height
     limit = max_photo_pixels()
     if w * h > limit:
-        raise UserError(f"photo {path!r}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the limit of "
-                        f"{limit / 1e6:.0f} megapixels; shrink it, or raise the limit with "
-                        f"{MAX_PHOTO_PIXELS_ENV}={w * h} if it really is that large")
+        raise UserError(
+            f"photo {path!r}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the limit of "
+            f"{limit / 1e6:.0f} megapixels; shrink it, or raise the limit with "
+            f"{MAX_PHOTO_PIXELS_ENV}={w * h} if it really is that large"
+        )
     try:
         orientation = im.get("orientation") if im.get_typeof("orientation") else 1
     except Exception:
@@ -98,8 +101,10 @@ def probe(path: str) -> PhotoInfo:
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     if min(w, h) < MIN_SIDE:
-        raise UserError(f"photo {path!r}: {w}x{h} is too small; a training photo needs at least {MIN_SIDE} px "
-                        "on each side (and far more to learn anything)")
+        raise UserError(
+            f"photo {path!r}: {w}x{h} is too small; a training photo needs at least {MIN_SIDE} px "
+            "on each side (and far more to learn anything)"
+        )
     return PhotoInfo(path, w, h, im.bands, im.format, file_sha256(path))
 
 
@@ -143,16 +148,24 @@ def _to_srgb8(im):
     if im.interpretation == "cmyk" or im.bands == 4 and im.interpretation == "cmyk":
         im = im.icc_transform("srgb") if im.get_typeof("icc-profile-data") else im.colourspace("srgb")
     if im.hasalpha():
-        im = im.flatten(background=[255] * (im.bands - 1) if im.format == "uchar" else
-                        [65535] * (im.bands - 1) if im.format == "ushort" else [1.0] * (im.bands - 1))
+        im = im.flatten(
+            background=[255] * (im.bands - 1)
+            if im.format == "uchar"
+            else [65535] * (im.bands - 1)
+            if im.format == "ushort"
+            else [1.0] * (im.bands - 1)
+        )
     if im.interpretation not in ("srgb", "b-w") or im.format not in ("uchar",):
         try:
             im = im.colourspace("srgb")
         except pyvips.Error:
             pass
     if im.format != "uchar":
-        im = im.cast("uchar") if im.format in ("char", "short", "int") else (
-            (im / 257).cast("uchar") if im.format == "ushort" else im.cast("uchar"))
+        im = (
+            im.cast("uchar")
+            if im.format in ("char", "short", "int")
+            else ((im / 257).cast("uchar") if im.format == "ushort" else im.cast("uchar"))
+        )
     if im.bands == 1:
         im = im.bandjoin([im, im])
     elif im.bands == 2:  # gray + alpha left over

@@ -99,8 +99,14 @@ def ray_local():
     """One local Ray instance per test module, on 127.0.0.1, 2 CPUs, no dashboard."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, address="local", _node_ip_address="127.0.0.1",
-             log_to_driver=False, configure_logging=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        address="local",
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        configure_logging=False,
+    )
     try:
         yield ray
     finally:

@@ -13,9 +13,19 @@ import tempfile
 import time
 from typing import Any
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--mute-audio", "--remote-debugging-pipe"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--mute-audio",
+    "--remote-debugging-pipe",
+]
 
 
 def find_chromium() -> str | None:
@@ -41,9 +51,12 @@ class Browser:
             os.dup2(w, 4)
 
         self.proc = subprocess.Popen(
-            [executable, *FLAGS, f"--user-data-dir={self.profile}", f"--window-size={width},{height}",
-             "about:blank"], preexec_fn=fds, pass_fds=(3, 4),  # kept open past the child's fd clean-up
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [executable, *FLAGS, f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "about:blank"],
+            preexec_fn=fds,
+            pass_fds=(3, 4),  # kept open past the child's fd clean-up
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(to_child_r)
         os.close(from_child_w)
         self._next_id = 0
@@ -85,8 +98,7 @@ class Browser:
         tab = next(t for t in targets if t["type"] == "page")
         self.session = self.send("Target.attachToTarget", {"targetId": tab["targetId"], "flatten": True})["sessionId"]
         self.send("Page.enable")
-        self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        self.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
 
     def navigate(self, url: str, ready: str, timeout: float = 30.0) -> None:
         """Open ``url`` and wait until the JavaScript expression ``ready`` is true."""
@@ -99,11 +111,14 @@ class Browser:
 
     def evaluate(self, expression: str, timeout: float = 30.0) -> Any:
         """The value of a JavaScript expression (promises are awaited)."""
-        result = self.send("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
-                                                "returnByValue": True}, timeout=timeout)
+        result = self.send(
+            "Runtime.evaluate", {"expression": expression, "awaitPromise": True, "returnByValue": True}, timeout=timeout
+        )
         if "exceptionDetails" in result:
-            raise RuntimeError(f"{expression}: {result['exceptionDetails'].get('text')} "
-                               f"{result['exceptionDetails'].get('exception', {}).get('description', '')}")
+            raise RuntimeError(
+                f"{expression}: {result['exceptionDetails'].get('text')} "
+                f"{result['exceptionDetails'].get('exception', {}).get('description', '')}"
+            )
         return result["result"].get("value")
 
     def screenshot(self, path: str) -> str:

@@ -11,7 +11,6 @@ import zarr
 from ourgan_dist.engine.render import RenderRequest, prepare, render
 
 
-
 @contextlib.contextmanager
 def environ(values: dict[str, str]):
     """Set environment variables for the block, then put back what was there (or nothing)."""
@@ -26,8 +25,8 @@ def environ(values: dict[str, str]):
             else:
                 os.environ[k] = v
 
-def do_render(model: str, out: str, size: str = "301x187", *, tile: int | None = 32, chunk: int = 16,
-              seed: int = 0, **kw):
+
+def do_render(model: str, out: str, size: str = "301x187", *, tile: int | None = 32, chunk: int = 16, seed: int = 0, **kw):
     req = RenderRequest(model=model, out=out, size=size, seed=seed, tile=tile, chunk=chunk, **kw)
     return render(prepare(req))
 
@@ -35,8 +34,7 @@ def do_render(model: str, out: str, size: str = "301x187", *, tile: int | None =
 def arrays(url: str, storage_options: dict | None = None) -> dict[str, np.ndarray]:
     """Every image array of a render store (pyramid and generation levels), by path. (The
     completion records under progress/ are shaped by the tile grid, so they are left out.)"""
-    g = zarr.open_group(url, mode="r", storage_options=storage_options) if "://" in url else \
-        zarr.open_group(url, mode="r")
+    g = zarr.open_group(url, mode="r", storage_options=storage_options) if "://" in url else zarr.open_group(url, mode="r")
     out = {name: a[:] for name, a in g.arrays()}
     for name, a in g["generation"].arrays():
         out[f"generation/{name}"] = a[:]
@@ -57,8 +55,9 @@ def local_cluster(head_cpus: int, node_cpus: list[int]):
     import ray
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "include_dashboard": False,
-                                                       "node_ip_address": "127.0.0.1"})
+    c = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": head_cpus, "include_dashboard": False, "node_ip_address": "127.0.0.1"}
+    )
     for n in node_cpus:
         c.add_node(num_cpus=n, node_ip_address="127.0.0.1")
     ray.init(address=c.address, log_to_driver=False)
@@ -105,15 +104,39 @@ def fake_autoscaler_config(gcs_port: int, node_types: dict) -> dict:
     idle workers removed after 6 s."""
     types = {name: {"node_config": {}, **t} for name, t in node_types.items()}
     types["ray.head.default"] = {"resources": {}, "node_config": {}, "max_workers": 0}
-    return {"cluster_name": "ourgan-test", "max_workers": sum(t["max_workers"] for t in node_types.values()),
-            "upscaling_speed": 1.0, "idle_timeout_minutes": 0.1,
-            "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
-                         "disable_launch_config_check": True, "gcs_address": f"127.0.0.1:{gcs_port}"},
-            "available_node_types": types, "head_node_type": "ray.head.default", "auth": {}, "docker": {},
-            **{k: [] for k in ("initialization_commands", "setup_commands", "head_setup_commands",
-                               "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands",
-                               "cluster_synced_files", "rsync_exclude", "rsync_filter")},
-            "file_mounts": {}, "file_mounts_sync_continuously": False}
+    return {
+        "cluster_name": "ourgan-test",
+        "max_workers": sum(t["max_workers"] for t in node_types.values()),
+        "upscaling_speed": 1.0,
+        "idle_timeout_minutes": 0.1,
+        "provider": {
+            "type": "fake_multinode",
+            "use_node_id_as_ip": True,
+            "disable_node_updaters": True,
+            "disable_launch_config_check": True,
+            "gcs_address": f"127.0.0.1:{gcs_port}",
+        },
+        "available_node_types": types,
+        "head_node_type": "ray.head.default",
+        "auth": {},
+        "docker": {},
+        **{
+            k: []
+            for k in (
+                "initialization_commands",
+                "setup_commands",
+                "head_setup_commands",
+                "worker_setup_commands",
+                "head_start_ray_commands",
+                "worker_start_ray_commands",
+                "cluster_synced_files",
+                "rsync_exclude",
+                "rsync_filter",
+            )
+        },
+        "file_mounts": {},
+        "file_mounts_sync_continuously": False,
+    }
 
 
 @contextlib.contextmanager
@@ -143,10 +166,18 @@ def autoscaling_cluster(tmp_dir, node_types: dict):
     with environ(env):
         c = None
         try:
-            c = Cluster(initialize_head=True, head_node_args={
-                "num_cpus": 0, "include_dashboard": False, "dashboard_port": _free_port(), "node_ip_address": "127.0.0.1",
-                "gcs_server_port": port, "autoscaling_config": config,
-                "env_vars": {"RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID}})  # the id the provider expects
+            c = Cluster(
+                initialize_head=True,
+                head_node_args={
+                    "num_cpus": 0,
+                    "include_dashboard": False,
+                    "dashboard_port": _free_port(),
+                    "node_ip_address": "127.0.0.1",
+                    "gcs_server_port": port,
+                    "autoscaling_config": config,
+                    "env_vars": {"RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID},
+                },
+            )  # the id the provider expects
             ray.init(address=c.address, log_to_driver=False)
             deadline = time.monotonic() + 120
             while not _v1_autoscales(_kv_get(b"__autoscaling_status")) and time.monotonic() < deadline:
@@ -177,8 +208,12 @@ def tiny_gan_config():
 
     from ourgan_dist.config import PRESETS, BaseConfig
 
-    return dataclasses.replace(PRESETS["tiny"], base=BaseConfig(base_width=32, coarsest_width=12, n_scales=3, channels=8,
-                                                                convs_per_stage=3, vae_scales=1, latent_channels=4))
+    return dataclasses.replace(
+        PRESETS["tiny"],
+        base=BaseConfig(
+            base_width=32, coarsest_width=12, n_scales=3, channels=8, convs_per_stage=3, vae_scales=1, latent_channels=4
+        ),
+    )
 
 
 def untrained(cfg, seed: int = 1):
@@ -192,7 +227,8 @@ def untrained(cfg, seed: int = 1):
     if cfg.base.kind == "patches":
         g = torch.Generator().manual_seed(seed)
         rows = torch.linspace(-1, 1, 24).view(1, 1, 24, 1)
-        photo = (torch.cat([-rows, 0.3 * rows, rows], dim=1).expand(1, 3, 24, 36)
-                 + 0.2 * torch.randn(1, 3, 24, 36, generator=g)).clamp(-1, 1)
+        photo = (
+            torch.cat([-rows, 0.3 * rows, rows], dim=1).expand(1, 3, 24, 36) + 0.2 * torch.randn(1, 3, 24, 36, generator=g)
+        ).clamp(-1, 1)
         checkpoint.keep_photo(model, photo)
     return model

@@ -29,16 +29,17 @@ class FaultProxy:
             def _any(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if proxy.fail(self.command, self.path):
-                    text = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>ServiceUnavailable</Code>"
-                            b"<Message>injected</Message></Error>")
+                    text = (
+                        b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>ServiceUnavailable</Code>"
+                        b"<Message>injected</Message></Error>"
+                    )
                     self.send_response(proxy.status)
                     self.send_header("Content-Length", str(len(text)))
                     self.end_headers()
                     self.wfile.write(text)
                     return
                 conn = http.client.HTTPConnection(host, int(port), timeout=30)
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() != "expect" and k.lower() not in proxy.drop_headers}
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "expect" and k.lower() not in proxy.drop_headers}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()

@@ -52,21 +52,39 @@ def noise_pattern(seed: int = 0, block: int = 4) -> Pattern:
 
 def synthetic_plan(width: int, height: int, chunk: int = 256) -> RenderPlan:
     """A base-only plan of the given size (one generation level, which is array 0)."""
-    return RenderPlan(width=width, height=height, n_sr=0, base_height=height, base_width=width, tile=0, halo=0,
-                      receptive_radius=0, chunk=chunk)
+    return RenderPlan(
+        width=width, height=height, n_sr=0, base_height=height, base_width=width, tile=0, halo=0, receptive_radius=0, chunk=chunk
+    )
 
 
-def write_synthetic_store(url: str, width: int, height: int, *, chunk: int = 256,
-                          pattern: Pattern = gradient_pattern, storage_options: dict | None = None,
-                          complete: bool = True, fill: bool = True, seed: int = 0) -> Canvas:
+def write_synthetic_store(
+    url: str,
+    width: int,
+    height: int,
+    *,
+    chunk: int = 256,
+    pattern: Pattern = gradient_pattern,
+    storage_options: dict | None = None,
+    complete: bool = True,
+    fill: bool = True,
+    seed: int = 0,
+) -> Canvas:
     """Create a store of ``width`` x ``height`` at ``url`` and (``fill``) write its pixels.
 
     ``complete=False`` leaves the store unfinished (no completion records), as an interrupted
     render would; ``fill=False`` writes metadata only (every pixel reads as 0)."""
     plan = synthetic_plan(width, height, chunk)
-    info = {"name": f"synthetic {width}x{height}", "model": "(synthetic pattern)", "model_id": "synthetic",
-            "model_preset": "none", "seed": seed, "size": [width, height], "plan": plan_to_info(plan),
-            "exact": True, "precision": "fp32"}
+    info = {
+        "name": f"synthetic {width}x{height}",
+        "model": "(synthetic pattern)",
+        "model_id": "synthetic",
+        "model_preset": "none",
+        "seed": seed,
+        "size": [width, height],
+        "plan": plan_to_info(plan),
+        "exact": True,
+        "precision": "fp32",
+    }
     canvas = Canvas.create(url, plan, info, storage_options)
     if fill:
         for y in range(0, height, chunk):

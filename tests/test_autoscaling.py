@@ -17,8 +17,7 @@ from ourgan_dist.engine.render import RenderRequest, prepare, render
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]  # a head plus nodes started on demand: about a minute
 
 SIZE, CHUNK, TILE = "300x200", 16, 48
-NODE_TYPES = {"cpu1": {"resources": {"CPU": 1, "object_store_memory": 200 << 20}, "min_workers": 0,
-                       "max_workers": 2}}
+NODE_TYPES = {"cpu1": {"resources": {"CPU": 1, "object_store_memory": 200 << 20}, "min_workers": 0, "max_workers": 2}}
 
 
 def worker_nodes() -> list[str]:
@@ -35,14 +34,16 @@ def test_render_waits_for_the_autoscaler_and_equals_the_local_render(tiny_model,
         # no node type holds a 4-CPU worker: no worker is ever placed, and the render says so in time
         p = prepare(RenderRequest(model=tiny_model, out=out, size=SIZE, tile=TILE, chunk=CHUNK, workers=2))
         t0 = time.monotonic()
-        with pytest.raises(RenderStalled, match=r"no live Ray worker for \d+ s: none of the 2 worker\(s\) of "
-                                                r"\{CPU: 4\} asked for has started .*its autoscaler started none"):
+        with pytest.raises(
+            RenderStalled,
+            match=r"no live Ray worker for \d+ s: none of the 2 worker\(s\) of "
+            r"\{CPU: 4\} asked for has started .*its autoscaler started none",
+        ):
             render(p, executor=RayExecutor(workers=2, cpus_per_worker=4, no_worker_timeout_s=5))
         assert time.monotonic() - t0 < 60 and worker_nodes() == []
 
         # the same render resumed with workers that fit: the autoscaler starts two nodes for them
-        p = prepare(RenderRequest(model=tiny_model, out=out, size=SIZE, tile=TILE, chunk=CHUNK, workers=2,
-                                  resume=True))
+        p = prepare(RenderRequest(model=tiny_model, out=out, size=SIZE, tile=TILE, chunk=CHUNK, workers=2, resume=True))
         t0 = time.monotonic()
         s = render(p, executor=RayExecutor(workers=2))
         took = time.monotonic() - t0

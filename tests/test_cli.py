@@ -34,7 +34,6 @@ def test_help_is_fast_and_imports_no_torch_or_ray():
     assert r.returncode == 0 and "--tile" in r.stdout and "--halo" in r.stdout and "--dry-run" in r.stdout
 
 
-
 COMMANDS = ("demo", "evaluate", "export", "inspect", "render", "train", "view")
 
 
@@ -53,10 +52,12 @@ def test_commands_import_without_the_cli_and_nothing_imports_the_cli():
                 assert not any(n == "cli" or n.endswith(".cli") for n in names), f"{path} imports the CLI"
             elif isinstance(node, ast.Import):
                 assert not any(a.name.endswith(".cli") for a in node.names), f"{path} imports the CLI"
-    code = ("import importlib, sys\n"
-            "for name in sys.argv[1:]:\n"
-            "    importlib.import_module('ourgan_dist.commands.' + name)\n"
-            "    print(name, 'ourgan_dist.cli' in sys.modules, any(m in sys.modules for m in ('torch', 'ray', 'zarr')))")
+    code = (
+        "import importlib, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    importlib.import_module('ourgan_dist.commands.' + name)\n"
+        "    print(name, 'ourgan_dist.cli' in sys.modules, any(m in sys.modules for m in ('torch', 'ray', 'zarr')))"
+    )
     r = subprocess.run([sys.executable, "-c", code, *COMMANDS], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-1500:]
     assert r.stdout.splitlines() == [f"{name} False False" for name in COMMANDS]
@@ -65,8 +66,7 @@ def test_commands_import_without_the_cli_and_nothing_imports_the_cli():
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tiny_model, tmp_path):
     out = tmp_path / "r.zarr"
-    code, text = run("render", tiny_model, "--out", out, "--size", "523x211", "--tile", "32", "--chunk", "16",
-                     "--dry-run")
+    code, text = run("render", tiny_model, "--out", out, "--size", "523x211", "--tile", "32", "--chunk", "16", "--dry-run")
     assert code == 0, text
     r = receptive_radius(tiny_model)
     assert "level 2" in text and "tile(s)" in text and "projected memory per task" in text and f"halo {r} px" in text
@@ -75,8 +75,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_model, tmp_path):
 
 def test_render_and_inspect(tiny_model, tmp_path):
     out = tmp_path / "r.zarr"
-    code, text = run("render", tiny_model, "--out", out, "--size", "101x77", "--tile", "32", "--chunk", "16",
-                     "--quiet")
+    code, text = run("render", tiny_model, "--out", out, "--size", "101x77", "--tile", "32", "--chunk", "16", "--quiet")
     assert code == 0, text
     code, text = run("inspect", out, "--json")
     info = json.loads(text)
@@ -119,32 +118,62 @@ def test_tile_below_the_default_chunk_gets_a_fitting_chunk_unless_chunk_is_expli
     code, text = run("render", tiny_model, "--out", tmp_path / "c", "--size", "1999x1333", "--tile", "128", "--dry-run")
     assert code == 0, text
     assert "tile 128, chunk 128" in text and "chunk 128: --tile 128 is not a multiple of the default chunk 256" in text
-    code, text = run("render", tiny_model, "--out", tmp_path / "c", "--size", "1999x1333", "--tile", "128", "--chunk",
-                     "256", "--dry-run")
+    code, text = run(
+        "render", tiny_model, "--out", tmp_path / "c", "--size", "1999x1333", "--tile", "128", "--chunk", "256", "--dry-run"
+    )
     assert code == 2 and "multiple of the chunk size 256" in text and "Traceback" not in text
 
 
 def test_small_halo_shows_its_measured_error(tiny_model, tmp_path):
-    code, text = run("render", tiny_model, "--out", tmp_path / "h", "--size", "301x187", "--tile", "32", "--chunk",
-                     "16", "--halo", "2", "--dry-run")
+    code, text = run(
+        "render",
+        tiny_model,
+        "--out",
+        tmp_path / "h",
+        "--size",
+        "301x187",
+        "--tile",
+        "32",
+        "--chunk",
+        "16",
+        "--halo",
+        "2",
+        "--dry-run",
+    )
     assert code == 0 and "NOT exact" in text and "max error" in text and "compound across levels" in text
     # every level one tile: no halo is ever cut, and the render says so instead of a meaningless 0/255
-    code, text = run("render", tiny_model, "--out", tmp_path / "h", "--size", "301x187", "--tile", "0", "--chunk",
-                     "16", "--halo", "2", "--dry-run")
+    code, text = run(
+        "render",
+        tiny_model,
+        "--out",
+        tmp_path / "h",
+        "--size",
+        "301x187",
+        "--tile",
+        "0",
+        "--chunk",
+        "16",
+        "--halo",
+        "2",
+        "--dry-run",
+    )
     assert code == 0 and "every level is a single tile" in text and "max error" not in text
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--size", "4096"], "--size '4096'"),
-    (["--size", "0x10"], "--size"),
-    (["--tile", "24"], "multiple of the chunk"),
-    (["--tile", "big"], "--tile 'big'"),
-    (["--halo", "-3"], "--halo"),
-    (["--halo", "wide"], "--halo 'wide'"),
-    (["--workers", "0"], "--workers"),
-    (["--storage-options", "{not json"], "--storage-options"),
-    (["--resume", "--overwrite"], "contradict"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--size", "4096"], "--size '4096'"),
+        (["--size", "0x10"], "--size"),
+        (["--tile", "24"], "multiple of the chunk"),
+        (["--tile", "big"], "--tile 'big'"),
+        (["--halo", "-3"], "--halo"),
+        (["--halo", "wide"], "--halo 'wide'"),
+        (["--workers", "0"], "--workers"),
+        (["--storage-options", "{not json"], "--storage-options"),
+        (["--resume", "--overwrite"], "contradict"),
+    ],
+)
 def test_bad_render_options_one_line_no_traceback(tiny_model, tmp_path, args, needle):
     base = ["render", tiny_model, "--out", tmp_path / "x", "--size", "300x200", "--chunk", "16"]
     code, text = run(*base, *[a for a in args])
@@ -205,8 +234,21 @@ def test_unwritable_output(tiny_model, tmp_path):
 
 
 def test_process_exit_code_and_no_traceback(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "ourgan_dist.cli", "render", str(tmp_path / "none"), "--out",
-                        str(tmp_path / "o"), "--size", "10x10"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ourgan_dist.cli",
+            "render",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "o"),
+            "--size",
+            "10x10",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
 

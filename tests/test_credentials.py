@@ -50,40 +50,81 @@ def _importable_by_workers():
 
 def canary_options(c: str) -> dict:
     """Storage options that hold the canary ``c`` under every kind of name a deny-list misses."""
-    return {"key": "AKIA-" + c, "secret": c, "token": "session-" + c, "SSECustomerKey": c, "passwd": c,
-            "password": c, "auth": c, "pkey": c, "headers": {"Authorization": "Bearer " + c},
-            "s3_additional_kwargs": {"SSECustomerKey": c, "SSECustomerAlgorithm": "AES256"},
-            "client_kwargs": {"aws_secret_access_key": c, "endpoint_url": f"http://user:{c}@127.0.0.1:9000",
-                              "region_name": "eu-north-1"},
-            "config_kwargs": {"proxies": {"https": f"http://u:{c}@proxy:3128"}, "s3": {"addressing_style": "path"}},
-            "anon": False, "endpoint_url": f"https://admin:{c}@minio.local:9000", "use_ssl": True}
+    return {
+        "key": "AKIA-" + c,
+        "secret": c,
+        "token": "session-" + c,
+        "SSECustomerKey": c,
+        "passwd": c,
+        "password": c,
+        "auth": c,
+        "pkey": c,
+        "headers": {"Authorization": "Bearer " + c},
+        "s3_additional_kwargs": {"SSECustomerKey": c, "SSECustomerAlgorithm": "AES256"},
+        "client_kwargs": {
+            "aws_secret_access_key": c,
+            "endpoint_url": f"http://user:{c}@127.0.0.1:9000",
+            "region_name": "eu-north-1",
+        },
+        "config_kwargs": {"proxies": {"https": f"http://u:{c}@proxy:3128"}, "s3": {"addressing_style": "path"}},
+        "anon": False,
+        "endpoint_url": f"https://admin:{c}@minio.local:9000",
+        "use_ssl": True,
+    }
 
 
 def canary_environment(c: str) -> dict:
-    return {"AWS_ACCESS_KEY_ID": "AKIA-" + c, "AWS_SECRET_ACCESS_KEY": c, "AWS_SESSION_TOKEN": c,
-            "FSSPEC_S3": '{"key": "k-%s", "secret": "%s", "endpoint_url": "http://127.0.0.1:9"}' % (c, c),
-            "FSSPEC_S3_SECRET": c, "FSSPEC_S3_PASSWD": c, "FSSPEC_GCS_TOKEN": c, "AZURE_STORAGE_CONNECTION_STRING": c,
-            "AWS_ENDPOINT_URL": f"http://u:{c}@127.0.0.1:9", "AWS_REGION": "eu-north-1",
-            "FSSPEC_S3_ENDPOINT_URL": "http://127.0.0.1:9", "OURGAN_X": c, "PKEY": c}
+    return {
+        "AWS_ACCESS_KEY_ID": "AKIA-" + c,
+        "AWS_SECRET_ACCESS_KEY": c,
+        "AWS_SESSION_TOKEN": c,
+        "FSSPEC_S3": '{"key": "k-%s", "secret": "%s", "endpoint_url": "http://127.0.0.1:9"}' % (c, c),
+        "FSSPEC_S3_SECRET": c,
+        "FSSPEC_S3_PASSWD": c,
+        "FSSPEC_GCS_TOKEN": c,
+        "AZURE_STORAGE_CONNECTION_STRING": c,
+        "AWS_ENDPOINT_URL": f"http://u:{c}@127.0.0.1:9",
+        "AWS_REGION": "eu-north-1",
+        "FSSPEC_S3_ENDPOINT_URL": "http://127.0.0.1:9",
+        "OURGAN_X": c,
+        "PKEY": c,
+    }
 
 
 def test_workers_receive_only_the_allowed_options_and_variables():
     import cloudpickle
 
-    job = RenderJob(model=f"s3://user:{SECRET}@bucket/model", store=f"s3://{SECRET}@bucket/r.zarr", seed=0,
-                    storage_options=canary_options(SECRET), model_storage_options=canary_options(SECRET))
+    job = RenderJob(
+        model=f"s3://user:{SECRET}@bucket/model",
+        store=f"s3://{SECRET}@bucket/r.zarr",
+        seed=0,
+        storage_options=canary_options(SECRET),
+        model_storage_options=canary_options(SECRET),
+    )
     w = for_workers(job)
     env = storage_environment(canary_environment(SECRET))
     assert SECRET.encode() not in cloudpickle.dumps((w, env))  # what the executor passes to Actor.remote
     assert (w.model, w.store) == ("s3://bucket/model", "s3://bucket/r.zarr")
-    assert w.storage_options == w.model_storage_options == {
-        "anon": False, "endpoint_url": "https://minio.local:9000", "use_ssl": True,
-        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "eu-north-1"},
-        "config_kwargs": {"s3": {"addressing_style": "path"}}}
-    assert env == {"FSSPEC_S3": '{"endpoint_url": "http://127.0.0.1:9"}', "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
-                   "AWS_REGION": "eu-north-1", "FSSPEC_S3_ENDPOINT_URL": "http://127.0.0.1:9"}
-    assert for_worker_options({"anon": {"nested": SECRET}, "endpoint_url": ["x"], "region_name": None}) == \
-        {"region_name": None}  # a value of the wrong shape is left out
+    assert (
+        w.storage_options
+        == w.model_storage_options
+        == {
+            "anon": False,
+            "endpoint_url": "https://minio.local:9000",
+            "use_ssl": True,
+            "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "eu-north-1"},
+            "config_kwargs": {"s3": {"addressing_style": "path"}},
+        }
+    )
+    assert env == {
+        "FSSPEC_S3": '{"endpoint_url": "http://127.0.0.1:9"}',
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_REGION": "eu-north-1",
+        "FSSPEC_S3_ENDPOINT_URL": "http://127.0.0.1:9",
+    }
+    assert for_worker_options({"anon": {"nested": SECRET}, "endpoint_url": ["x"], "region_name": None}) == {
+        "region_name": None
+    }  # a value of the wrong shape is left out
 
 
 def test_no_credentials_in_errors_or_the_store(tiny_model, tmp_path):
@@ -96,8 +137,9 @@ def test_no_credentials_in_errors_or_the_store(tiny_model, tmp_path):
 
     r = CliRunner().invoke(main, ["inspect", f"s3://user:{SECRET}@127.0.0.1:1/nowhere"])
     assert r.exit_code != 0 and SECRET not in r.output
-    r = CliRunner().invoke(main, ["render", f"file://user:{SECRET}@{tmp_path}/none", "--out", str(tmp_path / "o"),
-                                  "--size", "64x48"])
+    r = CliRunner().invoke(
+        main, ["render", f"file://user:{SECRET}@{tmp_path}/none", "--out", str(tmp_path / "o"), "--size", "64x48"]
+    )
     assert r.exit_code == 2 and SECRET not in r.output, r.output
     p = prepare(RenderRequest(model=tiny_model, out=str(tmp_path / "r.zarr"), size="64x48", tile=32, chunk=16))
     p.request = dataclasses.replace(p.request, model=f"s3://user:{SECRET}@bucket/model")
@@ -113,8 +155,7 @@ def test_no_credentials_in_actor_specs_on_real_ray(ray_local, tiny_model, tmp_pa
         monkeypatch.setenv(k, v)
     opts = canary_options(SECRET)
     out = str(tmp_path / "r.zarr")
-    p = prepare(RenderRequest(model=tiny_model, out=out, size="64x48", tile=32, chunk=16, workers=2,
-                              storage_options=opts))
+    p = prepare(RenderRequest(model=tiny_model, out=out, size="64x48", tile=32, chunk=16, workers=2, storage_options=opts))
     render(p, executor=RayExecutor(workers=2, actor=SpyActor))
 
     specs = sorted(glob.glob(str(tmp_path / "actor-args-*.pkl")))

@@ -41,8 +41,16 @@ CLUSTER_CONFIGS = ["aws-g5.yaml", "onprem.yaml"]
 KUBERAY = {"rayjob.yaml": "ray.io_rayjobs.yaml", "raycluster.yaml": "ray.io_rayclusters.yaml"}
 K8S_VERSION = "1.37"
 # AWS g5 sizes (A10G): GPUs and vCPUs per instance type, from the EC2 instance type table.
-G5 = {"g5.xlarge": (1, 4), "g5.2xlarge": (1, 8), "g5.4xlarge": (1, 16), "g5.8xlarge": (1, 32),
-      "g5.12xlarge": (4, 48), "g5.16xlarge": (1, 64), "g5.24xlarge": (4, 96), "g5.48xlarge": (8, 192)}
+G5 = {
+    "g5.xlarge": (1, 4),
+    "g5.2xlarge": (1, 8),
+    "g5.4xlarge": (1, 16),
+    "g5.8xlarge": (1, 32),
+    "g5.12xlarge": (4, 48),
+    "g5.16xlarge": (1, 64),
+    "g5.24xlarge": (4, 96),
+    "g5.48xlarge": (8, 192),
+}
 
 
 def load(path: Path) -> dict:
@@ -149,11 +157,17 @@ def test_dockerfile_copies_enough_to_build_the_package(tmp_path):
     from test_install import fake_openseadragon
 
     (version,) = re.findall(r"openseadragon-([\d.]+)\.tgz", text)
-    assert json.loads((REPO / "ourgan_dist/view/static/package.json").read_text())["dependencies"][
-        "openseadragon"] == version, "the Dockerfile's OpenSeadragon is the version package.json pins"
+    assert json.loads((REPO / "ourgan_dist/view/static/package.json").read_text())["dependencies"]["openseadragon"] == version, (
+        "the Dockerfile's OpenSeadragon is the version package.json pins"
+    )
     env = dict(os.environ, OURGAN_OPENSEADRAGON_PACKAGE=str(fake_openseadragon(tmp_path / "osd", version)))
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation,
-                        "-w", str(out), str(ctx)], env=env, capture_output=True, text=True, timeout=180)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", str(out), str(ctx)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     import zipfile
 
@@ -189,17 +203,21 @@ def test_cluster_config_passes_rays_own_validation(name):
     jsonschema.validate(config, schema)  # the file as written, before Ray merges its defaults
     prepared = ray_validate(config)
     assert prepared["max_workers"] >= 1
-    workers = [t for n, t in prepared["available_node_types"].items() if n != prepared["head_node_type"]] \
-        or [prepared["available_node_types"][prepared["head_node_type"]]]
+    workers = [t for n, t in prepared["available_node_types"].items() if n != prepared["head_node_type"]] or [
+        prepared["available_node_types"][prepared["head_node_type"]]
+    ]
     assert all(t.get("max_workers", 0) >= t.get("min_workers", 0) for t in workers)
     assert "idle_timeout_minutes" in config
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda c: c.update(setup_comands=c.pop("setup_commands")), "setup_comands"),
-    (lambda c: c["available_node_types"]["gpu_a10g_x1"]["resources"].update(GPU="1"), "'1' is not of type"),
-    (lambda c: c["available_node_types"]["gpu_a10g_x1"].update(min_workers=9), "max_workers"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda c: c.update(setup_comands=c.pop("setup_commands")), "setup_comands"),
+        (lambda c: c["available_node_types"]["gpu_a10g_x1"]["resources"].update(GPU="1"), "'1' is not of type"),
+        (lambda c: c["available_node_types"]["gpu_a10g_x1"].update(min_workers=9), "max_workers"),
+    ],
+)
 def test_cluster_validation_rejects_mistakes(mutate, match):
     """The validation the configs pass is a real check: a typo or a wrong type fails it."""
     import jsonschema
@@ -235,7 +253,7 @@ def test_cluster_setup_installs_the_project_like_the_makefile(name):
     remote = [dst for dst, src in config["file_mounts"].items() if (REPO / src).resolve() == REPO.resolve()]
     assert len(remote) == 1, "the repository root must be synced to the nodes"
     commands = [shlex.split(c) for c in config["setup_commands"]]
-    installs = [c[c.index("install") + 1:] for c in commands if "pip" in c[0] and "install" in c]
+    installs = [c[c.index("install") + 1 :] for c in commands if "pip" in c[0] and "install" in c]
     torch_at = next(i for i, c in enumerate(installs) if makefile_torch_pin() in c)
     project_at = next(i for i, c in enumerate(installs) if remote[0] in c)
     assert torch_at < project_at, "the torch pin is installed before the project, as in the Makefile"
@@ -282,10 +300,12 @@ def kuberay_schemas() -> Path:
     missing = sorted(f for f in KUBERAY.values() if not (folder / f).is_file())
     if missing:
         where = f"${SCHEMAS_VAR}={named}" if named else f"{folder} (../shared/schemas/kuberay beside the repository)"
-        message = (f"KubeRay CRD schemas not found: {where} lacks {', '.join(missing)}. To run these tests, download "
-                   f"{' and '.join(sorted(KUBERAY.values()))} of a KubeRay release (ray-operator/config/crd/bases/ "
-                   f"in github.com/ray-project/kuberay at the release's tag) into a folder and set "
-                   f"{SCHEMAS_VAR} to that folder.")
+        message = (
+            f"KubeRay CRD schemas not found: {where} lacks {', '.join(missing)}. To run these tests, download "
+            f"{' and '.join(sorted(KUBERAY.values()))} of a KubeRay release (ray-operator/config/crd/bases/ "
+            f"in github.com/ray-project/kuberay at the release's tag) into a folder and set "
+            f"{SCHEMAS_VAR} to that folder."
+        )
         if named or os.environ.get("CI", "").lower() in ("true", "1"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
@@ -326,20 +346,26 @@ def test_kuberay_manifest_validates_against_the_crd(name):
     crd_validate(manifest, KUBERAY[name])
     # the embedded pod templates and the object metadata, with Kubernetes' own strict schemas
     for template in pod_templates(manifest):
-        kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": manifest["metadata"],
-                                      "template": template}, K8S_VERSION, strict=True)
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "PodTemplate", "metadata": manifest["metadata"], "template": template},
+            K8S_VERSION,
+            strict=True,
+        )
     spec = manifest["spec"].get("rayClusterSpec", manifest["spec"])
     assert spec["rayVersion"] == ray_version()
     images = {c["image"] for c in containers(manifest)}
     assert len(images) == 1, "head and workers run the same image (built from k8s/Dockerfile)"
 
 
-@pytest.mark.parametrize("path, value, match", [
-    (["spec", "rayClusterSpec", "workerGroupSpecs", 0, "template", "spec", "nodeselector"], {}, "nodeselector"),
-    (["spec", "rayClusterSpec", "headGroupSpec", "rayStartParams", "num-cpus"], 0, "is not of type 'string'"),
-    (["spec", "rayClusterSpec", "workerGroupSpecs", 0, "maxReplicas"], "four", "is not of type 'integer'"),
-    (["spec", "entrypont"], "x", "entrypont"),
-])
+@pytest.mark.parametrize(
+    "path, value, match",
+    [
+        (["spec", "rayClusterSpec", "workerGroupSpecs", 0, "template", "spec", "nodeselector"], {}, "nodeselector"),
+        (["spec", "rayClusterSpec", "headGroupSpec", "rayStartParams", "num-cpus"], 0, "is not of type 'string'"),
+        (["spec", "rayClusterSpec", "workerGroupSpecs", 0, "maxReplicas"], "four", "is not of type 'integer'"),
+        (["spec", "entrypont"], "x", "entrypont"),
+    ],
+)
 def test_crd_validation_rejects_mistakes(path, value, match):
     import jsonschema
 
@@ -403,8 +429,7 @@ def test_the_schemas_variable_names_the_folder_the_crds_are_read_from(tmp_path, 
 
 def test_quantities_accept_int_or_string():
     manifest = load(REPO / "k8s" / "rayjob.yaml")
-    limits = manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0][
-        "resources"]["limits"]
+    limits = manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]["limits"]
     limits["nvidia.com/gpu"], limits["cpu"] = "1", 3
     crd_validate(manifest, KUBERAY["rayjob.yaml"])
     limits["cpu"] = "three cores"
@@ -429,8 +454,10 @@ def test_rayjob_runs_one_actor_per_gpu_on_object_storage():
         gpus += per_pod * group["replicas"]
     assert int(option(argv, "--workers")) == gpus
     cluster = load(REPO / "k8s" / "raycluster.yaml")
-    capacity = sum(int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
-                   * g["maxReplicas"] for g in cluster["spec"]["workerGroupSpecs"])
+    capacity = sum(
+        int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) * g["maxReplicas"]
+        for g in cluster["spec"]["workerGroupSpecs"]
+    )
     assert 1 <= int(option(render_argv(documented_submit(REPO / "k8s" / "raycluster.yaml")), "--workers")) <= capacity
 
 
@@ -455,8 +482,9 @@ def test_credentials_only_from_a_secret(name):
             ref = e.get("valueFrom", {}).get("secretKeyRef")
             if ref:
                 assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
-    assert "AWS_SECRET" not in manifest["spec"].get("entrypoint", "") and "--storage-options" not in \
-        manifest["spec"].get("entrypoint", "")
+    assert "AWS_SECRET" not in manifest["spec"].get("entrypoint", "") and "--storage-options" not in manifest["spec"].get(
+        "entrypoint", ""
+    )
 
 
 # --------------------------------------------------------------------------- the job path
@@ -470,8 +498,14 @@ def for_this_machine(argv: list[str], model: str, out: str) -> list[str]:
     argv = list(argv)
     assert argv[2].startswith("s3://")
     argv[2] = model
-    for name, value in {"--out": out, "--size": SIZE, "--tile": TILE, "--chunk": CHUNK, "--workers": WORKERS,
-                        "--device": "cpu"}.items():
+    for name, value in {
+        "--out": out,
+        "--size": SIZE,
+        "--tile": TILE,
+        "--chunk": CHUNK,
+        "--workers": WORKERS,
+        "--device": "cpu",
+    }.items():
         option(argv, name)  # present in the documented command, exactly once
         argv[argv.index(name) + 1] = value
     assert option(argv, "--address") == "auto"
@@ -503,13 +537,33 @@ class RayHead:
         self.auth_header = {"Authorization": f"Bearer {token}"}
         self.temp_dir = tempfile.mkdtemp(prefix="ogd-", dir="/tmp")  # short: Ray's socket paths
         self.dashboard = f"http://127.0.0.1:{free_port()}"
-        ports = {p: free_port() for p in ("port", "ray-client-server-port", "dashboard-agent-listen-port",
-                                          "dashboard-agent-grpc-port", "metrics-export-port",
-                                          "runtime-env-agent-port", "node-manager-port", "object-manager-port")}
-        cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
-               "--num-cpus=2", "--num-gpus=0", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-               f"--dashboard-port={self.dashboard.rsplit(':', 1)[1]}", f"--temp-dir={self.temp_dir}",
-               "--disable-usage-stats", *(f"--{k}={v}" for k, v in ports.items())]
+        ports = {
+            p: free_port()
+            for p in (
+                "port",
+                "ray-client-server-port",
+                "dashboard-agent-listen-port",
+                "dashboard-agent-grpc-port",
+                "metrics-export-port",
+                "runtime-env-agent-port",
+                "node-manager-port",
+                "object-manager-port",
+            )
+        }
+        cmd = [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--num-gpus=0",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard.rsplit(':', 1)[1]}",
+            f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats",
+            *(f"--{k}={v}" for k, v in ports.items()),
+        ]
         r = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             self.stop()
@@ -568,8 +622,13 @@ def bucket(s3_server, tiny_model):
 @pytest.fixture(scope="module")
 def ray_head(s3_server):
     endpoint, _ = s3_server
-    env = {**os.environ, **manifest_env(endpoint), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-           "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        **manifest_env(endpoint),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     head = RayHead(env)
     try:
         yield head
@@ -581,8 +640,10 @@ def ray_head(s3_server):
 def untiled(tiny_model, tmp_path_factory):
     """The local, untiled (--tile 0) reference render, with the manifest's seed."""
     seed = int(option(rayjob_entrypoint(), "--seed"))
-    assert all(int(option(render_argv(documented_submit(p)), "--seed")) == seed
-               for p in [REPO / "cluster" / n for n in CLUSTER_CONFIGS] + [REPO / "k8s" / "raycluster.yaml"])
+    assert all(
+        int(option(render_argv(documented_submit(p)), "--seed")) == seed
+        for p in [REPO / "cluster" / n for n in CLUSTER_CONFIGS] + [REPO / "k8s" / "raycluster.yaml"]
+    )
     out = str(tmp_path_factory.mktemp("untiled") / "ref.zarr")
     do_render(tiny_model, out, SIZE, tile=0, chunk=int(CHUNK), seed=seed)
     return arrays(out)
@@ -632,7 +693,7 @@ def test_documented_submit_command_runs_on_a_ray_head(ray_head, bucket, untiled,
     argv = documented_submit(REPO / config)
     assert argv[:3] == ["ray", "job", "submit"] and argv.index("--") < argv.index("ourgan-dist")
     split = argv.index("--")
-    submit, render = argv[:split], argv[split + 1:]
+    submit, render = argv[:split], argv[split + 1 :]
     submit[submit.index("--address") + 1] = ray_head.dashboard
     out = f"s3://ourgan-test/renders/{Path(config).stem}.zarr"
     cmd = [*submit, "--", *for_this_machine(render, "s3://ourgan-test/models/tiny", out)]
@@ -678,8 +739,9 @@ def test_cluster_dashboard_and_jobs_api_are_not_exposed_without_auth(name):
     header = (REPO / "cluster" / name).read_text().split("\ncluster_name:")[0]
     if not any(re.search(r"RAY_AUTH_MODE=token", c) for c in heads):
         assert "ray dashboard cluster/" in header  # the documented route is the SSH tunnel
-        assert documented_submit(REPO / "cluster" / name)[documented_submit(REPO / "cluster" / name).index(
-            "--address") + 1].startswith("http://127.0.0.1:")
+        assert documented_submit(REPO / "cluster" / name)[
+            documented_submit(REPO / "cluster" / name).index("--address") + 1
+        ].startswith("http://127.0.0.1:")
 
 
 @pytest.mark.parametrize("name", sorted(KUBERAY))

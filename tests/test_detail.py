@@ -52,8 +52,11 @@ def test_library_keys_patches_and_scales(big_photo):
 def test_receptive_radius_covers_the_keys():
     from ourgan_dist.models.detail import REACH
 
-    for cfg in (SRConfig(arch="srvgg", convs=1, skip="none", prior=""), SRConfig(arch="srvgg", convs=16, prior=""),
-                SRConfig(blocks=1, rdbs_per_block=1, dense_convs=2, prior="")):
+    for cfg in (
+        SRConfig(arch="srvgg", convs=1, skip="none", prior=""),
+        SRConfig(arch="srvgg", convs=16, prior=""),
+        SRConfig(blocks=1, rdbs_per_block=1, dense_convs=2, prior=""),
+    ):
         assert cfg.receptive_radius >= REACH and cfg.receptive_radius == cfg.network_radius
 
 
@@ -81,8 +84,10 @@ def test_detail_adds_the_photos_fine_band_without_moving_colours(big_photo, tmp_
     x = torch.nn.functional.interpolate(photo, size=(50, 75), mode="area")  # an SR level's source
     whole = Box(0, 50, 0, 75)
     z = torch.randn(1, 3, 50, 75, generator=torch.Generator().manual_seed(0))
-    band = lib.apply(torch.zeros(1, 3, 200, 300), x, z, window=whole, core=whole, level_size=(50, 75), strength=1.0,
-                     choices=16) * 127.5  # in uint8 steps
+    band = (
+        lib.apply(torch.zeros(1, 3, 200, 300), x, z, window=whole, core=whole, level_size=(50, 75), strength=1.0, choices=16)
+        * 127.5
+    )  # in uint8 steps
     assert float(band.std()) > 5  # the photo's ground texture
     assert float(torch.nn.functional.avg_pool2d(band, 16).abs().mean()) < 0.05 * float(band.std())  # no colour
     # through the renderer: a model with detail differs from the same model without by such a band

@@ -21,9 +21,17 @@ def test_dry_run_projects_load_memory_store_and_time(tiny_model, tmp_path):
     code, text = run("render", tiny_model, "--out", out, "--size", "1999x1333", "--workers", "2", "--dry-run")
     assert code == 0, text
     assert "tile 512 (auto)" in text or "(auto): sized for 2 worker(s)" in text
-    for needle in ("load on 2 worker(s)", "worker(s) busy", "utilisation", "halo overhead:",
-                   "projected memory per task:", "store on disk: about", "time: about", "measured now:",
-                   "dry run: nothing written"):
+    for needle in (
+        "load on 2 worker(s)",
+        "worker(s) busy",
+        "utilisation",
+        "halo overhead:",
+        "projected memory per task:",
+        "store on disk: about",
+        "time: about",
+        "measured now:",
+        "dry run: nothing written",
+    ):
         assert needle in text, (needle, text)
     assert "WARNING" not in text and not out.exists()
 
@@ -49,12 +57,21 @@ def test_refusal_comes_before_any_plan_output(tiny_model, tmp_path):
 
 
 def test_worker_memory_sizes_the_auto_tile_and_is_checked(tiny_model, tmp_path):
-    code, text = run("render", tiny_model, "--out", tmp_path / "a", "--size", "4096x2730", "--worker-memory", "lots",
-                     "--dry-run")
+    code, text = run("render", tiny_model, "--out", tmp_path / "a", "--size", "4096x2730", "--worker-memory", "lots", "--dry-run")
     assert code == 2 and "--worker-memory 'lots'" in text
-    code, text = run("render", tiny_model, "--out", tmp_path / "a", "--size", "4096x2730", "--tile", "4096",
-                     "--worker-memory", "300M", "--dry-run")
+    code, text = run(
+        "render",
+        tiny_model,
+        "--out",
+        tmp_path / "a",
+        "--size",
+        "4096x2730",
+        "--tile",
+        "4096",
+        "--worker-memory",
+        "300M",
+        "--dry-run",
+    )
     assert code == 2 and "over the" in text and "use a smaller --tile" in text, text
-    code, text = run("render", tiny_model, "--out", tmp_path / "a", "--size", "4096x2730", "--worker-memory", "2GiB",
-                     "--dry-run")
+    code, text = run("render", tiny_model, "--out", tmp_path / "a", "--size", "4096x2730", "--worker-memory", "2GiB", "--dry-run")
     assert code == 0 and "of 2.0 GiB per worker" in text, text

@@ -43,10 +43,15 @@ def unwritable(tmp_path, name):
 def test_storage_options_the_library_refuses(tiny_model, s3_server):
     endpoint, _ = s3_server
     opts = json.dumps({"endpoint_url": endpoint, "region_name": 5})
-    one_line(*run("render", tiny_model, "--out", "s3://nobucket/r.zarr", "--size", "64x48", "--storage-options", opts),
-             "--storage-options", "region_name")
-    one_line(*run("inspect", "s3://no:such@bucket/r.zarr", "--storage-options", json.dumps({"endpoint_url": endpoint})),
-             "refused the URL")
+    one_line(
+        *run("render", tiny_model, "--out", "s3://nobucket/r.zarr", "--size", "64x48", "--storage-options", opts),
+        "--storage-options",
+        "region_name",
+    )
+    one_line(
+        *run("inspect", "s3://no:such@bucket/r.zarr", "--storage-options", json.dumps({"endpoint_url": endpoint})),
+        "refused the URL",
+    )
 
 
 def test_a_dead_endpoint(tiny_model):
@@ -63,8 +68,11 @@ def test_unwritable_export_and_train_targets(small_render, photo, tmp_path):
     one_line(*run("export", small_render, tmp_path / "afile" / "x.png"), "is a file")
     out = unwritable(tmp_path, "model")
     one_line(*run("train", photo, "--out", out, "--preset", "tiny", "--iterations", "0"), os.path.dirname(out))
-    one_line(*run("train", photo, "--out", tmp_path / "afile" / "m", "--preset", "tiny", "--iterations", "0"),
-             str(tmp_path / "afile"), "is a file")
+    one_line(
+        *run("train", photo, "--out", tmp_path / "afile" / "m", "--preset", "tiny", "--iterations", "0"),
+        str(tmp_path / "afile"),
+        "is a file",
+    )
 
 
 def test_a_model_that_is_a_file(tiny_model, tmp_path):
@@ -74,14 +82,23 @@ def test_a_model_that_is_a_file(tiny_model, tmp_path):
     assert not (tmp_path / "r.zarr").exists()
 
 
-@pytest.mark.parametrize("name,value,command", [
-    ("OURGAN_STORAGE_RETRIES", "0", "render"), ("OURGAN_STORAGE_RETRIES", "many", "render"),
-    ("OURGAN_STORAGE_BACKOFF", "nan", "export"), ("OURGAN_STORAGE_BACKOFF", "-1", "render"),
-    ("OURGAN_STALL_TIMEOUT_S", "0", "render"), ("OURGAN_NO_WORKER_TIMEOUT_S", "soon", "render"),
-])
+@pytest.mark.parametrize(
+    "name,value,command",
+    [
+        ("OURGAN_STORAGE_RETRIES", "0", "render"),
+        ("OURGAN_STORAGE_RETRIES", "many", "render"),
+        ("OURGAN_STORAGE_BACKOFF", "nan", "export"),
+        ("OURGAN_STORAGE_BACKOFF", "-1", "render"),
+        ("OURGAN_STALL_TIMEOUT_S", "0", "render"),
+        ("OURGAN_NO_WORKER_TIMEOUT_S", "soon", "render"),
+    ],
+)
 def test_malformed_variables(tiny_model, small_render, tmp_path, name, value, command):
-    args = (["render", tiny_model, "--out", tmp_path / "r.zarr", "--size", "64x48", "--chunk", "16", "--workers", "2"]
-            if command == "render" else ["export", small_render, tmp_path / "x.png"])
+    args = (
+        ["render", tiny_model, "--out", tmp_path / "r.zarr", "--size", "64x48", "--chunk", "16", "--workers", "2"]
+        if command == "render"
+        else ["export", small_render, tmp_path / "x.png"]
+    )
     one_line(*run(*args, env={name: value}), f"{name}={value!r}")
     assert not (tmp_path / "r.zarr").exists() and not (tmp_path / "x.png").exists()
 
@@ -98,7 +115,6 @@ def test_an_automatic_tile_that_cannot_fit_names_the_option_that_sized_it(tiny_m
 def test_an_out_under_a_file(tiny_model, tmp_path):
     (tmp_path / "afile").write_text("x")
     for out in (tmp_path / "afile" / "r.zarr", tmp_path / "afile"):
-        line = one_line(*run("render", tiny_model, "--out", out, "--size", "64x48", "--quiet"),
-                        f"{tmp_path / 'afile'}' is a file")
+        line = one_line(*run("render", tiny_model, "--out", out, "--size", "64x48", "--quiet"), f"{tmp_path / 'afile'}' is a file")
         assert "lease" not in line
     assert (tmp_path / "afile").read_text() == "x"

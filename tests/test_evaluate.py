@@ -111,8 +111,14 @@ def test_pictures_exist_with_the_right_sizes(report):
         k = math.ceil(256 / w) if w < 256 else 1
         want.append((2 * k * w + GAP, LABEL_HEIGHT + k * h))
     assert [_size(p) for p in pics["levels"]] == want
-    assert sorted(os.listdir(folder)) == ["level_0.png", "level_1.png", "level_2.png", "photo_size.png",
-                                          "photo_size_crops.png", "seeds.png"]
+    assert sorted(os.listdir(folder)) == [
+        "level_0.png",
+        "level_1.png",
+        "level_2.png",
+        "photo_size.png",
+        "photo_size_crops.png",
+        "seeds.png",
+    ]
     from ourgan_dist.quality.sheet import GAP as SHEET_GAP, PANEL_WIDTH
 
     assert _size(pics["seeds"])[0] == 2 * PANEL_WIDTH + SHEET_GAP  # photo | seed 0, then seed 1
@@ -128,14 +134,13 @@ def test_display_panels_are_bounded():
     assert for_display(pyvips.Image.black(700, 5)).width == 700
 
 
-
 def test_crops_land_where_the_image_has_structure():
     from ourgan_dist.quality.evaluate import crop_boxes
 
     img = np.full((3, 1000, 600), 128, np.uint8)  # plain grey, with three textured places
     rng = np.random.default_rng(0)
     for y, x in ((40, 300), (500, 20), (700, 330)):
-        img[:, y:y + 200, x:x + 200] = rng.integers(0, 255, (3, 200, 200))
+        img[:, y : y + 200, x : x + 200] = rng.integers(0, 255, (3, 200, 200))
     boxes = crop_boxes(img)
     assert len(boxes) == 3 and all((b.height, b.width) == (256, 256) for b in boxes)
     for y, x in ((40, 300), (500, 20), (700, 330)):  # each textured place lies mostly inside one crop
@@ -169,8 +174,7 @@ def test_reconstruction_psnr_rises_with_training(untrained, wide_photo, tmp_path
     gan = tiny_gan_config()  # the paper's kind of base: the one with a reconstruction
     untrained_gan, trained = str(tmp_path / "untrained"), str(tmp_path / "trained")
     train_model(wide_photo, untrained_gan, config=gan, iterations=0, seed=1, device="cpu", progress=False)
-    train_model(wide_photo, trained, config=gan, schedule=(20, 0), seed=1, device="cpu", progress=False,
-                parallel=False)
+    train_model(wide_photo, trained, config=gan, schedule=(20, 0), seed=1, device="cpu", progress=False, parallel=False)
     before = reconstruction(checkpoint.load(untrained_gan), wide_photo)
     after = reconstruction(checkpoint.load(trained), wide_photo)
     assert before["psnr_db"] < 16 < 26 < after["psnr_db"], (before, after)

@@ -66,8 +66,9 @@ def test_tiff_jpeg_is_close_to_the_store(store, tmp_path):
     diff = np.abs(vips_pixels(out).astype(int) - ref)
     # lossy, but the same picture: no further from the store than libvips' own JPEG of the same
     # pixels at the same quality (the error depends on the content; a tiny untrained model's is noisy)
-    jpeg = pyvips.Image.new_from_buffer(pyvips.Image.new_from_array(np.ascontiguousarray(ref))
-                                        .jpegsave_buffer(Q=90, subsample_mode="on"), "")  # 4:2:0, as TIFF JPEG
+    jpeg = pyvips.Image.new_from_buffer(
+        pyvips.Image.new_from_array(np.ascontiguousarray(ref)).jpegsave_buffer(Q=90, subsample_mode="on"), ""
+    )  # 4:2:0, as TIFF JPEG
     baseline = np.abs(jpeg.numpy().astype(int) - ref).mean()
     assert diff.mean() < 1.25 * baseline + 1, (diff.mean(), baseline)
 
@@ -86,8 +87,13 @@ def test_png_equals_store_and_jpeg_webp_are_close(store, tmp_path):
 def dzi_geometry(xml: bytes) -> tuple[int, int, int, int, str]:
     root = ET.fromstring(xml)
     size = root.find("{http://schemas.microsoft.com/deepzoom/2008}Size")
-    return (int(size.get("Width")), int(size.get("Height")), int(root.get("TileSize")), int(root.get("Overlap")),
-            root.get("Format"))
+    return (
+        int(size.get("Width")),
+        int(size.get("Height")),
+        int(root.get("TileSize")),
+        int(root.get("Overlap")),
+        root.get("Format"),
+    )
 
 
 def check_dzi_levels(read_tile, names: list[str], url: str, tile: int, overlap: int, fmt: str) -> None:
@@ -100,7 +106,7 @@ def check_dzi_levels(read_tile, names: list[str], url: str, tile: int, overlap: 
     top = int(np.ceil(np.log2(max(width, height))))
     for lv in range(top + 1):
         k = top - lv
-        h, w = -(-height // 2 ** k), -(-width // 2 ** k)
+        h, w = -(-height // 2**k), -(-width // 2**k)
         rows, cols = -(-h // tile), -(-w // tile)
         want = {f"{lv}/{col}_{row}.{fmt}" for row in range(rows) for col in range(cols)}
         have = {n for n in names if n.startswith(f"{lv}/")}
@@ -168,10 +174,11 @@ def test_dzi_zip_holds_the_same_tree(store, tmp_path):
         assert "r.dzi" in names
         width, height, tile, overlap, fmt = dzi_geometry(z.read("r.dzi"))
         prefix = "r_files/"
-        tiles = [n[len(prefix):] for n in names if n.startswith(prefix)]
+        tiles = [n[len(prefix) :] for n in names if n.startswith(prefix)]
         assert len(tiles) + 1 == len(names)
-        check_dzi_levels(lambda name: pyvips.Image.new_from_buffer(z.read(prefix + name), "").numpy(),
-                         tiles, store, tile, overlap, fmt)
+        check_dzi_levels(
+            lambda name: pyvips.Image.new_from_buffer(z.read(prefix + name), "").numpy(), tiles, store, tile, overlap, fmt
+        )
 
 
 def test_jpeg_and_webp_size_limits_are_refused_with_a_pointer_to_tif(tmp_path):
@@ -235,7 +242,6 @@ def test_cli_export_and_its_one_line_errors(store, tmp_path):
     assert res.output.count("\n") == 1 and res.output.startswith("Error: ") and "Traceback" not in res.output
 
 
-
 def test_allocator_settings_are_left_to_the_command_line(store, tmp_path, monkeypatch):
     """``export()`` as a library call leaves the calling program's malloc settings alone (glibc's
     are process-wide and cannot be given back); ``ourgan-dist export``, whose process ends with
@@ -250,10 +256,12 @@ def test_allocator_settings_are_left_to_the_command_line(store, tmp_path, monkey
     assert res.exit_code == 0, res.output
     assert calls == [(ex.M_ARENA_MAX, 2), (ex.M_MMAP_THRESHOLD, 1 << 20)]
 
+
 def test_render_with_export_flag(tiny_model, tmp_path):
     out, tif = str(tmp_path / "r.zarr"), str(tmp_path / "r.tif")
-    res = CliRunner().invoke(main, ["render", tiny_model, "--out", out, "--size", "96x64", "--chunk", "16",
-                                    "--tile", "32", "--export", tif, "--quiet"])
+    res = CliRunner().invoke(
+        main, ["render", tiny_model, "--out", out, "--size", "96x64", "--chunk", "16", "--tile", "32", "--export", tif, "--quiet"]
+    )
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(tifffile.imread(tif), level(out, 0))
 

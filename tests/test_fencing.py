@@ -66,8 +66,10 @@ def test_resume_fails_closed_without_a_recorded_environment_or_version(tiny_mode
         canvas.group.attrs["ourgan_dist"] = without
         with pytest.raises(StoreError, match=r"no environment is recorded in the store.* --overwrite"):
             do_render(tiny_model, unfinished, "64x48", tile=32, resume=True)
-        r = CliRunner().invoke(main, ["render", tiny_model, "--out", unfinished, "--size", "64x48", "--tile", "32",
-                                      "--chunk", "16", "--resume", "--quiet"])
+        r = CliRunner().invoke(
+            main,
+            ["render", tiny_model, "--out", unfinished, "--size", "64x48", "--tile", "32", "--chunk", "16", "--resume", "--quiet"],
+        )
         assert r.exit_code == 2 and "no environment is recorded" in r.output and "--overwrite" in r.output, r.output
         with pytest.raises(EnvironmentMismatch, match="no environment is recorded"):
             TileWorker(RenderJob(model=tiny_model, store=unfinished, seed=0))
@@ -113,16 +115,23 @@ def test_exact_mode_refuses_to_run_without_its_exact_convolutions(tiny_model, tm
 
     with pytest.raises(PlanError, match="no oneDNN"):
         prepare(RenderRequest(model=tiny_model, out=str(tmp_path / "x.zarr"), size="64x48", tile=32, chunk=16))
-    prepare(RenderRequest(model=tiny_model, out=str(tmp_path / "x.zarr"), size="64x48", tile=32, chunk=16,
-                          halo="2"))  # not exact mode: allowed, with its error measured and shown
+    prepare(
+        RenderRequest(model=tiny_model, out=str(tmp_path / "x.zarr"), size="64x48", tile=32, chunk=16, halo="2")
+    )  # not exact mode: allowed, with its error measured and shown
 
 
 NET = build_sr(PRESETS["tiny"].sr).eval()
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(h=st.integers(5, 32), w=st.integers(5, 32), tile=st.integers(6, 24), threads=st.sampled_from([1, 2, 3]),
-       seed=st.integers(0, 2**31 - 1), data=st.data())
+@given(
+    h=st.integers(5, 32),
+    w=st.integers(5, 32),
+    tile=st.integers(6, 24),
+    threads=st.sampled_from([1, 2, 3]),
+    seed=st.integers(0, 2**31 - 1),
+    data=st.data(),
+)
 def test_tiled_forward_equals_the_whole_level_bit_for_bit_in_float32(h, w, tile, threads, seed, data):
     """Any grid of tiles (random tile size, random origin of the grid) over a random level, each
     tile run on its exact halo window at a random thread count, equals the whole level's forward
@@ -144,7 +153,7 @@ def test_tiled_forward_equals_the_whole_level_bit_for_bit_in_float32(h, w, tile,
                     win = core.expand(r).clip(h, w)
                     ys, xs = win.relative_to(full_box)
                     got = run_window(NET, x[:, :, ys, xs], z[:, :, ys, xs], window=win, core=core, level_size=(h, w))
-                    want = ref[:, :, 4 * core.y0:4 * core.y1, 4 * core.x0:4 * core.x1]
+                    want = ref[:, :, 4 * core.y0 : 4 * core.y1, 4 * core.x0 : 4 * core.x1]
                     assert got.dtype == torch.float32 and torch.equal(got, want), (core, threads)
         finally:
             torch.set_num_threads(old)

@@ -13,8 +13,7 @@ from helpers import arrays, do_render
 
 torch = pytest.importorskip("torch")
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")]
 
 SIZE = "640x480"  # the cpu preset: a base of 160x120 and one SR level
 

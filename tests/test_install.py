@@ -23,10 +23,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_metadata_builds_without_deprecation_warnings(tmp_path):
-    code = ("import setuptools.build_meta as b, sys; "
-            "print(b.prepare_metadata_for_build_wheel(sys.argv[1]))")
-    r = subprocess.run([sys.executable, "-W", "always", "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=120)
+    code = "import setuptools.build_meta as b, sys; print(b.prepare_metadata_for_build_wheel(sys.argv[1]))"
+    r = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Deprecat" not in r.stderr and "deprecated" not in r.stdout, r.stderr[-2000:]
     metadata = (tmp_path / r.stdout.strip().splitlines()[-1] / "METADATA").read_text()
@@ -64,7 +64,12 @@ def test_build_puts_openseadragon_and_its_licence_in_the_package(tmp_path, monke
     target = tmp_path / "build" / "openseadragon"
     assert setup.vendor_openseadragon(target) == str(package)
     assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == [
-        "LICENSE.txt", "VERSION", "images", "images/home_rest.png", "openseadragon.min.js"]
+        "LICENSE.txt",
+        "VERSION",
+        "images",
+        "images/home_rest.png",
+        "openseadragon.min.js",
+    ]
     assert (target / "VERSION").read_text().strip() == version
     # the same package as an `npm pack` tarball
     tgz = tmp_path / "openseadragon.tgz"
@@ -112,8 +117,19 @@ def local_openseadragon() -> Path | None:
 def copy_source(dest: Path) -> Path:
     """The repository as a fresh clone has it (plus an OpenSeadragon copy already vendored by an
     editable install, which the build then reuses)."""
-    skip = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "node_modules",
-                                  ".pytest_cache", ".hypothesis", "*.zarr", "demo-out")
+    skip = shutil.ignore_patterns(
+        ".git",
+        ".venv",
+        "build",
+        "dist",
+        "*.egg-info",
+        "__pycache__",
+        "node_modules",
+        ".pytest_cache",
+        ".hypothesis",
+        "*.zarr",
+        "demo-out",
+    )
     shutil.copytree(ROOT, dest, ignore=skip)
     return dest
 
@@ -128,9 +144,25 @@ def wheel(tmp_path_factory) -> Path:
         env["OURGAN_OPENSEADRAGON_PACKAGE"] = str(package)
     elif not (src / "ourgan_dist" / "view" / "static" / "openseadragon" / "VERSION").is_file():
         pytest.skip("no local OpenSeadragon to build with (run `make setup`); the build would fetch it with npm")
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                        "--no-index", "-w", str(tmp / "dist"), str(src)], env=env, capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(tmp / "dist"),
+            str(src),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (built,) = (tmp / "dist").glob("ourgan_dist-*.whl")
     return built
@@ -139,11 +171,25 @@ def wheel(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_wheel_carries_the_data_the_viewer_and_no_test_scaffolding(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("data/LICENSES.md", "data/picos_de_europa.jpg", "data/rocket.jpg", "data/demo-model/model.pt",
-                 "data/demo-model/model.json", "data/demo-model/training.json", "models/priors.py", "models/ncnn.py",
-                 "models/srvgg.py", "view/static/index.html", "view/static/viewer.js", "view/static/viewer.css",
-                 "view/static/openseadragon/openseadragon.min.js", "view/static/openseadragon/LICENSE.txt",
-                 "view/static/openseadragon/images/home_rest.png", "commands/shared.py", "deepzoom.py"):
+    for name in (
+        "data/LICENSES.md",
+        "data/picos_de_europa.jpg",
+        "data/rocket.jpg",
+        "data/demo-model/model.pt",
+        "data/demo-model/model.json",
+        "data/demo-model/training.json",
+        "models/priors.py",
+        "models/ncnn.py",
+        "models/srvgg.py",
+        "view/static/index.html",
+        "view/static/viewer.js",
+        "view/static/viewer.css",
+        "view/static/openseadragon/openseadragon.min.js",
+        "view/static/openseadragon/LICENSE.txt",
+        "view/static/openseadragon/images/home_rest.png",
+        "commands/shared.py",
+        "deepzoom.py",
+    ):
         assert f"ourgan_dist/{name}" in names, name
     assert not any("synthetic" in n or "node_modules" in n or n.startswith("tests/") for n in names)
     licences = zipfile.ZipFile(wheel).read("ourgan_dist/data/LICENSES.md").decode()
@@ -156,8 +202,9 @@ def fresh_env(where: Path) -> Path:
     install's finder is not loaded)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True, timeout=120)
     python = where / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     ours = sysconfig.get_paths()["purelib"]
     Path(site, "_outer_site_packages.pth").write_text(ours + "\n")
     return python
@@ -177,15 +224,37 @@ def test_wheel_in_a_fresh_environment_runs_train_render_export_and_view(wheel, t
 
     python = fresh_env(tmp_path / "venv")
     # --ignore-installed: never touch the outer environment's own install of the project
-    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-                        "--ignore-installed", "--no-index", str(wheel)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "-q",
+            "--no-deps",
+            "--ignore-installed",
+            "--no-index",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     cli = str(tmp_path / "venv" / "bin" / "ourgan-dist")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OURGAN_OPENSEADRAGON")}
     work = tmp_path / "work"
     work.mkdir()
-    where = subprocess.run([str(python), "-c", "import ourgan_dist; print(ourgan_dist.__file__)"], cwd=work, env=env,
-                           capture_output=True, text=True, check=True).stdout.strip()
+    where = subprocess.run(
+        [str(python), "-c", "import ourgan_dist; print(ourgan_dist.__file__)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert where.startswith(str(tmp_path / "venv")), where
 
     def ourgan(*args: str) -> str:
@@ -199,9 +268,15 @@ def test_wheel_in_a_fresh_environment_runs_train_render_export_and_view(wheel, t
     assert "exported 96x64" in ourgan("export", "r.zarr", "r.png", "--quiet")
     assert (work / "r.png").read_bytes()[:4] == b"\x89PNG"
     # Ctrl-C stops it; SIGINT reset to its default first, since a shell's background job starts with it ignored
-    view = subprocess.Popen([cli, "view", "r.zarr", "--port", "0"], cwd=work, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    view = subprocess.Popen(
+        [cli, "view", "r.zarr", "--port", "0"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         line = view.stdout.readline()
         m = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)

@@ -17,12 +17,14 @@ from ourgan_dist.errors import StoreError
 from ourgan_dist.store.lease import Lease, _document, this_process
 from synthetic import write_synthetic_store
 
-HOLD = ("import sys, time\n"
-        "from ourgan_dist.store.canvas import Canvas\n"
-        "from ourgan_dist.store.lease import Lease\n"
-        "Lease(Canvas(sys.argv[1]), ttl=600, settle=0.01).acquire()\n"
-        "print('held', flush=True)\n"
-        "time.sleep(600)\n")
+HOLD = (
+    "import sys, time\n"
+    "from ourgan_dist.store.canvas import Canvas\n"
+    "from ourgan_dist.store.lease import Lease\n"
+    "Lease(Canvas(sys.argv[1]), ttl=600, settle=0.01).acquire()\n"
+    "print('held', flush=True)\n"
+    "time.sleep(600)\n"
+)
 
 
 @pytest.fixture

@@ -40,8 +40,9 @@ def opts(proxy, s3_server, monkeypatch):
     monkeypatch.setattr(storage_mod, "BACKOFF", 0.01)
     proxy.fail = lambda method, path: False
     _, o = s3_server
-    return dict(o, endpoint_url=proxy.url, skip_instance_cache=True,
-                config_kwargs={"retries": {"max_attempts": 1, "mode": "standard"}})  # and botocore's
+    return dict(
+        o, endpoint_url=proxy.url, skip_instance_cache=True, config_kwargs={"retries": {"max_attempts": 1, "mode": "standard"}}
+    )  # and botocore's
 
 
 def test_s3_lease_writes_are_conditional_and_one_of_two_racers_wins(opts):
@@ -82,8 +83,7 @@ def test_s3_lease_writes_are_conditional_and_one_of_two_racers_wins(opts):
 
 
 @pytest.mark.slow  # ~80 s on the loaded 2-core machine: s3fs through the fault proxy
-def test_unreadable_s3_lease_fails_closed_and_overwrite_never_deletes_a_live_render(tiny_model, opts, proxy,
-                                                                                       s3_server):
+def test_unreadable_s3_lease_fails_closed_and_overwrite_never_deletes_a_live_render(tiny_model, opts, proxy, s3_server):
     url = "s3://leases/live.zarr"
     write_synthetic_store(url, 64, 48, chunk=16, storage_options=s3_server[1], fill=False)  # a render's store
     holder = Lease(url, opts, ttl=600, settle=0).acquire()  # a live render holds it

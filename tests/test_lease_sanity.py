@@ -26,8 +26,11 @@ def run(*args, env=None):
 
 def plant_lease(out, **lease):
     (out / "lease").mkdir(parents=True)
-    body = {"zarr_format": 3, "node_type": "group", "attributes": {"lease": {
-        "token": "t" * 32, "host": "elsewhere", "pid": 1, "ttl": 60, **lease}}}
+    body = {
+        "zarr_format": 3,
+        "node_type": "group",
+        "attributes": {"lease": {"token": "t" * 32, "host": "elsewhere", "pid": 1, "ttl": 60, **lease}},
+    }
     (out / "lease" / "zarr.json").write_text(json.dumps(body))
 
 
@@ -79,7 +82,8 @@ def test_an_endpoint_that_ignores_conditional_writes_is_refused(s3_server, bucke
 
 def test_malformed_lease_ttl_is_one_line(tiny_model, tmp_path):
     for bad in ("abc", "0", "-5", "nan", "1e9"):
-        code, text = run("render", tiny_model, "--out", tmp_path / "r.zarr", "--size", "64x48", "--chunk", "16",
-                         env={"OURGAN_LEASE_TTL": bad})
+        code, text = run(
+            "render", tiny_model, "--out", tmp_path / "r.zarr", "--size", "64x48", "--chunk", "16", env={"OURGAN_LEASE_TTL": bad}
+        )
         assert code == 2 and f"OURGAN_LEASE_TTL={bad!r}" in text and "Traceback" not in text, text
         assert not (tmp_path / "r.zarr").exists()

@@ -32,16 +32,21 @@ def _measured_sr_radius(net: SRNet, h=45, w=49, at=(22, 24)) -> int:
     x = (torch.rand(1, 3, h, w, dtype=torch.float64) * 2 - 1).requires_grad_(True)
     y0, x0 = 4 * at[0], 4 * at[1]
     out = net(x)
-    out[:, :, y0:y0 + 4, x0:x0 + 4].sum().backward()
+    out[:, :, y0 : y0 + 4, x0 : x0 + 4].sum().backward()
     reach = x.grad.abs().sum(1)[0] > 0
     ys, xs = torch.nonzero(reach, as_tuple=True)
     return int(max((ys - at[0]).abs().max(), (xs - at[1]).abs().max()))
 
 
-@pytest.mark.parametrize("cfg", [PRESETS["tiny"].sr, PRESETS["cpu"].sr,
-                                 SRConfig(features=8, growth=4, blocks=2, rdbs_per_block=2, dense_convs=2, prior=""),
-                                 SRConfig(features=8, growth=4, blocks=1, rdbs_per_block=1, dense_convs=2, prior="",
-                                          skip="bicubic", unit_range=False)])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        PRESETS["tiny"].sr,
+        PRESETS["cpu"].sr,
+        SRConfig(features=8, growth=4, blocks=2, rdbs_per_block=2, dense_convs=2, prior=""),
+        SRConfig(features=8, growth=4, blocks=1, rdbs_per_block=1, dense_convs=2, prior="", skip="bicubic", unit_range=False),
+    ],
+)
 def test_sr_receptive_radius_matches_impulse(cfg):
     net = build_sr(cfg).eval()
     net.noise_amp.zero_()
@@ -72,11 +77,11 @@ def test_exact_conv_is_independent_of_window_size(threads):
             x = torch.randn(1, cin, 150, 170)
             with torch.no_grad():
                 full = conv(x)
-                for (a, b, c, d) in [(10, 30, 20, 41), (0, 150, 0, 9), (37, 150, 101, 170), (3, 7, 5, 8)]:
+                for a, b, c, d in [(10, 30, 20, 41), (0, 150, 0, 9), (37, 150, 101, 170), (3, 7, 5, 8)]:
                     part = conv(x[:, :, a:b, c:d])
                     ia, ib, ic, id_ = int(a > 0), int(b < 150), int(c > 0), int(d < 170)
-                    got = part[:, :, ia:part.shape[2] - ib, ic:part.shape[3] - id_]
-                    assert torch.equal(got, full[:, :, a + ia:b - ib, c + ic:d - id_])
+                    got = part[:, :, ia : part.shape[2] - ib, ic : part.shape[3] - id_]
+                    assert torch.equal(got, full[:, :, a + ia : b - ib, c + ic : d - id_])
     finally:
         torch.set_num_threads(old)
 
@@ -90,12 +95,11 @@ def test_sr_window_forward_equals_whole_image_and_small_halo_differs():
     with torch.no_grad():
         full = net(x, z)
         core = Box(10, 21, 30, 44)
-        for halo, exact in ((cfg.receptive_radius, True), (cfg.receptive_radius + 5, True),
-                            (cfg.receptive_radius - 1, False)):
+        for halo, exact in ((cfg.receptive_radius, True), (cfg.receptive_radius + 5, True), (cfg.receptive_radius - 1, False)):
             win = core.expand(halo).clip(H, W)
             ys, xs = win.relative_to(Box(0, H, 0, W))
             out = net.forward_window(x[:, :, ys, xs], z[:, :, ys, xs], window=win, core=core, level_size=(H, W))
-            ref = full[:, :, 4 * core.y0:4 * core.y1, 4 * core.x0:4 * core.x1]
+            ref = full[:, :, 4 * core.y0 : 4 * core.y1, 4 * core.x0 : 4 * core.x1]
             assert torch.equal(out, ref) is exact
 
 
@@ -122,8 +126,9 @@ def test_base_convs_repeat_the_edge_pixels():
     with torch.no_grad():
         out = conv(x, y)
         xy = torch.cat([x, y.expand(1, 1, 9, 12)], 1)
-        want = torch.nn.functional.conv2d(torch.nn.functional.pad(xy, (1, 1, 1, 1), mode="replicate"),
-                                          conv.conv.weight, conv.conv.bias)
+        want = torch.nn.functional.conv2d(
+            torch.nn.functional.pad(xy, (1, 1, 1, 1), mode="replicate"), conv.conv.weight, conv.conv.bias
+        )
     assert out.shape == (1, 8, 9, 12)
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
 
@@ -185,8 +190,9 @@ def test_missing_corrupt_and_wrong_version_checkpoints(tmp_path):
         checkpoint.load(str(tmp_path / "m"))
 
 
-@pytest.mark.parametrize("cfg", [PRESETS["tiny"].sr,
-                                 SRConfig(features=8, growth=4, blocks=1, rdbs_per_block=1, dense_convs=2, prior="")])
+@pytest.mark.parametrize(
+    "cfg", [PRESETS["tiny"].sr, SRConfig(features=8, growth=4, blocks=1, rdbs_per_block=1, dense_convs=2, prior="")]
+)
 def test_replicate_edge_leaves_no_frame_and_stays_exact_under_tiling(cfg):
     """edge="replicate": a flat level gives a flat result right up to its borders (zero padding
     would draw a dark frame there), and tiles at every edge and corner equal the whole level."""
@@ -199,6 +205,7 @@ def test_replicate_edge_leaves_no_frame_and_stays_exact_under_tiling(cfg):
     full_box = Box(0, H, 0, W)
     flat = torch.full((1, 3, H, W), 0.3)
     with torch.no_grad():
+
         def periodic(y):  # a flat input gives the same 4x4 output block everywhere (pixel shuffle)
             block = y[:, :, 40:44, 48:52]
             return block.repeat(1, 1, H, W)
@@ -217,7 +224,7 @@ def test_replicate_edge_leaves_no_frame_and_stays_exact_under_tiling(cfg):
             win = core.expand(r).clip(H, W)
             ys, xs = win.relative_to(full_box)
             got = run_window(net, x[:, :, ys, xs], z[:, :, ys, xs], window=win, core=core, level_size=(H, W))
-            assert torch.equal(got, ref[:, :, 4 * core.y0:4 * core.y1, 4 * core.x0:4 * core.x1]), core
+            assert torch.equal(got, ref[:, :, 4 * core.y0 : 4 * core.y1, 4 * core.x0 : 4 * core.x1]), core
 
 
 def test_a_stage_on_a_crop_with_its_global_rows_of_y_equals_the_whole_image_inside():

@@ -11,8 +11,7 @@ from ourgan_dist.planning.geometry import Box
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 2**40), st.integers(0, 6), st.integers(0, 500), st.integers(0, 500),
-       st.integers(1, 40), st.integers(1, 40))
+@given(st.integers(0, 2**40), st.integers(0, 6), st.integers(0, 500), st.integers(0, 500), st.integers(1, 40), st.integers(1, 40))
 def test_noise_window_equals_crop_of_larger_window(seed, level, y0, x0, h, w):
     big = Box(max(0, y0 - 7), y0 + h + 9, max(0, x0 - 3), x0 + w + 5)
     small = Box(y0, y0 + h, x0, x0 + w)

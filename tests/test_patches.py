@@ -31,7 +31,7 @@ def scene(h: int = 48, w: int = 72, seed: int = 0) -> torch.Tensor:
     img[y[:, 0] >= 0.6] = [0.2, 0.55, 0.2]
     img[8:14, 10:24] = [1.0, 1.0, 1.0]  # the cloud
     for cx in (15, 40, 60):  # rocks
-        img[int(0.75 * h):int(0.75 * h) + 5, cx:cx + 6] = [0.15, 0.12, 0.1]
+        img[int(0.75 * h) : int(0.75 * h) + 5, cx : cx + 6] = [0.15, 0.12, 0.1]
     img += g.normal(0, 0.03, img.shape)
     return torch.from_numpy(np.clip(img, 0, 1).transpose(2, 0, 1)).float().unsqueeze(0) * 2 - 1
 
@@ -145,8 +145,9 @@ def test_an_untrained_patch_base_says_so():
 
 # ---- layout novelty ----------------------------------------------------------------------------
 
+
 def test_novelty_calls_a_stretched_or_mirrored_photo_a_copy_and_a_shuffled_one_new():
-    photo = ((scene(60, 96).numpy()[0] + 1) * 127.5)
+    photo = (scene(60, 96).numpy()[0] + 1) * 127.5
     _, h, w = photo.shape
     xs = (np.linspace(0, 1, w) ** 1.3 * (w - 1)).round().astype(int)
     assert novelty.layout_distance(photo, photo) < 1e-9

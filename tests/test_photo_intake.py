@@ -32,17 +32,22 @@ def scrambled_jpeg(tmp_path) -> str:
     mid, n = len(data) // 2, 4000
     junk = np.random.default_rng(0).integers(0, 256, n, dtype=np.uint8).tobytes()
     path = tmp_path / "scrambled.jpg"
-    path.write_bytes(data[:mid - n // 2] + junk + data[mid + n // 2:])  # same length, the end marker intact
+    path.write_bytes(data[: mid - n // 2] + junk + data[mid + n // 2 :])  # same length, the end marker intact
     return str(path)
 
 
 def huge_png(path, width: int, height: int) -> str:
     """A small PNG file whose header declares width x height pixels."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
+        + chunk(b"IEND", b"")
+    )
     return str(path)
 
 
@@ -59,8 +64,12 @@ def test_scrambled_jpeg_is_damaged_and_refused_unless_allowed(tmp_path):
 def test_a_photo_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
     path = huge_png(tmp_path / "huge.png", 100_000, 100_000)  # 10 gigapixels: 30 GB decoded
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    r = subprocess.run([sys.executable, "-m", "ourgan_dist.cli", "train", path, "--out", str(tmp_path / "m"), *TRAIN],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "ourgan_dist.cli", "train", path, "--out", str(tmp_path / "m"), *TRAIN],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, the largest child so far
     assert r.returncode == 2, r.stderr
     assert "100000x100000" in r.stderr and "OURGAN_MAX_PHOTO_PIXELS" in r.stderr and "300 megapixels" in r.stderr

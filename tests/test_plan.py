@@ -13,8 +13,7 @@ from ourgan_dist.config import BaseConfig, SRConfig
 from ourgan_dist.errors import PlanError
 from ourgan_dist.planning.plan import SCALE, Box, RenderPlan, TileKey, choose_levels, chunk_for_tile, parse_size
 
-BASE = BaseConfig(base_width=32, coarsest_width=12, n_scales=3, channels=8, convs_per_stage=3, vae_scales=1,
-                  latent_channels=4)
+BASE = BaseConfig(base_width=32, coarsest_width=12, n_scales=3, channels=8, convs_per_stage=3, vae_scales=1, latent_channels=4)
 SR = SRConfig(features=8, growth=4, blocks=1, rdbs_per_block=1, dense_convs=3)
 
 
@@ -24,8 +23,12 @@ def make(w, h, tile, chunk, halo="exact"):
 
 plans = st.builds(
     lambda w, h, k, c, halo: make(w, h, k * c, c, halo),
-    st.integers(24, 700), st.integers(24, 700), st.integers(0, 6), st.sampled_from([4, 8, 16, 32]),
-    st.one_of(st.just("exact"), st.integers(0, 40)))
+    st.integers(24, 700),
+    st.integers(24, 700),
+    st.integers(0, 6),
+    st.sampled_from([4, 8, 16, 32]),
+    st.one_of(st.just("exact"), st.integers(0, 40)),
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -36,7 +39,7 @@ def test_tiles_cover_each_level_exactly_once(plan):
         for key in plan.tiles(lv.index):
             c = plan.core(key)
             assert 0 <= c.y0 < c.y1 <= lv.stored_height and 0 <= c.x0 < c.x1 <= lv.stored_width
-            count[c.y0:c.y1, c.x0:c.x1] += 1
+            count[c.y0 : c.y1, c.x0 : c.x1] += 1
         assert (count == 1).all()
 
 
@@ -49,7 +52,7 @@ def test_levels_are_x4_and_cover_the_request(plan):
     last = plan.levels[-1]
     assert (last.stored_width, last.stored_height) == (plan.width, plan.height)
     assert last.width >= plan.width and last.height >= plan.height
-    assert last.width - plan.width < SCALE ** plan.n_sr and last.height - plan.height < SCALE ** plan.n_sr
+    assert last.width - plan.width < SCALE**plan.n_sr and last.height - plan.height < SCALE**plan.n_sr
 
 
 @settings(max_examples=150, deadline=None)
@@ -96,8 +99,7 @@ def test_tiles_write_whole_chunks(plan):
 def _whole_objects(box, extent, side):
     """Whether ``box`` covers whole ``side`` objects of an array of ``extent`` (y, x)."""
     (h, w), (sh, sw) = extent, side
-    return (box.y0 % sh == 0 and box.x0 % sw == 0 and (box.y1 % sh == 0 or box.y1 == h)
-            and (box.x1 % sw == 0 or box.x1 == w))
+    return box.y0 % sh == 0 and box.x0 % sw == 0 and (box.y1 % sh == 0 or box.y1 == h) and (box.x1 % sw == 0 or box.x1 == w)
 
 
 @settings(max_examples=150, deadline=None)
@@ -133,8 +135,7 @@ def test_shards_are_whole_chunks_and_one_per_task(plan):
 def test_shards_of_odd_sizes():
     """A 53x37 request at tile 16, chunk 8: edge shards are cut at the array edge, never padded
     into a neighbour's; a level narrower than a tile is one shard rounded up to whole chunks."""
-    plan = RenderPlan(width=53, height=37, n_sr=1, base_height=10, base_width=14, tile=16, halo=2,
-                      receptive_radius=2, chunk=8)
+    plan = RenderPlan(width=53, height=37, n_sr=1, base_height=10, base_width=14, tile=16, halo=2, receptive_radius=2, chunk=8)
     assert plan.level_shards(1) == (16, 16) and plan.tile_grid(1) == (3, 4)
     assert plan.core(TileKey(1, 2, 3)) == Box(32, 37, 48, 53)
     assert plan.chunk_shape(10, 14) == (8, 8) and plan.level_shards(0) == (16, 16)  # base: 10x14 in one shard
@@ -221,8 +222,7 @@ def test_plan_module_is_pure():
     assert Box(0, 2, 0, 3).area == 6 and "ray" not in {m.split(".")[0] for m in sys.modules if m.startswith("ourgan")}
 
 
-@pytest.mark.parametrize("tile, chunk", [(0, 256), (512, 256), (1024, 256), (128, 128), (32, 32), (384, 192),
-                                         (300, 100), (96, 96)])
+@pytest.mark.parametrize("tile, chunk", [(0, 256), (512, 256), (1024, 256), (128, 128), (32, 32), (384, 192), (300, 100), (96, 96)])
 def test_chunk_is_fitted_to_a_tile_when_not_given(tile, chunk):
     assert chunk_for_tile(tile) == chunk
     make(300, 200, tile=tile, chunk=chunk)  # a valid plan: every tile writes whole chunks
@@ -242,8 +242,10 @@ def test_the_planning_wing_imports_no_torch_ray_zarr_or_fsspec():
 
     names = [m.name for m in pkgutil.iter_modules(wing.__path__)]
     assert {"plan", "geometry", "projection", "noise"} <= set(names)
-    code = ("import importlib, sys\n"
-            f"for m in {names!r}: importlib.import_module('ourgan_dist.planning.' + m)\n"
-            "print(sorted({k.split('.')[0] for k in sys.modules} & {'torch', 'ray', 'zarr', 'fsspec', 'dask'}))")
+    code = (
+        "import importlib, sys\n"
+        f"for m in {names!r}: importlib.import_module('ourgan_dist.planning.' + m)\n"
+        "print(sorted({k.split('.')[0] for k in sys.modules} & {'torch', 'ray', 'zarr', 'fsspec', 'dask'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

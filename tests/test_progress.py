@@ -100,8 +100,9 @@ def test_the_bar_shows_tasks_eta_image_megapixels_and_labels(capsys):
 
     plan = RenderPlan.create(4000, 2800, base=CPU.base, sr=CPU.sr, tile=1024)
     assert plan.n_sr == 1
-    p = SimpleNamespace(plan=plan, model=SimpleNamespace(config=CPU), workers=2,
-                        request=SimpleNamespace(device="cpu", precision="fp32"))
+    p = SimpleNamespace(
+        plan=plan, model=SimpleNamespace(config=CPU), workers=2, request=SimpleNamespace(device="cpu", precision="fp32")
+    )
     keys = task_order(plan)
     bar = ProgressBar(p)
     bar.begin(keys)

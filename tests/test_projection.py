@@ -46,8 +46,7 @@ def test_more_workers_finish_sooner_and_spread_thinner():
 
 
 def test_memory_projection_grows_with_the_tile_not_the_canvas():
-    small, big = (RenderPlan.create(w, h, base=CPU.base, sr=CPU.sr, tile=1024) for w, h in ((4096, 2730),
-                                                                                         (65536, 43690)))
+    small, big = (RenderPlan.create(w, h, base=CPU.base, sr=CPU.sr, tile=1024) for w, h in ((4096, 2730), (65536, 43690)))
     assert pj.activation_bytes(small, CPU.sr, CPU.base) == pj.activation_bytes(big, CPU.sr, CPU.base)
     wider = RenderPlan.create(4096, 2730, base=CPU.base, sr=CPU.sr, tile=2048)
     assert pj.CPU_MEMORY.task_peak(wider, CPU.sr, CPU.base) > pj.CPU_MEMORY.task_peak(small, CPU.sr, CPU.base)
@@ -65,8 +64,7 @@ def test_store_size_estimate_scales_with_the_image():
 def test_auto_tile_for_gpus_fits_memory_keeps_gpus_busy_and_bounds_the_halo(size):
     tiles = {}
     for gpus in (8, 32, 100):
-        c = pj.choose_tile(*size, base=PAPER.base, sr=PAPER.sr, chunk=256, workers=gpus, worker_memory=GB80,
-                           device="cuda")
+        c = pj.choose_tile(*size, base=PAPER.base, sr=PAPER.sr, chunk=256, workers=gpus, worker_memory=GB80, device="cuda")
         plan = RenderPlan.create(*size, base=PAPER.base, sr=PAPER.sr, tile=c.tile)
         assert c.tile % 256 == 0 and c.task_peak <= GB80
         assert pj.Work(plan, PAPER.sr, PAPER.base).compute_overhead() <= pj.MAX_COMPUTE_OVERHEAD
@@ -77,10 +75,8 @@ def test_auto_tile_for_gpus_fits_memory_keeps_gpus_busy_and_bounds_the_halo(size
 
 
 def test_auto_tile_respects_a_small_worker_and_is_instant_for_ten_gigapixels():
-    roomy = pj.choose_tile(16384, 12288, base=PAPER.base, sr=PAPER.sr, chunk=256, workers=8, worker_memory=GB80,
-                           device="cuda")
-    tight = pj.choose_tile(16384, 12288, base=PAPER.base, sr=PAPER.sr, chunk=256, workers=8, worker_memory=8 << 30,
-                           device="cuda")
+    roomy = pj.choose_tile(16384, 12288, base=PAPER.base, sr=PAPER.sr, chunk=256, workers=8, worker_memory=GB80, device="cuda")
+    tight = pj.choose_tile(16384, 12288, base=PAPER.base, sr=PAPER.sr, chunk=256, workers=8, worker_memory=8 << 30, device="cuda")
     assert tight.tile <= roomy.tile and tight.task_peak <= 8 << 30
     t0 = time.perf_counter()
     c = pj.choose_tile(100000, 100000, base=CPU.base, sr=CPU.sr, chunk=256, workers=1, worker_memory=16 << 30)

@@ -52,8 +52,18 @@ def ray_render(model, url, opts, tile, workers):
     from ourgan_dist.engine.executors.ray import RayExecutor
     from ourgan_dist.engine.render import RenderRequest, prepare, render
 
-    p = prepare(RenderRequest(model=model, out=url, size=SIZE, tile=tile, chunk=CHUNK, workers=workers,
-                              storage_options=opts, model_storage_options=opts))
+    p = prepare(
+        RenderRequest(
+            model=model,
+            out=url,
+            size=SIZE,
+            tile=tile,
+            chunk=CHUNK,
+            workers=workers,
+            storage_options=opts,
+            model_storage_options=opts,
+        )
+    )
     return render(p, executor=RayExecutor(workers=workers))  # the Ray executor even for one worker
 
 
@@ -65,10 +75,8 @@ def assert_dependent_waves(summary):
     plan = summary.plan
     ends = {r.key: r.end for r in summary.reports}
     for r in summary.reports:
-        assert all(ends[d] <= r.start for d in plan.task_dependencies(r.key)), \
-            f"{r.key} started before a task it reads from ended"
-    stage = {r.key: (r.key.level if hasattr(r.key, "level") else plan.final_level + r.key.scale)
-             for r in summary.reports}
+        assert all(ends[d] <= r.start for d in plan.task_dependencies(r.key)), f"{r.key} started before a task it reads from ended"
+    stage = {r.key: (r.key.level if hasattr(r.key, "level") else plan.final_level + r.key.scale) for r in summary.reports}
     checked = 0
     for s in range(1, max(stage.values())):
         before = [r for r in summary.reports if stage[r.key] == s]
@@ -83,8 +91,9 @@ def assert_dependent_waves(summary):
 
 # one case in the default suite (two workers: both nodes, the worker set and the overlap of
 # levels); one worker and the smaller tile run with the slow tests
-@pytest.mark.parametrize("workers, tile", [(2, 48), *(pytest.param(w, t, marks=pytest.mark.slow)
-                                                      for w, t in ((1, 32), (1, 48), (2, 32)))])
+@pytest.mark.parametrize(
+    "workers, tile", [(2, 48), *(pytest.param(w, t, marks=pytest.mark.slow) for w, t in ((1, 32), (1, 48), (2, 32)))]
+)
 def test_cluster_render_into_s3_equals_local_untiled(cluster, bucket, s3_model, reference, workers, tile):
     url = f"s3://renders/r-{workers}-{tile}.zarr"
     s = ray_render(s3_model, url, bucket, tile, workers)
@@ -123,7 +132,8 @@ def test_a_cluster_without_room_refuses_before_the_lease_or_the_store(cluster, t
 
 @pytest.mark.slow  # a Ray start-up or retried actor inits: tens of seconds; CI runs it
 def test_cli_joins_the_cluster_with_environment_credentials_and_dask_reads_the_bucket(
-        cluster, s3_server, bucket, s3_model, reference, tmp_path):
+    cluster, s3_server, bucket, s3_model, reference, tmp_path
+):
     """The CLI in another process joins with --address; the endpoint comes from the driver's
     environment only (the nodes were started without it), the keys from --storage-options.
     Neither is printed or stored; the progress bar counts tasks and shows MP/s and an ETA."""
@@ -135,9 +145,25 @@ def test_cli_joins_the_cluster_with_environment_credentials_and_dask_reads_the_b
     secret = "sEcReT-7f3a9c"
     env = dict(__import__("os").environ, AWS_ENDPOINT_URL=endpoint)
     url = "s3://renders/cli.zarr"
-    cmd = [sys.executable, "-m", "ourgan_dist.cli", "render", s3_model, "--out", url, "--size", SIZE,
-           "--tile", "48", "--chunk", str(CHUNK), "--address", cluster.address,
-           "--storage-options", json.dumps({"key": "AKIA-" + secret, "secret": secret})]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ourgan_dist.cli",
+        "render",
+        s3_model,
+        "--out",
+        url,
+        "--size",
+        SIZE,
+        "--tile",
+        "48",
+        "--chunk",
+        str(CHUNK),
+        "--address",
+        cluster.address,
+        "--storage-options",
+        json.dumps({"key": "AKIA-" + secret, "secret": secret}),
+    ]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout + run.stderr
@@ -167,9 +193,24 @@ def test_unreachable_address_fails_in_seconds_with_one_line(tiny_model, tmp_path
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     t0 = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "ourgan_dist.cli", "render", tiny_model, "--out",
-                          str(tmp_path / "r.zarr"), "--size", SIZE, "--address", f"127.0.0.1:{port}"],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ourgan_dist.cli",
+            "render",
+            tiny_model,
+            "--out",
+            str(tmp_path / "r.zarr"),
+            "--size",
+            SIZE,
+            "--address",
+            f"127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2 and time.monotonic() - t0 < 30
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: --address") and "ray start --head" in lines[0]
@@ -200,8 +241,7 @@ def test_worker_error_is_reraised_with_its_tile_key(cluster, tiny_model, tmp_pat
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
-    p = prepare(RenderRequest(model=str(model), out=str(tmp_path / "err.zarr"), size=SIZE, tile=32, chunk=CHUNK,
-                              workers=2))
+    p = prepare(RenderRequest(model=str(model), out=str(tmp_path / "err.zarr"), size=SIZE, tile=32, chunk=CHUNK, workers=2))
     (model / "model.pt").write_bytes(b"truncated")  # the workers will find a corrupt checkpoint
     with pytest.raises(TileError) as err:
         render(p)
@@ -264,9 +304,30 @@ def test_embedded_ray_starts_its_own_instance_beside_a_running_cluster(cluster, 
     machine (ray.init would otherwise try to join it and refuse num_cpus)."""
     out = tmp_path / "own.zarr"
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}  # as a user's shell has it
-    r = subprocess.run([sys.executable, "-m", "ourgan_dist.cli", "render", tiny_model, "--out", str(out), "--size",
-                        SIZE, "--tile", "32", "--chunk", "16", "--workers", "2", "--quiet"],
-                       capture_output=True, text=True, timeout=300, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ourgan_dist.cli",
+            "render",
+            tiny_model,
+            "--out",
+            str(out),
+            "--size",
+            SIZE,
+            "--tile",
+            "32",
+            "--chunk",
+            "16",
+            "--workers",
+            "2",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     assert "Token authentication" not in r.stderr  # Ray's start-up notice is not shown on every render
     assert_same_arrays(arrays(str(out)), reference)

@@ -78,8 +78,11 @@ def _actor_nodes():
     """Node ids hosting live worker actors (from the GCS actor table; no dashboard needed)."""
     from ray._private import state
 
-    return {info["Address"]["NodeID"] for info in state.actors().values()
-            if info["ActorClassName"].endswith("_TileActor") and info["State"] == "ALIVE"}
+    return {
+        info["Address"]["NodeID"]
+        for info in state.actors().values()
+        if info["ActorClassName"].endswith("_TileActor") and info["State"] == "ALIVE"
+    }
 
 
 def test_removed_node_mid_render_and_bytes_are_identical(cluster, tiny_model, reference, tmp_path):

@@ -57,13 +57,15 @@ def _wait_for_progress(out: str, at_least: int, proc, timeout=120.0) -> int:
 def test_sigkilled_driver_then_resume_gives_identical_bytes(tiny_model, reference, tmp_path):
     out = str(tmp_path / "k.zarr")
     env = dict(os.environ, OURGAN_LEASE_TTL="3")
-    proc = subprocess.Popen(_cli("render", tiny_model, "--out", out, *ARGS), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cli("render", tiny_model, "--out", out, *ARGS), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         _wait_for_progress(out, 60, proc)
         # one writer: a second render of the same store is refused while the first holds the lease
-        second = subprocess.run(_cli("render", tiny_model, "--out", out, *ARGS, "--resume"), env=env,
-                                capture_output=True, text=True)
+        second = subprocess.run(
+            _cli("render", tiny_model, "--out", out, *ARGS, "--resume"), env=env, capture_output=True, text=True
+        )
         assert second.returncode == 2 and "in use by another render" in second.stderr
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -78,8 +80,7 @@ def test_sigkilled_driver_then_resume_gives_identical_bytes(tiny_model, referenc
         canvas.require_complete("reading")
     # the crashed run's lease is still live for a moment, then expires (ttl 3 s)
     time.sleep(3.5)
-    resumed = subprocess.run(_cli("render", tiny_model, "--out", out, *ARGS, "--resume"), env=env,
-                             capture_output=True, text=True)
+    resumed = subprocess.run(_cli("render", tiny_model, "--out", out, *ARGS, "--resume"), env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{done_at_kill} already done" in resumed.stdout  # only what was missing was rendered
     assert Canvas(out).complete

@@ -39,9 +39,14 @@ def tiled(tiny_model, tmp_path_factory):
 FAST_CASES = {("523x211", 48), ("301x187", 112)}
 
 
-@pytest.mark.parametrize("size, tile", [pytest.param(size, tile, marks=[] if (size, tile) in FAST_CASES else
-                                                     [pytest.mark.slow])
-                                        for size in ("301x187", "523x211") for tile in (16, 32, 48, 112)])
+@pytest.mark.parametrize(
+    "size, tile",
+    [
+        pytest.param(size, tile, marks=[] if (size, tile) in FAST_CASES else [pytest.mark.slow])
+        for size in ("301x187", "523x211")
+        for tile in (16, 32, 48, 112)
+    ],
+)
 def test_tiled_equals_untiled_bit_for_bit(tiny_model, reference, tmp_path, size, tile):
     out = str(tmp_path / "t.zarr")
     s = do_render(tiny_model, out, size, tile=tile)
@@ -68,8 +73,7 @@ def test_halo_below_receptive_field_differs(tiny_model, reference, tmp_path):
     do_render(tiny_model, out, "301x187", tile=32, halo="2")
     got = arrays(out)
     assert not np.array_equal(got["0"], reference["301x187"]["0"])
-    err = measure_halo_error(prepare(RenderRequest(model=tiny_model, out=out, size="301x187", tile=32, chunk=16,
-                                                   halo="2")))
+    err = measure_halo_error(prepare(RenderRequest(model=tiny_model, out=out, size="301x187", tile=32, chunk=16, halo="2")))
     assert err["max_abs_error_8bit"] > 0
 
 
@@ -84,8 +88,7 @@ def test_halo_error_is_measured_on_an_interior_tile_with_tiled_neighbours(tiny_m
     from ourgan_dist.engine.halo_error import describe_halo_error, exact_level, measure_halo_error
     from ourgan_dist.engine.render import RenderRequest, prepare
 
-    p = prepare(RenderRequest(model=tiny_model, out=str(tmp_path / "none"), size="301x187", tile=80, chunk=16,
-                              halo="2"))
+    p = prepare(RenderRequest(model=tiny_model, out=str(tmp_path / "none"), size="301x187", tile=80, chunk=16, halo="2"))
     plan = p.plan
     assert plan.tile_grid(1) == (1, 1) and plan.tile_grid(2) == (3, 4)
     err = measure_halo_error(p)
@@ -96,7 +99,7 @@ def test_halo_error_is_measured_on_an_interior_tile_with_tiled_neighbours(tiny_m
     core = plan.core(TileKey(2, 1, 2))
     with torch.inference_mode():
         exact = to_uint8(exact_level(p, 2, core, {}).numpy())
-    assert np.array_equal(exact, reference["301x187"]["0"][:, core.y0:core.y1, core.x0:core.x1])
+    assert np.array_equal(exact, reference["301x187"]["0"][:, core.y0 : core.y1, core.x0 : core.x1])
 
 
 def test_same_seed_same_bytes_other_seed_differs(tiny_model, reference, tmp_path):
@@ -227,8 +230,7 @@ def test_a_shared_model_is_not_cast_by_a_half_precision_render(tiny_model, tmp_p
     from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     model = checkpoint.load(tiny_model)
-    p = prepare(RenderRequest(model=tiny_model, out=str(tmp_path / "half.zarr"), size="128x96", tile=0, chunk=16,
-                              precision="fp16"))
+    p = prepare(RenderRequest(model=tiny_model, out=str(tmp_path / "half.zarr"), size="128x96", tile=0, chunk=16, precision="fp16"))
     render(p, executor=LocalExecutor(model=model))
     assert {t.dtype for t in model.sr.parameters()} == {torch.float32}
     assert {t.device.type for t in model.sr.parameters()} == {"cpu"}

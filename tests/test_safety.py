@@ -36,17 +36,31 @@ def tree(path) -> dict[str, bytes | None]:
 
 # ---- render --overwrite --------------------------------------------------------------------
 
+
 def test_overwrite_refuses_a_render_folder_that_holds_other_files(tiny_model, tmp_path):
     out = tmp_path / "r.zarr"
-    assert run("render", tiny_model, "--out", out, "--size", "64x48", "--tile", "32", "--chunk", "16",
-               "--quiet")[0] == 0
+    assert run("render", tiny_model, "--out", out, "--size", "64x48", "--tile", "32", "--chunk", "16", "--quiet")[0] == 0
     assert foreign_entries(str(out)) == []  # a render's own entries only
     (out / "keep.txt").write_text("mine")
     (out / "photos").mkdir()
     (out / "photos" / "a.jpg").write_bytes(b"\xff\xd8 not a render's")
     before = tree(out)
-    code, text = run("render", tiny_model, "--out", out, "--size", "64x48", "--tile", "32", "--chunk", "16",
-                     "--seed", "3", "--overwrite", "--quiet")
+    code, text = run(
+        "render",
+        tiny_model,
+        "--out",
+        out,
+        "--size",
+        "64x48",
+        "--tile",
+        "32",
+        "--chunk",
+        "16",
+        "--seed",
+        "3",
+        "--overwrite",
+        "--quiet",
+    )
     assert code == 2, text
     assert text.startswith("Error: ") and text.count("\n") == 1 and "Traceback" not in text
     assert "keep.txt" in text and "photos/" in text and "--overwrite" in text
@@ -66,11 +80,13 @@ def test_overwrite_replaces_a_render_and_keeps_nothing_stale(tiny_model, tmp_pat
     after = arrays(out)
     assert after["0"].shape == (3, 48, 64) and not np.array_equal(after["0"][:, :48, :64], before["0"][:, :48, :64])
     assert set(after) < set(before) and sorted(os.listdir(out)) == sorted(
-        ["zarr.json", "generation", "progress", "lease", *(str(k) for k in range(len(Canvas(out).plan.pyramid_shapes)))])
+        ["zarr.json", "generation", "progress", "lease", *(str(k) for k in range(len(Canvas(out).plan.pyramid_shapes)))]
+    )
     assert foreign_entries(out) == []
 
 
 # ---- export --------------------------------------------------------------------------------
+
 
 def test_export_refuses_an_existing_file_without_overwrite(small_render, tmp_path):
     from ourgan_dist.errors import UserError
@@ -101,8 +117,12 @@ def test_dzi_overwrite_replaces_only_a_deep_zoom_tree(small_render, tmp_path):
     code, text = run("export", small_render, out, "--quiet")
     assert code == 2 and "r_files" in text and "--overwrite" in text
     assert tree(files) == tiles
-    for foreign, named in ((files / "notes.txt", "notes.txt"), (files / "9" / "holiday.jpg", "holiday.jpg"),
-                           (files / "drafts" / "0_0.jpg", "drafts'"), (files / "9" / "0_0.png", "0_0.png")):
+    for foreign, named in (
+        (files / "notes.txt", "notes.txt"),
+        (files / "9" / "holiday.jpg", "holiday.jpg"),
+        (files / "drafts" / "0_0.jpg", "drafts'"),
+        (files / "9" / "0_0.png", "0_0.png"),
+    ):
         foreign.parent.mkdir(exist_ok=True)  # not a tile, a folder that is no level, a tile of another format
         foreign.write_bytes(b"keep me")
         code, text = run("export", small_render, out, "--quiet", "--overwrite")
@@ -122,8 +142,7 @@ def test_dzi_overwrite_replaces_only_a_deep_zoom_tree(small_render, tmp_path):
 def test_render_export_follows_the_same_rule_before_rendering(tiny_model, tmp_path):
     store, tif = tmp_path / "r.zarr", tmp_path / "r.tif"
     tif.write_bytes(b"someone's file")
-    base = ["render", tiny_model, "--out", store, "--size", "64x48", "--tile", "32", "--chunk", "16", "--quiet",
-            "--export", tif]
+    base = ["render", tiny_model, "--out", store, "--size", "64x48", "--tile", "32", "--chunk", "16", "--quiet", "--export", tif]
     code, text = run(*base)
     assert code == 2 and "already exists" in text and "--overwrite" in text
     assert not store.exists() and tif.read_bytes() == b"someone's file"  # refused before anything was rendered

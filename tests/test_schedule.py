@@ -15,10 +15,8 @@ from ourgan_dist.engine.executors.schedule import DONE, READY, RUNNING, Schedule
 from ourgan_dist.planning.plan import RenderPlan
 from ourgan_dist.engine.render import task_order
 
-BASE = BaseConfig(base_width=32, coarsest_width=12, n_scales=3, channels=8, convs_per_stage=3, vae_scales=1,
-                  latent_channels=4)
+BASE = BaseConfig(base_width=32, coarsest_width=12, n_scales=3, channels=8, convs_per_stage=3, vae_scales=1, latent_channels=4)
 SR = SRConfig(features=8, growth=4, blocks=1, rdbs_per_block=1, dense_convs=3)
-
 
 
 def make(w: int, h: int, k: int, c: int, halo) -> RenderPlan:
@@ -28,8 +26,14 @@ def make(w: int, h: int, k: int, c: int, halo) -> RenderPlan:
     return RenderPlan.create(w, h, base=BASE, sr=SR, tile=k * c * m, halo=halo, chunk=c)
 
 
-plans = st.builds(make, st.integers(60, 900), st.integers(60, 900), st.integers(0, 6), st.sampled_from([4, 8, 16, 32]),
-                  st.one_of(st.just("exact"), st.integers(0, 60)))
+plans = st.builds(
+    make,
+    st.integers(60, 900),
+    st.integers(60, 900),
+    st.integers(0, 6),
+    st.sampled_from([4, 8, 16, 32]),
+    st.one_of(st.just("exact"), st.integers(0, 60)),
+)
 
 
 def brute_force(plan: RenderPlan, key):
@@ -129,7 +133,7 @@ def test_owners_get_their_own_tasks_and_idle_workers_steal():
 def test_resume_counts_what_is_done_as_done():
     plan = RenderPlan.create(300, 200, base=BASE, sr=SR, tile=32, chunk=16)
     keys = task_order(plan)
-    done, rest = set(keys[:len(keys) // 3]), keys[len(keys) // 3:]
+    done, rest = set(keys[: len(keys) // 3]), keys[len(keys) // 3 :]
     graph = TaskGraph(plan, rest)
     s = Schedule(graph, [0] * len(graph), 1, 4, 2)
     ready = {graph.keys[i] for i in range(len(graph)) if s.state[i] == READY}

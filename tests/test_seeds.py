@@ -32,8 +32,7 @@ def test_the_commands_limit_is_the_noise_counters():
 @pytest.mark.parametrize("seed", [2**64, 2**64 + 1, -1, 10**30])
 def test_render_refuses_seeds_the_noise_cannot_tell_apart(tiny_model, tmp_path, seed):
     out = tmp_path / "r.zarr"
-    code, text = run("render", tiny_model, "--out", out, "--size", "64x48", "--tile", "32", "--chunk", "16",
-                     "--seed", seed)
+    code, text = run("render", tiny_model, "--out", out, "--size", "64x48", "--tile", "32", "--chunk", "16", "--seed", seed)
     assert code == 2 and "--seed" in text and "18446744073709551615" in text and "Traceback" not in text, text
     assert not out.exists()
     from ourgan_dist.engine.render import RenderRequest, prepare
@@ -43,15 +42,31 @@ def test_render_refuses_seeds_the_noise_cannot_tell_apart(tiny_model, tmp_path, 
 
 
 def test_the_largest_render_seed_is_accepted(tiny_model, tmp_path):
-    code, text = run("render", tiny_model, "--out", tmp_path / "r.zarr", "--size", "64x48", "--tile", "32",
-                     "--chunk", "16", "--seed", 2**64 - 1, "--dry-run")
+    code, text = run(
+        "render",
+        tiny_model,
+        "--out",
+        tmp_path / "r.zarr",
+        "--size",
+        "64x48",
+        "--tile",
+        "32",
+        "--chunk",
+        "16",
+        "--seed",
+        2**64 - 1,
+        "--dry-run",
+    )
     assert code == 0, text
 
 
 @pytest.mark.parametrize("command", ["train", "demo"])
 def test_train_and_demo_refuse_seeds_past_the_training_range(photo, tmp_path, command):
-    args = ["train", photo, "--out", tmp_path / "m", "--preset", "tiny", "--iterations", "0"] if command == "train" \
+    args = (
+        ["train", photo, "--out", tmp_path / "m", "--preset", "tiny", "--iterations", "0"]
+        if command == "train"
         else ["demo", "--out", tmp_path / "d", "--preset", "tiny"]
+    )
     for seed in (2**64, TRAIN_SEED_LIMIT, "seven"):
         code, text = run(*args, "--seed", seed)
         assert code == 2 and "--seed" in text and "Traceback" not in text, text

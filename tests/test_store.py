@@ -63,14 +63,22 @@ def test_odd_sizes_tiled_equals_untiled_with_one_shard_per_task(tiny_model, tmp_
 
 
 def _plan_only_store(url: str, plan: RenderPlan) -> Canvas:
-    info = {"name": "records", "model": "(none)", "model_id": "none", "model_preset": "none", "seed": 0,
-            "size": [plan.width, plan.height], "plan": plan_to_info(plan), "exact": True, "precision": "fp32"}
+    info = {
+        "name": "records",
+        "model": "(none)",
+        "model_id": "none",
+        "model_preset": "none",
+        "seed": 0,
+        "size": [plan.width, plan.height],
+        "plan": plan_to_info(plan),
+        "exact": True,
+        "precision": "fp32",
+    }
     return Canvas.create(url, plan, info)
 
 
 def test_done_is_one_listing_that_skips_what_is_not_a_record(tmp_path, monkeypatch):
-    plan = RenderPlan(width=203, height=131, n_sr=1, base_height=33, base_width=51, tile=16, halo=0,
-                      receptive_radius=0, chunk=16)
+    plan = RenderPlan(width=203, height=131, n_sr=1, base_height=33, base_width=51, tile=16, halo=0, receptive_radius=0, chunk=16)
     url = str(tmp_path / "r.zarr")
     c = _plan_only_store(url, plan)
     marked = {TileKey(0, 0, 0), TileKey(1, 0, 0), TileKey(1, 8, 12), PyramidKey(1, 0, 1)}
@@ -97,8 +105,7 @@ def test_misaligned_shard_write_names_the_race(tmp_path):
     from ourgan_dist.errors import MisalignedWriteError
     from ourgan_dist.planning.geometry import Box
 
-    plan = RenderPlan(width=53, height=37, n_sr=0, base_height=37, base_width=53, tile=32, halo=0,
-                      receptive_radius=0, chunk=16)
+    plan = RenderPlan(width=53, height=37, n_sr=0, base_height=37, base_width=53, tile=32, halo=0, receptive_radius=0, chunk=16)
     c = _plan_only_store(str(tmp_path / "m.zarr"), plan)
     assert c.array("0").shards == (3, 32, 32)
     with pytest.raises(MisalignedWriteError, match="partial-shard write is a read-modify-write"):
@@ -120,8 +127,15 @@ def to_format_1(url: str) -> None:
         parent, _, leaf = name.rpartition("/")
         group = g[parent] if parent else g
         del group[leaf]
-        b = group.create_array(leaf, shape=a.shape, chunks=a.chunks, dtype=a.dtype, fill_value=a.fill_value,
-                               dimension_names=a.metadata.dimension_names, attributes=attrs)
+        b = group.create_array(
+            leaf,
+            shape=a.shape,
+            chunks=a.chunks,
+            dtype=a.dtype,
+            fill_value=a.fill_value,
+            dimension_names=a.metadata.dimension_names,
+            attributes=attrs,
+        )
         b[:] = data
     info = dict(g.attrs["ourgan_dist"], format=1)
     g.attrs["ourgan_dist"] = info
@@ -153,14 +167,13 @@ def test_format_1_store_resumes_inspects_and_exports(tiny_model, tmp_path):
     assert (img.width, img.height) == (101, 77)
 
 
-@pytest.mark.parametrize("fmt, remedy", [(0, "render it again with --overwrite"), (3, "upgrade ourgan-dist"),
-                                         (None, "render it again")])
+@pytest.mark.parametrize(
+    "fmt, remedy", [(0, "render it again with --overwrite"), (3, "upgrade ourgan-dist"), (None, "render it again")]
+)
 def test_unknown_store_formats_are_refused_naming_the_remedy(tmp_path, fmt, remedy):
-    plan = RenderPlan(width=53, height=37, n_sr=0, base_height=37, base_width=53, tile=0, halo=0,
-                      receptive_radius=0, chunk=16)
+    plan = RenderPlan(width=53, height=37, n_sr=0, base_height=37, base_width=53, tile=0, halo=0, receptive_radius=0, chunk=16)
     url = str(tmp_path / "f.zarr")
     c = _plan_only_store(url, plan)
     c.set_info(format=fmt)
-    with pytest.raises(StoreError, match=f"store format {fmt!r}, this version of ourgan-dist reads formats 1, 2; "
-                                         f"{remedy}"):
+    with pytest.raises(StoreError, match=f"store format {fmt!r}, this version of ourgan-dist reads formats 1, 2; {remedy}"):
         Canvas(url)

@@ -29,11 +29,21 @@ def test_resume_lists_records_in_a_few_requests_not_one_per_task(counted):
     direct, through_proxy, seen = counted
     # 1,014 SR tiles (26 x 39) and 359 pyramid blocks: more records than one LIST page (1,000) holds,
     # and few enough to write quickly (moto takes about 70 PUTs a second)
-    plan = RenderPlan(width=1248, height=832, n_sr=1, base_height=208, base_width=312, tile=32, halo=0,
-                      receptive_radius=0, chunk=32)
+    plan = RenderPlan(
+        width=1248, height=832, n_sr=1, base_height=208, base_width=312, tile=32, halo=0, receptive_radius=0, chunk=32
+    )
     url = f"s3://{BUCKET}/resume.zarr"
-    info = {"name": "records", "model": "(none)", "model_id": "none", "model_preset": "none", "seed": 0,
-            "size": [plan.width, plan.height], "plan": plan_to_info(plan), "exact": True, "precision": "fp32"}
+    info = {
+        "name": "records",
+        "model": "(none)",
+        "model_id": "none",
+        "model_preset": "none",
+        "seed": 0,
+        "size": [plan.width, plan.height],
+        "plan": plan_to_info(plan),
+        "exact": True,
+        "precision": "fp32",
+    }
     c = Canvas.create(url, plan, info, direct)
     c.array("progress/L1")[:] = np.ones(plan.tile_grid(1), np.uint8)  # every tile recorded (one PUT each)
     c.mark_done(TileKey(0, 0, 0))

@@ -43,7 +43,7 @@ def test_base_losses_fall(photo, base_crop, vae_scales):
     for s in range(gen.cfg.n_scales):
         a, b = first_last(hist[f"s{s}_rec"])
         assert b < a, f"scale {s} reconstruction did not improve: {a:.4f} -> {b:.4f}"
-    assert (gen.noise_amps[gen.cfg.vae_scales:] > 0).all() and (gen.noise_amps[: gen.cfg.vae_scales] == 0).all()
+    assert (gen.noise_amps[gen.cfg.vae_scales :] > 0).all() and (gen.noise_amps[: gen.cfg.vae_scales] == 0).all()
 
 
 def psnr(a, b):
@@ -53,8 +53,19 @@ def psnr(a, b):
 def test_sr_beats_bicubic_on_its_photo():
     torch.manual_seed(0)
     photo = torch.from_numpy(images.load_rgb(ROCKET, max_width=256)).unsqueeze(0)
-    net = SRNet(SRConfig(features=16, growth=8, blocks=1, rdbs_per_block=1, dense_convs=3, noise_amp=0.0, prior="",
-                          skip="bicubic", unit_range=False))
+    net = SRNet(
+        SRConfig(
+            features=16,
+            growth=8,
+            blocks=1,
+            rdbs_per_block=1,
+            dense_convs=3,
+            noise_amp=0.0,
+            prior="",
+            skip="bicubic",
+            unit_range=False,
+        )
+    )
     cfg = dataclasses.replace(PRESETS["tiny"].train, sr_iterations=150, sr_crop=48, sr_batch=4, lr=2e-3)
     with torch_threads(1):
         hist = train_sr(net, photo, cfg, seed=0)
@@ -87,8 +98,7 @@ def test_same_seed_same_checkpoint_and_samples(photo, trained, tmp_path):
     assert torch.equal(ma.base.generate(21, 32, 3), mb.base.generate(21, 32, 3))
     c = str(tmp_path / "c")
     train_model(photo, c, preset="tiny", seed=8, device="cpu", progress=False)
-    assert not torch.equal(checkpoint.load(c).sr.state_dict()["convs.0.weight"],
-                           ma.sr.state_dict()["convs.0.weight"])
+    assert not torch.equal(checkpoint.load(c).sr.state_dict()["convs.0.weight"], ma.sr.state_dict()["convs.0.weight"])
 
 
 def test_trained_model_meta_and_samples_differ_by_seed(trained, photo):
@@ -113,12 +123,12 @@ def test_no_vertical_coord_ablation(photo, tmp_path):
     m = checkpoint.load(out)
     assert m.config.base.vertical_coord is False and m.base.cfg.vertical_coord is False
     gan = str(tmp_path / "noy-gan")
-    train_model(photo, gan, config=tiny_gan_config(), iterations=2, seed=1, vertical_coord=False, device="cpu",
-                progress=False)
+    train_model(photo, gan, config=tiny_gan_config(), iterations=2, seed=1, vertical_coord=False, device="cpu", progress=False)
     assert checkpoint.load(gan).base.stages[0].convs[0].conv.in_channels == 3
 
 
 # ---- photos as users have them ---------------------------------------------------------------
+
 
 def _save(arr, path, **kw):
     import pyvips
@@ -199,8 +209,7 @@ def test_enormous_photo_is_shrunk_on_load(tmp_path):
     import pyvips
 
     path = str(tmp_path / "huge.jpg")
-    pyvips.Image.black(20000, 20000, bands=3).draw_rect([200, 100, 50], 0, 0, 20000, 8000, fill=True).write_to_file(
-        path, Q=50)
+    pyvips.Image.black(20000, 20000, bands=3).draw_rect([200, 100, 50], 0, 0, 20000, 8000, fill=True).write_to_file(path, Q=50)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with environ({"OURGAN_MAX_PHOTO_PIXELS": str(20000 * 20000)}):  # 400 Mpx: over the default limit, allowed
         x = images.load_rgb(path, max_width=256)
@@ -210,6 +219,7 @@ def test_enormous_photo_is_shrunk_on_load(tmp_path):
 
 
 # ---- training run mechanics --------------------------------------------------------------------
+
 
 def test_sr_never_sees_the_held_out_strip():
     """Poison the held-out strip with NaN: a single read of it would make the losses NaN."""
@@ -273,6 +283,7 @@ def test_cli_train_errors_are_one_line(tmp_path):
 
 # ---- demo and evaluation ---------------------------------------------------------------------
 
+
 def test_demo_path_small(tmp_path):
     """The demo command end to end at a small size (the real one renders 4096 wide)."""
     from click.testing import CliRunner
@@ -281,8 +292,25 @@ def test_demo_path_small(tmp_path):
     from ourgan_dist.cli import main
 
     out = tmp_path / "demo"
-    r = CliRunner().invoke(main, ["demo", "--out", str(out), "--train", "--preset", "tiny", "--size", "300x200",
-                                  "--workers", "1", "--base-steps", "3", "--sr-steps", "3"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--train",
+            "--preset",
+            "tiny",
+            "--size",
+            "300x200",
+            "--workers",
+            "1",
+            "--base-steps",
+            "3",
+            "--sr-steps",
+            "3",
+        ],
+    )
     assert r.exit_code == 0, r.output
     store = str(out / "render.zarr")
     assert os.path.abspath(store) in r.output and "ourgan_dist.open_result(" in r.output
@@ -329,7 +357,7 @@ def test_more_photo_kinds_and_shrink_on_load(tmp_path):
             assert x[:, -1].mean() > 0.9, name  # bright bottom row
             if name.startswith("alpha"):
                 assert x[:, 0, : shape[2] // 2 - 2].mean() < -0.9, name  # opaque dark top-left stays dark
-                assert x[:, 0, shape[2] // 2 + 2:].mean() > 0.9, name  # transparent: flattened on white
+                assert x[:, 0, shape[2] // 2 + 2 :].mean() > 0.9, name  # transparent: flattened on white
             else:
                 assert x[:, 0].mean() < -0.9, name
     # EXIF orientation also applies when shrinking on load
@@ -357,8 +385,9 @@ def test_paper_preset_trains_and_renders_tiled_equal_untiled(tmp_path):
     photo = str(tmp_path / "photo.png")
     make_photo(photo, 384, 256)
     model = str(tmp_path / "paper")
-    r = CliRunner().invoke(main, ["train", photo, "--out", model, "--preset", "paper", "--iterations", "2",
-                                  "--device", "cpu", "--seed", "4"])
+    r = CliRunner().invoke(
+        main, ["train", photo, "--out", model, "--preset", "paper", "--iterations", "2", "--device", "cpu", "--seed", "4"]
+    )
     assert r.exit_code == 0, r.output
     m = checkpoint.load(model)
     assert m.config.preset == "paper" and m.config.base == PRESETS["paper"].base

@@ -43,17 +43,35 @@ def test_damaged_photo_is_refused_unless_allowed(tmp_path):
 
 
 def test_set_changes_one_config_field_and_refuses_bad_settings_before_any_work(photo, tmp_path):
-    code, text = run("train", photo, "--out", tmp_path / "m", *TRAIN, "--set", "base.pieces=2",
-                     "--set", "train.sr_blur=0.5", "--set", "base.vertical_coord=false", "--set", "sr.skip=bicubic")
+    code, text = run(
+        "train",
+        photo,
+        "--out",
+        tmp_path / "m",
+        *TRAIN,
+        "--set",
+        "base.pieces=2",
+        "--set",
+        "train.sr_blur=0.5",
+        "--set",
+        "base.vertical_coord=false",
+        "--set",
+        "sr.skip=bicubic",
+    )
     assert code == 0, text
     config = json.loads((tmp_path / "m" / "model.json").read_text())["config"]
     assert (config["base"]["pieces"], config["train"]["sr_blur"]) == (2, 0.5)
     assert (config["base"]["vertical_coord"], config["sr"]["skip"]) == (False, "bicubic")
     assert config["base"]["patch"] == 5  # the rest is the preset's
-    for bad, says in (("base.piece=2", "known fields"), ("model.x=1", "SECTION.FIELD=VALUE"),
-                      ("base.pieces", "SECTION.FIELD=VALUE"), ("base.pieces=two", "expected an int"),
-                      ("base.pieces=0", "pieces"), ("base.vertical_coord=maybe", "expected true or false"),
-                      ("sr.skip=cubic", "skip")):
+    for bad, says in (
+        ("base.piece=2", "known fields"),
+        ("model.x=1", "SECTION.FIELD=VALUE"),
+        ("base.pieces", "SECTION.FIELD=VALUE"),
+        ("base.pieces=two", "expected an int"),
+        ("base.pieces=0", "pieces"),
+        ("base.vertical_coord=maybe", "expected true or false"),
+        ("sr.skip=cubic", "skip"),
+    ):
         code, text = run("train", photo, "--out", tmp_path / "bad", *TRAIN, "--set", bad)
         assert code == 2 and says in text and "Traceback" not in text, (bad, text)
         assert len(text.strip().splitlines()) == 1
@@ -99,17 +117,32 @@ def test_interrupted_training_leaves_no_model_and_keeps_the_old_one(photo, tmp_p
     before = {p.name: p.read_bytes() for p in old.iterdir()}
     monkeypatch.setattr(train, "write_json_atomic", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train.train_model(photo, str(old), preset="tiny", iterations=0, seed=2, device="cpu", progress=False,
-                          overwrite=True)
+        train.train_model(photo, str(old), preset="tiny", iterations=0, seed=2, device="cpu", progress=False, overwrite=True)
     assert {p.name: p.read_bytes() for p in old.iterdir()} == before
     assert sorted(os.listdir(tmp_path)) == ["old"]
 
 
 def test_sigkilled_training_leaves_no_model_pt(photo, tmp_path):
     out = tmp_path / "m"
-    proc = subprocess.Popen([sys.executable, "-m", "ourgan_dist.cli", "train", photo, "--out", str(out),
-                             "--preset", "tiny", "--iterations", "500", "--device", "cpu"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ourgan_dist.cli",
+            "train",
+            photo,
+            "--out",
+            str(out),
+            "--preset",
+            "tiny",
+            "--iterations",
+            "500",
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         t0 = time.time()
         while not any(n.startswith(".m.partial-") for n in os.listdir(tmp_path)):  # training has begun

@@ -20,8 +20,8 @@ def test_gaussian_blur_keeps_mass_and_has_the_asked_width():
     for b, sd in ((1, 1.0), (2, 2.5)):
         mass = out[b, 0]
         assert float(mass.sum()) == pytest.approx(1.0, abs=1e-5)
-        var_y = float((mass * yy ** 2).sum())
-        assert var_y == pytest.approx(sd ** 2, rel=0.02)
+        var_y = float((mass * yy**2).sum())
+        assert var_y == pytest.approx(sd**2, rel=0.02)
         assert torch.allclose(mass, mass.T, atol=1e-7)  # the same in x and y
     flat = torch.full((2, 3, 16, 16), 0.3)
     assert torch.allclose(gaussian_blur(flat, torch.tensor([0.7, 3.0])), flat, atol=1e-6)  # edges reflected

@@ -58,8 +58,12 @@ def server(rendered):
 
 def tile_box(level_shape, col, row, tile, overlap):
     h, w = level_shape
-    return (max(0, row * tile - overlap), min(h, (row + 1) * tile + overlap),
-            max(0, col * tile - overlap), min(w, (col + 1) * tile + overlap))
+    return (
+        max(0, row * tile - overlap),
+        min(h, (row + 1) * tile + overlap),
+        max(0, col * tile - overlap),
+        min(w, (col + 1) * tile + overlap),
+    )
 
 
 def dzi(server) -> tuple[int, int, int, int]:
@@ -76,8 +80,7 @@ def test_page_config_and_openseadragon_are_served(server, rendered):
     status, body, _ = get(server, "/info.json")
     info = json.loads(body)
     store = Canvas(rendered).info
-    assert (info["model_id"], info["seed"], info["size"], info["complete"]) == \
-           (store["model_id"], store["seed"], [300, 200], True)
+    assert (info["model_id"], info["seed"], info["size"], info["complete"]) == (store["model_id"], store["seed"], [300, 200], True)
     status, body, ctype = get(server, "/osd/openseadragon.min.js")
     assert status == 200 and "javascript" in ctype and body == (find_openseadragon() / "openseadragon.min.js").read_bytes()
     assert get(server, "/osd/images/home_rest.png")[0] == 200
@@ -105,15 +108,32 @@ def test_every_tile_equals_the_store_pyramid_and_many_are_served_at_once(server,
     assert status == 200 and pyvips.Image.new_from_buffer(body, "").width == 1
 
 
-@pytest.mark.parametrize("path", [
-    "/image_files/10/0_0.png",  # no level 10 in a 300 px image
-    "/image_files/9/2_0.png", "/image_files/9/0_1.png",  # off the grid
-    "/image_files/9/0_0.gif", "/image_files/x/0_0.png", "/image_files/9/-1_0.png", "/image_files/9/0_0.png/x",
-    "/zarr.json", "/0/zarr.json", "/../zarr.json", "/image_files/../../zarr.json",
-    "/static/../../canvas.py", "/static/%2e%2e/%2e%2e/canvas.py", "/static/package.json",
-    "/osd/../../../../../../etc/passwd", "/osd/%2e%2e/%2e%2e/package.json", "/osd/..%2f..%2fpackage.json",
-    "/osd//etc/passwd", "/osd/", "/osd/images", "/nothing",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/image_files/10/0_0.png",  # no level 10 in a 300 px image
+        "/image_files/9/2_0.png",
+        "/image_files/9/0_1.png",  # off the grid
+        "/image_files/9/0_0.gif",
+        "/image_files/x/0_0.png",
+        "/image_files/9/-1_0.png",
+        "/image_files/9/0_0.png/x",
+        "/zarr.json",
+        "/0/zarr.json",
+        "/../zarr.json",
+        "/image_files/../../zarr.json",
+        "/static/../../canvas.py",
+        "/static/%2e%2e/%2e%2e/canvas.py",
+        "/static/package.json",
+        "/osd/../../../../../../etc/passwd",
+        "/osd/%2e%2e/%2e%2e/package.json",
+        "/osd/..%2f..%2fpackage.json",
+        "/osd//etc/passwd",
+        "/osd/",
+        "/osd/images",
+        "/nothing",
+    ],
+)
 def test_bad_and_escaping_paths_are_404(server, path):
     status, body, _ = get(server, path)
     assert status == 404, (path, status, body[:80])
@@ -144,8 +164,9 @@ def test_s3_store_is_viewed_through_storage_options(s3_server):
         assert (width, height) == (200, 120)
         status, body, _ = get(s, "/image_files/8/0_0.png")  # full resolution, first tile
         assert status == 200
-        np.testing.assert_array_equal(pyvips.Image.new_from_buffer(body, "").numpy(),
-                                      level(url, 0, options)[:tile + overlap, :tile + overlap])
+        np.testing.assert_array_equal(
+            pyvips.Image.new_from_buffer(body, "").numpy(), level(url, 0, options)[: tile + overlap, : tile + overlap]
+        )
     finally:
         s.shutdown()
         s.server_close()
@@ -170,35 +191,37 @@ SHOW = """(function (scale, ox, oy) {
   var p = v.viewport.imageToViewerElementCoordinates(new OpenSeadragon.Point(0, 0));
   return [p.x, p.y];
 })"""
-ELEMENT = "(function(){var r = document.getElementById('viewer').getBoundingClientRect(); " \
-          "return [r.x, r.y, r.width, r.height];})()"
+ELEMENT = "(function(){var r = document.getElementById('viewer').getBoundingClientRect(); return [r.x, r.y, r.width, r.height];})()"
 
 
 @pytest.fixture(scope="module")
 def chromium():
     exe = find_chromium()
     if exe is None:
-        pytest.skip("headless Chromium is not installed and could not be (.ci/run installs the Debian package "
-                    "`chromium`; run `apt-get install -y chromium`)")
+        pytest.skip(
+            "headless Chromium is not installed and could not be (.ci/run installs the Debian package "
+            "`chromium`; run `apt-get install -y chromium`)"
+        )
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
     if out.returncode:
         pytest.skip(f"chromium does not start here: {out.stderr.strip()[:200]}")
     return exe
 
 
-def assert_view_shows(browser: Browser, shot_path: str, want: np.ndarray, scale: float, ox: int, oy: int,
-                      element: tuple[int, int, int, int]) -> None:
+def assert_view_shows(
+    browser: Browser, shot_path: str, want: np.ndarray, scale: float, ox: int, oy: int, element: tuple[int, int, int, int]
+) -> None:
     """Place image pixel (0, 0) at (ox, oy) of the viewer element at ``scale``, wait for every tile,
     and compare the screenshot with ``want`` (the pixels of the level shown 1:1 at that scale)."""
     ex, ey, ew, eh = element
     assert browser.evaluate(SHOW + f"({scale}, {ox}, {oy})") == pytest.approx([ox, oy], abs=1e-6)
     assert browser.evaluate("window.viewerSettled()")
     shot = pyvips.Image.new_from_file(browser.screenshot(shot_path)).numpy()[..., :3]
-    seen = shot[ey:ey + eh, ex:ex + ew].astype(int)  # the viewer element
+    seen = shot[ey : ey + eh, ex : ex + ew].astype(int)  # the viewer element
     want = want.astype(int)
     lh, lw = want.shape[:2]
     y0, y1, x0, x1 = max(0, oy), min(eh, oy + lh), max(0, ox), min(ew, ox + lw)
-    diff = np.abs(seen[y0:y1, x0:x1] - want[y0 - oy:y1 - oy, x0 - ox:x1 - ox])
+    diff = np.abs(seen[y0:y1, x0:x1] - want[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
     assert diff.size > 0.5 * ew * eh * 3 or diff.size == want.size, "the comparison must cover the image"
     outside = np.ones(seen.shape[:2], bool)
     outside[y0:y1, x0:x1] = False
@@ -215,14 +238,19 @@ def test_browser_shows_the_store_pixels_at_full_view_and_zoomed_into_a_corner(ch
     browser = Browser(chromium)
     try:
         browser.page(1200, 800)
-        browser.navigate(s.url, "window.osdViewer !== undefined && osdViewer.world.getItemCount() > 0 && "
-                                "document.getElementById('config').rows.length > 0")
+        browser.navigate(
+            s.url,
+            "window.osdViewer !== undefined && osdViewer.world.getItemCount() > 0 && "
+            "document.getElementById('config').rows.length > 0",
+        )
         assert browser.evaluate("window.viewerSettled()")
         assert "1536 \u00d7 1024" in browser.evaluate("document.getElementById('config').innerText")
         browser.screenshot(os.path.join(shots, "view-home.png"))
         # the viewer's own buttons and navigator overlay the image: hide them for pixel checks
-        browser.evaluate("osdViewer.navigator.element.style.display = 'none'; "
-                         "osdViewer.controls.forEach(function (c) { c.element.style.display = 'none'; }); true")
+        browser.evaluate(
+            "osdViewer.navigator.element.style.display = 'none'; "
+            "osdViewer.controls.forEach(function (c) { c.element.style.display = 'none'; }); true"
+        )
         ex, ey, ew, eh = map(round, browser.evaluate(ELEMENT))
 
         def check(name: str, scale: float, ox: int, oy: int, k: int) -> None:
@@ -236,7 +264,7 @@ def test_browser_shows_the_store_pixels_at_full_view_and_zoomed_into_a_corner(ch
         browser.evaluate(SHOW + "(4, 0, 0)")
         assert browser.evaluate("window.viewerSettled()")
         shot = pyvips.Image.new_from_file(browser.screenshot(os.path.join(shots, "view-zoom4.png"))).numpy()[..., :3]
-        seen = shot[ey:ey + eh, ex:ex + ew].astype(int)
+        seen = shot[ey : ey + eh, ex : ex + ew].astype(int)
         want = np.repeat(np.repeat(level(url, 0)[: -(-eh // 4), : -(-ew // 4)], 4, 0), 4, 1)[:eh, :ew].astype(int)
         assert np.abs(seen - want).max() <= 2
     finally:
@@ -298,15 +326,23 @@ def test_openseadragon_opens_an_exported_deep_zoom_tree(chromium, tmp_path, monk
     browser = Browser(chromium)
     try:
         browser.page(1200, 800)
-        browser.navigate(f"http://127.0.0.1:{httpd.server_address[1]}/index.html",
-                         "window.osdViewer !== undefined && osdViewer.world.getItemCount() > 0")
+        browser.navigate(
+            f"http://127.0.0.1:{httpd.server_address[1]}/index.html",
+            "window.osdViewer !== undefined && osdViewer.world.getItemCount() > 0",
+        )
         assert browser.evaluate("window.viewerSettled()")
         element = tuple(map(round, browser.evaluate(ELEMENT)))
         ew, eh = element[2], element[3]
-        assert_view_shows(browser, os.path.join(shots, "export-full.png"), level(url, 1), 0.5,
-                          (ew - width // 2) // 2, (eh - height // 2) // 2, element)
-        assert_view_shows(browser, os.path.join(shots, "export-corner.png"), level(url, 0), 1.0,
-                          ew - width, eh - height, element)
+        assert_view_shows(
+            browser,
+            os.path.join(shots, "export-full.png"),
+            level(url, 1),
+            0.5,
+            (ew - width // 2) // 2,
+            (eh - height // 2) // 2,
+            element,
+        )
+        assert_view_shows(browser, os.path.join(shots, "export-corner.png"), level(url, 0), 1.0, ew - width, eh - height, element)
     finally:
         browser.close()
         httpd.shutdown()

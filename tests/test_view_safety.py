@@ -47,8 +47,17 @@ def test_only_loopback_hosts_naming_this_server_are_answered(server):
     port = server.server_address[1]
     for host in (f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", "LocalHost", f"[::1]:{port}", "[::1]"):
         assert get(server, "/info.json", host)[0] == 200, host
-    for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}", f"127.0.0.1:{port + 1}",
-                 f"localhost:{port}@evil.example", "0.0.0.0", f"192.168.1.5:{port}", "", None):
+    for host in (
+        "evil.example",
+        f"evil.example:{port}",
+        f"127.0.0.1.evil.example:{port}",
+        f"127.0.0.1:{port + 1}",
+        f"localhost:{port}@evil.example",
+        "0.0.0.0",
+        f"192.168.1.5:{port}",
+        "",
+        None,
+    ):
         for path in ("/info.json", "/image_files/0/0_0.png", "/"):
             status, body = get(server, path, host)
             assert status == 403 and b"forbidden" in body and b"model" not in body, (host, path)

@@ -17,8 +17,11 @@ from ourgan_dist.errors import UserError
 from ourgan_dist.engine.executors.ray import access_problem, refuse_access
 
 BUCKET = "access"
-NO_CREDENTIALS = {"AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials", "AWS_CONFIG_FILE": "/nonexistent/config",
-                  "AWS_EC2_METADATA_DISABLED": "true"}
+NO_CREDENTIALS = {
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials",
+    "AWS_CONFIG_FILE": "/nonexistent/config",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +71,14 @@ def ray_without_credentials(s3_server):
     gone = {k: os.environ.pop(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if k in os.environ}
     try:
         with environ(NO_CREDENTIALS):
-            ray.init(num_cpus=2, include_dashboard=False, address="local", _node_ip_address="127.0.0.1",
-                     log_to_driver=False, configure_logging=False)
+            ray.init(
+                num_cpus=2,
+                include_dashboard=False,
+                address="local",
+                _node_ip_address="127.0.0.1",
+                log_to_driver=False,
+                configure_logging=False,
+            )
     finally:
         os.environ.update(gone)
     try:
@@ -79,15 +88,17 @@ def ray_without_credentials(s3_server):
 
 
 @pytest.mark.slow  # starts a local Ray instance of its own
-def test_a_ray_render_whose_workers_lack_credentials_stops_before_writing(ray_without_credentials, s3_server,
-                                                                          s3_model):
+def test_a_ray_render_whose_workers_lack_credentials_stops_before_writing(ray_without_credentials, s3_server, s3_model):
     from ourgan_dist.engine.executors.ray import RayExecutor
     from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     _, opts = s3_server
     url = f"s3://{BUCKET}/ray.zarr"
-    p = prepare(RenderRequest(model=s3_model, out=url, size="64x48", tile=32, chunk=16, workers=1,
-                              storage_options=opts, model_storage_options=opts))  # the driver can read it
+    p = prepare(
+        RenderRequest(
+            model=s3_model, out=url, size="64x48", tile=32, chunk=16, workers=1, storage_options=opts, model_storage_options=opts
+        )
+    )  # the driver can read it
     with pytest.raises(UserError) as e:
         render(p, executor=RayExecutor(workers=1))
     line = str(e.value)

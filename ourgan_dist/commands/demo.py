@@ -52,19 +52,27 @@ def ray_workers(wanted: int) -> int:
 
 
 @click.command()
-@click.option("--out", "out_dir", default="demo-out", type=click.Path(file_okay=False),
-              help="Folder for the render (and the model, with --train).")
-@click.option("--train", "train_first", is_flag=True,
-              help="Train a model from scratch on the bundled photo first (a shortened cpu schedule, minutes) "
-                   "instead of using the one trained ahead.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="demo-out",
+    type=click.Path(file_okay=False),
+    help="Folder for the render (and the model, with --train).",
+)
+@click.option(
+    "--train",
+    "train_first",
+    is_flag=True,
+    help="Train a model from scratch on the bundled photo first (a shortened cpu schedule, minutes) "
+    "instead of using the one trained ahead.",
+)
 @click.option("--seed", type=TRAIN_SEED, default=0, help="Render (and training) seed.")
 @click.option("--size", default=DEMO_SIZE, hidden=True, help="Render size WIDTHxHEIGHT.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, hidden=True, help="Local Ray workers.")
 @click.option("--preset", type=click.Choice(["tiny", "cpu"]), default="cpu", hidden=True)
 @click.option("--base-steps", type=click.IntRange(min=0), default=DEMO_SCHEDULE[0], hidden=True)
 @click.option("--sr-steps", type=click.IntRange(min=0), default=DEMO_SCHEDULE[1], hidden=True)
-def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, preset: str, base_steps: int,
-         sr_steps: int) -> None:
+def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, preset: str, base_steps: int, sr_steps: int) -> None:
     """Render a 4K image of the bundled landscape photo with local Ray.
 
     \b
@@ -88,16 +96,22 @@ def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, pr
         model_dir = os.path.join(out_dir, "model")
         if not train_first:
             click.echo("note: this install carries no trained demo model; training one first")
-        click.echo(f"1/2 training ({preset} preset, {base_steps} steps per base scale, {sr_steps} SR steps) on "
-                   f"{photo}\n    ({CREDIT})")
-        train_model(photo, model_dir, preset=preset, seed=seed, device="auto", schedule=(base_steps, sr_steps),
-                    overwrite=True)  # the demo owns its folder, as its render does
+        click.echo(
+            f"1/2 training ({preset} preset, {base_steps} steps per base scale, {sr_steps} SR steps) on {photo}\n    ({CREDIT})"
+        )
+        train_model(
+            photo, model_dir, preset=preset, seed=seed, device="auto", schedule=(base_steps, sr_steps), overwrite=True
+        )  # the demo owns its folder, as its render does
         click.echo(f"    model written to {model_dir} in {time.time() - t0:.0f} s")
     else:
-        click.echo(f"1/2 using the model trained ahead on the bundled photo: {model_dir}\n    ({CREDIT}; "
-                   "`--train` trains one from scratch)")
-    click.echo(f"2/2 rendering {size} with {workers} local {'Ray worker' if workers > 1 else 'in-process worker'}"
-               f"{'s' if workers > 1 else ''}")
+        click.echo(
+            f"1/2 using the model trained ahead on the bundled photo: {model_dir}\n    ({CREDIT}; "
+            "`--train` trains one from scratch)"
+        )
+    click.echo(
+        f"2/2 rendering {size} with {workers} local {'Ray worker' if workers > 1 else 'in-process worker'}"
+        f"{'s' if workers > 1 else ''}"
+    )
     p = prepare(RenderRequest(model=model_dir, out=store, size=size, seed=seed, workers=workers, overwrite=True))
     summary = render(p, on_progress=progress_bar(p))
     click.echo(f"    {summary.tasks_run} tasks in {summary.seconds:.0f} s; total {time.time() - t0:.0f} s")
@@ -108,10 +122,19 @@ def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, pr
     sheet = os.path.join(out_dir, "seeds.png")
     click.echo(f"\nDrawing {SHEET_SEEDS - 1} more seeds' new scenes for a sheet (about 30 s each on one core)")
     t1 = time.time()
-    seed_sheet(p.model, photo, p.plan.width, p.plan.height, [seed + i for i in range(1, SHEET_SEEDS)], sheet,
-               rendered=(seed, render_preview(store)))
-    click.echo(f"A sheet of the photo, this render and {SHEET_SEEDS - 1} more seeds' new scenes (open it in any "
-               f"image viewer): {os.path.abspath(sheet)} ({time.time() - t1:.0f} s)")
+    seed_sheet(
+        p.model,
+        photo,
+        p.plan.width,
+        p.plan.height,
+        [seed + i for i in range(1, SHEET_SEEDS)],
+        sheet,
+        rendered=(seed, render_preview(store)),
+    )
+    click.echo(
+        f"A sheet of the photo, this render and {SHEET_SEEDS - 1} more seeds' new scenes (open it in any "
+        f"image viewer): {os.path.abspath(sheet)} ({time.time() - t1:.0f} s)"
+    )
     exe = command_path()
     click.echo(f"Look at the render: {exe} view {store}\nExport it:          {exe} export {store} demo.tif")
 

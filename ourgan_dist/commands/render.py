@@ -41,38 +41,78 @@ def _parse_tile(value: str) -> int | None:
 @click.option("--out", required=True, help="Output store URL: a path, file://, memory://, s3://, gs://.")
 @click.option("--size", required=True, help="Output size WIDTHxHEIGHT, e.g. 4096x2730.")
 @click.option("--seed", type=RENDER_SEED, default=0, help="The new image's seed; each gives another image.")
-@click.option("--tile", default="auto",
-              help="Tile side in output pixels (multiple of --chunk); 0: untiled; auto: sized for the workers and "
-                   "their memory.")
+@click.option(
+    "--tile",
+    default="auto",
+    help="Tile side in output pixels (multiple of --chunk); 0: untiled; auto: sized for the workers and their memory.",
+)
 @click.option("--halo", default="exact", help="'exact' (the receptive field) or pixels; smaller is inexact.")
-@click.option("--chunk", type=click.IntRange(min=4), default=None, show_default="256, or a divisor of --tile",
-              help="Zarr chunk side (multiple of 4); --tile must be a multiple of it.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Workers. Default: 1 (in-process) without --address; with --address one per GPU "
-                   "(--device cuda) or per node.")
+@click.option(
+    "--chunk",
+    type=click.IntRange(min=4),
+    default=None,
+    show_default="256, or a divisor of --tile",
+    help="Zarr chunk side (multiple of 4); --tile must be a multiple of it.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Workers. Default: 1 (in-process) without --address; with --address one per GPU (--device cuda) or per node.",
+)
 @click.option("--address", default=None, help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
-@click.option("--worker-memory", default=None,
-              show_default="CPU: 80% of this machine's / workers; GPU: the local GPU's, else 24GiB assumed",
-              help="Memory of one worker (GPU memory with --device cuda), e.g. 80GB: sizes --tile auto and caps tiles.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
-              help="GPU inference precision; fp32 is the exact mode.")
-@click.option("--storage-options", default=None,
-              help="JSON fsspec options for --out (never stored), or @FILE holding them (not "
-                   "shown by ps); default: $OURGAN_STORAGE_OPTIONS.")
+@click.option(
+    "--worker-memory",
+    default=None,
+    show_default="CPU: 80% of this machine's / workers; GPU: the local GPU's, else 24GiB assumed",
+    help="Memory of one worker (GPU memory with --device cuda), e.g. 80GB: sizes --tile auto and caps tiles.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "bf16"]),
+    default="fp32",
+    help="GPU inference precision; fp32 is the exact mode.",
+)
+@click.option(
+    "--storage-options",
+    default=None,
+    help="JSON fsspec options for --out (never stored), or @FILE holding them (not shown by ps); default: $OURGAN_STORAGE_OPTIONS.",
+)
 @click.option("--resume", is_flag=True, help="Finish an interrupted render into the same --out.")
-@click.option("--overwrite", is_flag=True,
-              help="Replace an existing render at --out (only its own entries: a folder holding other files is "
-                   "refused) and an existing --export file.")
-@click.option("--export", "export_to", default=None,
-              help="Also export the result (.tif/.dzi/.png/.jpg); an existing file needs --overwrite.")
-@click.option("--dry-run", is_flag=True,
-              help="Print the plan, load per worker, memory, store size and time projections; write nothing.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing render at --out (only its own entries: a folder holding other files is "
+    "refused) and an existing --export file.",
+)
+@click.option(
+    "--export", "export_to", default=None, help="Also export the result (.tif/.dzi/.png/.jpg); an existing file needs --overwrite."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan, load per worker, memory, store size and time projections; write nothing."
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: str, chunk: int | None,
-                   workers: int | None, address: str | None, device: str, worker_memory: str | None, precision: str,
-                   storage_options: str | None, resume: bool, overwrite: bool, export_to: str | None, dry_run: bool,
-                   quiet: bool) -> None:
+def render_command(
+    model: str,
+    out: str,
+    size: str,
+    seed: int,
+    tile: str,
+    halo: str,
+    chunk: int | None,
+    workers: int | None,
+    address: str | None,
+    device: str,
+    worker_memory: str | None,
+    precision: str,
+    storage_options: str | None,
+    resume: bool,
+    overwrite: bool,
+    export_to: str | None,
+    dry_run: bool,
+    quiet: bool,
+) -> None:
     """Render a new image of --size from a trained MODEL directory into a Zarr store.
 
     \b
@@ -95,10 +135,24 @@ def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: 
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one")
     so = storage_options_option(storage_options)
-    req = RenderRequest(model=model, out=out, size=size, seed=seed, tile=_parse_tile(tile), halo=_parse_halo(halo),
-                        chunk=chunk, workers=workers or (0 if address else 1), address=address, resume=resume,
-                        overwrite=overwrite, device=device, precision=precision, storage_options=so,
-                        model_storage_options=so, worker_memory=_parse_memory(worker_memory))
+    req = RenderRequest(
+        model=model,
+        out=out,
+        size=size,
+        seed=seed,
+        tile=_parse_tile(tile),
+        halo=_parse_halo(halo),
+        chunk=chunk,
+        workers=workers or (0 if address else 1),
+        address=address,
+        resume=resume,
+        overwrite=overwrite,
+        device=device,
+        precision=precision,
+        storage_options=so,
+        model_storage_options=so,
+        worker_memory=_parse_memory(worker_memory),
+    )
     p = prepare(req)
     checked = None
     try:
@@ -110,16 +164,20 @@ def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: 
     except Exception as e:  # noqa: BLE001 - a dry run reports what a real run would meet, and goes on
         if not dry_run:
             raise
-        click.echo(f"note: a real run would be refused: {e}" if isinstance(e, UserError) else
-                   f"note: --out was not checked ({type(e).__name__}: {str(e).strip()[:200]})")
+        click.echo(
+            f"note: a real run would be refused: {e}"
+            if isinstance(e, UserError)
+            else f"note: --out was not checked ({type(e).__name__}: {str(e).strip()[:200]})"
+        )
     for line in (*p.plan.describe(), *p.notes):
         click.echo(line)
     fc = forecast(p, probe=dry_run)  # a real run skips the probe: its progress bar measures as it goes
     for line in fc.lines:
         click.echo(line)
     if fc.warning:
-        click.echo(f"WARNING: {fc.warning}" + ("" if dry_run else "; starting now (Ctrl-C stops it; --resume "
-                                                                     "finishes it later)"), err=True)
+        click.echo(
+            f"WARNING: {fc.warning}" + ("" if dry_run else "; starting now (Ctrl-C stops it; --resume finishes it later)"), err=True
+        )
     if not p.plan.exact:
         err = measure_halo_error(p)
         if err:
@@ -128,8 +186,11 @@ def render_command(model: str, out: str, size: str, seed: int, tile: str, halo: 
         click.echo("dry run: nothing written")
         return
     summary = run_render(p, on_progress=None if quiet else progress_bar(p), checked=checked)
-    click.echo(f"\ndone: {summary.tasks_run} task(s) in {summary.seconds:.1f} s"
-               + (f", {summary.tasks_skipped} already done" if summary.tasks_skipped else "") + f" -> {out}")
+    click.echo(
+        f"\ndone: {summary.tasks_run} task(s) in {summary.seconds:.1f} s"
+        + (f", {summary.tasks_skipped} already done" if summary.tasks_skipped else "")
+        + f" -> {out}"
+    )
     if export_to:
         from ..engine.allocator import bound_allocator
         from ..outputs.export import export as run_export

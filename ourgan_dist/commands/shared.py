@@ -39,15 +39,16 @@ class Seed(click.ParamType):
             except ValueError:
                 self.fail(f"{value!r} is not a whole number", param, ctx)
         if not 0 <= n < self.limit:
-            self.fail(f"{n} is outside the seeds 0 to {self.limit - 1} (2**{self.limit.bit_length() - 1} - 1): "
-                      f"{self.why}", param, ctx)
+            self.fail(
+                f"{n} is outside the seeds 0 to {self.limit - 1} (2**{self.limit.bit_length() - 1} - 1): {self.why}", param, ctx
+            )
         return n
 
 
-RENDER_SEED = Seed(RENDER_SEED_LIMIT, "a render's noise is keyed by 64 bits of the seed, so a larger seed would "
-                                      "repeat a smaller one's image")
-TRAIN_SEED = Seed(TRAIN_SEED_LIMIT, "training derives its random generators' seeds from it, which must stay below "
-                                    "2**64")
+RENDER_SEED = Seed(
+    RENDER_SEED_LIMIT, "a render's noise is keyed by 64 bits of the seed, so a larger seed would repeat a smaller one's image"
+)
+TRAIN_SEED = Seed(TRAIN_SEED_LIMIT, "training derives its random generators' seeds from it, which must stay below 2**64")
 
 
 # --storage-options from the environment when the command line gives none: a command line shows
@@ -74,17 +75,17 @@ def json_option(text: str | None, name: str, env: str | None = None) -> dict:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
         except OSError as e:
-            raise UserError(f"{source}: cannot read the options file {path!r} ({e.strerror or e}); give "
-                            f"@PATH of a JSON file, e.g. {name} @storage.json") from None
+            raise UserError(
+                f"{source}: cannot read the options file {path!r} ({e.strerror or e}); give "
+                f"@PATH of a JSON file, e.g. {name} @storage.json"
+            ) from None
         except UnicodeDecodeError:
-            raise UserError(f"{source}: the options file {path!r} is not UTF-8 text; it should hold a JSON "
-                            "object") from None
+            raise UserError(f"{source}: the options file {path!r} is not UTF-8 text; it should hold a JSON object") from None
         source = f"{source} (file {path!r})"
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"{source}: not valid JSON ({e.msg}); e.g. {name} '{{\"anon\": false}}' or "
-                        f"{name} @options.json") from None
+        raise UserError(f"{source}: not valid JSON ({e.msg}); e.g. {name} '{{\"anon\": false}}' or {name} @options.json") from None
     if not isinstance(value, dict):
         raise UserError(f"{source}: expected a JSON object")
     return value

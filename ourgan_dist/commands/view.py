@@ -10,9 +10,12 @@ from .shared import storage_options_option
 @click.command("view")
 @click.argument("url")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, help="Port on 127.0.0.1 (0: any free port).")
-@click.option("--storage-options", default=None,
-              help="JSON fsspec options for URL (e.g. an s3 endpoint), or @FILE holding them (not "
-                   "shown by ps); default: $OURGAN_STORAGE_OPTIONS.")
+@click.option(
+    "--storage-options",
+    default=None,
+    help="JSON fsspec options for URL (e.g. an s3 endpoint), or @FILE holding them (not "
+    "shown by ps); default: $OURGAN_STORAGE_OPTIONS.",
+)
 def view_command(url: str, port: int, storage_options: str | None) -> None:
     """Show the render store URL in the browser: deep zoom from the whole picture down to single
     pixels, tiles cut on the fly from its OME-Zarr pyramid (no export needed), the render's

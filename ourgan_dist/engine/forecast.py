@@ -66,8 +66,11 @@ def measure_throughput(p: Prepared) -> projection.Throughput:
     rate, took = probe_macs_per_s(p.model.sr, p.model.config.sr, r.device, r.precision)
     rate *= 1.0 if gpu else PROBE_TO_RENDER
     where = "GPU" if gpu else f"CPU ({torch.get_num_threads()} threads)"
-    return ref.with_rate(rate, f"measured now: a {took:.2f} s probe of the SR network on this machine's {where}, "
-                               f"{rate / 1e9:.1f} GMAC/s; I/O per pixel as recorded")
+    return ref.with_rate(
+        rate,
+        f"measured now: a {took:.2f} s probe of the SR network on this machine's {where}, "
+        f"{rate / 1e9:.1f} GMAC/s; I/O per pixel as recorded",
+    )
 
 
 def duration(seconds: float) -> str:
@@ -111,34 +114,53 @@ def forecast(p: Prepared, throughput: projection.Throughput | None = None, probe
     work = projection.Work(plan, cfg.sr, cfg.base, thr)
     mem = projection.memory_model(r.device)
     image, gen = projection.store_bytes(plan)
-    where = ("local, sharing this machine's CPUs" if local_cpu else "GPUs" if r.device.startswith("cuda")
-             else "Ray workers; time assumes each is as fast as this machine")
+    where = (
+        "local, sharing this machine's CPUs"
+        if local_cpu
+        else "GPUs"
+        if r.device.startswith("cuda")
+        else "Ray workers; time assumes each is as fast as this machine"
+    )
     lines = [f"load on {p.workers} worker(s){'' if p.workers_known else ' (assumed; pass --workers)'} ({where}):"]
     for lv in est.levels:
-        lines.append(f"  {lv.name}: {lv.tasks} task(s), {lv.busy}/{p.workers} worker(s) busy, "
-                     f"{100 * lv.utilisation(p.workers):.0f}% utilised, {duration(lv.span_s)}")
-    lines.append(f"  whole render: {100 * est.utilisation:.0f}% utilisation (levels run one after another here; in a "
-                 "render they overlap, so this errs low)")
-    lines.append(f"halo overhead: {100 * (work.compute_overhead() - 1):.0f}% extra SR arithmetic, "
-                 f"{100 * (plan.halo_overhead() - 1):.0f}% extra source pixels read")
+        lines.append(
+            f"  {lv.name}: {lv.tasks} task(s), {lv.busy}/{p.workers} worker(s) busy, "
+            f"{100 * lv.utilisation(p.workers):.0f}% utilised, {duration(lv.span_s)}"
+        )
+    lines.append(
+        f"  whole render: {100 * est.utilisation:.0f}% utilisation (levels run one after another here; in a "
+        "render they overlap, so this errs low)"
+    )
+    lines.append(
+        f"halo overhead: {100 * (work.compute_overhead() - 1):.0f}% extra SR arithmetic, "
+        f"{100 * (plan.halo_overhead() - 1):.0f}% extra source pixels read"
+    )
     act = mem.counted(plan, cfg.sr, cfg.base)
     budget = f"{size_text(p.worker_memory)} per {'GPU' if r.device.startswith('cuda') else 'worker'}" + (
-        "" if p.memory_known else " (assumed)")
-    lines.append(f"projected memory per task: {p.projected_task_bytes / 2**20:.0f} MiB peak per worker, of {budget} "
-                 f"[{size_text(mem.runtime_bytes)} runtime + weights + {mem.factor:g} x {act / 2**20:.0f} MiB counted "
-                 f"for the largest task; {mem.source}]")
-    lines.append(f"store on disk: about {size_text(image + gen)} (image and viewing pyramid {size_text(image)}, "
-                 f"generation levels {size_text(gen)}; compression as measured on a demo render)")
+        "" if p.memory_known else " (assumed)"
+    )
+    lines.append(
+        f"projected memory per task: {p.projected_task_bytes / 2**20:.0f} MiB peak per worker, of {budget} "
+        f"[{size_text(mem.runtime_bytes)} runtime + weights + {mem.factor:g} x {act / 2**20:.0f} MiB counted "
+        f"for the largest task; {mem.source}]"
+    )
+    lines.append(
+        f"store on disk: about {size_text(image + gen)} (image and viewing pyramid {size_text(image)}, "
+        f"generation levels {size_text(gen)}; compression as measured on a demo render)"
+    )
     line = f"time: about {duration(est.seconds)} of tasks, plus start-up [{thr.source}]"
     if r.device == "cpu" and thr is not projection.CPU_REFERENCE:  # the probe is noisy on a busy machine: show both
-        ref = projection.estimate(plan, cfg.sr, cfg.base, workers=p.workers, throughput=projection.CPU_REFERENCE,
-                                  shared_machine=local_cpu)
+        ref = projection.estimate(
+            plan, cfg.sr, cfg.base, workers=p.workers, throughput=projection.CPU_REFERENCE, shared_machine=local_cpu
+        )
         line += f"; at the rate recorded on the project's busy 2-core CPU: {duration(ref.seconds)}"
     lines.append(line)
     warning = None
     if image + gen >= HUGE_STORE or est.seconds >= HUGE_SECONDS or plan.width * plan.height >= HUGE_PIXELS:
-        warning = (f"--size {plan.width}x{plan.height} is {plan.width * plan.height / 1e9:.1f} gigapixels: about "
-                   f"{size_text(image + gen)} on disk and about {duration(est.seconds)} on {p.workers} worker(s)")
+        warning = (
+            f"--size {plan.width}x{plan.height} is {plan.width * plan.height / 1e9:.1f} gigapixels: about "
+            f"{size_text(image + gen)} on disk and about {duration(est.seconds)} on {p.workers} worker(s)"
+        )
         free = _free_bytes(r.out)
         if free is not None and free < image + gen:
             warning += f"; the disk at --out has only {size_text(free)} free"

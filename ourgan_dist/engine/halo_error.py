@@ -32,7 +32,7 @@ def exact_level(p: Prepared, level: int, box: Box, cache: dict):
     if level == 0:
         if "base" not in cache:
             cache["base"] = model.base.generate(plan.base_height, plan.base_width, seed)[0].float()
-        y = cache["base"][:, box.y0:box.y1, box.x0:box.x1]
+        y = cache["base"][:, box.y0 : box.y1, box.x0 : box.x1]
         return y.half().float() if level < plan.final_level else y  # stored as float16 below the last level
     src = plan.levels[level - 1]
     win = source_box(box).expand(plan.receptive_radius).clip(src.height, src.width)
@@ -60,8 +60,7 @@ def measure_halo_error(p: Prepared) -> dict[str, Any]:
     key = measure_tile(plan)
     tiled = [lv.index for lv in plan.levels[1:] if plan.tile_grid(lv.index) != (1, 1)]
     if key is None:
-        return {"tile": None, "tiled_levels": 0, "max_abs_error_8bit": 0.0, "mean_abs_error_8bit": 0.0,
-                "pixels_differing": 0.0}
+        return {"tile": None, "tiled_levels": 0, "max_abs_error_8bit": 0.0, "mean_abs_error_8bit": 0.0, "pixels_differing": 0.0}
     src = plan.levels[key.level - 1]
     core, src_core = plan.core(key), plan.source_core(key)
     full = src_core.expand(plan.receptive_radius).clip(src.height, src.width)
@@ -74,18 +73,27 @@ def measure_halo_error(p: Prepared) -> dict[str, Any]:
             y = sr_core(p.model, plan, key.level, core, win, x[:, ys, xs], p.request.seed)
             outs.append(to_uint8(y.numpy()).astype(np.int16))
     diff = np.abs(outs[0] - outs[1])
-    return {"tile": str(key), "tiled_levels": len(tiled), "max_abs_error_8bit": float(diff.max()),
-            "mean_abs_error_8bit": float(diff.mean()), "pixels_differing": float((diff.max(axis=0) > 0).mean())}
+    return {
+        "tile": str(key),
+        "tiled_levels": len(tiled),
+        "max_abs_error_8bit": float(diff.max()),
+        "mean_abs_error_8bit": float(diff.mean()),
+        "pixels_differing": float((diff.max(axis=0) > 0).mean()),
+    }
 
 
 def describe_halo_error(plan: RenderPlan, err: dict[str, Any]) -> str:
     """One line for the CLI: what the measured error is, where, and that levels compound it."""
     head = f"halo {plan.halo} < receptive field {plan.receptive_radius}: NOT exact"
     if err.get("tile") is None:
-        return (f"halo {plan.halo} < receptive field {plan.receptive_radius}, but every level is a single tile, so no "
-                "halo is cut: the render is exact")
+        return (
+            f"halo {plan.halo} < receptive field {plan.receptive_radius}, but every level is a single tile, so no "
+            "halo is cut: the render is exact"
+        )
     share = 100 * err["pixels_differing"]
-    return (f"{head}; measured on interior tile {err['tile']} from an exact source: max error "
-            f"{err['max_abs_error_8bit']:.0f}/255, mean {err['mean_abs_error_8bit']:.4f}/255, {share:.3g}% of pixels "
-            f"differ. This is one level's error: {err['tiled_levels']} level(s) are tiled and errors compound "
-            "across levels, so the final image may differ more")
+    return (
+        f"{head}; measured on interior tile {err['tile']} from an exact source: max error "
+        f"{err['max_abs_error_8bit']:.0f}/255, mean {err['mean_abs_error_8bit']:.4f}/255, {share:.3g}% of pixels "
+        f"differ. This is one level's error: {err['tiled_levels']} level(s) are tiled and errors compound "
+        "across levels, so the final image may differ more"
+    )

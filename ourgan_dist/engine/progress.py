@@ -48,8 +48,15 @@ class WorkTracker:
     render, done or not (for the image's MP/s; defaults to this run's). ``workers``: how many
     run at once, if known (otherwise the distinct workers seen so far)."""
 
-    def __init__(self, weights: Mapping[TaskKey, float], pixels: int, *, total_weight: float | None = None,
-                 workers: int | None = None, start: float | None = None):
+    def __init__(
+        self,
+        weights: Mapping[TaskKey, float],
+        pixels: int,
+        *,
+        total_weight: float | None = None,
+        workers: int | None = None,
+        start: float | None = None,
+    ):
         self.weights = dict(weights)
         self.todo_weight = sum(self.weights.values()) or 1.0
         self.total_weight = total_weight or self.todo_weight
@@ -116,8 +123,7 @@ def tracker_for(p, keys: Iterable[TaskKey]) -> WorkTracker:
     plan, cfg, req = p.plan, p.model.config, p.request
     work = projection.Work(plan, cfg.sr, cfg.base, projection.reference_throughput(req.device, req.precision))
     weights = {k: work.seconds(k) for k in keys}
-    total = sum(work.seconds(k) * n for level in [*range(plan.n_sr + 1), None]
-                for k, n in projection.task_groups(plan, level))
+    total = sum(work.seconds(k) * n for level in [*range(plan.n_sr + 1), None] for k, n in projection.task_groups(plan, level))
     return WorkTracker(weights, plan.width * plan.height, total_weight=total, workers=getattr(p, "workers", None))
 
 
@@ -153,8 +159,13 @@ class ProgressBar:
 
         self.tracker = tracker_for(self.p, keys)
         self.tracker.start = time.time()
-        self.bar = _Bar(total=self.tracker.todo_weight, file=sys.stderr, dynamic_ncols=True, desc="render",
-                        bar_format="{desc} {percentage:3.0f}%|{bar}| {tasks} [{elapsed}<{eta_w}, {mps} MP/s, {label}]")
+        self.bar = _Bar(
+            total=self.tracker.todo_weight,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            desc="render",
+            bar_format="{desc} {percentage:3.0f}%|{bar}| {tasks} [{elapsed}<{eta_w}, {mps} MP/s, {label}]",
+        )
         self.bar.refresh()
 
     def __call__(self, report, n: int, total: int) -> None:
@@ -166,8 +177,12 @@ class ProgressBar:
         now = time.time()
         before = t.done_weight
         t.done(report.key, report.start, report.end, report.worker, now=now)
-        self.bar.extra = {"tasks": f"{n}/{total}", "eta_w": _format_eta(t.eta(now)),
-                          "mps": f"{t.megapixels_per_s(now):.2f}", "label": task_label(self.p.plan, report.key)}
+        self.bar.extra = {
+            "tasks": f"{n}/{total}",
+            "eta_w": _format_eta(t.eta(now)),
+            "mps": f"{t.megapixels_per_s(now):.2f}",
+            "label": task_label(self.p.plan, report.key),
+        }
         self.bar.update(t.done_weight - before)
         if n == total:
             self.bar.n = self.bar.total

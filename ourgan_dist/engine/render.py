@@ -82,8 +82,11 @@ def worker_memory(req: RenderRequest, workers: int) -> tuple[int, bool, str]:
             return torch.cuda.get_device_properties(0).total_memory, True, "this machine's GPU"
         return ASSUMED_GPU_MEMORY, False, "ASSUMED 24 GiB per GPU (an A10G); pass --worker-memory"
     local = req.address is None
-    return _memory_budget(workers if local else 1), True, "80% of this machine's memory" + (
-        f" / {workers} workers" if local and workers > 1 else "")
+    return (
+        _memory_budget(workers if local else 1),
+        True,
+        "80% of this machine's memory" + (f" / {workers} workers" if local and workers > 1 else ""),
+    )
 
 
 def check_model_path(model: str) -> None:
@@ -93,8 +96,11 @@ def check_model_path(model: str) -> None:
     if "://" in path or path.endswith(".pt") or not os.path.isfile(path):
         return
     folder = os.path.dirname(path) or "."
-    hint = (f"give its folder, e.g. ourgan-dist render {folder} ..." if os.path.basename(path) == "model.json"
-            else "give the model folder written by `ourgan-dist train` (holding model.pt), or its model.pt")
+    hint = (
+        f"give its folder, e.g. ourgan-dist render {folder} ..."
+        if os.path.basename(path) == "model.json"
+        else "give the model folder written by `ourgan-dist train` (holding model.pt), or its model.pt"
+    )
     raise UserError(f"MODEL {model!r} is a file, not a model folder; {hint}")
 
 
@@ -111,8 +117,10 @@ def prepare(req: RenderRequest) -> Prepared:
     from ..planning.noise import SEED_LIMIT
 
     if not 0 <= req.seed < SEED_LIMIT:
-        raise PlanError(f"seed {req.seed}: seeds are 0 to {SEED_LIMIT - 1} (2**64 - 1); the noise is keyed by 64 bits "
-                        "of the seed, so a larger one would repeat a smaller one's image")
+        raise PlanError(
+            f"seed {req.seed}: seeds are 0 to {SEED_LIMIT - 1} (2**64 - 1); the noise is keyed by 64 bits "
+            "of the seed, so a larger one would repeat a smaller one's image"
+        )
     if req.workers < 0 or (req.workers == 0 and req.address is None):
         raise PlanError(f"--workers {req.workers}: must be >= 1 (0, all the cluster offers, needs --address)")
     model = checkpoint.load(req.model, req.model_storage_options)
@@ -129,36 +137,49 @@ def prepare(req: RenderRequest) -> Prepared:
         if workers is None:
             workers, workers_known = ASSUMED_CLUSTER_WORKERS, False
             if req.tile is None:
-                notes.append(f"workers: the cluster did not say how many; the tile is sized for {workers} (pass "
-                             "--workers)")
+                notes.append(f"workers: the cluster did not say how many; the tile is sized for {workers} (pass --workers)")
     budget, known, where = worker_memory(req, workers)
     tile = req.tile
     if tile is None:
-        choice = projection.choose_tile(width, height, base=cfg.base, sr=cfg.sr, chunk=req.chunk or DEFAULT_CHUNK,
-                                        workers=workers, worker_memory=budget, device=req.device, halo=req.halo,
-                                        shared_machine=req.address is None and req.device == "cpu")
+        choice = projection.choose_tile(
+            width,
+            height,
+            base=cfg.base,
+            sr=cfg.sr,
+            chunk=req.chunk or DEFAULT_CHUNK,
+            workers=workers,
+            worker_memory=budget,
+            device=req.device,
+            halo=req.halo,
+            shared_machine=req.address is None and req.device == "cpu",
+        )
         tile = choice.tile
         notes.append(f"tile {tile} (auto): {choice.reason} ({where})")
     chunk = req.chunk
     if chunk is None:
         chunk = chunk_for_tile(tile)
         if chunk != DEFAULT_CHUNK:
-            notes.append(f"chunk {chunk}: --tile {tile} is not a multiple of the default chunk {DEFAULT_CHUNK}, so the "
-                         f"store uses {chunk} px chunks (pass --chunk to choose)")
+            notes.append(
+                f"chunk {chunk}: --tile {tile} is not a multiple of the default chunk {DEFAULT_CHUNK}, so the "
+                f"store uses {chunk} px chunks (pass --chunk to choose)"
+            )
     plan = RenderPlan.create(width, height, base=cfg.base, sr=cfg.sr, tile=tile, halo=req.halo, chunk=chunk)
     plan.check_halo(cfg.sr)
     if plan.exact and req.device == "cpu" and req.precision == "fp32":
         from ..store.fencing import exact_path_missing
 
         if why := exact_path_missing(req.device, req.precision):
-            raise PlanError(f"exact mode (CPU, fp32, --halo exact) needs its exact convolution path: {why}; use a "
-                            "torch build with oneDNN (the PyPI CPU wheels have it), or pass --halo PX to render "
-                            "without the bit-exact guarantee")
+            raise PlanError(
+                f"exact mode (CPU, fp32, --halo exact) needs its exact convolution path: {why}; use a "
+                "torch build with oneDNN (the PyPI CPU wheels have it), or pass --halo PX to render "
+                "without the bit-exact guarantee"
+            )
     need = projection.memory_model(req.device).task_peak(plan, cfg.sr, cfg.base)
     if known and need > budget:
         what = "GPU" if req.device.startswith("cuda") else "worker"
-        over = (f"a task is projected to need {need / 2**30:.1f} GiB, over the {budget / 2**30:.1f} GiB per {what} "
-                f"available ({where})")
+        over = (
+            f"a task is projected to need {need / 2**30:.1f} GiB, over the {budget / 2**30:.1f} GiB per {what} available ({where})"
+        )
         if req.tile is not None:
             raise PlanError(f"--tile {tile}: {over}; use a smaller --tile")
         # --tile auto chose the tile: the memory is set by the other options, so name those
@@ -167,8 +188,11 @@ def prepare(req: RenderRequest) -> Prepared:
             causes.append(f"--halo {req.halo} adds {req.halo} px around every tile: use a smaller --halo (or 'exact')")
         if req.workers > 1 and req.address is None and not req.worker_memory:
             causes.append(f"--workers {req.workers} share this machine's memory: pass fewer --workers")
-        causes.append("pass a larger --worker-memory if the workers really have more" if req.worker_memory or
-                      req.address is not None or req.device != "cpu" else "use a machine with more memory")
+        causes.append(
+            "pass a larger --worker-memory if the workers really have more"
+            if req.worker_memory or req.address is not None or req.device != "cpu"
+            else "use a machine with more memory"
+        )
         raise PlanError(f"even the {tile} px tile that --tile auto chose does not fit: {over}; " + "; ".join(causes))
     return Prepared(req, plan, model, need, tuple(notes), workers, budget, known, workers_known)
 
@@ -223,8 +247,9 @@ def check_output(p: Prepared, lease: Lease | None = None) -> OutputCheck:
     plan is printed or any error measured, and hand what it found to ``render``."""
     r = p.request
     if blocker := _file_in_the_way(r.out):
-        raise StoreError(f"--out {r.out!r}: {blocker!r} is a file, not a folder, so no render store can be made "
-                         "there; choose another --out")
+        raise StoreError(
+            f"--out {r.out!r}: {blocker!r} is a file, not a folder, so no render store can be made there; choose another --out"
+        )
     try:
         exists = Canvas.exists(r.out, r.storage_options)
     except PermissionError:
@@ -239,20 +264,26 @@ def check_output(p: Prepared, lease: Lease | None = None) -> OutputCheck:
         want = render_info(p)
         for k in ("model_id", "seed", "size", "plan", "precision"):
             if canvas.info.get(k) != want[k]:
-                raise StoreError(f"--resume {r.out!r}: the store was rendered with {k}={canvas.info.get(k)!r}, this "
-                                 f"command asks for {want[k]!r}; use the same model, seed, size, tile, halo and chunk, "
-                                 f"or --overwrite")
+                raise StoreError(
+                    f"--resume {r.out!r}: the store was rendered with {k}={canvas.info.get(k)!r}, this "
+                    f"command asks for {want[k]!r}; use the same model, seed, size, tile, halo and chunk, "
+                    f"or --overwrite"
+                )
         from ..store.fencing import mismatch
 
         if why := mismatch(canvas.info.get("environment"), want["environment"]):
-            raise StoreError(f"--resume {r.out!r}: the store was rendered in another environment, or does not say "
-                             f"which ({why}), so the resumed tiles would not be bit-identical to the rest; resume it "
-                             "where it was started (same ourgan-dist version, torch build, CPU instruction set, device "
-                             "and precision), or render it anew with --overwrite")
+            raise StoreError(
+                f"--resume {r.out!r}: the store was rendered in another environment, or does not say "
+                f"which ({why}), so the resumed tiles would not be bit-identical to the rest; resume it "
+                "where it was started (same ourgan-dist version, torch build, CPU instruction set, device "
+                "and precision), or render it anew with --overwrite"
+            )
     if exists and r.overwrite:
         if not Canvas.is_render_metadata(root):
-            raise StoreError(f"--overwrite {r.out!r}: refusing to delete something that is not an ourgan-dist render; "
-                             "remove it yourself or choose another --out")
+            raise StoreError(
+                f"--overwrite {r.out!r}: refusing to delete something that is not an ourgan-dist render; "
+                "remove it yourself or choose another --out"
+            )
         if foreign := foreign_entries(r.out, r.storage_options):  # a render's folder that also holds other files
             raise StoreError(refuse_foreign(r.out, foreign))
         # a lease that cannot be read raises: never delete a store that may be in use
@@ -281,8 +312,7 @@ def open_output(p: Prepared, lease: Lease, checked: OutputCheck | None = None) -
     try:
         return Canvas.create(r.out, p.plan, render_info(p), r.storage_options)
     except (PermissionError, OSError) as e:
-        raise StoreError(f"--out {r.out!r}: cannot write there ({type(e).__name__}: {e}); "
-                         "choose a writable location") from None
+        raise StoreError(f"--out {r.out!r}: cannot write there ({type(e).__name__}: {e}); choose a writable location") from None
 
 
 def task_order(plan: RenderPlan) -> list[TaskKey]:
@@ -312,8 +342,12 @@ def make_executor(req: RenderRequest, model=None) -> Executor:
     return RayExecutor(workers=req.workers or None, address=req.address, device=req.device)
 
 
-def render(p: Prepared, on_progress: Callable[[TaskReport, int, int], None] | None = None,
-           executor: Executor | None = None, checked: OutputCheck | None = None) -> RenderSummary:
+def render(
+    p: Prepared,
+    on_progress: Callable[[TaskReport, int, int], None] | None = None,
+    executor: Executor | None = None,
+    checked: OutputCheck | None = None,
+) -> RenderSummary:
     """Run every task the store does not record as done; mark the store complete at the end.
     ``on_progress(report, done, total)`` is called per finished task; if it has a ``begin`` method,
     that is called first with the tasks to run (``progress.ProgressBar`` weighs them). ``checked``:
@@ -337,9 +371,16 @@ def _render(p: Prepared, ex: Executor, on_progress, checked: OutputCheck) -> Ren
     t0 = time.time()
     with Lease(r.out, r.storage_options) as lease:  # first: the store is created under the lease
         canvas = open_output(p, lease, checked)
-        job = RenderJob(model=r.model, store=r.out, seed=r.seed, device=r.device, precision=r.precision,
-                        storage_options=r.storage_options, model_storage_options=r.model_storage_options,
-                        lease_token=lease.token)
+        job = RenderJob(
+            model=r.model,
+            store=r.out,
+            seed=r.seed,
+            device=r.device,
+            precision=r.precision,
+            storage_options=r.storage_options,
+            model_storage_options=r.model_storage_options,
+            lease_token=lease.token,
+        )
         done = canvas.done() if r.resume else set()
         todo = [k for k in task_order(p.plan) if k not in done]
 

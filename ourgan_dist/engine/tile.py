@@ -71,8 +71,7 @@ class TileWorker:
 
             # a shared model (the driver's, on the CPU in fp32) is copied, never moved or cast in place
             model = copy.deepcopy(model).to(job.device)
-        self.model = model if model is not None else checkpoint.load(
-            job.model, job.model_storage_options, device=job.device)
+        self.model = model if model is not None else checkpoint.load(job.model, job.model_storage_options, device=job.device)
         self.canvas = Canvas(job.store, job.storage_options, mode="r+")
         self.fence = LeaseFence(job.store, job.storage_options, job.lease_token)
         self.plan: RenderPlan = self.canvas.plan
@@ -90,17 +89,21 @@ class TileWorker:
             raise EnvironmentMismatch(
                 f"model {job.model!r} is model_id {self.model.model_id!r}, the store {job.store!r} was rendered with "
                 f"{info['model_id']!r}: a different model at the same path; restore that model or render anew with "
-                "--overwrite")
+                "--overwrite"
+            )
         why = mismatch(info.get("environment"), runtime_environment(job.device, job.precision))
         if why:
             raise EnvironmentMismatch(
                 f"worker {self.name or 'in-process'}: the store {job.store!r} was rendered in another environment "
                 f"({why}), so its tiles would not be bit-identical; run the workers on the same torch build and "
-                "hardware, or render anew with --overwrite")
+                "hardware, or render anew with --overwrite"
+            )
         self.exact = bool(self.plan.exact and job.device == "cpu" and job.precision == "fp32")
         if self.exact and (why := exact_path_missing(job.device, job.precision)):
-            raise EnvironmentMismatch(f"exact mode (CPU, fp32, exact halo) needs its exact convolution path: {why}; "
-                                      "use a torch build with oneDNN (the PyPI CPU wheels have it)")
+            raise EnvironmentMismatch(
+                f"exact mode (CPU, fp32, exact halo) needs its exact convolution path: {why}; "
+                "use a torch build with oneDNN (the PyPI CPU wheels have it)"
+            )
 
     def run(self, key: TaskKey) -> TaskReport:
         from ..models.layers import exact_only
@@ -126,8 +129,7 @@ class TileWorker:
         else:
             window = plan.source_window(key)
             x = canvas.read(canvas.level_array_name(key.level - 1), window).astype(np.float32)
-            out = sr_core(self.model, plan, key.level, core, window, x, self.job.seed, self.job.device,
-                          self.dtype).numpy()
+            out = sr_core(self.model, plan, key.level, core, window, x, self.job.seed, self.job.device, self.dtype).numpy()
         name = canvas.level_array_name(key.level)
         data = to_uint8(out) if key.level == plan.final_level else out.astype(np.float16)
         self.fence.check()  # only while the render holds the store's lease
@@ -139,8 +141,9 @@ class TileWorker:
         return write_pyramid_block(self.canvas, key, before_write=self.fence.check)
 
 
-def sr_core(model: Any, plan: RenderPlan, level: int, keep: Box, window: Box, source: Any, seed: int,
-            device: str = "cpu", dtype: Any = None):
+def sr_core(
+    model: Any, plan: RenderPlan, level: int, keep: Box, window: Box, source: Any, seed: int, device: str = "cpu", dtype: Any = None
+):
     """The SR step of one tile, and of the halo-error figure, which must compute what tiles do:
     level ``level``'s pixels on ``keep`` from ``source``, the pixels of the level below on
     ``window`` (a (3, window.height, window.width) array or tensor; ``window`` must hold the source
@@ -157,11 +160,10 @@ def sr_core(model: Any, plan: RenderPlan, level: int, keep: Box, window: Box, so
     x = torch.as_tensor(source).unsqueeze(0).to(device, dtype)
     z = torch.from_numpy(noise.normal(seed, level, 0, 3, window)).unsqueeze(0).to(device, dtype)
     with torch.inference_mode():
-        y = run_window(model.sr, x, z, window=window, core=src_core, level_size=(src.height, src.width),
-                       detail=model.detail)
+        y = run_window(model.sr, x, z, window=window, core=src_core, level_size=(src.height, src.width), detail=model.detail)
         y = y[0].float().cpu()  # (3, 4*src_core.h, 4*src_core.w)
         oy, ox = keep.y0 - SCALE * src_core.y0, keep.x0 - SCALE * src_core.x0
-        return y[:, oy:oy + keep.height, ox:ox + keep.width]
+        return y[:, oy : oy + keep.height, ox : ox + keep.width]
 
 
 def write_pyramid_block(canvas: Canvas, key: PyramidKey, before_write=None) -> int:

@@ -91,6 +91,7 @@ class BaseGenerator(nn.Module):
         self.stages = nn.ModuleList(Stage(3, cfg.channels, 3, cfg.convs_per_stage, v) for _ in range(cfg.n_scales - 1))
         # per-scale noise amplitude, set by training from the reconstruction error (0 on VAE scales)
         self.register_buffer("noise_amps", torch.zeros(cfg.n_scales))
+
     @property
     def receptive_radius(self) -> int:
         """Radius of one stage (the patch a scale sees is 2 * radius + 1 of that scale's pixels)."""
@@ -115,13 +116,12 @@ class BaseGenerator(nn.Module):
         x = self.decode(latent, sizes[0])
         yield x
         for s in range(1, len(sizes)):
-            x = self.refine(s, x, sizes[s], None if s < self.cfg.vae_scales else torch.zeros(
-                1, 3, *sizes[s], device=x.device))
+            x = self.refine(s, x, sizes[s], None if s < self.cfg.vae_scales else torch.zeros(1, 3, *sizes[s], device=x.device))
             yield x
 
     def reconstruct(self, sizes: list[tuple[int, int]], upto: int, latent: torch.Tensor) -> torch.Tensor:
         """The photo's reconstruction at scale ``upto`` of ``sizes``."""
-        return list(self.reconstruction_path(sizes[:upto + 1], latent))[-1]
+        return list(self.reconstruction_path(sizes[: upto + 1], latent))[-1]
 
     def encode(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, h0, w0) coarsest image -> (mu, logvar), each (B, latent, h0, w0)."""

@@ -96,8 +96,13 @@ def save(model: Model, out_dir: str, meta: dict[str, Any] | None = None) -> str:
     data = buf.getvalue()
     model_id = hashlib.sha256(data).hexdigest()[:16]
     write_atomic(os.path.join(out_dir, WEIGHTS), data)
-    card = {"format_version": FORMAT_VERSION, "model_id": model_id, "config": payload["config"], "meta": meta,
-            "receptive_radius": model.config.sr.receptive_radius}
+    card = {
+        "format_version": FORMAT_VERSION,
+        "model_id": model_id,
+        "config": payload["config"],
+        "meta": meta,
+        "receptive_radius": model.config.sr.receptive_radius,
+    }
     write_atomic(os.path.join(out_dir, CARD), (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
     model.meta, model.model_id = meta, model_id
     return model_id
@@ -114,7 +119,8 @@ def read_bytes(model_dir: str, storage_options: dict | None = None) -> bytes:
             return f.read()
     except FileNotFoundError:
         raise CheckpointError(
-            f"model {model_dir!r}: {url} not found; train one with `ourgan-dist train IMAGE --out {model_dir}`") from None
+            f"model {model_dir!r}: {url} not found; train one with `ourgan-dist train IMAGE --out {model_dir}`"
+        ) from None
     except IsADirectoryError:
         raise CheckpointError(f"model {model_dir!r}: {url} is a directory, not a checkpoint file") from None
     except PermissionError:
@@ -148,23 +154,27 @@ def load(model_dir: str, storage_options: dict | None = None, device: str = "cpu
     if not data.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive; anything else is no checkpoint
         raise CheckpointError(
             f"model {model_dir!r}: not a readable checkpoint: {weights_url(model_dir)} is no checkpoint at all (not a "
-            f"PyTorch zip archive; it begins {data[:16]!r}); point at a model folder written by `ourgan-dist train`")
+            f"PyTorch zip archive; it begins {data[:16]!r}); point at a model folder written by `ourgan-dist train`"
+        )
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"model {model_dir!r}: refused: the checkpoint holds pickled objects or code, which are never loaded "
-            f"({_unpickler_reason(e)}); use a checkpoint written by `ourgan-dist train`") from None
+            f"({_unpickler_reason(e)}); use a checkpoint written by `ourgan-dist train`"
+        ) from None
     except Exception as e:  # truncated or corrupt zip, not torch at all
         raise CheckpointError(
             f"model {model_dir!r}: not a readable checkpoint ({type(e).__name__}: {_clip(str(e))}); "
-            f"re-run `ourgan-dist train` to write it again") from None
+            f"re-run `ourgan-dist train` to write it again"
+        ) from None
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"model {model_dir!r}: not an ourgan-dist checkpoint (no format_version)")
     if payload["format_version"] != FORMAT_VERSION:
         raise CheckpointError(
             f"model {model_dir!r}: checkpoint format {payload['format_version']!r}, this ourgan-dist reads format "
-            f"{FORMAT_VERSION}; retrain the model with this version")
+            f"{FORMAT_VERSION}; retrain the model with this version"
+        )
     try:
         config = from_dict(ModelConfig, payload["config"])
     except (ConfigError, TypeError) as e:
@@ -175,7 +185,8 @@ def load(model_dir: str, storage_options: dict | None = None, device: str = "cpu
         sr.load_state_dict(payload["sr"])
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(
-            f"model {model_dir!r}: weights do not match the stored architecture ({str(e).splitlines()[0][:160]})") from None
+            f"model {model_dir!r}: weights do not match the stored architecture ({str(e).splitlines()[0][:160]})"
+        ) from None
     detail = DetailLibrary()
     if "detail" in payload:  # models trained before the detail stage have none
         try:

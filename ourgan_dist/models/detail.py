@@ -80,12 +80,15 @@ class DetailLibrary(nn.Module):
         h, w = photo.shape[2:]
         keys, pats, scales = [], [], []
         for s in range(SCALES):
-            r = 0.5 ** s
+            r = 0.5**s
             hh, ww = round(h * r) // 4 * 4, round(w * r) // 4 * 4
             if min(hh, ww) < max(MIN_WIDTH, 4 * (KEY + 2)) and s > 0:
                 break
-            img = photo.float() if s == 0 and (hh, ww) == (h, w) else F.interpolate(
-                photo.float(), size=(hh, ww), mode="bicubic", align_corners=False, antialias=True)
+            img = (
+                photo.float()
+                if s == 0 and (hh, ww) == (h, w)
+                else F.interpolate(photo.float(), size=(hh, ww), mode="bicubic", align_corners=False, antialias=True)
+            )
             img = img.clamp(-1, 1)
             low = F.interpolate(img, size=(hh // 4, ww // 4), mode="bicubic", align_corners=False, antialias=True)
             band = img - F.interpolate(low, size=(hh, ww), mode="bicubic", align_corners=False)
@@ -112,8 +115,18 @@ class DetailLibrary(nn.Module):
         return min(range(len(logs)), key=logs.__getitem__)
 
     @torch.no_grad()
-    def apply(self, y: torch.Tensor, x: torch.Tensor, z: torch.Tensor | None, *, window: Box, core: Box,
-              level_size: tuple[int, int], strength: float, choices: int) -> torch.Tensor:
+    def apply(
+        self,
+        y: torch.Tensor,
+        x: torch.Tensor,
+        z: torch.Tensor | None,
+        *,
+        window: Box,
+        core: Box,
+        level_size: tuple[int, int],
+        strength: float,
+        choices: int,
+    ) -> torch.Tensor:
         """``y`` (1, 3, 4 core.h, 4 core.w): an SR level's output for the source ``core``, read
         from ``x`` (and its noise ``z``) at ``window`` of a source level of ``level_size``.
         Returns ``y`` plus the photo's detail. Blocks are handled a band of rows at a time, so
@@ -135,13 +148,16 @@ class DetailLibrary(nn.Module):
         weight = win[:, None] * win[None, :]  # (8, 8) integers: the 2D window x 4096
         for r0 in range(blocks.y0, blocks.y1, _BAND):
             r1 = min(r0 + _BAND, blocks.y1)
-            q = F.unfold(levels[:, :, r0 - 1 - need.y0:r1 + 2 - need.y0], KEY).transpose(1, 2)[0]  # keys: rows j-1..j+2
-            pick = (torch.zeros(q.shape[0], dtype=torch.long, device=y.device) if u is None else
-                    torch.clamp((u[r0 - blocks.y0:r1 - blocks.y0].reshape(-1) * choices).long(), max=k - 1))
+            q = F.unfold(levels[:, :, r0 - 1 - need.y0 : r1 + 2 - need.y0], KEY).transpose(1, 2)[0]  # keys: rows j-1..j+2
+            pick = (
+                torch.zeros(q.shape[0], dtype=torch.long, device=y.device)
+                if u is None
+                else torch.clamp((u[r0 - blocks.y0 : r1 - blocks.y0].reshape(-1) * choices).long(), max=k - 1)
+            )
             idx = _nearest(q, search, pick)
             p = pats[idx].to(torch.int32) * weight  # (blocks, 3, 8, 8): exact integers
             _add_blocks(acc, p.reshape(r1 - r0, blocks.width, 3, BLOCK, BLOCK), r0, blocks.x0, core)
-        scale = strength / (127.5 * WEIGHT_SUM ** 2)  # int8 steps of 1/255 of [0, 1], window x 4096
+        scale = strength / (127.5 * WEIGHT_SUM**2)  # int8 steps of 1/255 of [0, 1], window x 4096
         return (y.float() + acc.float()[None] * scale).to(y.dtype)
 
 
@@ -153,9 +169,9 @@ def _nearest(q: torch.Tensor, search: tuple, pick: torch.Tensor) -> torch.Tensor
     n = keys_t.shape[1]
     out = []
     for i in range(0, q.shape[0], _CHUNK):
-        d = torch.addmm(base, q[i:i + _CHUNK].double(), keys_t, alpha=-2 * n)
+        d = torch.addmm(base, q[i : i + _CHUNK].double(), keys_t, alpha=-2 * n)
         top = torch.topk(d, k + 1, dim=1, largest=False, sorted=True).indices
-        out.append(top.gather(1, pick[i:i + _CHUNK, None])[:, 0])
+        out.append(top.gather(1, pick[i : i + _CHUNK, None])[:, 0])
     return torch.cat(out)
 
 
@@ -167,7 +183,7 @@ def _add_blocks(acc: torch.Tensor, p: torch.Tensor, j0: int, i0: int, core: Box)
     for py in (0, 1):
         for px in (0, 1):
             jy, jx = j0 + (py - j0) % 2, i0 + (px - i0) % 2  # the first block of this parity
-            g = p[jy - j0::2, jx - i0::2]
+            g = p[jy - j0 :: 2, jx - i0 :: 2]
             gy, gx = g.shape[0], g.shape[1]
             if gy == 0 or gx == 0:
                 continue
@@ -176,7 +192,7 @@ def _add_blocks(acc: torch.Tensor, p: torch.Tensor, j0: int, i0: int, core: Box)
             y0, x0 = max(oy0, top), max(ox0, left)
             y1, x1 = min(oy0 + acc.shape[1], top + gy * BLOCK), min(ox0 + acc.shape[2], left + gx * BLOCK)
             if y1 > y0 and x1 > x0:
-                acc[:, y0 - oy0:y1 - oy0, x0 - ox0:x1 - ox0] += img[:, y0 - top:y1 - top, x0 - left:x1 - left]
+                acc[:, y0 - oy0 : y1 - oy0, x0 - ox0 : x1 - ox0] += img[:, y0 - top : y1 - top, x0 - left : x1 - left]
 
 
 def _cut(img: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, side: int) -> torch.Tensor:

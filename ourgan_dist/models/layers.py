@@ -27,8 +27,12 @@ def exact_only(on: bool = True):
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+    )
 
 
 class ExactConv2d(nn.Conv2d):
@@ -49,13 +53,14 @@ class ExactConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, Cin, H, W) -> (B, Cout, H, W)
         if _use_onednn(x, self.weight):
             return torch.ops.aten.mkldnn_convolution(
-                x.contiguous(), self.weight, self.bias, list(self.padding), list(self.stride), list(self.dilation),
-                self.groups)
+                x.contiguous(), self.weight, self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups
+            )
         if _EXACT_ONLY.get() and not torch.is_grad_enabled():
             raise RuntimeError(
                 f"exact mode: ExactConv2d cannot run its exact (oneDNN, float32, CPU) path here: input {x.dtype} on "
                 f"{x.device.type}, oneDNN {'available' if torch.backends.mkldnn.is_available() else 'missing'}; "
-                "the ordinary convolution would not be bit-exact under tiling")
+                "the ordinary convolution would not be bit-exact under tiling"
+            )
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 

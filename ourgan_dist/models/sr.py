@@ -122,8 +122,9 @@ class SRNet(WindowedSR):
         self.conv_last = ExactConv2d(nf, 3)
         self.register_buffer("noise_amp", torch.tensor(float(cfg.noise_amp)))
 
-    def forward_window(self, x: torch.Tensor, z: torch.Tensor | None, *, window: Box, core: Box,
-                       level_size: tuple[int, int]) -> torch.Tensor:
+    def forward_window(
+        self, x: torch.Tensor, z: torch.Tensor | None, *, window: Box, core: Box, level_size: tuple[int, int]
+    ) -> torch.Tensor:
         """x, z: (B, 3, window.height, window.width), the source pixels (and their global noise)
         in ``window`` of a level of ``level_size`` (h, w). Returns (B, 3, 4*core.height,
         4*core.width): the network's output for ``core``, exact if the window holds ``core``
@@ -143,7 +144,7 @@ class SRNet(WindowedSR):
         per = self.cfg.rdbs_per_block
         for b in range(self.cfg.blocks):
             block_in, block_reg = trunk, treg
-            for rdb in self.rdbs[b * per:(b + 1) * per]:
+            for rdb in self.rdbs[b * per : (b + 1) * per]:
                 trunk = rdb(trunk)
                 rem -= rdb.receptive_radius
                 trunk, treg = _crop(trunk, treg, need(rem))
@@ -164,20 +165,23 @@ class SRNet(WindowedSR):
         return from_net(t if skip is None else skip + t, unit)
 
 
-def run_window(net: nn.Module, x: torch.Tensor, z: torch.Tensor | None, *, window: Box, core: Box,
-               level_size: tuple[int, int], detail=None) -> torch.Tensor:
+def run_window(
+    net: nn.Module, x: torch.Tensor, z: torch.Tensor | None, *, window: Box, core: Box, level_size: tuple[int, int], detail=None
+) -> torch.Tensor:
     """``sr_window`` plus, where ``detail`` (a trained ``DetailLibrary``) is given and the config's
     ``detail`` weight is not 0, the photo's detail patches (models/detail.py). This is what the
     renderer calls, tiled and untiled alike."""
     y = sr_window(net, x, z, window=window, core=core, level_size=level_size)
     if detail is None or not detail.ready or net.cfg.detail <= 0:
         return y
-    return detail.apply(y, x, z, window=window, core=core, level_size=level_size, strength=net.cfg.detail,
-                        choices=net.cfg.detail_choices)
+    return detail.apply(
+        y, x, z, window=window, core=core, level_size=level_size, strength=net.cfg.detail, choices=net.cfg.detail_choices
+    )
 
 
-def sr_window(net: nn.Module, x: torch.Tensor, z: torch.Tensor | None, *, window: Box, core: Box,
-              level_size: tuple[int, int]) -> torch.Tensor:
+def sr_window(
+    net: nn.Module, x: torch.Tensor, z: torch.Tensor | None, *, window: Box, core: Box, level_size: tuple[int, int]
+) -> torch.Tensor:
     """``net.forward_window`` with the level's edge handled as ``net.cfg.edge`` says.
 
     "replicate": where the window touches the level's edge, the source (and its noise) is
@@ -190,8 +194,12 @@ def sr_window(net: nn.Module, x: torch.Tensor, z: torch.Tensor | None, *, window
         return net.forward_window(x, z, window=window, core=core, level_size=level_size)
     H, W = level_size
     r = net.receptive_radius
-    pads = (r if window.x0 == 0 else 0, r if window.x1 == W else 0,  # left, right, top, bottom
-            r if window.y0 == 0 else 0, r if window.y1 == H else 0)
+    pads = (
+        r if window.x0 == 0 else 0,
+        r if window.x1 == W else 0,  # left, right, top, bottom
+        r if window.y0 == 0 else 0,
+        r if window.y1 == H else 0,
+    )
     if any(pads):
         x = F.pad(x, pads, mode="replicate")
         z = None if z is None else F.pad(z, pads, mode="replicate")

@@ -34,8 +34,9 @@ class SRVGG(WindowedSR):
         self.conv_last = ExactConv2d(nf, 3 * 16)
         self.register_buffer("noise_amp", torch.tensor(float(cfg.noise_amp)))
 
-    def forward_window(self, x: torch.Tensor, z: torch.Tensor | None, *, window: Box, core: Box,
-                       level_size: tuple[int, int]) -> torch.Tensor:
+    def forward_window(
+        self, x: torch.Tensor, z: torch.Tensor | None, *, window: Box, core: Box, level_size: tuple[int, int]
+    ) -> torch.Tensor:
         """x, z: (B, 3, window.h, window.w) at ``window`` of a level of ``level_size`` (h, w).
         Returns (B, 3, 4*core.h, 4*core.w), exact when the window holds ``core`` expanded by the
         receptive radius (clipped at the level's borders)."""

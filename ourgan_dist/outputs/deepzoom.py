@@ -22,6 +22,8 @@ def top_level(width: int, height: int) -> int:
 
 def descriptor(width: int, height: int, fmt: str, tile: int = TILE, overlap: int = OVERLAP) -> str:
     """The ``.dzi`` XML of a ``width`` x ``height`` image whose tiles are ``fmt`` files (png, jpg, jpeg)."""
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{fmt}" Overlap="{overlap}" '
-            f'TileSize="{tile}">\n  <Size Width="{width}" Height="{height}"/>\n</Image>\n')
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{fmt}" Overlap="{overlap}" '
+        f'TileSize="{tile}">\n  <Size Width="{width}" Height="{height}"/>\n</Image>\n'
+    )

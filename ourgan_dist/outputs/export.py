@@ -44,8 +44,16 @@ from ..store.storage import check_settings
 TIFF_TILE = 256
 TIFF_BUFFER = 4 << 20  # bytes tifffile compresses per pass: bounds its memory
 DZI_BAND_TILES = 16  # tile columns per dzsave pass (~4K px): bounds its strip buffers
-FORMATS = {".tif": "tiff", ".tiff": "tiff", ".dzi": "dzi", ".zip": "dzi-zip", ".png": "png", ".jpg": "jpeg",
-           ".jpeg": "jpeg", ".webp": "webp"}
+FORMATS = {
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".dzi": "dzi",
+    ".zip": "dzi-zip",
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".webp": "webp",
+}
 COMPRESSIONS = {"tiff": ("deflate", "jpeg", "none"), "dzi": ("jpeg", "png"), "dzi-zip": ("jpeg", "png")}
 MAX_SIDE = {"jpeg": 65535, "webp": 16383, "png": 10_000_000}  # format limits (png: libvips' own limit)
 
@@ -66,8 +74,10 @@ def export_format(file: str) -> str:
     """The export format named by a file's suffix, or a ``UserError`` listing the choices."""
     suffix = os.path.splitext(file)[1].lower()
     if suffix not in FORMATS:
-        raise UserError(f"export to {file!r}: unknown file type {suffix or '(none)'!r}; name the file .tif (pyramidal "
-                        "BigTIFF), .dzi or .zip (Deep Zoom), .png, .jpg or .webp")
+        raise UserError(
+            f"export to {file!r}: unknown file type {suffix or '(none)'!r}; name the file .tif (pyramidal "
+            "BigTIFF), .dzi or .zip (Deep Zoom), .png, .jpg or .webp"
+        )
     return FORMATS[suffix]
 
 
@@ -77,8 +87,10 @@ def resolve_compression(fmt: str, file: str, compression: str | None) -> str | N
     choices = COMPRESSIONS.get(fmt)
     if choices is None:
         if compression is not None:
-            raise UserError(f"--compression {compression!r}: {file!r} has no compression choice; it applies to "
-                            ".tif (deflate, jpeg, none) and .dzi/.zip (jpeg, png)")
+            raise UserError(
+                f"--compression {compression!r}: {file!r} has no compression choice; it applies to "
+                ".tif (deflate, jpeg, none) and .dzi/.zip (jpeg, png)"
+            )
         return None
     if compression is None:
         return choices[0]
@@ -96,19 +108,24 @@ def open_for_export(url: str, storage_options: dict | None = None) -> Canvas:
         try:
             arr = canvas.array(str(k))
         except KeyError:
-            raise StoreError(f"store {url!r}: pyramid array '{k}' is missing, so the store is damaged; render it "
-                             "again with --overwrite") from None
+            raise StoreError(
+                f"store {url!r}: pyramid array '{k}' is missing, so the store is damaged; render it again with --overwrite"
+            ) from None
         if tuple(arr.shape) != (3, h, w) or arr.dtype != np.uint8:
-            raise StoreError(f"store {url!r}: array '{k}' is {arr.dtype} {tuple(arr.shape)}, the plan says uint8 "
-                             f"{(3, h, w)}; the store is damaged: render it again with --overwrite")
+            raise StoreError(
+                f"store {url!r}: array '{k}' is {arr.dtype} {tuple(arr.shape)}, the plan says uint8 "
+                f"{(3, h, w)}; the store is damaged: render it again with --overwrite"
+            )
     return canvas
 
 
 def _check_size(fmt: str, file: str, width: int, height: int) -> None:
     limit = MAX_SIDE.get(fmt)
     if limit and max(width, height) > limit:
-        raise UserError(f"export to {file!r}: {width}x{height} is over the {limit} px per side that "
-                        f"{fmt.upper()} allows; export to .tif (pyramidal BigTIFF) or .dzi instead")
+        raise UserError(
+            f"export to {file!r}: {width}x{height} is over the {limit} px per side that "
+            f"{fmt.upper()} allows; export to .tif (pyramidal BigTIFF) or .dzi instead"
+        )
 
 
 def dzi_files(file: str) -> str:
@@ -151,8 +168,9 @@ def _check_writable(file: str, parent: str) -> None:
         with tempfile.NamedTemporaryFile(dir=parent, prefix=".ourgan-write-check-"):
             pass
     except OSError as e:
-        raise UserError(f"export to {file!r}: cannot write in folder {parent!r} ({e.strerror or e}); choose a folder "
-                        "you can write") from None
+        raise UserError(
+            f"export to {file!r}: cannot write in folder {parent!r} ({e.strerror or e}); choose a folder you can write"
+        ) from None
 
 
 def check_target(file: str, overwrite: bool = False, compression: str | None = None) -> None:
@@ -169,32 +187,47 @@ def check_target(file: str, overwrite: bool = False, compression: str | None = N
         raise UserError(f"export to {file!r}: folder {parent!r} does not exist; create it first")
     _check_writable(file, parent)
     if os.path.isdir(file):
-        raise UserError(f"export to {file!r}: is a folder; give a file name ending .tif, .dzi, .zip, .png, .jpg or "
-                        ".webp")
+        raise UserError(f"export to {file!r}: is a folder; give a file name ending .tif, .dzi, .zip, .png, .jpg or .webp")
     fmt = export_format(file)
     tree = dzi_files(file) if fmt == "dzi" else None
     if not overwrite:
         if os.path.lexists(file):
             raise UserError(f"export to {file!r}: the file already exists; pass --overwrite to replace it")
         if tree is not None and os.path.lexists(tree):
-            raise UserError(f"export to {file!r}: its tile folder {tree!r} already exists; pass --overwrite to "
-                            "replace it")
+            raise UserError(f"export to {file!r}: its tile folder {tree!r} already exists; pass --overwrite to replace it")
     elif tree is not None and os.path.lexists(tree):
         ext = dzi_tile_ext(compression)
         if foreign := foreign_in_dzi_tree(tree, ext):
-            raise UserError(f"export to {file!r} --overwrite: refusing to delete {tree!r}, it is not only a Deep Zoom "
-                            f"tree of .{ext} tiles ({foreign!r} is not one); move it away or export to another name")
+            raise UserError(
+                f"export to {file!r} --overwrite: refusing to delete {tree!r}, it is not only a Deep Zoom "
+                f"tree of .{ext} tiles ({foreign!r} is not one); move it away or export to another name"
+            )
 
 
 def _bar(progress: bool, total: int, unit: str, desc: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit=unit, desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True,
-                unit_scale=unit in ("row", "px"))
+    return tqdm(
+        total=total,
+        unit=unit,
+        desc=desc,
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        unit_scale=unit in ("row", "px"),
+    )
 
 
-def export(url: str, file: str, *, storage_options: dict | None = None, compression: str | None = None,
-           quality: int = 90, progress: bool = True, overwrite: bool = False) -> ExportResult:
+def export(
+    url: str,
+    file: str,
+    *,
+    storage_options: dict | None = None,
+    compression: str | None = None,
+    quality: int = 90,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> ExportResult:
     """Export the complete render at ``url`` to ``file``; the format comes from its suffix.
 
     ``compression``: for .tif ``deflate`` (default, lossless), ``jpeg`` or ``none``; for .dzi/.zip
@@ -228,8 +261,9 @@ def _partial(file: str) -> str:
 
 def _description(canvas: Canvas) -> str:
     info = canvas.info
-    return json.dumps({"ourgan_dist": {k: info.get(k) for k in ("name", "model_id", "model_preset", "seed", "size",
-                                                                "exact", "precision")}})
+    return json.dumps(
+        {"ourgan_dist": {k: info.get(k) for k in ("name", "model_id", "model_preset", "seed", "size", "exact", "precision")}}
+    )
 
 
 def _write_tiff(canvas: Canvas, file: str, compression: str, quality: int, progress: bool) -> int:
@@ -240,18 +274,29 @@ def _write_tiff(canvas: Canvas, file: str, compression: str, quality: int, progr
 
     shapes = canvas.plan.pyramid_shapes
     total = sum(len(tile_boxes(h, w, TIFF_TILE)) for h, w in shapes)
-    codec = {"deflate": dict(compression="zlib", compressionargs={"level": 6}, predictor=True),
-             "jpeg": dict(compression="jpeg", compressionargs={"level": quality}),
-             "none": dict(compression=None)}[compression]
+    codec = {
+        "deflate": dict(compression="zlib", compressionargs={"level": 6}, predictor=True),
+        "jpeg": dict(compression="jpeg", compressionargs={"level": quality}),
+        "none": dict(compression=None),
+    }[compression]
     tmp = _partial(file)
     try:
-        with _bar(progress, total, "tile", f"export {os.path.basename(file)}") as bar, \
-                tifffile.TiffWriter(tmp, bigtiff=True) as tw:
+        with _bar(progress, total, "tile", f"export {os.path.basename(file)}") as bar, tifffile.TiffWriter(tmp, bigtiff=True) as tw:
             for k, (h, w) in enumerate(shapes):
-                tw.write(tiles(canvas, str(k), TIFF_TILE, on_tile=lambda: bar.update(1)), shape=(h, w, 3),
-                         dtype=np.uint8, tile=(TIFF_TILE, TIFF_TILE), photometric="rgb", subfiletype=1 if k else 0,
-                         description=None if k else _description(canvas), metadata=None, software="ourgan-dist",
-                         maxworkers=2, buffersize=TIFF_BUFFER, **codec)
+                tw.write(
+                    tiles(canvas, str(k), TIFF_TILE, on_tile=lambda: bar.update(1)),
+                    shape=(h, w, 3),
+                    dtype=np.uint8,
+                    tile=(TIFF_TILE, TIFF_TILE),
+                    photometric="rgb",
+                    subfiletype=1 if k else 0,
+                    description=None if k else _description(canvas),
+                    metadata=None,
+                    software="ourgan-dist",
+                    maxworkers=2,
+                    buffersize=TIFF_BUFFER,
+                    **codec,
+                )
         os.replace(tmp, file)
     finally:
         if os.path.exists(tmp):
@@ -292,8 +337,7 @@ class _DziTree:
 
     def __init__(self, work: str, stem: str, zipped: bool):
         self.stem, self.root = stem, os.path.join(work, f"{stem}_files")
-        self.zip = zipfile.ZipFile(os.path.join(work, f"{stem}.zip"), "w", zipfile.ZIP_STORED, allowZip64=True) \
-            if zipped else None
+        self.zip = zipfile.ZipFile(os.path.join(work, f"{stem}.zip"), "w", zipfile.ZIP_STORED, allowZip64=True) if zipped else None
         self._made: set[int] = set()
 
     def put(self, level: int, col: int, row: int, src: str, ext: str) -> None:
@@ -322,8 +366,7 @@ def dzi_bands(width: int, per_band: int) -> list[tuple[int, int]]:
     return [(c, min(c + per_band, cols)) for c in range(0, cols, per_band)]
 
 
-def _write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bool, zipped: bool,
-               overwrite: bool = False) -> int:
+def _write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bool, zipped: bool, overwrite: bool = False) -> int:
     """A Deep Zoom tree (``name.dzi`` + ``name_files/``, or both in ``name.zip``) whose levels are
     the store's own pyramid: Deep Zoom level ``top - k`` is OME-Zarr array ``k`` (both halve and
     round up). libvips' dzsave cuts and encodes the tiles; it runs once per band of
@@ -342,19 +385,16 @@ def _write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bo
     for k, (h, w) in enumerate(shapes):
         last = k == len(shapes) - 1
         for c0, c1 in dzi_bands(w, 1 << 30 if last else DZI_BAND_TILES):
-            passes.append((k, top - k, c0, c1, (c0 - 1) * DZI_TILE if c0 else 0, min(w, c1 * DZI_TILE + DZI_OVERLAP),
-                           last))
+            passes.append((k, top - k, c0, c1, (c0 - 1) * DZI_TILE if c0 else 0, min(w, c1 * DZI_TILE + DZI_OVERLAP), last))
     total = sum((x1 - x0) * shapes[k][0] for k, _, _, _, x0, x1, _ in passes)
     work = tempfile.mkdtemp(prefix=f".{stem}.", dir=parent)
     try:
         tree = _DziTree(work, stem, zipped)
         with _bar(progress, total, "px", f"export {os.path.basename(file)}") as bar:
             for k, level, c0, c1, x0, x1, last in passes:
-                image, source, stream = _vips_image(canvas, lambda rows, n=x1 - x0: bar.update(rows * n), str(k),
-                                                    (x0, x1))
+                image, source, stream = _vips_image(canvas, lambda rows, n=x1 - x0: bar.update(rows * n), str(k), (x0, x1))
                 band = os.path.join(work, "band")
-                image.dzsave(band, tile_size=DZI_TILE, overlap=DZI_OVERLAP, suffix=suffix,
-                             depth="onepixel" if last else "one")
+                image.dzsave(band, tile_size=DZI_TILE, overlap=DZI_OVERLAP, suffix=suffix, depth="onepixel" if last else "one")
                 del image, source, stream
                 own = os.path.join(work, "band_files")
                 levels = sorted(int(d) for d in os.listdir(own) if d.isdigit())

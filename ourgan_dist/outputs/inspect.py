@@ -28,31 +28,43 @@ def describe(target: str, storage_options: dict | None = None) -> dict[str, Any]
         c = Canvas(target, so)
         prog = c.progress()
         plan = c.plan
-        lines = [f"render store {target}", f"  size {plan.width}x{plan.height}, seed {c.info.get('seed')}, "
-                 f"model {c.info.get('model_id')} ({c.info.get('model_preset')}) from {c.info.get('model')}"]
+        lines = [
+            f"render store {target}",
+            f"  size {plan.width}x{plan.height}, seed {c.info.get('seed')}, "
+            f"model {c.info.get('model_id')} ({c.info.get('model_preset')}) from {c.info.get('model')}",
+        ]
         lines += ["  " + s for s in plan.describe()]
         for name, (d, t) in prog["tasks"].items():
             lines.append(f"  {name}: {d}/{t} tasks done")
         lines.append("  status: " + ("complete" if prog["complete"] else "INCOMPLETE (finish with render --resume)"))
-        return {"kind": "render", "url": target, "info": c.info, "tasks": {k: {"done": d, "total": t} for k, (d, t) in
-                prog["tasks"].items()}, "complete": prog["complete"],
-                "arrays": {str(k): [3, h, w] for k, (h, w) in enumerate(plan.pyramid_shapes)}, "lines": lines}
+        return {
+            "kind": "render",
+            "url": target,
+            "info": c.info,
+            "tasks": {k: {"done": d, "total": t} for k, (d, t) in prog["tasks"].items()},
+            "complete": prog["complete"],
+            "arrays": {str(k): [3, h, w] for k, (h, w) in enumerate(plan.pyramid_shapes)},
+            "lines": lines,
+        }
     card = _model_card(target, so)
     if card is not None:
         cfg = card["config"]
         meta = card.get("meta", {})
         photo = meta.get("photo", {})
-        lines = [f"model {target}: id {card.get('model_id')}, preset {cfg.get('preset')}, format "
-                 f"{card.get('format_version')}",
-                 f"  trained: {meta.get('trained')}, photo {photo.get('name')} {photo.get('width')}x"
-                 f"{photo.get('height')}, seed {meta.get('seed')}",
-                 _base_line(cfg["base"]) + f"; SR receptive field {card.get('receptive_radius')} px"]
+        lines = [
+            f"model {target}: id {card.get('model_id')}, preset {cfg.get('preset')}, format {card.get('format_version')}",
+            f"  trained: {meta.get('trained')}, photo {photo.get('name')} {photo.get('width')}x"
+            f"{photo.get('height')}, seed {meta.get('seed')}",
+            _base_line(cfg["base"]) + f"; SR receptive field {card.get('receptive_radius')} px",
+        ]
         return {"kind": "model", "url": target, "card": card, "lines": lines}
     raise UserError(f"{target!r}: neither an ourgan-dist render store nor a model directory")
 
 
 def _base_line(base: dict) -> str:
     if base.get("kind") == "patches":
-        return (f"  base: patches from the photo kept at {base['base_width']}x{base['base_height']}, "
-                f"{base['patch']} px patches, vertical term {base['vertical_coord']}")
+        return (
+            f"  base: patches from the photo kept at {base['base_width']}x{base['base_height']}, "
+            f"{base['patch']} px patches, vertical term {base['vertical_coord']}"
+        )
     return f"  base: GAN, width {base['base_width']}, {base['n_scales']} scales, y channel {base['vertical_coord']}"

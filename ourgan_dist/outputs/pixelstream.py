@@ -31,12 +31,10 @@ READ_THREADS = 4
 
 def tile_boxes(height: int, width: int, tile: int) -> list[Box]:
     """Row-major tile boxes of a (height, width) array; edge tiles are cut at the edge."""
-    return [Box(y, min(y + tile, height), x, min(x + tile, width))
-            for y in range(0, height, tile) for x in range(0, width, tile)]
+    return [Box(y, min(y + tile, height), x, min(x + tile, width)) for y in range(0, height, tile) for x in range(0, width, tile)]
 
 
-def tiles(canvas: Canvas, name: str, tile: int, on_tile: Callable[[], None] | None = None
-          ) -> Iterator[np.ndarray]:
+def tiles(canvas: Canvas, name: str, tile: int, on_tile: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
     """(h, w, 3) uint8 tiles of array ``name`` in row-major order, at most ``READ_AHEAD`` ahead."""
     _, height, width = canvas.array(name).shape
     boxes = deque(tile_boxes(height, width, tile))
@@ -63,8 +61,14 @@ class PngStream:
     """The store's array ``name`` (or its ``columns`` x0..x1) as the bytes of an RGB PNG (stored
     deflate blocks, filter 0), generated on demand by ``read``. Feed it to ``pyvips.SourceCustom``."""
 
-    def __init__(self, canvas: Canvas, name: str = "0", on_rows: Callable[[int], None] | None = None,
-                 band_bytes: int = BAND_BYTES, columns: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        canvas: Canvas,
+        name: str = "0",
+        on_rows: Callable[[int], None] | None = None,
+        band_bytes: int = BAND_BYTES,
+        columns: tuple[int, int] | None = None,
+    ):
         _, self.height, width = canvas.array(name).shape
         self.x0, self.x1 = columns if columns is not None else (0, width)
         if not 0 <= self.x0 < self.x1 <= width:
@@ -102,5 +106,5 @@ class PngStream:
                 return b""
             self._pending = memoryview(part)
         out = self._pending[:size]
-        self._pending = self._pending[len(out):]
+        self._pending = self._pending[len(out) :]
         return bytes(out)

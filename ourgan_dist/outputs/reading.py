@@ -7,8 +7,9 @@ from ..store.canvas import Canvas
 from ..errors import StoreError
 
 
-def open_result(url: str, storage_options: dict | None = None, *, scale: int = 0, xarray: bool = False,
-                require_complete: bool = True):
+def open_result(
+    url: str, storage_options: dict | None = None, *, scale: int = 0, xarray: bool = False, require_complete: bool = True
+):
     import dask.array as da
 
     canvas = Canvas(url, storage_options)
@@ -22,5 +23,9 @@ def open_result(url: str, storage_options: dict | None = None, *, scale: int = 0
         return arr
     import xarray as xr
 
-    return xr.DataArray(arr.transpose(1, 2, 0), dims=("y", "x", "c"), coords={"c": ["red", "green", "blue"]},
-                        attrs={k: v for k, v in canvas.info.items() if k in ("seed", "model_id", "size")})
+    return xr.DataArray(
+        arr.transpose(1, 2, 0),
+        dims=("y", "x", "c"),
+        coords={"c": ["red", "green", "blue"]},
+        attrs={k: v for k, v in canvas.info.items() if k in ("seed", "model_id", "size")},
+    )

@@ -86,7 +86,6 @@ class Level:
     stored_width: int
 
 
-
 def covering(box: Box, grid: tuple[int, int], side: int) -> Iterator[tuple[int, int]]:
     """(row, col) of the cells of a ``grid`` of ``side``-pixel cells (a 1x1 grid: one cell covering
     everything) that intersect a non-empty ``box``."""

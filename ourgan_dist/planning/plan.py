@@ -23,8 +23,23 @@ from ..errors import PlanError
 from .geometry import Box, Level, PyramidKey, TaskKey, TileKey, covering
 from .viewing_pyramid import ViewingPyramid
 
-__all__ = ["Box", "Level", "PyramidKey", "RenderPlan", "TaskKey", "TileKey", "choose_levels", "chunk_for_tile",
-           "min_halo", "parse_size", "shard_side", "source_box", "DEFAULT_CHUNK", "MAX_SIDE", "SCALE"]
+__all__ = [
+    "Box",
+    "Level",
+    "PyramidKey",
+    "RenderPlan",
+    "TaskKey",
+    "TileKey",
+    "choose_levels",
+    "chunk_for_tile",
+    "min_halo",
+    "parse_size",
+    "shard_side",
+    "source_box",
+    "DEFAULT_CHUNK",
+    "MAX_SIDE",
+    "SCALE",
+]
 
 SCALE = 4  # every SR level is exactly 4x the one below
 MAX_SIDE = 1 << 28  # global pixel coordinates must fit the noise counter (see noise.py)
@@ -73,13 +88,17 @@ def chunk_for_tile(tile: int, default: int = DEFAULT_CHUNK) -> int:
     if tile == 0 or tile % default == 0:
         return default
     if tile % 4:
-        raise PlanError(f"--tile {tile}: must be a multiple of 4 (chunks are whole multiples of 4 px); "
-                        f"e.g. --tile {max(4, round(tile / 4) * 4)}")
+        raise PlanError(
+            f"--tile {tile}: must be a multiple of 4 (chunks are whole multiples of 4 px); "
+            f"e.g. --tile {max(4, round(tile / 4) * 4)}"
+        )
     chunk = max(c for c in range(4, min(default, tile) + 1, 4) if tile % c == 0)
     if chunk < min(MIN_AUTO_CHUNK, tile):
         nearest = max(default, round(tile / default) * default)
-        raise PlanError(f"--tile {tile}: the largest chunk that divides it is {chunk} px, too small for a store; use a "
-                        f"multiple of {default} (e.g. --tile {nearest}) or pass --chunk")
+        raise PlanError(
+            f"--tile {tile}: the largest chunk that divides it is {chunk} px, too small for a store; use a "
+            f"multiple of {default} (e.g. --tile {nearest}) or pass --chunk"
+        )
     return chunk
 
 
@@ -132,7 +151,8 @@ class RenderPlan(ViewingPyramid):
             raise PlanError(
                 f"--tile {self.tile}: must be a multiple of the chunk size {self.chunk} so that every tile "
                 f"writes whole chunks (e.g. --tile {max(1, round(self.tile / self.chunk)) * self.chunk}, or leave --chunk "
-                "out to fit the chunk to the tile)")
+                "out to fit the chunk to the tile)"
+            )
         if self.halo < 0:
             raise PlanError(f"--halo {self.halo}: must be >= 0 or 'exact'")
         last = self.levels[-1]
@@ -141,14 +161,25 @@ class RenderPlan(ViewingPyramid):
 
     # ---- levels -------------------------------------------------------------------------
     @classmethod
-    def create(cls, width: int, height: int, *, base: BaseConfig | PatchBaseConfig, sr: SRConfig, tile: int,
-               halo: int | str = "exact", chunk: int = DEFAULT_CHUNK, min_base_side: int | None = None) -> "RenderPlan":
+    def create(
+        cls,
+        width: int,
+        height: int,
+        *,
+        base: BaseConfig | PatchBaseConfig,
+        sr: SRConfig,
+        tile: int,
+        halo: int | str = "exact",
+        chunk: int = DEFAULT_CHUNK,
+        min_base_side: int | None = None,
+    ) -> "RenderPlan":
         need = min_base_side or base.min_side
         n_sr, bh, bw = choose_levels(width, height, base.base_width, need, getattr(base, "base_height", 0))
         if min(bh, bw) < need:
             raise PlanError(
                 f"--size {width}x{height}: too small: the base image would be {bw}x{bh}, under {need} px on a "
-                f"side; ask for at least {need} px on each side")
+                f"side; ask for at least {need} px on each side"
+            )
         r = sr.receptive_radius
         if halo == "exact":
             h = r
@@ -157,8 +188,9 @@ class RenderPlan(ViewingPyramid):
                 h = int(halo)
             except (TypeError, ValueError):
                 raise PlanError(f"--halo {halo!r}: expected 'exact' or a number of pixels >= 0") from None
-        return cls(width=width, height=height, n_sr=n_sr, base_height=bh, base_width=bw, tile=tile, halo=h,
-                   receptive_radius=r, chunk=chunk)
+        return cls(
+            width=width, height=height, n_sr=n_sr, base_height=bh, base_width=bw, tile=tile, halo=h, receptive_radius=r, chunk=chunk
+        )
 
     @cached_property
     def levels(self) -> tuple[Level, ...]:
@@ -177,7 +209,8 @@ class RenderPlan(ViewingPyramid):
         if self.halo < floor:
             raise PlanError(
                 f"--halo {self.halo}: below {floor} px, the reach of the SR network's bicubic skip, a tile cannot be "
-                f"rendered; use --halo {floor} or more ('exact' is {self.receptive_radius})")
+                f"rendered; use --halo {floor} or more ('exact' is {self.receptive_radius})"
+            )
 
     @property
     def exact(self) -> bool:
@@ -216,8 +249,7 @@ class RenderPlan(ViewingPyramid):
         if rows == 1 and cols == 1:
             return Box(0, lv.stored_height, 0, lv.stored_width)
         t = self.tile
-        return Box(key.ty * t, min((key.ty + 1) * t, lv.stored_height),
-                   key.tx * t, min((key.tx + 1) * t, lv.stored_width))
+        return Box(key.ty * t, min((key.ty + 1) * t, lv.stored_height), key.tx * t, min((key.tx + 1) * t, lv.stored_width))
 
     def source_core(self, key: TileKey) -> Box:
         """The source-level pixels whose x4 output covers the tile's core."""
@@ -236,8 +268,7 @@ class RenderPlan(ViewingPyramid):
         if key.level == 0:
             return []
         below = key.level - 1
-        return [TileKey(below, ty, tx) for ty, tx in covering(self.source_window(key), self.tile_grid(below),
-                                                                 self.tile)]
+        return [TileKey(below, ty, tx) for ty, tx in covering(self.source_window(key), self.tile_grid(below), self.tile)]
 
     def task_dependencies(self, key: TaskKey) -> list[TaskKey]:
         """The tasks whose output this task reads: tiles of the level below for a tile, final-level
@@ -311,22 +342,33 @@ class RenderPlan(ViewingPyramid):
 
     # ---- description --------------------------------------------------------------------
     def describe(self) -> list[str]:
-        lines = [f"size {self.width}x{self.height}: base {self.base_width}x{self.base_height} + "
-                 f"{self.n_sr} x4 level(s); tile {self.tile or 'untiled'}, chunk {self.chunk}"]
+        lines = [
+            f"size {self.width}x{self.height}: base {self.base_width}x{self.base_height} + "
+            f"{self.n_sr} x4 level(s); tile {self.tile or 'untiled'}, chunk {self.chunk}"
+        ]
         halo_note = "exact" if self.exact else f"INEXACT: below the receptive field {self.receptive_radius}"
-        lines.append(f"halo {self.halo} px (receptive field {self.receptive_radius} px): {halo_note}; "
-                     f"halo overhead {100 * (self.halo_overhead() - 1):.0f}% extra source pixels read")
+        lines.append(
+            f"halo {self.halo} px (receptive field {self.receptive_radius} px): {halo_note}; "
+            f"halo overhead {100 * (self.halo_overhead() - 1):.0f}% extra source pixels read"
+        )
         for lv in self.levels:
             rows, cols = self.tile_grid(lv.index)
             what = "base generator" if lv.index == 0 else "x4 super-resolution"
-            crop = "" if (lv.stored_height, lv.stored_width) == (lv.height, lv.width) else \
-                f" (rendered {lv.width}x{lv.height}, cropped)"
-            lines.append(f"  level {lv.index}: {lv.stored_width}x{lv.stored_height}{crop}, "
-                         f"{rows * cols} tile(s) [{rows}x{cols}], {what}")
-        lines.append(f"viewing pyramid: {len(self.pyramid_shapes)} array(s) "
-                     + ", ".join(f"{w}x{h}" for h, w in self.pyramid_shapes))
+            crop = (
+                ""
+                if (lv.stored_height, lv.stored_width) == (lv.height, lv.width)
+                else f" (rendered {lv.width}x{lv.height}, cropped)"
+            )
+            lines.append(
+                f"  level {lv.index}: {lv.stored_width}x{lv.stored_height}{crop}, {rows * cols} tile(s) [{rows}x{cols}], {what}"
+            )
+        lines.append(
+            f"viewing pyramid: {len(self.pyramid_shapes)} array(s) " + ", ".join(f"{w}x{h}" for h, w in self.pyramid_shapes)
+        )
         return lines
 
     def __repr__(self) -> str:
-        return (f"RenderPlan({self.width}x{self.height}, levels={self.n_sr + 1}, tile={self.tile}, "
-                f"halo={self.halo}/{self.receptive_radius}, chunk={self.chunk}, tiles={self.n_tiles})")
+        return (
+            f"RenderPlan({self.width}x{self.height}, levels={self.n_sr + 1}, tile={self.tile}, "
+            f"halo={self.halo}/{self.receptive_radius}, chunk={self.chunk}, tiles={self.n_tiles})"
+        )

@@ -48,8 +48,12 @@ def sr_layers(sr: SRConfig) -> tuple[ConvLayer, ...]:
     for j in range(sr.blocks * sr.rdbs_per_block):  # every conv of an RDB runs on the RDB's input region
         out.append(ConvLayer(r - 1 - j * d, 1, rdb))
     out.append(ConvLayer(3, 1, 9 * nf * nf))  # conv_body
-    out += [ConvLayer(2, 2, 9 * nf * nf), ConvLayer(2, 4, 9 * nf * nf), ConvLayer(2, 4, 9 * nf * nf),
-            ConvLayer(2, 4, 9 * nf * 3)]  # tail on core + 2 source px: up1 at 2x, up2, conv_hr, conv_last at 4x
+    out += [
+        ConvLayer(2, 2, 9 * nf * nf),
+        ConvLayer(2, 4, 9 * nf * nf),
+        ConvLayer(2, 4, 9 * nf * nf),
+        ConvLayer(2, 4, 9 * nf * 3),
+    ]  # tail on core + 2 source px: up1 at 2x, up2, conv_hr, conv_last at 4x
     return tuple(out)
 
 
@@ -126,16 +130,26 @@ class Throughput:
 # ran (load average 13-17): 2-worker renders of the cpu preset at 4096x2730 did 4-6 GMAC/s in all
 # (2-3 per worker), store I/O and noise cost 1-2 us per output pixel of an SR tile (tiny preset,
 # whose arithmetic is negligible), a pyramid block 1-5 us per pixel it writes.
-CPU_REFERENCE = Throughput(macs_per_s=5e9, io_s_per_px=1.35e-6, pyramid_s_per_px=2e-6, task_s=0.05,
-                           source="recorded rate of this project's busy 2-core CPU (benchmarks/plan_calibration.py)")
+CPU_REFERENCE = Throughput(
+    macs_per_s=5e9,
+    io_s_per_px=1.35e-6,
+    pyramid_s_per_px=2e-6,
+    task_s=0.05,
+    source="recorded rate of this project's busy 2-core CPU (benchmarks/plan_calibration.py)",
+)
 # Measured on one NVIDIA H200 (benchmarks/gpu_render.py: paper preset, one in-process worker,
 # torch 2.11, cuDNN deterministic, TF32 off). Store I/O and noise: the cpu preset's last level of
 # a 16384x12288 render (201 Mpx written, 8.6 TMAC) took 15.6 s, about 0.07 us per output pixel.
 # With that, the paper preset's last level (377 TMAC, fp16) ran at about 22 TMAC/s, level 2 of a
 # 4096x3072 render (34.7 TMAC) at 12 TMAC/s in fp32 and 13 in bf16 (a smaller level: less
 # parallel work); the 16K viewing pyramid, averaged on the host, 0.2 us per pixel written.
-GPU_REFERENCE = Throughput(macs_per_s=11e12, io_s_per_px=0.07e-6, pyramid_s_per_px=0.2e-6, task_s=0.05,
-                           source="rate measured on one H200 (fp32, TF32 off; benchmarks/gpu_render.py)")
+GPU_REFERENCE = Throughput(
+    macs_per_s=11e12,
+    io_s_per_px=0.07e-6,
+    pyramid_s_per_px=0.2e-6,
+    task_s=0.05,
+    source="rate measured on one H200 (fp32, TF32 off; benchmarks/gpu_render.py)",
+)
 
 
 def reference_throughput(device: str, precision: str = "fp32") -> Throughput:
@@ -263,14 +277,14 @@ class Estimate:
         return self.work_s / (self.workers * self.seconds) if self.seconds else 1.0
 
 
-def estimate(plan: RenderPlan, sr: SRConfig, base: BaseConfig, *, workers: int, throughput: Throughput,
-             shared_machine: bool = False) -> Estimate:
+def estimate(
+    plan: RenderPlan, sr: SRConfig, base: BaseConfig, *, workers: int, throughput: Throughput, shared_machine: bool = False
+) -> Estimate:
     """Projected time of a render on ``workers`` workers. ``throughput`` is one worker's; with
     ``shared_machine`` (local workers on one machine) the workers split its cores, so each
     computes at rate / workers."""
     workers = max(1, workers)
-    per_worker = throughput.with_rate(throughput.macs_per_s / workers, throughput.source) if shared_machine \
-        else throughput
+    per_worker = throughput.with_rate(throughput.macs_per_s / workers, throughput.source) if shared_machine else throughput
     levels = tuple(schedule(plan, Work(plan, sr, base, per_worker), workers))
     return Estimate(sum(lv.span_s for lv in levels), sum(lv.work_s for lv in levels), levels, workers, throughput)
 
@@ -290,8 +304,7 @@ def task_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> dict[str, in
       averages them through a uint16 copy and two uint64 sums (``pixels.downsample2``): 12 bytes
       per source pixel and 72 per block pixel."""
     per_in, per_out = sr.activation_floats()
-    out = {"base": base_activation_bytes(base, plan.base_height, plan.base_width),
-           "sr_body": 0, "sr_output": 0}
+    out = {"base": base_activation_bytes(base, plan.base_height, plan.base_width), "sr_body": 0, "sr_output": 0}
     for lv in plan.levels[1:]:
         core = plan.source_core(TileKey(lv.index, 0, 0))  # the first tile is a full-size one
         win = (core.height + 2 * plan.halo) * (core.width + 2 * plan.halo)
@@ -334,16 +347,20 @@ class MemoryModel:
 # 1.12 x the largest counted term, residuals -91..+101 MiB. A 16384x10912 render (tile 1792)
 # reached 994 MiB, about 100 MiB over that fit: peaks still grow a little with the canvas. The
 # runtime term is raised to 640 MiB to cover it; small tiles are then projected up to ~300 MiB high.
-CPU_MEMORY = MemoryModel(runtime_bytes=640 * MiB, factor=1.12,
-                         source="calibrated against measured worker peaks on CPU (benchmarks/plan_calibration.py)")
+CPU_MEMORY = MemoryModel(
+    runtime_bytes=640 * MiB, factor=1.12, source="calibrated against measured worker peaks on CPU (benchmarks/plan_calibration.py)"
+)
 # On one H200 (benchmarks/gpu_render.py, paper preset) PyTorch's allocated peak stayed under this
 # CPU-calibrated projection: 7.4 GiB against 9.4 projected (fp32, tile 3072), 17.1 against 29.0
 # (fp16, tile 5632: the count is fp32's). Its cache then held up to 2x the allocated peak, which
 # it hands back before an allocation would fail. Viewing-pyramid blocks are averaged on the host.
-GPU_MEMORY = MemoryModel(runtime_bytes=1 * GiB, factor=CPU_MEMORY.factor,
-                         source="GPU memory: CPU calibration + 1 GiB for the CUDA context; above the peaks "
-                                "measured on an H200 (benchmarks/gpu_render.py)",
-                         kinds=("base", "sr_body", "sr_output"))
+GPU_MEMORY = MemoryModel(
+    runtime_bytes=1 * GiB,
+    factor=CPU_MEMORY.factor,
+    source="GPU memory: CPU calibration + 1 GiB for the CUDA context; above the peaks "
+    "measured on an H200 (benchmarks/gpu_render.py)",
+    kinds=("base", "sr_body", "sr_output"),
+)
 
 
 def memory_model(device: str) -> MemoryModel:
@@ -382,14 +399,23 @@ class TileChoice:
     reason: str
 
 
-def _plan_for(width: int, height: int, base: BaseConfig, sr: SRConfig, tile: int, chunk: int,
-              halo: int | str) -> RenderPlan:
+def _plan_for(width: int, height: int, base: BaseConfig, sr: SRConfig, tile: int, chunk: int, halo: int | str) -> RenderPlan:
     return RenderPlan.create(width, height, base=base, sr=sr, tile=tile, halo=halo, chunk=chunk)
 
 
-def choose_tile(width: int, height: int, *, base: BaseConfig, sr: SRConfig, chunk: int, workers: int,
-                worker_memory: int, device: str = "cpu", halo: int | str = "exact",
-                shared_machine: bool = False) -> TileChoice:
+def choose_tile(
+    width: int,
+    height: int,
+    *,
+    base: BaseConfig,
+    sr: SRConfig,
+    chunk: int,
+    workers: int,
+    worker_memory: int,
+    device: str = "cpu",
+    halo: int | str = "exact",
+    shared_machine: bool = False,
+) -> TileChoice:
     """The tile side for a render on ``workers`` workers of ``worker_memory`` bytes each.
 
     Every candidate (a multiple of ``chunk`` from ``MIN_AUTO_TILE`` up to the last level's long
@@ -421,12 +447,20 @@ def choose_tile(width: int, height: int, *, base: BaseConfig, sr: SRConfig, chun
         if smallest_fit is None:
             tile = lo
             plan = _plan_for(width, height, base, sr, tile, chunk, halo)
-            return TileChoice(tile, workers, worker_memory, mem.task_peak(plan, sr, base), float("nan"),
-                              "no tile fits the worker's memory")
+            return TileChoice(
+                tile, workers, worker_memory, mem.task_peak(plan, sr, base), float("nan"), "no tile fits the worker's memory"
+            )
         tile, peak = smallest_fit
-        return TileChoice(tile, workers, worker_memory, peak, float("nan"),
-                          "the largest halo overhead allowed needs more memory than a worker has")
+        return TileChoice(
+            tile,
+            workers,
+            worker_memory,
+            peak,
+            float("nan"),
+            "the largest halo overhead allowed needs more memory than a worker has",
+        )
     best = min(s for s, *_ in scored)
     score, tile, peak, seconds = min((t for t in scored if t[0] <= best * (1 + TILE_SLACK)), key=lambda t: t[1])
-    return TileChoice(tile, workers, worker_memory, peak, seconds,
-                      f"sized for {workers} worker(s) of {worker_memory / GiB:.1f} GiB")
+    return TileChoice(
+        tile, workers, worker_memory, peak, seconds, f"sized for {workers} worker(s) of {worker_memory / GiB:.1f} GiB"
+    )

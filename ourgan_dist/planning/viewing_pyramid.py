@@ -66,8 +66,7 @@ class ViewingPyramid:
             final = self.final_level
             return [TileKey(final, ty, tx) for ty, tx in covering(src, self.tile_grid(final), self.tile)]
         below = key.scale - 1
-        return [PyramidKey(below, ty, tx)
-                for ty, tx in covering(src, self.pyramid_grid(below), self.pyramid_block_side)]
+        return [PyramidKey(below, ty, tx) for ty, tx in covering(src, self.pyramid_grid(below), self.pyramid_block_side)]
 
     def all_pyramid_tasks(self) -> Iterator[PyramidKey]:
         for s in range(1, len(self.pyramid_shapes)):

@@ -63,6 +63,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # ---- SR fidelity on the held-out strip ----------------------------------------------------------
 
+
 def _holdout_psnr(net, photo: torch.Tensor, x0: int, seed: int) -> dict[str, Any]:
     """SR vs bicubic PSNR on crops of columns >= ``x0`` of ``photo`` (1, 3, H, W)."""
     from ..train.sr import downsample4, upsample4
@@ -76,15 +77,21 @@ def _holdout_psnr(net, photo: torch.Tensor, x0: int, seed: int) -> dict[str, Any
     sr_err, bic_err = [], []
     inner = (slice(None), slice(None), slice(BORDER, side - BORDER), slice(BORDER, side - BORDER))
     for i, y in enumerate(ys):
-        hr = photo[:, :, y:y + side, x0:x0 + side]  # (1, 3, side, side)
+        hr = photo[:, :, y : y + side, x0 : x0 + side]  # (1, 3, side, side)
         lr = downsample4(hr)  # (1, 3, side/4, side/4)
         z = torch.from_numpy(noise.normal(seed, 1, i, 3, Box(0, lr.shape[2], 0, lr.shape[3]))).unsqueeze(0)
         sr_err.append(float(F.mse_loss(net(lr, z)[inner], hr[inner])))
         bic_err.append(float(F.mse_loss(upsample4(lr)[inner], hr[inner])))
     p_sr = 10 * math.log10(4.0 / float(np.mean(sr_err)))
     p_bic = 10 * math.log10(4.0 / float(np.mean(bic_err)))
-    return {"crops": int(n), "crop": int(side), "x0": x0, "psnr_sr_db": round(p_sr, 3),
-            "psnr_bicubic_db": round(p_bic, 3), "gain_db": round(p_sr - p_bic, 3)}
+    return {
+        "crops": int(n),
+        "crop": int(side),
+        "x0": x0,
+        "psnr_sr_db": round(p_sr, 3),
+        "psnr_bicubic_db": round(p_bic, 3),
+        "gain_db": round(p_sr - p_bic, 3),
+    }
 
 
 def sr_holdout(model, image: str, seed: int = 0) -> dict[str, Any]:
@@ -116,6 +123,7 @@ def sr_holdout(model, image: str, seed: int = 0) -> dict[str, Any]:
 
 # ---- the base generator: reconstruction, diversity, layout --------------------------------------
 
+
 def _base_photo(model, image: str) -> torch.Tensor:
     """The photo at the base width, as base training saw it (the patch base: as it keeps it):
     (1, 3, h, w) in [-1, 1]."""
@@ -144,8 +152,12 @@ def reconstruction(model, image: str) -> dict[str, Any]:
         for s, (size, x) in enumerate(zip(sizes, gen.reconstruction_path(sizes, mu))):
             scales.append({"scale": s, "size": [size[1], size[0]], "psnr_db": round(psnr(x.clamp(-1, 1), reals[s]), 3)})
         coarse_up = psnr(resize_bilinear(reals[0], sizes[-1]).clamp(-1, 1), photo)
-    return {"size": [photo.shape[3], photo.shape[2]], "psnr_db": scales[-1]["psnr_db"],
-            "psnr_coarsest_photo_upsampled_db": round(coarse_up, 3), "scales": scales}
+    return {
+        "size": [photo.shape[3], photo.shape[2]],
+        "psnr_db": scales[-1]["psnr_db"],
+        "psnr_coarsest_photo_upsampled_db": round(coarse_up, 3),
+        "scales": scales,
+    }
 
 
 def _row_profile(x: torch.Tensor) -> torch.Tensor:
@@ -160,17 +172,22 @@ def base_samples(model, image: str, seeds: int) -> dict[str, Any]:
     samples = torch.cat([model.base.generate(h, w, s) for s in range(seeds)])  # (N, 3, h, w)
     diversity = float(samples.std(dim=0).mean() / photo.std(dim=(2, 3)).mean()) if seeds > 1 else 0.0
     target = _row_profile(photo)
-    dists = [float(torch.sqrt(((_row_profile(samples[i:i + 1]) - target) ** 2).mean())) for i in range(seeds)]
+    dists = [float(torch.sqrt(((_row_profile(samples[i : i + 1]) - target) ** 2).mean())) for i in range(seeds)]
     flipped = float(torch.sqrt(((_row_profile(photo.flip(2)) - target) ** 2).mean()))
-    as8 = [to_pixels(samples[i:i + 1]) for i in range(seeds)]
-    return {"size": [w, h], "seeds": seeds, "diversity": round(diversity, 4),
-            "novelty": layout_novelty(as8, to_pixels(photo)),
-            "row_profile_rmse": round(float(np.mean(dists)), 3),
-            "row_profile_rmse_worst": round(float(np.max(dists)), 3),
-            "row_profile_rmse_upside_down_photo": round(flipped, 3)}
+    as8 = [to_pixels(samples[i : i + 1]) for i in range(seeds)]
+    return {
+        "size": [w, h],
+        "seeds": seeds,
+        "diversity": round(diversity, 4),
+        "novelty": layout_novelty(as8, to_pixels(photo)),
+        "row_profile_rmse": round(float(np.mean(dists)), 3),
+        "row_profile_rmse_worst": round(float(np.max(dists)), 3),
+        "row_profile_rmse_upside_down_photo": round(flipped, 3),
+    }
 
 
 # ---- fine-detail statistics ---------------------------------------------------------------------
+
 
 def binomial_blur(img: np.ndarray) -> np.ndarray:
     """(3, H, W) float -> its 5x5 binomial blur (sigma 1 px), edges reflected."""
@@ -214,8 +231,9 @@ def disjoint_patches(band: np.ndarray, n: int, rng: np.random.Generator) -> tupl
     return patches_at(band, index[:n]), patches_at(band, index[n:])
 
 
-def sliced_wasserstein(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
-                       projections: int = SWD_PROJECTIONS, dirs: np.ndarray | None = None) -> float:
+def sliced_wasserstein(
+    a: np.ndarray, b: np.ndarray, rng: np.random.Generator, projections: int = SWD_PROJECTIONS, dirs: np.ndarray | None = None
+) -> float:
     """Mean over random unit directions of the 1-D Wasserstein-1 distance of the projections
     (``a`` and ``b`` hold the same number of rows); ``dirs`` (dims, k) fixes the directions."""
     if dirs is None:
@@ -253,7 +271,7 @@ def detail_figures(image: np.ndarray, photo: torch.Tensor, seed: int) -> dict[st
     bands["photo"] = laplacian_band(photo8)
     bands["blurred"] = laplacian_band(binomial_blur(photo8))
     bands["bicubic_x4"] = laplacian_band(to_pixels(bicubic_x4(photo)))
-    rms = {k: round(float(np.sqrt((b ** 2).mean())), 3) for k, b in bands.items()}
+    rms = {k: round(float(np.sqrt((b**2).mean())), 3) for k, b in bands.items()}
     n = min(SWD_PATCHES, patch_positions(bands["photo"]) // 2)
     out: dict[str, Any] = {"patches": int(n), "band_rms": rms}
     if n < MIN_PATCHES:
@@ -265,9 +283,12 @@ def detail_figures(image: np.ndarray, photo: torch.Tensor, seed: int) -> dict[st
     def swd(sample: np.ndarray) -> float:
         return round(sliced_wasserstein(sample, ref, rng, dirs=dirs), 4)
 
-    out["swd"] = {"render": swd(random_patches(bands["render"], n, rng)), "photo_floor": swd(floor),
-                  "blurred": swd(random_patches(bands["blurred"], n, rng)),
-                  "bicubic_x4": swd(random_patches(bands["bicubic_x4"], n, rng))}
+    out["swd"] = {
+        "render": swd(random_patches(bands["render"], n, rng)),
+        "photo_floor": swd(floor),
+        "blurred": swd(random_patches(bands["blurred"], n, rng)),
+        "bicubic_x4": swd(random_patches(bands["bicubic_x4"], n, rng)),
+    }
     return out
 
 
@@ -290,8 +311,14 @@ def render_levels(model_dir: str, width: int, height: int, seed: int, tmp: str) 
         h = min(lv.stored_height, math.floor(height / k + 0.5))
         w = min(lv.stored_width, math.floor(width / k + 0.5))
         pixels = canvas.read(canvas.level_array_name(lv.index), Box(0, h, 0, w))
-        levels.append({"level": lv.index, "level_size": [lv.width, lv.height], "final": lv.index == plan.final_level,
-                       "pixels": pixels if pixels.dtype == np.uint8 else to_uint8(pixels)})
+        levels.append(
+            {
+                "level": lv.index,
+                "level_size": [lv.width, lv.height],
+                "final": lv.index == plan.final_level,
+                "pixels": pixels if pixels.dtype == np.uint8 else to_uint8(pixels),
+            }
+        )
     return levels
 
 
@@ -302,8 +329,9 @@ def photo_at(photo: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return photo if tuple(photo.shape[2:]) == (height, width) else downsample_to(photo, height, width)
 
 
-def fine_detail(model_dir: str, image: str, seed: int = 0, max_width: int = RENDER_MAX_WIDTH,
-                pictures: str | None = None) -> dict[str, Any]:
+def fine_detail(
+    model_dir: str, image: str, seed: int = 0, max_width: int = RENDER_MAX_WIDTH, pictures: str | None = None
+) -> dict[str, Any]:
     """Fine-detail figures of a render at the photo's size, level by level (see the module's
     docstring); with ``pictures``, side-by-side PNGs written there."""
     photo = torch.from_numpy(images.load_rgb(image, max_width=max_width)).unsqueeze(0)  # (1, 3, H, W)
@@ -314,12 +342,25 @@ def fine_detail(model_dir: str, image: str, seed: int = 0, max_width: int = REND
     for lv in levels:
         _, lh, lw = lv["pixels"].shape
         lv["photo"] = photo_at(photo, lh, lw)
-        rows.append({"level": lv["level"], "size": [lw, lh], "level_size": lv["level_size"], "final": lv["final"],
-                     **detail_figures(lv["pixels"].astype(np.float32), lv["photo"], seed)})
+        rows.append(
+            {
+                "level": lv["level"],
+                "size": [lw, lh],
+                "level_size": lv["level_size"],
+                "final": lv["final"],
+                **detail_figures(lv["pixels"].astype(np.float32), lv["photo"], seed),
+            }
+        )
     info = images.probe(image)
-    out = {"seed": seed, "size": [w, h], "photo_shrunk": w < info.width, "photo_size": [info.width, info.height],
-           "patch": PATCH,
-           "projections": SWD_PROJECTIONS, "levels": rows}
+    out = {
+        "seed": seed,
+        "size": [w, h],
+        "photo_shrunk": w < info.width,
+        "photo_size": [info.width, info.height],
+        "patch": PATCH,
+        "projections": SWD_PROJECTIONS,
+        "levels": rows,
+    }
     if pictures:
         out["pictures"] = write_pictures(pictures, photo, levels, seed)
     return out
@@ -327,13 +368,13 @@ def fine_detail(model_dir: str, image: str, seed: int = 0, max_width: int = REND
 
 # ---- pictures -----------------------------------------------------------------------------------
 
+
 def _vips(pixels: np.ndarray):
     """(3, H, W) uint8 -> a pyvips sRGB image."""
     import pyvips
 
     hwc = np.ascontiguousarray(pixels.transpose(1, 2, 0))
-    return pyvips.Image.new_from_memory(hwc.tobytes(), hwc.shape[1], hwc.shape[0], 3, "uchar").copy(
-        interpretation="srgb")
+    return pyvips.Image.new_from_memory(hwc.tobytes(), hwc.shape[1], hwc.shape[0], 3, "uchar").copy(interpretation="srgb")
 
 
 def for_display(im, max_width: int = VIEW_MAX_WIDTH, min_width: int = VIEW_MIN_WIDTH):
@@ -383,8 +424,12 @@ def crop_boxes(pixels: np.ndarray, side: int = CROP, count: int = len(CROP_CENTR
     step = max(1, side // 4)
     ii = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))  # integral image
     ys, xs = np.arange(0, height - side + 1, step), np.arange(0, width - side + 1, step)
-    score = ii[ys[:, None] + side, xs[None] + side] - ii[ys[:, None], xs[None] + side] - ii[ys[:, None] + side, xs[None]] \
+    score = (
+        ii[ys[:, None] + side, xs[None] + side]
+        - ii[ys[:, None], xs[None] + side]
+        - ii[ys[:, None] + side, xs[None]]
         + ii[ys[:, None], xs[None]]
+    )
     order = [(int(ys[f // len(xs)]), int(xs[f % len(xs)])) for f in np.argsort(score, axis=None, kind="stable")[::-1]]
     boxes: list[Box] = []
     for apart in (True, False):  # crops apart first; on a small image, overlapping ones (never the same)
@@ -422,28 +467,37 @@ def write_pictures(folder: str, photo: torch.Tensor, levels: list[dict[str, Any]
     sample, real = final["pixels"], to_pixels(photo).astype(np.uint8)
     bicubic = to_pixels(bicubic_x4(photo)).astype(np.uint8)
     views = [(sample, f"sample (seed {seed})"), (real, "photo"), (bicubic, "bicubic x4 of photo/4")]
-    whole = _row_png(os.path.join(folder, "photo_size.png"),
-                     [_labelled(for_display(_vips(p)), c) for p, c in views], 3)
+    whole = _row_png(os.path.join(folder, "photo_size.png"), [_labelled(for_display(_vips(p)), c) for p, c in views], 3)
     crops = []
     for b in crop_boxes(sample):
         for p, c in views:
             where = f"x {b.x0}-{b.x1}, y {b.y0}-{b.y1}"
-            crops.append(_labelled(_vips(p[:, b.y0:b.y1, b.x0:b.x1]), f"{c.split(' (')[0]}, {where}"))
+            crops.append(_labelled(_vips(p[:, b.y0 : b.y1, b.x0 : b.x1]), f"{c.split(' (')[0]}, {where}"))
     crops_path = _row_png(os.path.join(folder, "photo_size_crops.png"), crops, 3)
     per_level = []
     for lv in levels:
         px = lv["pixels"]
         size = f"{px.shape[2]}x{px.shape[1]}"
-        panels = [_labelled(for_display(_vips(px)), f"level {lv['level']} ({size})"),
-                  _labelled(for_display(_vips(to_pixels(lv["photo"]).astype(np.uint8))), f"photo at {size}")]
+        panels = [
+            _labelled(for_display(_vips(px)), f"level {lv['level']} ({size})"),
+            _labelled(for_display(_vips(to_pixels(lv["photo"]).astype(np.uint8))), f"photo at {size}"),
+        ]
         per_level.append(_row_png(os.path.join(folder, f"level_{lv['level']}.png"), panels, 2))
     return {"whole": whole, "crops": crops_path, "levels": per_level}
 
 
 # ---- the report ---------------------------------------------------------------------------------
 
-def evaluate(model_dir: str, image: str, *, seeds: int = 8, render_max_width: int = RENDER_MAX_WIDTH,
-             pictures: str | None = None, seed: int = 0) -> dict[str, Any]:
+
+def evaluate(
+    model_dir: str,
+    image: str,
+    *,
+    seeds: int = 8,
+    render_max_width: int = RENDER_MAX_WIDTH,
+    pictures: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Every quality figure for ``model_dir`` against its training photo ``image``; with
     ``pictures``, side-by-side PNGs written to that folder (their paths in ``detail.pictures``)."""
     from ..errors import UserError
@@ -458,10 +512,12 @@ def evaluate(model_dir: str, image: str, *, seeds: int = 8, render_max_width: in
     trained_on = model.meta.get("photo", {}).get("sha256")
     with torch.no_grad():
         out = {
-            "model": model_dir, "model_id": model.model_id, "preset": model.config.preset,
-            "vertical_coord": model.config.base.vertical_coord, "trained": bool(model.meta.get("trained")),
-            "photo": {"path": image, "width": info.width, "height": info.height,
-                      "is_training_photo": trained_on == info.sha256},
+            "model": model_dir,
+            "model_id": model.model_id,
+            "preset": model.config.preset,
+            "vertical_coord": model.config.base.vertical_coord,
+            "trained": bool(model.meta.get("trained")),
+            "photo": {"path": image, "width": info.width, "height": info.height, "is_training_photo": trained_on == info.sha256},
             "reconstruction": reconstruction(model, image),
             "sr": sr_holdout(model, image, seed),
             "base": base_samples(model, image, seeds),
@@ -470,8 +526,9 @@ def evaluate(model_dir: str, image: str, *, seeds: int = 8, render_max_width: in
     if pictures:
         from .sheet import seed_sheet
 
-        out["detail"]["pictures"]["seeds"] = seed_sheet(model, image, info.width, info.height, list(range(min(seeds, 6))),
-                                                         os.path.join(pictures, "seeds.png"))
+        out["detail"]["pictures"]["seeds"] = seed_sheet(
+            model, image, info.width, info.height, list(range(min(seeds, 6))), os.path.join(pictures, "seeds.png")
+        )
     return out
 
 
@@ -482,33 +539,38 @@ def _f(v: float | None, fmt: str = ".3f") -> str:
 def _describe_sr(sr: dict[str, Any]) -> list[str]:
     if not sr.get("crops"):
         return [f"  SR x4: {sr.get('note')}"]
-    lines = [f"  SR x4 on {sr['crops']} held-out crops of {sr['crop']} px: PSNR {sr['psnr_sr_db']:.2f} dB vs "
-             f"bicubic {sr['psnr_bicubic_db']:.2f} dB (gain {sr['gain_db']:+.2f} dB)"]
+    lines = [
+        f"  SR x4 on {sr['crops']} held-out crops of {sr['crop']} px: PSNR {sr['psnr_sr_db']:.2f} dB vs "
+        f"bicubic {sr['psnr_bicubic_db']:.2f} dB (gain {sr['gain_db']:+.2f} dB)"
+    ]
     if len(sr.get("scales", [])) > 1:
-        parts = [f"{s['width']} px " + (f"{s['gain_db']:+.2f} dB ({s['crops']} crops)" if s.get("crops")
-                                        else "strip too narrow") for s in sr["scales"]]
+        parts = [
+            f"{s['width']} px " + (f"{s['gain_db']:+.2f} dB ({s['crops']} crops)" if s.get("crops") else "strip too narrow")
+            for s in sr["scales"]
+        ]
         lines.append("    gain per SR training scale: " + " | ".join(parts))
     return lines
 
 
 def _describe_detail(d: dict[str, Any]) -> list[str]:
     size = f"{d['size'][0]}x{d['size'][1]}"
-    compared = (f"the photo ({d['photo_size'][0]}x{d['photo_size'][1]}) shrunk to {size}" if d["photo_shrunk"]
-                else f"the photo ({size})")
-    lines = [f"  fine detail: a render of seed {d['seed']} at {size} against {compared}, and each generation level "
-             f"against the photo shrunk to that level's size; finest Laplacian band, {d['patch']}x{d['patch']} patches",
-             f"    {'level':<6}{'size':>9}{'patches':>9} | {'SWD: render':>11}{'floor':>7}{'blurred':>8}{'bicubic':>8}"
-             f" | {'band RMS: render':>16}{'photo':>7}{'blurred':>8}{'bicubic':>8}"]
+    compared = (
+        f"the photo ({d['photo_size'][0]}x{d['photo_size'][1]}) shrunk to {size}" if d["photo_shrunk"] else f"the photo ({size})"
+    )
+    lines = [
+        f"  fine detail: a render of seed {d['seed']} at {size} against {compared}, and each generation level "
+        f"against the photo shrunk to that level's size; finest Laplacian band, {d['patch']}x{d['patch']} patches",
+        f"    {'level':<6}{'size':>9}{'patches':>9} | {'SWD: render':>11}{'floor':>7}{'blurred':>8}{'bicubic':>8}"
+        f" | {'band RMS: render':>16}{'photo':>7}{'blurred':>8}{'bicubic':>8}",
+    ]
     for lv in d["levels"]:
         s, r = lv.get("swd", {}), lv["band_rms"]
         name = f"{lv['level']}" + ("*" if lv["final"] else "")
         size = f"{lv['size'][0]}x{lv['size'][1]}"
-        swd = "".join(f"{_f(s.get(k)):>{n}}" for k, n in (("render", 11), ("photo_floor", 7), ("blurred", 8),
-                                                         ("bicubic_x4", 8)))
+        swd = "".join(f"{_f(s.get(k)):>{n}}" for k, n in (("render", 11), ("photo_floor", 7), ("blurred", 8), ("bicubic_x4", 8)))
         rms = "".join(f"{r[k]:>{n}.2f}" for k, n in (("render", 16), ("photo", 7), ("blurred", 8), ("bicubic_x4", 8)))
         lines.append(f"    {name:<6}{size:>9}{lv['patches']:>9} | {swd} | {rms}")
-    lines.append(f"    (* the render itself, {size}. SWD: lower is closer to the photo; floor: the photo's "
-                 "own sampling noise)")
+    lines.append(f"    (* the render itself, {size}. SWD: lower is closer to the photo; floor: the photo's own sampling noise)")
     pics = d.get("pictures")
     if pics:
         lines.append(f"  pictures: {pics['whole']} (sample | photo | bicubic x4)")
@@ -522,26 +584,35 @@ def _describe_detail(d: dict[str, Any]) -> list[str]:
 def describe(result: dict[str, Any]) -> list[str]:
     """Human-readable lines for ``ourgan-dist evaluate``."""
     rec, b, p = result["reconstruction"], result["base"], result["photo"]
-    lines = [f"model {result['model']} ({result['preset']}, y channel {result['vertical_coord']}"
-             + ("" if result.get("trained", True) else ", untrained") + f") on {p['path']} {p['width']}x{p['height']}"
-             + ("" if p["is_training_photo"] else "  [NOT the photo it was trained on]"),
-             ]
+    lines = [
+        f"model {result['model']} ({result['preset']}, y channel {result['vertical_coord']}"
+        + ("" if result.get("trained", True) else ", untrained")
+        + f") on {p['path']} {p['width']}x{p['height']}"
+        + ("" if p["is_training_photo"] else "  [NOT the photo it was trained on]"),
+    ]
     if "note" in rec:
         lines.append(f"  reconstruction: {rec['note']}")
     else:
-        lines += [f"  reconstruction at {rec['size'][0]}x{rec['size'][1]} (posterior mean, zero noise): "
-                  f"PSNR {rec['psnr_db']:.2f} dB; coarsest photo scale upsampled: "
-                  f"{rec['psnr_coarsest_photo_upsampled_db']:.2f} dB",
-                  "    per scale: " + " | ".join(f"{s['size'][0]}x{s['size'][1]} {s['psnr_db']:.2f}" for s in rec["scales"])]
+        lines += [
+            f"  reconstruction at {rec['size'][0]}x{rec['size'][1]} (posterior mean, zero noise): "
+            f"PSNR {rec['psnr_db']:.2f} dB; coarsest photo scale upsampled: "
+            f"{rec['psnr_coarsest_photo_upsampled_db']:.2f} dB",
+            "    per scale: " + " | ".join(f"{s['size'][0]}x{s['size'][1]} {s['psnr_db']:.2f}" for s in rec["scales"]),
+        ]
     lines += _describe_sr(result["sr"])
-    lines.append(f"  diversity over {b['seeds']} seeds at {b['size'][0]}x{b['size'][1]}: {b['diversity']:.3f} "
-                 "(per-pixel std / photo std)")
-    lines.append(f"  vertical layout: row-colour RMSE {b['row_profile_rmse']:.2f} "
-                 f"(worst {b['row_profile_rmse_worst']:.2f}); photo upside down: "
-                 f"{b['row_profile_rmse_upside_down_photo']:.2f} (8-bit units)")
+    lines.append(
+        f"  diversity over {b['seeds']} seeds at {b['size'][0]}x{b['size'][1]}: {b['diversity']:.3f} (per-pixel std / photo std)"
+    )
+    lines.append(
+        f"  vertical layout: row-colour RMSE {b['row_profile_rmse']:.2f} "
+        f"(worst {b['row_profile_rmse_worst']:.2f}); photo upside down: "
+        f"{b['row_profile_rmse_upside_down_photo']:.2f} (8-bit units)"
+    )
     nv = b["novelty"]
-    lines.append(f"  layout novelty of the base samples at {b['size'][0]}x{b['size'][1]} (RMS left after the best "
-                 f"left-right stretch of the photo or its mirror, 8-bit): per seed {nv['per_seed']} (mean {nv['mean']}); "
-                 f"between seeds {nv['between_seeds_mean']}; references: photo quarters swapped {nv['quarters_swapped']}, "
-                 f"photo stretched and mirrored {nv['stretched_mirrored']}")
+    lines.append(
+        f"  layout novelty of the base samples at {b['size'][0]}x{b['size'][1]} (RMS left after the best "
+        f"left-right stretch of the photo or its mirror, 8-bit): per seed {nv['per_seed']} (mean {nv['mean']}); "
+        f"between seeds {nv['between_seeds_mean']}; references: photo quarters swapped {nv['quarters_swapped']}, "
+        f"photo stretched and mirrored {nv['stretched_mirrored']}"
+    )
     return lines + _describe_detail(result["detail"])

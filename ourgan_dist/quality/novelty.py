@@ -70,7 +70,7 @@ def layout_distance(image: np.ndarray, photo: np.ndarray) -> float:
     band_rows = int(np.diff(edges).min())  # bands of equal height (rounding drops at most a row of a band)
 
     def columns(img: np.ndarray) -> np.ndarray:  # (3, rows, w) -> (BANDS, w, 3 * band_rows)
-        stacked = np.stack([img[:, y0:y0 + band_rows] for y0 in edges[:-1]])  # (BANDS, 3, band_rows, w)
+        stacked = np.stack([img[:, y0 : y0 + band_rows] for y0 in edges[:-1]])  # (BANDS, 3, band_rows, w)
         return stacked.transpose(0, 3, 1, 2).reshape(BANDS, img.shape[2], -1)
 
     for ref in (p, p[:, :, ::-1]):
@@ -83,10 +83,10 @@ def quarters_swapped(photo: np.ndarray) -> np.ndarray:
     _, h, w = photo.shape
     hy, hx = h // 2, w // 2
     out = photo.copy()
-    out[:, :h - hy, :w - hx] = photo[:, hy:, hx:]
-    out[:, h - hy:, w - hx:] = photo[:, :hy, :hx]
-    out[:, :h - hy, w - hx:] = photo[:, hy:, :hx]
-    out[:, h - hy:, :w - hx] = photo[:, :hy, hx:]
+    out[:, : h - hy, : w - hx] = photo[:, hy:, hx:]
+    out[:, h - hy :, w - hx :] = photo[:, :hy, :hx]
+    out[:, : h - hy, w - hx :] = photo[:, hy:, :hx]
+    out[:, h - hy :, : w - hx] = photo[:, :hy, hx:]
     return out
 
 
@@ -94,12 +94,15 @@ def novelty(samples: list[np.ndarray], photo: np.ndarray) -> dict:
     """Each sample against the photo, samples against each other, and the references: the photo
     with its quarters swapped (high: a new layout) and the photo stretched and mirrored (low: a copy)."""
     per_seed = [round(layout_distance(s, photo), 2) for s in samples]
-    pairs = [round(layout_distance(samples[i], samples[j]), 2)
-             for i in range(len(samples)) for j in range(i + 1, len(samples))]
+    pairs = [round(layout_distance(samples[i], samples[j]), 2) for i in range(len(samples)) for j in range(i + 1, len(samples))]
     _, h, w = photo.shape
     xs = (np.linspace(0, 1, w) ** 1.4 * (w - 1)).round().astype(int)  # a monotone stretch of the columns
     stretched = photo[:, :, xs][:, :, ::-1]
-    return {"per_seed": per_seed, "mean": round(float(np.mean(per_seed)), 2),
-            "between_seeds": pairs, "between_seeds_mean": round(float(np.mean(pairs)), 2) if pairs else None,
-            "quarters_swapped": round(layout_distance(quarters_swapped(photo), photo), 2),
-            "stretched_mirrored": round(layout_distance(stretched, photo), 2)}
+    return {
+        "per_seed": per_seed,
+        "mean": round(float(np.mean(per_seed)), 2),
+        "between_seeds": pairs,
+        "between_seeds_mean": round(float(np.mean(pairs)), 2) if pairs else None,
+        "quarters_swapped": round(layout_distance(quarters_swapped(photo), photo), 2),
+        "stretched_mirrored": round(layout_distance(stretched, photo), 2),
+    }

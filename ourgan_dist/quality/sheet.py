@@ -31,8 +31,9 @@ def _panel(pixels: np.ndarray, caption: str):
     return label.join(im.cast("uchar"), "vertical", background=[255, 255, 255])
 
 
-def seed_sheet(model, photo_path: str, width: int, height: int, seeds: list[int], path: str,
-               rendered: tuple[int, np.ndarray] | None = None) -> str:
+def seed_sheet(
+    model, photo_path: str, width: int, height: int, seeds: list[int], path: str, rendered: tuple[int, np.ndarray] | None = None
+) -> str:
     """Write ``path``: the photo, then the base image of each seed for a ``width`` x ``height``
     render of ``model``, two panels a row; ``rendered`` (seed, (h, w, 3) uint8) puts a finished
     render of one seed first, in place of drawing its base again. Returns ``path``."""

@@ -81,29 +81,37 @@ def foreign_entries(url: str, storage_options: dict | None = None) -> list[str]:
 def refuse_foreign(url: str, foreign: list[str]) -> str:
     """The one-line refusal of ``--overwrite`` on a store that holds entries no render writes."""
     shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
-    return (f"--overwrite {url!r}: refusing to delete it, it also holds entries that are not part of a render "
-            f"({shown}); move them out of it or choose another --out")
+    return (
+        f"--overwrite {url!r}: refusing to delete it, it also holds entries that are not part of a render "
+        f"({shown}); move them out of it or choose another --out"
+    )
 
 
 def ome_attributes(plan: RenderPlan, name: str) -> dict[str, Any]:
-    datasets = [{"path": str(k), "coordinateTransformations": [
-        {"type": "scale", "scale": [1.0, float(2**k), float(2**k)]}]} for k in range(len(plan.pyramid_shapes))]
+    datasets = [
+        {"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": [1.0, float(2**k), float(2**k)]}]}
+        for k in range(len(plan.pyramid_shapes))
+    ]
     return {
         "version": "0.5",
-        "multiscales": [{
-            "name": name,
-            "axes": [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
-            "datasets": datasets,
-        }],
-        "omero": {"channels": [
-            {"label": lab, "color": col, "active": True, "window": {"min": 0, "max": 255, "start": 0, "end": 255}}
-            for lab, col in (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))],
-            "rdefs": {"model": "color"}},
+        "multiscales": [
+            {
+                "name": name,
+                "axes": [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                "datasets": datasets,
+            }
+        ],
+        "omero": {
+            "channels": [
+                {"label": lab, "color": col, "active": True, "window": {"min": 0, "max": 255, "start": 0, "end": 255}}
+                for lab, col in (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))
+            ],
+            "rdefs": {"model": "color"},
+        },
     }
 
 
-def check_aligned(array_name: str, shape: tuple[int, int], grid: tuple[int, int], box: Box,
-                  unit: str = "chunk") -> None:
+def check_aligned(array_name: str, shape: tuple[int, int], grid: tuple[int, int], box: Box, unit: str = "chunk") -> None:
     """Refuse a write that does not cover whole storage objects (I4): ``grid`` is the (y, x) side
     of the array's objects, its shards (``unit="shard"``) or, unsharded, its chunks."""
     h, w = shape
@@ -117,10 +125,12 @@ def check_aligned(array_name: str, shape: tuple[int, int], grid: tuple[int, int]
         bad.append(f"it is empty or outside the array ({h}, {w})")
     if bad:
         raise MisalignedWriteError(
-            f"refused write of {box} to array {array_name!r}: " + "; ".join(bad) +
-            f". A partial-{unit} write is a read-modify-write of a {unit} (one storage object) another task may "
+            f"refused write of {box} to array {array_name!r}: "
+            + "; ".join(bad)
+            + f". A partial-{unit} write is a read-modify-write of a {unit} (one storage object) another task may "
             f"also write, so one task's pixels could silently be lost; tasks must write whole {unit}s (tiles a "
-            "multiple of the chunk size, shards one tile).")
+            "multiple of the chunk size, shards one tile)."
+        )
 
 
 class Canvas(CompletionRecords):
@@ -132,8 +142,10 @@ class Canvas(CompletionRecords):
         self.fs, self.root = url_to_fs(url, self.storage_options)
         try:
             self.group = zarr.open_group(zarr_store(url, self.storage_options), mode=mode, zarr_format=3)
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError if hasattr(zarr.errors, "GroupNotFoundError")
-                else FileNotFoundError):
+        except (
+            FileNotFoundError,
+            zarr.errors.GroupNotFoundError if hasattr(zarr.errors, "GroupNotFoundError") else FileNotFoundError,
+        ):
             raise StoreError(f"store {url!r}: no ourgan-dist render there (no zarr.json)") from None
         attrs = self.group.attrs.asdict()
         if ATTR not in attrs:
@@ -142,9 +154,11 @@ class Canvas(CompletionRecords):
         fmt = self.info.get("format")
         if fmt not in READABLE_FORMATS:
             newer = isinstance(fmt, int) and fmt > STORE_FORMAT
-            raise StoreError(f"store {url!r}: store format {fmt!r}, this version of ourgan-dist reads formats "
-                             f"{', '.join(map(str, READABLE_FORMATS))}; " +
-                             ("upgrade ourgan-dist to read it" if newer else "render it again with --overwrite"))
+            raise StoreError(
+                f"store {url!r}: store format {fmt!r}, this version of ourgan-dist reads formats "
+                f"{', '.join(map(str, READABLE_FORMATS))}; "
+                + ("upgrade ourgan-dist to read it" if newer else "render it again with --overwrite")
+            )
         self.plan = plan_from_info(self.info)
         self._arrays: dict[str, Any] = {}
 
@@ -185,24 +199,50 @@ class Canvas(CompletionRecords):
         attrs = {"ome": ome_attributes(plan, info.get("name", "ourgan-dist render")), ATTR: info}
         group = zarr.create_group(store, zarr_format=3, attributes=attrs)
         for k, (h, w) in enumerate(plan.pyramid_shapes):
-            group.create_array(str(k), shape=(3, h, w), chunks=(3, *plan.chunk_shape(h, w)),
-                               shards=_shards(plan.array_shards(k)), dtype="uint8", fill_value=0,
-                               dimension_names=("c", "y", "x"))
-        gen = group.create_group(GENERATION, attributes={
-            "description": "generation levels below the last: float16 in [-1, 1], level l+1 is 4x level l"})
+            group.create_array(
+                str(k),
+                shape=(3, h, w),
+                chunks=(3, *plan.chunk_shape(h, w)),
+                shards=_shards(plan.array_shards(k)),
+                dtype="uint8",
+                fill_value=0,
+                dimension_names=("c", "y", "x"),
+            )
+        gen = group.create_group(
+            GENERATION, attributes={"description": "generation levels below the last: float16 in [-1, 1], level l+1 is 4x level l"}
+        )
         for lv in plan.levels[:-1]:
-            gen.create_array(str(lv.index), shape=(3, lv.height, lv.width),
-                             chunks=(3, *plan.chunk_shape(lv.height, lv.width)),
-                             shards=_shards(plan.level_shards(lv.index)), dtype="float16", fill_value=0.0,
-                             dimension_names=("c", "y", "x"))
-        records = group.create_group(RECORDS, attributes={
-            "description": "completion records: 1 where a task (tile or pyramid block) has written all its chunks"})
+            gen.create_array(
+                str(lv.index),
+                shape=(3, lv.height, lv.width),
+                chunks=(3, *plan.chunk_shape(lv.height, lv.width)),
+                shards=_shards(plan.level_shards(lv.index)),
+                dtype="float16",
+                fill_value=0.0,
+                dimension_names=("c", "y", "x"),
+            )
+        records = group.create_group(
+            RECORDS,
+            attributes={"description": "completion records: 1 where a task (tile or pyramid block) has written all its chunks"},
+        )
         for lv in plan.levels:
-            records.create_array(f"L{lv.index}", shape=plan.tile_grid(lv.index), chunks=(1, 1), dtype="uint8",
-                                 fill_value=0, dimension_names=("ty", "tx"))
+            records.create_array(
+                f"L{lv.index}",
+                shape=plan.tile_grid(lv.index),
+                chunks=(1, 1),
+                dtype="uint8",
+                fill_value=0,
+                dimension_names=("ty", "tx"),
+            )
         for scale in range(1, len(plan.pyramid_shapes)):
-            records.create_array(f"P{scale}", shape=plan.pyramid_grid(scale), chunks=(1, 1), dtype="uint8",
-                                 fill_value=0, dimension_names=("ty", "tx"))
+            records.create_array(
+                f"P{scale}",
+                shape=plan.pyramid_grid(scale),
+                chunks=(1, 1),
+                dtype="uint8",
+                fill_value=0,
+                dimension_names=("ty", "tx"),
+            )
         return cls(url, storage_options, mode="r+")
 
     @staticmethod
@@ -234,7 +274,7 @@ class Canvas(CompletionRecords):
 
     def read(self, name: str, box: Box) -> np.ndarray:
         """(3, box.height, box.width) pixels of an array (any box: reads need no alignment)."""
-        return with_retries(f"read {name}{box}", lambda: self.array(name)[:, box.y0:box.y1, box.x0:box.x1])
+        return with_retries(f"read {name}{box}", lambda: self.array(name)[:, box.y0 : box.y1, box.x0 : box.x1])
 
     def write(self, name: str, box: Box, data: np.ndarray) -> None:
         """Write whole storage objects: ``box`` must start on the array's shard grid (its chunk grid
@@ -246,14 +286,13 @@ class Canvas(CompletionRecords):
             raise ValueError(f"write to {name!r}: data {data.shape} does not match {box}")
 
         def put() -> None:
-            arr[:, box.y0:box.y1, box.x0:box.x1] = data
+            arr[:, box.y0 : box.y1, box.x0 : box.x1] = data
 
         with_retries(f"write {name}{box}", put)
 
     def set_info(self, **changes: Any) -> None:
         self.info = dict(self.info, **changes)
         self.group.attrs[ATTR] = self.info
-
 
 
 def _shards(side: tuple[int, int] | None) -> tuple[int, int, int] | None:
@@ -263,13 +302,28 @@ def _shards(side: tuple[int, int] | None) -> tuple[int, int, int] | None:
 
 def plan_from_info(info: dict[str, Any]) -> RenderPlan:
     p = info["plan"]
-    return RenderPlan(width=p["width"], height=p["height"], n_sr=p["n_sr"], base_height=p["base_height"],
-                      base_width=p["base_width"], tile=p["tile"], halo=p["halo"],
-                      receptive_radius=p["receptive_radius"], chunk=p["chunk"])
+    return RenderPlan(
+        width=p["width"],
+        height=p["height"],
+        n_sr=p["n_sr"],
+        base_height=p["base_height"],
+        base_width=p["base_width"],
+        tile=p["tile"],
+        halo=p["halo"],
+        receptive_radius=p["receptive_radius"],
+        chunk=p["chunk"],
+    )
 
 
 def plan_to_info(plan: RenderPlan) -> dict[str, Any]:
-    return {"width": plan.width, "height": plan.height, "n_sr": plan.n_sr, "base_height": plan.base_height,
-            "base_width": plan.base_width, "tile": plan.tile, "halo": plan.halo,
-            "receptive_radius": plan.receptive_radius, "chunk": plan.chunk}
-
+    return {
+        "width": plan.width,
+        "height": plan.height,
+        "n_sr": plan.n_sr,
+        "base_height": plan.base_height,
+        "base_width": plan.base_width,
+        "tile": plan.tile,
+        "halo": plan.halo,
+        "receptive_radius": plan.receptive_radius,
+        "chunk": plan.chunk,
+    }

@@ -51,9 +51,14 @@ def runtime_environment(device: str, precision: str) -> dict[str, Any]:
     from .. import __version__
 
     kind = "cuda" if device.startswith("cuda") else "cpu"
-    env: dict[str, Any] = {"device": kind, "precision": precision, "ourgan_dist": __version__,
-                           "torch": torch.__version__, "onednn": _onednn(),
-                           "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    env: dict[str, Any] = {
+        "device": kind,
+        "precision": precision,
+        "ourgan_dist": __version__,
+        "torch": torch.__version__,
+        "onednn": _onednn(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
     if kind == "cuda":
         env["cuda"] = torch.version.cuda
         env["gpu"] = torch.cuda.get_device_name(torch.device(device)) if torch.cuda.is_available() else None
@@ -65,8 +70,10 @@ def mismatch(recorded: dict[str, Any] | None, current: dict[str, Any]) -> str | 
     without a recorded environment, or whose record lacks a compared field, is a mismatch (fails
     closed): the text says what is missing."""
     if not isinstance(recorded, dict) or not recorded:
-        return ("no environment is recorded in the store (written by an older ourgan-dist, or its record was "
-                "removed), so it cannot be shown to match this one")
+        return (
+            "no environment is recorded in the store (written by an older ourgan-dist, or its record was "
+            "removed), so it cannot be shown to match this one"
+        )
     fields = GPU_FIELDS if current.get("device") == "cuda" else CPU_FIELDS
     for k in fields:
         there = recorded.get(k, MISSING)

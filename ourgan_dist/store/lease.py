@@ -80,8 +80,9 @@ def default_ttl() -> float:
     except ValueError:
         ttl = float("nan")
     if not 1 <= ttl <= MAX_TTL:  # NaN included
-        raise StoreError(f"OURGAN_LEASE_TTL={text!r}: expected a number of seconds from 1 to {MAX_TTL:.0f}, "
-                         "e.g. OURGAN_LEASE_TTL=60")
+        raise StoreError(
+            f"OURGAN_LEASE_TTL={text!r}: expected a number of seconds from 1 to {MAX_TTL:.0f}, e.g. OURGAN_LEASE_TTL=60"
+        )
     return ttl
 
 
@@ -264,8 +265,7 @@ class _S3Slot(_Slot):
             now, version = self.read()
             if now == data:  # ours landed after all (a retried request)
                 return True
-            if condition.get("IfMatch") and version != condition["IfMatch"] or \
-                    condition.get("IfNoneMatch") and now is not None:
+            if condition.get("IfMatch") and version != condition["IfMatch"] or condition.get("IfNoneMatch") and now is not None:
                 return False
             raise
         finally:
@@ -296,9 +296,11 @@ class _S3Slot(_Slot):
         except StoreError:
             raise
         except Exception as e:  # noqa: BLE001 - any failure here means the lease cannot be relied on
-            raise StoreError(f"store {url!r}: cannot check that the S3 endpoint refuses conflicting conditional writes "
-                             f"({type(e).__name__}: {str(e)[:160]}); nothing was written; check the storage and "
-                             "run again") from None
+            raise StoreError(
+                f"store {url!r}: cannot check that the S3 endpoint refuses conflicting conditional writes "
+                f"({type(e).__name__}: {str(e)[:160]}); nothing was written; check the storage and "
+                "run again"
+            ) from None
         finally:
             try:
                 self.fs.call_s3("delete_object", Bucket=bucket, Key=scratch)
@@ -308,7 +310,8 @@ class _S3Slot(_Slot):
             f"store {url!r}: the S3 endpoint accepted a PUT with If-None-Match: * over an existing object, so it "
             "ignores conditional writes and the lease could not keep two renders from writing one store; use an "
             "endpoint that implements them (AWS S3, or an S3-compatible store that refuses with HTTP 412), or a "
-            "local or mounted --out")
+            "local or mounted --out"
+        )
 
 
 def _precondition_failed(e: BaseException) -> bool:
@@ -339,7 +342,8 @@ def _unreadable(url: str, e: BaseException) -> StoreError:
     return StoreError(
         f"store {url!r}: its lease cannot be read ({type(e).__name__}: {str(e)[:160]}), so another render may be "
         "using it and nothing was written; check the storage (or remove the store's lease/ folder if you know no "
-        "render uses it) and run again")
+        "render uses it) and run again"
+    )
 
 
 def lease_folder(url: str) -> str:
@@ -361,12 +365,14 @@ def check_expiry(lease: dict[str, Any], url: str, ttl: float | None = None, now:
     expires = lease["expires"]
     if math.isfinite(expires) and expires <= now + 2 * max(ttls):
         return
-    ahead = "never" if not math.isfinite(expires) else (
-        f"in {expires - now:.3g} s" if expires - now < 1e9 else "in more than 30 years")
+    ahead = (
+        "never" if not math.isfinite(expires) else (f"in {expires - now:.3g} s" if expires - now < 1e9 else "in more than 30 years")
+    )
     raise StoreError(
         f"store {url!r}: its lease expires {ahead}, further ahead than any render sets it (2 x its "
         f"{max(ttls):.0f} s TTL), so it would hold the store for ever; if no render uses this store, delete the "
-        f"lease folder {lease_folder(url)} and run again")
+        f"lease folder {lease_folder(url)} and run again"
+    )
 
 
 def read_lease(slot: _Slot, url: str, retry: bool = True) -> tuple[dict[str, Any], Any]:
@@ -436,7 +442,8 @@ class Lease:
             f"store {self.url!r} is in use by another render (host {lease.get('host')}, pid {lease.get('pid')}); "
             f"its lease expires in {left} s unless renewed. Wait for it to finish; if it crashed, --resume takes over "
             f"at once on its host, elsewhere once the lease expires ({lease.get('ttl', self.ttl):.0f} s after its last "
-            "heartbeat)")
+            "heartbeat)"
+        )
 
     def _settled(self) -> tuple[dict[str, Any], Any]:
         """Write-then-confirm, for stores without conditional writes: read back after ``settle``."""
@@ -455,9 +462,11 @@ class Lease:
         try:
             won = self.slot.create(data) if version is None else self.slot.replace(data, version)
         except Exception as e:
-            raise StoreError(f"store {self.url!r}: cannot write there, not even its lease ({type(e).__name__}: "
-                             f"{str(e)[:160]}); nothing was written; choose a writable --out or check the "
-                             "storage") from None
+            raise StoreError(
+                f"store {self.url!r}: cannot write there, not even its lease ({type(e).__name__}: "
+                f"{str(e)[:160]}); nothing was written; choose a writable --out or check the "
+                "storage"
+            ) from None
         current, version = self._settled()
         if not won or current.get("token") != self.token:
             self._refuse(current if live(current) else {"expires": time.time(), "ttl": self.ttl})
@@ -470,7 +479,8 @@ class Lease:
         who = f"host {lease.get('host')}, pid {lease.get('pid')}" if lease else "nobody: it was removed"
         return LeaseLost(
             f"store {self.url!r}: this render lost its lease (it now names {who}), so it stopped; finished tasks "
-            "are recorded: once the other render is done (or its lease expired), run the same command with --resume")
+            "are recorded: once the other render is done (or its lease expired), run the same command with --resume"
+        )
 
     def renew(self) -> None:
         """One heartbeat: read the lease, and renew it only if it still carries our token, with a
@@ -504,15 +514,18 @@ class Lease:
                     self.lost = LeaseLost(
                         f"store {self.url!r}: this render could not renew its lease for {self.ttl:.0f} s "
                         f"({type(e).__name__}: {str(e)[:160]}), so it stopped before another render could take it "
-                        "over; finished tasks are recorded: check the storage and run the same command with --resume")
+                        "over; finished tasks are recorded: check the storage and run the same command with --resume"
+                    )
                     return
                 log.warning("lease renewal failed (%s: %s); retrying in %.0f s", type(e).__name__, e, interval)
 
     def check(self) -> None:
         """Raise ``LeaseLost`` if the lease was lost (cheap: no I/O)."""
         if self.lost is None and self._thread is not None and time.time() >= self.valid_until:
-            self.lost = LeaseLost(f"store {self.url!r}: this render's lease expired before it could be renewed, so "
-                                  "it stopped; finished tasks are recorded: run the same command with --resume")
+            self.lost = LeaseLost(
+                f"store {self.url!r}: this render's lease expired before it could be renewed, so "
+                "it stopped; finished tasks are recorded: run the same command with --resume"
+            )
         if self.lost is not None:
             raise self.lost
 
@@ -558,10 +571,14 @@ class LeaseFence:
         lease, _ = read_lease(self.slot, self.url)
         if lease.get("token") != self.token:
             who = f"host {lease.get('host')}, pid {lease.get('pid')}" if lease else "nobody"
-            raise LeaseLost(f"store {self.url!r}: the render's lease now names {who}; this worker stopped writing. "
-                            "Finished tasks are recorded: run the same command with --resume")
+            raise LeaseLost(
+                f"store {self.url!r}: the render's lease now names {who}; this worker stopped writing. "
+                "Finished tasks are recorded: run the same command with --resume"
+            )
         if lease["expires"] <= now:
-            raise LeaseLost(f"store {self.url!r}: the render's lease expired (its driver stopped renewing it); this "
-                            "worker stopped writing. Finished tasks are recorded: run the same command with --resume")
+            raise LeaseLost(
+                f"store {self.url!r}: the render's lease expired (its driver stopped renewing it); this "
+                "worker stopped writing. Finished tasks are recorded: run the same command with --resume"
+            )
         ttl = float(lease.get("ttl") or 60)
         self.valid_until = min(lease["expires"] - ttl / 3, now + ttl / 6)

@@ -48,7 +48,7 @@ class CompletionRecords:
         top = f"{self.root}/{RECORDS}"
         paths = with_retries(f"list {RECORDS}/", lambda: self.fs.find(top))
         for path in paths:
-            parts = path[len(top) + 1:].split("/") if path.startswith(top + "/") else []
+            parts = path[len(top) + 1 :].split("/") if path.startswith(top + "/") else []
             if len(parts) == 4 and parts[1] == "c" and parts[2].isdigit() and parts[3].isdigit():
                 yield parts[0], int(parts[2]), int(parts[3])
 
@@ -82,8 +82,9 @@ class CompletionRecords:
         done = self.done()
         missing = [k for k in [*self.plan.all_tiles(), *self.plan.all_pyramid_tasks()] if k not in done]
         if missing:
-            raise StoreError(f"store {self.url!r}: {len(missing)} task(s) unfinished (first: {missing[0]}); "
-                             "run the same render with --resume")
+            raise StoreError(
+                f"store {self.url!r}: {len(missing)} task(s) unfinished (first: {missing[0]}); run the same render with --resume"
+            )
         self.set_info(complete=True)
 
     @property
@@ -95,5 +96,7 @@ class CompletionRecords:
             p = self.progress()["tasks"]
             done = sum(d for d, _ in p.values())
             total = sum(t for _, t in p.values())
-            raise StoreError(f"store {self.url!r}: incomplete render ({done}/{total} tasks done); {what} needs a "
-                             "complete store: finish it with `ourgan-dist render ... --resume`")
+            raise StoreError(
+                f"store {self.url!r}: incomplete render ({done}/{total} tasks done); {what} needs a "
+                "complete store: finish it with `ourgan-dist render ... --resume`"
+            )

@@ -74,8 +74,15 @@ def with_retries(what: str, fn: Callable[[], R]) -> R:
             if not transient(e) or attempt == attempts - 1:
                 raise
             wait = first_wait * 2**attempt * (1 + random.random() / 2)
-            log.warning("storage error on %s (%s: %s); retry %d/%d in %.2f s", what, type(e).__name__, redact(str(e)),
-                        attempt + 1, attempts - 1, wait)
+            log.warning(
+                "storage error on %s (%s: %s); retry %d/%d in %.2f s",
+                what,
+                type(e).__name__,
+                redact(str(e)),
+                attempt + 1,
+                attempts - 1,
+                wait,
+            )
             time.sleep(wait)
     raise AssertionError("unreachable")  # the last attempt returns or raises
 
@@ -89,7 +96,7 @@ def url_to_fs(url: str, storage_options: dict | None):
 def zarr_store(url: str, storage_options: dict | None):
     """The Zarr store of a URL: a ``LocalStore`` for local paths and ``file://``, else an ``FsspecStore``."""
     if "://" not in url or url.startswith("file://"):
-        path = url[len("file://"):] if url.startswith("file://") else url
+        path = url[len("file://") :] if url.startswith("file://") else url
         return zarr.storage.LocalStore(path)
     return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options or {})
 
@@ -107,4 +114,3 @@ def strip_userinfo(url: str) -> str:
 def redact(text: str) -> str:
     """``text`` (an error message, a log line) with every URL's ``user:password@`` replaced by ``***@``."""
     return _USERINFO.sub(r"\1***@", text)
-

@@ -28,9 +28,14 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_config(preset: str, iterations: int | None, vertical_coord: bool,
-                   schedule: tuple[int, int] | None = None, settings: Sequence[str] = (),
-                   config: ModelConfig | None = None) -> ModelConfig:
+def resolve_config(
+    preset: str,
+    iterations: int | None,
+    vertical_coord: bool,
+    schedule: tuple[int, int] | None = None,
+    settings: Sequence[str] = (),
+    config: ModelConfig | None = None,
+) -> ModelConfig:
     """The preset with ``settings`` (``SECTION.FIELD=VALUE``, ``config.apply_settings``) applied,
     then ``iterations`` (steps per base scale and SR steps alike) or an explicit ``schedule`` (base
     steps per scale, SR steps) overriding its training length."""
@@ -59,8 +64,9 @@ def check_out(out: str, overwrite: bool = False) -> None:
     has_model = any(n in ("model.pt", "model.json") for n in names)
     if other:
         what = "a model and other files" if has_model else "files that are not a model"
-        raise UserError(f"--out {out!r} holds {what} ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); "
-                        "choose a new or empty folder")
+        raise UserError(
+            f"--out {out!r} holds {what} ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); choose a new or empty folder"
+        )
     if has_model and not overwrite:
         raise UserError(f"--out {out!r} already holds a model; pass --overwrite to replace it, or choose another --out")
 
@@ -80,8 +86,10 @@ def out_lock(target: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise UserError(f"--out {target!r}: another training is writing this model now ({path} is locked); "
-                            "wait for it to finish or choose another --out") from None
+            raise UserError(
+                f"--out {target!r}: another training is writing this model now ({path} is locked); "
+                "wait for it to finish or choose another --out"
+            ) from None
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -118,11 +126,24 @@ def _publish(tmp: str, out: str, overwrite: bool) -> None:
         os.rename(tmp, out)
 
 
-def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | None = None, seed: int = 0,
-                device: str = "auto", vertical_coord: bool = True, progress: bool = True,
-                schedule: tuple[int, int] | None = None, parallel: bool | None = None, overwrite: bool = False,
-                allow_damaged: bool = False, warn: Callable[[str], None] | None = None,
-                settings: Sequence[str] = (), config: ModelConfig | None = None) -> str:
+def train_model(
+    image: str,
+    out: str,
+    *,
+    preset: str = "cpu",
+    iterations: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    vertical_coord: bool = True,
+    progress: bool = True,
+    schedule: tuple[int, int] | None = None,
+    parallel: bool | None = None,
+    overwrite: bool = False,
+    allow_damaged: bool = False,
+    warn: Callable[[str], None] | None = None,
+    settings: Sequence[str] = (),
+    config: ModelConfig | None = None,
+) -> str:
     """Train (or, with ``iterations=0``, just initialise) a model from one photo; returns its id.
 
     ``out/model.pt`` and ``out/model.json`` hold the weights, the config and a deterministic meta
@@ -150,25 +171,58 @@ def train_model(image: str, out: str, *, preset: str = "cpu", iterations: int | 
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"--out {out!r}: its folder {parent!r} is not writable; choose a folder you can write to")
     with out_lock(target):
-        return _train_locked(image, out, target, preset=preset, iterations=iterations, seed=seed, device=device,
-                             vertical_coord=vertical_coord, progress=progress, schedule=schedule, parallel=parallel,
-                             overwrite=overwrite, allow_damaged=allow_damaged, warn=warn, settings=settings,
-                             config=config)
+        return _train_locked(
+            image,
+            out,
+            target,
+            preset=preset,
+            iterations=iterations,
+            seed=seed,
+            device=device,
+            vertical_coord=vertical_coord,
+            progress=progress,
+            schedule=schedule,
+            parallel=parallel,
+            overwrite=overwrite,
+            allow_damaged=allow_damaged,
+            warn=warn,
+            settings=settings,
+            config=config,
+        )
 
 
-def _train_locked(image: str, out: str, target: str, *, preset, iterations, seed, device, vertical_coord, progress,
-                  schedule, parallel, overwrite, allow_damaged, warn, settings, config) -> str:
+def _train_locked(
+    image: str,
+    out: str,
+    target: str,
+    *,
+    preset,
+    iterations,
+    seed,
+    device,
+    vertical_coord,
+    progress,
+    schedule,
+    parallel,
+    overwrite,
+    allow_damaged,
+    warn,
+    settings,
+    config,
+) -> str:
     check_out(out, overwrite)  # again, now that no other training can be between the check and the publication
     info = images.probe(image)
     cfg = resolve_config(preset, iterations, vertical_coord, schedule, settings, config)
     dev = resolve_device(device)
     damage = images.find_damage(image)
     if damage and not allow_damaged:
-        raise UserError(f"photo {image!r} is damaged ({damage}); use an intact copy, or pass --allow-damaged to "
-                        "train on the part that decodes")
+        raise UserError(
+            f"photo {image!r} is damaged ({damage}); use an intact copy, or pass --allow-damaged to train on the part that decodes"
+        )
     if damage:
         (warn or (lambda m: warnings.warn(m, stacklevel=3)))(
-            f"photo {image!r} is damaged ({damage}); training on the part that decodes (--allow-damaged)")
+            f"photo {image!r} is damaged ({damage}); training on the part that decodes (--allow-damaged)"
+        )
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.partial-", dir=parent)
@@ -184,8 +238,17 @@ def _train_locked(image: str, out: str, target: str, *, preset, iterations, seed
     return model_id
 
 
-def _train_into(out: str, image: str, info: images.PhotoInfo, cfg: ModelConfig, dev: str, seed: int,
-                progress: bool, parallel: bool | None, damaged: bool) -> str:
+def _train_into(
+    out: str,
+    image: str,
+    info: images.PhotoInfo,
+    cfg: ModelConfig,
+    dev: str,
+    seed: int,
+    progress: bool,
+    parallel: bool | None,
+    damaged: bool,
+) -> str:
     from ..models import checkpoint
 
     model = checkpoint.build(cfg, seed)
@@ -202,21 +265,23 @@ def _train_into(out: str, image: str, info: images.PhotoInfo, cfg: ModelConfig, 
         if trained:
             from .loop import fit
 
-            result = fit(model, source, info, seed=seed, device=dev, progress=progress, parallel=parallel,
-                         from_prior=prior is not None)
+            result = fit(
+                model, source, info, seed=seed, device=dev, progress=progress, parallel=parallel, from_prior=prior is not None
+            )
             meta, log = result.meta, result.log
         elif cfg.base.kind == "patches":  # untrained SR, but the patch base is whole once it keeps the photo
             from .loop import keep_photo
 
             keep_photo(model, source, info)
     cfg = model.config
-    meta.update({
-        "photo": {"name": image.rsplit("/", 1)[-1], "width": info.width, "height": info.height,
-                  "sha256": info.sha256},
-        "seed": seed,
-        "trained": trained,
-        "sr_prior": prior,  # origin and licence of the pre-trained SR weights, None: learnt from scratch
-    })
+    meta.update(
+        {
+            "photo": {"name": image.rsplit("/", 1)[-1], "width": info.width, "height": info.height, "sha256": info.sha256},
+            "seed": seed,
+            "trained": trained,
+            "sr_prior": prior,  # origin and licence of the pre-trained SR weights, None: learnt from scratch
+        }
+    )
     if damaged:
         meta["photo"]["damaged"] = True
     model.base.cpu()

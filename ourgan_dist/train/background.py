@@ -53,8 +53,16 @@ def child_main(job_dir: str) -> int:
                 _emit("step", n=pending[0], losses=losses)
                 pending[0] = 0
 
-        hist = train_sr(net, photo, from_dict(TrainConfig, job["train"]), job["seed"], HOLDOUT, step,
-                        base_width=job["base_width"], from_prior=job["from_prior"])
+        hist = train_sr(
+            net,
+            photo,
+            from_dict(TrainConfig, job["train"]),
+            job["seed"],
+            HOLDOUT,
+            step,
+            base_width=job["base_width"],
+            from_prior=job["from_prior"],
+        )
         if pending[0]:
             _emit("step", n=pending[0], losses=pending[1])
         torch.save(net.state_dict(), os.path.join(job_dir, "final.pt"))
@@ -72,8 +80,9 @@ def child_main(job_dir: str) -> int:
 class BackgroundSR:
     """A running SR training in a child process."""
 
-    def __init__(self, net, image: str, train_cfg, seed: int, threads: int, base_width: int | None = None,
-                 from_prior: bool = False):
+    def __init__(
+        self, net, image: str, train_cfg, seed: int, threads: int, base_width: int | None = None, from_prior: bool = False
+    ):
         import torch
 
         from ..config import to_dict
@@ -82,13 +91,25 @@ class BackgroundSR:
         self._dir = tempfile.TemporaryDirectory(prefix="ourgan-sr-")
         d = self._dir.name
         torch.save(net.state_dict(), os.path.join(d, "init.pt"))
-        job = {"image": os.path.abspath(image), "sr": to_dict(net.cfg), "train": to_dict(train_cfg), "seed": seed,
-               "threads": threads, "base_width": base_width, "from_prior": from_prior}
+        job = {
+            "image": os.path.abspath(image),
+            "sr": to_dict(net.cfg),
+            "train": to_dict(train_cfg),
+            "seed": seed,
+            "threads": threads,
+            "base_width": base_width,
+            "from_prior": from_prior,
+        }
         with open(os.path.join(d, "job.json"), "w") as f:
             json.dump(job, f)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        self._proc = subprocess.Popen([sys.executable, "-m", "ourgan_dist.train.background", d],
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "ourgan_dist.train.background", d],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self._q: queue_mod.Queue = queue_mod.Queue()
         self._stderr: list[str] = []
         threading.Thread(target=self._read_stdout, daemon=True).start()
@@ -98,7 +119,7 @@ class BackgroundSR:
     def _read_stdout(self) -> None:
         for line in self._proc.stdout:
             if line.startswith(MARK):
-                self._q.put(json.loads(line[len(MARK):]))
+                self._q.put(json.loads(line[len(MARK) :]))
         self._q.put({"kind": "eof"})
 
     def _handle(self, msg: dict, on_step: Callable[[int, dict], None]) -> None:
@@ -121,8 +142,9 @@ class BackgroundSR:
             raise RuntimeError(f"SR training process failed: {msg['message']}\n{''.join(self._stderr[-20:])}")
         else:  # eof before done: the child died
             self._proc.wait()
-            raise RuntimeError(f"SR training process died (exit code {self._proc.returncode}): "
-                               f"{''.join(self._stderr[-5:]).strip()[-500:]}")
+            raise RuntimeError(
+                f"SR training process died (exit code {self._proc.returncode}): {''.join(self._stderr[-5:]).strip()[-500:]}"
+            )
 
     def poll(self, on_step: Callable[[int, dict], None]) -> None:
         """Handle the messages that have arrived, without waiting."""

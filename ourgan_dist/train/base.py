@@ -47,14 +47,13 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     """WGAN-GP: (||grad D(interp)|| - 1)^2 on random interpolates of real and fake."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, generator=gen).to(real.device)
     mix = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-    grad, = torch.autograd.grad(critic(mix).sum(), mix, create_graph=True)
+    (grad,) = torch.autograd.grad(critic(mix).sum(), mix, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
 def pyramid(photo: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
     """The photo (1, 3, H, W) resized (antialiased) to every scale's size, coarsest first."""
-    return [F.interpolate(photo, size=s, mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
-            for s in sizes]
+    return [F.interpolate(photo, size=s, mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1) for s in sizes]
 
 
 def _critic(cfg: TrainConfig, gen: BaseGenerator, seed: int, s: int, device) -> tuple[PatchCritic, torch.optim.Optimizer]:
@@ -65,8 +64,9 @@ def _critic(cfg: TrainConfig, gen: BaseGenerator, seed: int, s: int, device) -> 
     return critic, torch.optim.Adam(critic.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
 
 
-def _critic_step(critic: PatchCritic, opt: torch.optim.Optimizer, cfg: TrainConfig, real: torch.Tensor,
-                 fake: torch.Tensor, g: torch.Generator) -> float:
+def _critic_step(
+    critic: PatchCritic, opt: torch.optim.Optimizer, cfg: TrainConfig, real: torch.Tensor, fake: torch.Tensor, g: torch.Generator
+) -> float:
     """One WGAN-GP critic update on (real, fake) patches; returns its loss."""
     d_loss = critic(fake).mean() - critic(real).mean()
     gp = gradient_penalty(critic, real, fake, g)
@@ -76,8 +76,9 @@ def _critic_step(critic: PatchCritic, opt: torch.optim.Optimizer, cfg: TrainConf
     return float(d_loss.detach())
 
 
-def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: int,
-               step: Callable[[str, dict], None] = lambda *_: None) -> dict[str, list[float]]:
+def train_base(
+    gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: int, step: Callable[[str, dict], None] = lambda *_: None
+) -> dict[str, list[float]]:
     """Train ``gen`` in place on ``photo`` (1, 3, h, w) at its base size; returns loss histories."""
     device = photo.device
     g = torch.Generator().manual_seed(seed)
@@ -94,8 +95,9 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
         stage_params = list(gen.decoder.parameters()) if s == 0 else list(gen.stages[s - 1].parameters())
         if s >= 2:
             gen.stages[s - 1].load_state_dict(gen.stages[s - 2].state_dict())
-        frozen = [p for k in range(1, s) for p in gen.stages[k - 1].parameters()] + \
-            (list(gen.decoder.parameters()) if s > 0 else [])
+        frozen = [p for k in range(1, s) for p in gen.stages[k - 1].parameters()] + (
+            list(gen.decoder.parameters()) if s > 0 else []
+        )
         for p in frozen:  # gradients flow through the frozen scales to the encoder, not into them
             p.requires_grad_(False)
         opt = torch.optim.Adam(list(gen.encoder.parameters()) + stage_params, lr=cfg.lr, betas=(0.5, 0.999))
@@ -141,8 +143,7 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
         def crop_origin() -> tuple[int, int]:  # top-left of a random (ch, cw) crop; (0, 0) when whole
             if (ch, cw) == (h, w):
                 return 0, 0
-            return (int(torch.randint(0, h - ch + 1, (1,), generator=g)),
-                    int(torch.randint(0, w - cw + 1, (1,), generator=g)))
+            return (int(torch.randint(0, h - ch + 1, (1,), generator=g)), int(torch.randint(0, w - cw + 1, (1,), generator=g)))
 
         def sample_below() -> torch.Tensor:  # a random sample of the frozen scales below, at scale s
             with torch.no_grad():  # as rendering draws a new image: a latent from the prior
@@ -161,12 +162,11 @@ def train_base(gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: 
             ys, xs = slice(cy, cy + ch), slice(cx, cx + cw)
             fake = gen.refine_upsampled(s, up[:, :, ys, xs], randn(1, 3, ch, cw), y_full[:, :, ys])
             ry, rx = crop_origin()
-            real = reals[s][:, :, ry:ry + ch, rx:rx + cw]
+            real = reals[s][:, :, ry : ry + ch, rx : rx + cw]
             d_loss = _critic_step(critic, opt_d, cfg, real, fake.detach(), g)
             # generator step: fool the critic, and reconstruct the photo from the reconstruction path
             adv = -critic(fake).mean()
-            rec_out = gen.refine_upsampled(s, rec_up[:, :, ys, xs], torch.zeros(1, 3, ch, cw, device=device),
-                                           y_full[:, :, ys])
+            rec_out = gen.refine_upsampled(s, rec_up[:, :, ys, xs], torch.zeros(1, 3, ch, cw, device=device), y_full[:, :, ys])
             rec = F.mse_loss(rec_out, reals[s][:, :, ys, xs])
             opt_g.zero_grad(set_to_none=True)
             (adv + cfg.recon_weight * rec).backward()

@@ -108,7 +108,7 @@ def _curve(v: list[float], points: int = 50) -> list[float]:
     if not v:
         return []
     k = max(1, len(v) // points)
-    return [round(sum(v[i:i + k]) / len(v[i:i + k]), 6) for i in range(0, len(v), k)]
+    return [round(sum(v[i : i + k]) / len(v[i : i + k]), 6) for i in range(0, len(v), k)]
 
 
 def keep_photo(model: Model, image: str, info: images.PhotoInfo) -> torch.Tensor:
@@ -120,23 +120,39 @@ def keep_photo(model: Model, image: str, info: images.PhotoInfo) -> torch.Tensor
     photo = torch.from_numpy(images.load_rgb(image, max_width=min(cfg.base.base_width, max(1, info.width // 2))))
     photo = photo.unsqueeze(0)
     if min(photo.shape[2:]) < cfg.base.coarsest:
-        raise UserError(f"photo {image!r}: {info.width}x{info.height} is too small or elongated for the "
-                        f"{cfg.preset} preset (kept at {photo.shape[3]}x{photo.shape[2]}, under {cfg.base.coarsest} px "
-                        "on a side); use a larger photo, or one with an aspect ratio nearer 1:1")
+        raise UserError(
+            f"photo {image!r}: {info.width}x{info.height} is too small or elongated for the "
+            f"{cfg.preset} preset (kept at {photo.shape[3]}x{photo.shape[2]}, under {cfg.base.coarsest} px "
+            "on a side); use a larger photo, or one with an aspect ratio nearer 1:1"
+        )
     checkpoint.keep_photo(model, photo)
     return photo
 
 
-def fit(model: Model, image: str, info: images.PhotoInfo, *, seed: int, device: str = "cpu",
-        progress: bool = True, parallel: bool | None = None, from_prior: bool = False) -> FitResult:
+def fit(
+    model: Model,
+    image: str,
+    info: images.PhotoInfo,
+    *,
+    seed: int,
+    device: str = "cpu",
+    progress: bool = True,
+    parallel: bool | None = None,
+    from_prior: bool = False,
+) -> FitResult:
     """Train ``model`` in place on the photo at ``image``. ``parallel`` (default: on a CPU with
     >= 2 cores and a long enough SR schedule) trains the SR network in a second process."""
     cfg = model.config
     cores = cpu_cores()
     on_cpu = device == "cpu"
     if parallel is None:
-        parallel = (on_cpu and cores >= 2 and cfg.train.base_iterations > 0 and cfg.base.kind == "gan"
-                    and cfg.train.sr_iterations >= PARALLEL_MIN_SR_STEPS)
+        parallel = (
+            on_cpu
+            and cores >= 2
+            and cfg.train.base_iterations > 0
+            and cfg.base.kind == "gan"
+            and cfg.train.sr_iterations >= PARALLEL_MIN_SR_STEPS
+        )
     parallel = parallel and on_cpu and cfg.train.sr_iterations > 0
     base_threads = 1 if on_cpu else torch.get_num_threads()
     # the same SR thread count in both modes: CPU results depend on it, and the checkpoint must not
@@ -151,10 +167,12 @@ def fit(model: Model, image: str, info: images.PhotoInfo, *, seed: int, device: 
         base_photo = torch.from_numpy(images.load_rgb(image, max_width=cfg.base.base_width)).unsqueeze(0)
         need = max(4, cfg.base.coarsest_width // 2)
         if min(base_photo.shape[2:]) < need:
-            raise UserError(f"photo {image!r}: {info.width}x{info.height} is too elongated or small for the "
-                            f"{cfg.preset} preset (its base would be {base_photo.shape[3]}x{base_photo.shape[2]}, "
-                            f"under {need} px on a side); use a photo with an aspect ratio within about "
-                            f"1:{cfg.base.base_width // need}")
+            raise UserError(
+                f"photo {image!r}: {info.width}x{info.height} is too elongated or small for the "
+                f"{cfg.preset} preset (its base would be {base_photo.shape[3]}x{base_photo.shape[2]}, "
+                f"under {need} px on a side); use a photo with an aspect ratio within about "
+                f"1:{cfg.base.base_width // need}"
+            )
     model.base.train()
     model.sr.train()
     base_steps = 0 if patch_base else cfg.base.n_scales * cfg.train.base_iterations
@@ -189,9 +207,16 @@ def fit(model: Model, image: str, info: images.PhotoInfo, *, seed: int, device: 
             sr_size = [int(sr_photo.shape[3]), int(sr_photo.shape[2])]
             model.sr.to(device)
             with torch_threads(sr_threads):
-                sr_hist = train_sr(model.sr, sr_photo.to(device), cfg.train, seed, HOLDOUT,
-                                   step=lambda _s, losses: bar.sr(1, losses), base_width=cfg.base.base_width,
-                                   from_prior=from_prior)
+                sr_hist = train_sr(
+                    model.sr,
+                    sr_photo.to(device),
+                    cfg.train,
+                    seed,
+                    HOLDOUT,
+                    step=lambda _s, losses: bar.sr(1, losses),
+                    base_width=cfg.base.base_width,
+                    from_prior=from_prior,
+                )
     finally:
         bar.close()
         if background is not None:
@@ -216,13 +241,18 @@ def fit(model: Model, image: str, info: images.PhotoInfo, *, seed: int, device: 
         "device": device,
         "parallel": parallel,
         "threads": {"base": base_threads, "sr": sr_threads, "cores": cores},
-        "seconds": {"base": round(t_base, 2), "total": round(t_all, 2), "detail_library": round(t_detail, 2),
-                    "sr": None if parallel else round(t_all - t_base, 2)},
+        "seconds": {
+            "base": round(t_base, 2),
+            "total": round(t_all, 2),
+            "detail_library": round(t_detail, 2),
+            "sr": None if parallel else round(t_all - t_base, 2),
+        },
         # CPU seconds (user + system): on idle cores the wall time of a side-by-side run is about
         # the larger of the two processes' CPU seconds
-        "cpu_seconds": {"base_process": round(cpu1[0] - cpu0[0], 1),
-                        "sr_process" if parallel else "sr_in_process":
-                            round((cpu2[1] - cpu0[1]) if parallel else (cpu2[0] - cpu1[0]), 1)},
+        "cpu_seconds": {
+            "base_process": round(cpu1[0] - cpu0[0], 1),
+            "sr_process" if parallel else "sr_in_process": round((cpu2[1] - cpu0[1]) if parallel else (cpu2[0] - cpu1[0]), 1),
+        },
         "loss_curves": {k: _curve(v) for k, v in hists.items()},
     }
     return FitResult(meta, log)

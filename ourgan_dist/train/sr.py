@@ -34,8 +34,10 @@ def load_sr_photo(image: str) -> torch.Tensor:
     """The photo at full resolution (shrunk to ``MAX_SIDE`` on load if larger): (1, 3, H, W)."""
     photo = torch.from_numpy(images.load_rgb(image, max_width=MAX_SIDE, max_height=MAX_SIDE)).unsqueeze(0)
     if min(photo.shape[2:]) < MIN_SIDE:
-        raise UserError(f"photo {image!r}: {photo.shape[3]}x{photo.shape[2]} is too small to learn x4 "
-                        f"super-resolution from; use a photo at least {MIN_SIDE} px on each side")
+        raise UserError(
+            f"photo {image!r}: {photo.shape[3]}x{photo.shape[2]} is too small to learn x4 "
+            f"super-resolution from; use a photo at least {MIN_SIDE} px on each side"
+        )
     return photo
 
 
@@ -62,7 +64,7 @@ def random_crops(photo: torch.Tensor, size: int, n: int, gen: torch.Generator) -
     size = min(size, (min(h, w) // 4) * 4)
     ys = torch.randint(0, h - size + 1, (n,), generator=gen).tolist()
     xs = torch.randint(0, w - size + 1, (n,), generator=gen).tolist()
-    return torch.cat([photo[:, :, y:y + size, x:x + size] for y, x in zip(ys, xs)])
+    return torch.cat([photo[:, :, y : y + size, x : x + size] for y, x in zip(ys, xs)])
 
 
 def phase_means(img: torch.Tensor) -> torch.Tensor:
@@ -146,9 +148,16 @@ def start_from_prior(net: torch.nn.Module) -> dict | None:
     return provenance
 
 
-def train_sr(net: torch.nn.Module, photo: torch.Tensor, cfg: TrainConfig, seed: int, holdout: float = 0.0,
-             step: Callable[[str, dict], None] = lambda *_: None, base_width: int | None = None,
-             from_prior: bool | None = None) -> dict[str, list[float]]:
+def train_sr(
+    net: torch.nn.Module,
+    photo: torch.Tensor,
+    cfg: TrainConfig,
+    seed: int,
+    holdout: float = 0.0,
+    step: Callable[[str, dict], None] = lambda *_: None,
+    base_width: int | None = None,
+    from_prior: bool | None = None,
+) -> dict[str, list[float]]:
     """Train ``net`` in place on crops of ``photo`` (1, 3, H, W) at the scales ``sr_scales`` gives
     for ``base_width`` (None: the photo's own scale only); the right ``holdout`` fraction of
     columns is never seen (kept for evaluation). ``from_prior`` (default: the config names a
@@ -180,8 +189,11 @@ def train_sr(net: torch.nn.Module, photo: torch.Tensor, cfg: TrainConfig, seed: 
         l1 = F.l1_loss(out, hr)
         # the output shrunk back must be the input: texture may be invented, colours may not drift
         lr_target = lr if cfg.sr_blur <= 0 else downsample4(hr)
-        cons = (F.l1_loss(downsample4(out), lr_target) + phase_loss(out, hr)
-                if cfg.sr_consistency_weight > 0 else torch.zeros((), device=device))
+        cons = (
+            F.l1_loss(downsample4(out), lr_target) + phase_loss(out, hr)
+            if cfg.sr_consistency_weight > 0
+            else torch.zeros((), device=device)
+        )
         opt_g.zero_grad(set_to_none=True)
         (l1 + cfg.sr_consistency_weight * cons).backward()
         opt_g.step()

@@ -53,8 +53,10 @@ TILE_PATH = re.compile(r"^/image_files/(\d{1,2})/(\d{1,7})_(\d{1,7})\.(png|jpeg)
 REQUEST_TIMEOUT = 10.0  # seconds a connection may sit idle mid-request (or not reading the answer)
 MAX_HANDLERS = 32  # requests handled at once; a browser opens about 6 connections per host
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
-_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
-         b"Retry-After: 1\r\nConnection: close\r\n\r\nbusy\n")
+_BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n\r\nbusy\n"
+)
 
 
 def host_allowed(host: str | None, port: int) -> bool:
@@ -78,9 +80,11 @@ def find_openseadragon() -> Path:
     for c in candidates:
         if (c / "openseadragon.min.js").is_file():
             return c.resolve()
-    raise UserError("OpenSeadragon is not in this install of ourgan-dist (its build puts it in "
-                    "ourgan_dist/view/static/openseadragon): reinstall it with npm available at build time, or point "
-                    f"{OSD_ENV} at a folder with openseadragon.min.js")
+    raise UserError(
+        "OpenSeadragon is not in this install of ourgan-dist (its build puts it in "
+        "ourgan_dist/view/static/openseadragon): reinstall it with npm available at build time, or point "
+        f"{OSD_ENV} at a folder with openseadragon.min.js"
+    )
 
 
 def render_summary(canvas: Canvas) -> dict[str, Any]:
@@ -90,11 +94,21 @@ def render_summary(canvas: Canvas) -> dict[str, Any]:
     if not canvas.complete:
         tasks = canvas.progress()["tasks"].values()
         done, total = sum(d for d, _ in tasks), sum(t for _, t in tasks)
-    return {"url": canvas.url, "name": info.get("name"), "model": info.get("model"), "model_id": info.get("model_id"),
-            "model_preset": info.get("model_preset"), "seed": info.get("seed"), "size": info.get("size"),
-            "exact": info.get("exact"), "precision": info.get("precision"), "complete": canvas.complete,
-            "tasks_done": done, "tasks_total": total,
-            "levels": [list(s) for s in canvas.plan.pyramid_shapes]}
+    return {
+        "url": canvas.url,
+        "name": info.get("name"),
+        "model": info.get("model"),
+        "model_id": info.get("model_id"),
+        "model_preset": info.get("model_preset"),
+        "seed": info.get("seed"),
+        "size": info.get("size"),
+        "exact": info.get("exact"),
+        "precision": info.get("precision"),
+        "complete": canvas.complete,
+        "tasks_done": done,
+        "tasks_total": total,
+        "levels": [list(s) for s in canvas.plan.pyramid_shapes],
+    }
 
 
 class ViewServer(ThreadingHTTPServer):
@@ -103,9 +117,16 @@ class ViewServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, url: str, storage_options: dict | None = None, port: int = 8000, host: str = "127.0.0.1",
-                 osd_dir: Path | None = None, request_timeout: float = REQUEST_TIMEOUT,
-                 max_handlers: int = MAX_HANDLERS):
+    def __init__(
+        self,
+        url: str,
+        storage_options: dict | None = None,
+        port: int = 8000,
+        host: str = "127.0.0.1",
+        osd_dir: Path | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+        max_handlers: int = MAX_HANDLERS,
+    ):
         self.request_timeout = request_timeout
         self._slots = threading.BoundedSemaphore(max_handlers)
         self.canvas = Canvas(url, storage_options)
@@ -115,8 +136,7 @@ class ViewServer(ThreadingHTTPServer):
         try:
             super().__init__((host, port), ViewHandler)
         except OSError as e:
-            raise UserError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror}); choose another port") \
-                from None
+            raise UserError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror}); choose another port") from None
 
     @property
     def url(self) -> str:
@@ -154,8 +174,7 @@ class ViewServer(ThreadingHTTPServer):
         mid-answer, mostly), instead of socketserver's traceback on stderr."""
         e = sys.exc_info()[1]
         level = logging.DEBUG if isinstance(e, (ConnectionError, TimeoutError)) else logging.WARNING
-        log.log(level, "%s: %s: %s", client_address[0] if client_address else "?", type(e).__name__,
-                " ".join(str(e).split())[:300])
+        log.log(level, "%s: %s: %s", client_address[0] if client_address else "?", type(e).__name__, " ".join(str(e).split())[:300])
 
     def start_background(self) -> threading.Thread:
         """Serve on a daemon thread (tests, notebooks); ``shutdown()`` stops it."""
@@ -190,10 +209,15 @@ class ViewHandler(BaseHTTPRequestHandler):
 
     def _answer(self, head: bool) -> None:
         if not host_allowed(self.headers.get("Host"), self.server.server_address[1]):
-            log.info("%s: refused Host %r (not this server on loopback)", self.address_string(),
-                     (self.headers.get("Host") or "")[:100])
-            self._send(HTTPStatus.FORBIDDEN, b"forbidden: this viewer answers only http://127.0.0.1, localhost or "
-                                             b"[::1] at its own port\n", "text/plain", head)
+            log.info(
+                "%s: refused Host %r (not this server on loopback)", self.address_string(), (self.headers.get("Host") or "")[:100]
+            )
+            self._send(
+                HTTPStatus.FORBIDDEN,
+                b"forbidden: this viewer answers only http://127.0.0.1, localhost or [::1] at its own port\n",
+                "text/plain",
+                head,
+            )
             return
         path = unquote(urlsplit(self.path).path)
         try:
@@ -212,12 +236,12 @@ class ViewHandler(BaseHTTPRequestHandler):
         if path in ("/", "/index.html"):
             return (STATIC / "index.html").read_bytes(), "text/html; charset=utf-8", False
         if path.startswith("/static/"):
-            name = path[len("/static/"):]
+            name = path[len("/static/") :]
             if name not in PAGE_FILES:
                 return None
             return (STATIC / name).read_bytes(), _ctype(name), False
         if path.startswith("/osd/"):
-            return self._osd_file(path[len("/osd/"):])
+            return self._osd_file(path[len("/osd/") :])
         if path == "/info.json":
             return json.dumps(self.server.summary).encode(), "application/json", False
         if path == "/image.dzi":
@@ -250,5 +274,8 @@ class ViewHandler(BaseHTTPRequestHandler):
 
 
 def _ctype(name: str) -> str:
-    return {".js": "text/javascript", ".css": "text/css", ".html": "text/html; charset=utf-8"}.get(
-        os.path.splitext(name)[1]) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return (
+        {".js": "text/javascript", ".css": "text/css", ".html": "text/html; charset=utf-8"}.get(os.path.splitext(name)[1])
+        or mimetypes.guess_type(name)[0]
+        or "application/octet-stream"
+    )

@@ -72,7 +72,7 @@ class DeepZoom:
         if scale < len(self.shapes):
             px = self.canvas.read(str(scale), box)
         else:
-            px = self._coarse(scale)[:, box.y0:box.y1, box.x0:box.x1]
+            px = self._coarse(scale)[:, box.y0 : box.y1, box.x0 : box.x1]
         return np.ascontiguousarray(px.transpose(1, 2, 0))
 
     def _coarse(self, scale: int) -> np.ndarray:
@@ -82,8 +82,7 @@ class DeepZoom:
                 last = len(self.shapes) - 1
                 img = self.canvas.read(str(last), Box(0, self.shapes[last][0], 0, self.shapes[last][1]))
                 for s in range(last + 1, scale + 1):
-                    img = self._small.get(s) if s in self._small else downsample2(
-                        img, -(-img.shape[1] // 2), -(-img.shape[2] // 2))
+                    img = self._small.get(s) if s in self._small else downsample2(img, -(-img.shape[1] // 2), -(-img.shape[2] // 2))
                     self._small[s] = img
             return self._small[scale]
 

@@ -21,8 +21,7 @@ class Executor(Protocol):
     def check_access(self, model: str, model_options: dict, store: str, store_options: dict) -> None:
         """Raise ``UserError`` if workers cannot read the model or write the store."""
 
-    def run(self, job: RenderJob, plan: RenderPlan, keys: Sequence[TaskKey],
-            on_done: Callable[[TaskReport], None]) -> None:
+    def run(self, job: RenderJob, plan: RenderPlan, keys: Sequence[TaskKey], on_done: Callable[[TaskReport], None]) -> None:
         """Run ``keys`` (in dependency order), calling ``on_done`` with each finished task's report."""
 
     def close(self) -> None:

@@ -69,8 +69,13 @@ class Sizing:
 
 
 def _shape(resources: dict[str, float]) -> str:
-    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(resources.items())
-                           if k in ("CPU", "GPU", "memory") or not k.startswith("node")) + "}"
+    return (
+        "{"
+        + ", ".join(
+            f"{k}: {v:g}" for k, v in sorted(resources.items()) if k in ("CPU", "GPU", "memory") or not k.startswith("node")
+        )
+        + "}"
+    )
 
 
 def size_workers(offer: Offer, workers: int | None, device: str, cpus_per_worker: int | None = None) -> Sizing:
@@ -87,13 +92,15 @@ def _size_gpu(offer: Offer, workers: int | None) -> Sizing:
     n = workers or have
     if n < 1:
         if offer.autoscaling:
-            raise UserError(f"--device cuda: the Ray cluster has no GPU yet ({offer.describe()}); pass --workers N "
-                            "(the number of GPUs to use) and its autoscaler starts GPU nodes for them")
-        raise UserError(f"--device cuda: the Ray cluster has no GPU ({offer.describe()}); add GPU nodes to it, or "
-                        "pass --device cpu")
+            raise UserError(
+                f"--device cuda: the Ray cluster has no GPU yet ({offer.describe()}); pass --workers N "
+                "(the number of GPUs to use) and its autoscaler starts GPU nodes for them"
+            )
+        raise UserError(
+            f"--device cuda: the Ray cluster has no GPU ({offer.describe()}); add GPU nodes to it, or pass --device cpu"
+        )
     per_node = [int(r.get("CPU", 0)) for r in offer.nodes if r.get("GPU", 0) > 0]
-    per_node += [int(t.resources.get("CPU", 0) // t.resources["GPU"]) for t in offer.node_types
-                 if t.resources.get("GPU", 0) > 0]
+    per_node += [int(t.resources.get("CPU", 0) // t.resources["GPU"]) for t in offer.node_types if t.resources.get("GPU", 0) > 0]
     cpus = max(1, min(per_node)) if per_node else 1  # threads per worker: a GPU node's CPUs per GPU
     sizing = Sizing(n, cpus, True, {"GPU": 1}, wait=n > have)
     if n <= have:
@@ -102,12 +109,16 @@ def _size_gpu(offer: Offer, workers: int | None) -> Sizing:
         most = have + int(sum(t.max_count * t.resources.get("GPU", 0) for t in offer.node_types))
         if not offer.node_types or n <= most:
             return sizing
-        raise UserError(f"--workers {n} --device cuda: {n} GPU worker(s) asked for, the Ray cluster has {have} GPU(s) "
-                        f"and its autoscaler can reach {most} ({offer.describe()}); pass --workers {most} or fewer, "
-                        "or raise its GPU node types' max_workers")
+        raise UserError(
+            f"--workers {n} --device cuda: {n} GPU worker(s) asked for, the Ray cluster has {have} GPU(s) "
+            f"and its autoscaler can reach {most} ({offer.describe()}); pass --workers {most} or fewer, "
+            "or raise its GPU node types' max_workers"
+        )
     fewer = f"pass --workers {have} or fewer, " if have else ""
-    raise UserError(f"--workers {n} --device cuda: {n} GPU worker(s) asked for, the Ray cluster has {have} GPU(s) and "
-                    f"no autoscaler to add more ({offer.describe()}); {fewer}add GPU nodes, or pass --device cpu")
+    raise UserError(
+        f"--workers {n} --device cuda: {n} GPU worker(s) asked for, the Ray cluster has {have} GPU(s) and "
+        f"no autoscaler to add more ({offer.describe()}); {fewer}add GPU nodes, or pass --device cpu"
+    )
 
 
 def _size_cpu(offer: Offer, workers: int | None, cpus_per_worker: int | None) -> Sizing:
@@ -115,9 +126,12 @@ def _size_cpu(offer: Offer, workers: int | None, cpus_per_worker: int | None) ->
     types = [t for t in offer.node_types if t.resources.get("CPU", 0) >= 1]
     n = workers or len(per_node)
     if n < 1:
-        raise UserError(f"--workers: the Ray cluster has no node with CPUs yet ({offer.describe()}); pass "
-                        "--workers N and its autoscaler starts nodes for them" if offer.autoscaling else
-                        f"--workers: the Ray cluster has no node with CPUs ({offer.describe()}); add nodes to it")
+        raise UserError(
+            f"--workers: the Ray cluster has no node with CPUs yet ({offer.describe()}); pass "
+            "--workers N and its autoscaler starts nodes for them"
+            if offer.autoscaling
+            else f"--workers: the Ray cluster has no node with CPUs ({offer.describe()}); add nodes to it"
+        )
     # each worker's share of the CPUs, but no more than the smallest node has, so that a worker
     # whose node is lost can be restarted on any surviving node (or any node the autoscaler adds)
     smallest = min(per_node + [int(t.resources["CPU"]) for t in types], default=1)
@@ -130,12 +144,16 @@ def _size_cpu(offer: Offer, workers: int | None, cpus_per_worker: int | None) ->
         most = fits + sum(t.max_count * int(t.resources["CPU"] // cpus) for t in types)
         if not offer.node_types or n <= most:
             return sizing
-        raise UserError(f"--workers {n}: {n} worker(s) of {cpus} CPU(s) asked for, the Ray cluster has room for "
-                        f"{fits} and its autoscaler can reach {most} ({offer.describe()}); pass --workers {most} or "
-                        "fewer, or raise its node types' max_workers")
-    raise UserError(f"--workers {n}: the Ray cluster has room for {fits} worker(s) of {cpus} CPU(s) (nodes with "
-                    f"{per_node} CPUs) and no autoscaler to add more; pass --workers {max(1, fits)} or fewer, or add "
-                    "nodes")
+        raise UserError(
+            f"--workers {n}: {n} worker(s) of {cpus} CPU(s) asked for, the Ray cluster has room for "
+            f"{fits} and its autoscaler can reach {most} ({offer.describe()}); pass --workers {most} or "
+            "fewer, or raise its node types' max_workers"
+        )
+    raise UserError(
+        f"--workers {n}: the Ray cluster has room for {fits} worker(s) of {cpus} CPU(s) (nodes with "
+        f"{per_node} CPUs) and no autoscaler to add more; pass --workers {max(1, fits)} or fewer, or add "
+        "nodes"
+    )
 
 
 # ---- asking the connected cluster -------------------------------------------------------------
@@ -165,8 +183,7 @@ def _v2_node_types() -> tuple[NodeType, ...] | None:
         import ray._raylet as raylet
         from ray.core.generated import autoscaler_pb2
 
-        data = _kv_get(raylet.GCS_AUTOSCALER_CLUSTER_CONFIG_KEY.encode(),
-                       raylet.GCS_AUTOSCALER_STATE_NAMESPACE.encode())
+        data = _kv_get(raylet.GCS_AUTOSCALER_CLUSTER_CONFIG_KEY.encode(), raylet.GCS_AUTOSCALER_STATE_NAMESPACE.encode())
         if not data:
             return None
         config = autoscaler_pb2.ClusterConfig()
@@ -177,8 +194,9 @@ def _v2_node_types() -> tuple[NodeType, ...] | None:
 
 
 def parse_node_groups(groups) -> tuple[NodeType, ...]:
-    return tuple(NodeType(g.name, {k: float(v) for k, v in g.resources.items()}, int(g.max_count))
-                 for g in groups if g.max_count > 0)
+    return tuple(
+        NodeType(g.name, {k: float(v) for k, v in g.resources.items()}, int(g.max_count)) for g in groups if g.max_count > 0
+    )
 
 
 def _v1_autoscales(status: bytes | str | None) -> bool:

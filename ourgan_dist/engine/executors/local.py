@@ -20,8 +20,7 @@ class LocalExecutor:
     def check_access(self, model: str, model_options: dict, store: str, store_options: dict) -> None:
         """Nothing to check: the worker is this process, with the driver's credentials."""
 
-    def run(self, job: RenderJob, plan: RenderPlan, keys: Sequence[TaskKey],
-            on_done: Callable[[TaskReport], None]) -> None:
+    def run(self, job: RenderJob, plan: RenderPlan, keys: Sequence[TaskKey], on_done: Callable[[TaskReport], None]) -> None:
         """``keys`` must be in dependency order (levels ascending, then pyramid scales)."""
         worker = TileWorker(job, model=self.model, name="local")
         for key in keys:

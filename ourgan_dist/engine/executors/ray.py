@@ -37,8 +37,15 @@ from . import capacity
 from .capacity import Sizing
 from .schedule import Schedule, TaskGraph, wavefront_order
 
-__all__ = ["RayExecutor", "RenderStalled", "check_address", "cluster_workers", "connect",
-           "quiet_embedded_ray_auth", "wavefront_order"]
+__all__ = [
+    "RayExecutor",
+    "RenderStalled",
+    "check_address",
+    "cluster_workers",
+    "connect",
+    "quiet_embedded_ray_auth",
+    "wavefront_order",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +67,19 @@ CONNECT_TIMEOUT_S = 5.0
 # a name not on it is left out, whatever it is called (SSECustomerKey, headers, passwd, ...).
 # Storage options workers may receive; a nested dict lists what may pass inside that option.
 WORKER_OPTIONS: dict = {
-    "anon": None, "endpoint_url": None, "use_ssl": None, "region_name": None, "requester_pays": None,
+    "anon": None,
+    "endpoint_url": None,
+    "use_ssl": None,
+    "region_name": None,
+    "requester_pays": None,
     "client_kwargs": {"endpoint_url": None, "region_name": None},
-    "config_kwargs": {"connect_timeout": None, "read_timeout": None, "signature_version": None,
-                      "retries": {"max_attempts": None, "total_max_attempts": None, "mode": None},
-                      "s3": {"addressing_style": None}},
+    "config_kwargs": {
+        "connect_timeout": None,
+        "read_timeout": None,
+        "signature_version": None,
+        "retries": {"max_attempts": None, "total_max_attempts": None, "mode": None},
+        "s3": {"addressing_style": None},
+    },
 }
 # Environment variables workers may receive from the driver, besides FSSPEC_<PROTOCOL>_<OPTION>
 # for a top-level option above and FSSPEC_<PROTOCOL> (a JSON object: passed filtered the same way).
@@ -132,16 +147,30 @@ def storage_environment(environ: dict[str, str] | None = None) -> dict[str, str]
 
 def for_workers(job: RenderJob) -> RenderJob:
     """The job as actors receive it: allowed storage options only, URLs without user:password@."""
-    return dataclasses.replace(job, model=strip_userinfo(job.model), store=strip_userinfo(job.store),
-                               storage_options=for_worker_options(job.storage_options),
-                               model_storage_options=for_worker_options(job.model_storage_options))
+    return dataclasses.replace(
+        job,
+        model=strip_userinfo(job.model),
+        store=strip_userinfo(job.store),
+        storage_options=for_worker_options(job.storage_options),
+        model_storage_options=for_worker_options(job.model_storage_options),
+    )
 
 
 ACCESS_CHECK_TIMEOUT_S = 120.0  # a worker's access check; past it (no node yet) the render goes on
 # errors that mean the worker has no credentials, or not the right ones
-_CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
-                      "DefaultCredentialsError", "PermissionError", "AccessDenied", "InvalidAccessKeyId",
-                      "SignatureDoesNotMatch", "ExpiredToken", "Forbidden", "RefreshError")
+_CREDENTIAL_ERRORS = (
+    "NoCredentialsError",
+    "PartialCredentialsError",
+    "CredentialRetrievalError",
+    "DefaultCredentialsError",
+    "PermissionError",
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "Forbidden",
+    "RefreshError",
+)
 
 
 def access_problem(model: str, model_options: dict, store: str, store_options: dict) -> tuple[str, bool] | None:
@@ -186,12 +215,12 @@ def _error_line(e: BaseException) -> str:
 def _credentials(e: BaseException) -> bool:
     """Whether an error says the credentials are missing or not good enough."""
     names = {type(x).__name__ for x in (e, e.__cause__, e.__context__) if x is not None}
-    return bool(names & set(_CREDENTIAL_ERRORS)) or any(w in str(e) for w in ("credentials", "AccessDenied",
-                                                                               "Forbidden"))
+    return bool(names & set(_CREDENTIAL_ERRORS)) or any(w in str(e) for w in ("credentials", "AccessDenied", "Forbidden"))
 
 
-def _access_check_task(model: str, model_options: dict, store: str, store_options: dict,
-                       env: dict[str, str]) -> tuple[str, tuple[str, bool] | None]:
+def _access_check_task(
+    model: str, model_options: dict, store: str, store_options: dict, env: dict[str, str]
+) -> tuple[str, tuple[str, bool] | None]:
     """The Ray task: (this node's address, ``access_problem``) with the forwarded variables set
     for the call, as the actors would have them."""
     import ray
@@ -212,20 +241,26 @@ def refuse_access(problem: tuple[str, bool], node: str) -> UserError:
     """The one line a render that its workers cannot serve stops with, before it writes anything."""
     what, credentials = problem
     if credentials:
-        how = ("--storage-options credentials are not sent to Ray workers: give the nodes their own, in the "
-               "environment where `ray start` runs (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a mounted "
-               "credentials file, a Kubernetes Secret) or through their role (an instance profile, IRSA, workload "
-               "identity)")
+        how = (
+            "--storage-options credentials are not sent to Ray workers: give the nodes their own, in the "
+            "environment where `ray start` runs (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a mounted "
+            "credentials file, a Kubernetes Secret) or through their role (an instance profile, IRSA, workload "
+            "identity)"
+        )
     else:
-        how = ("every Ray node must reach the model and --out themselves: use object storage (s3://, gs://) or a "
-               "file system all nodes mount at the same path, with credentials on the nodes (--storage-options "
-               "credentials are not sent to workers)")
+        how = (
+            "every Ray node must reach the model and --out themselves: use object storage (s3://, gs://) or a "
+            "file system all nodes mount at the same path, with credentials on the nodes (--storage-options "
+            "credentials are not sent to workers)"
+        )
     return UserError(f"a Ray worker (node {node}) {what}; {how}; nothing was written")
 
 
 def _refuse_address(address: str, why: str) -> UserError:
-    return UserError(f"--address {address!r}: {why}; start a cluster with `ray start --head` and pass the address "
-                     "it prints (HOST:PORT, ray://HOST:10001 or auto on a cluster node)")
+    return UserError(
+        f"--address {address!r}: {why}; start a cluster with `ray start --head` and pass the address "
+        "it prints (HOST:PORT, ray://HOST:10001 or auto on a cluster node)"
+    )
 
 
 def _probe_gcs(address: str, hostport: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -239,7 +274,8 @@ def _probe_gcs(address: str, hostport: str, timeout: float = CONNECT_TIMEOUT_S) 
     with grpc.insecure_channel(hostport) as channel:
         try:
             gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
-                gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
+                gcs_service_pb2.GetClusterIdRequest(), timeout=timeout
+            )
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                 return  # a Ray head with token authentication answered; ray.init presents the token
@@ -277,8 +313,7 @@ def connect(address: str | None, num_cpus: int) -> bool:
         return False
     if address is None:
         # address="local": always a fresh embedded instance, even if a cluster runs on this machine
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         return True
     check_address(address)
     try:
@@ -373,10 +408,18 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, workers: int | None = 2, address: str | None = None, device: str = "cpu",
-                 cpus_per_worker: int | None = None, in_flight_per_worker: int = IN_FLIGHT_PER_WORKER,
-                 prefetch_per_worker: int = PREFETCH_PER_WORKER, stall_timeout_s: float | None = None,
-                 no_worker_timeout_s: float | None = None, actor: type = _TileActor):
+    def __init__(
+        self,
+        workers: int | None = 2,
+        address: str | None = None,
+        device: str = "cpu",
+        cpus_per_worker: int | None = None,
+        in_flight_per_worker: int = IN_FLIGHT_PER_WORKER,
+        prefetch_per_worker: int = PREFETCH_PER_WORKER,
+        stall_timeout_s: float | None = None,
+        no_worker_timeout_s: float | None = None,
+        actor: type = _TileActor,
+    ):
         self.workers = workers
         self.address = address
         self.device = device
@@ -393,20 +436,25 @@ class RayExecutor:
         self.requested = False  # an autoscaler request is out
         self.worker_peak_rss: list[int] = []  # bytes, per live worker, after a successful run
 
-    def run(self, job: RenderJob, plan: RenderPlan, keys: Sequence[TaskKey],
-            on_done: Callable[[TaskReport], None]) -> None:
+    def run(self, job: RenderJob, plan: RenderPlan, keys: Sequence[TaskKey], on_done: Callable[[TaskReport], None]) -> None:
         import ray
 
         for what, url in (("--out", job.store), ("MODEL", job.model)):
             if url.startswith("memory://"):
-                raise UserError(f"{what} {url!r}: memory:// lives inside one process and Ray workers cannot see "
-                                "it; use a path on a shared file system, file:// or object storage (s3://, gs://)")
+                raise UserError(
+                    f"{what} {url!r}: memory:// lives inside one process and Ray workers cannot see "
+                    "it; use a path on a shared file system, file:// or object storage (s3://, gs://)"
+                )
         try:
             s = self.check_capacity()
             job = for_workers(dataclasses.replace(job, threads=s.cpus))  # no credentials in actor specs
             Actor = ray.remote(self.actor).options(
-                num_cpus=0 if s.gpu else s.cpus, num_gpus=1 if s.gpu else 0, max_restarts=MAX_RESTARTS,
-                max_task_retries=0, allow_out_of_order_execution=True)
+                num_cpus=0 if s.gpu else s.cpus,
+                num_gpus=1 if s.gpu else 0,
+                max_restarts=MAX_RESTARTS,
+                max_task_retries=0,
+                allow_out_of_order_execution=True,
+            )
             if s.wait:  # room for every worker at once, past the autoscaler's upscaling speed
                 log.info("asking the autoscaler for %s (%s)", s.describe(), self.offer.describe())
                 capacity.request(s.bundles)
@@ -454,17 +502,22 @@ class RayExecutor:
         import ray
 
         s = self.check_capacity()
-        task = ray.remote(_access_check_task).options(num_cpus=0 if s.gpu else s.cpus, num_gpus=1 if s.gpu else 0,
-                                                      max_retries=0)
-        ref = task.remote(strip_userinfo(model), for_worker_options(model_options), strip_userinfo(store),
-                          for_worker_options(store_options), storage_environment())
+        task = ray.remote(_access_check_task).options(num_cpus=0 if s.gpu else s.cpus, num_gpus=1 if s.gpu else 0, max_retries=0)
+        ref = task.remote(
+            strip_userinfo(model),
+            for_worker_options(model_options),
+            strip_userinfo(store),
+            for_worker_options(store_options),
+            storage_environment(),
+        )
         wait = min(ACCESS_CHECK_TIMEOUT_S, self.no_worker_timeout_s)  # never longer than the render waits for workers
         try:
             node, problem = ray.get(ref, timeout=wait)
         except ray.exceptions.GetTimeoutError:
             ray.cancel(ref, force=True)
-            log.warning("no Ray worker slot answered the storage access check in %.0f s (nodes still starting?); "
-                        "rendering without it", wait)
+            log.warning(
+                "no Ray worker slot answered the storage access check in %.0f s (nodes still starting?); rendering without it", wait
+            )
             return
         if problem:
             raise refuse_access(problem, node)
@@ -496,11 +549,16 @@ class RayExecutor:
             offer = capacity.read_offer().describe()
         except Exception as e:  # noqa: BLE001 - the error is about the workers; the cluster's answer is a detail
             offer = f"the cluster did not say what it offers ({type(e).__name__})"
-        auto = (" and its autoscaler started none for them (see `ray status` for its node types, max_workers and "
-                "launch failures)") if s and s.wait else ""
-        return (f"no live Ray worker for {seconds:.0f} s: none of the {asked} asked for has started (the cluster "
-                f"has {offer}{auto}); pass fewer or smaller --workers, add nodes, or raise OURGAN_NO_WORKER_TIMEOUT_S "
-                "for slow node starts, then re-run with --resume (nothing is lost)")
+        auto = (
+            (" and its autoscaler started none for them (see `ray status` for its node types, max_workers and launch failures)")
+            if s and s.wait
+            else ""
+        )
+        return (
+            f"no live Ray worker for {seconds:.0f} s: none of the {asked} asked for has started (the cluster "
+            f"has {offer}{auto}); pass fewer or smaller --workers, add nodes, or raise OURGAN_NO_WORKER_TIMEOUT_S "
+            "for slow node starts, then re-run with --resume (nothing is lost)"
+        )
 
 
 class Dispatch:
@@ -508,16 +566,14 @@ class Dispatch:
     in-flight refs only, requeue what failed or was lost, ping lost workers, enforce deadlines.
     ``api`` stands in for the ``ray`` module (wait, get, cancel, exceptions) in benchmarks."""
 
-    def __init__(self, ex: RayExecutor, plan: RenderPlan, keys: Sequence[TaskKey],
-                 on_done: Callable[[TaskReport], None], api=None):
+    def __init__(self, ex: RayExecutor, plan: RenderPlan, keys: Sequence[TaskKey], on_done: Callable[[TaskReport], None], api=None):
         import ray
 
         self.ray, self.ex, self.actors, self.on_done = api or ray, ex, ex.actors, on_done
         graph = TaskGraph(plan, keys)
         n = len(self.actors)
         self.keys = graph.keys
-        self.sched = Schedule(graph, [plan.owner(k, n) for k in graph.keys], n, ex.in_flight_per_worker,
-                              ex.prefetch_per_worker)
+        self.sched = Schedule(graph, [plan.owner(k, n) for k in graph.keys], n, ex.in_flight_per_worker, ex.prefetch_per_worker)
         self.refs: list = [None] * len(graph)  # ObjectRef of each running task
         self.pending: dict = {}  # in-flight task ref -> task
         self.pings: dict = {}  # in-flight ping ref -> worker
@@ -613,8 +669,7 @@ class Dispatch:
                 err.add_note(f"{self.failures[i] + 1} attempts")
             raise err from None
         self.failures[i] += 1
-        log.warning("task %s: %s: %s; retry %d/%d", key, type(cause).__name__, cause, self.failures[i],
-                    TASK_RETRIES)
+        log.warning("task %s: %s: %s; retry %d/%d", key, type(cause).__name__, cause, self.failures[i], TASK_RETRIES)
         self._forget(self.sched.requeue(i))
 
     def _lost(self, w: int, e: Exception) -> None:
@@ -627,9 +682,13 @@ class Dispatch:
         for i in lost:
             self.losses[i] += 1
             if self.losses[i] > WORKER_LOSSES:
-                raise TileError(self.keys[i], RuntimeError(
-                    f"its worker was lost {self.losses[i]} times while running it (last: {self.last_error[w]}); "
-                    "finished tiles are recorded: re-run with --resume")) from None
+                raise TileError(
+                    self.keys[i],
+                    RuntimeError(
+                        f"its worker was lost {self.losses[i]} times while running it (last: {self.last_error[w]}); "
+                        "finished tiles are recorded: re-run with --resume"
+                    ),
+                ) from None
         self._ping(w)
 
     def _forget(self, tasks: list[int]) -> None:
@@ -683,7 +742,8 @@ class Dispatch:
             raise RenderStalled(
                 f"no live Ray worker for {now - self.none_up_since:.0f} s ({len(self.actors)} asked for; {why}): "
                 "the cluster has no room to start or restart them; add nodes or pass fewer --workers, then "
-                "re-run with --resume (finished tiles are recorded)")
+                "re-run with --resume (finished tiles are recorded)"
+            )
         if now - self.last_done > self.ex.stall_timeout_s:
             running = sorted(self.pending.values())
             where = f", e.g. {self.keys[running[0]]} on worker-{self.sched.worker[running[0]]}" if running else ""
@@ -691,4 +751,5 @@ class Dispatch:
                 f"no task finished in {now - self.last_done:.0f} s ({len(running)} running{where}; "
                 f"{sum(self.sched.up)}/{len(self.actors)} workers up, {self.sched.left} task(s) left): a worker "
                 "hangs or the cluster lost its resources; re-run with --resume (finished tiles are recorded) "
-                "or raise OURGAN_STALL_TIMEOUT_S")
+                "or raise OURGAN_STALL_TIMEOUT_S"
+            )

@@ -81,8 +81,9 @@ def _wavefront(deps: list[list[int]]) -> list[int]:
                     ready.append(k)
             stack.extend(reversed(ready))  # the first ready dependent goes next
     if len(order) != len(deps):
-        raise ValueError(f"internal: {len(deps) - len(order)} task(s) depend on tasks after them; "
-                         "keys were not in dependency order")
+        raise ValueError(
+            f"internal: {len(deps) - len(order)} task(s) depend on tasks after them; keys were not in dependency order"
+        )
     return order
 
 
