@@ -193,3 +193,34 @@ def load_rgb(path: str, max_width: int | None = None, max_height: int | None = N
         first = str(e).strip().splitlines()[0] if str(e).strip() else "decode failed"
         raise UserError(f"photo {path!r}: could not be decoded ({first[:120]}); is the file truncated?") from None
     return (arr.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0).copy()
+
+
+# ---- resampling: the one bicubic filter that training, evaluation and the SR degradation share ----
+# Tensors (B, 3, H, W) in [-1, 1]; torch is imported by the callers that have tensors, not here.
+
+
+def resize(img, height: int, width: int):
+    """``img`` (B, 3, H, W) resized to ``height`` x ``width`` by antialiased bicubic, clamped to
+    [-1, 1]: the photo at a smaller scale (a base scale, an SR level)."""
+    import torch.nn.functional as F
+
+    return F.interpolate(img, size=(height, width), mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
+
+
+def pyramid(img, sizes: list[tuple[int, int]]) -> list:
+    """``img`` resized (``resize``) to every (height, width) of ``sizes``, in their order."""
+    return [resize(img, h, w) for h, w in sizes]
+
+
+def downsample4(img):
+    """Bicubic 1/4 (antialiased), clamped: the degradation the SR network learns to invert."""
+    import torch.nn.functional as F
+
+    return F.interpolate(img, scale_factor=0.25, mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
+
+
+def upsample4(img):
+    """Plain bicubic x4, clamped: the baseline the SR network has to beat."""
+    import torch.nn.functional as F
+
+    return F.interpolate(img, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)

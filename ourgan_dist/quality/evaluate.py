@@ -66,7 +66,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _holdout_psnr(net, photo: torch.Tensor, x0: int, seed: int) -> dict[str, Any]:
     """SR vs bicubic PSNR on crops of columns >= ``x0`` of ``photo`` (1, 3, H, W)."""
-    from ..train.sr import downsample4, upsample4
+    from ..images import downsample4, upsample4
 
     _, _, h, w = photo.shape
     side = min(EVAL_CROP, ((w - x0) // 4) * 4, (h // 4) * 4)
@@ -97,7 +97,8 @@ def _holdout_psnr(net, photo: torch.Tensor, x0: int, seed: int) -> dict[str, Any
 def sr_holdout(model, image: str, seed: int = 0) -> dict[str, Any]:
     """SR vs bicubic PSNR on the held-out strip at the photo's right edge: at the photo's own
     size (the top-level figures) and at every scale ``train.sr.sr_scales`` trained SR at."""
-    from ..train.sr import downsample_to, holdout_columns, load_sr_photo, sr_scales
+    from ..images import resize
+    from ..train.sr import holdout_columns, load_sr_photo, sr_scales
 
     photo = load_sr_photo(image)  # (1, 3, H, W), as SR training saw it
     _, _, h, w = photo.shape
@@ -116,7 +117,7 @@ def sr_holdout(model, image: str, seed: int = 0) -> dict[str, Any]:
                 scales.append({"width": sw, "height": sh, "crops": 0, "note": "photo too small at this scale"})
                 continue
             x0s = min(sw, 4 * math.ceil(x0 * f / 4))  # first column that holds only held-out pixels
-            figures = _holdout_psnr(model.sr, downsample_to(photo, sh, sw), x0s, seed)
+            figures = _holdout_psnr(model.sr, resize(photo, sh, sw), x0s, seed)
             scales.append({"width": sw, "height": sh, **figures})
     return {**out, "scales": scales}
 
@@ -137,7 +138,7 @@ def reconstruction(model, image: str) -> dict[str, Any]:
     noise; PSNR against the photo at each scale. Reference: the photo's coarsest scale upsampled
     (bilinear) to the base size, i.e. what refinements that add nothing would give."""
     from ..models.base import resize_bilinear
-    from ..train.base import pyramid
+    from ..images import pyramid
 
     if model.config.base.kind == "patches":
         return {"note": "the patch base keeps the photo itself: it has nothing to reconstruct"}
@@ -254,7 +255,7 @@ def bicubic_x4(photo: torch.Tensor) -> torch.Tensor:
     """Bicubic x4 of the photo (1, 3, H, W) shrunk 4x (antialiased): same size, detail removed
     as plain upscaling would. Edges are repeated up to a multiple of 4 first, so the factor is
     exactly 4 and the result aligns with the photo pixel for pixel."""
-    from ..train.sr import downsample4, upsample4
+    from ..images import downsample4, upsample4
 
     h, w = photo.shape[2:]
     ph, pw = -h % 4, -w % 4
@@ -324,9 +325,9 @@ def render_levels(model_dir: str, width: int, height: int, seed: int, tmp: str) 
 
 def photo_at(photo: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The photo (1, 3, H, W) shrunk (antialiased bicubic) to a level's size; itself at its size."""
-    from ..train.sr import downsample_to
+    from ..images import resize
 
-    return photo if tuple(photo.shape[2:]) == (height, width) else downsample_to(photo, height, width)
+    return photo if tuple(photo.shape[2:]) == (height, width) else resize(photo, height, width)
 
 
 def fine_detail(

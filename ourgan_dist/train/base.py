@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
+from ..images import pyramid
 from ..models.base import BaseGenerator, resize_bilinear, y_channel
 from ..models.layers import leaky
 
@@ -49,11 +50,6 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     mix = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(mix).sum(), mix, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
-
-
-def pyramid(photo: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
-    """The photo (1, 3, H, W) resized (antialiased) to every scale's size, coarsest first."""
-    return [F.interpolate(photo, size=s, mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1) for s in sizes]
 
 
 def _critic(cfg: TrainConfig, gen: BaseGenerator, seed: int, s: int, device) -> tuple[PatchCritic, torch.optim.Optimizer]:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import images
+from ..images import downsample4, resize, upsample4
 from ..config import TrainConfig
 from ..errors import UserError
 
@@ -39,16 +40,6 @@ def load_sr_photo(image: str) -> torch.Tensor:
             f"super-resolution from; use a photo at least {MIN_SIDE} px on each side"
         )
     return photo
-
-
-def downsample4(hr: torch.Tensor) -> torch.Tensor:
-    """Bicubic 1/4 (antialiased), the degradation the network learns to invert."""
-    return F.interpolate(hr, scale_factor=0.25, mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
-
-
-def upsample4(lr: torch.Tensor) -> torch.Tensor:
-    """Plain bicubic x4: the baseline the network has to beat."""
-    return F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
 def holdout_columns(width: int, holdout: float = HOLDOUT) -> int:
@@ -99,7 +90,7 @@ def scale_pyramid(photo: torch.Tensor, widths: list[int], crop: int) -> list[tor
         height = max(1, round(h * width / w))
         if min(height, width) < max(16, crop // 2):
             continue
-        out.append(photo if width == w else downsample_to(photo, height, width))
+        out.append(photo if width == w else resize(photo, height, width))
     return out or [photo]
 
 
@@ -130,10 +121,6 @@ def degrade(hr: torch.Tensor, blur: float, gen: torch.Generator) -> torch.Tensor
     if blur > 0:
         hr = gaussian_blur(hr, torch.rand(hr.shape[0], generator=gen) * blur)
     return downsample4(hr)
-
-
-def downsample_to(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    return F.interpolate(img, size=(height, width), mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
 
 
 def start_from_prior(net: torch.nn.Module) -> dict | None:
