@@ -148,5 +148,21 @@ class BuildPyWithViewer(build_py):
         self.announce(f"OpenSeadragon {pinned_version()} for the viewer, from {origin}", level=2)
 
 
+def quiet_editable_note() -> None:
+    """Drop setuptools' "Editable installation." note, which pip shows as a ``BuildBackendWarning``
+    on every ``pip install -e``. setuptools says it so for any package that sits at the top of its
+    project (not under ``src/``), as this one does: a folder named ``ourgan_dist`` in the working
+    directory is imported before the installed one. That holds for any installed package, editable
+    or not, so there is nothing to act on; setuptools raises it as a warning only because pip shows
+    a build backend nothing else (its class is ``InformationOnly``). Only that note is dropped: any
+    other warning of the build still shows."""
+    import warnings
+
+    from setuptools.warnings import InformationOnly
+
+    warnings.filterwarnings("ignore", message=r"Editable installation\.", category=InformationOnly)
+
+
 if __name__ == "__main__":
+    quiet_editable_note()
     setup(cmdclass={"build_py": BuildPyWithViewer})
