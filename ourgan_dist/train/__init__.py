@@ -157,7 +157,27 @@ def train_model(
     can be decoded and reports it through ``warn`` (default: ``warnings.warn``). ``config`` (a
     whole ``ModelConfig``, for library callers) replaces the preset and its settings."""
     check_out(out, overwrite)
-    target = os.path.realpath(out)  # a symlinked folder is replaced where it really is
+    target = _out_folder(out)
+    with out_lock(target):
+        check_out(out, overwrite)  # again, now that no other training can be between the check and the publication
+        info = images.probe(image)
+        cfg = resolve_config(preset, iterations, vertical_coord, schedule, settings, config)
+        dev = resolve_device(device)
+        damaged = _check_damage(image, allow_damaged, warn)
+        tmp = _partial_folder(target)
+        try:
+            model_id = _train_into(tmp, image, info, cfg, dev, seed, progress, parallel, damaged)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _publish(tmp, target, overwrite)  # on refusal the finished model stays in tmp, and the message says where
+        return model_id
+
+
+def _out_folder(out: str) -> str:
+    """Where the model will really be (a symlinked folder is replaced where it is), once its
+    parent folder exists and is writable; a ``UserError`` naming --out otherwise."""
+    target = os.path.realpath(out)
     parent = os.path.dirname(target)
     above = parent
     while above and not os.path.exists(above):
@@ -170,50 +190,11 @@ def train_model(
         raise UserError(f"--out {out!r}: its folder {parent!r} cannot be created ({e.strerror}); choose another --out") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"--out {out!r}: its folder {parent!r} is not writable; choose a folder you can write to")
-    with out_lock(target):
-        return _train_locked(
-            image,
-            out,
-            target,
-            preset=preset,
-            iterations=iterations,
-            seed=seed,
-            device=device,
-            vertical_coord=vertical_coord,
-            progress=progress,
-            schedule=schedule,
-            parallel=parallel,
-            overwrite=overwrite,
-            allow_damaged=allow_damaged,
-            warn=warn,
-            settings=settings,
-            config=config,
-        )
+    return target
 
 
-def _train_locked(
-    image: str,
-    out: str,
-    target: str,
-    *,
-    preset,
-    iterations,
-    seed,
-    device,
-    vertical_coord,
-    progress,
-    schedule,
-    parallel,
-    overwrite,
-    allow_damaged,
-    warn,
-    settings,
-    config,
-) -> str:
-    check_out(out, overwrite)  # again, now that no other training can be between the check and the publication
-    info = images.probe(image)
-    cfg = resolve_config(preset, iterations, vertical_coord, schedule, settings, config)
-    dev = resolve_device(device)
+def _check_damage(image: str, allow_damaged: bool, warn: Callable[[str], None] | None) -> bool:
+    """Whether the photo is damaged: refused unless ``allow_damaged``, which warns instead."""
     damage = images.find_damage(image)
     if damage and not allow_damaged:
         raise UserError(
@@ -223,19 +204,19 @@ def _train_locked(
         (warn or (lambda m: warnings.warn(m, stacklevel=3)))(
             f"photo {image!r} is damaged ({damage}); training on the part that decodes (--allow-damaged)"
         )
+    return bool(damage)
+
+
+def _partial_folder(target: str) -> str:
+    """A new hidden folder beside ``target`` for the model being written, with the usual
+    permissions (not mkdtemp's 0700: it becomes the published folder)."""
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.partial-", dir=parent)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # the published folder has the usual permissions, not mkdtemp's 0700
-    try:
-        model_id = _train_into(tmp, image, info, cfg, dev, seed, progress, parallel, damaged=bool(damage))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _publish(tmp, target, overwrite)  # on refusal the finished model stays in tmp, and the message says where
-    return model_id
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
 
 
 def _train_into(
@@ -249,31 +230,14 @@ def _train_into(
     parallel: bool | None,
     damaged: bool,
 ) -> str:
-    from ..models import checkpoint
-
-    model = checkpoint.build(cfg, seed)
-    prior = _load_prior(model)
-    if cfg.sr.prior and prior is None:  # the checkpoint says what its SR weights really are
-        cfg = dataclasses.replace(cfg, sr=dataclasses.replace(cfg.sr, prior=""))
-        model.config = cfg
+    """Build the model, train it on the photo (a decodable copy of a damaged one), and write it
+    with its meta and training log into the folder ``out``; returns its id."""
     t0 = time.time()
+    model, prior = _build(cfg, seed)
     trained = bool(cfg.train.base_iterations or cfg.train.sr_iterations)
-    meta: dict = {}
-    log: dict = {"device": dev}
     with tempfile.TemporaryDirectory(prefix="ourgan-photo-") as scratch:
         source = images.write_decodable_copy(image, os.path.join(scratch, "photo.tif")) if damaged else image
-        if trained:
-            from .loop import fit
-
-            result = fit(
-                model, source, info, seed=seed, device=dev, progress=progress, parallel=parallel, from_prior=prior is not None
-            )
-            meta, log = result.meta, result.log
-        elif cfg.base.kind == "patches":  # untrained SR, but the patch base is whole once it keeps the photo
-            from .loop import keep_photo
-
-            keep_photo(model, source, info)
-    cfg = model.config
+        meta, log = _train(model, source, info, dev, seed, progress, parallel, trained, prior is not None)
     meta.update(
         {
             "photo": {"name": image.rsplit("/", 1)[-1], "width": info.width, "height": info.height, "sha256": info.sha256},
@@ -284,10 +248,44 @@ def _train_into(
     )
     if damaged:
         meta["photo"]["damaged"] = True
+    return _save(model, out, meta, log, time.time() - t0)
+
+
+def _build(cfg: ModelConfig, seed: int):
+    """The seeded model of ``cfg``, its SR network started from its prior; returns (model, the
+    prior's provenance or None). Without the prior's package the config says so: no prior."""
+    from ..models import checkpoint
+
+    model = checkpoint.build(cfg, seed)
+    prior = _load_prior(model)
+    if cfg.sr.prior and prior is None:  # the checkpoint says what its SR weights really are
+        model.config = dataclasses.replace(cfg, sr=dataclasses.replace(cfg.sr, prior=""))
+    return model, prior
+
+
+def _train(model, image: str, info, dev: str, seed: int, progress: bool, parallel, trained: bool, from_prior: bool):
+    """Train ``model`` in place (``fit``); untrained, the patch base still keeps the photo, which
+    makes it whole. Returns (meta, log)."""
+    if trained:
+        from .loop import fit
+
+        result = fit(model, image, info, seed=seed, device=dev, progress=progress, parallel=parallel, from_prior=from_prior)
+        return result.meta, result.log
+    if model.config.base.kind == "patches":
+        from .loop import keep_photo
+
+        keep_photo(model, image, info)
+    return {}, {"device": dev}
+
+
+def _save(model, out: str, meta: dict, log: dict, seconds: float) -> str:
+    """Write the model (on the CPU) and its training log into ``out``; returns its id."""
+    from ..models import checkpoint
+
     model.base.cpu()
     model.sr.cpu()
     model_id = checkpoint.save(model, out, meta)
-    log = {"model_id": model_id, "preset": cfg.preset, "wall_seconds": round(time.time() - t0, 2), **log}
+    log = {"model_id": model_id, "preset": model.config.preset, "wall_seconds": round(seconds, 2), **log}
     write_json_atomic(os.path.join(out, TRAINING_LOG), log)
     return model_id
 

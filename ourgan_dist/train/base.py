@@ -75,19 +75,54 @@ def _critic_step(
 def train_base(
     gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: int, step: Callable[[str, dict], None] = lambda *_: None
 ) -> dict[str, list[float]]:
-    """Train ``gen`` in place on ``photo`` (1, 3, h, w) at its base size; returns loss histories."""
-    device = photo.device
-    g = torch.Generator().manual_seed(seed)
-    sizes = gen.scale_sizes(photo.shape[2], photo.shape[3])
-    reals = pyramid(photo, sizes)
-    n_vae = gen.cfg.vae_scales
-    hist: dict[str, list[float]] = {}
+    """Train ``gen`` in place on ``photo`` (1, 3, h, w) at its base size; returns loss histories.
+    ``step(stage, losses)`` is called after every step, ``stage`` naming the scale as
+    ``progress.base_stages`` does ("base scale 2/8")."""
+    run = _BaseRun(gen, photo, cfg, seed, step)
+    for s in range(gen.cfg.vae_scales):
+        run.train_vae_scale(s)
+    with torch.no_grad():  # the encoder is final: the photo's latent map, for its reconstruction path
+        photo_latent = gen.encode(run.reals[0])[0]
+    for s in range(gen.cfg.vae_scales, len(run.sizes)):
+        run.train_gan_scale(s, photo_latent)
+    return run.hist
 
-    def randn(*shape):
-        return torch.randn(*shape, generator=g).to(device)
 
-    # ---- scale 0 .. n_vae-1: the patch-VAE, encoder trained with every scale --------------
-    for s in range(n_vae):
+class _BaseRun:
+    """One training of the base generator: the photo's pyramid, the one random generator every
+    draw comes from (in a fixed order: the weights are a function of the seed), the loss
+    histories, and a method per kind of scale."""
+
+    def __init__(self, gen: BaseGenerator, photo: torch.Tensor, cfg: TrainConfig, seed: int, step: Callable[[str, dict], None]):
+        self.gen, self.cfg, self.seed, self.step = gen, cfg, seed, step
+        self.device = photo.device
+        self.g = torch.Generator().manual_seed(seed)
+        self.sizes = gen.scale_sizes(photo.shape[2], photo.shape[3])
+        self.reals = pyramid(photo, self.sizes)  # the photo at every scale, coarsest first
+        self.hist: dict[str, list[float]] = {}
+
+    def stage_name(self, s: int) -> str:
+        return f"base scale {s + 1}/{len(self.sizes)}"
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=self.g).to(self.device)
+
+    def randint(self, high: int) -> int:
+        """A draw from [0, high)."""
+        return int(torch.randint(0, high, (1,), generator=self.g))
+
+    def record(self, s: int, losses: dict[str, float]) -> None:
+        for name, value in losses.items():
+            if name != "kl":
+                self.hist.setdefault(f"s{s}_{name}", []).append(value)
+        self.step(self.stage_name(s), losses)
+
+    # ---- scales 0 .. vae_scales-1: the patch-VAE, its encoder trained with every scale ---------
+
+    def train_vae_scale(self, s: int) -> None:
+        """Scale ``s`` of the patch-VAE: reconstruction + KL through the scales below (frozen), the
+        encoder learning too. Scale ``s`` >= 2 starts from scale ``s - 1``'s weights."""
+        gen, cfg = self.gen, self.cfg
         stage_params = list(gen.decoder.parameters()) if s == 0 else list(gen.stages[s - 1].parameters())
         if s >= 2:
             gen.stages[s - 1].load_state_dict(gen.stages[s - 2].state_dict())
@@ -97,77 +132,79 @@ def train_base(
         for p in frozen:  # gradients flow through the frozen scales to the encoder, not into them
             p.requires_grad_(False)
         opt = torch.optim.Adam(list(gen.encoder.parameters()) + stage_params, lr=cfg.lr, betas=(0.5, 0.999))
-
-        def through(z: torch.Tensor) -> torch.Tensor:  # latent -> scale s (VAE scales carry no noise)
-            x = gen.decode(z, sizes[0])
-            for k in range(1, s + 1):
-                x = gen.refine(k, x, sizes[k], None)
-            return x
-
         for _ in range(cfg.base_iterations):
-            mu, logvar = gen.encode(reals[0])
-            x = through(mu + torch.exp(0.5 * logvar) * randn(*mu.shape))
-            rec = F.mse_loss(x, reals[s])
+            mu, logvar = gen.encode(self.reals[0])
+            x = self.decode_to(s, mu + torch.exp(0.5 * logvar) * self.randn(*mu.shape))
+            rec = F.mse_loss(x, self.reals[s])
             kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
             loss = cfg.recon_weight * rec + cfg.kl_weight * kl
             losses = {"rec": float(rec.detach()), "kl": float(kl.detach())}
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            hist.setdefault(f"s{s}_rec", []).append(losses["rec"])
-            step(f"base s{s}", losses)
+            self.record(s, losses)
         for p in frozen:
             p.requires_grad_(True)
 
-    # ---- GAN scales: refine a random sample of the scales below, with noise -------------------
-    with torch.no_grad():  # the encoder is final: the photo's latent map, for its reconstruction path
-        photo_latent = gen.encode(reals[0])[0]
+    def decode_to(self, s: int, z: torch.Tensor) -> torch.Tensor:
+        """Latent -> scale ``s`` through the VAE scales (which carry no noise)."""
+        x = self.gen.decode(z, self.sizes[0])
+        for k in range(1, s + 1):
+            x = self.gen.refine(k, x, self.sizes[k], None)
+        return x
 
-    for s in range(n_vae, len(sizes)):
+    # ---- GAN scales: refine a random sample of the scales below, with noise -------------------
+
+    def train_gan_scale(self, s: int, photo_latent: torch.Tensor) -> None:
+        """Scale ``s`` as a patch-GAN stage (WGAN-GP critic + reconstruction), started from scale
+        ``s - 1``'s weights, on random crops of ``base_crop`` px when the scale is larger; its
+        noise amplitude is set from the reconstruction error of the scales below."""
+        gen, cfg, sizes, device = self.gen, self.cfg, self.sizes, self.device
         stage = gen.stages[s - 1]
         if s >= 2:
             stage.load_state_dict(gen.stages[s - 2].state_dict())
         with torch.no_grad():  # reconstruction path: posterior mean through the frozen scales
             rec_up = resize_bilinear(gen.reconstruct(sizes, s - 1, photo_latent), sizes[s])
-            gen.noise_amps[s] = cfg.noise_amp_scale * torch.sqrt(F.mse_loss(rec_up, reals[s])).clamp(min=1e-3)
+            gen.noise_amps[s] = cfg.noise_amp_scale * torch.sqrt(F.mse_loss(rec_up, self.reals[s])).clamp(min=1e-3)
         opt_g = torch.optim.Adam(stage.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
-        critic, opt_d = _critic(cfg, gen, seed, s, device)
+        critic, opt_d = _critic(cfg, gen, self.seed, s, device)
         h, w = sizes[s]
         ch, cw = (min(h, cfg.base_crop), min(w, cfg.base_crop)) if cfg.base_crop else (h, w)
         y_full = y_channel(h, device)
-
-        def crop_origin() -> tuple[int, int]:  # top-left of a random (ch, cw) crop; (0, 0) when whole
-            if (ch, cw) == (h, w):
-                return 0, 0
-            return (int(torch.randint(0, h - ch + 1, (1,), generator=g)), int(torch.randint(0, w - cw + 1, (1,), generator=g)))
-
-        def sample_below() -> torch.Tensor:  # a random sample of the frozen scales below, at scale s
-            with torch.no_grad():  # as rendering draws a new image: a latent from the prior
-                x = gen.decode(randn(1, gen.cfg.latent_channels, *sizes[0]), sizes[0])
-                for k in range(1, s):
-                    x = gen.refine(k, x, sizes[k], randn(1, 3, *sizes[k]) if k >= n_vae else None)
-                return resize_bilinear(x, sizes[s])
-
         # A scale trained on crops draws its inputs from a pool of whole samples made once: making a
         # whole sample of every scale below for each step would cost more than the step itself on
         # a large base, and the crops' positions and the scale's own noise still vary every step.
-        pool = [sample_below() for _ in range(SAMPLE_POOL)] if (ch, cw) != (h, w) else None
+        pool = [self.sample_below(s) for _ in range(SAMPLE_POOL)] if (ch, cw) != (h, w) else None
         for _ in range(cfg.base_iterations):
-            up = sample_below() if pool is None else pool[int(torch.randint(0, len(pool), (1,), generator=g))]
-            cy, cx = crop_origin()
+            up = self.sample_below(s) if pool is None else pool[self.randint(len(pool))]
+            cy, cx = self.crop_origin(s, ch, cw)
             ys, xs = slice(cy, cy + ch), slice(cx, cx + cw)
-            fake = gen.refine_upsampled(s, up[:, :, ys, xs], randn(1, 3, ch, cw), y_full[:, :, ys])
-            ry, rx = crop_origin()
-            real = reals[s][:, :, ry : ry + ch, rx : rx + cw]
-            d_loss = _critic_step(critic, opt_d, cfg, real, fake.detach(), g)
+            fake = gen.refine_upsampled(s, up[:, :, ys, xs], self.randn(1, 3, ch, cw), y_full[:, :, ys])
+            ry, rx = self.crop_origin(s, ch, cw)
+            real = self.reals[s][:, :, ry : ry + ch, rx : rx + cw]
+            d_loss = _critic_step(critic, opt_d, cfg, real, fake.detach(), self.g)
             # generator step: fool the critic, and reconstruct the photo from the reconstruction path
             adv = -critic(fake).mean()
             rec_out = gen.refine_upsampled(s, rec_up[:, :, ys, xs], torch.zeros(1, 3, ch, cw, device=device), y_full[:, :, ys])
-            rec = F.mse_loss(rec_out, reals[s][:, :, ys, xs])
+            rec = F.mse_loss(rec_out, self.reals[s][:, :, ys, xs])
             opt_g.zero_grad(set_to_none=True)
             (adv + cfg.recon_weight * rec).backward()
             opt_g.step()
-            hist.setdefault(f"s{s}_rec", []).append(float(rec.detach()))
-            hist.setdefault(f"s{s}_d", []).append(d_loss)
-            step(f"base s{s}", {"rec": float(rec.detach()), "d": d_loss})
-    return hist
+            self.record(s, {"rec": float(rec.detach()), "d": d_loss})
+
+    def crop_origin(self, s: int, ch: int, cw: int) -> tuple[int, int]:
+        """Top-left of a random (ch, cw) crop of scale ``s``; (0, 0) when the crop is the whole scale."""
+        h, w = self.sizes[s]
+        if (ch, cw) == (h, w):
+            return 0, 0
+        return self.randint(h - ch + 1), self.randint(w - cw + 1)
+
+    def sample_below(self, s: int) -> torch.Tensor:
+        """A random sample of the frozen scales below ``s``, upsampled to scale ``s``: as rendering
+        draws a new image, a latent from the prior through every scale, with noise on the GAN ones."""
+        gen, sizes = self.gen, self.sizes
+        with torch.no_grad():
+            x = gen.decode(self.randn(1, gen.cfg.latent_channels, *sizes[0]), sizes[0])
+            for k in range(1, s):
+                x = gen.refine(k, x, sizes[k], self.randn(1, 3, *sizes[k]) if k >= gen.cfg.vae_scales else None)
+            return resize_bilinear(x, sizes[s])

@@ -152,41 +152,52 @@ def train_sr(
     Every random draw comes from ``seed``, so the result does not
     depend on the global RNG. Returns loss histories."""
     g = torch.Generator().manual_seed(seed + 1)
-    device = photo.device
     photo = photo[:, :, :, : holdout_columns(photo.shape[3], holdout)]
     widths = sr_scales(photo.shape[3], base_width) if base_width else [photo.shape[3]]
     levels = scale_pyramid(photo, widths, cfg.sr_crop)
     from_prior = bool(net.cfg.prior) if from_prior is None else from_prior
-    if cfg.sr_iterations and not from_prior:
-        # from scratch: the residual's last conv begins at zero, so training starts from the skip
-        # (bicubic or nearest) and only adds detail instead of first unlearning a random residual
-        with torch.no_grad():
-            net.conv_last.weight.zero_()
-            net.conv_last.bias.zero_()
-    lr_rate = cfg.sr_lr if from_prior else cfg.lr
-    opt_g = torch.optim.Adam(net.parameters(), lr=lr_rate, betas=(0.9, 0.99))
+    opt = _optimiser(net, cfg, from_prior)
     amp = float(net.noise_amp)
     hist: dict[str, list[float]] = {"l1": [], "bicubic_l1": []}
     for _ in range(cfg.sr_iterations):
         level = levels[int(torch.randint(0, len(levels), (1,), generator=g))] if len(levels) > 1 else levels[0]
-        hr = random_crops(level, cfg.sr_crop, cfg.sr_batch, g)  # (B, 3, crop, crop)
-        lr = degrade(hr, cfg.sr_blur, g)  # (B, 3, crop/4, crop/4)
-        z = torch.randn(lr.shape, generator=g).to(device)
-        out = net(lr, z)
-        l1 = F.l1_loss(out, hr)
-        # the output shrunk back must be the input: texture may be invented, colours may not drift
-        lr_target = lr if cfg.sr_blur <= 0 else downsample4(hr)
-        cons = (
-            F.l1_loss(downsample4(out), lr_target) + phase_loss(out, hr)
-            if cfg.sr_consistency_weight > 0
-            else torch.zeros((), device=device)
-        )
-        opt_g.zero_grad(set_to_none=True)
-        (l1 + cfg.sr_consistency_weight * cons).backward()
-        opt_g.step()
-        with torch.no_grad():
-            bic = F.l1_loss(upsample4(lr), hr)
-        hist["l1"].append(float(l1.detach()))
-        hist["bicubic_l1"].append(float(bic))
-        step("sr", {"l1": float(l1.detach()), "bicubic": float(bic), "amp": amp})
+        l1, bic = _sr_step(net, opt, cfg, random_crops(level, cfg.sr_crop, cfg.sr_batch, g), g)
+        hist["l1"].append(l1)
+        hist["bicubic_l1"].append(bic)
+        step("sr", {"l1": l1, "bicubic": bic, "amp": amp})
     return hist
+
+
+def _optimiser(net: torch.nn.Module, cfg: TrainConfig, from_prior: bool) -> torch.optim.Optimizer:
+    """Adam at ``sr_lr`` to fine-tune a prior, at ``lr`` from scratch; from scratch the residual's
+    last conv begins at zero, so training starts from the skip (bicubic or nearest) and only adds
+    detail instead of first unlearning a random residual."""
+    if cfg.sr_iterations and not from_prior:
+        with torch.no_grad():
+            net.conv_last.weight.zero_()
+            net.conv_last.bias.zero_()
+    return torch.optim.Adam(net.parameters(), lr=cfg.sr_lr if from_prior else cfg.lr, betas=(0.9, 0.99))
+
+
+def _sr_step(
+    net: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, hr: torch.Tensor, g: torch.Generator
+) -> tuple[float, float]:
+    """One update on the crops ``hr`` (B, 3, crop, crop): L1 to the crops plus the consistency
+    term; returns (L1, plain bicubic's L1 on the same crops)."""
+    lr = degrade(hr, cfg.sr_blur, g)  # (B, 3, crop/4, crop/4)
+    z = torch.randn(lr.shape, generator=g).to(hr.device)
+    out = net(lr, z)
+    l1 = F.l1_loss(out, hr)
+    # the output shrunk back must be the input: texture may be invented, colours may not drift
+    lr_target = lr if cfg.sr_blur <= 0 else downsample4(hr)
+    cons = (
+        F.l1_loss(downsample4(out), lr_target) + phase_loss(out, hr)
+        if cfg.sr_consistency_weight > 0
+        else torch.zeros((), device=hr.device)
+    )
+    opt.zero_grad(set_to_none=True)
+    (l1 + cfg.sr_consistency_weight * cons).backward()
+    opt.step()
+    with torch.no_grad():
+        bic = F.l1_loss(upsample4(lr), hr)
+    return float(l1.detach()), float(bic)
