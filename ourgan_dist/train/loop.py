@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -24,7 +23,8 @@ from ..errors import UserError
 from ..models import checkpoint
 from ..models.checkpoint import Model
 from .base import train_base
-from .sr import HOLDOUT, holdout_columns, load_sr_photo, train_sr
+from .progress import MAIN, SIDE, Stage, TrainingBar, base_stages, detail_stage, sr_stage
+from .sr import HOLDOUT, MAX_SIDE, holdout_columns, load_sr_photo, train_sr
 
 PARALLEL_MIN_SR_STEPS = 100  # below this, starting a second process costs more than it saves
 
@@ -50,45 +50,6 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
-
-
-class Progress:
-    """One tqdm bar over base and SR steps, with the latest losses of each and the ETA."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.bar = None
-        self.stage = ""
-        self.losses: dict[str, float] = {}
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-
-    def base(self, stage: str, losses: dict) -> None:
-        if stage != self.stage:  # a new scale: drop the previous scale's losses
-            self.losses = {k: v for k, v in self.losses.items() if k.startswith("sr_")}
-        self.stage = stage
-        self.losses.update({k: v for k, v in losses.items() if k in ("rec", "kl", "d")})
-        self._advance(1)
-
-    def base_done(self) -> None:
-        """The SR network trains alone from here on (a GPU, or one core): the bar says so."""
-        self.stage = "sr"
-        self.losses = {k: v for k, v in self.losses.items() if k.startswith("sr_")}
-
-    def sr(self, n: int, losses: dict) -> None:
-        self.losses["sr_l1"] = losses.get("l1", float("nan"))
-        self._advance(n)
-
-    def _advance(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.set_description(self.stage or "sr", refresh=False)
-            self.bar.set_postfix({k: f"{v:.4f}" for k, v in self.losses.items()}, refresh=False)
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _cpu_seconds() -> tuple[float, float]:
@@ -129,6 +90,85 @@ def keep_photo(model: Model, image: str, info: images.PhotoInfo) -> torch.Tensor
     return photo
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """Where each network trains: side by side (SR in a second process) or one after the other,
+    and on how many threads."""
+
+    parallel: bool
+    base_threads: int
+    sr_threads: int
+    cores: int
+
+
+def schedule(cfg, device: str, parallel: bool | None) -> Schedule:
+    """``parallel`` (default: on a CPU with >= 2 cores, a GAN base and a long enough SR schedule)
+    trains the SR network in a second process; only ever on a CPU with SR steps to do."""
+    cores = cpu_cores()
+    on_cpu = device == "cpu"
+    if parallel is None:
+        parallel = (
+            on_cpu
+            and cores >= 2
+            and cfg.train.base_iterations > 0
+            and cfg.base.kind == "gan"
+            and cfg.train.sr_iterations >= PARALLEL_MIN_SR_STEPS
+        )
+    parallel = parallel and on_cpu and cfg.train.sr_iterations > 0
+    # the same SR thread count in both modes: CPU results depend on it, and the checkpoint must not
+    # depend on whether the two trainings ran side by side
+    return Schedule(
+        parallel=bool(parallel),
+        base_threads=1 if on_cpu else torch.get_num_threads(),
+        sr_threads=max(1, cores - 1) if on_cpu else torch.get_num_threads(),
+        cores=cores,
+    )
+
+
+def base_photo(model: Model, image: str, info: images.PhotoInfo) -> torch.Tensor:
+    """The photo at the base generator's scale (1, 3, h, w): kept by the patch base (its whole
+    training), or the GAN base's training image, refused when too small or elongated."""
+    cfg = model.config
+    if cfg.base.kind == "patches":
+        return keep_photo(model, image, info)
+    photo = torch.from_numpy(images.load_rgb(image, max_width=cfg.base.base_width)).unsqueeze(0)
+    need = max(4, cfg.base.coarsest_width // 2)
+    if min(photo.shape[2:]) < need:
+        raise UserError(
+            f"photo {image!r}: {info.width}x{info.height} is too elongated or small for the "
+            f"{cfg.preset} preset (its base would be {photo.shape[3]}x{photo.shape[2]}, "
+            f"under {need} px on a side); use a photo with an aspect ratio within about "
+            f"1:{cfg.base.base_width // need}"
+        )
+    return photo
+
+
+def stages(model: Model, photo: torch.Tensor, info: images.PhotoInfo, plan: Schedule, from_prior: bool) -> list[Stage]:
+    """What the run will do, in order, for the progress bar: the GAN base's scales, the SR
+    network (beside them when ``plan.parallel``) and the detail library."""
+    cfg = model.config
+    out = []
+    if cfg.base.kind == "gan" and cfg.train.base_iterations:
+        out += base_stages(cfg.base, cfg.train, model.base.scale_sizes(photo.shape[2], photo.shape[3]))
+    if cfg.train.sr_iterations:
+        out.append(sr_stage(cfg.sr, cfg.train, from_prior, SIDE if plan.parallel else MAIN))
+    if cfg.sr.detail > 0:
+        shrink = min(1.0, MAX_SIDE / max(info.width, info.height))  # as load_sr_photo reads it
+        out.append(detail_stage(round(info.width * shrink) * round(info.height * shrink)))
+    return out
+
+
+@dataclass
+class _Timings:
+    """Wall and CPU seconds at the run's milestones (for training.json)."""
+
+    start: float = field(default_factory=time.time)
+    cpu_start: tuple[float, float] = field(default_factory=lambda: _cpu_seconds())
+    base: float = 0.0
+    cpu_base_end: tuple[float, float] = (0.0, 0.0)
+    detail: float = 0.0
+
+
 def fit(
     model: Model,
     image: str,
@@ -142,117 +182,142 @@ def fit(
 ) -> FitResult:
     """Train ``model`` in place on the photo at ``image``. ``parallel`` (default: on a CPU with
     >= 2 cores and a long enough SR schedule) trains the SR network in a second process."""
-    cfg = model.config
-    cores = cpu_cores()
-    on_cpu = device == "cpu"
-    if parallel is None:
-        parallel = (
-            on_cpu
-            and cores >= 2
-            and cfg.train.base_iterations > 0
-            and cfg.base.kind == "gan"
-            and cfg.train.sr_iterations >= PARALLEL_MIN_SR_STEPS
-        )
-    parallel = parallel and on_cpu and cfg.train.sr_iterations > 0
-    base_threads = 1 if on_cpu else torch.get_num_threads()
-    # the same SR thread count in both modes: CPU results depend on it, and the checkpoint must not
-    # depend on whether the two trainings ran side by side
-    sr_threads = max(1, cores - 1) if on_cpu else torch.get_num_threads()
-
-    patch_base = cfg.base.kind == "patches"
-    if patch_base:
-        base_photo = keep_photo(model, image, info)
-        cfg = model.config
-    else:
-        base_photo = torch.from_numpy(images.load_rgb(image, max_width=cfg.base.base_width)).unsqueeze(0)
-        need = max(4, cfg.base.coarsest_width // 2)
-        if min(base_photo.shape[2:]) < need:
-            raise UserError(
-                f"photo {image!r}: {info.width}x{info.height} is too elongated or small for the "
-                f"{cfg.preset} preset (its base would be {base_photo.shape[3]}x{base_photo.shape[2]}, "
-                f"under {need} px on a side); use a photo with an aspect ratio within about "
-                f"1:{cfg.base.base_width // need}"
-            )
+    plan = schedule(model.config, device, parallel)
+    photo = base_photo(model, image, info)
     model.base.train()
     model.sr.train()
-    base_steps = 0 if patch_base else cfg.base.n_scales * cfg.train.base_iterations
-    bar = Progress(base_steps + cfg.train.sr_iterations, progress)
-    t0 = time.time()
-    cpu0 = _cpu_seconds()
-    background = None
+    bar = TrainingBar(stages(model, photo, info, plan, from_prior), device, progress)
+    times = _Timings()
     try:
-        if parallel:
-            from .background import BackgroundSR
-
-            background = BackgroundSR(model.sr, image, cfg.train, seed, sr_threads, cfg.base.base_width, from_prior)
-
-        def base_step(stage: str, losses: dict) -> None:
-            bar.base(stage, losses)
-            if background is not None:
-                background.poll(bar.sr)
-
-        model.base.to(device)
-        if patch_base:
-            base_hist = {}
-        else:
-            with torch_threads(base_threads):
-                base_hist = train_base(model.base, base_photo.to(device), cfg.train, seed, base_step)
-        t_base = time.time() - t0
-        cpu1 = _cpu_seconds()
-        if background is not None:
-            sr_hist, sr_size = background.join(bar.sr)
-        else:
-            bar.base_done()
-            sr_photo = load_sr_photo(image)
-            sr_size = [int(sr_photo.shape[3]), int(sr_photo.shape[2])]
-            model.sr.to(device)
-            with torch_threads(sr_threads):
-                sr_hist = train_sr(
-                    model.sr,
-                    sr_photo.to(device),
-                    cfg.train,
-                    seed,
-                    HOLDOUT,
-                    step=lambda _s, losses: bar.sr(1, losses),
-                    base_width=cfg.base.base_width,
-                    from_prior=from_prior,
-                )
+        base_hist, sr_hist, sr_size = _train_networks(model, image, photo, plan, seed, device, from_prior, bar, times)
+        t = time.time()
+        if model.config.sr.detail > 0:  # the photo's detail patches for the SR levels (models/detail.py)
+            bar.begin(MAIN)
+            model.detail.build(load_sr_photo(image), model.config.sr.detail_patches, seed)
+            bar.step("detail library")
+        times.detail = time.time() - t
     finally:
         bar.close()
-        if background is not None:
-            background.stop()
-    t_detail = time.time()
-    if cfg.sr.detail > 0:  # the photo's detail patches for the SR levels (models/detail.py)
-        model.detail.build(load_sr_photo(image), cfg.sr.detail_patches, seed)
-    t_detail = time.time() - t_detail
-    t_all = time.time() - t0
-    cpu2 = _cpu_seconds()
     model.eval()
     hists = {**base_hist, **{f"sr_{k}": v for k, v in sr_hist.items()}}
-    meta = {
-        "base_photo_size": [int(base_photo.shape[3]), int(base_photo.shape[2])],
+    return FitResult(_meta(model, photo, sr_size, hists), _log(plan, device, times, hists))
+
+
+def _train_networks(
+    model: Model,
+    image: str,
+    photo: torch.Tensor,
+    plan: Schedule,
+    seed: int,
+    device: str,
+    from_prior: bool,
+    bar: TrainingBar,
+    times: _Timings,
+) -> tuple[dict, dict, list[int]]:
+    """The base generator (the GAN base's scales; nothing for the patch base) and the SR network,
+    side by side or one after the other; returns (base losses, SR losses, the SR photo's size)."""
+    cfg = model.config
+    sr_name = sr_stage(cfg.sr, cfg.train, from_prior).name
+
+    def sr_step(n: int, losses: dict) -> None:
+        bar.step(sr_name, n, {"sr_l1": losses.get("l1", float("nan"))})
+
+    background = None
+    try:
+        if plan.parallel:
+            from .background import BackgroundSR
+
+            background = BackgroundSR(model.sr, image, cfg.train, seed, plan.sr_threads, cfg.base.base_width, from_prior)
+            bar.begin(SIDE)
+        base_hist = _train_base(model, photo, plan, seed, device, bar, lambda: background and background.poll(sr_step))
+        times.base, times.cpu_base_end = time.time() - times.start, _cpu_seconds()
+        bar.drop_losses(BASE_LOSSES)
+        if background is not None:
+            sr_hist, sr_size = background.join(sr_step)
+        else:
+            sr_hist, sr_size = _train_sr_here(model, image, plan, seed, device, from_prior, sr_step)
+    finally:
+        if background is not None:
+            background.stop()
+    return base_hist, sr_hist, sr_size
+
+
+BASE_LOSSES = ("rec", "kl", "d")  # the base losses the bar shows (of the scale training now)
+
+
+def _train_base(model: Model, photo: torch.Tensor, plan: Schedule, seed: int, device: str, bar: TrainingBar, poll) -> dict:
+    """The GAN base's scales, one after another (the patch base has nothing to train); ``poll``
+    hands the bar what the SR process has reported meanwhile."""
+    cfg = model.config
+    model.base.to(device)
+    if cfg.base.kind == "patches":
+        return {}
+    shown = [""]
+
+    def base_step(stage: str, losses: dict) -> None:
+        if stage != shown[0]:  # a new scale: the previous scale's losses go
+            bar.drop_losses(BASE_LOSSES)
+            shown[0] = stage
+        bar.step(stage, 1, {k: v for k, v in losses.items() if k in BASE_LOSSES})
+        poll()
+
+    with torch_threads(plan.base_threads):
+        return train_base(model.base, photo.to(device), cfg.train, seed, base_step)
+
+
+def _train_sr_here(model: Model, image: str, plan: Schedule, seed: int, device: str, from_prior: bool, sr_step) -> tuple:
+    """The SR network in this process; returns (its losses, the SR photo's size)."""
+    cfg = model.config
+    sr_photo = load_sr_photo(image)
+    model.sr.to(device)
+    with torch_threads(plan.sr_threads):
+        hist = train_sr(
+            model.sr,
+            sr_photo.to(device),
+            cfg.train,
+            seed,
+            HOLDOUT,
+            step=lambda _stage, losses: sr_step(1, losses),
+            base_width=cfg.base.base_width,
+            from_prior=from_prior,
+        )
+    return hist, [int(sr_photo.shape[3]), int(sr_photo.shape[2])]
+
+
+def _meta(model: Model, photo: torch.Tensor, sr_size: list[int], hists: dict) -> dict:
+    """What the checkpoint records of its training (deterministic: no timings)."""
+    cfg = model.config
+    return {
+        "base_photo_size": [int(photo.shape[3]), int(photo.shape[2])],
         "sr_photo_size": sr_size,
         "sr_holdout_x0": holdout_columns(sr_size[0]),  # columns >= this were never trained on
         "final_losses": {k: _tail(v) for k, v in hists.items()},
-        **({} if patch_base else {"noise_amps": [round(float(a), 6) for a in model.base.noise_amps]}),
+        **({} if cfg.base.kind == "patches" else {"noise_amps": [round(float(a), 6) for a in model.base.noise_amps]}),
         "train_config": dict(cfg.train.__dict__),
     }
-    log = {
+
+
+def _log(plan: Schedule, device: str, times: _Timings, hists: dict) -> dict:
+    """Timings, threads and loss curves for training.json."""
+    t_all = time.time() - times.start
+    cpu0, cpu1, cpu2 = times.cpu_start, times.cpu_base_end, _cpu_seconds()
+    return {
         "device": device,
-        "parallel": parallel,
-        "threads": {"base": base_threads, "sr": sr_threads, "cores": cores},
+        "parallel": plan.parallel,
+        "threads": {"base": plan.base_threads, "sr": plan.sr_threads, "cores": plan.cores},
         "seconds": {
-            "base": round(t_base, 2),
+            "base": round(times.base, 2),
             "total": round(t_all, 2),
-            "detail_library": round(t_detail, 2),
-            "sr": None if parallel else round(t_all - t_base, 2),
+            "detail_library": round(times.detail, 2),
+            "sr": None if plan.parallel else round(t_all - times.base, 2),
         },
         # CPU seconds (user + system): on idle cores the wall time of a side-by-side run is about
         # the larger of the two processes' CPU seconds
         "cpu_seconds": {
             "base_process": round(cpu1[0] - cpu0[0], 1),
-            "sr_process" if parallel else "sr_in_process": round((cpu2[1] - cpu0[1]) if parallel else (cpu2[0] - cpu1[0]), 1),
+            "sr_process" if plan.parallel else "sr_in_process": round(
+                (cpu2[1] - cpu0[1]) if plan.parallel else (cpu2[0] - cpu1[0]), 1
+            ),
         },
         "loss_curves": {k: _curve(v) for k, v in hists.items()},
     }
-    return FitResult(meta, log)
