@@ -1,7 +1,8 @@
 """Plan, validate, execute: the render pipeline that the CLI and the library API share.
 
 ``prepare`` resolves the request into a ``RenderPlan`` and checks it (model readable, plan valid,
-memory per task within budget, output free or resumable) before anything is written;
+memory per task within budget, output free or resumable) before anything is written, joining the
+Ray cluster at --address once for the whole render (``render`` or ``release`` leaves it);
 ``render`` then checks that the executor's cluster can place the workers (or its autoscaler can
 add them), takes the store's lease (before writing anything), creates, overwrites or reopens
 the store under it, runs the tasks that are not done yet on an executor, and marks the store
@@ -59,6 +60,21 @@ class Prepared:
     worker_memory: int = 0  # bytes per worker the plan was checked against
     memory_known: bool = True  # False: worker_memory is an assumption (GPU memory of a remote cluster)
     workers_known: bool = True  # False: the cluster at --address was not asked (a given --tile) or did not say
+    ray_joined: bool = False  # prepare joined the Ray cluster at --address; render (or release) leaves it
+
+
+def release(p: Prepared) -> None:
+    """Leave the Ray cluster that ``prepare`` joined for --address, when no render follows (a dry
+    run); ``render`` leaves it itself. Idempotent."""
+    _leave(p.ray_joined)
+    p.ray_joined = False
+
+
+def _leave(joined: bool) -> None:
+    if joined:
+        import ray
+
+        ray.shutdown()
 
 
 def _memory_budget(workers: int) -> int:
@@ -110,10 +126,6 @@ def prepare(req: RenderRequest) -> Prepared:
     width, height = parse_size(req.size)
     check_settings()  # OURGAN_STORAGE_RETRIES and _BACKOFF: one line now, not deep in a read later
     check_model_path(req.model)
-    if req.address is not None:  # an unreachable cluster fails here, in seconds, before anything is written
-        from .executors.ray import check_address
-
-        check_address(req.address)
     from ..planning.noise import SEED_LIMIT
 
     if not 0 <= req.seed < SEED_LIMIT:
@@ -123,7 +135,22 @@ def prepare(req: RenderRequest) -> Prepared:
         )
     if req.workers < 0 or (req.workers == 0 and req.address is None):
         raise PlanError(f"--workers {req.workers}: must be >= 1 (0, all the cluster offers, needs --address)")
-    model = checkpoint.load(req.model, req.model_storage_options)
+    joined = False
+    if req.address is not None:  # joined once, here: an unreachable cluster fails in seconds, before anything is written
+        from .executors.ray import connect
+
+        joined = connect(req.address, num_cpus=1)  # the executor and the worker count use this connection
+    try:
+        p = _prepare(req, checkpoint.load(req.model, req.model_storage_options), width, height)
+    except BaseException:
+        _leave(joined)
+        raise
+    p.ray_joined = joined
+    return p
+
+
+def _prepare(req: RenderRequest, model: Any, width: int, height: int) -> Prepared:
+    """The plan for ``req`` and its checks, with the model loaded and any cluster joined."""
     cfg = model.config
     notes: list[str] = []
     workers, workers_known = req.workers, True
@@ -363,6 +390,7 @@ def render(
         return _render(p, ex, on_progress, checked)
     finally:
         ex.close()
+        release(p)  # the connection prepare made for --address: the executor used it, never a second one
 
 
 def _render(p: Prepared, ex: Executor, on_progress, checked: OutputCheck) -> RenderSummary:

@@ -325,7 +325,9 @@ def connect(address: str | None, num_cpus: int) -> bool:
 
 def cluster_workers(address: str, device: str) -> int | None:
     """How many workers a render at ``address`` would start when --workers is not given: one per
-    GPU, or one per node with CPUs (as ``RayExecutor`` does); None if the cluster cannot be asked."""
+    GPU, or one per node with CPUs (as ``RayExecutor`` does); None if the cluster cannot be asked.
+    Asks over the driver's connection (``render.prepare`` joins --address once for the render);
+    only a caller without one joins here, and leaves again."""
     try:
         import ray
 
