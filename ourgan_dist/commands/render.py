@@ -58,7 +58,8 @@ def _parse_tile(value: str) -> int | None:
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Workers. Default: 1 (in-process) without --address; with --address one per GPU (--device cuda) or per node.",
+    show_default="1, in this process (using all its cores); with --address: one per GPU (--device cuda) or per node",
+    help="Workers; 2 or more without --address start local Ray workers that split this machine's cores (as `demo` does).",
 )
 @click.option("--address", default=None, help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
@@ -115,9 +116,14 @@ def render_command(
 ) -> None:
     """Render a new image of --size from a trained MODEL directory into a Zarr store.
 
+    Without --workers the render runs in this process on one worker; --workers 2 splits this
+    machine's cores between two local Ray workers. --dry-run prints the plan and a time with a
+    range from a one-second probe of a real tile on this machine, and writes nothing.
+
     \b
     Examples:
       ourgan-dist render model/ --out out.zarr --size 4096x2730 --seed 7
+      ourgan-dist render model/ --out out.zarr --size 16384x10240 --workers 2 --dry-run
       ourgan-dist render model/ --out out.zarr --size 4096x2730 --tile 0      # untiled reference
       ourgan-dist render s3://b/model --out s3://b/r.zarr --size 16384x10912 --address auto
       ourgan-dist render model/ --out r.zarr --size 36864x27648 --device cuda --workers 32 \\
@@ -129,7 +135,7 @@ def render_command(
         quiet_embedded_ray_auth()
     from ..engine.forecast import forecast
     from ..engine.halo_error import describe_halo_error, measure_halo_error
-    from ..engine.render import RenderRequest, check_output, prepare
+    from ..engine.render import RenderRequest, check_output, prepare, release
     from ..engine.render import render as run_render
 
     if resume and overwrite:
@@ -154,47 +160,51 @@ def render_command(
         worker_memory=_parse_memory(worker_memory),
     )
     p = prepare(req)
-    checked = None
-    try:
-        checked = check_output(p)  # an output that would be refused is refused before the plan is printed
-        if export_to:  # and an export target, before the render rather than after it
-            from ..outputs.export import check_target
+    try:  # a cluster that prepare joined for --address is left however this ends
+        checked = None
+        try:
+            checked = check_output(p)  # an output that would be refused is refused before the plan is printed
+            if export_to:  # and an export target, before the render rather than after it
+                from ..outputs.export import check_target
 
-            check_target(export_to, overwrite)
-    except Exception as e:  # noqa: BLE001 - a dry run reports what a real run would meet, and goes on
-        if not dry_run:
-            raise
+                check_target(export_to, overwrite)
+        except Exception as e:  # noqa: BLE001 - a dry run reports what a real run would meet, and goes on
+            if not dry_run:
+                raise
+            click.echo(
+                f"note: a real run would be refused: {e}"
+                if isinstance(e, UserError)
+                else f"note: --out was not checked ({type(e).__name__}: {str(e).strip()[:200]})"
+            )
+        for line in (*p.plan.describe(), *p.notes):
+            click.echo(line)
+        fc = forecast(p, probe=dry_run)  # a real run skips the probe: its progress bar measures as it goes
+        for line in fc.lines:
+            click.echo(line)
+        if fc.warning:
+            click.echo(
+                f"WARNING: {fc.warning}" + ("" if dry_run else "; starting now (Ctrl-C stops it; --resume finishes it later)"),
+                err=True,
+            )
+        if not p.plan.exact:
+            err = measure_halo_error(p)
+            if err:
+                click.echo(describe_halo_error(p.plan, err))
+        if dry_run:
+            click.echo("dry run: nothing written")
+            return
+        summary = run_render(p, on_progress=None if quiet else progress_bar(p), checked=checked)
         click.echo(
-            f"note: a real run would be refused: {e}"
-            if isinstance(e, UserError)
-            else f"note: --out was not checked ({type(e).__name__}: {str(e).strip()[:200]})"
+            f"\ndone: {summary.tasks_run} task(s) in {summary.seconds:.1f} s"
+            + (f", {summary.tasks_skipped} already done" if summary.tasks_skipped else "")
+            + f" -> {out}"
         )
-    for line in (*p.plan.describe(), *p.notes):
-        click.echo(line)
-    fc = forecast(p, probe=dry_run)  # a real run skips the probe: its progress bar measures as it goes
-    for line in fc.lines:
-        click.echo(line)
-    if fc.warning:
-        click.echo(
-            f"WARNING: {fc.warning}" + ("" if dry_run else "; starting now (Ctrl-C stops it; --resume finishes it later)"), err=True
-        )
-    if not p.plan.exact:
-        err = measure_halo_error(p)
-        if err:
-            click.echo(describe_halo_error(p.plan, err))
-    if dry_run:
-        click.echo("dry run: nothing written")
-        return
-    summary = run_render(p, on_progress=None if quiet else progress_bar(p), checked=checked)
-    click.echo(
-        f"\ndone: {summary.tasks_run} task(s) in {summary.seconds:.1f} s"
-        + (f", {summary.tasks_skipped} already done" if summary.tasks_skipped else "")
-        + f" -> {out}"
-    )
-    if export_to:
-        from ..engine.allocator import bound_allocator
-        from ..outputs.export import export as run_export
+        if export_to:
+            from ..engine.allocator import bound_allocator
+            from ..outputs.export import export as run_export
 
-        bound_allocator()  # the process ends with the export: keep glibc from hoarding freed buffers
-        run_export(out, export_to, storage_options=so, progress=not quiet, overwrite=overwrite)
-        click.echo(f"exported {export_to}")
+            bound_allocator()  # the process ends with the export: keep glibc from hoarding freed buffers
+            run_export(out, export_to, storage_options=so, progress=not quiet, overwrite=overwrite)
+            click.echo(f"exported {export_to}")
+    finally:
+        release(p)
