@@ -1,10 +1,23 @@
-"""The dry run's forecast: load per worker, halo overhead, memory per task, store size and time,
-from the plan's arithmetic (``projection.py``) and a short probe of the SR network's speed on
-this machine."""
+"""The dry run's forecast: load per worker, halo overhead, memory per task, store size and one
+time with a range, from the plan's arithmetic (``projection.py``), a probe that times a real SR
+tile of the plan on this machine, and the patch base's recorded times.
+
+What a render's wall time is made of, and where each part comes from:
+
+- start-up: the driver's Ray (local workers) and every worker loading the model: recorded;
+- the base: the patch base runs on one thread, and its time grows with base pixels in a way its
+  MACs do not capture (memory-bound searches): recorded on this project's CPU at a few base sizes,
+  scaled by how fast the probe runs here against the probe there; a GAN base is convolutions, so
+  its MACs at the probe's rate;
+- the SR levels and the viewing pyramid: every task's MACs (``projection.Work``) at the probe's
+  rate for one worker, with the store I/O per pixel as recorded, scheduled on the workers.
+
+The range is the probe's own run-to-run spread widened by how far forecasts missed measured
+renders in ``benchmarks/forecast_vs_actual.py``.
+"""
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -15,62 +28,211 @@ from ..planning import projection
 if TYPE_CHECKING:
     from .render import Prepared
 
-PROBE_MACS = 2e9  # arithmetic of one probe run: a fraction of a second on a laptop CPU
 HUGE_STORE, HUGE_SECONDS, HUGE_PIXELS = 50 << 30, 2 * 3600, 4e9  # past any of these, the plan warns first
-# Renders' SR tiles did this many times the probe's MACs per second (benchmarks/plan_calibration.py:
-# 4.6 GMAC/s for 2 workers of the cpu preset, the probe 1.4-3 on the same busy machine): the probe's
-# small image uses the CPU less well than a tile's window.
-PROBE_TO_RENDER = 2.0
+
+# The probe: one interior tile of the render's last SR level (cut to a smaller tile of the same
+# network and halo when a whole one would take long), timed until it has run for PROBE_MIN_S.
+PROBE_RUN_S = 0.5  # each timed run lasts about this long
+PROBE_MIN_S = 1.0  # the timed runs together, at least: short runs on a busy machine mislead
+PROBE_WARMUP_TILE = 64  # output px: the untimed first run (kernels, caches) that sizes the timed ones
+
+# Recorded by benchmarks/forecast_vs_actual.py --base on this project's 2-core CPU: the demo
+# model's patch base (one thread) at a few base sizes, (base pixels, seconds), while the probe
+# ran one thread at BASE_PROBE_RATE MACs/s. Between and beyond the points: linear in pixels.
+BASE_SECONDS = ((256 * 160, 4.1), (512 * 320, 4.9), (1024 * 640, 20.8))
+BASE_PROBE_RATE = 13.8e9
+# Start-up before the first task, recorded by the same benchmark (seconds): the in-process worker
+# loads the model; local Ray starts, then each actor imports torch and loads the model.
+STARTUP_S = {"in-process": 2.0, "ray": 10.0}
+# Actual / forecast of the benchmark's renders, beyond the probe's own spread: the range's ends.
+BAND_LOW, BAND_HIGH = 0.8, 1.3
+# Without a probe (a real run prints its plan too), one thread's rate as the probe measured it on
+# this project's CPU (the recorded rate of projection.CPU_REFERENCE is a busy machine's).
+RECORDED_THREAD_RATE = 12e9
 
 
-def probe_macs_per_s(net, sr, device: str = "cpu", precision: str = "fp32") -> tuple[float, float]:
-    """(MACs per second, seconds of the timed run) of the SR network ``net`` (config ``sr``) on a
-    small image on ``device``: the best of two runs after a warm-up on a smaller one."""
+@dataclass(frozen=True)
+class Probe:
+    """A real SR task of the plan timed on this machine: the rate the time forecast uses."""
+
+    tile: int  # output px side of the timed tile
+    level: int
+    macs: int  # of one timed run (projection.Work's count for that tile)
+    runs: tuple[float, ...]  # seconds of each timed run
+    threads: int  # torch threads it ran on (CPU)
+    device: str
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.runs)
+
+    @property
+    def macs_per_s(self) -> float:
+        return self.macs * len(self.runs) / self.seconds
+
+    def describe(self) -> str:
+        where = "GPU" if self.device.startswith("cuda") else f"CPU, {self.threads} thread(s)"
+        return (
+            f"measured now: a {self.seconds:.1f} s probe ({len(self.runs)} runs of a {self.tile} px tile of level {self.level}, "
+            f"{self.macs / 1e9:.1f} GMAC each) on this machine's {where}: {self.macs_per_s / 1e9:.1f} GMAC/s"
+        )
+
+
+def probe_tile(p: Prepared, threads: int | None = None, min_s: float | None = None) -> Probe | None:
+    """Time the SR step of an interior tile of the render's last level (``tile.sr_core``, what a
+    worker runs, on a source of the window's size) on ``threads`` torch threads (CPU) or the GPU
+    of --device cuda. A tile that would run longer than ``PROBE_RUN_S`` is replaced by a smaller
+    tile of the same network and halo; runs repeat until they add up to ``min_s`` (default
+    ``PROBE_MIN_S``). None when the plan has no SR level."""
+    import numpy as np
     import torch
 
-    gpu = device.startswith("cuda")
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision] if gpu else torch.float32
+    from ..planning.plan import RenderPlan, TileKey, chunk_for_tile
+    from .tile import sr_core
+
+    r, plan, cfg = p.request, p.plan, p.model.config
+    level = plan.final_level
+    if level == 0:
+        return None
+    top = plan.levels[level]
+    cap = min(plan.tile or max(top.stored_height, top.stored_width), max(top.stored_height, top.stored_width))
+    gpu = r.device.startswith("cuda")
+    model, dtype = p.model, torch.float32
     if gpu:
         import copy
 
-        net = copy.deepcopy(net).to(device, dtype)  # the driver's model stays as the local executor expects it
-    per_px = projection.sr_macs_per_pixel(sr)
-    side = int(min(160, max(16, math.sqrt(PROBE_MACS / per_px))))
-    gen = torch.Generator().manual_seed(0)
-    with torch.inference_mode():
-        best = float("inf")
-        for i, s in enumerate((16, side, side)):  # a small warm-up (kernels, caches), then the best of two runs
-            x = torch.rand(1, 3, s, s, generator=gen).to(device if gpu else "cpu", dtype)
-            if gpu:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            net(x)
-            if gpu:
-                torch.cuda.synchronize()
-            if i:
-                best = min(best, time.perf_counter() - t0)
-    return per_px * side * side / best, best
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[r.precision]
+        model = copy.deepcopy(model).to(r.device)  # the driver's model stays as the local executor expects it
+        model.sr.to(dtype)
+    rng = np.random.default_rng(0)
+
+    def task(side: int) -> tuple[RenderPlan, TileKey]:
+        tp = (
+            plan
+            if side == cap
+            else RenderPlan.create(
+                plan.width, plan.height, base=cfg.base, sr=cfg.sr, tile=side, halo=plan.halo, chunk=chunk_for_tile(side)
+            )
+        )
+        rows, cols = tp.tile_grid(level)
+        return tp, TileKey(level, min(1, rows - 1), min(1, cols - 1))
+
+    def run(side: int) -> float:
+        tp, key = task(side)
+        window = tp.source_window(key)
+        x = rng.uniform(-1, 1, (3, window.height, window.width)).astype(np.float32)
+        t0 = time.perf_counter()
+        sr_core(model, tp, level, tp.core(key), window, x, r.seed, r.device, dtype)
+        return time.perf_counter() - t0
+
+    def macs(side: int) -> int:
+        tp, key = task(side)
+        return projection.Work(tp, cfg.sr, cfg.base).macs(key)
+
+    before = torch.get_num_threads()
+    if threads and not gpu:
+        torch.set_num_threads(threads)
+    try:
+        warm = min(cap, PROBE_WARMUP_TILE)
+        run(warm)  # kernels, caches, the GPU's context
+        rate = macs(warm) / run(warm)
+        sides = [s for s in range(PROBE_WARMUP_TILE, cap, PROBE_WARMUP_TILE)] + [cap]
+        side = max((s for s in sides if macs(s) <= rate * PROBE_RUN_S), default=warm)
+        runs: list[float] = []
+        least = PROBE_MIN_S if min_s is None else min_s
+        while len(runs) < 2 or sum(runs) < least:
+            runs.append(run(side))
+        return Probe(side, level, macs(side), tuple(runs), torch.get_num_threads(), r.device)
+    finally:
+        torch.set_num_threads(before)
 
 
-def measure_throughput(p: Prepared) -> projection.Throughput:
-    """One worker's speed for the time estimate: the SR network run on a small image on this
-    machine (the CPU, or its GPU for --device cuda), with the recorded per-pixel I/O costs. For
-    --device cuda on a machine without a GPU, the rate measured on an H200."""
+def worker_threads(p: Prepared) -> tuple[int, float]:
+    """(torch threads of one worker, the share of a core each of them gets). Local Ray workers
+    split this machine's CPUs as ``capacity.size_workers`` does (more workers than cores share
+    them); the in-process worker, and a cluster's workers (assumed like this machine), use
+    torch's default."""
     import torch
 
-    r = p.request
-    ref = projection.reference_throughput(r.device, r.precision)
+    cores = os.cpu_count() or 1
+    if p.request.address is None and p.workers > 1:
+        threads = max(1, max(cores, p.workers) // p.workers)
+        return threads, min(1.0, cores / (p.workers * threads))
+    return torch.get_num_threads(), 1.0
+
+
+def base_seconds(pixels: int, thread_rate: float) -> float:
+    """The patch base's time for a base of ``pixels`` on one thread of ``thread_rate`` MACs/s (as
+    the probe measures it): ``BASE_SECONDS`` interpolated linearly, scaled from the rate it was
+    recorded at."""
+    pts = sorted(BASE_SECONDS)
+    if pixels <= pts[0][0]:
+        at = pts[0][1]
+    else:
+        (p0, s0), (p1, s1) = next(((a, b) for a, b in zip(pts, pts[1:]) if pixels <= b[0]), (pts[-2], pts[-1]))
+        at = s0 + (s1 - s0) * (pixels - p0) / (p1 - p0)
+    return at * BASE_PROBE_RATE / thread_rate
+
+
+@dataclass(frozen=True)
+class TimeForecast:
+    """The render's wall time from start-up to its last task, with a range, and what it rests on."""
+
+    seconds: float
+    low: float
+    high: float
+    startup_s: float
+    base_s: float
+    sr_s: float  # the SR levels, one after another
+    pyramid_s: float
+    basis: str
+
+    def line(self) -> str:
+        return (
+            f"time: about {duration(self.seconds)} ({duration(self.low)} to {duration(self.high)}): start-up "
+            f"{duration(self.startup_s)}, base {duration(self.base_s)}, SR {duration(self.sr_s)}, viewing pyramid "
+            f"{duration(self.pyramid_s)} [{self.basis}]"
+        )
+
+
+def forecast_time(p: Prepared, probe: Probe | None, thread_probe: Probe | None = None) -> tuple[TimeForecast, projection.Estimate]:
+    """One time with a range for the whole render, from ``probe`` (None: the rate recorded on this
+    project's CPU, or the GPU reference) and, for the patch base, ``thread_probe`` (one thread;
+    default: the probe's rate per thread). Returns it with the per-level schedule it sums."""
+    r, plan, cfg = p.request, p.plan, p.model.config
     gpu = r.device.startswith("cuda")
-    if gpu and not torch.cuda.is_available():
-        return ref
-    rate, took = probe_macs_per_s(p.model.sr, p.model.config.sr, r.device, r.precision)
-    rate *= 1.0 if gpu else PROBE_TO_RENDER
-    where = "GPU" if gpu else f"CPU ({torch.get_num_threads()} threads)"
-    return ref.with_rate(
-        rate,
-        f"measured now: a {took:.2f} s probe of the SR network on this machine's {where}, "
-        f"{rate / 1e9:.1f} GMAC/s; I/O per pixel as recorded",
-    )
+    threads, share = worker_threads(p) if not gpu else (1, 1.0)
+    ref = projection.reference_throughput(r.device, r.precision)
+    spread_lo = spread_hi = 1.0
+    if probe is not None:
+        rate, basis = probe.macs_per_s * share, probe.describe()
+        mean = probe.seconds / len(probe.runs)
+        spread_lo, spread_hi = min(probe.runs) / mean, max(probe.runs) / mean
+        if share < 1:
+            basis += f"; {p.workers} workers share {os.cpu_count()} cores"
+    elif gpu:
+        rate, basis = ref.macs_per_s, ref.source
+    else:
+        rate = RECORDED_THREAD_RATE * threads * share
+        basis = f"no probe: {RECORDED_THREAD_RATE / 1e9:.0f} GMAC/s per thread as probed on this project's 2-core CPU"
+    thr = ref.with_rate(rate, basis)
+    est = projection.estimate(plan, cfg.sr, cfg.base, workers=p.workers, throughput=thr)
+    spans = {lv.name: lv.span_s for lv in est.levels}
+    if cfg.base.kind == "patches" and not gpu:
+        one = thread_probe.macs_per_s if thread_probe is not None else rate / threads / share
+        base_s = base_seconds(plan.base_height * plan.base_width, one)
+        if thread_probe is not None:
+            basis += f"; the patch base's recorded times, at {one / 1e9:.1f} GMAC/s probed on one thread"
+        else:
+            basis += "; the patch base's recorded times on one thread, at the probe's speed per thread"
+    else:
+        base_s = spans.get("level 0", 0.0)
+    pyramid_s = spans.get("viewing pyramid", 0.0)
+    sr_s = sum(s for name, s in spans.items() if name not in ("level 0", "viewing pyramid"))
+    startup_s = STARTUP_S["in-process" if p.workers == 1 and r.address is None else "ray"]
+    total = startup_s + base_s + sr_s + pyramid_s
+    t = TimeForecast(total, total * BAND_LOW * spread_lo, total * BAND_HIGH * spread_hi, startup_s, base_s, sr_s, pyramid_s, basis)
+    return t, est
 
 
 def duration(seconds: float) -> str:
@@ -97,48 +259,59 @@ def size_text(n: float) -> str:
 class Forecast:
     """What the plan projects for this request, and the lines that say so."""
 
-    estimate: projection.Estimate
+    estimate: projection.Estimate  # the SR levels' and viewing pyramid's schedule on the workers
+    time: TimeForecast
     store: tuple[int, int]  # bytes: image + viewing pyramid, generation levels
     lines: tuple[str, ...]
     warning: str | None  # a request big enough that the user should look before it runs
 
 
-def forecast(p: Prepared, throughput: projection.Throughput | None = None, probe: bool = True) -> Forecast:
+def forecast(p: Prepared, probe: bool = True) -> Forecast:
     """The dry run's projections: tasks per level and busy workers, halo overhead, memory per task,
-    store size and time. ``throughput`` defaults to a probe on this machine (``measure_throughput``),
-    or without ``probe`` to the recorded (CPU) or assumed (GPU) rate."""
+    store size and one time with a range. ``probe``: time a real tile on this machine first
+    (``probe_tile``, about a second; a GPU render without a local GPU uses the reference rate);
+    without it, the recorded rates."""
+    import torch
+
     r, plan, cfg = p.request, p.plan, p.model.config
-    thr = throughput or (measure_throughput(p) if probe else projection.reference_throughput(r.device, r.precision))
-    local_cpu = r.address is None and r.device == "cpu"
-    est = projection.estimate(plan, cfg.sr, cfg.base, workers=p.workers, throughput=thr, shared_machine=local_cpu)
-    work = projection.Work(plan, cfg.sr, cfg.base, thr)
+    gpu = r.device.startswith("cuda")
+    measured = one_thread = None
+    if probe and (not gpu or torch.cuda.is_available()):
+        threads = worker_threads(p)[0]
+        measured = probe_tile(p, None if gpu else threads)
+        if not gpu and threads > 1 and cfg.base.kind == "patches" and measured is not None:
+            one_thread = probe_tile(p, 1, PROBE_MIN_S / 2)  # the patch base runs on one thread
+    t, est = forecast_time(p, measured, one_thread)
+    local_cpu = r.address is None and not gpu
+    work = projection.Work(plan, cfg.sr, cfg.base, est.throughput)
     mem = projection.memory_model(r.device)
     image, gen = projection.store_bytes(plan)
     where = (
         "local, sharing this machine's CPUs"
         if local_cpu
         else "GPUs"
-        if r.device.startswith("cuda")
+        if gpu
         else "Ray workers; time assumes each is as fast as this machine"
     )
     lines = [f"load on {p.workers} worker(s){'' if p.workers_known else ' (assumed; pass --workers)'} ({where}):"]
     for lv in est.levels:
+        if lv.name == "level 0":
+            lines.append(f"  level 0: 1 task, the base, {duration(t.base_s)}")
+            continue
         lines.append(
             f"  {lv.name}: {lv.tasks} task(s), {lv.busy}/{p.workers} worker(s) busy, "
             f"{100 * lv.utilisation(p.workers):.0f}% utilised, {duration(lv.span_s)}"
         )
     lines.append(
-        f"  whole render: {100 * est.utilisation:.0f}% utilisation (levels run one after another here; in a "
-        "render they overlap, so this errs low)"
+        f"  whole render: {100 * est.utilisation:.0f}% utilisation of the workers (levels one after another; "
+        "in a render they overlap)"
     )
     lines.append(
         f"halo overhead: {100 * (work.compute_overhead() - 1):.0f}% extra SR arithmetic, "
         f"{100 * (plan.halo_overhead() - 1):.0f}% extra source pixels read"
     )
     act = mem.counted(plan, cfg.sr, cfg.base)
-    budget = f"{size_text(p.worker_memory)} per {'GPU' if r.device.startswith('cuda') else 'worker'}" + (
-        "" if p.memory_known else " (assumed)"
-    )
+    budget = f"{size_text(p.worker_memory)} per {'GPU' if gpu else 'worker'}" + ("" if p.memory_known else " (assumed)")
     lines.append(
         f"projected memory per task: {p.projected_task_bytes / 2**20:.0f} MiB peak per worker, of {budget} "
         f"[{size_text(mem.runtime_bytes)} runtime + weights + {mem.factor:g} x {act / 2**20:.0f} MiB counted "
@@ -148,23 +321,17 @@ def forecast(p: Prepared, throughput: projection.Throughput | None = None, probe
         f"store on disk: about {size_text(image + gen)} (image and viewing pyramid {size_text(image)}, "
         f"generation levels {size_text(gen)}; compression as measured on a demo render)"
     )
-    line = f"time: about {duration(est.seconds)} of tasks, plus start-up [{thr.source}]"
-    if r.device == "cpu" and thr is not projection.CPU_REFERENCE:  # the probe is noisy on a busy machine: show both
-        ref = projection.estimate(
-            plan, cfg.sr, cfg.base, workers=p.workers, throughput=projection.CPU_REFERENCE, shared_machine=local_cpu
-        )
-        line += f"; at the rate recorded on the project's busy 2-core CPU: {duration(ref.seconds)}"
-    lines.append(line)
+    lines.append(t.line())
     warning = None
-    if image + gen >= HUGE_STORE or est.seconds >= HUGE_SECONDS or plan.width * plan.height >= HUGE_PIXELS:
+    if image + gen >= HUGE_STORE or t.seconds >= HUGE_SECONDS or plan.width * plan.height >= HUGE_PIXELS:
         warning = (
             f"--size {plan.width}x{plan.height} is {plan.width * plan.height / 1e9:.1f} gigapixels: about "
-            f"{size_text(image + gen)} on disk and about {duration(est.seconds)} on {p.workers} worker(s)"
+            f"{size_text(image + gen)} on disk and about {duration(t.seconds)} on {p.workers} worker(s)"
         )
         free = _free_bytes(r.out)
         if free is not None and free < image + gen:
             warning += f"; the disk at --out has only {size_text(free)} free"
-    return Forecast(est, (image, gen), tuple(lines), warning)
+    return Forecast(est, t, (image, gen), tuple(lines), warning)
 
 
 def _free_bytes(url: str) -> int | None:
