@@ -4,13 +4,18 @@ holds steady on a synthetic render whose cheap tasks finish first."""
 from __future__ import annotations
 
 import heapq
+import io
 import random
+import warnings
+from types import SimpleNamespace
 
 import pytest
 
 from ourgan_dist.config import PRESETS
 from ourgan_dist.planning.plan import PyramidKey, RenderPlan, TileKey
-from ourgan_dist.engine.progress import WorkTracker, task_label
+from ourgan_dist.engine.progress import WorkTracker, task_kind, task_label, tracker_for
+from ourgan_dist.engine.render import task_order
+from ourgan_dist.engine.tile import TaskReport
 
 CPU = PRESETS["cpu"]
 
@@ -91,24 +96,138 @@ def test_workers_are_counted_from_reports_when_not_given():
     assert tracker.eta(done[11][2]) == pytest.approx(makespan - done[11][2], rel=0.35)
 
 
-def test_the_bar_shows_tasks_eta_image_megapixels_and_labels(capsys):
-    from types import SimpleNamespace
-
+def bar_for(plan, **kwargs):
+    """A ProgressBar of a prepared render's shape (plan, model config, workers, device)."""
     from ourgan_dist.engine.progress import ProgressBar
-    from ourgan_dist.engine.render import task_order
-    from ourgan_dist.engine.tile import TaskReport
 
-    plan = RenderPlan.create(4000, 2800, base=CPU.base, sr=CPU.sr, tile=1024)
-    assert plan.n_sr == 1
     p = SimpleNamespace(
         plan=plan, model=SimpleNamespace(config=CPU), workers=2, request=SimpleNamespace(device="cpu", precision="fp32")
     )
-    keys = task_order(plan)
-    bar = ProgressBar(p)
+    return ProgressBar(p, **kwargs)
+
+
+def feed(bar, keys, seconds=lambda key: 0.01, repeat=()):
+    """Report every task finished, in order (the tasks in ``repeat`` reported twice, as a retried
+    execution is); returns the tracker's fraction after each report."""
+    fractions = []
+    n = 0
+    for key in keys:
+        n += 1
+        for _ in range(2 if key in repeat else 1):
+            bar(TaskReport(key, 0.0, seconds(key), 1, f"worker-{n % 2}"), n, len(keys))
+            fractions.append(bar.tracker.fraction)
+    return fractions
+
+
+PLAN = RenderPlan.create(4000, 2800, base=CPU.base, sr=CPU.sr, tile=1024)
+
+
+def test_the_fraction_stays_in_0_1_never_goes_back_and_is_1_only_at_the_end():
+    keys = task_order(PLAN)
+    pyramid = [k for k in keys if isinstance(k, PyramidKey)]
+    assert PLAN.n_sr == 1 and len(pyramid) >= 4
+    # the pyramid's blocks take 50x and the last level's tiles 1/7 of what the projection expects;
+    # every fourth task is reported twice (a retried execution)
+    work = tracker_for(SimpleNamespace(plan=PLAN, model=SimpleNamespace(config=CPU), request=bar_for(PLAN).p.request), keys)
+
+    def seconds(key):
+        return work.weights[key] * (50.0 if isinstance(key, PyramidKey) else 1 / 7 if key.level == 1 else 1.0)
+
+    bar = bar_for(PLAN, file=io.StringIO())
     bar.begin(keys)
-    bar.bar.mininterval = 0  # show every update
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tqdm's "clamping frac to range [0, 1]" among them
+        fractions = feed(bar, keys, seconds, repeat=set(keys[::4]))
+    assert all(0.0 <= f <= 1.0 for f in fractions)
+    assert all(b >= a for a, b in zip(fractions, fractions[1:]))
+    assert fractions[-1] == 1.0 and max(fractions[: -1 - (keys[-1] in keys[::4])]) < 1.0
+
+
+def test_the_fraction_follows_the_time_the_tasks_really_take():
+    """A base that takes 5x, tiles that take half and pyramid blocks that take a tenth of what the
+    projection expects (the recorded CPU rate on a quicker machine is like this): counting the
+    expected weights says 20% done when the tiles are, and the last four tasks sweep the bar to
+    100% in 3% of the time. Calibrated, once a task of every kind still to run has finished,
+    the fraction is the share of the time spent."""
+    keys = [TileKey(0, 0, 0)] + [TileKey(1, 0, x) for x in range(8)] + [PyramidKey(1, 0, x) for x in range(4)]
+    expected_and_real = {"base": (1.0, 5.0), "tile": (2.0, 1.0), "pyramid": (10.0, 1.0)}
+    kinds = {k: "pyramid" if isinstance(k, PyramidKey) else "base" if k.level == 0 else "tile" for k in keys}
+    expected = {k: expected_and_real[kinds[k]][0] for k in keys}
+    real = {k: expected_and_real[kinds[k]][1] for k in keys}
+    tracker = WorkTracker(expected, 1_000_000, workers=1, start=0.0)
+    now, timed = 0.0, 0
     for n, key in enumerate(keys, 1):
-        bar(TaskReport(key, 0.0, 0.01, 1, f"worker-{n % 2}"), n, len(keys))
-    text = capsys.readouterr().err
-    assert f"{len(keys)}/{len(keys)} [" in text and "MP/s" in text
-    assert f"level {plan.n_sr}/{plan.n_sr} tile (" in text and "viewing pyramid" in text and "100%" in text
+        tracker.done(key, now, now + real[key])
+        now += real[key]
+        if {task_kind(k) for k in keys[n:]} <= {task_kind(k) for k in keys[:n]}:
+            assert tracker.fraction == pytest.approx(now / sum(real.values())), n
+            timed += 1
+        if n < len(keys):
+            assert tracker.fraction < 1.0
+    assert timed == 4 and tracker.fraction == 1.0 and tracker.eta(now) == 0.0
+    assert tracker.done_weight / tracker.todo_weight == 1.0
+
+
+def test_a_log_gets_one_line_per_update_and_the_first_and_last_once():
+    keys = task_order(PLAN)
+    log = io.StringIO()  # not a terminal: stderr redirected to a file, a pipe, CI
+    bar = bar_for(PLAN, file=log)
+    bar.LOG_EVERY_S = 0.0  # a line for every task
+    bar.begin(keys)
+    feed(bar, keys)
+    text = log.getvalue()
+    assert "\r" not in text and text.endswith("\n")
+    lines = text.splitlines()
+    assert len(lines) == len(keys) + 1 and len(set(lines)) == len(lines)
+    assert lines[0].startswith(f"render   0% 0/{len(keys)} [") and lines[0].endswith("starting]")
+    assert lines[-1].startswith(f"render 100% {len(keys)}/{len(keys)} [") and "<00:00, " in lines[-1]
+    percents = [int(line.split("%")[0].split()[-1]) for line in lines]
+    assert percents == sorted(percents) and percents.count(100) == 1
+    assert f"level {PLAN.n_sr}/{PLAN.n_sr} tile (" in text and "viewing pyramid" in text and "MP/s" in text
+    # updates closer together than LOG_EVERY_S give no line but the last
+    quiet = io.StringIO()
+    bar = bar_for(PLAN, file=quiet)
+    bar.begin(keys)
+    feed(bar, keys)
+    assert [line.split("[")[0] for line in quiet.getvalue().splitlines()] == [
+        f"render   0% 0/{len(keys)} ",
+        f"render 100% {len(keys)}/{len(keys)} ",
+    ]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_one_bar_drawn_in_place_with_0_and_100_once():
+    keys = task_order(PLAN)
+    tty = Terminal()
+    bar = bar_for(PLAN, file=tty)
+    bar.begin(keys)
+    bar.bar.mininterval = 0  # draw every update
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        feed(bar, keys, repeat={keys[-2]})
+    text = tty.getvalue()
+    assert text.endswith("\n") and text.count("\n") == 1  # one line, redrawn in place
+    draws = [d.strip() for d in text.split("\r") if d.strip()]
+    assert len(draws) >= len(keys)
+    assert sum(f" 0/{len(keys)} [" in d for d in draws) == 1 and draws[0].startswith("render   0%|")  # drawn once at the start
+    assert sum(d.startswith("render 100%") for d in draws) == 1 and draws[-1].startswith("render 100%|")
+    assert f"{len(keys)}/{len(keys)} [" in draws[-1] and "MP/s" in draws[-1]
+    percents = [int(d.split("%")[0].split()[-1]) for d in draws]
+    assert percents == sorted(percents)
+
+
+def test_a_render_piped_to_a_log_writes_each_progress_line_once(tiny_model, tmp_path):
+    from click.testing import CliRunner
+
+    from ourgan_dist.cli import main
+
+    r = CliRunner().invoke(main, ["render", tiny_model, "--out", str(tmp_path / "r.zarr"), "--size", "96x64", "--tile", "32"])
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.stderr.splitlines() if line.startswith("render ")]
+    assert "\r" not in r.stderr
+    assert lines[0].startswith("render   0% 0/") and lines[-1].startswith("render 100% ")
+    assert len(set(lines)) == len(lines) and sum("100%" in line for line in lines) == 1
