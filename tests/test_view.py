@@ -108,6 +108,34 @@ def test_every_tile_equals_the_store_pyramid_and_many_are_served_at_once(server,
     assert status == 200 and pyvips.Image.new_from_buffer(body, "").width == 1
 
 
+def test_every_tile_a_dzi_export_writes_is_served_under_its_name(server, rendered, tmp_path):
+    """The export's tiles are .jpg by default: the viewer answers each of those names with a JPEG
+    of the same tile, and its descriptor has the export's geometry (its tiles named png, for the
+    exact pixels: deepzoom.py)."""
+    from ourgan_dist.outputs.export import export
+
+    export(rendered, str(tmp_path / "r.dzi"), progress=False)
+    exported = ET.fromstring((tmp_path / "r.dzi").read_bytes())
+    ours = ET.fromstring(get(server, "/image.dzi")[1])
+    assert exported.get("Format") == "jpg" and ours.get("Format") == "png"
+    assert {k: v for k, v in exported.attrib.items() if k != "Format"} == {k: v for k, v in ours.attrib.items() if k != "Format"}
+    assert exported[0].attrib == ours[0].attrib  # <Size Width Height>
+    files = tmp_path / "r_files"
+    names = sorted(str(p.relative_to(files)) for p in files.rglob("*.jpg"))
+    assert len(names) >= 10  # every level, down to 1x1
+    for name in names:
+        status, body, ctype = get(server, f"/image_files/{name}")
+        assert status == 200 and ctype == "image/jpeg" and body[:2] == b"\xff\xd8", name
+        served = pyvips.Image.new_from_buffer(body, "").numpy().astype(int)
+        written = pyvips.Image.new_from_file(str(files / name)).numpy().astype(int)
+        assert served.shape == written.shape and np.abs(served - written).mean() < 3, name
+    # .jpeg and .png name the same tile in the other encodings
+    status, body, ctype = get(server, "/image_files/9/0_0.jpeg")
+    assert status == 200 and ctype == "image/jpeg"
+    status, body, ctype = get(server, "/image_files/9/0_0.png")
+    assert status == 200 and ctype == "image/png" and body[:4] == b"\x89PNG"
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -115,6 +143,8 @@ def test_every_tile_equals_the_store_pyramid_and_many_are_served_at_once(server,
         "/image_files/9/2_0.png",
         "/image_files/9/0_1.png",  # off the grid
         "/image_files/9/0_0.gif",
+        "/image_files/9/0_0.JPG",
+        "/image_files/9/0_0.jpe",
         "/image_files/x/0_0.png",
         "/image_files/9/-1_0.png",
         "/image_files/9/0_0.png/x",

@@ -6,8 +6,11 @@ Routes (everything else is a 404; nothing is read from a path taken from the req
     /static/<name>                      the page's own files, by name from a fixed list
     /osd/<path>                         OpenSeadragon's build (in the package), inside that folder only
     /info.json                          the render's config: model, seed, size, completion
-    /image.dzi                          the Deep Zoom descriptor
-    /image_files/<level>/<col>_<row>.<png|jpeg>   a tile, cut from the store's pyramid
+    /image.dzi                          the Deep Zoom descriptor (png tiles)
+    /image_files/<level>/<col>_<row>.<png|jpg|jpeg>   a tile, cut from the store's pyramid: PNG
+                                        (lossless) or JPEG by its suffix, the names a .dzi export
+                                        writes among them (outputs/deepzoom.py says why the
+                                        viewer's own descriptor names png)
 
 A ``ThreadingHTTPServer`` answers requests on threads, so a browser's many tile requests are
 served at once; every tile is a read of the store (Zarr reads are safe from many threads).
@@ -43,13 +46,14 @@ from urllib.parse import unquote, urlsplit
 
 from ..store.canvas import Canvas
 from ..errors import UserError
+from ..outputs.deepzoom import TILE_TYPES
 from .tiles import DeepZoom, DeepZoomKey
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 PAGE_FILES = ("index.html", "viewer.js", "viewer.css")
 OSD_ENV = "OURGAN_OPENSEADRAGON"  # a folder holding openseadragon.min.js, to override the search
-TILE_PATH = re.compile(r"^/image_files/(\d{1,2})/(\d{1,7})_(\d{1,7})\.(png|jpeg)$")
+TILE_PATH = re.compile(rf"^/image_files/(\d{{1,2}})/(\d{{1,7}})_(\d{{1,7}})\.({'|'.join(TILE_TYPES)})$")
 REQUEST_TIMEOUT = 10.0  # seconds a connection may sit idle mid-request (or not reading the answer)
 MAX_HANDLERS = 32  # requests handled at once; a browser opens about 6 connections per host
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
@@ -250,7 +254,7 @@ class ViewHandler(BaseHTTPRequestHandler):
         if m:
             level, col, row, fmt = int(m[1]), int(m[2]), int(m[3]), m[4]
             body = self.server.zoom.encode(DeepZoomKey(level, col, row), fmt)
-            return None if body is None else (body, f"image/{fmt}", self.server.canvas.complete)
+            return None if body is None else (body, TILE_TYPES[fmt], self.server.canvas.complete)
         return None
 
     def _osd_file(self, rel: str) -> tuple[bytes, str, bool] | None:

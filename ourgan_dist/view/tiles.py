@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..store.canvas import Canvas
-from ..outputs.deepzoom import OVERLAP, TILE, descriptor, top_level
+from ..outputs.deepzoom import OVERLAP, TILE, TILE_TYPES, VIEWER_FORMAT, descriptor, top_level
 from ..planning.pixels import downsample2
 from ..planning.geometry import Box
 
@@ -48,8 +48,8 @@ class DeepZoom:
         s = 2 ** (self.max_level - level)
         return -(-self.height // s), -(-self.width // s)
 
-    def descriptor(self, fmt: str = "png") -> str:
-        """The .dzi XML for this image."""
+    def descriptor(self, fmt: str = VIEWER_FORMAT) -> str:
+        """The .dzi XML for this image (png tiles: the viewer shows the exact pixels; deepzoom.py)."""
         return descriptor(self.width, self.height, fmt, self.tile, self.overlap)
 
     def box(self, key: DeepZoomKey) -> Box | None:
@@ -86,8 +86,11 @@ class DeepZoom:
                     self._small[s] = img
             return self._small[scale]
 
-    def encode(self, key: DeepZoomKey, fmt: str = "png") -> bytes | None:
-        """A tile as PNG (lossless) or JPEG bytes, or None when the key is off the grid."""
+    def encode(self, key: DeepZoomKey, fmt: str = VIEWER_FORMAT) -> bytes | None:
+        """A tile as PNG (lossless) or JPEG bytes for its suffix ``fmt`` (png, jpg or jpeg), or None
+        when the key is off the grid."""
+        if fmt not in TILE_TYPES:
+            raise ValueError(f"Deep Zoom tile format {fmt!r}: not one of {', '.join(TILE_TYPES)}")
         px = self.pixels(key)
         if px is None:
             return None
