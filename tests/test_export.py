@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import xml.etree.ElementTree as ET
 import zipfile
 
@@ -137,6 +138,10 @@ def test_dzi_tree_opens_and_every_level_is_the_store_pyramid(store, tmp_path):
     # libvips opens the tree's coarsest level again as an image
     assert pyvips.Image.new_from_file(str(files / "0" / "0_0.png")).width == 1
     assert sorted(os.listdir(tmp_path)) == ["r.dzi", "r_files"]  # no temporary left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    for made in (files, files / "9", out):  # the usual permissions, not those of the private folder the tiles are cut in
+        assert stat.S_IMODE(os.stat(made).st_mode) == (0o666 if made == out else 0o777) & ~umask, made
 
 
 def test_dzi_in_narrow_bands_is_the_same_tree(tmp_path, monkeypatch):

@@ -366,6 +366,78 @@ def dzi_bands(width: int, per_band: int) -> list[tuple[int, int]]:
     return [(c, min(c + per_band, cols)) for c in range(0, cols, per_band)]
 
 
+@dataclass(frozen=True)
+class _DziPass:
+    """One dzsave run: tile columns ``[c0, c1)`` of OME-Zarr array ``array`` (Deep Zoom level
+    ``level``), cut from its pixel columns ``[x0, x1)``; ``last``: the coarsest array, whose run
+    also makes the levels below it."""
+
+    array: int
+    level: int
+    c0: int
+    c1: int
+    x0: int
+    x1: int
+    last: bool
+
+    @property
+    def shift(self) -> int:
+        """The band's tile column j is column j + shift of its level (the band starts one column early)."""
+        return self.c0 - 1 if self.c0 else 0
+
+
+def _dzi_passes(shapes: list[tuple[int, int]], top: int) -> list[_DziPass]:
+    """The dzsave runs of a Deep Zoom export: each array in bands of ``DZI_BAND_TILES`` tile
+    columns (the coarsest in one), each band one tile column early (its first kept tile then has
+    its left overlap) and one overlap past its end."""
+    passes = []
+    for k, (_, w) in enumerate(shapes):
+        last = k == len(shapes) - 1
+        for c0, c1 in dzi_bands(w, 1 << 30 if last else DZI_BAND_TILES):
+            x0 = (c0 - 1) * DZI_TILE if c0 else 0
+            passes.append(_DziPass(k, top - k, c0, c1, x0, min(w, c1 * DZI_TILE + DZI_OVERLAP), last))
+    return passes
+
+
+def _cut_band(canvas: Canvas, p: _DziPass, work: str, suffix: str, on_px) -> str:
+    """dzsave of one band into ``work``; returns its ``band_files`` folder. ``on_px(n)`` as
+    pixels are read."""
+    image, source, stream = _vips_image(canvas, lambda rows: on_px(rows * (p.x1 - p.x0)), str(p.array), (p.x0, p.x1))
+    band = os.path.join(work, "band")
+    image.dzsave(band, tile_size=DZI_TILE, overlap=DZI_OVERLAP, suffix=suffix, depth="onepixel" if p.last else "one")
+    del image, source, stream
+    os.remove(band + ".dzi")
+    return os.path.join(work, "band_files")
+
+
+def _move_band_tiles(own: str, p: _DziPass, tree: _DziTree, ext: str) -> None:
+    """A band's tiles into the tree at their level's columns, without the extra leading column or
+    a sliver past the band; the band's folder is removed."""
+    levels = sorted(int(d) for d in os.listdir(own) if d.isdigit())
+    for d in levels:
+        for name in os.listdir(os.path.join(own, str(d))):
+            col, row = (int(v) for v in os.path.splitext(name)[0].split("_"))
+            if (p.c0 and col == 0) or col + p.shift >= p.c1:
+                continue
+            tree.put(p.level - levels[-1] + d, col + p.shift, row, os.path.join(own, str(d), name), ext)
+    shutil.rmtree(own)
+
+
+def _publish_dzi(tree: _DziTree, work: str, file: str, overwrite: bool, tiles: str) -> None:
+    """The finished export from ``work`` to its place: the zip file, or the ``.dzi`` file and its
+    ``_files`` folder (an old one checked again, as it may have changed while the tiles were cut)."""
+    target = os.path.abspath(file)
+    if tree.zip is not None:
+        os.replace(os.path.join(work, f"{tree.stem}.zip"), target)
+        return
+    old_tree = os.path.join(os.path.dirname(target), f"{tree.stem}_files")
+    if os.path.lexists(old_tree):
+        check_target(file, overwrite, tiles)
+        shutil.rmtree(old_tree)
+    os.replace(tree.root, old_tree)
+    os.replace(os.path.join(work, f"{tree.stem}.dzi"), target)
+
+
 def _write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bool, zipped: bool, overwrite: bool = False) -> int:
     """A Deep Zoom tree (``name.dzi`` + ``name_files/``, or both in ``name.zip``) whose levels are
     the store's own pyramid: Deep Zoom level ``top - k`` is OME-Zarr array ``k`` (both halve and
@@ -377,46 +449,18 @@ def _write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bo
     shapes = canvas.plan.pyramid_shapes
     height, width = shapes[0]
     top = top_level(width, height)
-    target = os.path.abspath(file)
-    parent = os.path.dirname(target)
-    stem = os.path.splitext(os.path.basename(target))[0]
+    stem = os.path.splitext(os.path.basename(file))[0]
     suffix, ext = (f".jpg[Q={quality}]", "jpg") if tiles == "jpeg" else (".png", "png")
-    passes = []  # (array, level, c0, c1, x0, x1, last)
-    for k, (h, w) in enumerate(shapes):
-        last = k == len(shapes) - 1
-        for c0, c1 in dzi_bands(w, 1 << 30 if last else DZI_BAND_TILES):
-            passes.append((k, top - k, c0, c1, (c0 - 1) * DZI_TILE if c0 else 0, min(w, c1 * DZI_TILE + DZI_OVERLAP), last))
-    total = sum((x1 - x0) * shapes[k][0] for k, _, _, _, x0, x1, _ in passes)
-    work = tempfile.mkdtemp(prefix=f".{stem}.", dir=parent)
+    passes = _dzi_passes(shapes, top)
+    total = sum((p.x1 - p.x0) * shapes[p.array][0] for p in passes)
+    work = tempfile.mkdtemp(prefix=f".{stem}.", dir=os.path.dirname(os.path.abspath(file)))
     try:
         tree = _DziTree(work, stem, zipped)
         with _bar(progress, total, "px", f"export {os.path.basename(file)}") as bar:
-            for k, level, c0, c1, x0, x1, last in passes:
-                image, source, stream = _vips_image(canvas, lambda rows, n=x1 - x0: bar.update(rows * n), str(k), (x0, x1))
-                band = os.path.join(work, "band")
-                image.dzsave(band, tile_size=DZI_TILE, overlap=DZI_OVERLAP, suffix=suffix, depth="onepixel" if last else "one")
-                del image, source, stream
-                own = os.path.join(work, "band_files")
-                levels = sorted(int(d) for d in os.listdir(own) if d.isdigit())
-                shift = c0 - 1 if c0 else 0  # the band's tile column j is column j + shift of the level
-                for d in levels:
-                    for name in os.listdir(os.path.join(own, str(d))):
-                        col, row = (int(v) for v in os.path.splitext(name)[0].split("_"))
-                        if (c0 and col == 0) or col + shift >= c1:
-                            continue  # the extra leading column, or a sliver past the band
-                        tree.put(level - levels[-1] + d, col + shift, row, os.path.join(own, str(d), name), ext)
-                shutil.rmtree(own)
-                os.remove(band + ".dzi")
+            for p in passes:
+                _move_band_tiles(_cut_band(canvas, p, work, suffix, bar.update), p, tree, ext)
         tree.finish(descriptor(width, height, ext), os.path.join(work, f"{stem}.dzi"))
-        if zipped:
-            os.replace(os.path.join(work, f"{stem}.zip"), target)
-        else:
-            old_tree = os.path.join(parent, f"{stem}_files")
-            if os.path.lexists(old_tree):  # checked again now: it may have changed while the tiles were cut
-                check_target(file, overwrite, tiles)
-                shutil.rmtree(old_tree)
-            os.replace(tree.root, old_tree)
-            os.replace(os.path.join(work, f"{stem}.dzi"), target)
+        _publish_dzi(tree, work, file, overwrite, tiles)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return top + 1
