@@ -15,7 +15,7 @@ from ourgan_dist.quality import novelty
 from ourgan_dist.config import PRESETS, PatchBaseConfig, from_dict, to_dict
 from ourgan_dist.errors import ConfigError
 from ourgan_dist.models import checkpoint
-from ourgan_dist.models.patches import PatchBase, reorder_strips, upsample_field, vote
+from ourgan_dist.models.patches import PatchBase, heal, reorder_strips, screened_poisson, seam_mask, upsample_field, vote
 from ourgan_dist.planning.plan import RenderPlan, choose_levels
 
 
@@ -89,6 +89,45 @@ def test_strips_are_a_new_order_of_the_photos_columns():
     assert out.shape == (1, 3, 48, 100)
     assert not torch.equal(out[..., :72], photo) and not torch.equal(out[..., :72], photo.flip(-1))
     assert torch.equal(reorder_strips(photo, 100, 4, seed=5), out)  # a function of the seed
+
+
+def test_a_seam_between_two_shades_of_sky_is_spread_and_a_real_edge_is_kept():
+    # a photo whose sky brightens from left to right, above a sharp dark ground
+    h, w = 96, 192
+    photo = torch.linspace(0.3, 0.7, w).view(1, 1, 1, w).expand(1, 3, h, w).clone()
+    photo[..., 72:, :] = 0.05  # the ground: a real edge at row 72
+    sy, sx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    sy = sy.clamp(3, h - 4)
+    # the left half copies the photo's right end, the right half its left end: one seam at column 96
+    sx = torch.where(sx < 96, sx + 90, sx - 90).clamp(3, w - 4)
+    plain, healed = vote(photo, (sy, sx), 7), heal(photo, (sy, sx), 7)
+
+    def jump(x):  # the largest change between neighbouring sky columns around the seam
+        sky = x[..., 10:60, 76:116]
+        return float((sky[..., 1:] - sky[..., :-1]).abs().max())
+
+    assert jump(plain) > 0.04  # the vote steps from light to dark over its 7 px
+    assert jump(healed) < 0.5 * jump(plain)  # healing spreads the step
+    edge = lambda x: float((x[..., 69, 10:180] - x[..., 75, 10:180]).mean())  # noqa: E731
+    assert edge(healed) > 0.8 * edge(plain) > 0.2  # the sky-ground edge stays
+
+
+def test_screened_poisson_of_an_image_and_its_own_gradients_is_the_image():
+    x = scene()[..., :24, :36]
+    gx = torch.nn.functional.pad(x[..., 1:] - x[..., :-1], (0, 1))
+    gy = torch.nn.functional.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+    torch.testing.assert_close(screened_poisson(x, gx, gy, 5.0), x, atol=1e-4, rtol=0)
+
+
+def test_a_seam_follows_the_cheapest_path_top_to_bottom():
+    cost = torch.ones(6, 5)
+    cost[:, 3] = 0  # a free column
+    cost[0, 3], cost[0, 2] = 1, 0  # its top row is free one column to the left
+    mask = seam_mask(cost)
+    assert mask.shape == (6, 5) and set(mask.unique().tolist()) == {0.0, 1.0}
+    starts = mask.argmax(1).tolist()  # the first column right of the seam, row by row
+    assert starts == [2, 3, 3, 3, 3, 3]
+    assert all(abs(a - b) <= 1 for a, b in zip(starts, starts[1:]))
 
 
 def test_vote_of_an_identity_field_gives_the_photo_back():

@@ -7,7 +7,7 @@ patch distance. No weights are learned: the model is the photo itself, kept at b
     x_0       = photo_0 (resized to the new image's coarsest size) + noise * z      (seeded)
     x_s       = up(x_{s-1}), then ``iterations`` times:
                 each p x p patch of x_s is replaced by its nearest photo patch,
-                patches vote (mean) for every pixel
+                patches vote (mean) for every pixel, and the seams are healed
 
 A pyramid of scales (ratio ``pyramid_ratio``) runs from a coarsest ``coarsest`` rows tall to
 the base itself; the photo is resized so that its height is the base's at every scale, so the
@@ -17,8 +17,10 @@ Four things make the samples new scenes and not copies or patch salad:
 
 - **A new order of the photo's upright strips** (``pieces``): the photo is cut into strips at
   columns where little changes across (between objects rather than through them), and the strips
-  are laid side by side in a new order, the order whose joins match best of a few random ones;
-  this collage, shrunk to the coarsest scale, is where the new image starts. Objects move and
+  are laid side by side in a new order, the order whose joins match best of a few random ones,
+  each join cut along the path where the two strips differ least (no cross-fade: a fade leaves
+  two half-seen copies of whatever the overlap holds); this collage, shrunk to the coarsest
+  scale, is where the new image starts. Objects move and
   meet new neighbours; the nearest-neighbour passes heal the joins.
 - **Noise at the coarsest scale** (``noise``, in units of the photo's own standard deviation)
   breaks the photo's layout; the nearest-neighbour passes redraw it from the photo's patches.
@@ -30,6 +32,12 @@ Four things make the samples new scenes and not copies or patch salad:
 - **The vertical term** (``vertical_weight``): ``weight * scale * (y_query - y_photo)**2`` is added
   to every distance (y from -1 at the top row to +1 at the bottom of each image), so a patch is
   drawn from near its own height: no rock in the sky, no cloud in the meadow.
+
+**Healing** (``heal``): where the correspondence jumps, two regions copied from different places
+of the photo meet, and the plain vote steps between colours that never met there (a sky lighter
+on one side of a line). Each vote is followed by a screened Poisson solve that keeps the photo's
+own gradients and spreads such steps over ``HEAL_LENGTH`` of the height (at most ``HEAL_MAX`` px,
+so an edge between rock and meadow at fine scales does not become a haze).
 
 Exact search (every query against every photo patch, by matrix products on ``features``-
 dimensional projections of the patches) runs while a scale has at most ``layout_pixels``
@@ -190,7 +198,7 @@ class PatchBase(nn.Module):
                 nnf = self._exact(x, keys, src, seed, s)
             else:
                 nnf = self._local(x, keys, src, upsample_field(nnf, (h, w), (sh, sw), c.patch), seed, s)
-            x = vote(src, nnf, c.patch)
+            x = heal(src, nnf, c.patch)
             prev_src = src
         return (x * 2 - 1).clamp(-1, 1)
 
@@ -219,7 +227,7 @@ class PatchBase(nn.Module):
             ky_i, kx_i = idx // (sw - 2 * r) + r, idx % (sw - 2 * r) + r
             nnf = (ky_i.view(h, w), kx_i.view(h, w))
             if it < c.iterations - 1:  # the caller votes with the last field
-                x = vote(src, nnf, p)
+                x = heal(src, nnf, p)
         return nnf
 
     def _local(self, x, keys, src, nnf, seed, s) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,7 +245,7 @@ class PatchBase(nn.Module):
             ky_all = rows(sh)
             nnf = refine_field(qf, kf, qy, ky_all, vw, nnf, p, g)
             if it < c.refine_iterations - 1:
-                x = vote(src, nnf, p)
+                x = heal(src, nnf, p)
         return nnf
 
 
@@ -332,7 +340,7 @@ def vote(src: torch.Tensor, nnf, p: int) -> torch.Tensor:
     h, w = sy.shape
     r = p // 2
     img = src[0]
-    acc = torch.zeros(3, h, w)
+    acc = torch.zeros(img.shape[0], h, w)
     count = torch.zeros(1, h, w)
     for dy in range(-r, r + 1):
         for dx in range(-r, r + 1):
@@ -352,46 +360,118 @@ def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> t
     """(1, 3, h, W) photo -> (1, 3, h, width): its upright strips side by side in a new order,
     a function of the seed. Cuts fall where columns change least (across objects' gaps, not
     through objects); of ``ORDERS_TRIED`` random orders (never the photo's own) the one whose joins
-    differ least is kept; strips repeat, in further orders, until ``width`` is filled; half the
-    seeds mirror the result. ``pieces`` 1 keeps the photo (mirrored, widened by repeats)."""
+    differ least is kept; further passes over the photo, each cut afresh and ordered anew,
+    fill ``width``; half the seeds mirror the result. ``pieces`` 1 keeps the photo (mirrored, widened by repeats)."""
     g = torch.Generator().manual_seed(seed)
-    _, _, h, w_photo = photo.shape
-    k = max(1, min(pieces + int(torch.randint(-1, 2, (1,), generator=g)) if pieces > 1 else 1, w_photo // 8))
+    w_photo = photo.shape[-1]
     change = (photo[..., 1:] - photo[..., :-1]).abs().sum((0, 1, 2))  # (W - 1,) how much each column boundary changes
     weight = torch.exp(-2 * change / (change.mean() + 1e-8))
-    spacing = max(1, w_photo // (2 * k))
-    cuts: list[int] = []
-    for _ in range(64 * k):
-        if len(cuts) == k - 1:
-            break
-        c = int(torch.multinomial(weight, 1, generator=g)) + 1
-        if spacing <= c <= w_photo - spacing and all(abs(c - o) >= spacing for o in cuts):
-            cuts.append(c)
-    edges = [0] + sorted(cuts) + [w_photo]
-    strips = [photo[..., a:b] for a, b in zip(edges[:-1], edges[1:])]
-    n = len(strips)
+
+    def cut() -> list[torch.Tensor]:
+        """The photo in about ``pieces`` strips, at columns drawn where little changes."""
+        k = max(1, min(pieces + int(torch.randint(-1, 2, (1,), generator=g)) if pieces > 1 else 1, w_photo // 8))
+        spacing = max(1, w_photo // (2 * k))
+        cuts: list[int] = []
+        for _ in range(64 * k):
+            if len(cuts) == k - 1:
+                break
+            c = int(torch.multinomial(weight, 1, generator=g)) + 1
+            if spacing <= c <= w_photo - spacing and all(abs(c - o) >= spacing for o in cuts):
+                cuts.append(c)
+        edges = [0] + sorted(cuts) + [w_photo]
+        return [photo[..., a:b] for a, b in zip(edges[:-1], edges[1:])]
+
+    # every pass over the photo is cut afresh, so a wide image repeats no strip with the same
+    # edges and neighbours (the photo's objects recur, its strips do not)
+    repeats = -(-width // w_photo) + 2  # joins overlap: more than enough strips to fill ``width``
+    cuts_ = [cut() for _ in range(repeats)]
+    strips = [s for c in cuts_ for s in c]
+    starts = [sum(len(c) for c in cuts_[:r]) for r in range(repeats)]
+    n = len(cuts_[0])
 
     def join_cost(order: list[int]) -> float:
         return sum(float(((strips[a][..., -1] - strips[b][..., 0]) ** 2).mean()) for a, b in zip(order, order[1:]))
 
     best, best_cost = None, float("inf")
-    repeats = -(-width // w_photo) + 2  # joins overlap: more than enough strips to fill ``width``
     for _ in range(ORDERS_TRIED):
-        order = [i for _ in range(repeats) for i in torch.randperm(n, generator=g).tolist()]
+        order = [starts[r] + i for r, c in enumerate(cuts_) for i in torch.randperm(len(c), generator=g).tolist()]
         if n > 1 and order[:n] == list(range(n)):
             continue  # the photo's own order
         cost = join_cost(order)
         if cost < best_cost:
             best, best_cost = order, cost
     if best is None:
-        best = list(range(n)) * repeats
+        best = list(range(len(strips)))
     collage = strips[best[0]]
-    for i in best[1:]:  # joins cross-fade over a third of the narrower side: a sky's gradient meets without a step
+    for i in best[1:]:  # each join overlaps a third of the narrower side and cuts along the seam where they differ least
         nxt = strips[i]
         o = min(collage.shape[-1], nxt.shape[-1]) // 3
-        ramp = torch.linspace(0, 1, o + 2)[1:-1] if o else torch.zeros(0)
-        mixed = collage[..., collage.shape[-1] - o :] * (1 - ramp) + nxt[..., :o] * ramp
+        if o < 2:
+            collage = torch.cat([collage, nxt], dim=-1)
+            continue
+        a, b = collage[..., collage.shape[-1] - o :], nxt[..., :o]
+        take_b = seam_mask(((a - b) ** 2).sum((0, 1)))  # (h, o): 1 right of the seam
+        mixed = a * (1 - take_b) + b * take_b
         collage = torch.cat([collage[..., : collage.shape[-1] - o], mixed, nxt[..., o:]], dim=-1)
     offset = int(torch.randint(0, collage.shape[-1] - width + 1, (1,), generator=g))
     collage = collage[..., offset : offset + width]
     return collage.flip(-1) if torch.rand(1, generator=g) < 0.5 else collage
+
+
+HEAL_LENGTH = 1 / 8  # of the image's height: how far a seam's colour step is spread (screened Poisson) ...
+HEAL_MAX = 12.0  # ... up to this many pixels (longer at fine scales turned rock-meadow seams into haze)
+
+
+def heal(src: torch.Tensor, nnf, p: int) -> torch.Tensor:
+    """The voted image with its seams healed: the image whose gradients are the photo's own
+    (voted like the pixels) and whose colours stay near the vote's, at a length of ``HEAL_LENGTH``.
+
+    Where the correspondence jumps (two regions copied from different places of the photo), the
+    plain vote steps between two colours that never met in the photo: a sky lighter on one side
+    of a line, a meadow's band changing tone at a column. The photo's gradients there are small,
+    so the step is spread over the healing length instead; edges the photo has are kept."""
+    gx = F.pad(src[..., :, 1:] - src[..., :, :-1], (0, 1))
+    gy = F.pad(src[..., 1:, :] - src[..., :-1, :], (0, 0, 0, 1))
+    v, vx, vy = vote(torch.cat([src, gx, gy], 1), nnf, p).split(src.shape[1], 1)
+    return screened_poisson(v, vx, vy, max(1.0, min(v.shape[2] * HEAL_LENGTH, HEAL_MAX)))
+
+
+def screened_poisson(v: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor, length: float) -> torch.Tensor:
+    """(1, C, h, w): the u minimising |grad u - (gx, gy)|^2 + |u - v|^2 / length^2 (forward
+    differences, reflecting edges), solved exactly in the cosine basis (FFT of the mirrored image)."""
+    h, w = v.shape[2:]
+    gx, gy = gx.clone(), gy.clone()
+    gx[..., -1] = 0  # no difference leaves the image
+    gy[..., -1, :] = 0
+    div = gx - F.pad(gx, (1, 0))[..., :-1] + gy - F.pad(gy, (0, 0, 1, 0))[..., :-1, :]
+
+    def mirrored(a: torch.Tensor) -> torch.Tensor:
+        a = torch.cat([a, a.flip(-1)], -1)
+        return torch.cat([a, a.flip(-2)], -2).double()
+
+    ky = torch.arange(2 * h, dtype=torch.float64)
+    kx = torch.arange(2 * w, dtype=torch.float64)
+    laplacian = (2 * torch.cos(math.pi * ky / h) - 2)[:, None] + (2 * torch.cos(math.pi * kx / w) - 2)[None, :]
+    mu = 1.0 / length**2
+    u = torch.fft.ifft2((mu * torch.fft.fft2(mirrored(v)) - torch.fft.fft2(mirrored(div))) / (mu - laplacian))
+    return u.real[..., :h, :w].to(v.dtype)
+
+
+def seam_mask(cost: torch.Tensor) -> torch.Tensor:
+    """(h, o) cost of a vertical cut at each pixel -> (h, o) mask, 1 right of the top-to-bottom
+    path of least total cost (moving at most one column per row), 0 left of it."""
+    h, o = cost.shape
+    acc = cost.clone()
+    for y in range(1, h):
+        prev = acc[y - 1]
+        left = torch.cat([prev[:1], prev[:-1]])
+        right = torch.cat([prev[1:], prev[-1:]])
+        acc[y] += torch.minimum(prev, torch.minimum(left, right))
+    mask = torch.zeros(h, o)
+    x = int(acc[-1].argmin())
+    for y in range(h - 1, -1, -1):
+        if y < h - 1:
+            lo, hi = max(0, x - 1), min(o, x + 2)
+            x = lo + int(acc[y, lo:hi].argmin())
+        mask[y, x:] = 1
+    return mask
