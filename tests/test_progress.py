@@ -231,3 +231,26 @@ def test_a_render_piped_to_a_log_writes_each_progress_line_once(tiny_model, tmp_
     assert "\r" not in r.stderr
     assert lines[0].startswith("render   0% 0/") and lines[-1].startswith("render 100% ")
     assert len(set(lines)) == len(lines) and sum("100%" in line for line in lines) == 1
+
+
+def test_a_terminal_of_no_size_gets_lines_not_an_empty_bar():
+    """A pseudo-terminal that reports no width (as some job runners open) would show nothing of a
+    tqdm bar; it gets the log's lines."""
+    import os
+    import pty
+    import select
+
+    master, replica = pty.openpty()
+    with os.fdopen(replica, "w") as tty:
+        assert tty.isatty() and os.get_terminal_size(tty.fileno()).columns == 0
+        keys = task_order(PLAN)
+        bar = bar_for(PLAN, file=tty)
+        bar.begin(keys)
+        feed(bar, keys)
+        assert bar.bar is None
+    text = ""
+    while select.select([master], [], [], 1.0)[0] and text.count("\n") < 2:
+        text += os.read(master, 1 << 16).decode()
+    os.close(master)
+    lines = [line.split("[")[0] for line in text.splitlines()]
+    assert lines == [f"render   0% 0/{len(keys)} ", f"render 100% {len(keys)}/{len(keys)} "]

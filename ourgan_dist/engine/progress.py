@@ -10,16 +10,19 @@ first seconds of a render finish many cheap tasks. Here every task weighs what
 - MP/s is megapixels *of the requested image* per second: the share of the whole render's work
   done so far x the requested pixels / seconds since the render started (levels below the last
   and the viewing pyramid count only as the share of the work they are);
+- the expectation is corrected as tasks finish: each kind of task (a level, the viewing pyramid)
+  is scaled by what its finished tasks measured, so the bar follows the real time share;
 - the ETA divides the work left by a rate that starts from what the finished tasks' own
   durations say a worker does (times the workers) and moves to the render's measured average as
   the work gets done, and is smoothed, so one slow or quick task does not swing it.
 
 ``WorkTracker`` is the arithmetic (tested on synthetic completions); ``progress_bar`` shows it
-with tqdm on stderr.
+on stderr: a tqdm bar on a terminal, plain lines in a log.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Callable, Iterable, Mapping
@@ -252,10 +255,17 @@ def _percent(fraction: float) -> int:
 
 
 def _is_terminal(file) -> bool:
+    """A terminal to redraw a bar on: a tty that reports a width (a pseudo-terminal of no size,
+    as some job runners give, would get nothing from tqdm: it gets log lines)."""
     try:
-        return file.isatty()
+        if not file.isatty():
+            return False
     except (AttributeError, ValueError):  # no isatty, or a closed file
         return False
+    try:
+        return os.get_terminal_size(file.fileno()).columns > 0
+    except (OSError, ValueError):  # a terminal-like object with no file descriptor: tqdm picks a width
+        return True
 
 
 def _terminal_bar(file, fields: dict):
