@@ -7,7 +7,7 @@ patch distance. No weights are learned: the model is the photo itself, kept at b
     x_0       = photo_0 (resized to the new image's coarsest size) + noise * z      (seeded)
     x_s       = up(x_{s-1}), then ``iterations`` times:
                 each p x p patch of x_s is replaced by its nearest photo patch,
-                patches vote (mean) for every pixel, and the seams are healed
+                patches vote (mean) for every pixel; the scale's last vote is healed
 
 A pyramid of scales (ratio ``pyramid_ratio``) runs from a coarsest ``coarsest`` rows tall to
 the base itself; the photo is resized so that its height is the base's at every scale, so the
@@ -35,7 +35,7 @@ Four things make the samples new scenes and not copies or patch salad:
 
 **Healing** (``heal``): where the correspondence jumps, two regions copied from different places
 of the photo meet, and the plain vote steps between colours that never met there (a sky lighter
-on one side of a line). Each vote is followed by a screened Poisson solve that keeps the photo's
+on one side of a line). Each scale's last vote is followed by a screened Poisson solve that keeps the photo's
 own gradients and spreads such steps over ``HEAL_LENGTH`` of the height (at most ``HEAL_MAX`` px,
 so an edge between rock and meadow at fine scales does not become a haze).
 
@@ -227,7 +227,7 @@ class PatchBase(nn.Module):
             ky_i, kx_i = idx // (sw - 2 * r) + r, idx % (sw - 2 * r) + r
             nnf = (ky_i.view(h, w), kx_i.view(h, w))
             if it < c.iterations - 1:  # the caller votes with the last field
-                x = heal(src, nnf, p)
+                x = vote(src, nnf, p)
         return nnf
 
     def _local(self, x, keys, src, nnf, seed, s) -> tuple[torch.Tensor, torch.Tensor]:
@@ -245,7 +245,7 @@ class PatchBase(nn.Module):
             ky_all = rows(sh)
             nnf = refine_field(qf, kf, qy, ky_all, vw, nnf, p, g)
             if it < c.refine_iterations - 1:
-                x = heal(src, nnf, p)
+                x = vote(src, nnf, p)
         return nnf
 
 
