@@ -15,6 +15,7 @@ import argparse
 
 from ourgan_dist.planning import projection as pj
 from ourgan_dist.config import preset
+from ourgan_dist.models.sr_architecture import sr_architecture
 from ourgan_dist.planning.plan import RenderPlan, parse_size
 
 
@@ -48,7 +49,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = preset(args.preset)
     memory = int(args.memory_gb * 1e9)
-    print(f"preset {args.preset} (receptive field {cfg.sr.receptive_radius} px), {args.memory_gb:g} GB per GPU")
+    print(f"preset {args.preset} (receptive field {sr_architecture(cfg.sr).receptive_radius} px), {args.memory_gb:g} GB per GPU")
     print(
         "| size | GPUs | tile | tasks per SR level | last level: busy GPUs, utilisation | whole render utilisation | "
         "halo overhead (SR arithmetic) | projected memory per task |"

@@ -32,6 +32,7 @@ def main() -> None:
 
     from common import untrained_model
     from ourgan_dist.models import checkpoint
+    from ourgan_dist.models.sr_architecture import sr_architecture
     from ourgan_dist.engine.render import RenderRequest, prepare, render
 
     tmp = tempfile.mkdtemp(prefix="ourgan-bench-")
@@ -47,7 +48,7 @@ def main() -> None:
     )  # auto: what `render --tile auto` picks here
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; preset {cfg.preset}, receptive field "
-        f"{cfg.sr.receptive_radius}; size {args.size}; tile {tile}"
+        f"{sr_architecture(cfg.sr).receptive_radius}; size {args.size}; tile {tile}"
     )
     best = {0: float("inf"), tile: float("inf")}
     outs = {}

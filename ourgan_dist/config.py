@@ -172,7 +172,8 @@ class SRConfig:
     ``arch="rrdb"`` is ESRGAN's RRDBNet (the paper's choice); ``arch="srvgg"`` is a compact plain
     conv net (convs + PReLU, pixel-shuffle tail) that is ~25x cheaper per pixel. ``prior`` names
     pre-trained weights (see ``models/priors.py``) that training fine-tunes on the photo; "" trains
-    from scratch."""
+    from scratch. The layers these fields make, and the receptive radius and activation counts that
+    follow, are described by ``models/sr_architecture.py``."""
 
     arch: str = "rrdb"  # "rrdb" (ESRGAN RRDBNet) or "srvgg" (compact conv + PReLU + pixel shuffle)
     features: int = 64  # trunk channels (ESRGAN: nf)
@@ -182,8 +183,6 @@ class SRConfig:
     dense_convs: int = 5  # rrdb: 3x3 convs per residual dense block, fusion conv included (ESRGAN: 5)
     convs: int = 16  # srvgg: 3x3 body convs between the first and the last conv
     skip: str = "none"  # added to the output: "none", x4 "nearest" or x4 "bicubic" of the input
-    unit_range: bool = True  # the network sees pixels in [0, 1] (as pre-trained priors do), else [-1, 1]
-    edge: str = "replicate"  # what convs see past a level's edge: its edge pixels repeated, or "zeros" (black)
     prior: str = "realesrgan-x4plus"  # pre-trained weights fine-tuned on the photo; "" = from scratch
     noise_amp: float = 0.02  # std of the input noise: SR(x + amp * z), in [-1, 1] pixel units
     detail: float = 1.0  # weight of the photo's own detail patches added to every SR level (models/detail.py); 0: off
@@ -198,8 +197,6 @@ class SRConfig:
             _check(n, name, isinstance(v, int) and v >= 1, "an int >= 1", v)
         _check(n, "dense_convs", isinstance(self.dense_convs, int) and self.dense_convs >= 2, "an int >= 2", self.dense_convs)
         _check(n, "skip", self.skip in SR_SKIPS, f"one of {SR_SKIPS}", self.skip)
-        _check(n, "unit_range", isinstance(self.unit_range, bool), "a bool", self.unit_range)
-        _check(n, "edge", self.edge in ("replicate", "zeros"), "'replicate' or 'zeros'", self.edge)
         _check(n, "prior", isinstance(self.prior, str), 'a prior name or ""', self.prior)
         _check(
             n,
@@ -223,37 +220,6 @@ class SRConfig:
             "an int in [1, 64]",
             self.detail_choices,
         )
-
-    @property
-    def receptive_radius(self) -> int:
-        """Exact receptive-field radius in input (low-resolution) pixels.
-
-        rrdb: conv_first (1) + every dense conv of every RDB + conv_body (1) + the upsampling tail
-        (2: one conv at 2x and three at 4x after nearest upsampling reach two input pixels either
-        side). srvgg: one pixel per conv, all at input resolution (first + body + last). A bicubic
-        skip reads 2 input pixels either side, within either radius.
-        """
-        reach = 3 if self.detail > 0 else 0  # a detail block's key reads 3 source pixels past the core
-        return max(self.network_radius, reach)
-
-    @property
-    def network_radius(self) -> int:
-        """The network's own receptive radius (its windowed forward crops by it)."""
-        if self.arch == "srvgg":
-            return max(self.convs + 2, 2 if self.skip == "bicubic" else 0)
-        return 1 + self.blocks * self.rdbs_per_block * self.dense_convs + 1 + 2
-
-    def activation_floats(self) -> tuple[int, int]:
-        """(floats per input pixel, floats per output pixel) held at the peak of a forward pass:
-        for ``plan.projected_task_bytes``. Counts live tensors of the largest step plus the
-        allocator's copies (measured against real peaks by ``benchmarks/memory.py``)."""
-        if self.arch == "srvgg":
-            # two feature maps (in, out) + PReLU output, the 48-channel tail; output: shuffle + skip + sum
-            return 3 * self.features + 6, 3 * 4
-        # rrdb: the dense concatenation (nf + (dense-1)*gc), block and trunk skips, the fused output
-        low = 4 * self.features + self.dense_convs * self.growth + 8
-        # tail at 4x: two feature maps of nf at output resolution, the 2x map is 1/4 of that
-        return low, 3 * self.features + 12
 
 
 @dataclass(frozen=True)

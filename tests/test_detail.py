@@ -14,6 +14,7 @@ from helpers import arrays, assert_same_arrays, do_render, untrained
 from ourgan_dist.config import PRESETS, SRConfig
 from ourgan_dist.models import checkpoint
 from ourgan_dist.models.detail import DetailLibrary
+from ourgan_dist.models.sr_architecture import DETAIL_REACH, sr_architecture
 from ourgan_dist.train.sr import load_sr_photo
 
 
@@ -50,14 +51,13 @@ def test_library_keys_patches_and_scales(big_photo):
 
 
 def test_receptive_radius_covers_the_keys():
-    from ourgan_dist.models.detail import REACH
-
     for cfg in (
         SRConfig(arch="srvgg", convs=1, skip="none", prior=""),
         SRConfig(arch="srvgg", convs=16, prior=""),
         SRConfig(blocks=1, rdbs_per_block=1, dense_convs=2, prior=""),
     ):
-        assert cfg.receptive_radius >= REACH and cfg.receptive_radius == cfg.network_radius
+        arch = sr_architecture(cfg)
+        assert arch.receptive_radius >= DETAIL_REACH and arch.receptive_radius == arch.network_radius
 
 
 def test_tiled_equals_untiled_bit_for_bit_with_detail(big_photo, tmp_path, monkeypatch):

@@ -16,7 +16,8 @@ from ourgan_dist.config import PRESETS
 from ourgan_dist.errors import PlanError, StoreError
 from ourgan_dist.store.fencing import EnvironmentMismatch, runtime_environment
 from ourgan_dist.models.layers import ExactConv2d, exact_only
-from ourgan_dist.models.sr import build_sr, run_window
+from ourgan_dist.models.sr import build_sr
+from ourgan_dist.models.window import run_window
 from ourgan_dist.planning.geometry import Box
 
 

@@ -16,6 +16,8 @@ from ourgan_dist.models import checkpoint
 from ourgan_dist.models.base import BaseGenerator, y_channel
 from ourgan_dist.models.layers import ExactConv2d
 from ourgan_dist.models.sr import SRNet, build_sr
+from ourgan_dist.models.sr_architecture import sr_architecture
+from ourgan_dist.models.window import run_window
 from ourgan_dist.planning.geometry import Box
 
 from helpers import tiny_gan_config
@@ -44,13 +46,13 @@ def _measured_sr_radius(net: SRNet, h=45, w=49, at=(22, 24)) -> int:
         PRESETS["tiny"].sr,
         PRESETS["cpu"].sr,
         SRConfig(features=8, growth=4, blocks=2, rdbs_per_block=2, dense_convs=2, prior=""),
-        SRConfig(features=8, growth=4, blocks=1, rdbs_per_block=1, dense_convs=2, prior="", skip="bicubic", unit_range=False),
+        SRConfig(features=8, growth=4, blocks=1, rdbs_per_block=1, dense_convs=2, prior="", skip="bicubic"),
     ],
 )
 def test_sr_receptive_radius_matches_impulse(cfg):
     net = build_sr(cfg).eval()
     net.noise_amp.zero_()
-    assert _measured_sr_radius(net) == cfg.receptive_radius == net.receptive_radius
+    assert _measured_sr_radius(net) == sr_architecture(cfg).network_radius == net.receptive_radius
 
 
 def test_base_stage_receptive_radius_matches_impulse():
@@ -95,7 +97,8 @@ def test_sr_window_forward_equals_whole_image_and_small_halo_differs():
     with torch.no_grad():
         full = net(x, z)
         core = Box(10, 21, 30, 44)
-        for halo, exact in ((cfg.receptive_radius, True), (cfg.receptive_radius + 5, True), (cfg.receptive_radius - 1, False)):
+        r = net.receptive_radius
+        for halo, exact in ((r, True), (r + 5, True), (r - 1, False)):
             win = core.expand(halo).clip(H, W)
             ys, xs = win.relative_to(Box(0, H, 0, W))
             out = net.forward_window(x[:, :, ys, xs], z[:, :, ys, xs], window=win, core=core, level_size=(H, W))
@@ -194,12 +197,9 @@ def test_missing_corrupt_and_wrong_version_checkpoints(tmp_path):
     "cfg", [PRESETS["tiny"].sr, SRConfig(features=8, growth=4, blocks=1, rdbs_per_block=1, dense_convs=2, prior="")]
 )
 def test_replicate_edge_leaves_no_frame_and_stays_exact_under_tiling(cfg):
-    """edge="replicate": a flat level gives a flat result right up to its borders (zero padding
-    would draw a dark frame there), and tiles at every edge and corner equal the whole level."""
-    from dataclasses import replace
-
-    from ourgan_dist.models.sr import run_window
-
+    """The level's edge pixels repeated past it: a flat level gives a flat result right up to its
+    borders (the network's own zero padding draws a dark frame there), and tiles at every edge and
+    corner equal the whole level."""
     net = build_sr(cfg).eval()
     H, W = 23, 29
     full_box = Box(0, H, 0, W)
@@ -212,14 +212,12 @@ def test_replicate_edge_leaves_no_frame_and_stays_exact_under_tiling(cfg):
 
         out = run_window(net, flat, None, window=full_box, core=full_box, level_size=(H, W))
         assert torch.allclose(out, periodic(out), atol=1e-5)
-        zeros = build_sr(replace(cfg, edge="zeros")).eval()
-        zeros.load_state_dict(net.state_dict())
-        framed = run_window(zeros, flat, None, window=full_box, core=full_box, level_size=(H, W))
+        framed = net.forward_window(flat, None, window=full_box, core=full_box, level_size=(H, W))  # zero padding
         assert not torch.allclose(framed, periodic(framed), atol=1e-3)
         g = torch.Generator().manual_seed(2)
         x, z = torch.rand(1, 3, H, W, generator=g) * 2 - 1, torch.randn(1, 3, H, W, generator=g)
         ref = run_window(net, x, z, window=full_box, core=full_box, level_size=(H, W))
-        r = cfg.receptive_radius
+        r = net.receptive_radius
         for core in [Box(0, 7, 0, 9), Box(7, 16, 9, 20), Box(16, 23, 20, 29), Box(0, 23, 11, 12)]:
             win = core.expand(r).clip(H, W)
             ys, xs = win.relative_to(full_box)

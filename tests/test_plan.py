@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ourgan_dist.config import BaseConfig, SRConfig
 from ourgan_dist.errors import PlanError
+from ourgan_dist.models.sr_architecture import sr_architecture
 from ourgan_dist.planning.plan import SCALE, Box, RenderPlan, TileKey, choose_levels, chunk_for_tile, parse_size
 
 BASE = BaseConfig(base_width=32, coarsest_width=12, n_scales=3, channels=8, convs_per_stage=3, vae_scales=1, latent_channels=4)
@@ -171,7 +172,7 @@ def test_single_tile_halo_larger_than_tile_and_odd_sizes():
 
 def test_untiled_plan_has_one_task_per_level_and_exact_halo():
     plan = make(500, 333, 0, 16)
-    assert plan.exact and plan.halo == SR.receptive_radius
+    assert plan.exact and plan.halo == sr_architecture(SR).receptive_radius
     assert plan.n_tiles == plan.n_sr + 1
 
 

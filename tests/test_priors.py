@@ -206,7 +206,7 @@ def test_converted_priors_are_exact_under_tiling(name, size, cores):
     with torch.no_grad():
         full = net(x, z)
         for core in cores:
-            win = core.expand(cfg.receptive_radius).clip(H, W)
+            win = core.expand(net.receptive_radius).clip(H, W)
             ys, xs = win.relative_to(Box(0, H, 0, W))
             out = net.forward_window(x[:, :, ys, xs], z[:, :, ys, xs], window=win, core=core, level_size=(H, W))
             assert torch.equal(out, full[:, :, 4 * core.y0 : 4 * core.y1, 4 * core.x0 : 4 * core.x1]), core

@@ -17,9 +17,6 @@ GB80 = 80 * 10**9
 
 
 def test_network_arithmetic_matches_the_architectures():
-    # RRDBNet x4 (ESRGAN, 23 blocks): 16.7 M parameters; SRVGG compact (64 ch, 16 convs): 0.62 M
-    assert pj.sr_parameters(PAPER.sr) == pytest.approx(16.7e6, rel=0.01)
-    assert pj.sr_parameters(CPU.sr) == pytest.approx(0.62e6, rel=0.02)
     # a tile's arithmetic grows with its halo, and with no halo is the level's density x its pixels
     assert pj._tile_macs(CPU.sr, 100, 100, 0) < pj._tile_macs(CPU.sr, 100, 100, 18)
     bare = pj.sr_macs_per_pixel(CPU.sr) * 100 * 100

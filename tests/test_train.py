@@ -63,7 +63,6 @@ def test_sr_beats_bicubic_on_its_photo():
             noise_amp=0.0,
             prior="",
             skip="bicubic",
-            unit_range=False,
         )
     )
     cfg = dataclasses.replace(PRESETS["tiny"].train, sr_iterations=150, sr_crop=48, sr_batch=4, lr=2e-3)
@@ -391,7 +390,7 @@ def test_paper_preset_trains_and_renders_tiled_equal_untiled(tmp_path):
     assert r.exit_code == 0, r.output
     m = checkpoint.load(model)
     assert m.config.preset == "paper" and m.config.base == PRESETS["paper"].base
-    assert m.config.sr == PRESETS["paper"].sr and m.config.sr.receptive_radius == 349
+    assert m.config.sr == PRESETS["paper"].sr and m.sr.receptive_radius == 349
     assert m.meta["sr_prior"]["licence"] == "BSD-3-Clause"
     assert (m.config.train.base_iterations, m.config.train.sr_iterations) == (2, 2)
     assert m.meta["trained"] and m.meta["photo"]["width"] == 384

@@ -152,7 +152,7 @@ def sr_core(
     float32 tensor on the CPU."""
     import torch
 
-    from ..models.sr import run_window
+    from ..models.window import run_window
 
     src = plan.levels[level - 1]
     src_core = source_box(keep)

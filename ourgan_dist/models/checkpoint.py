@@ -27,8 +27,10 @@ from .base import BaseGenerator
 from .patches import PatchBase
 from .detail import DetailLibrary
 from .sr import build_sr
+from .sr_architecture import sr_architecture
+from .window import WindowedSR
 
-FORMAT_VERSION = 2  # 2: the base generator's kind (a patch base or the paper's GAN)
+FORMAT_VERSION = 3  # 2: the base generator's kind (a patch base or the paper's GAN); 3: SRConfig without edge and unit_range
 WEIGHTS = "model.pt"
 CARD = "model.json"
 
@@ -37,7 +39,7 @@ CARD = "model.json"
 class Model:
     config: ModelConfig
     base: BaseGenerator | PatchBase
-    sr: Any  # SRNet or SRVGG (models/sr.py, models/srvgg.py)
+    sr: WindowedSR  # SRNet or SRVGG (models/sr.py, models/srvgg.py)
     meta: dict[str, Any]
     model_id: str  # sha256 of model.pt's bytes: identifies the weights in render stores
     detail: DetailLibrary = field(default_factory=DetailLibrary)  # the photo's detail patches (empty: none)
@@ -101,7 +103,7 @@ def save(model: Model, out_dir: str, meta: dict[str, Any] | None = None) -> str:
         "model_id": model_id,
         "config": payload["config"],
         "meta": meta,
-        "receptive_radius": model.config.sr.receptive_radius,
+        "receptive_radius": sr_architecture(model.config.sr).receptive_radius,
     }
     write_atomic(os.path.join(out_dir, CARD), (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
     model.meta, model.model_id = meta, model_id

@@ -19,8 +19,8 @@ Exact tiling: the keys are integers below 256, so distance x library size + inde
 an exact integer in float64 whatever the summation order: equal distances go to the lower index; the choice comes from the
 counter-based noise of the source pixel; and the window is in integer 64ths, so every output
 pixel's four weighted patches sum exactly in int32, in any order. A block reads source pixels up
-to 3 away from the core it writes into, so the SR halo must be at least 3
-(``SRConfig.receptive_radius`` includes that).
+to 3 away from the core it writes into (``DETAIL_REACH`` in models/sr_architecture.py), so the
+SR halo must be at least 3: the architecture's receptive radius includes that reach.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from ..planning.geometry import Box
 
 BLOCK = 8  # output pixels a side of a detail patch
 KEY = 4  # source pixels a side of a key
-REACH = 3  # source pixels beyond a core that its blocks' keys read
 SCALES = 4  # library scales: 1, 1/2, 1/4, 1/8 of the photo's width
 MIN_WIDTH = 64  # a scale whose photo would be narrower than this is left out
 _CHUNK = 4096  # blocks per distance matrix (4096 x patches float64: 128 MiB at 4096 patches)
@@ -203,7 +202,7 @@ def _cut(img: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, side: int) -> to
 
 def _replicated(x: torch.Tensor, window: Box, box: Box, H: int, W: int) -> torch.Tensor:
     """``box`` of a level (H, W) from ``x`` holding ``window``, the level's edge pixels repeated
-    past its borders (and the window's past its own, where a halo below ``REACH`` leaves it short:
+    past its borders (and the window's past its own, where a halo below ``DETAIL_REACH`` leaves it short:
     then tiles are inexact, as any halo below the receptive field makes them)."""
     c = box.clip(H, W)
     inner = Box(max(c.y0, window.y0), min(c.y1, window.y1), max(c.x0, window.x0), min(c.x1, window.x1))

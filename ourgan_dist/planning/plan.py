@@ -3,7 +3,9 @@
 No torch, Ray, Zarr or I/O here: a ``RenderPlan`` is arithmetic on integers, cheap to build,
 hashable, and property-tested. Its parts live beside it: the vocabulary (boxes, task keys) in
 ``geometry.py``, the viewing pyramid's blocks in ``viewing_pyramid.py``, and what a plan will
-cost (memory, time, store size, the automatic tile) in ``projection.py``. Coordinates are
+cost (memory, time, store size, the automatic tile) in ``projection.py``; the SR network's
+receptive radius and its x4 factor come from its torch-free description
+(``models/sr_architecture.py``). Coordinates are
 half-open boxes ``[y0, y1) x [x0, x1)`` in the pixels of one level; level ``l + 1`` is exactly 4x level ``l`` in both directions.
 
 Level 0 is the base image made whole by the base generator. Levels 1..L are x4 super-resolution
@@ -20,6 +22,7 @@ from typing import Iterator
 
 from ..config import BaseConfig, PatchBaseConfig, SRConfig
 from ..errors import PlanError
+from ..models.sr_architecture import SCALE, sr_architecture  # SCALE: every SR level is exactly 4x the one below
 from .geometry import Box, Level, PyramidKey, TaskKey, TileKey, covering
 from .viewing_pyramid import ViewingPyramid
 
@@ -41,13 +44,8 @@ __all__ = [
     "SCALE",
 ]
 
-SCALE = 4  # every SR level is exactly 4x the one below
 MAX_SIDE = 1 << 28  # global pixel coordinates must fit the noise counter (see noise.py)
 DEFAULT_CHUNK = 256
-# The bicubic x4 skip (models/sr.py, ``skip_window``) reads 2 source pixels either side of every
-# kept one from the tile's own window; a narrower halo leaves it without those pixels at interior
-# tile edges. Every other layer crops to what the window holds, so other skips need no halo.
-BICUBIC_SKIP_REACH = 2
 
 
 def source_box(box: Box) -> Box:
@@ -56,8 +54,12 @@ def source_box(box: Box) -> Box:
 
 
 def min_halo(sr: SRConfig) -> int:
-    """The narrowest halo that ``sr`` can render with (inexactly below its receptive field)."""
-    return min(BICUBIC_SKIP_REACH, sr.receptive_radius) if sr.skip == "bicubic" else 0
+    """The narrowest halo that ``sr`` can render with (inexactly below its receptive field): the
+    x4 skip's reach. The bicubic skip (models/window.py, ``skip_window``) reads source pixels either
+    side of every kept one from the tile's own window; a narrower halo leaves it without them at
+    interior tile edges. Every other layer crops to what the window holds, so needs no halo."""
+    arch = sr_architecture(sr)
+    return min(arch.skip_reach, arch.receptive_radius)
 
 
 def choose_levels(width: int, height: int, base_width: int, min_side: int = 1, base_height: int = 0) -> tuple[int, int, int]:
@@ -180,7 +182,7 @@ class RenderPlan(ViewingPyramid):
                 f"--size {width}x{height}: too small: the base image would be {bw}x{bh}, under {need} px on a "
                 f"side; ask for at least {need} px on each side"
             )
-        r = sr.receptive_radius
+        r = sr_architecture(sr).receptive_radius
         if halo == "exact":
             h = r
         else:

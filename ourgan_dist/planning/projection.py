@@ -7,8 +7,9 @@ holds beyond the activations it counts) are passed in as ``Throughput`` and ``Me
 values; the ones recorded here were fitted by ``benchmarks/plan_calibration.py``.
 
 Cost model. An SR tile runs the network on its source core plus a halo and crops after every
-block to what the rest of the network still needs (``models/sr.py``), so layer k computes on
-the core expanded by the radius still ahead of it; the tail runs at 2x and 4x. Its work is the
+block to what the rest of the network still needs (``models/window.py``), so each conv computes
+on the core expanded by its ``reach``, read with its channels and resolution from the network's
+description (``models/sr_architecture.py``); the rrdb tail runs at 2x and 4x. Its work is the
 sum over layers of multiply-accumulates (MACs) on those regions. Its time is MACs / rate, plus
 the store I/O and noise per output pixel, plus a fixed cost per task. Pyramid tasks are I/O alone.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..config import BaseConfig, PatchBaseConfig, SRConfig
+from ..models.sr_architecture import sr_architecture
 from .plan import SCALE, PyramidKey, RenderPlan, TaskKey, TileKey
 
 GiB = 1 << 30
@@ -27,51 +29,16 @@ MiB = 1 << 20
 
 
 # ---- network arithmetic -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class ConvLayer:
-    """One 3x3 convolution of the SR network, as the cost model sees it."""
-
-    reach: int  # computed on the source core expanded by this many source pixels
-    scale: int  # 1 at source resolution; 2 and 4 in the upsampling tail
-    macs: int  # multiply-accumulates per pixel it computes: 9 * c_in * c_out
-
-
-def sr_layers(sr: SRConfig) -> tuple[ConvLayer, ...]:
-    """The convolutions of ``sr`` in order, with the region each is computed on (exact halo)."""
-    r, nf = sr.receptive_radius, sr.features
-    if sr.arch == "srvgg":  # first conv, body convs, each one source pixel of reach; last conv at reach 1
-        convs = [ConvLayer(r - i, 1, 9 * (3 if i == 0 else nf) * nf) for i in range(sr.convs + 1)]
-        return (*convs, ConvLayer(1, 1, 9 * nf * 3 * SCALE * SCALE))
-    gc, d = sr.growth, sr.dense_convs
-    out = [ConvLayer(r, 1, 9 * 3 * nf)]
-    rdb = 9 * sum((nf + i * gc) * gc for i in range(d - 1)) + 9 * (nf + (d - 1) * gc) * nf
-    for j in range(sr.blocks * sr.rdbs_per_block):  # every conv of an RDB runs on the RDB's input region
-        out.append(ConvLayer(r - 1 - j * d, 1, rdb))
-    out.append(ConvLayer(3, 1, 9 * nf * nf))  # conv_body
-    out += [
-        ConvLayer(2, 2, 9 * nf * nf),
-        ConvLayer(2, 4, 9 * nf * nf),
-        ConvLayer(2, 4, 9 * nf * nf),
-        ConvLayer(2, 4, 9 * nf * 3),
-    ]  # tail on core + 2 source px: up1 at 2x, up2, conv_hr, conv_last at 4x
-    return tuple(out)
-
-
 def sr_macs_per_pixel(sr: SRConfig) -> int:
     """MACs per source pixel of a whole level (no halo): the network's arithmetic density, plus
     the detail stage's search (models/detail.py)."""
-    return sum(layer.macs * layer.scale**2 for layer in sr_layers(sr)) + detail_macs_per_pixel(sr)
+    return sr_architecture(sr).macs_per_pixel + detail_macs_per_pixel(sr)
 
 
 def detail_macs_per_pixel(sr: SRConfig) -> int:
     """The detail stage per source pixel: a 48-value distance to every library key, then the
     selection of the nearest (counted as one MAC per key and choice)."""
     return sr.detail_patches * (48 + sr.detail_choices + 1) if sr.detail > 0 else 0
-
-
-def sr_parameters(sr: SRConfig) -> int:
-    """Weights of the SR network (for the memory a worker holds for them)."""
-    return sum(layer.macs for layer in sr_layers(sr))  # a 3x3 conv does one MAC per weight per pixel
 
 
 def base_macs(base: BaseConfig | PatchBaseConfig, height: int, width: int) -> int:
@@ -104,7 +71,7 @@ def _tile_macs(sr: SRConfig, core_h: int, core_w: int, halo: int) -> int:
     """MACs of one SR tile whose source core is core_h x core_w, read with ``halo``: each layer
     on the core expanded by the reach it still needs (full at level edges too: run_window pads)."""
     total = 0
-    for i, layer in enumerate(sr_layers(sr)):
+    for i, layer in enumerate(sr_architecture(sr).convs):
         reach = min(layer.reach, halo) if i else halo  # the first layer sees the whole window
         total += layer.macs * layer.scale**2 * (core_h + 2 * reach) * (core_w + 2 * reach)
     return total + detail_macs_per_pixel(sr) * (core_h + 2) * (core_w + 2)  # blocks of the core and its rim
@@ -294,7 +261,7 @@ def task_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> dict[str, in
     """Counted peak bytes of the largest task of each kind, before the calibration factor:
 
     - ``base``: the base generator's feature maps (float32);
-    - ``sr_body``: an SR tile's network at source resolution, ``SRConfig.activation_floats`` per
+    - ``sr_body``: an SR tile's network at source resolution, ``SRArchitecture.activation_floats`` per
       pixel of its window. A full-size tile's window is its source core plus the halo on every
       side: at a level's edge the source is extended by repeating edge pixels (``run_window``),
       so edge tiles hold as much as interior ones;
@@ -303,7 +270,7 @@ def task_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> dict[str, in
     - ``pyramid``: a viewing-pyramid block of side b reads 2b x 2b uint8 pixels (3 bytes each) and
       averages them through a uint16 copy and two uint64 sums (``pixels.downsample2``): 12 bytes
       per source pixel and 72 per block pixel."""
-    per_in, per_out = sr.activation_floats()
+    per_in, per_out = sr_architecture(sr).activation_floats
     out = {"base": base_activation_bytes(base, plan.base_height, plan.base_width), "sr_body": 0, "sr_output": 0}
     for lv in plan.levels[1:]:
         core = plan.source_core(TileKey(lv.index, 0, 0))  # the first tile is a full-size one
@@ -338,7 +305,7 @@ class MemoryModel:
         return max(terms[k] for k in self.kinds)
 
     def task_peak(self, plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> int:
-        weights = 4 * sr_parameters(sr)
+        weights = 4 * sr_architecture(sr).weights
         return int(self.runtime_bytes + weights + self.factor * self.counted(plan, sr, base))
 
 
