@@ -321,11 +321,6 @@ class RenderPlan(ViewingPyramid):
         """Shards of OME-Zarr array ``scale``: 0 is the final level, the rest the viewing pyramid."""
         return self.level_shards(self.final_level) if scale == 0 else self.pyramid_shards(scale)
 
-    def chunks_total(self, level: int) -> int:
-        lv = self.levels[level]
-        ch, cw = self.chunk_shape(lv.stored_height, lv.stored_width)
-        return math.ceil(lv.stored_height / ch) * math.ceil(lv.stored_width / cw)
-
     # ---- halo cost ----------------------------------------------------------------------
     def halo_overhead(self) -> float:
         """Source pixels the SR levels compute (tile windows) over the pixels they keep (cores):

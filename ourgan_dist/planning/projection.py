@@ -284,15 +284,10 @@ def task_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> dict[str, in
     return out
 
 
-def activation_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> int:
-    """Counted peak bytes of the largest task (the largest of ``task_bytes``)."""
-    return max(task_bytes(plan, sr, base).values())
-
-
 @dataclass(frozen=True)
 class MemoryModel:
     """A worker's peak memory for a task: what it holds anyway (the runtime and the model's
-    weights) plus ``factor`` x the activations ``activation_bytes`` counts (the allocator's
+    weights) plus ``factor`` x the activations ``task_bytes`` counts (the allocator's
     slack, copies the count leaves out)."""
 
     runtime_bytes: int
