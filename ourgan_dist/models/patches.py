@@ -367,6 +367,8 @@ def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> t
     change = (photo[..., 1:] - photo[..., :-1]).abs().sum((0, 1, 2))  # (W - 1,) how much each column boundary changes
     weight = torch.exp(-2 * change / (change.mean() + 1e-8))
 
+    spans: list[tuple[int, int]] = []  # the photo columns of every strip, in the order they are cut
+
     def cut() -> list[torch.Tensor]:
         """The photo in about ``pieces`` strips, at columns drawn where little changes."""
         k = max(1, min(pieces + int(torch.randint(-1, 2, (1,), generator=g)) if pieces > 1 else 1, w_photo // 8))
@@ -379,6 +381,7 @@ def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> t
             if spacing <= c <= w_photo - spacing and all(abs(c - o) >= spacing for o in cuts):
                 cuts.append(c)
         edges = [0] + sorted(cuts) + [w_photo]
+        spans.extend(zip(edges[:-1], edges[1:]))
         return [photo[..., a:b] for a, b in zip(edges[:-1], edges[1:])]
 
     # every pass over the photo is cut afresh, so a wide image repeats no strip with the same
@@ -397,6 +400,8 @@ def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> t
         order = [starts[r] + i for r, c in enumerate(cuts_) for i in torch.randperm(len(c), generator=g).tolist()]
         if n > 1 and order[:n] == list(range(n)):
             continue  # the photo's own order
+        if n > 2 and any(abs(spans[b][0] - spans[a][1]) < w_photo // 16 for a, b in zip(order, order[1:])):
+            continue  # a strip followed by the one beside it in the photo: whole stretches of the photo come back
         cost = join_cost(order)
         if cost < best_cost:
             best, best_cost = order, cost
