@@ -87,6 +87,14 @@ def test_the_patch_base_follows_a_one_thread_probe(prepared):
     assert "probed on one thread" in fast.basis
 
 
+def test_a_worker_of_several_threads_is_never_slower_than_one(prepared):
+    slow_pair, _ = fc.forecast_time(prepared, fake_probe(prepared, (1.0, 1.0), 10**9), fake_probe(prepared, (1.0, 1.0)))
+    one, _ = fc.forecast_time(prepared, fake_probe(prepared, (1.0, 1.0)))
+    assert slow_pair.sr_s == pytest.approx(one.sr_s) and "taken as one thread's" in slow_pair.basis
+    fast_pair, _ = fc.forecast_time(prepared, fake_probe(prepared, (1.0, 1.0), 4 * 10**10), fake_probe(prepared, (1.0, 1.0)))
+    assert fast_pair.sr_s < one.sr_s and "taken as" not in fast_pair.basis
+
+
 def test_a_probe_that_wavers_widens_the_range(prepared):
     steady, _ = fc.forecast_time(prepared, fake_probe(prepared, (1.0, 1.0)))
     wavering, _ = fc.forecast_time(prepared, fake_probe(prepared, (0.5, 1.5)))

@@ -201,8 +201,9 @@ class TimeForecast:
 
 def forecast_time(p: Prepared, probe: Probe | None, thread_probe: Probe | None = None) -> tuple[TimeForecast, projection.Estimate]:
     """One time with a range for the whole render, from ``probe`` (None: the rate recorded on this
-    project's CPU, or the GPU reference) and, for the patch base, ``thread_probe`` (one thread;
-    default: the probe's rate per thread). Returns it with the per-level schedule it sums."""
+    project's CPU, or the GPU reference) and ``thread_probe`` (one thread: the patch base's rate,
+    and the least a worker of several threads does; default: the probe's rate per thread).
+    Returns it with the per-level schedule it sums."""
     r, plan, cfg = p.request, p.plan, p.model.config
     gpu = r.device.startswith("cuda")
     threads, share = worker_threads(p) if not gpu else (1, 1.0)
@@ -210,6 +211,11 @@ def forecast_time(p: Prepared, probe: Probe | None, thread_probe: Probe | None =
     spread_lo = spread_hi = 1.0
     if probe is not None:
         rate, basis = probe.macs_per_s * share, probe.describe()
+        if thread_probe is not None and thread_probe.macs_per_s * share > rate:
+            # several threads are never slower than one over a render; over a probe's second, on a
+            # machine with more runnable threads than cores, they can be (their barriers wait)
+            rate = thread_probe.macs_per_s * share
+            basis += f", under one thread's {thread_probe.macs_per_s / 1e9:.1f}: the worker's rate taken as one thread's"
         mean = probe.seconds / len(probe.runs)
         spread_lo, spread_hi = min(probe.runs) / mean, max(probe.runs) / mean
         if share < 1:
@@ -286,8 +292,8 @@ def forecast(p: Prepared, probe: bool = True) -> Forecast:
     if probe and (not gpu or torch.cuda.is_available()):
         threads = worker_threads(p)[0]
         measured = probe_tile(p, None if gpu else threads)
-        if not gpu and threads > 1 and cfg.base.kind == "patches" and measured is not None:
-            one_thread = probe_tile(p, 1, PROBE_MIN_S / 2)  # the patch base runs on one thread
+        if not gpu and threads > 1 and measured is not None:
+            one_thread = probe_tile(p, 1, PROBE_MIN_S / 2)  # the patch base's thread, and a floor for the worker's
     t, est = forecast_time(p, measured, one_thread)
     local_cpu = r.address is None and not gpu
     work = projection.Work(plan, cfg.sr, cfg.base, est.throughput)
