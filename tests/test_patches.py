@@ -15,7 +15,16 @@ from ourgan_dist.quality import novelty
 from ourgan_dist.config import PRESETS, PatchBaseConfig, from_dict, to_dict
 from ourgan_dist.errors import ConfigError
 from ourgan_dist.models import checkpoint
-from ourgan_dist.models.patches import PatchBase, heal, reorder_strips, screened_poisson, seam_mask, upsample_field, vote
+from ourgan_dist.models.patches import (
+    PatchBase,
+    heal,
+    rejoins_the_photo,
+    reorder_strips,
+    screened_poisson,
+    seam_mask,
+    upsample_field,
+    vote,
+)
 from ourgan_dist.planning.plan import RenderPlan, choose_levels
 
 
@@ -89,6 +98,15 @@ def test_strips_are_a_new_order_of_the_photos_columns():
     assert out.shape == (1, 3, 48, 100)
     assert not torch.equal(out[..., :72], photo) and not torch.equal(out[..., :72], photo.flip(-1))
     assert torch.equal(reorder_strips(photo, 100, 4, seed=5), out)  # a function of the seed
+
+
+def test_a_layout_that_rejoins_the_photos_neighbouring_strips_is_recognised():
+    spans = [(0, 50), (50, 120), (120, 200), (0, 70), (70, 200)]  # two passes over a 200 px photo
+    assert rejoins_the_photo([1, 2, 0], spans, 200)  # 50-120 then 120-200: the photo's own stretch
+    assert rejoins_the_photo([2, 1, 3, 4], spans, 200)  # in the second pass: 0-70 then 70-200
+    assert not rejoins_the_photo([2, 1, 0], spans, 200)  # every strip meets a new neighbour
+    assert not rejoins_the_photo([2, 0], spans, 200)  # the photo's right edge against its left edge is no stretch of it
+    assert not rejoins_the_photo([1, 0, 2], spans, 200)
 
 
 def test_a_seam_between_two_shades_of_sky_is_spread_and_a_real_edge_is_kept():

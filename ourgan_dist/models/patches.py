@@ -400,8 +400,8 @@ def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> t
         order = [starts[r] + i for r, c in enumerate(cuts_) for i in torch.randperm(len(c), generator=g).tolist()]
         if n > 1 and order[:n] == list(range(n)):
             continue  # the photo's own order
-        if n > 2 and any(abs(spans[b][0] - spans[a][1]) < w_photo // 16 for a, b in zip(order, order[1:])):
-            continue  # a strip followed by the one beside it in the photo: whole stretches of the photo come back
+        if n > 2 and rejoins_the_photo(order, spans, w_photo):
+            continue
         cost = join_cost(order)
         if cost < best_cost:
             best, best_cost = order, cost
@@ -460,6 +460,13 @@ def screened_poisson(v: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor, length
     mu = 1.0 / length**2
     u = torch.fft.ifft2((mu * torch.fft.fft2(mirrored(v)) - torch.fft.fft2(mirrored(div))) / (mu - laplacian))
     return u.real[..., :h, :w].to(v.dtype)
+
+
+def rejoins_the_photo(order: list[int], spans: list[tuple[int, int]], w_photo: int) -> bool:
+    """Whether a strip in ``order`` is followed by the one beside it in the photo (its photo columns,
+    ``spans``, start within a sixteenth of the width of where the previous strip's end): such
+    pairs bring whole stretches of the photo back, so the layout is the photo rolled sideways."""
+    return any(abs(spans[b][0] - spans[a][1]) < max(1, w_photo // 16) for a, b in zip(order, order[1:]))
 
 
 def seam_mask(cost: torch.Tensor) -> torch.Tensor:
