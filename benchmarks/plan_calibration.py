@@ -130,14 +130,8 @@ def report(results: list[dict], probe: bool = True) -> None:
     from ourgan_dist.planning.plan import RenderPlan, TileKey, parse_size
 
     rates = {}
-    if probe:  # what a dry run on this machine would measure now, per preset
-        from ourgan_dist.models import checkpoint
-        from ourgan_dist.engine.forecast import PROBE_TO_RENDER, probe_macs_per_s
-
-        for name in sorted({r["preset"] for r in results}):
-            m = checkpoint.load(next(r["model"] for r in results if r["preset"] == name))
-            rates[name] = probe_macs_per_s(m.sr, m.config.sr)[0]
-            print(f"probe now, {name}: {rates[name] / 1e9:.2f} GMAC/s (x {PROBE_TO_RENDER} = what a dry run uses)")
+    if probe:  # the dry run's own forecast against actual renders is benchmarks/forecast_vs_actual.py
+        print("(the dry run's probe and its forecast against actual renders: benchmarks/forecast_vs_actual.py)")
     print(
         "| preset | size | tile | workers | projected memory per task (largest counted term) | measured worker peak "
         "| projected time of tasks, recorded rate / probe now | measured: tasks (wall) | projected store | measured store |"
@@ -166,7 +160,7 @@ def report(results: list[dict], probe: bool = True) -> None:
                         cfg.base,
                         workers=r["workers"],
                         shared_machine=True,
-                        throughput=thr.with_rate(rates[r["preset"]] * PROBE_TO_RENDER, "probe"),
+                        throughput=thr.with_rate(rates[r["preset"]], "probe"),
                     ).seconds
                 )
             )
