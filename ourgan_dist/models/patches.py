@@ -395,17 +395,16 @@ def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> t
     def join_cost(order: list[int]) -> float:
         return sum(float(((strips[a][..., -1] - strips[b][..., 0]) ** 2).mean()) for a, b in zip(order, order[1:]))
 
-    best, best_cost = None, float("inf")
+    # the order kept: fewest strips rejoining their photo neighbours, then the joins that differ least
+    best, best_key = None, (float("inf"), float("inf"))
     for _ in range(ORDERS_TRIED):
         order = [starts[r] + i for r, c in enumerate(cuts_) for i in torch.randperm(len(c), generator=g).tolist()]
         if n > 1 and order[:n] == list(range(n)):
             continue  # the photo's own order
-        if n > 2 and rejoins_the_photo(order, spans, w_photo):
-            continue
-        cost = join_cost(order)
-        if cost < best_cost:
-            best, best_cost = order, cost
-    if best is None:
+        key = (rejoins(order, spans, w_photo) if n > 2 else 0, join_cost(order))
+        if key < best_key:
+            best, best_key = order, key
+    if best is None:  # one strip: the photo itself, widened by further passes
         best = list(range(len(strips)))
     collage = strips[best[0]]
     for i in best[1:]:  # each join overlaps a third of the narrower side and cuts along the seam where they differ least
@@ -462,11 +461,11 @@ def screened_poisson(v: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor, length
     return u.real[..., :h, :w].to(v.dtype)
 
 
-def rejoins_the_photo(order: list[int], spans: list[tuple[int, int]], w_photo: int) -> bool:
-    """Whether a strip in ``order`` is followed by the one beside it in the photo (its photo columns,
-    ``spans``, start within a sixteenth of the width of where the previous strip's end): such
-    pairs bring whole stretches of the photo back, so the layout is the photo rolled sideways."""
-    return any(abs(spans[b][0] - spans[a][1]) < max(1, w_photo // 16) for a, b in zip(order, order[1:]))
+def rejoins(order: list[int], spans: list[tuple[int, int]], w_photo: int) -> int:
+    """How many strips in ``order`` are followed by the one beside them in the photo (its photo
+    columns, ``spans``, start within a sixteenth of the width of where the previous one ends):
+    such pairs bring whole stretches of the photo back, the photo rolled sideways."""
+    return sum(abs(spans[b][0] - spans[a][1]) < max(1, w_photo // 16) for a, b in zip(order, order[1:]))
 
 
 def seam_mask(cost: torch.Tensor) -> torch.Tensor:
