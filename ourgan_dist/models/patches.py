@@ -17,10 +17,8 @@ Four things make the samples new scenes and not copies or patch salad:
 
 - **A new order of the photo's upright strips** (``pieces``): the photo is cut into strips at
   columns where little changes across (between objects rather than through them), and the strips
-  are laid side by side in a new order, the order whose joins match best of a few random ones,
-  each join cut along the path where the two strips differ least (no cross-fade: a fade leaves
-  two half-seen copies of whatever the overlap holds); this collage, shrunk to the coarsest
-  scale, is where the new image starts. Objects move and
+  are laid side by side in a new order, the order whose joins match best of a few random ones;
+  this collage, shrunk to the coarsest scale, is where the new image starts. Objects move and
   meet new neighbours; the nearest-neighbour passes heal the joins.
 - **Noise at the coarsest scale** (``noise``, in units of the photo's own standard deviation)
   breaks the photo's layout; the nearest-neighbour passes redraw it from the photo's patches.
@@ -360,62 +358,45 @@ def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> t
     """(1, 3, h, W) photo -> (1, 3, h, width): its upright strips side by side in a new order,
     a function of the seed. Cuts fall where columns change least (across objects' gaps, not
     through objects); of ``ORDERS_TRIED`` random orders (never the photo's own) the one whose joins
-    differ least is kept; further passes over the photo, each cut afresh and ordered anew,
-    fill ``width``; half the seeds mirror the result. ``pieces`` 1 keeps the photo (mirrored, widened by repeats)."""
+    differ least is kept; strips repeat, in further orders, until ``width`` is filled; half the
+    seeds mirror the result. ``pieces`` 1 keeps the photo (mirrored, widened by repeats)."""
     g = torch.Generator().manual_seed(seed)
-    w_photo = photo.shape[-1]
+    _, _, h, w_photo = photo.shape
+    k = max(1, min(pieces + int(torch.randint(-1, 2, (1,), generator=g)) if pieces > 1 else 1, w_photo // 8))
     change = (photo[..., 1:] - photo[..., :-1]).abs().sum((0, 1, 2))  # (W - 1,) how much each column boundary changes
     weight = torch.exp(-2 * change / (change.mean() + 1e-8))
-
-    spans: list[tuple[int, int]] = []  # the photo columns of every strip, in the order they are cut
-
-    def cut() -> list[torch.Tensor]:
-        """The photo in about ``pieces`` strips, at columns drawn where little changes."""
-        k = max(1, min(pieces + int(torch.randint(-1, 2, (1,), generator=g)) if pieces > 1 else 1, w_photo // 8))
-        spacing = max(1, w_photo // (2 * k))
-        cuts: list[int] = []
-        for _ in range(64 * k):
-            if len(cuts) == k - 1:
-                break
-            c = int(torch.multinomial(weight, 1, generator=g)) + 1
-            if spacing <= c <= w_photo - spacing and all(abs(c - o) >= spacing for o in cuts):
-                cuts.append(c)
-        edges = [0] + sorted(cuts) + [w_photo]
-        spans.extend(zip(edges[:-1], edges[1:]))
-        return [photo[..., a:b] for a, b in zip(edges[:-1], edges[1:])]
-
-    # every pass over the photo is cut afresh, so a wide image repeats no strip with the same
-    # edges and neighbours (the photo's objects recur, its strips do not)
-    repeats = -(-width // w_photo) + 2  # joins overlap: more than enough strips to fill ``width``
-    cuts_ = [cut() for _ in range(repeats)]
-    strips = [s for c in cuts_ for s in c]
-    starts = [sum(len(c) for c in cuts_[:r]) for r in range(repeats)]
-    n = len(cuts_[0])
+    spacing = max(1, w_photo // (2 * k))
+    cuts: list[int] = []
+    for _ in range(64 * k):
+        if len(cuts) == k - 1:
+            break
+        c = int(torch.multinomial(weight, 1, generator=g)) + 1
+        if spacing <= c <= w_photo - spacing and all(abs(c - o) >= spacing for o in cuts):
+            cuts.append(c)
+    edges = [0] + sorted(cuts) + [w_photo]
+    strips = [photo[..., a:b] for a, b in zip(edges[:-1], edges[1:])]
+    n = len(strips)
 
     def join_cost(order: list[int]) -> float:
         return sum(float(((strips[a][..., -1] - strips[b][..., 0]) ** 2).mean()) for a, b in zip(order, order[1:]))
 
-    # the order kept: fewest strips rejoining their photo neighbours, then the joins that differ least
-    best, best_key = None, (float("inf"), float("inf"))
+    best, best_cost = None, float("inf")
+    repeats = -(-width // w_photo) + 2  # joins overlap: more than enough strips to fill ``width``
     for _ in range(ORDERS_TRIED):
-        order = [starts[r] + i for r, c in enumerate(cuts_) for i in torch.randperm(len(c), generator=g).tolist()]
+        order = [i for _ in range(repeats) for i in torch.randperm(n, generator=g).tolist()]
         if n > 1 and order[:n] == list(range(n)):
             continue  # the photo's own order
-        key = (rejoins(order, spans, w_photo) if n > 2 else 0, join_cost(order))
-        if key < best_key:
-            best, best_key = order, key
-    if best is None:  # one strip: the photo itself, widened by further passes
-        best = list(range(len(strips)))
+        cost = join_cost(order)
+        if cost < best_cost:
+            best, best_cost = order, cost
+    if best is None:
+        best = list(range(n)) * repeats
     collage = strips[best[0]]
-    for i in best[1:]:  # each join overlaps a third of the narrower side and cuts along the seam where they differ least
+    for i in best[1:]:  # joins cross-fade over a third of the narrower side: a sky's gradient meets without a step
         nxt = strips[i]
         o = min(collage.shape[-1], nxt.shape[-1]) // 3
-        if o < 2:
-            collage = torch.cat([collage, nxt], dim=-1)
-            continue
-        a, b = collage[..., collage.shape[-1] - o :], nxt[..., :o]
-        take_b = seam_mask(((a - b) ** 2).sum((0, 1)))  # (h, o): 1 right of the seam
-        mixed = a * (1 - take_b) + b * take_b
+        ramp = torch.linspace(0, 1, o + 2)[1:-1] if o else torch.zeros(0)
+        mixed = collage[..., collage.shape[-1] - o :] * (1 - ramp) + nxt[..., :o] * ramp
         collage = torch.cat([collage[..., : collage.shape[-1] - o], mixed, nxt[..., o:]], dim=-1)
     offset = int(torch.randint(0, collage.shape[-1] - width + 1, (1,), generator=g))
     collage = collage[..., offset : offset + width]
@@ -459,30 +440,3 @@ def screened_poisson(v: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor, length
     mu = 1.0 / length**2
     u = torch.fft.ifft2((mu * torch.fft.fft2(mirrored(v)) - torch.fft.fft2(mirrored(div))) / (mu - laplacian))
     return u.real[..., :h, :w].to(v.dtype)
-
-
-def rejoins(order: list[int], spans: list[tuple[int, int]], w_photo: int) -> int:
-    """How many strips in ``order`` are followed by the one beside them in the photo (its photo
-    columns, ``spans``, start within a sixteenth of the width of where the previous one ends):
-    such pairs bring whole stretches of the photo back, the photo rolled sideways."""
-    return sum(abs(spans[b][0] - spans[a][1]) < max(1, w_photo // 16) for a, b in zip(order, order[1:]))
-
-
-def seam_mask(cost: torch.Tensor) -> torch.Tensor:
-    """(h, o) cost of a vertical cut at each pixel -> (h, o) mask, 1 right of the top-to-bottom
-    path of least total cost (moving at most one column per row), 0 left of it."""
-    h, o = cost.shape
-    acc = cost.clone()
-    for y in range(1, h):
-        prev = acc[y - 1]
-        left = torch.cat([prev[:1], prev[:-1]])
-        right = torch.cat([prev[1:], prev[-1:]])
-        acc[y] += torch.minimum(prev, torch.minimum(left, right))
-    mask = torch.zeros(h, o)
-    x = int(acc[-1].argmin())
-    for y in range(h - 1, -1, -1):
-        if y < h - 1:
-            lo, hi = max(0, x - 1), min(o, x + 2)
-            x = lo + int(acc[y, lo:hi].argmin())
-        mask[y, x:] = 1
-    return mask
