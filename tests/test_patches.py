@@ -17,6 +17,7 @@ from ourgan_dist.errors import ConfigError
 from ourgan_dist.models import checkpoint
 from ourgan_dist.models.patches import (
     PatchBase,
+    _draw_order,
     heal,
     reorder_strips,
     screened_poisson,
@@ -96,6 +97,18 @@ def test_strips_are_a_new_order_of_the_photos_columns():
     assert out.shape == (1, 3, 48, 100)
     assert not torch.equal(out[..., :72], photo) and not torch.equal(out[..., :72], photo.flip(-1))
     assert torch.equal(reorder_strips(photo, 100, 4, seed=5), out)  # a function of the seed
+
+
+def test_strip_orders_avoid_the_photos_joins_and_vary_with_the_seed():
+    # five strips: orders exist with no strip beside itself or a photo neighbour (either way round)
+    strips = [torch.full((1, 3, 8, 4), v) for v in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    drawn = set()
+    for seed in range(8):
+        order = _draw_order(strips, 2, torch.Generator().manual_seed(seed))
+        assert sorted(order) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+        assert all(abs(b - a) > 1 for a, b in zip(order, order[1:])), order
+        drawn.add(tuple(order))
+    assert len(drawn) >= 4  # drawn, not the one cheapest order every time
 
 
 def test_no_seed_gives_the_photo_back():

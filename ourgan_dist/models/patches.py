@@ -17,8 +17,10 @@ Four things make the samples new scenes and not copies or patch salad:
 
 - **A new order of the photo's upright strips** (``pieces``): the photo is cut into strips at
   columns where little changes across (between objects rather than through them), and the strips
-  are laid side by side in a new order, the order whose joins match best of a few random ones;
-  this collage, shrunk to the coarsest scale, is where the new image starts. Objects move and
+  are laid side by side in a new order that keeps the photo's neighbours apart, drawn among
+  random orders with better-matching joins likelier; this collage, shrunk to the coarsest scale
+  (``coarsest`` rows: 24, as at 16 a patch spanned half the image and the passes rebuilt the
+  photo's own layout from any collage), is where the new image starts. Objects move and
   meet new neighbours; the nearest-neighbour passes heal the joins.
 - **Noise at the coarsest scale** (``noise``, in units of the photo's own standard deviation)
   breaks the photo's layout; the nearest-neighbour passes redraw it from the photo's patches.
@@ -351,20 +353,22 @@ def vote(src: torch.Tensor, nnf, p: int) -> torch.Tensor:
     return (acc / count).unsqueeze(0)
 
 
-ORDERS_TRIED = 24  # random strip orders scored by how well their joins match
+ORDERS_TRIED = 200  # random strip orders drawn; one is picked, cheaper joins more likely
 
 
 def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> torch.Tensor:
     """(1, 3, h, W) photo -> (1, 3, h, width): its upright strips side by side in a new order,
-    a function of the seed. Cuts fall where columns change least (across objects' gaps, not
-    through objects); of ``ORDERS_TRIED`` random orders (never the photo's own) the one whose joins
-    differ least is kept; strips repeat, in further orders, until ``width`` is filled; half the
-    seeds mirror the result. ``pieces`` 1 keeps the photo (mirrored, widened by repeats)."""
+    a function of the seed. Cuts fall more often where columns change little (between objects
+    rather than through them); of ``ORDERS_TRIED`` random orders in which no strip is followed by
+    a neighbour of the photo (or as few as can be), one is drawn, orders whose joins differ less
+    being likelier (the cheapest one alone made most seeds alike); strips repeat, in further orders, until ``width``
+    is filled; half the seeds mirror the result. ``pieces`` 1 keeps the photo (mirrored, widened
+    by repeats)."""
     g = torch.Generator().manual_seed(seed)
     _, _, h, w_photo = photo.shape
     k = max(1, min(pieces + int(torch.randint(-1, 2, (1,), generator=g)) if pieces > 1 else 1, w_photo // 8))
     change = (photo[..., 1:] - photo[..., :-1]).abs().sum((0, 1, 2))  # (W - 1,) how much each column boundary changes
-    weight = torch.exp(-2 * change / (change.mean() + 1e-8))
+    weight = torch.exp(-change / (change.mean() + 1e-8))
     spacing = max(1, w_photo // (2 * k))
     cuts: list[int] = []
     for _ in range(64 * k):
@@ -375,24 +379,9 @@ def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> t
             cuts.append(c)
     edges = [0] + sorted(cuts) + [w_photo]
     strips = [photo[..., a:b] for a, b in zip(edges[:-1], edges[1:])]
-    n = len(strips)
-
-    def join_cost(order: list[int]) -> float:
-        return sum(float(((strips[a][..., -1] - strips[b][..., 0]) ** 2).mean()) for a, b in zip(order, order[1:]))
-
-    best, best_cost = None, float("inf")
-    repeats = -(-width // w_photo) + 2  # joins overlap: more than enough strips to fill ``width``
-    for _ in range(ORDERS_TRIED):
-        order = [i for _ in range(repeats) for i in torch.randperm(n, generator=g).tolist()]
-        if n > 1 and order[:n] == list(range(n)):
-            continue  # the photo's own order
-        cost = join_cost(order)
-        if cost < best_cost:
-            best, best_cost = order, cost
-    if best is None:
-        best = list(range(n)) * repeats
-    collage = strips[best[0]]
-    for i in best[1:]:  # joins cross-fade over a third of the narrower side: a sky's gradient meets without a step
+    order = _draw_order(strips, -(-width // w_photo) + 2, g)  # joins overlap: more than enough to fill ``width``
+    collage = strips[order[0]]
+    for i in order[1:]:  # joins cross-fade over a third of the narrower side: a sky's gradient meets without a step
         nxt = strips[i]
         o = min(collage.shape[-1], nxt.shape[-1]) // 3
         ramp = torch.linspace(0, 1, o + 2)[1:-1] if o else torch.zeros(0)
@@ -401,6 +390,39 @@ def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> t
     offset = int(torch.randint(0, collage.shape[-1] - width + 1, (1,), generator=g))
     collage = collage[..., offset : offset + width]
     return collage.flip(-1) if torch.rand(1, generator=g) < 0.5 else collage
+
+
+def _draw_order(strips: list[torch.Tensor], repeats: int, g: torch.Generator) -> list[int]:
+    """The strips' order in the collage: ``repeats`` random permutations one after another. Of
+    the orders tried, only those with the fewest joins of a strip to itself or to a neighbour in
+    the photo (either way round: the collage may be mirrored) are kept, as those repeat an object
+    or rebuild the photo's own layout; among them one is drawn with probability ``exp(-(cost - least) / (median -
+    least))``, ``cost`` summing the joins' mean squared colour steps."""
+    n = len(strips)
+
+    def join_cost(order: list[int]) -> float:
+        return sum(float(((strips[a][..., -1] - strips[b][..., 0]) ** 2).mean()) for a, b in zip(order, order[1:]))
+
+    tried = [_random_order(n, repeats, g) for _ in range(ORDERS_TRIED)]
+    rejoined = [sum(abs(b - a) <= 1 for a, b in zip(o, o[1:])) for o in tried]
+    orders = [o for o, r in zip(tried, rejoined) if r == min(rejoined)]
+    cost = torch.tensor([join_cost(o) for o in orders], dtype=torch.float64)
+    spread = float(cost.median() - cost.min()) or 1.0
+    return orders[int(torch.multinomial(torch.exp(-(cost - cost.min()) / spread), 1, generator=g))]
+
+
+def _random_order(n: int, repeats: int, g: torch.Generator) -> list[int]:
+    """``repeats`` rounds, each using every strip once; each next strip is drawn among the round's
+    left-over strips that are not the last one's neighbours in the photo (any left-over if none)."""
+    order: list[int] = []
+    for _ in range(repeats):
+        left = torch.randperm(n, generator=g).tolist()
+        while left:
+            ok = [i for i in left if not order or abs(i - order[-1]) > 1] or left
+            pick = ok[int(torch.randint(len(ok), (1,), generator=g))]
+            order.append(pick)
+            left.remove(pick)
+    return order
 
 
 HEAL_LENGTH = 1 / 8  # of the image's height: how far a seam's colour step is spread (screened Poisson) ...
