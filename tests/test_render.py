@@ -56,7 +56,7 @@ def test_tiled_equals_untiled_bit_for_bit(tiny_model, reference, tmp_path, size,
 
 
 def test_cpu_preset_tiled_equals_untiled(cpu_model, tmp_path):
-    """The cpu preset's SR levels (its patch base keeps the 53x37 test photo at 26x18, so 517x160
+    """The cpu preset's SR levels (its patch base keeps the 106x74 test photo at 53x37, so 517x160
     draws a 33x10 base and two x4 levels), the last in 3 x 9 tiles."""
     a, b = str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")
     do_render(cpu_model, a, "517x160", tile=0)

@@ -361,9 +361,9 @@ def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> t
     a function of the seed. Cuts fall more often where columns change little (between objects
     rather than through them); of ``ORDERS_TRIED`` random orders in which no strip is followed by
     a neighbour of the photo (or as few as can be), one is drawn, orders whose joins differ less
-    being likelier (the cheapest one alone made most seeds alike); strips repeat, in further orders, until ``width``
-    is filled; half the seeds mirror the result. ``pieces`` 1 keeps the photo (mirrored, widened
-    by repeats)."""
+    being likelier (the cheapest one alone made most seeds alike); strips repeat, in further
+    orders, until ``width`` is filled; half the seeds mirror the result. ``pieces`` 1 keeps the
+    photo (mirrored, widened by repeats)."""
     g = torch.Generator().manual_seed(seed)
     _, _, h, w_photo = photo.shape
     k = max(1, min(pieces + int(torch.randint(-1, 2, (1,), generator=g)) if pieces > 1 else 1, w_photo // 8))
@@ -393,20 +393,19 @@ def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> t
 
 
 def _draw_order(strips: list[torch.Tensor], repeats: int, g: torch.Generator) -> list[int]:
-    """The strips' order in the collage: ``repeats`` random permutations one after another. Of
-    the orders tried, only those with the fewest joins of a strip to itself or to a neighbour in
-    the photo (either way round: the collage may be mirrored) are kept, as those repeat an object
-    or rebuild the photo's own layout; among them one is drawn with probability ``exp(-(cost - least) / (median -
-    least))``, ``cost`` summing the joins' mean squared colour steps."""
+    """The strips' order in the collage: ``repeats`` rounds of every strip. Of the orders tried,
+    only those with the fewest joins of a strip to itself or to a neighbour in the photo (either
+    way round: the collage may be mirrored) are kept, as those repeat an object or rebuild the
+    photo's own layout; among them one is drawn with probability
+    ``exp(-(cost - least) / (median - least))``, ``cost`` summing the joins' mean squared colour steps."""
     n = len(strips)
-
-    def join_cost(order: list[int]) -> float:
-        return sum(float(((strips[a][..., -1] - strips[b][..., 0]) ** 2).mean()) for a, b in zip(order, order[1:]))
-
+    step = torch.tensor(
+        [[float(((a[..., -1] - b[..., 0]) ** 2).mean()) for b in strips] for a in strips], dtype=torch.float64
+    )  # (n, n): the colour step where strip i meets strip j
     tried = [_random_order(n, repeats, g) for _ in range(ORDERS_TRIED)]
     rejoined = [sum(abs(b - a) <= 1 for a, b in zip(o, o[1:])) for o in tried]
     orders = [o for o, r in zip(tried, rejoined) if r == min(rejoined)]
-    cost = torch.tensor([join_cost(o) for o in orders], dtype=torch.float64)
+    cost = torch.stack([step[o[:-1], o[1:]].sum() for o in orders])
     spread = float(cost.median() - cost.min()) or 1.0
     return orders[int(torch.multinomial(torch.exp(-(cost - cost.min()) / spread), 1, generator=g))]
 
