@@ -1,14 +1,15 @@
 """The README's pictures, from any finished render store and the photo its model learned from.
 
-    python benchmarks/readme_pictures.py STORE PHOTO [--out docs/images] [--crop X,Y] [--crop-size 320]
+    python benchmarks/readme_pictures.py STORE PHOTO [--out docs/images] [--crop X,Y ...] [--crop-size 320]
 
 Writes into --out:
   training-photo.jpg       the photo, downsized to --preview-width
   example-render.jpg       the render, downsized to --preview-width (from the store's pyramid:
                            the smallest OME-Zarr array at least that wide, then resized)
-  crop-sr-vs-bicubic.png   a --crop-size square of the render at full resolution (left) beside
-                           the same square of a plain bicubic upscale of the render's base image
-                           (right): what the super-resolution levels add over interpolation
+  crop-sr-vs-bicubic.jpg   for each --crop (one row each), a --crop-size square of the render at
+                           full resolution (left) beside the same square of a plain bicubic
+                           upscale of the render's base image (right): what the super-resolution
+                           levels add over interpolation
 Only the pixels it shows are read from the store.
 """
 
@@ -68,7 +69,12 @@ def main() -> None:
     ap.add_argument("--out", default="docs/images")
     ap.add_argument("--preview-width", type=int, default=1024)
     ap.add_argument("--crop-size", type=int, default=320)
-    ap.add_argument("--crop", default=None, help="centre X,Y of the crop in full-resolution pixels (default: centre)")
+    ap.add_argument(
+        "--crop",
+        action="append",
+        default=None,
+        help="centre X,Y of a crop in full-resolution pixels; repeat for more rows (default: centre)",
+    )
     ap.add_argument("--storage-options", default=None, help="JSON fsspec options for STORE")
     args = ap.parse_args()
     canvas = Canvas(args.store, json.loads(args.storage_options) if args.storage_options else None)
@@ -77,17 +83,22 @@ def main() -> None:
     photo = pyvips.Image.thumbnail(args.photo, args.preview_width)
     photo.write_to_file(os.path.join(args.out, "training-photo.jpg"), Q=88)
     preview(canvas, args.preview_width).write_to_file(os.path.join(args.out, "example-render.jpg"), Q=88)
-    cx, cy = (int(v) for v in args.crop.split(",")) if args.crop else (canvas.plan.width // 2, canvas.plan.height // 2)
-    ours, plain = crops(canvas, cx, cy, args.crop_size)
-    side = ours.width
-    pair = pyvips.Image.black(2 * side + GAP, side, bands=3).new_from_image([255, 255, 255])
-    pair = pair.insert(ours, 0, 0).insert(plain, side + GAP, 0).cast("uchar")
-    pair.write_to_file(os.path.join(args.out, "crop-sr-vs-bicubic.png"))
+    centres = (
+        [tuple(int(v) for v in c.split(",")) for c in args.crop]
+        if args.crop
+        else [(canvas.plan.width // 2, canvas.plan.height // 2)]
+    )
+    pairs = [crops(canvas, cx, cy, args.crop_size) for cx, cy in centres]
+    side = pairs[0][0].width
+    sheet = pyvips.Image.black(2 * side + GAP, len(pairs) * (side + GAP) - GAP, bands=3).new_from_image([255, 255, 255])
+    for i, (ours, plain) in enumerate(pairs):
+        sheet = sheet.insert(ours, 0, i * (side + GAP)).insert(plain, side + GAP, i * (side + GAP))
+    sheet.cast("uchar").write_to_file(os.path.join(args.out, "crop-sr-vs-bicubic.jpg"), Q=92)
     info = canvas.info
     print(
-        f"wrote {args.out}/training-photo.jpg, example-render.jpg, crop-sr-vs-bicubic.png from render "
+        f"wrote {args.out}/training-photo.jpg, example-render.jpg, crop-sr-vs-bicubic.jpg from render "
         f"{canvas.plan.width}x{canvas.plan.height} (model {info.get('model_id')}, seed {info.get('seed')}, "
-        f"{canvas.plan.n_sr} SR level(s)); crop centre ({cx}, {cy}), {side} px"
+        f"{canvas.plan.n_sr} SR level(s)); crop centres {centres}, {side} px"
     )
 
 
