@@ -152,22 +152,34 @@ def report(r: dict) -> None:
     print(f"  dry run ({fc['dry_run_s']:.1f} s): {fc['line']}")
 
 
-def base_times(model: str, sizes=((160, 256), (320, 512), (640, 1024))) -> None:
-    """The patch base on one thread at a few base sizes, between two one-thread probes."""
+def base_times(model: str, sizes=((160, 256), (320, 512), (640, 1024), (768, 1024))) -> None:
+    """The patch base on one thread at a few base sizes (smallest first), between two one-thread
+    probes; and the process's memory high-water mark over what it held before the first base,
+    beside ``projection.base_activation_bytes``."""
+    import resource
+
     import torch
 
     from ourgan_dist.engine.forecast import probe_tile
     from ourgan_dist.engine.render import RenderRequest, prepare
+    from ourgan_dist.planning.projection import base_activation_bytes
 
     p = prepare(RenderRequest(model=model, out=os.path.join(tempfile.gettempdir(), "unused.zarr"), size="4096x2560", workers=2))
     rates = [probe_tile(p, threads=1).macs_per_s]
     points = []
+    held = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     for h, w in sizes:
         t0 = time.perf_counter()
         with torch.inference_mode():
             p.model.base.generate(h, w, 0)
         points.append((h * w, round(time.perf_counter() - t0, 1)))
-        print(f"base {w}x{h}: {points[-1][1]} s on one thread; {load()}", flush=True)
+        grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - held
+        projected = base_activation_bytes(p.model.config.base, h, w)
+        print(
+            f"base {w}x{h}: {points[-1][1]} s on one thread, peak memory +{grew / 2**20:.0f} MiB "
+            f"(projected {projected / 2**20:.0f} MiB); {load()}",
+            flush=True,
+        )
     rates.append(probe_tile(p, threads=1).macs_per_s)
     print(f"probe on one thread: {', '.join(f'{r / 1e9:.1f}' for r in rates)} GMAC/s; {load()}")
     print(f"BASE_SECONDS = {tuple(points)}\nBASE_PROBE_RATE = {sum(rates) / len(rates) / 1e9:.1f}e9")

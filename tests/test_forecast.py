@@ -114,3 +114,15 @@ def test_patch_base_time_from_its_recorded_points():
     assert fc.base_seconds(p1, fc.BASE_PROBE_RATE / 2) == pytest.approx(2 * s1)  # a machine half as fast
     last = fc.BASE_SECONDS[-1]
     assert fc.base_seconds(4 * last[0], fc.BASE_PROBE_RATE) > last[1]  # beyond the points: still growing
+
+
+def test_a_gpu_render_still_counts_the_patch_base_on_a_cpu_thread(prepared):
+    """The patch base runs on one CPU thread on GPU workers too: its time is not the GPU's rate."""
+    import dataclasses
+
+    assert prepared.model.config.base.kind == "patches"
+    on_gpu = dataclasses.replace(prepared, request=dataclasses.replace(prepared.request, device="cuda"))
+    t, _ = fc.forecast_time(on_gpu, None)
+    pixels = prepared.plan.base_height * prepared.plan.base_width
+    assert t.base_s == pytest.approx(fc.base_seconds(pixels, fc.RECORDED_THREAD_RATE))
+    assert t.base_s > 1.0 and "one CPU thread" in t.basis

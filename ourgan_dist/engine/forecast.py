@@ -5,10 +5,10 @@ tile of the plan on this machine, and the patch base's recorded times.
 What a render's wall time is made of, and where each part comes from:
 
 - start-up: the driver's Ray (local workers) and every worker loading the model: recorded;
-- the base: the patch base runs on one thread, and its time grows with base pixels in a way its
-  MACs do not capture (memory-bound searches): recorded on this project's CPU at a few base sizes,
-  scaled by how fast the probe runs here against the probe there; a GAN base is convolutions, so
-  its MACs at the probe's rate;
+- the base: the patch base runs on one CPU thread (on GPU workers too), and its time grows with
+  base pixels in a way its MACs do not capture (memory-bound searches): recorded on this project's
+  CPU at a few base sizes, scaled by how fast the probe runs here against the probe there (a GPU
+  render: at the recorded rate); a GAN base is convolutions, so its MACs at the probe's rate;
 - the SR levels and the viewing pyramid: every task's MACs (``projection.Work``) at the probe's
   rate for one worker, with the store I/O per pixel as recorded, scheduled on the workers.
 
@@ -228,13 +228,17 @@ def forecast_time(p: Prepared, probe: Probe | None, thread_probe: Probe | None =
     thr = ref.with_rate(rate, basis)
     est = projection.estimate(plan, cfg.sr, cfg.base, workers=p.workers, throughput=thr)
     spans = {lv.name: lv.span_s for lv in est.levels}
-    if cfg.base.kind == "patches" and not gpu:
-        one = thread_probe.macs_per_s if thread_probe is not None else rate / threads / share
-        base_s = base_seconds(plan.base_height * plan.base_width, one)
+    if cfg.base.kind == "patches":  # on one CPU thread, whatever the device the SR levels run on
         if thread_probe is not None:
+            one = thread_probe.macs_per_s
             basis += f"; the patch base's recorded times, at {one / 1e9:.1f} GMAC/s probed on one thread"
+        elif gpu:
+            one = RECORDED_THREAD_RATE
+            basis += "; the patch base (one CPU thread of the GPU's host) at this project's recorded CPU times"
         else:
+            one = rate / threads / share
             basis += "; the patch base's recorded times on one thread, at the probe's speed per thread"
+        base_s = base_seconds(plan.base_height * plan.base_width, one)
     else:
         base_s = spans.get("level 0", 0.0)
     pyramid_s = spans.get("viewing pyramid", 0.0)

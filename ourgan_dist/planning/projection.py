@@ -59,9 +59,13 @@ def base_macs(base: BaseConfig | PatchBaseConfig, height: int, width: int) -> in
 
 def base_activation_bytes(base: BaseConfig | PatchBaseConfig, height: int, width: int) -> int:
     """The base task's working memory: the GAN's feature maps, or for the patch base its feature
-    maps, correspondence fields and one chunk of the layout search's distance matrix."""
+    maps and the local search's temporaries (about 14 feature maps' worth: queries, the photo's
+    keys, gathered candidates, differences), images, correspondence fields, and one chunk of the
+    layout search's distance matrix. Measured (``benchmarks/forecast_vs_actual.py --base``, 16
+    features): the high-water mark grew 192, 273, 600 and 838 MiB for bases of 256x192, 512x384,
+    1280x400 and 1024x768; this gives 166, 312, 625 and 897."""
     if base.kind == "patches":
-        per_px = 4 * (2 * base.features + 3 * 4) + 8 * 12  # features of queries and photo, images; int64 fields
+        per_px = 4 * (14 * base.features + 3 * 4) + 8 * 12  # feature maps and temporaries, images; int64 fields
         return height * width * per_px + 4 * 3 * 2048 * base.layout_pixels
     return height * width * (base.channels * 6 + base.latent_channels) * 4
 
