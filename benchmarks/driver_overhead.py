@@ -4,7 +4,7 @@ workers, with stand-in actors (no compute, no store):
     python benchmarks/driver_overhead.py                       # the table, simulated actors
     python benchmarks/driver_overhead.py --ray --workers 4 8   # real Ray, no-op actors (a process each)
 
-Default: the executor's real loop (``ray.Dispatch``: schedule, submission, result handling) runs
+Default: the executor's real loop (``dispatch.Dispatch``: schedule, submission, result handling) runs
 against an in-process stand-in for Ray whose actors take one virtual time unit per task, one
 task at a time, starting a task once its input refs exist. Reported: the driver's CPU per task
 (building the task graph plus the loop), with the stand-in's own bookkeeping measured and left
@@ -110,7 +110,8 @@ class StandInRay:
 def standin_row(n_tasks: int, workers: int) -> tuple[int, float, float, float]:
     """(tasks, driver CPU ms per task, stand-in CPU ms per task, worker busy fraction)."""
     from ourgan_dist.config import preset
-    from ourgan_dist.engine.executors.ray import Dispatch, RayExecutor
+    from ourgan_dist.engine.executors.dispatch import Dispatch
+    from ourgan_dist.engine.executors.ray import RayExecutor
     from ourgan_dist.planning.plan import RenderPlan
     from ourgan_dist.engine.render import task_order
 

@@ -11,7 +11,8 @@ import pytest
 import ray
 
 from helpers import arrays, assert_same_arrays, autoscaling_cluster, do_render
-from ourgan_dist.engine.executors.ray import RayExecutor, RenderStalled
+from ourgan_dist.engine.executors.dispatch import RenderStalled
+from ourgan_dist.engine.executors.ray import RayExecutor
 from ourgan_dist.engine.render import RenderRequest, prepare, render
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]  # a head plus nodes started on demand: about a minute

@@ -14,14 +14,8 @@ import pickle
 
 import pytest
 
-from ourgan_dist.engine.executors.ray import (
-    FORWARDED_ENV,
-    RayExecutor,
-    _TileActor,
-    for_worker_options,
-    for_workers,
-    storage_environment,
-)
+from ourgan_dist.engine.executors.ray import RayExecutor, _TileActor
+from ourgan_dist.engine.executors.worker_access import FORWARDED_ENV, for_worker_options, for_workers, storage_environment
 from ourgan_dist.engine.tile import RenderJob
 
 SECRET = "sEcReT-c0ffee-91"

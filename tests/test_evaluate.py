@@ -97,7 +97,7 @@ def _size(path):
 
 
 def test_pictures_exist_with_the_right_sizes(report):
-    from ourgan_dist.quality.evaluate import GAP, LABEL_HEIGHT
+    from ourgan_dist.quality.pictures import GAP, LABEL_HEIGHT
 
     r, folder = report
     pics = r["detail"]["pictures"]
@@ -127,7 +127,7 @@ def test_pictures_exist_with_the_right_sizes(report):
 def test_display_panels_are_bounded():
     import pyvips
 
-    from ourgan_dist.quality.evaluate import for_display
+    from ourgan_dist.quality.pictures import for_display
 
     assert for_display(pyvips.Image.black(3000, 40)).width == 1024
     assert (for_display(pyvips.Image.black(10, 5)).width, for_display(pyvips.Image.black(10, 5)).height) == (260, 130)
@@ -135,7 +135,7 @@ def test_display_panels_are_bounded():
 
 
 def test_crops_land_where_the_image_has_structure():
-    from ourgan_dist.quality.evaluate import crop_boxes
+    from ourgan_dist.quality.pictures import crop_boxes
 
     img = np.full((3, 1000, 600), 128, np.uint8)  # plain grey, with three textured places
     rng = np.random.default_rng(0)
@@ -203,7 +203,7 @@ def test_sr_psnr_on_held_out_crops(tmp_path):
 
 
 def test_swd_measures_distribution_distance():
-    from ourgan_dist.quality.evaluate import disjoint_patches, laplacian_band, sliced_wasserstein
+    from ourgan_dist.quality.detail import disjoint_patches, laplacian_band, sliced_wasserstein
 
     rng = np.random.default_rng(0)
     a = rng.normal(0, 1, (4000, 12))

@@ -147,7 +147,7 @@ def test_dzi_tree_opens_and_every_level_is_the_store_pyramid(store, tmp_path):
 def test_dzi_in_narrow_bands_is_the_same_tree(tmp_path, monkeypatch):
     """Wide images are cut band by band; bands of one and of three tile columns give the store's
     pixels in every tile (the overlaps at band seams included)."""
-    import ourgan_dist.outputs.export as ex
+    import ourgan_dist.outputs.export_dzi as ex
 
     url = str(tmp_path / "wide.zarr")
     write_synthetic_store(url, 1300, 300, chunk=64, pattern=noise_pattern())

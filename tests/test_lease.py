@@ -14,7 +14,8 @@ import pytest
 
 from ourgan_dist.store.canvas import Canvas
 from ourgan_dist.errors import StoreError
-from ourgan_dist.store.lease import Lease, _document, this_process
+from ourgan_dist.store.lease import Lease, this_process
+from ourgan_dist.store.lease_slots import lease_document as _document
 from synthetic import write_synthetic_store
 
 HOLD = (

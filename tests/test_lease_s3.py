@@ -15,7 +15,8 @@ import pytest
 from helpers import do_render
 from ourgan_dist.store import storage as storage_mod
 from ourgan_dist.errors import StoreError
-from ourgan_dist.store.lease import Lease, LeaseLost, _S3Slot
+from ourgan_dist.store.lease import Lease, LeaseLost
+from ourgan_dist.store.lease_slots import _S3Slot
 from s3proxy import FaultProxy
 from synthetic import write_synthetic_store
 

@@ -219,7 +219,7 @@ def test_unreachable_address_fails_in_seconds_with_one_line(tiny_model, tmp_path
 
 def test_a_port_that_answers_but_is_no_ray_head_is_refused_quickly():
     from ourgan_dist.errors import UserError
-    from ourgan_dist.engine.executors.ray import check_address
+    from ourgan_dist.engine.executors.ray_cluster import check_address
 
     with socket.socket() as silent:  # accepts connections, never speaks
         silent.bind(("127.0.0.1", 0))

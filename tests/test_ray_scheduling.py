@@ -15,7 +15,8 @@ import ray.cloudpickle
 
 from helpers import actor_pids, arrays, assert_same_arrays, do_render, local_cluster
 from ourgan_dist.errors import TileError
-from ourgan_dist.engine.executors.ray import RayExecutor, RenderStalled, _TileActor
+from ourgan_dist.engine.executors.dispatch import RenderStalled
+from ourgan_dist.engine.executors.ray import RayExecutor, _TileActor
 
 SIZE, CHUNK, SEED = "300x200", 16, 3
 

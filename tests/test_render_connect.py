@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from ourgan_dist.cli import main
 from ourgan_dist.engine.executors import capacity
 from ourgan_dist.engine.executors import ray as ray_executor
+from ourgan_dist.engine.executors import ray_cluster
 from ourgan_dist.engine.executors.local import LocalExecutor
 from ourgan_dist.engine.render import RenderRequest, prepare, release, render
 
@@ -39,7 +40,7 @@ def calls(monkeypatch):
     monkeypatch.setattr(ray, "shutdown", shutdown)
     monkeypatch.setattr(ray, "is_initialized", lambda: seen["up"])
     monkeypatch.setattr(ray, "nodes", lambda: NODES if seen["up"] else pytest.fail("ray.nodes() without a connection"))
-    monkeypatch.setattr(ray_executor, "check_address", check)
+    monkeypatch.setattr(ray_cluster, "check_address", check)
     monkeypatch.setattr(capacity, "read_offer", lambda: capacity.Offer(tuple(n["Resources"] for n in NODES)))
     return seen
 

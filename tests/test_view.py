@@ -335,13 +335,14 @@ def test_openseadragon_opens_an_exported_deep_zoom_tree(chromium, tmp_path, monk
     from threading import Thread
 
     import ourgan_dist.outputs.export as ex
+    import ourgan_dist.outputs.export_dzi as export_dzi
 
     url = str(tmp_path / "syn.zarr")
     width, height = 1536, 1024
     write_synthetic_store(url, width, height, chunk=64, pattern=noise_pattern(4))
     site = tmp_path / "site"
     site.mkdir()
-    monkeypatch.setattr(ex, "DZI_BAND_TILES", 2)
+    monkeypatch.setattr(export_dzi, "DZI_BAND_TILES", 2)
     ex.export(url, str(site / "r.dzi"), compression="png", progress=False)
     os.symlink(find_openseadragon(), site / "osd")
     (site / "index.html").write_text(EXPORT_PAGE)

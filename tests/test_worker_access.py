@@ -14,7 +14,7 @@ import pytest
 
 from helpers import environ
 from ourgan_dist.errors import UserError
-from ourgan_dist.engine.executors.ray import access_problem, refuse_access
+from ourgan_dist.engine.executors.worker_access import access_problem, refuse_access
 
 BUCKET = "access"
 NO_CREDENTIALS = {

@@ -80,7 +80,7 @@ def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, pr
       ourgan-dist demo --out demo-out            # the model trained ahead: a few minutes
       ourgan-dist demo --out demo-out --train    # train from scratch first (~10 minutes on 2 cores)
     """
-    from ..engine.executors.ray import quiet_embedded_ray_auth
+    from ..engine.executors.ray_cluster import quiet_embedded_ray_auth
     from ..engine.render import RenderRequest, prepare, render
     from ..quality.sheet import render_preview, seed_sheet
     from ..train import train_model

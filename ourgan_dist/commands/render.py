@@ -130,7 +130,7 @@ def render_command(
           --worker-memory 80GB --dry-run                                 # plan a gigapixel on 32 GPUs
     """
     if address is None:
-        from ..engine.executors.ray import quiet_embedded_ray_auth
+        from ..engine.executors.ray_cluster import quiet_embedded_ray_auth
 
         quiet_embedded_ray_auth()
     from ..engine.forecast import forecast
@@ -165,7 +165,7 @@ def render_command(
         try:
             checked = check_output(p)  # an output that would be refused is refused before the plan is printed
             if export_to:  # and an export target, before the render rather than after it
-                from ..outputs.export import check_target
+                from ..outputs.export_shared import check_target
 
                 check_target(export_to, overwrite)
         except Exception as e:  # noqa: BLE001 - a dry run reports what a real run would meet, and goes on

@@ -137,7 +137,7 @@ def prepare(req: RenderRequest) -> Prepared:
         raise PlanError(f"--workers {req.workers}: must be >= 1 (0, all the cluster offers, needs --address)")
     joined = False
     if req.address is not None:  # joined once, here: an unreachable cluster fails in seconds, before anything is written
-        from .executors.ray import connect
+        from .executors.ray_cluster import connect
 
         joined = connect(req.address, num_cpus=1)  # the executor and the worker count use this connection
     try:
@@ -156,7 +156,7 @@ def _prepare(req: RenderRequest, model: Any, width: int, height: int) -> Prepare
     workers, workers_known = req.workers, True
     if workers == 0:  # all the cluster at --address offers: asked only when it sizes the tile
         if req.tile is None:
-            from .executors.ray import cluster_workers
+            from .executors.ray_cluster import cluster_workers
 
             workers = cluster_workers(req.address, req.device)
         else:

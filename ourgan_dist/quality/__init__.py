@@ -1,2 +1,3 @@
-"""Judging a model on its photo: fine-detail and layout figures (``evaluate``, ``novelty``) and
-the contact sheets a person looks at (``sheet``)."""
+"""Judging a model on its photo: the figures (``evaluate``: SR hold-out, base samples, the
+report; ``detail``: fine-detail statistics; ``novelty``: layout novelty) and what a person looks
+at (``pictures``: render / photo / bicubic panels and 1:1 crops; ``sheet``: seed sheets)."""

@@ -21,6 +21,9 @@
   sample and of the photo at the base size; an upside-down photo is the "no layout" reference.
 * **Pictures** (optional): side-by-side PNGs of the render, the photo and bicubic x4, whole and
   in 1:1 crops, and one per generation level.
+
+The fine-detail statistics are in ``detail``, the pictures in ``pictures``; this module computes
+the other figures, puts them all together (``evaluate``) and reads them out (``describe``).
 """
 
 from __future__ import annotations
@@ -36,23 +39,15 @@ import torch.nn.functional as F
 
 from .. import images
 from ..planning import noise
+from .detail import PATCH, SWD_PROJECTIONS, detail_figures, photo_at, render_levels, to_pixels
 from .novelty import novelty as layout_novelty
+from .pictures import pictures_folder, write_pictures
 from ..planning.plan import Box
 
 EVAL_CROP = 256  # side of an SR evaluation crop (high-resolution pixels)
 EVAL_MAX_CROPS = 16
 BORDER = 8  # high-resolution pixels at a crop's edge left out of the PSNR (zero padding there)
 RENDER_MAX_WIDTH = 2048  # the fine-detail render is at the photo's size, at most this wide
-PATCH = 7
-SWD_PATCHES = 8192  # patches per sample (fewer on small levels: half the positions there are)
-SWD_PROJECTIONS = 128
-MIN_PATCHES = 32  # a level with fewer patch positions per sample is too small to measure
-VIEW_MAX_WIDTH = 1024  # a picture's panel is shrunk to at most this wide ...
-VIEW_MIN_WIDTH = 256  # ... and a smaller level is enlarged (nearest, integer factor) to at least this
-CROP = 256  # side of a 1:1 crop in the pictures
-CROP_CENTRES = (0, 1, 2)  # three 1:1 crops, where the render has the most structure
-GAP = 8  # white pixels between panels
-LABEL_HEIGHT = 20  # a white strip above each panel with its caption
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -187,147 +182,7 @@ def base_samples(model, image: str, seeds: int) -> dict[str, Any]:
     }
 
 
-# ---- fine-detail statistics ---------------------------------------------------------------------
-
-
-def binomial_blur(img: np.ndarray) -> np.ndarray:
-    """(3, H, W) float -> its 5x5 binomial blur (sigma 1 px), edges reflected."""
-    k1 = np.array([1, 4, 6, 4, 1], np.float32) / 16
-    t = torch.from_numpy(np.ascontiguousarray(img, np.float32)).unsqueeze(1)  # (3, 1, H, W)
-    k = torch.from_numpy(np.outer(k1, k1)).view(1, 1, 5, 5)
-    mode = "reflect" if min(img.shape[1:]) > 2 else "replicate"
-    return F.conv2d(F.pad(t, (2, 2, 2, 2), mode=mode), k)[:, 0].numpy()
-
-
-def laplacian_band(img: np.ndarray) -> np.ndarray:
-    """(3, H, W) float -> the finest band: the image minus its 5x5 binomial blur."""
-    img = np.asarray(img, np.float32)
-    return img - binomial_blur(img)
-
-
-def patch_positions(band: np.ndarray) -> int:
-    _, h, w = band.shape
-    return max(0, h - PATCH + 1) * max(0, w - PATCH + 1)
-
-
-def patches_at(band: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """(n, 3 * PATCH * PATCH) patches of a (3, H, W) band at flat position indices."""
-    _, h, w = band.shape
-    ys, xs = np.divmod(index, w - PATCH + 1)
-    idx = np.arange(PATCH)
-    rows = (ys[:, None] + idx[None, :])[:, :, None]  # (n, P, 1)
-    cols = (xs[:, None] + idx[None, :])[:, None, :]  # (n, 1, P)
-    return band[:, rows, cols].transpose(1, 0, 2, 3).reshape(len(index), -1)
-
-
-def random_patches(band: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` patches at distinct random positions (repeats only when there are fewer than n)."""
-    count = patch_positions(band)
-    return patches_at(band, rng.choice(count, n, replace=n > count))
-
-
-def disjoint_patches(band: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two samples of ``n`` patches each, at 2n distinct positions (needs 2n <= positions)."""
-    index = rng.choice(patch_positions(band), 2 * n, replace=False)
-    return patches_at(band, index[:n]), patches_at(band, index[n:])
-
-
-def sliced_wasserstein(
-    a: np.ndarray, b: np.ndarray, rng: np.random.Generator, projections: int = SWD_PROJECTIONS, dirs: np.ndarray | None = None
-) -> float:
-    """Mean over random unit directions of the 1-D Wasserstein-1 distance of the projections
-    (``a`` and ``b`` hold the same number of rows); ``dirs`` (dims, k) fixes the directions."""
-    if dirs is None:
-        dirs = rng.standard_normal((a.shape[1], projections))
-        dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)
-    pa, pb = np.sort(a @ dirs, axis=0), np.sort(b @ dirs, axis=0)
-    return float(np.abs(pa - pb).mean())
-
-
-def to_pixels(x: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) in [-1, 1] -> (3, H, W) float32 8-bit values, rounded as a stored image is."""
-    from ..planning.pixels import to_uint8
-
-    return to_uint8(x[0].numpy()).astype(np.float32)
-
-
-def bicubic_x4(photo: torch.Tensor) -> torch.Tensor:
-    """Bicubic x4 of the photo (1, 3, H, W) shrunk 4x (antialiased): same size, detail removed
-    as plain upscaling would. Edges are repeated up to a multiple of 4 first, so the factor is
-    exactly 4 and the result aligns with the photo pixel for pixel."""
-    from ..images import downsample4, upsample4
-
-    h, w = photo.shape[2:]
-    ph, pw = -h % 4, -w % 4
-    padded = F.pad(photo, (0, pw, 0, ph), mode="replicate") if ph or pw else photo
-    return upsample4(downsample4(padded))[:, :, :h, :w]
-
-
-def detail_figures(image: np.ndarray, photo: torch.Tensor, seed: int) -> dict[str, Any]:
-    """Fine-detail figures of ``image`` (3, H, W, 8-bit values) against ``photo`` (1, 3, H, W) in
-    [-1, 1] at the same size, with the photo's references measured the same way."""
-    rng = np.random.default_rng([seed, image.shape[1], image.shape[2]])
-    bands = {"render": laplacian_band(image)}
-    photo8 = to_pixels(photo)
-    bands["photo"] = laplacian_band(photo8)
-    bands["blurred"] = laplacian_band(binomial_blur(photo8))
-    bands["bicubic_x4"] = laplacian_band(to_pixels(bicubic_x4(photo)))
-    rms = {k: round(float(np.sqrt((b**2).mean())), 3) for k, b in bands.items()}
-    n = min(SWD_PATCHES, patch_positions(bands["photo"]) // 2)
-    out: dict[str, Any] = {"patches": int(n), "band_rms": rms}
-    if n < MIN_PATCHES:
-        return {**out, "note": f"{image.shape[2]}x{image.shape[1]}: too small for {MIN_PATCHES} patches a sample"}
-    ref, floor = disjoint_patches(bands["photo"], n, rng)
-    dirs = rng.standard_normal((ref.shape[1], SWD_PROJECTIONS))
-    dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)
-
-    def swd(sample: np.ndarray) -> float:
-        return round(sliced_wasserstein(sample, ref, rng, dirs=dirs), 4)
-
-    out["swd"] = {
-        "render": swd(random_patches(bands["render"], n, rng)),
-        "photo_floor": swd(floor),
-        "blurred": swd(random_patches(bands["blurred"], n, rng)),
-        "bicubic_x4": swd(random_patches(bands["bicubic_x4"], n, rng)),
-    }
-    return out
-
-
-def render_levels(model_dir: str, width: int, height: int, seed: int, tmp: str) -> list[dict[str, Any]]:
-    """Render at ``width`` x ``height`` through the library (base + SR levels, seed ``seed``) and
-    read every generation level back: for each, its index, full size, and the part of it that
-    covers the photo, (3, h, w) uint8 (the last level is the render itself, array "0")."""
-    from ..store.canvas import Canvas
-    from ..planning.pixels import to_uint8
-    from ..engine.render import RenderRequest, prepare, render
-
-    out = os.path.join(tmp, "eval.zarr")
-    render(prepare(RenderRequest(model=model_dir, out=out, size=f"{width}x{height}", seed=seed, workers=1)))
-    canvas = Canvas(out)
-    canvas.require_complete("evaluating")
-    plan = canvas.plan
-    levels = []
-    for lv in plan.levels:
-        k = 4 ** (plan.final_level - lv.index)  # the photo spans size / k pixels of the level (rounded half up)
-        h = min(lv.stored_height, math.floor(height / k + 0.5))
-        w = min(lv.stored_width, math.floor(width / k + 0.5))
-        pixels = canvas.read(canvas.level_array_name(lv.index), Box(0, h, 0, w))
-        levels.append(
-            {
-                "level": lv.index,
-                "level_size": [lv.width, lv.height],
-                "final": lv.index == plan.final_level,
-                "pixels": pixels if pixels.dtype == np.uint8 else to_uint8(pixels),
-            }
-        )
-    return levels
-
-
-def photo_at(photo: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """The photo (1, 3, H, W) shrunk (antialiased bicubic) to a level's size; itself at its size."""
-    from ..images import resize
-
-    return photo if tuple(photo.shape[2:]) == (height, width) else resize(photo, height, width)
+# ---- fine detail, level by level ----------------------------------------------------------------
 
 
 def fine_detail(
@@ -365,126 +220,6 @@ def fine_detail(
     if pictures:
         out["pictures"] = write_pictures(pictures, photo, levels, seed)
     return out
-
-
-# ---- pictures -----------------------------------------------------------------------------------
-
-
-def _vips(pixels: np.ndarray):
-    """(3, H, W) uint8 -> a pyvips sRGB image."""
-    import pyvips
-
-    hwc = np.ascontiguousarray(pixels.transpose(1, 2, 0))
-    return pyvips.Image.new_from_memory(hwc.tobytes(), hwc.shape[1], hwc.shape[0], 3, "uchar").copy(interpretation="srgb")
-
-
-def for_display(im, max_width: int = VIEW_MAX_WIDTH, min_width: int = VIEW_MIN_WIDTH):
-    """A panel for a whole view: shrunk (Lanczos) to at most ``max_width`` wide, or enlarged by an
-    integer factor (nearest, pixels stay visible) to at least ``min_width`` wide."""
-    if im.width > max_width:
-        return im.resize(max_width / im.width, kernel="lanczos3")
-    if im.width < min_width:
-        k = math.ceil(min_width / im.width)
-        return im.zoom(k, k)
-    return im
-
-
-def _labelled(im, caption: str):
-    """``im`` below a white strip of ``LABEL_HEIGHT`` px with ``caption`` in black (when libvips
-    can draw text; the strip is there either way, so a picture's size does not depend on it)."""
-    import pyvips
-
-    strip = pyvips.Image.black(im.width, LABEL_HEIGHT) + 255
-    try:
-        text = pyvips.Image.text(caption, dpi=72)
-        text = text.crop(0, 0, min(text.width, im.width - 4), min(text.height, LABEL_HEIGHT - 4))
-        strip = strip.insert(255 - text, 2, (LABEL_HEIGHT - text.height) // 2)
-    except pyvips.Error:
-        pass
-    strip = strip.cast("uchar").bandjoin([strip, strip]).copy(interpretation="srgb")
-    return strip.join(im, "vertical")
-
-
-def _row_png(path: str, panels: list, across: int) -> str:
-    import pyvips
-
-    pyvips.Image.arrayjoin(panels, across=across, shim=GAP, background=[255, 255, 255]).write_to_file(path)
-    return path
-
-
-def crop_boxes(pixels: np.ndarray, side: int = CROP, count: int = len(CROP_CENTRES)) -> list[Box]:
-    """``count`` 1:1 crops of (3, h, w) ``pixels`` where the image has the most structure (edge
-    energy: the summed gradient magnitude inside the crop), greedily, no two overlapping: they
-    land on objects, a horizon or edges, not on plain sky, where faults would hide."""
-    _, height, width = pixels.shape
-    side = min(side, height, width)
-    g = pixels.astype(np.float64).mean(axis=0)
-    energy = np.zeros((height, width))
-    energy[:, 1:] += np.abs(np.diff(g, axis=1))
-    energy[1:, :] += np.abs(np.diff(g, axis=0))
-    step = max(1, side // 4)
-    ii = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))  # integral image
-    ys, xs = np.arange(0, height - side + 1, step), np.arange(0, width - side + 1, step)
-    score = (
-        ii[ys[:, None] + side, xs[None] + side]
-        - ii[ys[:, None], xs[None] + side]
-        - ii[ys[:, None] + side, xs[None]]
-        + ii[ys[:, None], xs[None]]
-    )
-    order = [(int(ys[f // len(xs)]), int(xs[f % len(xs)])) for f in np.argsort(score, axis=None, kind="stable")[::-1]]
-    boxes: list[Box] = []
-    for apart in (True, False):  # crops apart first; on a small image, overlapping ones (never the same)
-        for y0, x0 in order:
-            if len(boxes) == count:
-                return boxes
-            box = Box(y0, y0 + side, x0, x0 + side)
-            overlaps = any(y0 < b.y1 and b.y0 < y0 + side and x0 < b.x1 and b.x0 < x0 + side for b in boxes)
-            if box not in boxes and not (apart and overlaps):
-                boxes.append(box)
-    return boxes
-
-
-def pictures_folder(folder: str) -> str:
-    """Create ``folder`` for the pictures (checked before any work, so a bad path fails fast)."""
-    from ..errors import UserError
-
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise UserError(f"--pictures {folder!r}: exists and is not a folder; give a folder (it is created if missing)")
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--pictures {folder!r}: cannot create the folder ({e.strerror})") from None
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"--pictures {folder!r}: not writable; give a folder you can write to")
-    return folder
-
-
-def write_pictures(folder: str, photo: torch.Tensor, levels: list[dict[str, Any]], seed: int) -> dict[str, Any]:
-    """PNGs in ``folder``: the render at the photo's size beside the photo and bicubic x4 (whole,
-    and 1:1 crops), and every generation level beside the photo at its scale."""
-    pictures_folder(folder)
-    final = levels[-1]
-    _, h, w = final["pixels"].shape
-    sample, real = final["pixels"], to_pixels(photo).astype(np.uint8)
-    bicubic = to_pixels(bicubic_x4(photo)).astype(np.uint8)
-    views = [(sample, f"sample (seed {seed})"), (real, "photo"), (bicubic, "bicubic x4 of photo/4")]
-    whole = _row_png(os.path.join(folder, "photo_size.png"), [_labelled(for_display(_vips(p)), c) for p, c in views], 3)
-    crops = []
-    for b in crop_boxes(sample):
-        for p, c in views:
-            where = f"x {b.x0}-{b.x1}, y {b.y0}-{b.y1}"
-            crops.append(_labelled(_vips(p[:, b.y0 : b.y1, b.x0 : b.x1]), f"{c.split(' (')[0]}, {where}"))
-    crops_path = _row_png(os.path.join(folder, "photo_size_crops.png"), crops, 3)
-    per_level = []
-    for lv in levels:
-        px = lv["pixels"]
-        size = f"{px.shape[2]}x{px.shape[1]}"
-        panels = [
-            _labelled(for_display(_vips(px)), f"level {lv['level']} ({size})"),
-            _labelled(for_display(_vips(to_pixels(lv["photo"]).astype(np.uint8))), f"photo at {size}"),
-        ]
-        per_level.append(_row_png(os.path.join(folder, f"level_{lv['level']}.png"), panels, 2))
-    return {"whole": whole, "crops": crops_path, "levels": per_level}
 
 
 # ---- the report ---------------------------------------------------------------------------------
