@@ -18,6 +18,7 @@ from ourgan_dist.models import checkpoint
 from ourgan_dist.models.patches import (
     PatchBase,
     _draw_order,
+    fine_vote,
     heal,
     reorder_strips,
     screened_poisson,
@@ -157,6 +158,21 @@ def test_vote_of_an_identity_field_gives_the_photo_back():
     torch.testing.assert_close(out[inner], ((photo + 1) / 2)[inner])
     up = upsample_field((sy, sx), (60, 80), (60, 80), 7)
     assert up[0].shape == (60, 80) and int(up[0].min()) >= 3 and int(up[1].max()) <= 76
+
+
+def test_the_fine_vote_keeps_a_textures_contrast_where_matches_disagree():
+    """Inside a texture neighbouring pixels match unrelated places: the full 7x7 vote averages
+    them into grey, the fine scales' 3x3 vote keeps most of the contrast; where matches agree
+    both give the photo back."""
+    g = torch.Generator().manual_seed(0)
+    texture = torch.rand(1, 3, 40, 40, generator=g)
+    incoherent = (torch.randint(3, 37, (40, 40), generator=g), torch.randint(3, 37, (40, 40), generator=g))
+    full, fine = vote(texture, incoherent, 7), vote(texture, incoherent, fine_vote(7))
+    assert fine_vote(7) == 3 and fine_vote(1) == 1
+    assert float(fine.std()) > 2 * float(full.std())
+    sy, sx = torch.meshgrid(torch.arange(40), torch.arange(40), indexing="ij")
+    same = vote(texture, (sy.clamp(3, 36), sx.clamp(3, 36)), fine_vote(7))
+    torch.testing.assert_close(same[..., 4:36, 4:36], texture[..., 4:36, 4:36])
 
 
 def test_checkpoint_keeps_the_photo_and_renders_the_same(tmp_path, photo):

@@ -7,7 +7,8 @@ patch distance. No weights are learned: the model is the photo itself, kept at b
     x_0       = photo_0 (resized to the new image's coarsest size) + noise * z      (seeded)
     x_s       = up(x_{s-1}), then ``iterations`` times:
                 each p x p patch of x_s is replaced by its nearest photo patch,
-                patches vote (mean) for every pixel; the scale's last vote is healed
+                patches vote (mean) for every pixel (above the layout scales, only the
+                3 x 3 patches around it: ``fine_vote``); the scale's last vote is healed
 
 A pyramid of scales (ratio ``pyramid_ratio``) runs from a coarsest ``coarsest`` rows tall to
 the base itself; the photo is resized so that its height is the base's at every scale, so the
@@ -196,9 +197,10 @@ class PatchBase(nn.Module):
                 x = resize(x, h, w)
             if h * w <= c.layout_pixels or nnf is None:
                 nnf = self._exact(x, keys, src, seed, s)
+                x = heal(src, nnf, c.patch)
             else:
                 nnf = self._local(x, keys, src, upsample_field(nnf, (h, w), (sh, sw), c.patch), seed, s)
-            x = heal(src, nnf, c.patch)
+                x = heal(src, nnf, fine_vote(c.patch))
             prev_src = src
         return (x * 2 - 1).clamp(-1, 1)
 
@@ -245,7 +247,7 @@ class PatchBase(nn.Module):
             ky_all = rows(sh)
             nnf = refine_field(qf, kf, qy, ky_all, vw, nnf, p, g)
             if it < c.refine_iterations - 1:
-                x = vote(src, nnf, p)
+                x = vote(src, nnf, fine_vote(p))
         return nnf
 
 
@@ -331,6 +333,18 @@ def refine_field(qf, kf, qy, ky, vw: float, nnf, p: int, g: torch.Generator):
         )
         radius //= 2
     return by, bx
+
+
+FINE_VOTE = 3  # side of the patches that vote on the local-search scales (see fine_vote)
+
+
+def fine_vote(p: int) -> int:
+    """The vote's patch side on the local-search scales: ``FINE_VOTE`` (at most ``p``). Where the
+    correspondence is incoherent (neighbours matched to unrelated places, as across a texture like
+    grass) a vote of all p x p patches averages unrelated pixels into flat grey smears that the
+    finer scales keep; the 3 x 3 patches around each pixel keep the texture. The layout scales keep
+    the full vote: a smaller one there let clouds spread over the massif."""
+    return min(FINE_VOTE, p)
 
 
 def vote(src: torch.Tensor, nnf, p: int) -> torch.Tensor:
