@@ -17,14 +17,13 @@ from ourgan_dist.errors import ConfigError
 from ourgan_dist.models import checkpoint
 from ourgan_dist.models.patches import (
     PatchBase,
-    _draw_order,
     fine_vote,
     heal,
-    reorder_strips,
     screened_poisson,
     upsample_field,
     vote,
 )
+from ourgan_dist.models.strips import _draw_order, reorder_strips
 from ourgan_dist.planning.plan import RenderPlan, choose_levels
 
 
