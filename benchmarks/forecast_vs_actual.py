@@ -155,14 +155,14 @@ def report(r: dict) -> None:
 def base_times(model: str, sizes=((160, 256), (320, 512), (640, 1024), (768, 1024))) -> None:
     """The patch base on one thread at a few base sizes (smallest first), between two one-thread
     probes; and the process's memory high-water mark over what it held before the first base,
-    beside ``projection.base_activation_bytes``."""
+    beside ``footprint.base_activation_bytes``."""
     import resource
 
     import torch
 
     from ourgan_dist.engine.forecast import probe_tile
     from ourgan_dist.engine.render import RenderRequest, prepare
-    from ourgan_dist.planning.projection import base_activation_bytes
+    from ourgan_dist.planning.footprint import base_activation_bytes
 
     p = prepare(RenderRequest(model=model, out=os.path.join(tempfile.gettempdir(), "unused.zarr"), size="4096x2560", workers=2))
     rates = [probe_tile(p, threads=1).macs_per_s]

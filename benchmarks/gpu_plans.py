@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+from ourgan_dist.planning import footprint
 from ourgan_dist.planning import projection as pj
 from ourgan_dist.config import preset
 from ourgan_dist.models.sr_architecture import sr_architecture
@@ -32,7 +33,7 @@ def row(size: str, gpus: int, tile: int | None, memory: int, cfg) -> str:
     sr_levels = [lv for lv in est.levels if lv.name.startswith("level ") and lv.name != "level 0"]
     tasks = " / ".join(str(lv.tasks) for lv in sr_levels)
     last = sr_levels[-1]
-    peak = pj.GPU_MEMORY.task_peak(plan, cfg.sr, cfg.base)
+    peak = footprint.GPU_MEMORY.task_peak(plan, cfg.sr, cfg.base)
     return (
         f"| {size} | {gpus} | {tile} ({how}) | {tasks} | {last.busy}/{gpus}, {100 * last.utilisation(gpus):.0f}% | "
         f"{100 * est.utilisation:.0f}% | {100 * (work.compute_overhead() - 1):.0f}% | "

@@ -10,7 +10,7 @@ Each run renders in a fresh driver process with a fresh local Ray (``--workers``
 worker's ``ru_maxrss`` is its own. The cpu preset renders the trained demo model that ships in
 ``ourgan_dist/data/demo-model`` (its store compresses like a real render), the tiny preset an
 untrained model. After the table, the script fits the constants the planner uses
-(``ourgan_dist/planning/projection.py``): memory = runtime + factor x counted activations, and task time =
+(``ourgan_dist/planning/projection.py``, ``footprint.py``): memory = runtime + factor x counted activations, and task time =
 network MACs / rate + output pixels x I/O time; copy them there when they move.
 """
 
@@ -125,7 +125,7 @@ def _key(t):
 def report(results: list[dict], probe: bool = True) -> None:
     import numpy as np
 
-    from ourgan_dist.planning import projection
+    from ourgan_dist.planning import footprint, projection
     from ourgan_dist.config import preset as preset_config
     from ourgan_dist.planning.plan import RenderPlan, TileKey, parse_size
 
@@ -143,9 +143,9 @@ def report(results: list[dict], probe: bool = True) -> None:
         cfg = preset_config(r["preset"])
         w, h = parse_size(r["size"])
         plan = RenderPlan.create(w, h, base=cfg.base, sr=cfg.sr, tile=r["tile"], chunk=256)
-        terms = projection.task_bytes(plan, cfg.sr, cfg.base)
+        terms = footprint.task_bytes(plan, cfg.sr, cfg.base)
         big = max(terms, key=terms.get)
-        mem = projection.CPU_MEMORY.task_peak(plan, cfg.sr, cfg.base)
+        mem = footprint.CPU_MEMORY.task_peak(plan, cfg.sr, cfg.base)
         thr = projection.CPU_REFERENCE
         est = projection.estimate(plan, cfg.sr, cfg.base, workers=r["workers"], throughput=thr, shared_machine=True)
         now = (
@@ -166,7 +166,7 @@ def report(results: list[dict], probe: bool = True) -> None:
             )
             + " s"
         )
-        store = projection.store_bytes(plan)
+        store = footprint.store_bytes(plan)
         peak = max(r["worker_peak"]) if r["worker_peak"] else 0
         span = max(t[5] for t in r["tasks"]) - min(t[4] for t in r["tasks"])
         mem_rows.append((terms[big], peak))

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from ourgan_dist.planning import footprint as fp
 from ourgan_dist.planning import projection as pj
 from ourgan_dist.config import PRESETS
 from ourgan_dist.planning.plan import RenderPlan
@@ -44,17 +45,25 @@ def test_more_workers_finish_sooner_and_spread_thinner():
 
 def test_memory_projection_grows_with_the_tile_not_the_canvas():
     small, big = (RenderPlan.create(w, h, base=CPU.base, sr=CPU.sr, tile=1024) for w, h in ((4096, 2730), (65536, 43690)))
-    assert pj.task_bytes(small, CPU.sr, CPU.base) == pj.task_bytes(big, CPU.sr, CPU.base)
+    assert fp.task_bytes(small, CPU.sr, CPU.base) == fp.task_bytes(big, CPU.sr, CPU.base)
     wider = RenderPlan.create(4096, 2730, base=CPU.base, sr=CPU.sr, tile=2048)
-    grown, kept = pj.task_bytes(wider, CPU.sr, CPU.base), pj.task_bytes(small, CPU.sr, CPU.base)
+    grown, kept = fp.task_bytes(wider, CPU.sr, CPU.base), fp.task_bytes(small, CPU.sr, CPU.base)
     assert grown["sr_body"] > kept["sr_body"] and grown["base"] == kept["base"]
-    assert pj.CPU_MEMORY.task_peak(wider, CPU.sr, CPU.base) >= pj.CPU_MEMORY.task_peak(small, CPU.sr, CPU.base)
-    assert pj.CPU_MEMORY.task_peak(small, CPU.sr, CPU.base) > pj.CPU_MEMORY.runtime_bytes
+    assert fp.CPU_MEMORY.task_peak(wider, CPU.sr, CPU.base) >= fp.CPU_MEMORY.task_peak(small, CPU.sr, CPU.base)
+    assert fp.CPU_MEMORY.task_peak(small, CPU.sr, CPU.base) > fp.CPU_MEMORY.runtime_bytes
+
+
+def test_a_gpu_holds_the_sr_tiles_but_not_the_patch_base_which_runs_on_the_host():
+    plan = RenderPlan.create(4096, 3072, base=CPU.base, sr=CPU.sr, tile=1024)
+    terms = fp.task_bytes(plan, CPU.sr, CPU.base)
+    assert terms["base"] > max(terms["sr_body"], terms["sr_output"])  # a 1024 px patch base, in host memory
+    assert fp.GPU_MEMORY.counted(plan, CPU.sr, CPU.base) == max(terms["sr_body"], terms["sr_output"])
+    assert fp.CPU_MEMORY.counted(plan, CPU.sr, CPU.base) == terms["base"]
 
 
 def test_store_size_estimate_scales_with_the_image():
-    a = sum(pj.store_bytes(RenderPlan.create(4096, 4096, base=CPU.base, sr=CPU.sr, tile=1024)))
-    b = sum(pj.store_bytes(RenderPlan.create(16384, 16384, base=CPU.base, sr=CPU.sr, tile=1024)))
+    a = sum(fp.store_bytes(RenderPlan.create(4096, 4096, base=CPU.base, sr=CPU.sr, tile=1024)))
+    b = sum(fp.store_bytes(RenderPlan.create(16384, 16384, base=CPU.base, sr=CPU.sr, tile=1024)))
     assert 15 < b / a < 17
     assert 3 * 4096 * 4096 * 0.3 < a < 3 * 4096 * 4096 * 2  # about 4/3 x 3 bytes per pixel, compressed
 
@@ -83,9 +92,11 @@ def test_auto_tile_respects_a_small_worker_and_is_instant_for_ten_gigapixels():
 
 
 def test_projection_module_is_pure():
+    import ourgan_dist.planning.footprint as footprint_mod
     import ourgan_dist.planning.projection as mod
 
-    src = open(mod.__file__).read()
-    for name in ("torch", "ray", "zarr", "fsspec"):
-        assert f"import {name}" not in src
+    for m in (mod, footprint_mod):
+        src = open(m.__file__).read()
+        for name in ("torch", "ray", "zarr", "fsspec"):
+            assert f"import {name}" not in src
     assert "torch" not in {m.split(".")[0] for m in sys.modules if m.startswith("ourgan_dist.planning.projection")}

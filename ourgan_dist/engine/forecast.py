@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..planning import projection
+from ..planning import footprint, projection
 
 if TYPE_CHECKING:
     from .render import Prepared
@@ -301,8 +301,8 @@ def forecast(p: Prepared, probe: bool = True) -> Forecast:
     t, est = forecast_time(p, measured, one_thread)
     local_cpu = r.address is None and not gpu
     work = projection.Work(plan, cfg.sr, cfg.base, est.throughput)
-    mem = projection.memory_model(r.device)
-    image, gen = projection.store_bytes(plan)
+    mem = footprint.memory_model(r.device)
+    image, gen = footprint.store_bytes(plan)
     where = (
         "local, sharing this machine's CPUs"
         if local_cpu

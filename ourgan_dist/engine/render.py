@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..planning import projection
+from ..planning import footprint, projection
 from ..store.canvas import Canvas, foreign_entries, plan_to_info, refuse_foreign
 from .executors import Executor
 from ..errors import PlanError, StoreError, TileError, UserError
@@ -201,7 +201,7 @@ def _prepare(req: RenderRequest, model: Any, width: int, height: int) -> Prepare
                 "torch build with oneDNN (the PyPI CPU wheels have it), or pass --halo PX to render "
                 "without the bit-exact guarantee"
             )
-    need = projection.memory_model(req.device).task_peak(plan, cfg.sr, cfg.base)
+    need = footprint.memory_model(req.device).task_peak(plan, cfg.sr, cfg.base)
     if known and need > budget:
         what = "GPU" if req.device.startswith("cuda") else "worker"
         over = (

@@ -150,6 +150,6 @@ _BUILDERS = {"rrdb": _rrdb, "srvgg": _srvgg}
 @lru_cache(maxsize=64)
 def sr_architecture(cfg: SRConfig) -> SRArchitecture:
     """The layers of the SR network ``cfg`` describes. The activation counts are fitted against
-    measured peaks by ``benchmarks/memory.py`` (projection.task_bytes multiplies them out)."""
+    measured peaks by ``benchmarks/memory.py`` (footprint.task_bytes multiplies them out)."""
     convs, floats = _BUILDERS[cfg.arch](cfg)
     return SRArchitecture(cfg.arch, convs, SKIP_REACH[cfg.skip], DETAIL_REACH if cfg.detail > 0 else 0, floats)
