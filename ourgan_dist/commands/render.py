@@ -133,10 +133,7 @@ def render_command(
         from ..engine.executors.ray_cluster import quiet_embedded_ray_auth
 
         quiet_embedded_ray_auth()
-    from ..engine.forecast import forecast
-    from ..engine.halo_error import describe_halo_error, measure_halo_error
-    from ..engine.render import RenderRequest, check_output, prepare, release
-    from ..engine.render import render as run_render
+    from ..engine.render import RenderRequest, prepare, release
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one")
@@ -161,50 +158,75 @@ def render_command(
     )
     p = prepare(req)
     try:  # a cluster that prepare joined for --address is left however this ends
-        checked = None
-        try:
-            checked = check_output(p)  # an output that would be refused is refused before the plan is printed
-            if export_to:  # and an export target, before the render rather than after it
-                from ..outputs.export_shared import check_target
-
-                check_target(export_to, overwrite)
-        except Exception as e:  # noqa: BLE001 - a dry run reports what a real run would meet, and goes on
-            if not dry_run:
-                raise
-            click.echo(
-                f"note: a real run would be refused: {e}"
-                if isinstance(e, UserError)
-                else f"note: --out was not checked ({type(e).__name__}: {str(e).strip()[:200]})"
-            )
-        for line in (*p.plan.describe(), *p.notes):
-            click.echo(line)
-        fc = forecast(p, probe=dry_run)  # a real run skips the probe: its progress bar measures as it goes
-        for line in fc.lines:
-            click.echo(line)
-        if fc.warning:
-            click.echo(
-                f"WARNING: {fc.warning}" + ("" if dry_run else "; starting now (Ctrl-C stops it; --resume finishes it later)"),
-                err=True,
-            )
-        if not p.plan.exact:
-            err = measure_halo_error(p)
-            if err:
-                click.echo(describe_halo_error(p.plan, err))
+        checked = _check_targets(p, export_to, dry_run)
+        _print_plan(p, dry_run)
         if dry_run:
             click.echo("dry run: nothing written")
             return
-        summary = run_render(p, on_progress=None if quiet else progress_bar(p), checked=checked)
-        click.echo(
-            f"\ndone: {summary.tasks_run} task(s) in {summary.seconds:.1f} s"
-            + (f", {summary.tasks_skipped} already done" if summary.tasks_skipped else "")
-            + f" -> {out}"
-        )
-        if export_to:
-            from ..engine.allocator import bound_allocator
-            from ..outputs.export import export as run_export
-
-            bound_allocator()  # the process ends with the export: keep glibc from hoarding freed buffers
-            run_export(out, export_to, storage_options=so, progress=not quiet, overwrite=overwrite)
-            click.echo(f"exported {export_to}")
+        _render_and_export(p, checked, export_to, quiet)
     finally:
         release(p)
+
+
+def _check_targets(p, export_to: str | None, dry_run: bool):
+    """Refuse an output (and an export target) that would be refused, before the plan is printed;
+    a dry run reports what a real run would meet, and goes on. Returns ``check_output``'s result."""
+    from ..engine.render import check_output
+
+    try:
+        checked = check_output(p)
+        if export_to:  # before the render rather than after it
+            from ..outputs.export_shared import check_target
+
+            check_target(export_to, p.request.overwrite)
+        return checked
+    except Exception as e:  # noqa: BLE001 - a dry run reports what a real run would meet, and goes on
+        if not dry_run:
+            raise
+        click.echo(
+            f"note: a real run would be refused: {e}"
+            if isinstance(e, UserError)
+            else f"note: --out was not checked ({type(e).__name__}: {str(e).strip()[:200]})"
+        )
+        return None
+
+
+def _print_plan(p, dry_run: bool) -> None:
+    """The plan, the forecast (with a probe on a dry run: a real run's bar measures as it goes), a
+    warning for a huge request, and the error a narrow --halo makes."""
+    from ..engine.forecast import forecast
+    from ..engine.halo_error import describe_halo_error, measure_halo_error
+
+    for line in (*p.plan.describe(), *p.notes):
+        click.echo(line)
+    fc = forecast(p, probe=dry_run)
+    for line in fc.lines:
+        click.echo(line)
+    if fc.warning:
+        click.echo(
+            f"WARNING: {fc.warning}" + ("" if dry_run else "; starting now (Ctrl-C stops it; --resume finishes it later)"),
+            err=True,
+        )
+    if not p.plan.exact:
+        err = measure_halo_error(p)
+        if err:
+            click.echo(describe_halo_error(p.plan, err))
+
+
+def _render_and_export(p, checked, export_to: str | None, quiet: bool) -> None:
+    from ..engine.render import render as run_render
+
+    r = p.request
+    summary = run_render(p, on_progress=None if quiet else progress_bar(p), checked=checked)
+    click.echo(
+        f"\ndone: {summary.tasks_run} task(s) in {summary.seconds:.1f} s"
+        + (f", {summary.tasks_skipped} already done" if summary.tasks_skipped else "")
+        + f" -> {r.out}"
+    )
+    if export_to:
+        from ..engine.allocator import bound_allocator
+        from ..outputs.export import export as run_export
+
+        bound_allocator()  # the process ends with the export: keep glibc from hoarding freed buffers
+        run_export(r.out, export_to, storage_options=r.storage_options, progress=not quiet, overwrite=r.overwrite)
+        click.echo(f"exported {export_to}")
