@@ -75,3 +75,13 @@ def test_worker_memory_sizes_the_auto_tile_and_is_checked(tiny_model, tmp_path):
     assert code == 2 and "over the" in text and "use a smaller --tile" in text, text
     code, text = run("render", tiny_model, "--out", tmp_path / "a", "--size", "4096x2730", "--worker-memory", "2GiB", "--dry-run")
     assert code == 0 and "of 2.0 GiB per worker" in text, text
+
+
+def test_a_worker_too_small_for_the_patch_base_is_told_that_the_base_is_the_largest_task(tmp_path):
+    from ourgan_dist.commands.demo import shipped_model
+
+    model = shipped_model()
+    code, text = run("render", model, "--out", tmp_path / "a", "--size", "4096x3072", "--worker-memory", "1.2GiB", "--dry-run")
+    assert code == 2 and "the largest task is the base image (1024x768" in text, text
+    code, text = run("render", model, "--out", tmp_path / "b", "--size", "4096x3072", "--worker-memory", "3GiB", "--dry-run")
+    assert code == 0, text

@@ -211,6 +211,12 @@ def _prepare(req: RenderRequest, model: Any, width: int, height: int) -> Prepare
             raise PlanError(f"--tile {tile}: {over}; use a smaller --tile")
         # --tile auto chose the tile: the memory is set by the other options, so name those
         causes = []
+        terms = footprint.task_bytes(plan, cfg.sr, cfg.base)
+        if max(terms, key=terms.get) == "base":
+            causes.append(
+                f"the largest task is the base image ({plan.base_width}x{plan.base_height}, about "
+                f"{terms['base'] / 2**20:.0f} MiB counted), whatever the tile: a smaller --size draws a smaller base"
+            )
         if req.halo != "exact":
             causes.append(f"--halo {req.halo} adds {req.halo} px around every tile: use a smaller --halo (or 'exact')")
         if req.workers > 1 and req.address is None and not req.worker_memory:

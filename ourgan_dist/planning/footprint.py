@@ -21,13 +21,14 @@ MiB = 1 << 20
 
 def base_activation_bytes(base: BaseConfig | PatchBaseConfig, height: int, width: int) -> int:
     """The base task's working memory: the GAN's feature maps, or for the patch base its feature
-    maps and the local search's temporaries (about 14 feature maps' worth: queries, the photo's
+    maps and the local search's temporaries (about 12 feature maps' worth: queries, the photo's
     keys, gathered candidates, differences), images, correspondence fields, and one chunk of the
     layout search's distance matrix. Measured (``benchmarks/forecast_vs_actual.py --base``, 16
     features): the high-water mark grew 192, 273, 600 and 838 MiB for bases of 256x192, 512x384,
-    1280x400 and 1024x768; this gives 166, 312, 625 and 897."""
+    1280x400 and 1024x768; this count times ``MemoryModel.factor`` (1.12) gives 179, 323, 630 and
+    897."""
     if base.kind == "patches":
-        per_px = 4 * (14 * base.features + 3 * 4) + 8 * 12  # feature maps and temporaries, images; int64 fields
+        per_px = 4 * (12 * base.features + 3 * 4) + 8 * 12  # feature maps and temporaries, images; int64 fields
         return height * width * per_px + 4 * 3 * 2048 * base.layout_pixels
     return height * width * (base.channels * 6 + base.latent_channels) * 4
 
