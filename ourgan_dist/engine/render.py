@@ -16,17 +16,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..planning import footprint, projection
 from ..store.canvas import Canvas, foreign_entries, plan_to_info, refuse_foreign
 from .executors import Executor
 from ..errors import PlanError, StoreError, TileError, UserError
 from ..store.lease import Lease, LeaseLost
-from ..planning.plan import DEFAULT_CHUNK, RenderPlan, TaskKey, chunk_for_tile, parse_size
+from ..planning.plan import RenderPlan, TaskKey, parse_size
 from ..store.storage import check_settings, strip_userinfo
+from .sizing import size_render
 from .tile import RenderJob, TaskReport
-
-ASSUMED_GPU_MEMORY = 24 << 30  # an A10G (cluster/aws-g5.yaml), when neither --worker-memory nor a local GPU says
-ASSUMED_CLUSTER_WORKERS = 8  # when --address gives no worker count and the cluster cannot be asked
 
 
 @dataclass(frozen=True)
@@ -77,34 +74,6 @@ def _leave(joined: bool) -> None:
         ray.shutdown()
 
 
-def _memory_budget(workers: int) -> int:
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        total = 16 << 30
-    return int(0.8 * total / max(1, workers))
-
-
-def worker_memory(req: RenderRequest, workers: int) -> tuple[int, bool, str]:
-    """(bytes per worker, known?, where the figure comes from). --worker-memory wins; on CPU,
-    80% of this machine's memory shared by the local workers (on a cluster: assumed like this
-    machine's); on GPU, the memory of this machine's first GPU, else an assumed A10G."""
-    if req.worker_memory:
-        return req.worker_memory, True, "--worker-memory"
-    if req.device.startswith("cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_properties(0).total_memory, True, "this machine's GPU"
-        return ASSUMED_GPU_MEMORY, False, "ASSUMED 24 GiB per GPU (an A10G); pass --worker-memory"
-    local = req.address is None
-    return (
-        _memory_budget(workers if local else 1),
-        True,
-        "80% of this machine's memory" + (f" / {workers} workers" if local and workers > 1 else ""),
-    )
-
-
 def check_model_path(model: str) -> None:
     """Refuse a local MODEL that is a file other than a checkpoint (``model/model.json``, the
     card) naming the folder to give instead; a folder, a ``.pt`` file or a URL goes on."""
@@ -151,83 +120,8 @@ def prepare(req: RenderRequest) -> Prepared:
 
 def _prepare(req: RenderRequest, model: Any, width: int, height: int) -> Prepared:
     """The plan for ``req`` and its checks, with the model loaded and any cluster joined."""
-    cfg = model.config
-    notes: list[str] = []
-    workers, workers_known = req.workers, True
-    if workers == 0:  # all the cluster at --address offers: asked only when it sizes the tile
-        if req.tile is None:
-            from .executors.ray_cluster import cluster_workers
-
-            workers = cluster_workers(req.address, req.device)
-        else:
-            workers = None
-        if workers is None:
-            workers, workers_known = ASSUMED_CLUSTER_WORKERS, False
-            if req.tile is None:
-                notes.append(f"workers: the cluster did not say how many; the tile is sized for {workers} (pass --workers)")
-    budget, known, where = worker_memory(req, workers)
-    tile = req.tile
-    if tile is None:
-        choice = projection.choose_tile(
-            width,
-            height,
-            base=cfg.base,
-            sr=cfg.sr,
-            chunk=req.chunk or DEFAULT_CHUNK,
-            workers=workers,
-            worker_memory=budget,
-            device=req.device,
-            halo=req.halo,
-            shared_machine=req.address is None and req.device == "cpu",
-        )
-        tile = choice.tile
-        notes.append(f"tile {tile} (auto): {choice.reason} ({where})")
-    chunk = req.chunk
-    if chunk is None:
-        chunk = chunk_for_tile(tile)
-        if chunk != DEFAULT_CHUNK:
-            notes.append(
-                f"chunk {chunk}: --tile {tile} is not a multiple of the default chunk {DEFAULT_CHUNK}, so the "
-                f"store uses {chunk} px chunks (pass --chunk to choose)"
-            )
-    plan = RenderPlan.create(width, height, base=cfg.base, sr=cfg.sr, tile=tile, halo=req.halo, chunk=chunk)
-    plan.check_halo(cfg.sr)
-    if plan.exact and req.device == "cpu" and req.precision == "fp32":
-        from ..store.fencing import exact_path_missing
-
-        if why := exact_path_missing(req.device, req.precision):
-            raise PlanError(
-                f"exact mode (CPU, fp32, --halo exact) needs its exact convolution path: {why}; use a "
-                "torch build with oneDNN (the PyPI CPU wheels have it), or pass --halo PX to render "
-                "without the bit-exact guarantee"
-            )
-    need = footprint.memory_model(req.device).task_peak(plan, cfg.sr, cfg.base)
-    if known and need > budget:
-        what = "GPU" if req.device.startswith("cuda") else "worker"
-        over = (
-            f"a task is projected to need {need / 2**30:.1f} GiB, over the {budget / 2**30:.1f} GiB per {what} available ({where})"
-        )
-        if req.tile is not None:
-            raise PlanError(f"--tile {tile}: {over}; use a smaller --tile")
-        # --tile auto chose the tile: the memory is set by the other options, so name those
-        causes = []
-        terms = footprint.task_bytes(plan, cfg.sr, cfg.base)
-        if max(terms, key=terms.get) == "base":
-            causes.append(
-                f"the largest task is the base image ({plan.base_width}x{plan.base_height}, about "
-                f"{terms['base'] / 2**20:.0f} MiB counted), whatever the tile: a smaller --size draws a smaller base"
-            )
-        if req.halo != "exact":
-            causes.append(f"--halo {req.halo} adds {req.halo} px around every tile: use a smaller --halo (or 'exact')")
-        if req.workers > 1 and req.address is None and not req.worker_memory:
-            causes.append(f"--workers {req.workers} share this machine's memory: pass fewer --workers")
-        causes.append(
-            "pass a larger --worker-memory if the workers really have more"
-            if req.worker_memory or req.address is not None or req.device != "cpu"
-            else "use a machine with more memory"
-        )
-        raise PlanError(f"even the {tile} px tile that --tile auto chose does not fit: {over}; " + "; ".join(causes))
-    return Prepared(req, plan, model, need, tuple(notes), workers, budget, known, workers_known)
+    z = size_render(req, model.config, width, height)
+    return Prepared(req, z.plan, model, z.need, z.notes, z.workers, z.budget, z.known, z.workers_known)
 
 
 def render_info(p: Prepared) -> dict[str, Any]:
