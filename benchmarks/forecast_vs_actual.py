@@ -153,36 +153,54 @@ def report(r: dict) -> None:
 
 
 def base_times(model: str, sizes=((160, 256), (320, 512), (640, 1024), (768, 1024))) -> None:
-    """The patch base on one thread at a few base sizes (smallest first), between two one-thread
-    probes; and the process's memory high-water mark over what it held before the first base,
-    beside ``footprint.base_activation_bytes``."""
-    import resource
-
+    """The patch base on one thread at a few base sizes, between two one-thread probes; then each
+    size again in a fresh process, for its memory high-water mark over what the process held
+    before (the Python, torch and model baseline), beside ``footprint.base_activation_bytes``."""
     import torch
 
     from ourgan_dist.engine.forecast import probe_tile
     from ourgan_dist.engine.render import RenderRequest, prepare
-    from ourgan_dist.planning.footprint import base_activation_bytes
 
     p = prepare(RenderRequest(model=model, out=os.path.join(tempfile.gettempdir(), "unused.zarr"), size="4096x2560", workers=2))
     rates = [probe_tile(p, threads=1).macs_per_s]
     points = []
-    held = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     for h, w in sizes:
         t0 = time.perf_counter()
         with torch.inference_mode():
             p.model.base.generate(h, w, 0)
         points.append((h * w, round(time.perf_counter() - t0, 1)))
-        grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - held
-        projected = base_activation_bytes(p.model.config.base, h, w)
-        print(
-            f"base {w}x{h}: {points[-1][1]} s on one thread, peak memory +{grew / 2**20:.0f} MiB "
-            f"(projected {projected / 2**20:.0f} MiB); {load()}",
-            flush=True,
-        )
+        print(f"base {w}x{h}: {points[-1][1]} s on one thread; {load()}", flush=True)
     rates.append(probe_tile(p, threads=1).macs_per_s)
     print(f"probe on one thread: {', '.join(f'{r / 1e9:.1f}' for r in rates)} GMAC/s; {load()}")
     print(f"BASE_SECONDS = {tuple(points)}\nBASE_PROBE_RATE = {sum(rates) / len(rates) / 1e9:.1f}e9")
+    for h, w in sizes:
+        out = subprocess.run([sys.executable, "-c", BASE_MEMORY, model, str(h), str(w)], capture_output=True, text=True, check=True)
+        grew, projected = (int(v) for v in out.stdout.split())
+        print(f"base {w}x{h}: peak memory +{grew / 2**20:.0f} MiB in a fresh process (counted {projected / 2**20:.0f} MiB)")
+
+
+BASE_MEMORY = """
+import resource, sys
+import torch
+from ourgan_dist.models import checkpoint
+from ourgan_dist.planning.footprint import base_activation_bytes
+
+
+def high_water():  # this process's own peak: VmHWM restarts at exec, ru_maxrss keeps the parent's
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+model, h, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+m = checkpoint.load(model)
+held = high_water()
+with torch.inference_mode():
+    m.base.generate(h, w, 0)
+print(high_water() - held, base_activation_bytes(m.config.base, h, w))
+"""
 
 
 def main() -> None:

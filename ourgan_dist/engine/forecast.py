@@ -39,8 +39,8 @@ PROBE_WARMUP_TILE = 64  # output px: the untimed first run (kernels, caches) tha
 # Recorded by benchmarks/forecast_vs_actual.py --base on this project's 2-core CPU: the demo
 # model's patch base (one thread) at a few base sizes, (base pixels, seconds), while the probe
 # ran one thread at BASE_PROBE_RATE MACs/s. Between and beyond the points: linear in pixels.
-BASE_SECONDS = ((256 * 160, 4.1), (512 * 320, 4.9), (1024 * 640, 20.8))
-BASE_PROBE_RATE = 13.8e9
+BASE_SECONDS = ((256 * 160, 2.8), (512 * 320, 4.3), (1024 * 640, 18.4), (1024 * 768, 22.5))
+BASE_PROBE_RATE = 19.5e9
 # Start-up and shut-down around the tasks, recorded by the same benchmark on the busy machine
 # (load 5-8 on 2 cores): the in-process worker loads the model (2 s, then 1.5 s to finish); local
 # Ray starts and each actor imports torch and loads the model (18-26 s, then ~3 s to stop).

@@ -24,9 +24,9 @@ def base_activation_bytes(base: BaseConfig | PatchBaseConfig, height: int, width
     maps and the local search's temporaries (about 12 feature maps' worth: queries, the photo's
     keys, gathered candidates, differences), images, correspondence fields, and one chunk of the
     layout search's distance matrix. Measured (``benchmarks/forecast_vs_actual.py --base``, 16
-    features): the high-water mark grew 192, 273, 600 and 838 MiB for bases of 256x192, 512x384,
-    1280x400 and 1024x768; this count times ``MemoryModel.factor`` (1.12) gives 179, 323, 630 and
-    897."""
+    features, each base in a fresh process): its high-water mark (VmHWM) grew 224, 185, 716 and
+    986 MiB for bases of 256x160, 512x320, 1024x640 and 1024x768; this count times
+    ``MemoryModel.factor`` (1.12) gives 171, 291, 769 and 897, and the runtime term covers the rest."""
     if base.kind == "patches":
         per_px = 4 * (12 * base.features + 3 * 4) + 8 * 12  # feature maps and temporaries, images; int64 fields
         return height * width * per_px + 4 * 3 * 2048 * base.layout_pixels
