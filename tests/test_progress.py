@@ -86,6 +86,16 @@ def test_no_eta_until_some_work_is_done_and_mps_counts_the_requested_image():
     assert half.megapixels_per_s(10.0) == pytest.approx(0.05)
 
 
+def test_an_overdue_finish_says_unknown_not_zero_while_tasks_still_run():
+    tracker = WorkTracker({"a": 50.0, "b": 50.0}, 1_000_000, workers=1, start=0.0)
+    tracker.done("a", 0.0, 10.0)
+    expected = tracker.eta(10.0)
+    assert expected is not None and expected > 0
+    assert tracker.eta(10.0 + expected + 30.0) is None  # "b" runs late: "?", not "00:00"
+    tracker.done("b", 10.0, 50.0)
+    assert tracker.eta(50.0) == 0.0
+
+
 def test_workers_are_counted_from_reports_when_not_given():
     costs = [1.0] * 40
     done, makespan = simulate(costs, 4, 1.0, seed=3)

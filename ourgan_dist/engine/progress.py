@@ -148,13 +148,15 @@ class WorkTracker:
         return left / ((1 - f) * modelled + f * measured)
 
     def eta(self, now: float | None = None) -> float | None:
-        """Seconds left, smoothed; None until enough work is done to say."""
+        """Seconds left, smoothed; None until enough work is done to say, and None again once the
+        expected finish has passed with tasks still running (a bar stuck at "00:00" left misleads)."""
         if not self._left:
             return 0.0
         if self._finish is None:
             return None
         now = time.time() if now is None else now
-        return max(0.0, self._finish - now)
+        left = self._finish - now
+        return left if left > 0 else None
 
     def megapixels_per_s(self, now: float | None = None) -> float:
         """Megapixels of the requested image made per second since the render started."""
