@@ -259,3 +259,13 @@ def test_readme_commands_block_lists_every_command():
     block = text.split("## Commands", 1)[1].split("```")[1]
     listed = {line.split()[1] for line in block.splitlines() if line.startswith("ourgan-dist ")}
     assert listed == set(main.commands), set(main.commands) ^ listed
+
+
+def test_the_hint_after_training_suggests_a_size_of_the_photos_shape(tmp_path):
+    from conftest import make_photo
+
+    from ourgan_dist.commands.train import suggested_size
+
+    assert suggested_size(str(make_photo(tmp_path / "wide.png", 80, 40))) == "4096x2048"
+    assert suggested_size(str(make_photo(tmp_path / "tall.png", 40, 60))) == "2731x4096"
+    assert suggested_size(str(tmp_path / "gone.png")) == "4096x2560"

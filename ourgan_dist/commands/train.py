@@ -77,5 +77,20 @@ def train_command(
     minutes, seconds = divmod(round(time.time() - t0), 60)
     click.echo(
         f"model {model_id} written to {out} in {minutes} min {seconds:02d} s\n"
-        f"next: {command_path()} render {out} --out render.zarr --size 4096x2560 --seed 1"
+        f"next: {command_path()} render {out} --out render.zarr --size {suggested_size(image)} --seed 1"
     )
+
+
+def suggested_size(image: str, long_side: int = 4096) -> str:
+    """A --size of the photo's own shape with ``long_side`` px on its longer side, for the hint
+    after training (a portrait photo gets a portrait render); 4096x2560 if the photo cannot be read."""
+    from ..images import probe
+
+    try:
+        info = probe(image)
+    except Exception:  # noqa: BLE001 - only a hint: training already read the photo
+        return f"{long_side}x{long_side * 5 // 8}"
+    w, h = info.width, info.height
+    if w >= h:
+        return f"{long_side}x{max(16, round(long_side * h / w))}"
+    return f"{max(16, round(long_side * w / h))}x{long_side}"
