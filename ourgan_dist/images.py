@@ -82,6 +82,20 @@ def max_photo_pixels() -> int:
     return n
 
 
+def _oriented(im) -> tuple[int, int]:
+    """(width, height) as the photo is seen: after its EXIF orientation."""
+    try:
+        orientation = im.get("orientation") if im.get_typeof("orientation") else 1
+    except Exception:
+        orientation = 1
+    return (im.height, im.width) if orientation in (5, 6, 7, 8) else (im.width, im.height)
+
+
+def photo_size(path: str) -> tuple[int, int]:
+    """(width, height) after EXIF orientation, from the header alone (no decoding, no hashing)."""
+    return _oriented(_open(path))
+
+
 def probe(path: str) -> PhotoInfo:
     """Size (after EXIF orientation) and format without decoding pixels. A photo whose header
     declares more than ``max_photo_pixels()`` pixels is refused here, before anything decodes it."""
@@ -94,12 +108,7 @@ def probe(path: str) -> PhotoInfo:
             f"{limit / 1e6:.0f} megapixels; shrink it, or raise the limit with "
             f"{MAX_PHOTO_PIXELS_ENV}={w * h} if it really is that large"
         )
-    try:
-        orientation = im.get("orientation") if im.get_typeof("orientation") else 1
-    except Exception:
-        orientation = 1
-    if orientation in (5, 6, 7, 8):
-        w, h = h, w
+    w, h = _oriented(im)
     if min(w, h) < MIN_SIDE:
         raise UserError(
             f"photo {path!r}: {w}x{h} is too small; a training photo needs at least {MIN_SIDE} px "

@@ -84,13 +84,12 @@ def train_command(
 def suggested_size(image: str, long_side: int = 4096) -> str:
     """A --size of the photo's own shape with ``long_side`` px on its longer side, for the hint
     after training (a portrait photo gets a portrait render); 4096x2560 if the photo cannot be read."""
-    from ..images import probe
+    from ..images import photo_size
 
     try:
-        info = probe(image)
+        w, h = photo_size(image)
     except Exception:  # noqa: BLE001 - only a hint: training already read the photo
         return f"{long_side}x{long_side * 5 // 8}"
-    w, h = info.width, info.height
     if w >= h:
         return f"{long_side}x{max(16, round(long_side * h / w))}"
     return f"{max(16, round(long_side * w / h))}x{long_side}"
