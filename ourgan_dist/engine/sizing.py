@@ -136,10 +136,11 @@ def _refuse_memory(req: RenderRequest, cfg: ModelConfig, plan: RenderPlan, need:
     # --tile auto chose the tile: the memory is set by the other options, so name those
     causes = []
     terms = footprint.task_bytes(plan, cfg.sr, cfg.base)
-    if max(terms, key=terms.get) == "base":
+    largest = max(terms, key=terms.get)
+    if largest in ("base", "patch_base"):
         causes.append(
             f"the largest task is the base image ({plan.base_width}x{plan.base_height}, about "
-            f"{terms['base'] / 2**20:.0f} MiB counted), whatever the tile: a smaller --size draws a smaller base"
+            f"{terms[largest] / 2**20:.0f} MiB counted), whatever the tile: a smaller --size draws a smaller base"
         )
     if req.halo != "exact":
         causes.append(f"--halo {req.halo} adds {req.halo} px around every tile: use a smaller --halo (or 'exact')")

@@ -37,7 +37,9 @@ def base_activation_bytes(base: BaseConfig | PatchBaseConfig, height: int, width
 def task_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> dict[str, int]:
     """Counted peak bytes of the largest task of each kind, before the calibration factor:
 
-    - ``base``: the base generator's feature maps (float32);
+    - ``base``: the paper's GAN base's feature maps (float32), on the worker's device;
+    - ``patch_base``: the patch base's working set, always in the host's memory (it runs on a CPU
+      thread on GPU workers too), so a GPU's memory model leaves it out;
     - ``sr_body``: an SR tile's network at source resolution, ``SRArchitecture.activation_floats`` per
       pixel of its window. A full-size tile's window is its source core plus the halo on every
       side: at a level's edge the source is extended by repeating edge pixels (``run_window``),
@@ -48,7 +50,9 @@ def task_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> dict[str, in
       averages them through a uint16 copy and two uint64 sums (``pixels.downsample2``): 12 bytes
       per source pixel and 72 per block pixel."""
     per_in, per_out = sr_architecture(sr).activation_floats
-    out = {"base": base_activation_bytes(base, plan.base_height, plan.base_width), "sr_body": 0, "sr_output": 0}
+    base_key = "patch_base" if base.kind == "patches" else "base"
+    out = {"base": 0, "patch_base": 0, "sr_body": 0, "sr_output": 0}
+    out[base_key] = base_activation_bytes(base, plan.base_height, plan.base_width)
     for lv in plan.levels[1:]:
         core = plan.source_core(TileKey(lv.index, 0, 0))  # the first tile is a full-size one
         win = (core.height + 2 * plan.halo) * (core.width + 2 * plan.halo)
@@ -70,13 +74,11 @@ class MemoryModel:
     runtime_bytes: int
     factor: float
     source: str
-    kinds: tuple[str, ...] = ("base", "sr_body", "sr_output", "pyramid")  # the task_bytes terms it holds
-    device: str = "cpu"  # whose memory: "cuda" holds no patch base (it runs on the host's CPU)
+    kinds: tuple[str, ...] = ("base", "patch_base", "sr_body", "sr_output", "pyramid")  # the task_bytes terms it holds
 
     def counted(self, plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> int:
         terms = task_bytes(plan, sr, base)
-        on_host = self.device == "cuda" and base.kind == "patches"
-        return max(terms[k] for k in self.kinds if not (k == "base" and on_host))
+        return max(terms[k] for k in self.kinds)
 
     def task_peak(self, plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> int:
         weights = 4 * sr_architecture(sr).weights
@@ -101,7 +103,6 @@ GPU_MEMORY = MemoryModel(
     source="GPU memory: CPU calibration + 1 GiB for the CUDA context; above the peaks "
     "measured on an H200 (benchmarks/gpu_render.py)",
     kinds=("base", "sr_body", "sr_output"),
-    device="cuda",
 )
 
 
