@@ -19,6 +19,7 @@ from ourgan_dist.models.patches import (
     PatchBase,
     fine_vote,
     heal,
+    refine_field,
     screened_poisson,
     upsample_field,
     vote,
@@ -157,6 +158,22 @@ def test_vote_of_an_identity_field_gives_the_photo_back():
     torch.testing.assert_close(out[inner], ((photo + 1) / 2)[inner])
     up = upsample_field((sy, sx), (60, 80), (60, 80), 7)
     assert up[0].shape == (60, 80) and int(up[0].min()) >= 3 and int(up[1].max()) <= 76
+
+
+def test_a_local_pass_carries_a_neighbours_match_on_by_its_own_step():
+    """Propagation: a column whose matches are 20 px off, between columns that match the photo
+    exactly, takes its left or right neighbour's match moved by one column (the coherent
+    continuation) in a single pass; a sign error here proposed the match two columns away and
+    left such columns wrong (and locally stretched fields everywhere)."""
+    g = torch.Generator().manual_seed(0)
+    photo = torch.rand(3, 64, 64, generator=g)  # every patch unique
+    sy, sx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    sy, sx = sy.clamp(3, 60), sx.clamp(3, 60)
+    wrong_x = sx.clone()
+    wrong_x[:, 30] = 50
+    qy = torch.linspace(-1, 1, 64)
+    by, bx = refine_field(photo, photo, qy, qy, 0.0, (sy.clone(), wrong_x), 7, torch.Generator().manual_seed(1))
+    assert torch.equal(bx[8:56, 30], sx[8:56, 30]) and torch.equal(by[8:56, 8:56], sy[8:56, 8:56])
 
 
 def test_the_fine_vote_keeps_a_textures_contrast_where_matches_disagree():

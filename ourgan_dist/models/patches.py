@@ -323,7 +323,7 @@ def refine_field(qf, kf, qy, ky, vw: float, nnf, p: int, g: torch.Generator):
                 consider(sy + dy, sx + dx)
     for j in JUMPS:
         for ey, ex in ((0, j), (0, -j), (j, 0), (-j, 0)):
-            consider(torch.roll(by, (ey, ex), (0, 1)) - ey, torch.roll(bx, (ey, ex), (0, 1)) - ex)
+            consider(torch.roll(by, (ey, ex), (0, 1)) + ey, torch.roll(bx, (ey, ex), (0, 1)) + ex)
     radius = max(sh, sw) // 4
     for _ in range(RANDOM_TRIES):
         if radius < 2:
