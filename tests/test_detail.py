@@ -1,5 +1,6 @@
-"""The photo's detail patches added to every SR level (models/detail.py): the library, exact
-tiling with it, what it adds, and checkpoints with and without one."""
+"""The photo's detail patches added to every SR level (models/detail.py) and the first level's
+guided detail (models/guided_detail.py): the library, exact tiling with both, what they add, and
+checkpoints with and without them."""
 
 from __future__ import annotations
 
@@ -61,16 +62,18 @@ def test_receptive_radius_covers_the_keys():
 
 
 def test_tiled_equals_untiled_bit_for_bit_with_detail(big_photo, tmp_path, monkeypatch):
-    from ourgan_dist.models import detail
+    from ourgan_dist.models import detail, guided_detail
 
     model = _model_with_detail(big_photo, str(tmp_path / "model"))
     whole, tiled = str(tmp_path / "whole.zarr"), str(tmp_path / "tiled.zarr")
     do_render(model, whole, size="301x187", tile=0)
     do_render(model, tiled, size="301x187", tile=32, chunk=16)
     assert_same_arrays(arrays(whole), arrays(tiled))
+    assert arrays(whole)["generation/field"].any()  # the first level read the base's correspondence
     # bands of block rows and search chunks cut elsewhere: the same bits
     monkeypatch.setattr(detail, "_BAND", 5)
     monkeypatch.setattr(detail, "_CHUNK", 7)
+    monkeypatch.setattr(guided_detail, "_BAND_ROWS", 3)
     do_render(model, str(tmp_path / "t48.zarr"), size="301x187", tile=48, chunk=16)
     assert_same_arrays(arrays(whole), arrays(str(tmp_path / "t48.zarr")))
 
@@ -115,3 +118,47 @@ def test_training_builds_the_library(photo, tmp_path):
     assert m.detail.ready and m.detail.keys.shape[1] == m.config.sr.detail_patches
     train_model(photo, str(tmp_path / "u"), preset="tiny", iterations=0, seed=0, device="cpu", progress=False)
     assert not checkpoint.load(str(tmp_path / "u")).detail.ready  # an untrained model has seen no photo
+
+
+def test_guided_detail_gives_the_photo_back_where_the_base_copied_it(big_photo):
+    """The first level reads the photo's band where the base was drawn from: a base that is the
+    photo shrunk, with the identity correspondence, comes back as the photo at the level's size,
+    far closer than bicubic; a wrong correspondence gives no such gain."""
+    from ourgan_dist.models.guided_detail import apply_guided, photo_band
+    from ourgan_dist.planning.geometry import Box
+
+    photo = load_sr_photo(big_photo)[..., :192, :288]  # (1, 3, 192, 288)
+    low, band = photo_band(photo, 192)
+    assert low.shape == (3, 48, 72) and band.shape == (3, 192, 288)
+    x = low[None].float() / 127.5 - 1  # the base: the photo shrunk x4, as the band's keys saw it
+    up = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+    sy, sx = torch.meshgrid(torch.arange(48), torch.arange(72), indexing="ij")
+    whole = Box(0, 48, 0, 72)
+
+    def guided(field):
+        return apply_guided(
+            up, x, field, low=low, band=band, window=whole, core=whole, level_size=(48, 72), source_size=(48, 72), strength=1.0
+        )
+
+    inner = (slice(None), slice(None), slice(16, 176), slice(16, 272))
+    err = lambda y: float((y - photo)[inner].abs().mean())  # noqa: E731
+    same = guided(torch.stack([sy, sx]).to(torch.int16))
+    assert err(same) < 0.4 * err(up)
+    shifted = guided(torch.stack([(sy + 17) % 48, (sx + 29) % 72]).to(torch.int16))
+    assert err(shifted) > 0.9 * err(up)
+
+
+def test_a_model_trained_before_guided_detail_loads_and_renders_with_its_library(big_photo, tmp_path):
+    from ourgan_dist.engine.tile import guided_levels
+
+    out = _model_with_detail(big_photo, str(tmp_path / "model"))
+    m = checkpoint.load(out)
+    assert m.detail.guided and guided_levels(m)
+    payload = torch.load(f"{out}/model.pt", weights_only=False)
+    del payload["detail"]["guide"]
+    torch.save(payload, f"{out}/model.pt")
+    old = checkpoint.load(out)
+    assert old.detail.ready and not old.detail.guided and not guided_levels(old)
+    store = str(tmp_path / "old.zarr")
+    do_render(out, store, size="128x96", tile=0)
+    assert not arrays(store)["generation/field"].any()  # nothing written where nothing is read

@@ -100,3 +100,16 @@ def test_projection_module_is_pure():
         for name in ("torch", "ray", "zarr", "fsspec"):
             assert f"import {name}" not in src
     assert "torch" not in {m.split(".")[0] for m in sys.modules if m.startswith("ourgan_dist.planning.projection")}
+
+
+def test_the_guided_band_is_counted_on_the_host_and_bounded_by_the_first_level():
+    import dataclasses
+
+    plan = RenderPlan.create(4096, 3072, base=CPU.base, sr=CPU.sr, tile=1024)
+    terms = fp.task_bytes(plan, CPU.sr, CPU.base)
+    assert terms["guided"] == fp.GUIDED_BYTES * 4096 * 3072  # level 1 is the render here
+    huge = RenderPlan.create(65536, 49152, base=CPU.base, sr=CPU.sr, tile=1024)
+    assert fp.task_bytes(huge, CPU.sr, CPU.base)["guided"] == terms["guided"]  # the base is capped, so is level 1
+    off = dataclasses.replace(CPU.sr, detail=0.0)
+    assert fp.task_bytes(plan, off, CPU.base)["guided"] == 0
+    assert "guided" in fp.CPU_MEMORY.kinds and "guided" not in fp.GPU_MEMORY.kinds

@@ -92,7 +92,7 @@ def probe_tile(p: Prepared, threads: int | None = None, min_s: float | None = No
     import torch
 
     from ..planning.plan import RenderPlan, TileKey, chunk_for_tile
-    from .tile import sr_core
+    from .tile import guided_levels, sr_core
 
     r, plan, cfg = p.request, p.plan, p.model.config
     level = plan.final_level
@@ -125,8 +125,12 @@ def probe_tile(p: Prepared, threads: int | None = None, min_s: float | None = No
         tp, key = task(side)
         window = tp.source_window(key)
         x = rng.uniform(-1, 1, (3, window.height, window.width)).astype(np.float32)
+        field = None
+        if level == 1 and guided_levels(model):  # the guided detail reads the base's correspondence
+            rows, cols = np.mgrid[window.y0 : window.y1, window.x0 : window.x1]
+            field = np.stack([rows, cols]).astype(np.int16)
         t0 = time.perf_counter()
-        sr_core(model, tp, level, tp.core(key), window, x, r.seed, r.device, dtype)
+        sr_core(model, tp, level, tp.core(key), window, x, r.seed, r.device, dtype, field)
         return time.perf_counter() - t0
 
     def macs(side: int) -> int:

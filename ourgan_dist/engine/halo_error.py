@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..planning.geometry import Box, TileKey
 from ..planning.plan import RenderPlan, source_box
-from .tile import sr_core
+from .tile import guided_levels, sr_core
 
 if TYPE_CHECKING:
     from .render import Prepared
@@ -30,14 +30,34 @@ def exact_level(p: Prepared, level: int, box: Box, cache: dict):
     below it: never a whole level above the base. (3, box.height, box.width) tensor."""
     plan, model, seed = p.plan, p.model, p.request.seed
     if level == 0:
-        if "base" not in cache:
-            cache["base"] = model.base.generate(plan.base_height, plan.base_width, seed)[0].float()
+        _base(p, cache)
         y = cache["base"][:, box.y0 : box.y1, box.x0 : box.x1]
         return y.half().float() if level < plan.final_level else y  # stored as float16 below the last level
     src = plan.levels[level - 1]
     win = source_box(box).expand(plan.receptive_radius).clip(src.height, src.width)
-    y = sr_core(model, plan, level, box, win, exact_level(p, level - 1, win, cache), seed)
+    y = sr_core(model, plan, level, box, win, exact_level(p, level - 1, win, cache), seed, field=field_on(p, level, win, cache))
     return y.half().float() if level < plan.final_level else y  # levels below the last are stored as float16
+
+
+def _base(p: Prepared, cache: dict) -> None:
+    """The base image (and, for a guided model, its correspondence) into ``cache``, once."""
+    plan, model, seed = p.plan, p.model, p.request.seed
+    if "base" in cache:
+        return
+    if guided_levels(model):
+        img, cache["field"] = model.base.generate_with_field(plan.base_height, plan.base_width, seed)
+    else:
+        img = model.base.generate(plan.base_height, plan.base_width, seed)
+    cache["base"] = img[0].float()
+
+
+def field_on(p: Prepared, level: int, win: Box, cache: dict):
+    """The base's correspondence on ``win`` where level ``level`` reads it (the first level of a
+    guided model, as tiles do), else None."""
+    if level != 1 or not guided_levels(p.model):
+        return None
+    _base(p, cache)
+    return cache["field"][:, win.y0 : win.y1, win.x0 : win.x1]
 
 
 def measure_halo_error(p: Prepared) -> dict[str, Any]:
@@ -65,12 +85,13 @@ def measure_halo_error(p: Prepared) -> dict[str, Any]:
     core, src_core = plan.core(key), plan.source_core(key)
     full = src_core.expand(plan.receptive_radius).clip(src.height, src.width)
     with torch.inference_mode():
-        x = exact_level(p, key.level - 1, full, {})
+        cache: dict = {}
+        x = exact_level(p, key.level - 1, full, cache)
         outs = []
         for halo in (plan.halo, plan.receptive_radius):
             win = src_core.expand(halo).clip(src.height, src.width)
             ys, xs = win.relative_to(full)
-            y = sr_core(p.model, plan, key.level, core, win, x[:, ys, xs], p.request.seed)
+            y = sr_core(p.model, plan, key.level, core, win, x[:, ys, xs], p.request.seed, field=field_on(p, key.level, win, cache))
             outs.append(to_uint8(y.numpy()).astype(np.int16))
     diff = np.abs(outs[0] - outs[1])
     return {

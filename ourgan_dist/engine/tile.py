@@ -14,12 +14,15 @@ from typing import Any
 import numpy as np
 
 from ..planning import noise
-from ..store.canvas import Canvas
+from ..store.canvas import FIELD, GENERATION, Canvas
 from ..errors import TileError
 from ..planning.pixels import downsample2, to_uint8
 from ..store.lease import LeaseFence
 from ..planning.geometry import Box
 from ..planning.plan import SCALE, PyramidKey, RenderPlan, TaskKey, TileKey, source_box
+
+
+FIELD_ARRAY = f"{GENERATION}/{FIELD}"
 
 
 @dataclass(frozen=True)
@@ -122,17 +125,25 @@ class TileWorker:
         torch = self.torch
         plan, canvas = self.plan, self.canvas
         core = plan.core(key)
+        guided = guided_levels(self.model) and canvas.has_field()
+        field = None
         if key.level == 0:
             with torch.inference_mode():
-                img = self.model.base.generate(plan.base_height, plan.base_width, self.job.seed)
+                if guided:
+                    img, field = self.model.base.generate_with_field(plan.base_height, plan.base_width, self.job.seed)
+                else:
+                    img = self.model.base.generate(plan.base_height, plan.base_width, self.job.seed)
             out = img[0].float().cpu().numpy()  # (3, h0, w0)
         else:
             window = plan.source_window(key)
             x = canvas.read(canvas.level_array_name(key.level - 1), window).astype(np.float32)
-            out = sr_core(self.model, plan, key.level, core, window, x, self.job.seed, self.job.device, self.dtype).numpy()
+            f = canvas.read(FIELD_ARRAY, window) if guided and key.level == 1 else None
+            out = sr_core(self.model, plan, key.level, core, window, x, self.job.seed, self.job.device, self.dtype, f).numpy()
         name = canvas.level_array_name(key.level)
         data = to_uint8(out) if key.level == plan.final_level else out.astype(np.float16)
         self.fence.check()  # only while the render holds the store's lease
+        if field is not None:  # before the base: a level-1 tile starts once the base is recorded done
+            canvas.write(FIELD_ARRAY, core, np.ascontiguousarray(field[:, core.y0 : core.y1, core.x0 : core.x1].numpy()))
         canvas.write(name, core, np.ascontiguousarray(data))
         return core.area
 
@@ -141,15 +152,33 @@ class TileWorker:
         return write_pyramid_block(self.canvas, key, before_write=self.fence.check)
 
 
+def guided_levels(model: Any) -> bool:
+    """Whether the first SR level reads the photo where the base was drawn from
+    (models/guided_detail.py): a patch base, and a detail stage that keeps the photo."""
+    from ..models.patches import PatchBase
+
+    return isinstance(model.base, PatchBase) and model.detail.guided and model.config.sr.detail > 0
+
+
 def sr_core(
-    model: Any, plan: RenderPlan, level: int, keep: Box, window: Box, source: Any, seed: int, device: str = "cpu", dtype: Any = None
+    model: Any,
+    plan: RenderPlan,
+    level: int,
+    keep: Box,
+    window: Box,
+    source: Any,
+    seed: int,
+    device: str = "cpu",
+    dtype: Any = None,
+    field: Any = None,
 ):
     """The SR step of one tile, and of the halo-error figure, which must compute what tiles do:
     level ``level``'s pixels on ``keep`` from ``source``, the pixels of the level below on
     ``window`` (a (3, window.height, window.width) array or tensor; ``window`` must hold the source
     box of ``keep``, ``plan.source_box(keep)``, as a tile's ``RenderPlan.source_window`` does), with the global noise of ``window``,
-    run on ``device`` in ``dtype`` (default float32). Returns a (3, keep.height, keep.width)
-    float32 tensor on the CPU."""
+    run on ``device`` in ``dtype`` (default float32); on level 1 of a guided model, ``field`` is
+    the base's correspondence on ``window`` ((2, h, w) int16). Returns a (3, keep.height,
+    keep.width) float32 tensor on the CPU."""
     import torch
 
     from ..models.window import run_window
@@ -160,7 +189,19 @@ def sr_core(
     x = torch.as_tensor(source).unsqueeze(0).to(device, dtype)
     z = torch.from_numpy(noise.normal(seed, level, 0, 3, window)).unsqueeze(0).to(device, dtype)
     with torch.inference_mode():
-        y = run_window(model.sr, x, z, window=window, core=src_core, level_size=(src.height, src.width), detail=model.detail)
+        f = None if field is None else torch.as_tensor(np.asarray(field))
+        source_size = model.base.source_size(src.height) if f is not None else None
+        y = run_window(
+            model.sr,
+            x,
+            z,
+            window=window,
+            core=src_core,
+            level_size=(src.height, src.width),
+            detail=model.detail,
+            field=f,
+            source_size=source_size,
+        )
         y = y[0].float().cpu()  # (3, 4*src_core.h, 4*src_core.w)
         oy, ox = keep.y0 - SCALE * src_core.y0, keep.x0 - SCALE * src_core.x0
         return y[:, oy : oy + keep.height, ox : ox + keep.width]

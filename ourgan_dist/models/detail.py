@@ -59,9 +59,13 @@ class DetailLibrary(nn.Module):
         self.register_buffer("patches", torch.zeros(0, dtype=torch.int8))  # (S, N, 3, 8, 8)
         self.register_buffer("scales", torch.zeros(0))  # (S,) output width / photo width
         self.register_buffer("photo_width", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("guide", torch.zeros(0, dtype=torch.uint8))  # the photo as a JPEG (guided_detail.py)
+        self._bands: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name in ("keys", "patches", "scales"):  # a stored library sets the shapes
+        if prefix + "guide" not in state_dict:  # a model trained before guided detail: it has no photo kept
+            state_dict[prefix + "guide"] = torch.zeros(0, dtype=torch.uint8)
+        for name in ("keys", "patches", "scales", "guide"):  # a stored library sets the shapes
             key = prefix + name
             if key in state_dict and state_dict[key].shape != getattr(self, name).shape:
                 setattr(self, name, torch.zeros_like(state_dict[key], device=getattr(self, name).device))
@@ -70,6 +74,19 @@ class DetailLibrary(nn.Module):
     @property
     def ready(self) -> bool:
         return self.keys.dim() == 3 and self.keys.shape[1] > 0
+
+    @property
+    def guided(self) -> bool:
+        """Whether the photo is kept for the first level's guided detail (models trained before it have none)."""
+        return self.guide.numel() > 0
+
+    def band(self, out_height: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``guided_detail.photo_band`` of the kept photo at a level ``out_height`` rows tall (cached)."""
+        from .guided_detail import decode_photo, photo_band
+
+        if out_height not in self._bands:
+            self._bands = {out_height: photo_band(decode_photo(self.guide), out_height)}  # one level at a time
+        return self._bands[out_height]
 
     @torch.no_grad()
     def build(self, photo: torch.Tensor, patches: int, seed: int) -> None:
@@ -106,6 +123,10 @@ class DetailLibrary(nn.Module):
         self.patches = torch.stack(pats)
         self.scales = torch.tensor(scales, dtype=torch.float32)
         self.photo_width = torch.tensor(w, dtype=torch.int64)
+        from .guided_detail import encode_photo
+
+        self.guide = encode_photo(photo)
+        self._bands = {}
 
     def scale_index(self, out_width: int) -> int:
         """The library whose scale is nearest (in log) to an output level ``out_width`` px wide."""

@@ -170,18 +170,28 @@ class PatchBase(nn.Module):
     @torch.no_grad()
     def generate(self, height: int, width: int, seed: int) -> torch.Tensor:
         """A new base image (1, 3, height, width) in [-1, 1], a function of (photo, config, seed, size)."""
+        return self.generate_with_field(height, width, seed)[0]
+
+    @torch.no_grad()
+    def generate_with_field(self, height: int, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The new base image and where in the photo each of its pixels was drawn from: (2, height,
+        width) int16 rows and columns of the photo resized to ``source_size(height)``."""
         if not self.ready:
             raise RuntimeError("the patch base holds no photo yet: train the model first")
         device = self.photo.device
         with one_thread():
-            out = self._generate(height, width, seed)
-        return out.to(device)
+            out, (fy, fx) = self._generate(height, width, seed)
+        return out.to(device), torch.stack([fy, fx]).to(torch.int16)
 
-    def _generate(self, height: int, width: int, seed: int) -> torch.Tensor:
+    def source_size(self, height: int) -> tuple[int, int]:
+        """(h, w) of the photo a base ``height`` rows tall is drawn from (its field's coordinates)."""
+        ph, pw = self.photo.shape[2:]
+        return height, max(self.cfg.patch, round(pw * height / ph))
+
+    def _generate(self, height: int, width: int, seed: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         c = self.cfg
         photo = self.photo.cpu().float() / 255.0  # (1, 3, H, W) in [0, 1]
-        ph, pw = photo.shape[2:]
-        src_width = max(c.patch, round(pw * height / ph))  # the photo at the new image's height
+        src_width = self.source_size(height)[1]  # the photo at the new image's height
         sizes = self.scale_sizes(height, width)
         x = nnf = None
         prev_src = None
@@ -203,7 +213,7 @@ class PatchBase(nn.Module):
                 nnf = self._local(x, keys, src, upsample_field(nnf, (h, w), (sh, sw), c.patch), seed, s)
                 x = heal(src, nnf, fine_vote(c.patch))
             prev_src = src
-        return (x * 2 - 1).clamp(-1, 1)
+        return (x * 2 - 1).clamp(-1, 1), nnf
 
     def _distance_terms(self, h: int, sh: int, proj: Projection) -> tuple[torch.Tensor, torch.Tensor, float]:
         r = self.cfg.patch // 2

@@ -122,13 +122,34 @@ def run_window(
     core: Box,
     level_size: tuple[int, int],
     detail=None,
+    field=None,
+    source_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """``sr_window`` plus, where ``detail`` (a trained ``DetailLibrary``) is given and the config's
-    ``detail`` weight is not 0, the photo's detail patches (models/detail.py). This is what the
-    renderer calls, tiled and untiled alike."""
+    ``detail`` weight is not 0, the photo's detail patches (models/detail.py); on the first level
+    of a patch base, where ``field`` (the base's correspondence on ``window``, coordinates in a
+    photo of ``source_size``) is given and the model keeps its photo, the photo's detail read
+    where the base was drawn from (models/guided_detail.py). This is what the renderer calls,
+    tiled and untiled alike."""
     y = sr_window(net, x, z, window=window, core=core, level_size=level_size)
     if detail is None or not detail.ready or net.cfg.detail <= 0:
         return y
+    if field is not None and detail.guided:
+        from .guided_detail import apply_guided
+
+        low, band = detail.band(4 * level_size[0])
+        return apply_guided(
+            y,
+            x,
+            field,
+            low=low,
+            band=band,
+            window=window,
+            core=core,
+            level_size=level_size,
+            source_size=source_size,
+            strength=net.cfg.detail,
+        )
     return detail.apply(
         y, x, z, window=window, core=core, level_size=level_size, strength=net.cfg.detail, choices=net.cfg.detail_choices
     )

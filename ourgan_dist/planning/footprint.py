@@ -34,6 +34,9 @@ def base_activation_bytes(base: BaseConfig | PatchBaseConfig, height: int, width
 
 
 # ---- memory -----------------------------------------------------------------------------------
+GUIDED_BYTES = 24  # host bytes per pixel of the first level while its guided detail's band is built
+
+
 def task_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> dict[str, int]:
     """Counted peak bytes of the largest task of each kind, before the calibration factor:
 
@@ -46,13 +49,18 @@ def task_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> dict[str, in
       so edge tiles hold as much as interior ones;
     - ``sr_output``: its output side, the tail's floats per output pixel plus the float32 result
       and one copy while it is cropped and converted for the store;
+    - ``guided``: the first level's guided detail (models/guided_detail.py, a patch base with a
+      detail stage): the photo's band at that level's size, built once per worker on the host,
+      ``GUIDED_BYTES`` per pixel of the level at its peak (two float32 images) while it is built;
     - ``pyramid``: a viewing-pyramid block of side b reads 2b x 2b uint8 pixels (3 bytes each) and
       averages them through a uint16 copy and two uint64 sums (``pixels.downsample2``): 12 bytes
       per source pixel and 72 per block pixel."""
     per_in, per_out = sr_architecture(sr).activation_floats
     base_key = "patch_base" if base.kind == "patches" else "base"
-    out = {"base": 0, "patch_base": 0, "sr_body": 0, "sr_output": 0}
+    out = {"base": 0, "patch_base": 0, "sr_body": 0, "sr_output": 0, "guided": 0}
     out[base_key] = base_activation_bytes(base, plan.base_height, plan.base_width)
+    if base.kind == "patches" and sr.detail > 0 and len(plan.levels) > 1:
+        out["guided"] = GUIDED_BYTES * plan.levels[1].height * plan.levels[1].width
     for lv in plan.levels[1:]:
         core = plan.source_core(TileKey(lv.index, 0, 0))  # the first tile is a full-size one
         win = (core.height + 2 * plan.halo) * (core.width + 2 * plan.halo)
@@ -74,7 +82,7 @@ class MemoryModel:
     runtime_bytes: int
     factor: float
     source: str
-    kinds: tuple[str, ...] = ("base", "patch_base", "sr_body", "sr_output", "pyramid")  # the task_bytes terms it holds
+    kinds: tuple[str, ...] = ("base", "patch_base", "sr_body", "sr_output", "guided", "pyramid")  # the task_bytes terms it holds
 
     def counted(self, plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> int:
         terms = task_bytes(plan, sr, base)

@@ -39,6 +39,7 @@ STORE_FORMAT = 2  # 2: sharded image arrays (one shard per task block)
 READABLE_FORMATS = (1, 2)  # 1: plain chunks; its tasks wrote whole chunks, so it resumes as it is
 ATTR = "ourgan_dist"
 GENERATION = "generation"
+FIELD = "field"  # generation/field: where in the photo each base pixel was drawn from (patch bases)
 
 
 LEASE_ENTRY = "lease"  # the store's lease (lease.py): taken before the store exists, kept by create/clear
@@ -221,6 +222,17 @@ class Canvas(CompletionRecords):
                 fill_value=0.0,
                 dimension_names=("c", "y", "x"),
             )
+        if len(plan.levels) > 1:  # a patch base's correspondence, read by the first level's guided detail
+            base = plan.levels[0]
+            gen.create_array(
+                FIELD,
+                shape=(2, base.height, base.width),
+                chunks=(2, *plan.chunk_shape(base.height, base.width)),
+                shards=_shards(plan.level_shards(0), channels=2),
+                dtype="int16",
+                fill_value=0,
+                dimension_names=("c", "y", "x"),
+            )
         records = group.create_group(
             RECORDS,
             attributes={"description": "completion records: 1 where a task (tile or pyramid block) has written all its chunks"},
@@ -272,8 +284,16 @@ class Canvas(CompletionRecords):
     def level_array_name(self, level: int) -> str:
         return "0" if level == self.plan.final_level else f"{GENERATION}/{level}"
 
+    def has_field(self) -> bool:
+        """Whether the store has room for the base's correspondence (stores written before it have none)."""
+        try:
+            self.array(f"{GENERATION}/{FIELD}")
+        except KeyError:
+            return False
+        return True
+
     def read(self, name: str, box: Box) -> np.ndarray:
-        """(3, box.height, box.width) pixels of an array (any box: reads need no alignment)."""
+        """(c, box.height, box.width) values of an array (any box: reads need no alignment)."""
         return with_retries(f"read {name}{box}", lambda: self.array(name)[:, box.y0 : box.y1, box.x0 : box.x1])
 
     def write(self, name: str, box: Box, data: np.ndarray) -> None:
@@ -282,7 +302,7 @@ class Canvas(CompletionRecords):
         arr = self.array(name)
         shards = arr.shards
         check_aligned(name, arr.shape[1:], (shards or arr.chunks)[1:], box, "shard" if shards else "chunk")
-        if data.shape != (3, box.height, box.width):
+        if data.shape != (arr.shape[0], box.height, box.width):
             raise ValueError(f"write to {name!r}: data {data.shape} does not match {box}")
 
         def put() -> None:
@@ -295,9 +315,9 @@ class Canvas(CompletionRecords):
         self.group.attrs[ATTR] = self.info
 
 
-def _shards(side: tuple[int, int] | None) -> tuple[int, int, int] | None:
+def _shards(side: tuple[int, int] | None, channels: int = 3) -> tuple[int, int, int] | None:
     """The ``shards=`` of an image array (c, y, x) from a plan's (y, x) shard side (None: unsharded)."""
-    return None if side is None else (3, *side)
+    return None if side is None else (channels, *side)
 
 
 def plan_from_info(info: dict[str, Any]) -> RenderPlan:

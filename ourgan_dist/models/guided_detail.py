@@ -1,0 +1,145 @@
+"""Detail read where the base was drawn from: the first SR level's finest band, from the photo itself.
+
+The patch base draws every base pixel from a place of the photo (its correspondence, the *field*:
+``PatchBase.generate_with_field``). The first x4 level above the base lands at about the photo's own
+resolution, where the photo holds exactly the detail the base lost by being small. So on that
+level the detail stage does not search its small random library (models/detail.py) but reads the
+photo where the base came from:
+
+    for every source pixel j, the candidates are the matches of j and of its 8 neighbours, each
+    moved by its step to j (the coherent continuation: a neighbour's copy, carried on); the one
+    whose 4x4 key in the photo shrunk to base scale is nearest to the base's own 4x4 key around
+    j wins (ties: the first in a fixed order, j's own match first);
+    the 8x8 patch of the photo's detail band there (the photo at the level's size minus its x4
+    bicubic round trip) is added under the library's windows, in the library's integer sums.
+
+So rock gets the photo's own cracks and ledges at 1:1, and where the base copied a region whole,
+the level gives the photo's pixels back. Levels above the first have no field (the base's
+correspondence is at base scale) and keep the library.
+
+Exact tiling: keys are integer levels and distances exact integers in float64; the field is
+stored beside the base (``generation/field``) and read with the source window; a block reads
+the field one source pixel and keys two past its own pixel, within ``DETAIL_REACH``. The band is
+cut from the photo kept in the model (as a JPEG of at most ``GUIDE_MAX_SIDE`` px a side) by the
+same resize on every worker.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..planning.geometry import Box
+
+GUIDE_MAX_SIDE = 4096  # the photo is kept for guided detail at most this many pixels a side
+GUIDE_QUALITY = 95  # JPEG quality of the kept photo
+_BAND_ROWS = 64  # rows of blocks handled at a time
+# j's own match first, then its neighbours': the fixed order that breaks ties
+NEIGHBOURS = ((0, 0),) + tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+
+
+def encode_photo(photo: torch.Tensor) -> torch.Tensor:
+    """``photo`` (1, 3, H, W) in [-1, 1] -> a uint8 tensor holding it as a JPEG, shrunk to fit
+    ``GUIDE_MAX_SIDE``."""
+    import numpy as np
+    import pyvips
+
+    x = photo.detach().float().cpu()
+    h, w = x.shape[2:]
+    f = min(1.0, GUIDE_MAX_SIDE / max(h, w))
+    if f < 1:
+        x = F.interpolate(x, size=(round(h * f), round(w * f)), mode="bicubic", align_corners=False, antialias=True)
+    a = torch.clamp(torch.floor((x[0].clamp(-1, 1) + 1) * 127.5 + 0.5), 0, 255).to(torch.uint8).permute(1, 2, 0)
+    a = np.ascontiguousarray(a.numpy())
+    im = pyvips.Image.new_from_memory(a.tobytes(), a.shape[1], a.shape[0], 3, "uchar")
+    data = im.jpegsave_buffer(Q=GUIDE_QUALITY)
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
+
+
+def decode_photo(data: torch.Tensor) -> torch.Tensor:
+    """The kept photo back: (1, 3, H, W) float32 in [-1, 1]."""
+    import numpy as np
+    import pyvips
+
+    im = pyvips.Image.new_from_buffer(bytes(data.cpu().numpy()), "")
+    a = np.ndarray(buffer=im.write_to_memory(), dtype=np.uint8, shape=(im.height, im.width, im.bands))[..., :3]
+    return torch.from_numpy(a.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0).unsqueeze(0)
+
+
+def photo_band(photo: torch.Tensor, out_height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The photo resized to ``out_height`` rows (the level's scale): its x4-shrunk image as integer
+    levels (3, h, w) float64, and its detail band (3, 4h, 4w) int16 in 1/127.5 steps."""
+    from .detail import _to_levels
+
+    h, w = photo.shape[2:]
+    lw = max(4, round(w * out_height / h)) // 4
+    lh = out_height // 4
+    band = F.interpolate(photo.float(), size=(4 * lh, 4 * lw), mode="bicubic", align_corners=False, antialias=True).clamp_(-1, 1)
+    low = F.interpolate(band, size=(lh, lw), mode="bicubic", align_corners=False, antialias=True).clamp_(-1, 1)
+    band -= F.interpolate(low, size=(4 * lh, 4 * lw), mode="bicubic", align_corners=False)  # in place: 24 bytes a pixel at most
+    band = band[0].mul_(127.5).round_().clamp_(-255, 255).to(torch.int16)
+    return _to_levels(low)[0].double(), band
+
+
+@torch.no_grad()
+def apply_guided(
+    y: torch.Tensor,
+    x: torch.Tensor,
+    field: torch.Tensor,
+    *,
+    low: torch.Tensor,
+    band: torch.Tensor,
+    window: Box,
+    core: Box,
+    level_size: tuple[int, int],
+    source_size: tuple[int, int],
+    strength: float,
+) -> torch.Tensor:
+    """``y`` (1, 3, 4 core.h, 4 core.w), the first SR level's output for the source ``core``, plus
+    the photo's detail read at the base's correspondence. ``x`` (the base) and ``field`` (2, h, w:
+    photo rows and columns in the photo of ``source_size``) hold ``window`` of the base level of
+    ``level_size``; ``low`` and ``band`` come from ``photo_band`` at this level's height."""
+    from .detail import BLOCK, KEY, WEIGHT_SUM, WEIGHTS, _add_blocks, _replicated, _to_levels
+
+    H, W = level_size
+    sh, sw = source_size
+    lh, lw = low.shape[1:]
+    blocks = Box(core.y0 - 1, core.y1 + 1, core.x0 - 1, core.x1 + 1)  # the blocks that touch the core
+    need = Box(blocks.y0 - 1, blocks.y1 + 2, blocks.x0 - 1, blocks.x1 + 2)  # their keys' source pixels
+    fbox = Box(blocks.y0 - 1, blocks.y1 + 1, blocks.x0 - 1, blocks.x1 + 1)  # their neighbours' matches
+    levels = _to_levels(_replicated(x.float().cpu(), window, need, H, W))[0].double()  # (3, need.h, need.w)
+    f = _replicated(field.cpu().unsqueeze(0).double(), window, fbox, H, W)[0].double()  # (2, fbox.h, fbox.w)
+    ry, rx = lh / sh, lw / sw
+    acc = torch.zeros(3, 4 * core.height, 4 * core.width, dtype=torch.int32)
+    win = torch.tensor(WEIGHTS, dtype=torch.int32)
+    weight = win[:, None] * win[None, :]
+    offs = torch.arange(KEY)
+    side = torch.arange(BLOCK)
+    for r0 in range(blocks.y0, blocks.y1, _BAND_ROWS):
+        r1 = min(r0 + _BAND_ROWS, blocks.y1)
+        jy = torch.arange(r0, r1)[:, None].expand(r1 - r0, blocks.width)
+        jx = torch.arange(blocks.x0, blocks.x1)[None, :].expand(r1 - r0, blocks.width)
+        # the base's key around j: rows j-1 .. j+2, as a (3, 4, 4, rows, cols) stack
+        qy = (jy - need.y0 - 1)[None, None] + offs[:, None, None, None]
+        qx = (jx - need.x0 - 1)[None, None] + offs[None, :, None, None]
+        q = levels[:, qy, qx]
+        best = by = bx = None
+        for dy, dx in NEIGHBOURS:
+            my = f[0, jy + dy - fbox.y0, jx + dx - fbox.x0]
+            mx = f[1, jy + dy - fbox.y0, jx + dx - fbox.x0]
+            cy = (torch.round((my + 0.5) * ry - 0.5) - dy).long().clamp(1, lh - KEY + 1)
+            cx = (torch.round((mx + 0.5) * rx - 0.5) - dx).long().clamp(1, lw - KEY + 1)
+            k = low[:, (cy - 1)[None, None] + offs[:, None, None, None], (cx - 1)[None, None] + offs[None, :, None, None]]
+            d = ((q - k) ** 2).sum((0, 1, 2))
+            if best is None:
+                best, by, bx = d, cy, cx
+            else:
+                better = d < best
+                best, by, bx = torch.where(better, d, best), torch.where(better, cy, by), torch.where(better, cx, bx)
+        # the 8x8 band patch at output [4c - 2, 4c + 6) of the chosen place
+        py = (4 * by - 2)[:, :, None, None] + side[:, None]
+        px = (4 * bx - 2)[:, :, None, None] + side[None, :]
+        p = band[:, py, px].to(torch.int32).permute(1, 2, 0, 3, 4) * weight  # (rows, cols, 3, 8, 8)
+        _add_blocks(acc, p, r0, blocks.x0, core)
+    scale = strength / (127.5 * WEIGHT_SUM**2)
+    return (y.float() + acc.float()[None].to(y.device) * scale).to(y.dtype)
