@@ -34,6 +34,7 @@ from ..planning.geometry import Box
 GUIDE_MAX_SIDE = 4096  # the photo is kept for guided detail at most this many pixels a side
 GUIDE_QUALITY = 95  # JPEG quality of the kept photo
 _BAND_ROWS = 64  # rows of blocks handled at a time
+MIN_LOW = 8  # a level whose photo, shrunk x4, is smaller than this a side keeps the library
 # j's own match first, then its neighbours': the fixed order that breaks ties
 NEIGHBOURS = ((0, 0),) + tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
 

@@ -135,21 +135,22 @@ def run_window(
     if detail is None or not detail.ready or net.cfg.detail <= 0:
         return y
     if field is not None and detail.guided:
-        from .guided_detail import apply_guided
+        from .guided_detail import MIN_LOW, apply_guided
 
         low, band = detail.band(4 * level_size[0])
-        return apply_guided(
-            y,
-            x,
-            field,
-            low=low,
-            band=band,
-            window=window,
-            core=core,
-            level_size=level_size,
-            source_size=source_size,
-            strength=net.cfg.detail,
-        )
+        if min(low.shape[1:]) >= MIN_LOW:  # a smaller level has no room for keys: the library serves it
+            return apply_guided(
+                y,
+                x,
+                field,
+                low=low,
+                band=band,
+                window=window,
+                core=core,
+                level_size=level_size,
+                source_size=source_size,
+                strength=net.cfg.detail,
+            )
     return detail.apply(
         y, x, z, window=window, core=core, level_size=level_size, strength=net.cfg.detail, choices=net.cfg.detail_choices
     )
