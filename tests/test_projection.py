@@ -11,7 +11,7 @@ import pytest
 from ourgan_dist.planning import footprint as fp
 from ourgan_dist.planning import projection as pj
 from ourgan_dist.config import PRESETS
-from ourgan_dist.planning.plan import RenderPlan
+from ourgan_dist.planning.plan import RenderPlan, TileKey
 
 CPU, PAPER, TINY = PRESETS["cpu"], PRESETS["paper"], PRESETS["tiny"]
 GB80 = 80 * 10**9
@@ -113,3 +113,18 @@ def test_the_guided_band_is_counted_on_the_host_and_bounded_by_the_first_level()
     off = dataclasses.replace(CPU.sr, detail=0.0)
     assert fp.task_bytes(plan, off, CPU.base)["guided"] == 0
     assert "guided" in fp.CPU_MEMORY.kinds and "guided" not in fp.GPU_MEMORY.kinds
+
+
+def test_the_first_level_of_a_patch_base_is_counted_at_the_guided_detail_cost():
+    import dataclasses
+
+    plan = RenderPlan.create(16384, 12288, base=CPU.base, sr=CPU.sr, tile=1024)
+    work = pj.Work(plan, CPU.sr, CPU.base)
+    one, two = (work.macs(TileKey(lv, 0, 0)) for lv in (1, 2))
+    c1, c2 = plan.source_core(TileKey(1, 0, 0)), plan.source_core(TileKey(2, 0, 0))
+    assert (c1.height, c1.width) == (c2.height, c2.width)  # the same full-size tile on both levels
+    library = pj.detail_macs_per_pixel(CPU.sr) * (c1.height + 2) * (c1.width + 2)
+    assert two - one == library - pj.detail_macs_per_pixel(CPU.sr, guided=True) * (c1.height + 2) * (c1.width + 2)
+    off = dataclasses.replace(CPU.sr, detail=0.0)
+    bare = pj.Work(plan, off, CPU.base)
+    assert bare.macs(TileKey(1, 0, 0)) == bare.macs(TileKey(2, 0, 0))

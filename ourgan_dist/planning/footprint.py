@@ -37,6 +37,13 @@ def base_activation_bytes(base: BaseConfig | PatchBaseConfig, height: int, width
 GUIDED_BYTES = 24  # host bytes per pixel of the first level while its guided detail's band is built
 
 
+def guided_level(sr: SRConfig, base: BaseConfig, level: int) -> bool:
+    """Whether level ``level`` runs the guided detail (models/guided_detail.py) rather than the
+    library: the first level of a patch base with a detail stage (a model trained before it keeps
+    the library; it is counted as guided)."""
+    return level == 1 and base.kind == "patches" and sr.detail > 0
+
+
 def task_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> dict[str, int]:
     """Counted peak bytes of the largest task of each kind, before the calibration factor:
 
@@ -59,7 +66,7 @@ def task_bytes(plan: RenderPlan, sr: SRConfig, base: BaseConfig) -> dict[str, in
     base_key = "patch_base" if base.kind == "patches" else "base"
     out = {"base": 0, "patch_base": 0, "sr_body": 0, "sr_output": 0, "guided": 0}
     out[base_key] = base_activation_bytes(base, plan.base_height, plan.base_width)
-    if base.kind == "patches" and sr.detail > 0 and len(plan.levels) > 1:
+    if len(plan.levels) > 1 and guided_level(sr, base, 1):
         out["guided"] = GUIDED_BYTES * plan.levels[1].height * plan.levels[1].width
     for lv in plan.levels[1:]:
         core = plan.source_core(TileKey(lv.index, 0, 0))  # the first tile is a full-size one

@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from ..config import BaseConfig, PatchBaseConfig, SRConfig
 from ..models.sr_architecture import sr_architecture
-from .footprint import memory_model
+from .footprint import guided_level, memory_model
 from .plan import PyramidKey, RenderPlan, TaskKey, TileKey
 
 GiB = 1 << 30
@@ -35,10 +35,13 @@ def sr_macs_per_pixel(sr: SRConfig) -> int:
     return sr_architecture(sr).macs_per_pixel + detail_macs_per_pixel(sr)
 
 
-def detail_macs_per_pixel(sr: SRConfig) -> int:
+def detail_macs_per_pixel(sr: SRConfig, guided: bool = False) -> int:
     """The detail stage per source pixel: a 48-value distance to every library key, then the
-    selection of the nearest (counted as one MAC per key and choice)."""
-    return sr.detail_patches * (48 + sr.detail_choices + 1) if sr.detail > 0 else 0
+    selection of the nearest (counted as one MAC per key and choice); on a guided level
+    (``footprint.guided_level``) a 48-value distance to each of 9 candidates and the 8x8x3 patch."""
+    if sr.detail <= 0:
+        return 0
+    return 9 * 48 + 3 * 64 if guided else sr.detail_patches * (48 + sr.detail_choices + 1)
 
 
 def base_macs(base: BaseConfig | PatchBaseConfig, height: int, width: int) -> int:
@@ -58,14 +61,14 @@ def base_macs(base: BaseConfig | PatchBaseConfig, height: int, width: int) -> in
 
 
 @lru_cache(maxsize=4096)
-def _tile_macs(sr: SRConfig, core_h: int, core_w: int, halo: int) -> int:
+def _tile_macs(sr: SRConfig, core_h: int, core_w: int, halo: int, guided: bool = False) -> int:
     """MACs of one SR tile whose source core is core_h x core_w, read with ``halo``: each layer
     on the core expanded by the reach it still needs (full at level edges too: run_window pads)."""
     total = 0
     for i, layer in enumerate(sr_architecture(sr).convs):
         reach = min(layer.reach, halo) if i else halo  # the first layer sees the whole window
         total += layer.macs * layer.scale**2 * (core_h + 2 * reach) * (core_w + 2 * reach)
-    return total + detail_macs_per_pixel(sr) * (core_h + 2) * (core_w + 2)  # blocks of the core and its rim
+    return total + detail_macs_per_pixel(sr, guided) * (core_h + 2) * (core_w + 2)  # blocks of the core and its rim
 
 
 # ---- how fast a worker is ---------------------------------------------------------------------
@@ -130,7 +133,7 @@ class Work:
         if key.level == 0:
             return base_macs(self.base, self.plan.base_height, self.plan.base_width)
         c = self.plan.source_core(key)
-        return _tile_macs(self.sr, c.height, c.width, self.plan.halo)
+        return _tile_macs(self.sr, c.height, c.width, self.plan.halo, guided_level(self.sr, self.base, key.level))
 
     def pixels(self, key: TaskKey) -> int:
         """Output pixels the task writes."""
@@ -146,8 +149,10 @@ class Work:
         """MACs of the SR levels as tiled over MACs of the same levels with no halo at all: the
         extra arithmetic the halos cost (1.0 would be free)."""
         tiled = bare = 0
-        per_px = sr_macs_per_pixel(self.sr)
         for lv in self.plan.levels[1:]:
+            per_px = sr_architecture(self.sr).macs_per_pixel + detail_macs_per_pixel(
+                self.sr, guided_level(self.sr, self.base, lv.index)
+            )
             for key, n in task_groups(self.plan, lv.index):
                 tiled += n * self.macs(key)
                 bare += n * self.plan.source_core(key).area * per_px
