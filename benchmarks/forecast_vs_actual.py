@@ -14,8 +14,9 @@ wall time, start to finish, as a user waits for it; the phases come from the tas
 
 ``--base`` times the model's patch base at three base sizes on one thread, with the probe's
 one-thread rate before and after: the figures ``forecast.BASE_SECONDS`` and ``BASE_PROBE_RATE``
-hold. Times depend on the machine and on everything else it runs: the script prints the load
-average with every figure.
+hold (and how much faster a probe of a guided first level runs: ``GUIDED_PROBE_RATE``). Times
+depend on the machine and on everything else it runs: the script prints the load average with
+every figure.
 """
 
 from __future__ import annotations
@@ -161,8 +162,13 @@ def base_times(model: str, sizes=((160, 256), (320, 512), (640, 1024), (768, 102
     from ourgan_dist.engine.forecast import probe_tile
     from ourgan_dist.engine.render import RenderRequest, prepare
 
-    p = prepare(RenderRequest(model=model, out=os.path.join(tempfile.gettempdir(), "unused.zarr"), size="4096x2560", workers=2))
+    def prepared(size: str):
+        return prepare(RenderRequest(model=model, out=os.path.join(tempfile.gettempdir(), "unused.zarr"), size=size, workers=2))
+
+    p = prepared("16384x10240")  # its last level is an SR level (the probe BASE_PROBE_RATE is of)
     rates = [probe_tile(p, threads=1).macs_per_s]
+    guided = probe_tile(prepared("4096x2560"), threads=1).macs_per_s  # a guided first level
+    print(f"probe of a guided first level / of an SR level, one thread: {guided / rates[0]:.2f} (GUIDED_PROBE_RATE)")
     points = []
     for h, w in sizes:
         t0 = time.perf_counter()

@@ -128,3 +128,14 @@ def test_the_first_level_of_a_patch_base_is_counted_at_the_guided_detail_cost():
     off = dataclasses.replace(CPU.sr, detail=0.0)
     bare = pj.Work(plan, off, CPU.base)
     assert bare.macs(TileKey(1, 0, 0)) == bare.macs(TileKey(2, 0, 0))
+
+
+def test_a_cpu_workers_io_scales_with_its_measured_rate():
+    """Store I/O and the pyramid's averaging were recorded beside the reference rate on the same
+    machine: a worker probed twice as fast as that does them in half the time."""
+    ref_worker = pj.CPU_REFERENCE.macs_per_s / pj.CPU_REFERENCE_WORKERS
+    same, fast = pj.cpu_throughput(ref_worker, "a"), pj.cpu_throughput(2 * ref_worker, "b")
+    assert same.io_s_per_px == pytest.approx(pj.CPU_REFERENCE.io_s_per_px)
+    assert fast.io_s_per_px == pytest.approx(same.io_s_per_px / 2)
+    assert fast.pyramid_s_per_px == pytest.approx(same.pyramid_s_per_px / 2)
+    assert fast.task_s == same.task_s and fast.macs_per_s == 2 * ref_worker

@@ -4,13 +4,15 @@ tile of the plan on this machine, and the patch base's recorded times.
 
 What a render's wall time is made of, and where each part comes from:
 
-- start-up: the driver's Ray (local workers) and every worker loading the model: recorded;
+- start-up: the driver's Ray (local workers) and every worker loading the model: recorded on the
+  idle machine, stretched by this machine's load;
 - the base: the patch base runs on one CPU thread (on GPU workers too), and its time grows with
   base pixels in a way its MACs do not capture (memory-bound searches): recorded on this project's
-  CPU at a few base sizes, scaled by how fast the probe runs here against the probe there (a GPU
-  render: at the recorded rate); a GAN base is convolutions, so its MACs at the probe's rate;
+  CPU at a few base sizes, scaled by how fast the probe runs here against the same probe there
+  (a GPU render: at the recorded rate); a GAN base is convolutions, so its MACs at the probe's rate;
 - the SR levels and the viewing pyramid: every task's MACs (``projection.Work``) at the probe's
-  rate for one worker, with the store I/O per pixel as recorded, scheduled on the workers.
+  rate for one worker, with the store I/O per pixel as recorded beside the reference rate and
+  scaled with the probe's (``projection.cpu_throughput``), scheduled on the workers.
 
 The range is the probe's own run-to-run spread widened by how far forecasts missed measured
 renders in ``benchmarks/forecast_vs_actual.py``.
@@ -41,10 +43,15 @@ PROBE_WARMUP_TILE = 64  # output px: the untimed first run (kernels, caches) tha
 # ran one thread at BASE_PROBE_RATE MACs/s. Between and beyond the points: linear in pixels.
 BASE_SECONDS = ((256 * 160, 2.8), (512 * 320, 4.3), (1024 * 640, 18.4), (1024 * 768, 22.5))
 BASE_PROBE_RATE = 19.5e9
-# Start-up and shut-down around the tasks, recorded by the same benchmark on the busy machine
-# (load 5-8 on 2 cores): the in-process worker loads the model (2 s, then 1.5 s to finish); local
-# Ray starts and each actor imports torch and loads the model (18-26 s, then ~3 s to stop).
-STARTUP_S = {"in-process": 3.0, "ray": 22.0}
+# The probe's MACs/s depend on what it times: a guided first level (models/guided_detail.py) runs
+# at 1.86 x an SR level's MACs/s (37.5 against 20.2 GMAC/s, one thread, the same idle minute), so
+# a probe of a guided level is compared with this rate, not BASE_PROBE_RATE.
+GUIDED_PROBE_RATE = 1.86 * BASE_PROBE_RATE
+# Start-up and shut-down around the tasks on the idle machine (load under 1 on 2 cores), recorded
+# by the same benchmark: the in-process worker loads the model (about 3 s in all); local Ray starts
+# and each actor imports torch and loads the model (7.9-8.9 s). On the busy machine (load 5-8)
+# Ray's took 18-26 s: the forecast stretches these by the load per core when it is above 1.
+STARTUP_S = {"in-process": 3.0, "ray": 9.0}
 # The range's ends, beyond the probe's own spread: renders of the benchmark took 0.69-1.38 x the
 # forecast on this project's 2-core machine, whose load (other jobs) moved between 2 and 9 while
 # they ran; a probe of a second sees only the load of its second.
@@ -169,17 +176,17 @@ def worker_threads(p: Prepared) -> tuple[int, float]:
     return torch.get_num_threads(), 1.0
 
 
-def base_seconds(pixels: int, thread_rate: float) -> float:
+def base_seconds(pixels: int, thread_rate: float, guided: bool = False) -> float:
     """The patch base's time for a base of ``pixels`` on one thread of ``thread_rate`` MACs/s (as
-    the probe measures it): ``BASE_SECONDS`` interpolated linearly, scaled from the rate it was
-    recorded at."""
+    the probe measures it; ``guided``: a probe of a guided first level): ``BASE_SECONDS``
+    interpolated linearly, scaled from the rate the same probe ran at when they were recorded."""
     pts = sorted(BASE_SECONDS)
     if pixels <= pts[0][0]:
         at = pts[0][1]
     else:
         (p0, s0), (p1, s1) = next(((a, b) for a, b in zip(pts, pts[1:]) if pixels <= b[0]), (pts[-2], pts[-1]))
         at = s0 + (s1 - s0) * (pixels - p0) / (p1 - p0)
-    return at * BASE_PROBE_RATE / thread_rate
+    return at * (GUIDED_PROBE_RATE if guided else BASE_PROBE_RATE) / thread_rate
 
 
 @dataclass(frozen=True)
@@ -229,7 +236,7 @@ def forecast_time(p: Prepared, probe: Probe | None, thread_probe: Probe | None =
     else:
         rate = RECORDED_THREAD_RATE * threads * share
         basis = f"no probe: {RECORDED_THREAD_RATE / 1e9:.0f} GMAC/s per thread as probed on this project's 2-core CPU"
-    thr = ref.with_rate(rate, basis)
+    thr = ref.with_rate(rate, basis) if gpu else projection.cpu_throughput(rate, basis)
     est = projection.estimate(plan, cfg.sr, cfg.base, workers=p.workers, throughput=thr)
     spans = {lv.name: lv.span_s for lv in est.levels}
     if cfg.base.kind == "patches":  # on one CPU thread, whatever the device the SR levels run on
@@ -242,15 +249,18 @@ def forecast_time(p: Prepared, probe: Probe | None, thread_probe: Probe | None =
         else:
             one = rate / threads / share
             basis += "; the patch base's recorded times on one thread, at the probe's speed per thread"
-        base_s = base_seconds(plan.base_height * plan.base_width, one)
+        guided = probe is not None and footprint.guided_level(cfg.sr, cfg.base, probe.level)
+        base_s = base_seconds(plan.base_height * plan.base_width, one, guided)
     else:
         base_s = spans.get("level 0", 0.0)
     pyramid_s = spans.get("viewing pyramid", 0.0)
     sr_s = sum(s for name, s in spans.items() if name not in ("level 0", "viewing pyramid"))
     startup_s = STARTUP_S["in-process" if p.workers == 1 and r.address is None else "ray"]
     cores = os.cpu_count() or 1
-    if not gpu and r.address is None and (busy := os.getloadavg()[0]) > cores:
-        basis += f"; this machine is busy (load {busy:.1f} on {cores} cores): the time moves with its load"
+    if r.address is None and (busy := os.getloadavg()[0]) > cores:
+        startup_s *= busy / cores  # processes start on the cores other work leaves
+        if not gpu:
+            basis += f"; this machine is busy (load {busy:.1f} on {cores} cores): the time moves with its load"
     total = startup_s + base_s + sr_s + pyramid_s
     t = TimeForecast(total, total * BAND_LOW * spread_lo, total * BAND_HIGH * spread_hi, startup_s, base_s, sr_s, pyramid_s, basis)
     return t, est

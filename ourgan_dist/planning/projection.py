@@ -113,6 +113,19 @@ GPU_REFERENCE = Throughput(
 )
 
 
+CPU_REFERENCE_WORKERS = 2  # CPU_REFERENCE's rate is the machine's, its two workers together
+
+
+def cpu_throughput(worker_rate: float, source: str) -> Throughput:
+    """One CPU worker of ``worker_rate`` MACs/s (as a probe measured it). Store I/O, noise and the
+    pyramid's averaging are CPU work too, recorded beside CPU_REFERENCE's rate: they scale with the
+    worker's rate as the arithmetic does (on the idle machine a tiny-preset render's I/O took 131 ns
+    and a pyramid block 170 ns per pixel, about a tenth of the busy machine's, as was its rate)."""
+    slower = CPU_REFERENCE.macs_per_s / CPU_REFERENCE_WORKERS / worker_rate
+    t = CPU_REFERENCE
+    return Throughput(worker_rate, t.io_s_per_px * slower, t.pyramid_s_per_px * slower, t.task_s, source)
+
+
 def reference_throughput(device: str, precision: str = "fp32") -> Throughput:
     if device.startswith("cuda"):
         if precision != "fp32":
