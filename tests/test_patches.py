@@ -14,7 +14,7 @@ import torch
 from ourgan_dist.quality import novelty
 from ourgan_dist.config import PRESETS, PatchBaseConfig, from_dict, to_dict
 from ourgan_dist.errors import ConfigError
-from ourgan_dist.models import checkpoint
+from ourgan_dist.models import checkpoint, patches
 from ourgan_dist.models.patches import (
     PatchBase,
     fine_vote,
@@ -119,6 +119,38 @@ def test_no_seed_gives_the_photo_back():
         out = reorder_strips(photo, 96, 4, seed)
         for ref in (photo, photo.flip(-1)):
             assert float((out - ref).abs().mean()) > 0.02, seed
+
+
+def test_a_layout_the_passes_rebuilt_into_the_photos_is_drawn_again(monkeypatch):
+    """When the exact passes turn a new collage back into the photo's layout, the seed draws
+    another collage and noise; the redraw is itself a function of the seed."""
+    pb = patch_base()
+    first = pb.generate(40, 64, seed=3)
+    real = patches.layout_distance_to
+    measured: list[float] = []
+
+    def first_draw_snapped_back(x, src):  # the first call of a draw measures its result
+        measured.append(real(x, src))
+        return 0.0 if len(measured) == 1 else measured[-1]
+
+    monkeypatch.setattr(patches, "layout_distance_to", first_draw_snapped_back)
+    redrawn = pb.generate(40, 64, seed=3)
+    assert len(measured) >= 4  # a second draw was made and measured
+    assert not torch.equal(redrawn, first)
+    measured.clear()
+    assert torch.equal(pb.generate(40, 64, seed=3), redrawn)
+
+
+def test_a_seeds_further_layouts_are_keyed_apart_from_other_seeds():
+    keys = {patches.layout_seed(seed, d) for seed in range(200) for d in range(1, patches.LAYOUT_DRAWS)}
+    assert len(keys) == 200 * (patches.LAYOUT_DRAWS - 1)
+    assert min(keys) > 2**40  # not the first draw of any everyday seed
+    assert patches.layout_seed(7, 0) == 7
+
+
+def test_the_largest_render_seed_draws_a_base():
+    x = patch_base().generate(40, 64, seed=2**64 - 1)
+    assert x.shape == (1, 3, 40, 64) and bool(torch.isfinite(x).all())
 
 
 def test_a_seam_between_two_shades_of_sky_is_spread_and_a_real_edge_is_kept():

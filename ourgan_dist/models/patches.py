@@ -34,6 +34,14 @@ Four things make the samples new scenes and not copies or patch salad:
   to every distance (y from -1 at the top row to +1 at the bottom of each image), so a patch is
   drawn from near its own height: no rock in the sky, no cloud in the meadow.
 
+**A layout that snapped back is drawn again** (``_layout``): from some collages the exact passes
+rebuild the photo's own layout (a near copy, often mirrored). After the layout scales the
+drawing's layout novelty against the photo (``quality/novelty.py``) is compared with its collage's;
+below ``KEPT_NOVELTY`` of it, the seed draws another collage and noise (``layout_seed``), at most
+``LAYOUT_DRAWS`` times, and keeps the draw that kept the most. The test is relative to the
+collage, not to a fixed figure, so a photo of horizontal bands (little to rearrange) is not
+pushed towards one "least like the photo" layout for every seed.
+
 **Healing** (``heal``): where the correspondence jumps, two regions copied from different places
 of the photo meet, and the plain vote steps between colours that never met there (a sky lighter
 on one side of a line). Each scale's last vote is followed by a screened Poisson solve that keeps the photo's
@@ -63,10 +71,15 @@ from torch import nn
 from ..planning import noise
 from ..config import BaseConfig
 from ..planning.geometry import Box
+from ..quality.novelty import layout_distance
 from .strips import reorder_strips
 
 NOISE_STREAM = 2000  # noise stream of level 0 for the coarsest scale's noise
+LAYOUT_STREAM = 2100  # keys of the further layouts drawn for one seed (2101, 2102, ...)
+SEED_MASK = (1 << 63) - 1  # torch generators take 63-bit seeds; a render's seed has 64
 PCA_SAMPLES = 8000  # photo patches sampled to fit each scale's projection
+LAYOUT_DRAWS = 4  # layouts drawn at most for one seed, while the passes rebuild the photo's layout
+KEPT_NOVELTY = 0.75  # a layout is kept when it has at least this fraction of its collage's novelty
 
 
 @contextlib.contextmanager
@@ -193,27 +206,49 @@ class PatchBase(nn.Module):
         photo = self.photo.cpu().float() / 255.0  # (1, 3, H, W) in [0, 1]
         src_width = self.source_size(height)[1]  # the photo at the new image's height
         sizes = self.scale_sizes(height, width)
-        x = nnf = None
-        prev_src = None
-        for s, (h, w) in enumerate(sizes):
-            sh = h
-            sw = max(c.patch, round(src_width * h / height))
-            src = resize(photo, sh, sw)
-            keys = src if prev_src is None else resize(prev_src, sh, sw)  # the photo as blurred as x_s is
-            if x is None:  # the layout: the photo's strips in a new order, and noise
-                z = torch.from_numpy(noise.normal(seed, 0, NOISE_STREAM, 3, Box(0, h, 0, w))).unsqueeze(0)
-                collage = reorder_strips(resize(photo, height, src_width), width, c.pieces, seed)
-                x = resize(collage, h, w) + c.noise * src.std() * z
-            else:
-                x = resize(x, h, w)
-            if h * w <= c.layout_pixels or nnf is None:
-                nnf = self._exact(x, keys, src, seed, s)
-                x = heal(src, nnf, c.patch)
-            else:
-                nnf = self._local(x, keys, src, upsample_field(nnf, (h, w), (sh, sw), c.patch), seed, s)
-                x = heal(src, nnf, fine_vote(c.patch))
-            prev_src = src
+        n_layout = max(1, sum(h * w <= c.layout_pixels for h, w in sizes))
+        collage_of = lambda d: reorder_strips(resize(photo, height, src_width), width, c.pieces, d)  # noqa: E731
+        x, nnf, src = self._layout(photo, sizes[:n_layout], src_width / height, collage_of, seed)
+        for s, (h, w) in enumerate(sizes[n_layout:], start=n_layout):  # refine the layout's correspondence
+            src, keys = self._photo_at(photo, src, h, src_width / height)
+            nnf = self._local(resize(x, h, w), keys, src, upsample_field(nnf, (h, w), src.shape[2:], c.patch), seed, s)
+            x = heal(src, nnf, fine_vote(c.patch))
         return (x * 2 - 1).clamp(-1, 1), nnf
+
+    def _photo_at(self, photo, below, h: int, aspect: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The photo at a scale ``h`` rows tall, and its keys: the photo as blurred as an image
+        upsampled from the scale below (``below``, None at the first scale) is: GPNN's keys."""
+        w = max(self.cfg.patch, round(aspect * h))
+        src = resize(photo, h, w)
+        return src, (src if below is None else resize(below, h, w))
+
+    def _layout(self, photo, sizes, aspect: float, collage_of, seed: int):
+        """The layout scales, exact search. The passes can rebuild the photo's own layout from a
+        new collage (a jumble of strips snaps back); a drawing whose layout novelty fell below
+        ``KEPT_NOVELTY`` x its collage's (both against the photo, at the last layout scale) is drawn
+        again from another collage and noise, up to ``LAYOUT_DRAWS`` times, and the draw that kept
+        the most of its collage's novelty is used. Returns (image, field, photo) at the last
+        layout scale."""
+        best = None
+        for draw in range(LAYOUT_DRAWS):
+            d = layout_seed(seed, draw)
+            collage = collage_of(d)
+            x = nnf = src = None
+            for s, (h, w) in enumerate(sizes):
+                src, keys = self._photo_at(photo, src, h, aspect)
+                if x is None:  # the photo's strips in a new order, and noise
+                    z = torch.from_numpy(noise.normal(d, 0, NOISE_STREAM, 3, Box(0, h, 0, w))).unsqueeze(0)
+                    x = resize(collage, h, w) + self.cfg.noise * src.std() * z
+                else:
+                    x = resize(x, h, w)
+                nnf = self._exact(x, keys, src, d, s)
+                x = heal(src, nnf, self.cfg.patch)
+            kept = layout_distance_to(x, src) / max(layout_distance_to(resize(collage, *x.shape[2:]), src), 1e-6)
+            if best is None or kept > best[0]:
+                best = (kept, x, nnf, src)
+            if kept >= KEPT_NOVELTY:
+                break
+        return best[1:]
 
     def _distance_terms(self, h: int, sh: int, proj: Projection) -> tuple[torch.Tensor, torch.Tensor, float]:
         r = self.cfg.patch // 2
@@ -228,7 +263,7 @@ class PatchBase(nn.Module):
         p, r = c.patch, c.patch // 2
         h, w = x.shape[2:]
         sh, sw = src.shape[2:]
-        projections = _Projections(keys, src, p, c.features, seed * 7919 + s, pad=False)
+        projections = _Projections(keys, src, p, c.features, (seed * 7919 + s) & SEED_MASK, pad=False)
         for it in range(c.iterations):
             proj, kf = projections(it)
             kf = kf.reshape(proj.basis.shape[0], -1).T  # (nk, k)
@@ -249,8 +284,8 @@ class PatchBase(nn.Module):
         p = c.patch
         h, w = x.shape[2:]
         sh, sw = src.shape[2:]
-        g = torch.Generator().manual_seed((seed * 1_000_003 + s) & 0x7FFF_FFFF_FFFF_FFFF)
-        projections = _Projections(keys, src, p, c.features, seed * 7919 + s, pad=True)
+        g = torch.Generator().manual_seed((seed * 1_000_003 + s) & SEED_MASK)
+        projections = _Projections(keys, src, p, c.features, (seed * 7919 + s) & SEED_MASK, pad=True)
         for it in range(c.refine_iterations):
             proj, kf = projections(it)  # kf (k, sh, sw): every pixel a centre; matches stay inside
             qf = proj(x, pad=True)  # (k, h, w)
@@ -260,6 +295,19 @@ class PatchBase(nn.Module):
             if it < c.refine_iterations - 1:
                 x = vote(src, nnf, fine_vote(p))
         return nnf
+
+
+def layout_seed(seed: int, draw: int) -> int:
+    """The seed of a render seed's ``draw``-th layout: the seed itself first, then 63-bit keys of
+    its own (no everyday seed's first draw)."""
+    return seed if draw == 0 else noise.stream_key(seed, 0, LAYOUT_STREAM + draw) & SEED_MASK
+
+
+def layout_distance_to(x: torch.Tensor, src: torch.Tensor) -> float:
+    """The layout novelty (``quality/novelty.py``) of the image ``x`` against the photo ``src``,
+    both (1, 3, h, w) in [0, 1], at the photo's own width."""
+    a, p = (t[0].double().numpy() * 255 for t in (x, src))
+    return layout_distance(a, p, p.shape[2])
 
 
 def nearest(

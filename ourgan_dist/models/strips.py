@@ -22,7 +22,7 @@ def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> t
     being likelier (the cheapest one alone made most seeds alike); strips repeat, in further
     orders, until ``width`` is filled; half the seeds mirror the result. ``pieces`` 1 keeps the
     photo (mirrored, widened by repeats)."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed & ((1 << 63) - 1))  # torch takes 63 bits
     _, _, h, w_photo = photo.shape
     k = max(1, min(pieces + int(torch.randint(-1, 2, (1,), generator=g)) if pieces > 1 else 1, w_photo // 8))
     change = (photo[..., 1:] - photo[..., :-1]).abs().sum((0, 1, 2))  # (W - 1,) how much each column boundary changes

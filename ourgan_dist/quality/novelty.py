@@ -57,14 +57,16 @@ def _dtw_rms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(total[:, n, m] / steps[:, n, m])
 
 
-def layout_distance(image: np.ndarray, photo: np.ndarray) -> float:
-    """Novelty of ``image`` against ``photo`` (both (3, H, W) uint8 or 8-bit floats): see the module."""
+def layout_distance(image: np.ndarray, photo: np.ndarray, width: int = WIDTH) -> float:
+    """Novelty of ``image`` against ``photo`` (both (3, H, W) uint8 or 8-bit floats): see the module.
+    ``width``: the columns the photo is shrunk to (fewer for small images, as the base's layout
+    check does)."""
     _, ph, pw = photo.shape
-    rows = max(BANDS, round(WIDTH * ph / pw))
+    rows = max(BANDS, round(width * ph / pw))
     _, ih, iw = image.shape
-    cols = max(2, round(WIDTH * (iw / ih) / (pw / ph)))  # a wider image keeps its extra width
+    cols = max(2, round(width * (iw / ih) / (pw / ph)))  # a wider image keeps its extra width
     a = _shrink(image, rows, cols)
-    p = _shrink(photo, rows, WIDTH)
+    p = _shrink(photo, rows, width)
     edges = np.linspace(0, rows, BANDS + 1).round().astype(int)
     best = np.inf
     band_rows = int(np.diff(edges).min())  # bands of equal height (rounding drops at most a row of a band)
