@@ -208,21 +208,21 @@ class PatchBase(nn.Module):
         sizes = self.scale_sizes(height, width)
         n_layout = max(1, sum(h * w <= c.layout_pixels for h, w in sizes))
         collage_of = lambda d: reorder_strips(resize(photo, height, src_width), width, c.pieces, d)  # noqa: E731
-        x, nnf, src = self._layout(photo, sizes[:n_layout], src_width / height, collage_of, seed)
+        x, nnf, src = self._layout(photo, sizes[:n_layout], (src_width, height), collage_of, seed)
         for s, (h, w) in enumerate(sizes[n_layout:], start=n_layout):  # refine the layout's correspondence
-            src, keys = self._photo_at(photo, src, h, src_width / height)
+            src, keys = self._photo_at(photo, src, h, (src_width, height))
             nnf = self._local(resize(x, h, w), keys, src, upsample_field(nnf, (h, w), src.shape[2:], c.patch), seed, s)
             x = heal(src, nnf, fine_vote(c.patch))
         return (x * 2 - 1).clamp(-1, 1), nnf
 
-    def _photo_at(self, photo, below, h: int, aspect: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _photo_at(self, photo, below, h: int, aspect: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The photo at a scale ``h`` rows tall, and its keys: the photo as blurred as an image
         upsampled from the scale below (``below``, None at the first scale) is: GPNN's keys."""
-        w = max(self.cfg.patch, round(aspect * h))
+        w = max(self.cfg.patch, round(aspect[0] * h / aspect[1]))  # aspect: (width, height)
         src = resize(photo, h, w)
         return src, (src if below is None else resize(below, h, w))
 
-    def _layout(self, photo, sizes, aspect: float, collage_of, seed: int):
+    def _layout(self, photo, sizes, aspect: tuple[int, int], collage_of, seed: int):
         """The layout scales, exact search. The passes can rebuild the photo's own layout from a
         new collage (a jumble of strips snaps back); a drawing whose layout novelty fell below
         ``KEPT_NOVELTY`` x its collage's (both against the photo, at the last layout scale) is drawn
