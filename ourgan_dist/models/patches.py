@@ -62,6 +62,7 @@ base is a function of (photo, config, seed, size) alone (invariant I2).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import torch
@@ -207,7 +208,7 @@ class PatchBase(nn.Module):
         src_width = self.source_size(height)[1]  # the photo at the new image's height
         sizes = self.scale_sizes(height, width)
         n_layout = max(1, sum(h * w <= c.layout_pixels for h, w in sizes))
-        collage_of = lambda d: reorder_strips(resize(photo, height, src_width), width, c.pieces, d)  # noqa: E731
+        collage_of = functools.partial(reorder_strips, resize(photo, height, src_width), width, c.pieces)  # (seed) -> collage
         x, nnf, src = self._layout(photo, sizes[:n_layout], (src_width, height), collage_of, seed)
         for s, (h, w) in enumerate(sizes[n_layout:], start=n_layout):  # refine the layout's correspondence
             src, keys = self._photo_at(photo, src, h, (src_width, height))
