@@ -124,6 +124,28 @@ def test_pictures_exist_with_the_right_sizes(report):
     assert _size(pics["seeds"])[0] == 2 * PANEL_WIDTH + SHEET_GAP  # photo | seed 0, then seed 1
 
 
+def test_the_seeds_sheet_shows_the_samples_whose_novelty_it_reports(report, untrained):
+    """Seed 0's panel is the base sample the novelty figures were measured on (the base at the
+    training size), not a base drawn at another size (another layout)."""
+    import pyvips
+
+    from ourgan_dist.models import checkpoint
+    from ourgan_dist.quality.sheet import GAP as SHEET_GAP, PANEL_WIDTH, _panel, _pixels
+
+    r, _ = report
+    w, h = r["base"]["size"]
+    sample = _pixels(checkpoint.load(untrained).base.generate(h, w, 0))
+
+    def array(im):
+        return np.frombuffer(im.write_to_memory(), dtype=np.uint8).reshape(im.height, im.width, im.bands)
+
+    want = array(_panel(sample, "x"))
+    got = array(pyvips.Image.new_from_file(r["detail"]["pictures"]["seeds"]))
+    panel = got[: want.shape[0], PANEL_WIDTH + SHEET_GAP :, :3]
+    label = want.shape[0] - round(PANEL_WIDTH * h / w)  # the caption's rows differ; the image's must not
+    assert np.array_equal(panel[label:], want[label:])
+
+
 def test_display_panels_are_bounded():
     import pyvips
 

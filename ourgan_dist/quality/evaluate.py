@@ -161,8 +161,9 @@ def _row_profile(x: torch.Tensor) -> torch.Tensor:
     return (x[0].mean(dim=2).T + 1) * 127.5
 
 
-def base_samples(model, image: str, seeds: int) -> dict[str, Any]:
-    """Diversity across seeds and vertical layout of base samples at the training base size."""
+def base_samples(model, image: str, seeds: int) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Diversity across seeds, vertical layout and layout novelty of base samples at the training
+    base size; and the samples themselves ((3, h, w) 8-bit), for the seeds sheet."""
     photo = _base_photo(model, image)
     _, _, h, w = photo.shape
     samples = torch.cat([model.base.generate(h, w, s) for s in range(seeds)])  # (N, 3, h, w)
@@ -171,7 +172,7 @@ def base_samples(model, image: str, seeds: int) -> dict[str, Any]:
     dists = [float(torch.sqrt(((_row_profile(samples[i : i + 1]) - target) ** 2).mean())) for i in range(seeds)]
     flipped = float(torch.sqrt(((_row_profile(photo.flip(2)) - target) ** 2).mean()))
     as8 = [to_pixels(samples[i : i + 1]) for i in range(seeds)]
-    return {
+    figures = {
         "size": [w, h],
         "seeds": seeds,
         "diversity": round(diversity, 4),
@@ -180,6 +181,7 @@ def base_samples(model, image: str, seeds: int) -> dict[str, Any]:
         "row_profile_rmse_worst": round(float(np.max(dists)), 3),
         "row_profile_rmse_upside_down_photo": round(flipped, 3),
     }
+    return figures, as8
 
 
 # ---- fine detail, level by level ----------------------------------------------------------------
@@ -256,15 +258,19 @@ def evaluate(
             "photo": {"path": image, "width": info.width, "height": info.height, "is_training_photo": trained_on == info.sha256},
             "reconstruction": reconstruction(model, image),
             "sr": sr_holdout(model, image, seed),
-            "base": base_samples(model, image, seeds),
         }
+        out["base"], drawn = base_samples(model, image, seeds)
         out["detail"] = fine_detail(model_dir, image, seed=seed, max_width=render_max_width, pictures=pictures)
-    if pictures:
-        from .sheet import seed_sheet
+    if pictures:  # the samples whose figures the report gives, each captioned with its novelty
+        from .sheet import photo_sheet
 
-        out["detail"]["pictures"]["seeds"] = seed_sheet(
-            model, image, info.width, info.height, list(range(min(seeds, 6))), os.path.join(pictures, "seeds.png")
-        )
+        w, h = out["base"]["size"]
+        novelty = out["base"]["novelty"]["per_seed"]
+        panels = [
+            (np.ascontiguousarray(drawn[s].astype(np.uint8).transpose(1, 2, 0)), f"seed {s}: base {w}x{h}, novelty {n:.1f}")
+            for s, n in enumerate(novelty[:6])
+        ]
+        out["detail"]["pictures"]["seeds"] = photo_sheet(image, panels, os.path.join(pictures, "seeds.png"), photo_width=w)
     return out
 
 

@@ -1,8 +1,9 @@
 """A contact sheet a person can open: the photo beside new images of several seeds.
 
 Each seed's panel is its base image, the level where the scene's arrangement is decided (the SR
-levels above it add detail, not layout), at the base size a render of ``size`` draws. Panels are
-labelled; the sheet is one PNG written with pyvips.
+levels above it add detail, not layout): at the base size a render of ``size`` draws (the demo), or
+the very samples a report measured (``photo_sheet``, as ``evaluate`` does). Panels are labelled;
+the sheet is one PNG written with pyvips.
 """
 
 from __future__ import annotations
@@ -37,23 +38,32 @@ def seed_sheet(
     """Write ``path``: the photo, then the base image of each seed for a ``width`` x ``height``
     render of ``model``, two panels a row; ``rendered`` (seed, (h, w, 3) uint8) puts a finished
     render of one seed first, in place of drawing its base again. Returns ``path``."""
-    import pyvips
     import torch
 
-    from .. import images
     from ..planning.plan import RenderPlan
 
     plan = RenderPlan.create(width, height, base=model.config.base, sr=model.config.sr, tile=0)
     bh, bw = plan.base_height, plan.base_width
-    photo = torch.from_numpy(images.load_rgb(photo_path, max_width=max(bw, PANEL_WIDTH))).unsqueeze(0)
-    panels = [_panel(_pixels(photo), f"the photo ({photo.shape[3]}x{photo.shape[2]} shown)")]
-    if rendered is not None:
-        panels.append(_panel(np.ascontiguousarray(rendered[1]), f"seed {rendered[0]}: the {width}x{height} render"))
+    panels = [] if rendered is None else [(np.ascontiguousarray(rendered[1]), f"seed {rendered[0]}: the {width}x{height} render")]
     with torch.no_grad():
         for s in seeds:
-            base = model.base.generate(bh, bw, s)
-            panels.append(_panel(_pixels(base), f"seed {s}: new scene, base {bw}x{bh} of a {width}x{height} render"))
-    sheet = pyvips.Image.arrayjoin(panels, across=2, shim=GAP, background=[255, 255, 255])
+            caption = f"seed {s}: new scene, base {bw}x{bh} of a {width}x{height} render"
+            panels.append((_pixels(model.base.generate(bh, bw, s)), caption))
+    return photo_sheet(photo_path, panels, path, photo_width=bw)
+
+
+def photo_sheet(photo_path: str, panels: list[tuple[np.ndarray, str]], path: str, photo_width: int = PANEL_WIDTH) -> str:
+    """Write ``path``: the photo (shown at least ``photo_width`` wide before the panel's resize),
+    then each (image (h, w, 3) uint8, caption), two panels a row. Returns ``path``."""
+    import pyvips
+    import torch
+
+    from .. import images
+
+    photo = torch.from_numpy(images.load_rgb(photo_path, max_width=max(photo_width, PANEL_WIDTH))).unsqueeze(0)
+    shown = [_panel(_pixels(photo), f"the photo ({photo.shape[3]}x{photo.shape[2]} shown)")]
+    shown += [_panel(pixels, caption) for pixels, caption in panels]
+    sheet = pyvips.Image.arrayjoin(shown, across=2, shim=GAP, background=[255, 255, 255])
     sheet.write_to_file(path)
     return path
 
