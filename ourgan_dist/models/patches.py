@@ -35,7 +35,7 @@ Four things make the samples new scenes and not copies or patch salad:
   drawn from near its own height: no rock in the sky, no cloud in the meadow.
 
 **A layout that snapped back is drawn again** (``_layout``): from some collages the exact passes
-rebuild the photo's own layout (a near copy, often mirrored). After the layout scales the
+rebuild the photo's own layout (a near copy of the photo). After the layout scales the
 drawing's layout novelty against the photo (``quality/novelty.py``) is compared with its collage's;
 below ``KEPT_NOVELTY`` of it, the seed draws another collage and noise (``layout_seed``), at most
 ``LAYOUT_DRAWS`` times, and keeps the draw that kept the most. The test is relative to the
