@@ -116,6 +116,7 @@ class PatchBaseConfig:
     pieces: int = 4  # the photo is cut into about this many upright strips, shuffled into a new order
     noise: float = 1.0  # noise added at the coarsest scale, in units of the photo's standard deviation
     alpha: float = 0.05  # completeness (GPNN's alpha) relative to the photo's patch variance: smaller, more of the photo's objects
+    complete_scales: int = 3  # layout scales, from the coarsest, that search with completeness; finer ones take plain nearest neighbours
     vertical_weight: float = 1.5  # weight of (y_query - y_photo)^2 relative to the photo's patch variance
     layout_pixels: int = 5000  # scales up to this many pixels search every photo patch; finer ones search locally
     iterations: int = 6  # nearest-neighbour passes per layout scale
@@ -130,6 +131,7 @@ class PatchBaseConfig:
             ("base_height", 0),
             ("coarsest", 4),
             ("pieces", 1),
+            ("complete_scales", 0),
             ("layout_pixels", 16),
             ("iterations", 1),
             ("refine_iterations", 1),

@@ -153,6 +153,35 @@ def test_the_largest_render_seed_draws_a_base():
     assert x.shape == (1, 3, 40, 64) and bool(torch.isfinite(x).all())
 
 
+def test_completeness_spreads_matches_and_none_is_plain_nearest():
+    # three queries all nearest to key 0; key 1 is a little further from each
+    k = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    q = torch.tensor([[0.1, 0.0], [0.15, 0.0], [0.45, 0.0]])
+    qy, ky = torch.zeros(3), torch.zeros(2)
+    assert patches.nearest(q, k, qy, ky, 0.0, None).tolist() == [0, 0, 0]
+    # with completeness key 1, which no query holds, wins the query nearest to it
+    assert patches.nearest(q, k, qy, ky, 0.0, 0.01).tolist() == [0, 0, 1]
+
+
+def test_completeness_acts_on_the_first_layout_scales_only(monkeypatch):
+    pb = patch_base(complete_scales=2, iterations=2)
+    sizes = pb.scale_sizes(40, 64)
+    n_layout = sum(h * w <= pb.cfg.layout_pixels for h, w in sizes)
+    assert n_layout >= 3  # the test needs a layout scale after the complete ones
+    alphas: list[float | None] = []
+    real = patches.nearest
+
+    def recording(q, k, qy, ky, vw, alpha, chunk=2048):
+        alphas.append(alpha)
+        return real(q, k, qy, ky, vw, alpha, chunk)
+
+    monkeypatch.setattr(patches, "nearest", recording)
+    monkeypatch.setattr(patches, "KEPT_NOVELTY", 0.0)  # one layout drawn
+    pb.generate(40, 64, seed=1)
+    assert [a is not None for a in alphas] == [True] * 4 + [False] * 2 * (n_layout - 2)
+    assert all(a > 0 for a in alphas[:4])
+
+
 def test_a_seam_between_two_shades_of_sky_is_spread_and_a_real_edge_is_kept():
     # a photo whose sky brightens from left to right, above a sharp dark ground
     h, w = 96, 192
@@ -255,6 +284,8 @@ def test_config_kinds_round_trip_and_bad_values_name_the_field():
         PatchBaseConfig(patch=6)
     with pytest.raises(ConfigError, match="alpha"):
         PatchBaseConfig(alpha=-1)
+    with pytest.raises(ConfigError, match="complete_scales"):
+        PatchBaseConfig(complete_scales=-1)
     with pytest.raises(ConfigError, match="kind"):
         from_dict(type(PRESETS["cpu"]), {**to_dict(PRESETS["cpu"]), "base": {"kind": "diffusion"}})
 
