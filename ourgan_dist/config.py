@@ -116,7 +116,7 @@ class PatchBaseConfig:
     pieces: int = 4  # the photo is cut into about this many upright strips, shuffled into a new order
     noise: float = 1.0  # noise added at the coarsest scale, in units of the photo's standard deviation
     alpha: float = 0.05  # completeness (GPNN's alpha) relative to the photo's patch variance: smaller, more of the photo's objects
-    complete_scales: int = 3  # layout scales, from the coarsest, that search with completeness; finer ones take plain nearest neighbours
+    complete_scales: int = 3  # layout scales, coarsest first, searched with completeness; finer ones: plain nearest neighbours
     vertical_weight: float = 1.5  # weight of (y_query - y_photo)^2 relative to the photo's patch variance
     layout_pixels: int = 5000  # scales up to this many pixels search every photo patch; finer ones search locally
     iterations: int = 6  # nearest-neighbour passes per layout scale
