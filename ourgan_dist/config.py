@@ -116,7 +116,8 @@ class PatchBaseConfig:
     pieces: int = 4  # the photo is cut into about this many upright strips, shuffled into a new order
     noise: float = 1.0  # noise added at the coarsest scale, in units of the photo's standard deviation
     alpha: float = 0.05  # completeness (GPNN's alpha) relative to the photo's patch variance: smaller, more of the photo's objects
-    complete_scales: int = 3  # layout scales, coarsest first, searched with completeness; finer ones: plain nearest neighbours
+    complete_scales: int = 3  # layout scales, coarsest first, searched at completeness alpha; finer ones at fine_alpha
+    fine_alpha: float = 0.25  # completeness on the finer layout scales: weaker, so a patch with no place left is not forced in
     vertical_weight: float = 1.5  # weight of (y_query - y_photo)^2 relative to the photo's patch variance
     layout_pixels: int = 5000  # scales up to this many pixels search every photo patch; finer ones search locally
     iterations: int = 6  # nearest-neighbour passes per layout scale
@@ -149,7 +150,7 @@ class PatchBaseConfig:
             "a number in [0.3, 0.9]",
             self.pyramid_ratio,
         )
-        for name in ("noise", "alpha", "vertical_weight"):
+        for name in ("noise", "alpha", "fine_alpha", "vertical_weight"):
             v = getattr(self, name)
             _check(n, name, isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, "a number >= 0", v)
         _check(n, "vertical_coord", isinstance(self.vertical_coord, bool), "a bool", self.vertical_coord)

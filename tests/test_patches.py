@@ -171,33 +171,39 @@ def test_the_largest_render_seed_draws_a_base():
     assert x.shape == (1, 3, 40, 64) and bool(torch.isfinite(x).all())
 
 
-def test_completeness_spreads_matches_and_none_is_plain_nearest():
+def test_completeness_spreads_matches_and_a_large_alpha_is_plain_nearest():
     # three queries all nearest to key 0; key 1 is a little further from each
     k = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
     q = torch.tensor([[0.1, 0.0], [0.15, 0.0], [0.45, 0.0]])
     qy, ky = torch.zeros(3), torch.zeros(2)
-    assert patches.nearest(q, k, qy, ky, 0.0, None).tolist() == [0, 0, 0]
-    # with completeness key 1, which no query holds, wins the query nearest to it
+    assert patches.nearest(q, k, qy, ky, 0.0, 1e6).tolist() == [0, 0, 0]
+    # with strong completeness key 1, which no query holds, wins the query nearest to it
     assert patches.nearest(q, k, qy, ky, 0.0, 0.01).tolist() == [0, 0, 1]
 
 
-def test_completeness_acts_on_the_first_layout_scales_only(monkeypatch):
-    pb = patch_base(complete_scales=2, iterations=2)
+def test_completeness_is_weaker_after_the_first_layout_scales(monkeypatch):
+    pb = patch_base(complete_scales=2, iterations=2, alpha=0.05, fine_alpha=0.4)
     sizes = pb.scale_sizes(40, 64)
     n_layout = sum(h * w <= pb.cfg.layout_pixels for h, w in sizes)
     assert n_layout >= 3  # the test needs a layout scale after the complete ones
-    alphas: list[float | None] = []
-    real = patches.nearest
+    passes: list[float] = []  # each exact pass's alpha, over its scale's patch variance
+    variances: list[float] = []  # of every projection made, in order (a layout scale makes 2)
+    real_nearest, real_projection = patches.nearest, patches.Projection
+
+    class Recorded(real_projection):
+        def __init__(self, *args):
+            super().__init__(*args)
+            variances.append(self.variance)
 
     def recording(q, k, qy, ky, vw, alpha, chunk=2048):
-        alphas.append(alpha)
-        return real(q, k, qy, ky, vw, alpha, chunk)
+        passes.append(alpha / variances[-1])
+        return real_nearest(q, k, qy, ky, vw, alpha, chunk)
 
     monkeypatch.setattr(patches, "nearest", recording)
+    monkeypatch.setattr(patches, "Projection", Recorded)
     monkeypatch.setattr(patches, "KEPT_NOVELTY", 0.0)  # one layout drawn
     pb.generate(40, 64, seed=1)
-    assert [a is not None for a in alphas] == [True] * 4 + [False] * 2 * (n_layout - 2)
-    assert all(a > 0 for a in alphas[:4])
+    assert passes == pytest.approx([0.05] * 4 + [0.4] * 2 * (n_layout - 2))
 
 
 def test_a_seam_between_two_shades_of_sky_is_spread_and_a_real_edge_is_kept():
@@ -304,6 +310,8 @@ def test_config_kinds_round_trip_and_bad_values_name_the_field():
         PatchBaseConfig(alpha=-1)
     with pytest.raises(ConfigError, match="complete_scales"):
         PatchBaseConfig(complete_scales=-1)
+    with pytest.raises(ConfigError, match="fine_alpha"):
+        PatchBaseConfig(fine_alpha=-0.1)
     with pytest.raises(ConfigError, match="kind"):
         from_dict(type(PRESETS["cpu"]), {**to_dict(PRESETS["cpu"]), "base": {"kind": "diffusion"}})
 

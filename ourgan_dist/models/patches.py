@@ -29,10 +29,11 @@ Four things make the samples new scenes and not copies or patch salad:
   ``alpha * scale + (its distance to the query nearest it)`` (GPNN's normalisation), so patches
   the current image already holds lose to ones it lacks: objects appear rather than one
   texture covering everything. ``scale`` is the photo's mean patch variance, so ``alpha`` means
-  the same for a dim photo and a bright one. It acts on the first ``complete_scales`` layout
-  scales, where the objects are placed; the finer layout scales take plain nearest neighbours,
-  since there it forced in patches with no place left to go (a raised stretch of horizon pasted
-  beside a lower one, the rail stepping with it).
+  the same for a dim photo and a bright one. It acts at full strength on the first
+  ``complete_scales`` layout scales, where the objects are placed, and weaker (``fine_alpha``)
+  on the finer layout scales: at full strength there it forced in patches with no place left to
+  go (a raised stretch of horizon pasted beside a lower one, a guard rail stepping with it);
+  without it, small objects that only show at those scales (a photo's lights) were lost.
 - **The vertical term** (``vertical_weight``): ``weight * scale * (y_query - y_photo)**2`` is added
   to every distance (y from -1 at the top row to +1 at the bottom of each image), so a patch is
   drawn from near its own height: no rock in the sky, no cloud in the meadow.
@@ -275,8 +276,8 @@ class PatchBase(nn.Module):
             qy, ky, vw = self._distance_terms(h, sh, proj)
             kyy = ky.view(-1, 1).expand(sh - 2 * r, sw - 2 * r).reshape(-1)
             qyy = qy.view(-1, 1).expand(h, w).reshape(-1)
-            alpha = c.alpha * proj.variance if s < c.complete_scales else None
-            idx = nearest(qf, kf, qyy, kyy, vw, alpha)
+            alpha = c.alpha if s < c.complete_scales else c.fine_alpha
+            idx = nearest(qf, kf, qyy, kyy, vw, alpha * proj.variance)
             ky_i, kx_i = idx // (sw - 2 * r) + r, idx % (sw - 2 * r) + r
             nnf = (ky_i.view(h, w), kx_i.view(h, w))
             if it < c.iterations - 1:  # the caller votes with the last field
@@ -316,17 +317,11 @@ def layout_distance_to(x: torch.Tensor, src: torch.Tensor) -> float:
 
 
 def nearest(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    qy: torch.Tensor,
-    ky: torch.Tensor,
-    vw: float,
-    alpha: float | None,
-    chunk: int = 2048,
+    q: torch.Tensor, k: torch.Tensor, qy: torch.Tensor, ky: torch.Tensor, vw: float, alpha: float, chunk: int = 2048
 ) -> torch.Tensor:
     """For each query row of ``q`` (nq, d) the index of its photo patch in ``k`` (nk, d): the least
-    (|q - k|^2 + vw * (qy - ky)^2) / (alpha + min over queries of the same), GPNN's completeness;
-    with ``alpha`` None, the least distance itself (plain nearest neighbours)."""
+    (|q - k|^2 + vw * (qy - ky)^2) / (alpha + min over queries of the same), GPNN's completeness
+    (the larger ``alpha``, the weaker: plain nearest neighbours as it grows)."""
     kk = (k * k).sum(1)
 
     def dist(i: int) -> torch.Tensor:
@@ -334,15 +329,11 @@ def nearest(
         d = (qc * qc).sum(1, keepdim=True) + kk[None] - 2 * qc @ k.T  # (c, nk)
         return (d + vw * (qy[i : i + chunk, None] - ky[None]) ** 2).clamp_min_(0)
 
-    out = torch.empty(q.shape[0], dtype=torch.long)
-    if alpha is None:
-        for i in range(0, q.shape[0], chunk):
-            out[i : i + chunk] = dist(i).argmin(1)
-        return out
     least = torch.full((k.shape[0],), float("inf"))
     for i in range(0, q.shape[0], chunk):
         least = torch.minimum(least, dist(i).min(0).values)
     norm = alpha + least
+    out = torch.empty(q.shape[0], dtype=torch.long)
     for i in range(0, q.shape[0], chunk):
         out[i : i + chunk] = (dist(i) / norm[None]).argmin(1)
     return out
