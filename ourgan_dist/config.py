@@ -117,7 +117,7 @@ class PatchBaseConfig:
     noise: float = 1.0  # noise added at the coarsest scale, in units of the photo's standard deviation
     alpha: float = 0.05  # completeness (GPNN's alpha) relative to the photo's patch variance: smaller, more of the photo's objects
     complete_scales: int = 3  # layout scales, coarsest first, searched at completeness alpha; finer ones at fine_alpha
-    fine_alpha: float = 0.25  # completeness on the finer layout scales: weaker, so a patch with no place left is not forced in
+    fine_alpha: float = 0.5  # completeness on the finer layout scales: weaker, so a patch with no place left is not forced in
     vertical_weight: float = 1.5  # weight of (y_query - y_photo)^2 relative to the photo's patch variance
     layout_pixels: int = 5000  # scales up to this many pixels search every photo patch; finer ones search locally
     iterations: int = 6  # nearest-neighbour passes per layout scale
