@@ -2,10 +2,7 @@
 
 The photo is cut at columns where little changes across (between objects rather than through
 them); the strips are laid in an order that keeps the photo's neighbours apart, drawn among random
-orders with better-matching joins likelier. A new image wider than the photo (a panorama) lays
-every strip once per round, one round per two photo widths, with open ground between them: the
-photo's row medians, which the nearest-neighbour passes fill with its commonest textures, so the
-photo's objects (a trail, a boulder) do not repeat across the width.
+orders with better-matching joins likelier, and repeated until the new image's width is filled.
 ``models/patches.py`` shrinks this collage to its coarsest scale and redraws it from the photo's
 patches; what was tried here and not kept is in docs/quality.md.
 """
@@ -22,9 +19,9 @@ def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> t
     a function of the seed. Cuts fall more often where columns change little (between objects
     rather than through them); of ``ORDERS_TRIED`` random orders in which no strip is followed by
     a neighbour of the photo (or as few as can be), one is drawn, orders whose joins differ less
-    being likelier (the cheapest one alone made most seeds alike); a collage wider than the photo
-    spreads the strips over open ground (``_spread``); half the seeds mirror the result. ``pieces``
-    1 keeps the photo (mirrored, or spread over open ground)."""
+    being likelier (the cheapest one alone made most seeds alike); strips repeat, in further
+    orders, until ``width`` is filled; half the seeds mirror the result. ``pieces`` 1 keeps the
+    photo (mirrored, widened by repeats)."""
     g = torch.Generator().manual_seed(seed & ((1 << 63) - 1))  # torch takes 63 bits
     _, _, h, w_photo = photo.shape
     k = max(1, min(pieces + int(torch.randint(-1, 2, (1,), generator=g)) if pieces > 1 else 1, w_photo // 8))
@@ -40,53 +37,17 @@ def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> t
             cuts.append(c)
     edges = [0] + sorted(cuts) + [w_photo]
     strips = [photo[..., a:b] for a, b in zip(edges[:-1], edges[1:])]
-    if width > w_photo:
-        collage = _spread(strips, width, photo.median(-1, keepdim=True).values, g)
-    else:
-        order = _draw_order(strips, 3, g)  # joins overlap: more than enough to fill ``width``
-        collage = strips[order[0]]
-        for i in order[1:]:
-            collage = _cross_fade(collage, strips[i])
-        offset = int(torch.randint(0, collage.shape[-1] - width + 1, (1,), generator=g))
-        collage = collage[..., offset : offset + width]
+    order = _draw_order(strips, -(-width // w_photo) + 2, g)  # joins overlap: more than enough to fill ``width``
+    collage = strips[order[0]]
+    for i in order[1:]:  # joins cross-fade over a third of the narrower side: a sky's gradient meets without a step
+        nxt = strips[i]
+        o = min(collage.shape[-1], nxt.shape[-1]) // 3
+        ramp = torch.linspace(0, 1, o + 2)[1:-1] if o else torch.zeros(0)
+        mixed = collage[..., collage.shape[-1] - o :] * (1 - ramp) + nxt[..., :o] * ramp
+        collage = torch.cat([collage[..., : collage.shape[-1] - o], mixed, nxt[..., o:]], dim=-1)
+    offset = int(torch.randint(0, collage.shape[-1] - width + 1, (1,), generator=g))
+    collage = collage[..., offset : offset + width]
     return collage.flip(-1) if torch.rand(1, generator=g) < 0.5 else collage
-
-
-def _cross_fade(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a`` then ``b``, overlapping by a third of the narrower: a sky's gradient meets without a step."""
-    o = min(a.shape[-1], b.shape[-1]) // 3
-    ramp = torch.linspace(0, 1, o + 2)[1:-1] if o else torch.zeros(0)
-    mixed = a[..., a.shape[-1] - o :] * (1 - ramp) + b[..., :o] * ramp
-    return torch.cat([a[..., : a.shape[-1] - o], mixed, b[..., o:]], dim=-1)
-
-
-def _spread(strips: list[torch.Tensor], width: int, median: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """A collage ``width`` wide, wider than the photo: every strip once per round (one round per
-    two photo widths, at least one), in a drawn order, with open ground of random widths before,
-    between and after them. Open ground is the photo's row median (``median``, (1, 3, h, 1)),
-    ramping from the strip beside it over a third of its width on each side; strips with no
-    ground between them cross-fade."""
-    w_photo = sum(s.shape[-1] for s in strips)
-    order = _draw_order(strips, max(1, round(width / (2 * w_photo))), g)
-    parts = [strips[i] for i in order]
-    share = torch.rand(len(parts) + 1, generator=g) + 0.25  # no slot starved
-    ground = (share / share.sum() * (width - sum(p.shape[-1] for p in parts))).floor().long().tolist()
-    collage = parts[0]
-    for n, part in zip(ground[1:-1], parts[1:]):
-        collage = torch.cat([collage, _ground(collage, part, median, n), part], -1) if n else _cross_fade(collage, part)
-    left = round((width - collage.shape[-1]) * float(share[0] / (share[0] + share[-1])))
-    right = width - collage.shape[-1] - left  # the edges take what the cross-fades left over
-    return torch.cat([_ground(None, collage, median, left), collage, _ground(collage, None, median, right)], -1)
-
-
-def _ground(left: torch.Tensor | None, right: torch.Tensor | None, median: torch.Tensor, n: int) -> torch.Tensor:
-    """``n`` columns of open ground: the row median, reached from ``left``'s last column over the
-    first third and left for ``right``'s first column over the last (an image edge: the median)."""
-    t = torch.linspace(0, 1, n + 2)[1:-1].view(1, 1, 1, n) * 3
-    from_left, from_right = (1 - t).clamp(min=0), (t - 2).clamp(min=0)
-    a = median if left is None else left[..., -1:]
-    b = median if right is None else right[..., :1]
-    return a * from_left + b * from_right + median * (1 - from_left - from_right)
 
 
 def _draw_order(strips: list[torch.Tensor], repeats: int, g: torch.Generator) -> list[int]:
