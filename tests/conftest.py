@@ -4,11 +4,10 @@ session) and a local Ray instance on 127.0.0.1 (one per test module)."""
 from __future__ import annotations
 
 import os
-import socket
 
 import numpy as np
 import pytest
-from helpers import environ
+from helpers import environ, free_port
 
 # keep every Ray process and driver on loopback (see DESIGN.md, "Running the real parts in tests")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -66,12 +65,6 @@ def small_render(tiny_model, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("render") / "render.zarr")
     render(prepare(RenderRequest(model=tiny_model, out=out, size="300x200", chunk=16, tile=32)))
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -90,12 +90,20 @@ def actor_pids(cluster, class_name: str) -> list[int]:
     return pids
 
 
-def _free_port() -> int:
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports on 127.0.0.1: every socket stays bound until all are drawn, so the
+    system cannot hand the same port out twice (one Ray head's components need ports of their own)."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
 
 
 def fake_autoscaler_config(gcs_port: int, node_types: dict) -> dict:
@@ -158,7 +166,7 @@ def autoscaling_cluster(tmp_dir, node_types: dict):
 
     from ourgan_dist.engine.executors.capacity import _kv_get, _v1_autoscales
 
-    port = _free_port()
+    port, dashboard_port = free_ports(2)
     config = os.path.join(str(tmp_dir), "autoscaler.json")
     with open(config, "w") as f:
         json.dump(fake_autoscaler_config(port, node_types), f)
@@ -171,7 +179,7 @@ def autoscaling_cluster(tmp_dir, node_types: dict):
                 head_node_args={
                     "num_cpus": 0,
                     "include_dashboard": False,
-                    "dashboard_port": _free_port(),
+                    "dashboard_port": dashboard_port,
                     "node_ip_address": "127.0.0.1",
                     "gcs_server_port": port,
                     "autoscaling_config": config,

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import free_port
+from helpers import free_ports
 from helpers import arrays, assert_same_arrays, do_render
 
 REPO = Path(__file__).parents[1]
@@ -536,20 +536,19 @@ class RayHead:
         self.env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
         self.auth_header = {"Authorization": f"Bearer {token}"}
         self.temp_dir = tempfile.mkdtemp(prefix="ogd-", dir="/tmp")  # short: Ray's socket paths
-        self.dashboard = f"http://127.0.0.1:{free_port()}"
-        ports = {
-            p: free_port()
-            for p in (
-                "port",
-                "ray-client-server-port",
-                "dashboard-agent-listen-port",
-                "dashboard-agent-grpc-port",
-                "metrics-export-port",
-                "runtime-env-agent-port",
-                "node-manager-port",
-                "object-manager-port",
-            )
-        }
+        names = (
+            "port",
+            "ray-client-server-port",
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "metrics-export-port",
+            "runtime-env-agent-port",
+            "node-manager-port",
+            "object-manager-port",
+        )
+        dashboard, *drawn = free_ports(len(names) + 1)  # distinct: Ray refuses a port given to two components
+        self.dashboard = f"http://127.0.0.1:{dashboard}"
+        ports = dict(zip(names, drawn))
         cmd = [
             str(Path(sys.executable).parent / "ray"),
             "start",

@@ -12,7 +12,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from conftest import free_port
+from helpers import free_port
 from ourgan_dist.cli import main
 
 
