@@ -2,7 +2,7 @@
 
     python benchmarks/base_seeds.py MODEL_DIR SHEET.png [--height 192] [--seeds 8] [--wide 1.0]
 
-Draws seeds 0..N-1 of the model's base (patch or GAN) at ``--height`` rows and the photo's aspect
+Draws seeds 0..N-1 of the model's patch base at ``--height`` rows and the photo's aspect
 times ``--wide`` (2.0: a panorama twice as wide), and prints each seed's layout novelty against
 the photo (``quality/novelty.py``, the measure ``evaluate`` reports), the novelty between every
 two seeds (mean, least, and each seed's nearest other), and writes SHEET.png: the photo at the
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ourgan_dist.models import checkpoint
-from ourgan_dist.quality.novelty import layout_distance
+from ourgan_dist.quality.novelty import novelty
 
 GAP = 4  # px between panels
 
@@ -39,20 +39,19 @@ def main() -> None:
     w = round(w_photo * a.wide)
     photo = F.interpolate(base.photo.float(), size=(h, w_photo), mode="area")[0].numpy()  # (3, h, w) 0..255
     samples = [((base.generate(h, w, s)[0].numpy() + 1) * 127.5).clip(0, 255) for s in range(a.seeds)]
-    novelty = [layout_distance(x, photo) for x in samples]
-    between = np.full((a.seeds, a.seeds), np.nan)
-    for i in range(a.seeds):
-        for j in range(i + 1, a.seeds):
-            between[i, j] = between[j, i] = layout_distance(samples[i], samples[j])
+    figures = novelty(samples, photo)  # the measure evaluate reports
     print(
         f"{a.seeds} seeds at {w}x{h}; novelty against the photo:",
-        " ".join(f"{v:.1f}" for v in novelty),
-        f"mean {np.mean(novelty):.1f}",
+        " ".join(f"{v:.1f}" for v in figures["per_seed"]),
+        f"mean {figures['mean']:.1f}",
     )
     if a.seeds > 1:
-        pairs = between[np.triu_indices(a.seeds, 1)]
+        between = np.full((a.seeds, a.seeds), np.nan)
+        between[np.triu_indices(a.seeds, 1)] = figures["between_seeds"]  # pairs (i, j), i < j, in order
+        between = np.fmin(between, between.T)
         nearest = " ".join(f"{np.nanmin(between[i]):.1f}" for i in range(a.seeds))
-        print(f"between seeds: mean {pairs.mean():.1f}, least {pairs.min():.1f}; each seed's nearest other: {nearest}")
+        least = min(figures["between_seeds"])
+        print(f"between seeds: mean {figures['between_seeds_mean']:.1f}, least {least:.1f}; each seed's nearest other: {nearest}")
     panels = [photo] + samples
     cols = 3
     rows = -(-len(panels) // cols)

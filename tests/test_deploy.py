@@ -31,8 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import free_ports
-from helpers import arrays, assert_same_arrays, do_render
+from helpers import arrays, assert_same_arrays, do_render, free_ports
 
 REPO = Path(__file__).parents[1]
 SHARED_SCHEMAS = REPO.parent / "shared" / "schemas" / "kuberay"
