@@ -24,7 +24,7 @@ from ourgan_dist.models.patches import (
     upsample_field,
     vote,
 )
-from ourgan_dist.models.strips import _draw_order, reorder_strips
+from ourgan_dist.models.strips import _cuts, _draw_order, reorder_strips
 from ourgan_dist.planning.plan import RenderPlan, choose_levels
 
 
@@ -119,6 +119,36 @@ def test_no_seed_gives_the_photo_back():
         out = reorder_strips(photo, 96, 4, seed)
         for ref in (photo, photo.flip(-1)):
             assert float((out - ref).abs().mean()) > 0.02, seed
+
+
+def test_one_photo_width_shows_every_photo_column_at_most_once():
+    # every column of this photo is its own random colour: a column of the collage that is not a
+    # join's blend is one photo column, and none may come twice (an object shown twice)
+    g = torch.Generator().manual_seed(0)
+    photo = torch.rand(1, 3, 1, 90, generator=g).expand(1, 3, 30, 90).clone()
+    for seed in range(12):
+        out = reorder_strips(photo, 90, 4, seed)
+        match = (out[0, :, 0, :, None] == photo[0, :, 0, None, :]).all(0)  # (out col, photo col)
+        shown = match.nonzero()[:, 1]
+        assert len(shown) >= 0.6 * 90, seed  # blends take a third of the narrowest strip a join
+        assert len(set(shown.tolist())) == len(shown), seed
+
+
+def test_cuts_go_round_a_sun_in_a_calm_sky():
+    # a bright disc in a smooth sky over a textured ground: its centre column changes little
+    # across, yet a cut there made two half suns that the passes completed into two
+    rng = np.random.default_rng(1)
+    h, w, cx, r = 96, 192, 100, 14
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.zeros((3, h, w))
+    img[:] = 0.4 + 0.4 * y / h
+    img[:, h // 2 :] = rng.uniform(0.1, 0.6, (3, h - h // 2, w))  # ground
+    sun = np.clip(1.5 - np.hypot(x - cx, y - 25) / r, 0, 1)
+    img = np.maximum(img, sun[None] * (y[None] < h // 2))
+    photo = torch.from_numpy(img).float().unsqueeze(0)
+    cuts = [c for seed in range(30) for c in _cuts(photo, 4, torch.Generator().manual_seed(seed))]
+    assert len(cuts) >= 30
+    assert not [c for c in cuts if abs(c - cx) < r]  # the disc outshines the sky (0.5) within r of its centre
 
 
 def test_a_layout_the_passes_rebuilt_into_the_photos_is_drawn_again(monkeypatch):

@@ -16,10 +16,11 @@ new image keeps the photo's vertical extent (sky above, ground below) at any wid
 
 Four things make the samples new scenes and not copies or patch salad:
 
-- **A new order of the photo's upright strips** (``pieces``, ``models/strips.py``): the photo is cut into strips at
-  columns where little changes across (between objects rather than through them), and the strips
+- **A new order of the photo's upright strips** (``pieces``, ``models/strips.py``): the photo is cut into strips where
+  it is calm (between objects rather than through them), and the strips, each mirrored or not,
   are laid side by side in a new order that keeps the photo's neighbours apart, drawn among
-  random orders with better-matching joins likelier; this collage, shrunk to the coarsest scale
+  random orders with better-matching joins likelier, each strip once per photo width (nothing
+  of the photo twice in one frame); this collage, shrunk to the coarsest scale
   (``coarsest`` rows: 24, as at 16 a patch spanned half the image and the passes rebuilt the
   photo's own layout from any collage), is where the new image starts. Objects move and
   meet new neighbours; the nearest-neighbour passes heal the joins.
