@@ -113,7 +113,7 @@ class PatchBaseConfig:
     patch: int = 7  # side of the patches compared and pasted (odd)
     pyramid_ratio: float = 0.75  # each scale's side over the next finer one's
     coarsest: int = 24  # rows of the coarsest scale, where the layout is drawn (16 rebuilt the photo's own layout)
-    pieces: int = 4  # the photo is cut into pieces - 1 to pieces + 2 upright strips (by the seed), shuffled into a new order
+    pieces: int = 4  # the photo is cut into pieces to pieces + 2 upright strips (by the seed), shuffled into a new order
     noise: float = 1.0  # noise added at the coarsest scale, in units of the photo's standard deviation
     alpha: float = 0.05  # completeness (GPNN's alpha) relative to the photo's patch variance: smaller, more of the photo's objects
     complete_scales: int = 3  # layout scales, coarsest first, searched at completeness alpha; finer ones at fine_alpha

@@ -20,7 +20,7 @@ STRIP_FLIP = 0.5  # each strip is mirrored with this probability: more new scene
 
 def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> torch.Tensor:
     """(1, 3, h, W) photo -> (1, 3, h, width): its upright strips side by side in a new order,
-    a function of the seed. ``pieces`` - 1 to ``pieces`` + 2 strips are cut where the photo is
+    a function of the seed. ``pieces`` to ``pieces`` + 2 strips are cut where the photo is
     calm (between objects rather than through them: a sun or a cup cut in two came back as two
     whole ones); each strip is mirrored or not; of ``ORDERS_TRIED`` random orders in which no
     strip is followed by a neighbour of the photo (or as few as can be), one is drawn, orders
@@ -29,7 +29,7 @@ def reorder_strips(photo: torch.Tensor, width: int, pieces: int, seed: int) -> t
     half the seeds mirror the result. ``pieces`` 1 keeps the photo (mirrored, widened by repeats)."""
     g = torch.Generator().manual_seed(seed & ((1 << 63) - 1))  # torch takes 63 bits
     _, _, h, w_photo = photo.shape
-    k = max(1, min(pieces + int(torch.randint(-1, 3, (1,), generator=g)) if pieces > 1 else 1, w_photo // 8))
+    k = max(1, min(pieces + int(torch.randint(0, 3, (1,), generator=g)) if pieces > 1 else 1, w_photo // 8))
     edges = [0] + _cuts(photo, k, g) + [w_photo]
     # joins cross-fade over a third of the narrowest strip (a sky's gradient meets without a step);
     # each strip carries half of that beyond each of its cuts, the photo's own next columns
