@@ -1,6 +1,11 @@
 """Many seeds' base images of one model, scored for layout novelty, and a sheet to look at.
 
     python benchmarks/base_seeds.py MODEL_DIR SHEET.png [--height 192] [--seeds 8] [--wide 1.0]
+    python benchmarks/base_seeds.py --photo IMAGE SHEET.png [--preset cpu] [...]
+
+With ``--photo`` the patch base is built straight from IMAGE, as training keeps it (the preset's
+base: the photo kept at base scale; nothing is learned), so any photo is scored in seconds without
+training the SR half.
 
 Draws seeds 0..N-1 of the model's patch base at ``--height`` rows and the photo's aspect
 times ``--wide`` (2.0: a panorama twice as wide), and prints each seed's layout novelty against
@@ -18,7 +23,10 @@ import pyvips
 import torch
 import torch.nn.functional as F
 
+from ourgan_dist import images
+from ourgan_dist.config import preset
 from ourgan_dist.models import checkpoint
+from ourgan_dist.train.loop import keep_photo
 from ourgan_dist.quality.novelty import novelty
 
 GAP = 4  # px between panels
@@ -26,13 +34,22 @@ GAP = 4  # px between panels
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model")
+    ap.add_argument("model", help="a model directory, or with --photo the photo")
+    ap.add_argument("--photo", action="store_true", help="MODEL is a photo: build the patch base from it")
+    ap.add_argument("--preset", default="cpu", help="with --photo: the preset whose base is built (default cpu)")
     ap.add_argument("sheet")
     ap.add_argument("--height", type=int, default=192)
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--wide", type=float, default=1.0, help="width over the photo's aspect (2.0: a 2x panorama)")
     a = ap.parse_args()
-    base = checkpoint.load(a.model).base
+    if a.photo:
+        if preset(a.preset).base.kind != "patches":
+            ap.error(f"--preset {a.preset}: its base is not a patch base; --photo builds only a patch base")
+        model = checkpoint.build(preset(a.preset))
+        keep_photo(model, a.model, images.probe(a.model))
+        base = model.base
+    else:
+        base = checkpoint.load(a.model).base
     ph, pw = base.photo.shape[2:]
     h = a.height
     w_photo = round(pw * h / ph)
