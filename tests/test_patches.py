@@ -24,7 +24,7 @@ from ourgan_dist.models.patches import (
     upsample_field,
     vote,
 )
-from ourgan_dist.models.strips import _cuts, _draw_order, reorder_strips
+from ourgan_dist.models.strips import _busy_columns, _cuts, _draw_order, reorder_strips, widen
 from ourgan_dist.planning.plan import RenderPlan, choose_levels
 
 
@@ -94,10 +94,11 @@ def test_the_vertical_term_off_changes_the_draw():
 
 def test_strips_are_a_new_order_of_the_photos_columns():
     photo = scene()
-    out = reorder_strips(photo, 100, 4, seed=5)
-    assert out.shape == (1, 3, 48, 100)
-    assert not torch.equal(out[..., :72], photo) and not torch.equal(out[..., :72], photo.flip(-1))
-    assert torch.equal(reorder_strips(photo, 100, 4, seed=5), out)  # a function of the seed
+    out = reorder_strips(photo, 72, 4, seed=5)
+    assert out.shape == (1, 3, 48, 72)
+    assert not torch.equal(out, photo) and not torch.equal(out, photo.flip(-1))
+    assert torch.equal(reorder_strips(photo, 72, 4, seed=5), out)  # a function of the seed
+    assert reorder_strips(photo, 50, 4, seed=5).shape == (1, 3, 48, 50)  # narrower: a window of it
 
 
 def test_strip_orders_avoid_the_photos_joins_and_vary_with_the_seed():
@@ -105,8 +106,8 @@ def test_strip_orders_avoid_the_photos_joins_and_vary_with_the_seed():
     strips = [torch.full((1, 3, 8, 4), v) for v in (0.1, 0.3, 0.5, 0.7, 0.9)]
     drawn = set()
     for seed in range(8):
-        order = _draw_order(strips, 2, torch.Generator().manual_seed(seed))
-        assert sorted(order) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+        order = _draw_order(strips, torch.Generator().manual_seed(seed))
+        assert sorted(order) == [0, 1, 2, 3, 4]
         assert all(abs(b - a) > 1 for a, b in zip(order, order[1:])), order
         drawn.add(tuple(order))
     assert len(drawn) >= 4  # drawn, not the one cheapest order every time
@@ -134,6 +135,57 @@ def test_one_photo_width_shows_every_photo_column_at_most_once():
         assert len(set(shown.tolist())) == len(shown), seed
 
 
+def test_a_collage_is_never_wider_than_the_photo():
+    with pytest.raises(ValueError, match="widen"):
+        reorder_strips(scene(), 73, 4, seed=0)
+
+
+def bright_columns(w: int, lit: range, h: int = 24) -> torch.Tensor:
+    """(1, 3, h, w): a calm grey with faint texture, every column its own shade, and a bright
+    object (white) over the columns ``lit`` in the upper half."""
+    g = torch.Generator().manual_seed(w)
+    img = 0.4 + 0.05 * torch.rand(1, 3, 1, w, generator=g).expand(1, 3, h, w).clone()
+    img[:, :, 2 : h // 2, lit.start : lit.stop] = 1.0
+    return img
+
+
+def test_widening_keeps_every_column_of_the_layout_and_lays_in_only_calm_ones():
+    # the drawn layout: every column its own colour; the photo: one bright object in calm grey
+    g = torch.Generator().manual_seed(1)
+    x = 0.35 * torch.rand(1, 3, 1, 60, generator=g).expand(1, 3, 24, 60).clone()  # darker than all of the photo
+    photo = bright_columns(80, range(30, 44))
+    for seed in range(6):
+        out = widen(x, photo, 130, seed)
+        assert out.shape == (1, 3, 24, 130)
+        assert torch.equal(widen(x, photo, 130, seed), out)  # a function of the seed
+        row = out[0, :, 0]  # (3, 130)
+        kept = (row[:, :, None] == x[0, :, 0, None, :]).all(0).nonzero()[:, 1].tolist()
+        assert kept == sorted(kept) and len(set(kept)) == len(kept)  # the layout's order, each once
+        assert len(kept) >= 60 - 4 * 8, seed  # a join's blend takes a few columns of each side
+        assert float(out[0, :, 2:12].amax()) < 0.9, seed  # nothing of the object laid in
+    assert torch.equal(widen(x, photo, 60, 0), x)  # as wide already: unchanged
+
+
+def test_a_wide_base_is_drawn_at_the_photos_width_then_widened(monkeypatch):
+    """The coarsest scale of an image wider than the photo is drawn at the photo's width (where
+    completeness places each object once) and widened there; one as wide as the photo is not."""
+    pb = patch_base()
+    calls: list[tuple[int, int]] = []
+    real = patches.widen
+
+    def recording(x, photo, width, seed):
+        calls.append((x.shape[-1], photo.shape[-1]))
+        return real(x, photo, width, seed)
+
+    monkeypatch.setattr(patches, "widen", recording)
+    monkeypatch.setattr(patches, "KEPT_NOVELTY", 0.0)  # one layout drawn
+    pb.generate(48, 72, seed=2)
+    assert calls == []
+    x = pb.generate(48, 150, seed=2)
+    assert x.shape == (1, 3, 48, 150)
+    assert len(calls) == 1 and calls[0][0] == calls[0][1]  # drawn exactly as wide as the photo there
+
+
 def test_cuts_go_round_a_sun_in_a_calm_sky():
     # a bright disc in a smooth sky over a textured ground: its centre column changes little
     # across, yet a cut there made two half suns that the passes completed into two
@@ -146,7 +198,7 @@ def test_cuts_go_round_a_sun_in_a_calm_sky():
     sun = np.clip(1.5 - np.hypot(x - cx, y - 25) / r, 0, 1)
     img = np.maximum(img, sun[None] * (y[None] < h // 2))
     photo = torch.from_numpy(img).float().unsqueeze(0)
-    cuts = [c for seed in range(30) for c in _cuts(photo, 4, torch.Generator().manual_seed(seed))]
+    cuts = [c for seed in range(30) for c in _cuts(_busy_columns(photo), 4, torch.Generator().manual_seed(seed))]
     assert len(cuts) >= 30
     assert not [c for c in cuts if abs(c - cx) < r]  # the disc outshines the sky (0.5) within r of its centre
 

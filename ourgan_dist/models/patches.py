@@ -14,16 +14,21 @@ A pyramid of scales (ratio ``pyramid_ratio``) runs from a coarsest ``coarsest`` 
 the base itself; the photo is resized so that its height is the base's at every scale, so the
 new image keeps the photo's vertical extent (sky above, ground below) at any width.
 
-Four things make the samples new scenes and not copies or patch salad:
+Five things make the samples new scenes and not copies or patch salad:
 
 - **A new order of the photo's upright strips** (``pieces``, ``models/strips.py``): the photo is cut into strips where
   it is calm (between objects rather than through them), and the strips, each mirrored or not,
   are laid side by side in a new order that keeps the photo's neighbours apart, drawn among
-  random orders with better-matching joins likelier, each strip once per photo width (nothing
-  of the photo twice in one frame); this collage, shrunk to the coarsest scale
+  random orders with better-matching joins likelier, each strip once (nothing of the photo
+  twice); this collage, shrunk to the coarsest scale
   (``coarsest`` rows: 24, as at 16 a patch spanned half the image and the passes rebuilt the
   photo's own layout from any collage), is where the new image starts. Objects move and
   meet new neighbours; the nearest-neighbour passes heal the joins.
+- **A wider image is drawn at the photo's width, then widened** (``strips.widen``): the
+  coarsest scale is drawn no wider than the photo, where completeness (below) places each of
+  its objects once, and calm stretches of the photo (sky, meadow) are then laid in between
+  its objects; the finer layout scales heal the joins. Drawn at the full width, completeness
+  filled the room with second suns, clouds and trails (docs/quality.md).
 - **Noise at the coarsest scale** (``noise``, in units of the photo's own standard deviation)
   breaks the photo's layout; the nearest-neighbour passes redraw it from the photo's patches.
 - **Completeness** (``alpha``): a photo patch's distance to a query is divided by
@@ -78,10 +83,11 @@ from ..planning import noise
 from ..config import BaseConfig
 from ..planning.geometry import Box
 from ..quality.novelty import layout_distance
-from .strips import reorder_strips
+from .strips import reorder_strips, widen
 
 NOISE_STREAM = 2000  # noise stream of level 0 for the coarsest scale's noise
 LAYOUT_STREAM = 2100  # keys of the further layouts drawn for one seed (2101, 2102, ...)
+WIDEN_STREAM = 2200  # key of the calm stretches laid into a layout wider than the photo
 SEED_MASK = (1 << 63) - 1  # torch generators take 63-bit seeds; a render's seed has 64
 PCA_SAMPLES = 8000  # photo patches sampled to fit each scale's projection
 LAYOUT_DRAWS = 4  # layouts drawn at most for one seed, while the passes rebuild the photo's layout
@@ -213,8 +219,8 @@ class PatchBase(nn.Module):
         src_width = self.source_size(height)[1]  # the photo at the new image's height
         sizes = self.scale_sizes(height, width)
         n_layout = max(1, sum(h * w <= c.layout_pixels for h, w in sizes))
-        collage_of = functools.partial(reorder_strips, resize(photo, height, src_width), width, c.pieces)  # (seed) -> collage
-        x, nnf, src = self._layout(photo, sizes[:n_layout], (src_width, height), collage_of, seed)
+        collage_of = functools.partial(reorder_strips, resize(photo, height, src_width), min(width, src_width), c.pieces)  # (seed) -> collage
+        x, nnf, src = self._layout(photo, sizes[:n_layout], (src_width, height), width, collage_of, seed)
         for s, (h, w) in enumerate(sizes[n_layout:], start=n_layout):  # refine the layout's correspondence
             src, keys = self._photo_at(photo, src, h, (src_width, height))
             nnf = self._local(resize(x, h, w), keys, src, upsample_field(nnf, (h, w), src.shape[2:], c.patch), seed, s)
@@ -228,13 +234,14 @@ class PatchBase(nn.Module):
         src = resize(photo, h, w)
         return src, (src if below is None else resize(below, h, w))
 
-    def _layout(self, photo, sizes, aspect: tuple[int, int], collage_of, seed: int):
+    def _layout(self, photo, sizes, aspect: tuple[int, int], width: int, collage_of, seed: int):
         """The layout scales, exact search. The passes can rebuild the photo's own layout from a
         new collage (a jumble of strips snaps back); a drawing whose layout novelty fell below
         ``KEPT_NOVELTY`` x its collage's (both against the photo, at the last layout scale) is drawn
         again from another collage and noise, up to ``LAYOUT_DRAWS`` times, and the draw that kept
-        the most of its collage's novelty is used. Returns (image, field, photo) at the last
-        layout scale."""
+        the most of its collage's novelty is used. An image wider than the photo (``width``) is
+        drawn at the photo's width at the first scale and widened there (``widen``). Returns
+        (image, field, photo) at the last layout scale."""
         best = None
         for draw in range(LAYOUT_DRAWS):
             d = layout_seed(seed, draw)
@@ -242,13 +249,19 @@ class PatchBase(nn.Module):
             x = nnf = src = None
             for s, (h, w) in enumerate(sizes):
                 src, keys = self._photo_at(photo, src, h, aspect)
-                if x is None:  # the photo's strips in a new order, and noise
-                    z = torch.from_numpy(noise.normal(d, 0, NOISE_STREAM, 3, Box(0, h, 0, w))).unsqueeze(0)
-                    x = resize(collage, h, w) + self.cfg.noise * src.std() * z
+                if x is None:  # the photo's strips in a new order, and noise, at most the photo's width
+                    narrow = min(w, src.shape[-1]) if collage.shape[-1] < width else w
+                    z = torch.from_numpy(noise.normal(d, 0, NOISE_STREAM, 3, Box(0, h, 0, narrow))).unsqueeze(0)
+                    x = resize(collage, h, narrow) + self.cfg.noise * src.std() * z
                 else:
                     x = resize(x, h, w)
                 nnf = self._exact(x, keys, src, d, s)
                 x = heal(src, nnf, self.cfg.patch)
+                if x.shape[-1] < w:  # each object placed once; calm stretches of the photo laid in
+                    x = widen(x, src, w, noise.stream_key(d, 0, WIDEN_STREAM) & SEED_MASK)
+                    if s == len(sizes) - 1:  # no finer layout scale to redraw the joins: this one again
+                        nnf = self._exact(x, keys, src, d, s)
+                        x = heal(src, nnf, self.cfg.patch)
             kept = layout_distance_to(x, src) / max(layout_distance_to(resize(collage, *x.shape[2:]), src), 1e-6)
             if best is None or kept > best[0]:
                 best = (kept, x, nnf, src)
