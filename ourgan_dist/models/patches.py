@@ -219,7 +219,8 @@ class PatchBase(nn.Module):
         src_width = self.source_size(height)[1]  # the photo at the new image's height
         sizes = self.scale_sizes(height, width)
         n_layout = max(1, sum(h * w <= c.layout_pixels for h, w in sizes))
-        collage_of = functools.partial(reorder_strips, resize(photo, height, src_width), min(width, src_width), c.pieces)  # (seed) -> collage
+        narrow = min(width, src_width)  # a wider image is drawn at the photo's width, then widened
+        collage_of = functools.partial(reorder_strips, resize(photo, height, src_width), narrow, c.pieces)  # (seed) -> collage
         x, nnf, src = self._layout(photo, sizes[:n_layout], (src_width, height), width, collage_of, seed)
         for s, (h, w) in enumerate(sizes[n_layout:], start=n_layout):  # refine the layout's correspondence
             src, keys = self._photo_at(photo, src, h, (src_width, height))

@@ -63,10 +63,10 @@ def widen(x: torch.Tensor, photo: torch.Tensor, width: int, seed: int) -> torch.
         return x
     g = torch.Generator().manual_seed(seed & ((1 << 63) - 1))
     places = -(-4 * extra // w)  # about a quarter of the layout's width laid in at each place
-    cuts = _cuts(_busy_columns(x), places + 1, g) or [w // 2]  # no calm place: its middle
+    cuts = _cuts(_busy_anywhere(x), places + 1, g) or [w // 2]  # no calm place: its middle
     o = 2 * max(1, min(b - a for a, b in zip([0] + cuts, cuts + [w])) // 12)  # as strips' joins, shorter: a gap is narrow
     parts = _pieces(F.pad(x, (o, o, 0, 0), mode="replicate"), [0] + cuts + [w], o)
-    padded, busy = F.pad(photo, (o, o, 0, 0), mode="circular"), _busy_columns(photo)
+    padded, busy = F.pad(photo, (o, o, 0, 0), mode="circular"), _busy_anywhere(photo)
     laid = [parts[0]]
     for part, gap in zip(parts[1:], _gaps(extra, len(cuts), g)):
         laid += [t.flip(-1) if torch.rand(1, generator=g) < STRIP_FLIP else t for t in _calm_pieces(padded, busy, gap, o, g)]
@@ -103,7 +103,7 @@ def _gaps(extra: int, n: int, g: torch.Generator) -> list[int]:
 
 def _calm_pieces(padded: torch.Tensor, busy: torch.Tensor, width: int, o: int, g: torch.Generator) -> list[torch.Tensor]:
     """Pieces of a photo ``width`` columns wide in all, from its calm stretches: each is drawn
-    among the places where no boundary is busier than the mean (``busy``: ``_busy_columns``), the
+    among the places where no boundary is busier than the mean (``busy``: ``_busy_anywhere``), the
     calmer much likelier, as cuts are; a width that no calm place is as wide as is made of two
     narrower pieces. ``padded`` is the photo padded by ``o`` columns each side; each piece
     carries ``o / 2`` beyond each side, as strips do."""
@@ -137,26 +137,39 @@ def _cuts(busy: torch.Tensor, k: int, g: torch.Generator) -> list[int]:
 
 
 def _busy_columns(photo: torch.Tensor) -> torch.Tensor:
-    """(W - 1,) how much of an object each boundary between two columns cuts through, in units of
-    its mean over the photo. A pixel's share is how far it stands out from its row's median,
-    averaged over a box of 1/16 of the height by 1/16 of the width; a boundary scores its busiest
-    box. Objects stand out from their rows' background (a sun from the sky, a cup from the table),
+    """(W - 1,) how much of an object each boundary between two columns cuts through. A pixel's
+    share is how far it stands out from its row's median (in units of the row's mean), averaged
+    over a box of 1/16 of the height by 1/16 of the width; a boundary scores its busiest box.
+    Objects stand out from their rows' background (a sun from the sky, a cup from the table),
     texture only a little, and a box wider than a texture's grain averages that out; a column's
-    own step does not do: the centre of a round object changes little across. Two scales of
-    standing out are taken, and the busier counts: against the row's own mean (a faint sun in a
-    calm sky) and against the photo's (a stone table on a speckled meadow, whose rows are busy
-    everywhere, stands out only there)."""
-    _, _, h, w = photo.shape
+    own step does not do: the centre of a round object changes little across."""
+    apart = _apart(photo)
+    return _boundaries(apart / (apart.mean(1, keepdim=True) + 0.25 * apart.mean() + 1e-8))  # a calm sky's faint sun still counts
+
+
+def _busy_anywhere(photo: torch.Tensor) -> torch.Tensor:
+    """(W - 1,) ``_busy_columns`` in units of its mean, or, where larger, the same measured against
+    the whole photo's mean rather than each row's: what is laid into a wider image must hold no
+    object at all, and a stone table on a speckled meadow, whose rows are busy everywhere, stands
+    out only against the photo (row by row it scored as the meadow, and came back twice)."""
+    apart = _apart(photo)
+    rows, whole = _busy_columns(photo), _boundaries(apart / (apart.mean() + 1e-8))
+    return torch.maximum(rows / (rows.mean() + 1e-8), whole / (whole.mean() + 1e-8))
+
+
+def _apart(photo: torch.Tensor) -> torch.Tensor:
+    """(h, W): how far each pixel's colour is from its row's median (summed over channels)."""
     img = photo[0]
-    apart = (img - img.median(2, keepdim=True).values).abs().sum(0)  # (h, W)
+    return (img - img.median(2, keepdim=True).values).abs().sum(0)
+
+
+def _boundaries(share: torch.Tensor) -> torch.Tensor:
+    """(h, W) -> (W - 1,): each boundary's busiest box of ``share`` (1/16 x 1/16 of the image)."""
+    h, w = share.shape
     ry, rx = max(1, h // 32), max(1, w // 32)
-    busiest = []
-    for scale in (apart.mean(1, keepdim=True) + 0.25 * apart.mean(), apart.mean()):
-        boxed = F.avg_pool2d(F.pad((apart / (scale + 1e-8))[None, None], (rx, rx, ry, ry), mode="replicate"), (2 * ry + 1, 2 * rx + 1), 1)
-        b = boxed[0, 0].max(0).values  # (W,)
-        busiest.append(b / (b.mean() + 1e-8))
-    b = torch.maximum(*busiest)
-    return torch.maximum(b[:-1], b[1:])
+    boxed = F.avg_pool2d(F.pad(share[None, None], (rx, rx, ry, ry), mode="replicate"), (2 * ry + 1, 2 * rx + 1), 1)[0, 0]
+    busiest = boxed.max(0).values  # (W,)
+    return torch.maximum(busiest[:-1], busiest[1:])
 
 
 def _draw_order(strips: list[torch.Tensor], g: torch.Generator) -> list[int]:
