@@ -186,6 +186,30 @@ def test_a_wide_base_is_drawn_at_the_photos_width_then_widened(monkeypatch):
     assert len(calls) == 1 and calls[0][0] == calls[0][1]  # drawn exactly as wide as the photo there
 
 
+def test_a_wide_base_with_one_layout_scale_redraws_it_after_widening(monkeypatch):
+    # with a single exact scale there is no finer one to heal the laid-in stretches: that scale is
+    # searched again, so the field the finer scales refine matches the widened image
+    pb = patch_base(layout_pixels=16)
+    sizes = pb.scale_sizes(48, 150)
+    assert sum(h * w <= 16 for h, w in sizes) == 0  # so the first scale alone is exact
+    widths: list[int] = []
+    real = PatchBase._exact
+
+    def recording(self, x, *args):
+        widths.append(x.shape[-1])
+        return real(self, x, *args)
+
+    monkeypatch.setattr(PatchBase, "_exact", recording)
+    monkeypatch.setattr(patches, "KEPT_NOVELTY", 0.0)  # one layout drawn
+    x, field = pb.generate_with_field(48, 150, seed=4)
+    assert widths[0] < sizes[0][1] and widths[1:] == [sizes[0][1]]  # at the photo's width, then widened
+    assert x.shape == (1, 3, 48, 150) and field.shape == (2, 48, 150)
+    src_h, src_w = pb.source_size(48)
+    assert int(field[0].min()) >= 0 and int(field[0].max()) < src_h
+    assert int(field[1].min()) >= 0 and int(field[1].max()) < src_w
+    assert torch.equal(pb.generate(48, 150, seed=4), x)
+
+
 def test_cuts_go_round_a_sun_in_a_calm_sky():
     # a bright disc in a smooth sky over a textured ground: its centre column changes little
     # across, yet a cut there made two half suns that the passes completed into two

@@ -57,7 +57,7 @@ def widen(x: torch.Tensor, photo: torch.Tensor, width: int, seed: int) -> torch.
     function of the seed. Every object of the layout stays once: a new image wider than the photo
     is drawn at the photo's width, where each of its objects is placed once, and widened so; drawn
     at the full width, the passes filled the room with second suns, tables and trails."""
-    _, _, h, w = x.shape
+    w = x.shape[-1]
     extra = width - w
     if extra <= 0:
         return x
@@ -112,7 +112,7 @@ def _calm_pieces(padded: torch.Tensor, busy: torch.Tensor, width: int, o: int, g
     n = busy.shape[0]  # boundaries: the photo's width - 1
     if width - 1 <= n:
         span = F.max_pool1d(busy[None, None], width - 1, 1)[0, 0] if width > 1 else busy  # a column: its right boundary
-        weight = torch.exp(-CUT_SHARPNESS * span / (busy.mean() + 1e-8)) * (span <= busy.mean())
+        weight = _calm_weight(span, busy)
         if float(weight.sum()) > 0:
             x = int(torch.multinomial(weight, 1, generator=g))
             return _pieces(padded, [x, x + width], o)
@@ -124,7 +124,7 @@ def _cuts(busy: torch.Tensor, k: int, g: torch.Generator) -> list[int]:
     from its edges: only boundaries calmer than the mean (``busy``: ``_busy_columns``), the calmer
     much likelier. An image with too few calm places gets fewer cuts rather than one through an object."""
     w = busy.shape[0] + 1
-    weight = torch.exp(-CUT_SHARPNESS * busy / (busy.mean() + 1e-8)) * (busy <= busy.mean())  # (W - 1,)
+    weight = _calm_weight(busy, busy)  # (W - 1,)
     spacing = max(1, w // (2 * k))
     cuts: list[int] = []
     for _ in range(64 * k):
@@ -143,8 +143,7 @@ def _busy_columns(photo: torch.Tensor) -> torch.Tensor:
     Objects stand out from their rows' background (a sun from the sky, a cup from the table),
     texture only a little, and a box wider than a texture's grain averages that out; a column's
     own step does not do: the centre of a round object changes little across."""
-    apart = _apart(photo)
-    return _boundaries(apart / (apart.mean(1, keepdim=True) + 0.25 * apart.mean() + 1e-8))  # a calm sky's faint sun still counts
+    return _row_busy(_apart(photo))
 
 
 def _busy_anywhere(photo: torch.Tensor) -> torch.Tensor:
@@ -153,8 +152,19 @@ def _busy_anywhere(photo: torch.Tensor) -> torch.Tensor:
     object at all, and a stone table on a speckled meadow, whose rows are busy everywhere, stands
     out only against the photo (row by row it scored as the meadow, and came back twice)."""
     apart = _apart(photo)
-    rows, whole = _busy_columns(photo), _boundaries(apart / (apart.mean() + 1e-8))
+    rows, whole = _row_busy(apart), _boundaries(apart / (apart.mean() + 1e-8))
     return torch.maximum(rows / (rows.mean() + 1e-8), whole / (whole.mean() + 1e-8))
+
+
+def _calm_weight(score: torch.Tensor, busy: torch.Tensor) -> torch.Tensor:
+    """How likely each place of ``score`` (a busy measure of it) is drawn as a calm one: none if
+    busier than ``busy``'s mean, else exp(-``CUT_SHARPNESS`` score / mean)."""
+    return torch.exp(-CUT_SHARPNESS * score / (busy.mean() + 1e-8)) * (score <= busy.mean())
+
+
+def _row_busy(apart: torch.Tensor) -> torch.Tensor:
+    """``_busy_columns`` of a photo whose ``_apart`` is given."""
+    return _boundaries(apart / (apart.mean(1, keepdim=True) + 0.25 * apart.mean() + 1e-8))  # a calm sky's faint sun still counts
 
 
 def _apart(photo: torch.Tensor) -> torch.Tensor:
