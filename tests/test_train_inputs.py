@@ -98,6 +98,45 @@ def test_existing_model_needs_overwrite_and_other_files_are_never_replaced(photo
     assert code == 2 and "not a model" in text
 
 
+def test_only_model_files_and_their_crash_leftovers_count_as_the_model(photo, tmp_path):
+    """A user's file whose name merely contains ``.tmp-`` is not the model's: --out holding it is
+    refused and it is kept; a model file's own leftover from a crash (``model.pt.tmp-123``) is
+    replaced with the model."""
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "notes.tmp-1.txt").write_text("mine")
+    code, text = run("train", photo, "--out", out, *TRAIN)
+    assert code == 2 and "notes.tmp-1.txt" in text and (out / "notes.tmp-1.txt").read_text() == "mine"
+    (out / "notes.tmp-1.txt").unlink()
+    (out / "model.pt.tmp-123").write_bytes(b"half")
+    code, text = run("train", photo, "--out", out, *TRAIN)
+    assert code == 0, text
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.pt", "training.json"]
+
+
+def test_a_file_added_to_out_during_publication_is_kept(photo, tmp_path, monkeypatch):
+    """Between the last check of --out and the replacement of the old model, a user adds a file:
+    the old model's files are removed, the user's file is not, and a warning says where it is."""
+    import ourgan_dist.train as train
+
+    out = tmp_path / "m"
+    train.train_model(photo, str(out), preset="tiny", iterations=0, device="cpu", progress=False)
+    checked, calls = train.check_out, []
+
+    def check_then_add(path, overwrite=False):  # the third check is the one before publication
+        checked(path, overwrite)
+        calls.append(path)
+        if len(calls) == 3:
+            (out / "late.txt").write_text("mine")
+
+    monkeypatch.setattr(train, "check_out", check_then_add)
+    with pytest.warns(UserWarning, match="late.txt"):
+        train.train_model(photo, str(out), preset="tiny", iterations=0, seed=3, device="cpu", progress=False, overwrite=True)
+    kept = [p for p in tmp_path.rglob("late.txt")]
+    assert len(kept) == 1 and kept[0].read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.pt", "training.json"]
+
+
 def test_interrupted_training_leaves_no_model_and_keeps_the_old_one(photo, tmp_path, monkeypatch):
     """Interrupted right after the weights are written (the last moment a partial model could be
     left): nothing appears at --out, and an earlier model there is untouched."""

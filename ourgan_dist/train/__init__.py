@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -50,6 +51,13 @@ def resolve_config(
 
 
 MODEL_FILES = ("model.pt", "model.json", "training.json")  # what a model folder holds
+_LEFTOVER = re.compile(r"^(?:%s)\.tmp-\d+$" % "|".join(re.escape(n) for n in MODEL_FILES))  # write_atomic's, after a crash
+
+
+def is_model_file(name: str) -> bool:
+    """A name a model folder holds: a model file, or one of ``write_atomic``'s temporaries of
+    one left by a crash. Nothing else in a model folder is ever removed."""
+    return name in MODEL_FILES or _LEFTOVER.match(name) is not None
 
 
 def check_out(out: str, overwrite: bool = False) -> None:
@@ -60,7 +68,7 @@ def check_out(out: str, overwrite: bool = False) -> None:
     if not os.path.isdir(out):
         return
     names = sorted(os.listdir(out))
-    other = [n for n in names if n not in MODEL_FILES and ".tmp-" not in n]
+    other = [n for n in names if not is_model_file(n)]
     has_model = any(n in ("model.pt", "model.json") for n in names)
     if other:
         what = "a model and other files" if has_model else "files that are not a model"
@@ -116,10 +124,17 @@ def _publish(tmp: str, out: str, overwrite: bool) -> None:
         old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
         os.rename(out, os.path.join(old, "model"))
         os.rename(tmp, out)
-        for name in os.listdir(os.path.join(old, "model")):  # only model files: check_out said so
-            os.remove(os.path.join(old, "model", name))
-        os.rmdir(os.path.join(old, "model"))
-        os.rmdir(old)
+        kept = []
+        for name in os.listdir(os.path.join(old, "model")):
+            if is_model_file(name):
+                os.remove(os.path.join(old, "model", name))
+            else:  # added after the check above: not ours, never removed
+                kept.append(name)
+        if kept:
+            warnings.warn(f"--out {out!r}: {', '.join(kept)} appeared while the model was replaced; kept in {old}", stacklevel=2)
+        else:
+            os.rmdir(os.path.join(old, "model"))
+            os.rmdir(old)
     else:
         if os.path.isdir(out):
             os.rmdir(out)
