@@ -72,6 +72,28 @@ def test_overwrite_refuses_a_render_folder_that_holds_other_files(tiny_model, tm
     assert tree(out) == before
 
 
+def test_a_folder_named_like_an_image_array_that_the_store_does_not_list_is_not_the_renders(tiny_model, tmp_path):
+    """The image arrays are ``0``, ``1``, ...; a user's ``2024/`` in a render's folder is not one of
+    them (the store's zarr.json does not list it): --overwrite refuses, and neither clear() nor
+    delete() touches anything."""
+    out = tmp_path / "r.zarr"
+    do_render(tiny_model, str(out), "64x48", tile=32, seed=0)
+    (out / "2024").mkdir()
+    (out / "2024" / "trip.jpg").write_bytes(b"mine")
+    before = tree(out)
+    assert foreign_entries(str(out)) == ["2024/"]
+    code, text = run("render", tiny_model, "--out", out, "--size", "64x48", "--tile", "32", "--overwrite", "--quiet")
+    assert code == 2 and "2024/" in text, text
+    for remove in (Canvas.clear, Canvas.delete):
+        with pytest.raises(StoreError, match="2024/"):
+            remove(str(out))
+    assert tree(out) == before
+    (out / "2024" / "trip.jpg").unlink()
+    (out / "2024").rmdir()
+    Canvas.delete(str(out))  # a render's own folder, and nothing else: deleted whole
+    assert not out.exists()
+
+
 def test_overwrite_replaces_a_render_and_keeps_nothing_stale(tiny_model, tmp_path):
     out = str(tmp_path / "r.zarr")
     do_render(tiny_model, out, "101x77", tile=32, seed=0)

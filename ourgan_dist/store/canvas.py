@@ -53,30 +53,51 @@ def _entries(fs, root: str) -> list[str]:
 _PARTIAL_GROUP_META = re.compile(r"^zarr\.[0-9a-f]{32}\.partial$")  # zarr's temporary of zarr.json (a crashed write)
 
 
-def own_entry(name: str, is_dir: bool) -> bool:
+def own_entry(name: str, is_dir: bool, images: frozenset[str] = frozenset()) -> bool:
     """Whether an entry directly under a store's root is one a render writes: the group's
-    ``zarr.json`` (or zarr's temporary of it), the OME-Zarr image arrays ``0``, ``1``, ...,
-    ``generation/``, ``progress/`` (the completion records) and the ``lease/``."""
+    ``zarr.json`` (or zarr's temporary of it), the OME-Zarr image arrays its ``zarr.json`` lists
+    (``images``: ``0``, ``1``, ...; a folder named like one that the store does not list is not
+    the render's), ``generation/``, ``progress/`` (the completion records) and the ``lease/``."""
     if is_dir:
-        return name.isdigit() or name in (GENERATION, RECORDS, LEASE_ENTRY)
+        return name in images or name in (GENERATION, RECORDS, LEASE_ENTRY)
     return name == "zarr.json" or bool(_PARTIAL_GROUP_META.match(name))
+
+
+def _image_paths(fs, root: str) -> frozenset[str]:
+    """The image arrays (``0``, ``1``, ...) that the store's ``zarr.json`` lists as its OME-Zarr
+    multiscale datasets; none where there is no readable render metadata."""
+    try:
+        meta = json.loads(fs.cat_file(f"{root.rstrip('/')}/zarr.json"))
+        scales = meta["attributes"]["ome"]["multiscales"]
+        return frozenset(str(d["path"]) for m in scales for d in m["datasets"] if str(d["path"]).isdigit())
+    except (FileNotFoundError, NotADirectoryError, KeyError, TypeError, ValueError):
+        return frozenset()
+
+
+def _split_entries(fs, root: str) -> tuple[list[str], list[str]]:
+    """One listing of the store's root: (paths of the render's own entries but the lease, names
+    of the rest, folders with a trailing ``/``)."""
+    try:
+        listing = fs.ls(root, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return [], []
+    images = _image_paths(fs, root)
+    own, foreign = [], []
+    for entry in listing:
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        is_dir = entry.get("type") == "directory"
+        if not own_entry(name, is_dir, images):
+            foreign.append(name + "/" if is_dir else name)
+        elif name != LEASE_ENTRY:
+            own.append(entry["name"])
+    return own, sorted(foreign)
 
 
 def foreign_entries(url: str, storage_options: dict | None = None) -> list[str]:
     """The names (folders with a trailing ``/``) of what is under the store's root that no
     render writes, sorted; [] for a store holding only a render's own entries, or no store."""
     fs, root = url_to_fs(url, storage_options)
-    try:
-        listing = fs.ls(root, detail=True)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    out = []
-    for entry in listing:
-        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
-        is_dir = entry.get("type") == "directory"
-        if not own_entry(name, is_dir):
-            out.append(name + "/" if is_dir else name)
-    return sorted(out)
+    return _split_entries(fs, root)[1]
 
 
 def refuse_foreign(url: str, foreign: list[str]) -> str:
@@ -259,21 +280,25 @@ class Canvas(CompletionRecords):
 
     @staticmethod
     def delete(url: str, storage_options: dict | None = None) -> None:
+        """Delete the render's own entries (``clear``), its lease, and then its emptied root; refuses,
+        deleting nothing, where anything else is there."""
+        Canvas.clear(url, storage_options)
         fs, root = url_to_fs(url, storage_options)
-        if fs.exists(root):
-            fs.rm(root, recursive=True)
+        own, foreign = _split_entries(fs, root)
+        if not own and not foreign and fs.exists(root):
+            fs.rm(root, recursive=True)  # the lease and the empty folder
 
     @staticmethod
     def clear(url: str, storage_options: dict | None = None) -> None:
         """Delete the render's own entries (``own_entry``) but its lease (``--overwrite`` under
         the lease). Refuses, deleting nothing, if anything else is there: a folder that also
         holds someone's files is never emptied."""
-        if foreign := foreign_entries(url, storage_options):
-            raise StoreError(refuse_foreign(url, foreign))
         fs, root = url_to_fs(url, storage_options)
-        if fs.exists(root):
-            for path in _entries(fs, root):
-                fs.rm(path, recursive=True)
+        own, foreign = _split_entries(fs, root)
+        if foreign:
+            raise StoreError(refuse_foreign(url, foreign))
+        for path in own:  # what this listing showed as the render's: nothing added since is touched
+            fs.rm(path, recursive=True)
 
     # ---- arrays -------------------------------------------------------------------------
     def array(self, name: str):
