@@ -140,6 +140,31 @@ def test_no_credentials_in_errors_or_the_store(tiny_model, tmp_path):
     assert render_info(p)["model"] == "s3://bucket/model"  # what the store records and inspect shows
 
 
+def test_no_credentials_in_what_a_successful_run_prints(tiny_model, tmp_path):
+    """A store URL carrying user:password@ works (memory:// keeps it in its path), and nothing
+    printed or served on success shows the password: render's summary and export line, a dry
+    run's note, inspect, and the viewer's page summary."""
+    import json
+
+    from click.testing import CliRunner
+
+    from ourgan_dist.cli import main
+    from ourgan_dist.store.canvas import Canvas
+    from ourgan_dist.view.server import render_summary
+
+    out = f"memory://user:{SECRET}@/r.zarr"
+    runner = CliRunner()
+    r = runner.invoke(main, ["render", tiny_model, "--out", out, "--size", "64x48", "--tile", "32", "--quiet"])
+    assert r.exit_code == 0 and "-> memory://" in r.output and SECRET not in r.output, r.output
+    r = runner.invoke(main, ["render", tiny_model, "--out", out, "--size", "64x48", "--tile", "32", "--dry-run"])
+    assert r.exit_code == 0 and "note: a real run would be refused" in r.output and SECRET not in r.output, r.output
+    for args in (["inspect", out], ["inspect", out, "--json"]):
+        r = runner.invoke(main, args)
+        assert r.exit_code == 0 and ("render store" in r.output or '"kind": "render"' in r.output), r.output
+        assert SECRET not in r.output, r.output
+    assert SECRET not in json.dumps(render_summary(Canvas(out)))
+
+
 @pytest.mark.slow  # starts a local Ray instance and two workers
 def test_no_credentials_in_actor_specs_on_real_ray(ray_local, tiny_model, tmp_path, monkeypatch):
     from ourgan_dist.engine.render import RenderRequest, prepare, render

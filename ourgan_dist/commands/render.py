@@ -183,10 +183,14 @@ def _check_targets(p, export_to: str | None, dry_run: bool):
     except Exception as e:  # noqa: BLE001 - a dry run reports what a real run would meet, and goes on
         if not dry_run:
             raise
+        from ..store.storage import redact
+
         click.echo(
-            f"note: a real run would be refused: {e}"
-            if isinstance(e, UserError)
-            else f"note: --out was not checked ({type(e).__name__}: {str(e).strip()[:200]})"
+            redact(
+                f"note: a real run would be refused: {e}"
+                if isinstance(e, UserError)
+                else f"note: --out was not checked ({type(e).__name__}: {str(e).strip()[:200]})"
+            )
         )
         return None
 
@@ -215,13 +219,14 @@ def _print_plan(p, dry_run: bool) -> None:
 
 def _render_and_export(p, checked, export_to: str | None, quiet: bool) -> None:
     from ..engine.render import render as run_render
+    from ..store.storage import strip_userinfo
 
     r = p.request
     summary = run_render(p, on_progress=None if quiet else progress_bar(p), checked=checked)
     click.echo(
         f"\ndone: {summary.tasks_run} task(s) in {summary.seconds:.1f} s"
         + (f", {summary.tasks_skipped} already done" if summary.tasks_skipped else "")
-        + f" -> {r.out}"
+        + f" -> {strip_userinfo(r.out)}"
     )
     if export_to:
         from ..engine.allocator import bound_allocator
@@ -229,4 +234,4 @@ def _render_and_export(p, checked, export_to: str | None, quiet: bool) -> None:
 
         bound_allocator()  # the process ends with the export: keep glibc from hoarding freed buffers
         run_export(r.out, export_to, storage_options=r.storage_options, progress=not quiet, overwrite=r.overwrite)
-        click.echo(f"exported {export_to}")
+        click.echo(f"exported {strip_userinfo(export_to)}")

@@ -26,10 +26,11 @@ def view_command(url: str, port: int, storage_options: str | None) -> None:
       ourgan-dist view out.zarr
       ourgan-dist view s3://bucket/r.zarr --port 8080 --storage-options '{"endpoint_url": "http://127.0.0.1:9000"}'
     """
+    from ..store.storage import strip_userinfo
     from ..view.server import ViewServer
 
     server = ViewServer(url, storage_options_option(storage_options), port=port)
-    click.echo(f"viewing {url} at {server.url}  (Ctrl-C to stop)")
+    click.echo(f"viewing {strip_userinfo(url)} at {server.url}  (Ctrl-C to stop)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ from typing import Any
 import fsspec
 
 from ..store.canvas import Canvas
+from ..store.storage import strip_userinfo
 from ..errors import UserError
 
 
@@ -29,7 +30,7 @@ def describe(target: str, storage_options: dict | None = None) -> dict[str, Any]
         prog = c.progress()
         plan = c.plan
         lines = [
-            f"render store {target}",
+            f"render store {strip_userinfo(target)}",
             f"  size {plan.width}x{plan.height}, seed {c.info.get('seed')}, "
             f"model {c.info.get('model_id')} ({c.info.get('model_preset')}) from {c.info.get('model')}",
         ]
@@ -39,7 +40,7 @@ def describe(target: str, storage_options: dict | None = None) -> dict[str, Any]
         lines.append("  status: " + ("complete" if prog["complete"] else "INCOMPLETE (finish with render --resume)"))
         return {
             "kind": "render",
-            "url": target,
+            "url": strip_userinfo(target),
             "info": c.info,
             "tasks": {k: {"done": d, "total": t} for k, (d, t) in prog["tasks"].items()},
             "complete": prog["complete"],
@@ -52,12 +53,13 @@ def describe(target: str, storage_options: dict | None = None) -> dict[str, Any]
         meta = card.get("meta", {})
         photo = meta.get("photo", {})
         lines = [
-            f"model {target}: id {card.get('model_id')}, preset {cfg.get('preset')}, format {card.get('format_version')}",
+            f"model {strip_userinfo(target)}: id {card.get('model_id')}, preset {cfg.get('preset')}, "
+            f"format {card.get('format_version')}",
             f"  trained: {meta.get('trained')}, photo {photo.get('name')} {photo.get('width')}x"
             f"{photo.get('height')}, seed {meta.get('seed')}",
             _base_line(cfg["base"]) + f"; SR receptive field {card.get('receptive_radius')} px",
         ]
-        return {"kind": "model", "url": target, "card": card, "lines": lines}
+        return {"kind": "model", "url": strip_userinfo(target), "card": card, "lines": lines}
     raise UserError(f"{target!r}: neither an ourgan-dist render store nor a model directory")
 
 

@@ -311,14 +311,16 @@ class Lease:
                 self.lost = e
                 return
             except Exception as e:
+                from .storage import redact  # the error may quote a URL's user:password@
+
                 if time.time() + interval >= self.valid_until:  # it may expire before the next beat
                     self.lost = LeaseLost(
                         f"store {self.url!r}: this render could not renew its lease for {self.ttl:.0f} s "
-                        f"({type(e).__name__}: {str(e)[:160]}), so it stopped before another render could take it "
+                        f"({type(e).__name__}: {redact(str(e))[:160]}), so it stopped before another render could take it "
                         "over; finished tasks are recorded: check the storage and run the same command with --resume"
                     )
                     return
-                log.warning("lease renewal failed (%s: %s); retrying in %.0f s", type(e).__name__, e, interval)
+                log.warning("lease renewal failed (%s: %s); retrying in %.0f s", type(e).__name__, redact(str(e)), interval)
 
     def check(self) -> None:
         """Raise ``LeaseLost`` if the lease was lost (cheap: no I/O)."""

@@ -45,6 +45,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..store.canvas import Canvas
+from ..store.storage import strip_userinfo
 from ..errors import UserError
 from ..outputs.deepzoom import TILE_TYPES
 from .tiles import DeepZoom, DeepZoomKey
@@ -99,7 +100,7 @@ def render_summary(canvas: Canvas) -> dict[str, Any]:
         tasks = canvas.progress()["tasks"].values()
         done, total = sum(d for d, _ in tasks), sum(t for _, t in tasks)
     return {
-        "url": canvas.url,
+        "url": strip_userinfo(canvas.url),
         "name": info.get("name"),
         "model": info.get("model"),
         "model_id": info.get("model_id"),
