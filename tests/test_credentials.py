@@ -165,6 +165,43 @@ def test_no_credentials_in_what_a_successful_run_prints(tiny_model, tmp_path):
     assert SECRET not in json.dumps(render_summary(Canvas(out)))
 
 
+def test_the_command_line_ray_records_holds_no_credentials():
+    from ourgan_dist.engine.executors.ray_cluster import redacted_command_line
+
+    argv = ["ourgan-dist", "render", f"s3://u:{SECRET}@b/m", "--storage-options", f'{{"secret": "{SECRET}"}}', "--out"]
+    argv += ["r.zarr", f"--storage-options={{'key': '{SECRET}'}}", "--storage-options", "@storage.json"]
+    line = redacted_command_line(argv)
+    assert SECRET not in line
+    assert line == (
+        "ourgan-dist render s3://***@b/m --storage-options *** --out r.zarr --storage-options=*** --storage-options @storage.json"
+    )
+
+
+@pytest.mark.slow  # starts Ray in a child process
+def test_no_credentials_in_the_job_ray_records(tmp_path):
+    """Ray records each driver's command line as its job's entrypoint, listed to anyone who can
+    list the cluster's jobs: a driver joining through ``connect`` is recorded without the inline
+    storage options and the URL's password given on its command line."""
+    import subprocess
+    import sys
+
+    script = (
+        "import ray\n"
+        "from ourgan_dist.engine.executors import ray_cluster\n"
+        "from ray._private.state import state\n"
+        "real = ray.init\n"
+        "ray.init = lambda **kw: real(**kw, _node_ip_address='127.0.0.1')\n"
+        "ray_cluster.connect(None, 1)\n"
+        "print('ENTRYPOINTS', [j['Entrypoint'] for j in state.job_table()])\n"
+        "ray.shutdown()\n"
+    )
+    args = ["--storage-options", f'{{"secret": "{SECRET}"}}', "--out", f"s3://u:{SECRET}@b/r.zarr"]
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = next(x for x in r.stdout.splitlines() if x.startswith("ENTRYPOINTS"))
+    assert "--storage-options ***" in line and "s3://***@b/r.zarr" in line and SECRET not in line, line
+
+
 @pytest.mark.slow  # starts a local Ray instance and two workers
 def test_no_credentials_in_actor_specs_on_real_ray(ray_local, tiny_model, tmp_path, monkeypatch):
     from ourgan_dist.engine.render import RenderRequest, prepare, render

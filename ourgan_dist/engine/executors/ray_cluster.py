@@ -1,12 +1,16 @@
 """Joining a Ray cluster: the address checked within seconds (one line when nothing, or no Ray
 head, answers there), the connection shared by a render, the worker count a cluster offers, and
-the embedded Ray's authentication notice kept quiet."""
+the embedded Ray's authentication notice kept quiet, and the command line the cluster records
+for the job kept free of credentials."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import subprocess
+import sys
 
 from ...errors import UserError
 
@@ -62,6 +66,43 @@ def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         _probe_gcs(address, hostport, timeout)
 
 
+SECRET_OPTIONS = ("--storage-options",)  # options whose inline value may hold credentials (@FILE names a file)
+
+
+def redacted_command_line(argv: list[str]) -> str:
+    """The command line ``argv`` as Ray records it for a job (its "entrypoint", shown to anyone
+    who can list the cluster's jobs), without credentials: an inline ``--storage-options`` JSON
+    becomes ``***`` (``@FILE`` is kept: it names a file) and every URL loses its user:password@."""
+    from ...store.storage import redact
+
+    out, hide_next = [], False
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if hide_next:
+            arg = arg if arg.startswith("@") else "***"
+        elif eq and name in SECRET_OPTIONS and not value.startswith("@"):
+            arg = f"{name}=***"
+        hide_next = arg in SECRET_OPTIONS
+        out.append(redact(arg))
+    return subprocess.list2cmdline(out)
+
+
+@contextlib.contextmanager
+def _recorded_command_line():
+    """While Ray registers this driver's job, the command line it records is the redacted one."""
+    import ray._private.utils as ray_utils
+
+    if not hasattr(ray_utils, "get_entrypoint_name"):  # pragma: no cover - Ray moved it; see test_credentials
+        yield
+        return
+    own = ray_utils.get_entrypoint_name
+    ray_utils.get_entrypoint_name = lambda: redacted_command_line(list(getattr(sys, "orig_argv", sys.argv)))
+    try:
+        yield
+    finally:
+        ray_utils.get_entrypoint_name = own
+
+
 def connect(address: str | None, num_cpus: int) -> bool:
     """Join ``address`` or start the embedded local Ray. Returns True if this call started Ray."""
     import ray
@@ -70,11 +111,13 @@ def connect(address: str | None, num_cpus: int) -> bool:
         return False
     if address is None:
         # address="local": always a fresh embedded instance, even if a cluster runs on this machine
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        with _recorded_command_line():
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         return True
     check_address(address)
     try:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        with _recorded_command_line():
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError) as e:
         raise _refuse_address(address, f"could not join ({str(e).splitlines()[0][:160]})") from None
     return True
