@@ -133,6 +133,15 @@ def test_dockerfile_installs_like_the_makefile():
     assert '"ray[default]==${RAY_VERSION}"' in steps[1]
 
 
+def dockerfile_sources() -> list[str]:
+    """What k8s/Dockerfile copies from the repository (COPY lines; no --from)."""
+    text, _ = dockerfile_args()
+    out = []
+    for line in re.findall(r"^COPY (.+)$", text, re.M):
+        out += [p for p in line.split() if not p.startswith("--")][:-1]
+    return out
+
+
 def test_dockerfile_copies_enough_to_build_the_package(tmp_path):
     """The files the Dockerfile copies are exactly what a wheel of the project is built from."""
     import importlib.util
@@ -173,6 +182,8 @@ def test_dockerfile_copies_enough_to_build_the_package(tmp_path):
     (wheel,) = out.glob("ourgan_dist-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "ourgan_dist/cli.py" in names and "ourgan_dist/engine/executors/ray.py" in names
+    assert "did not match any files" not in r.stderr, r.stderr[-2000:]  # every license file is copied
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "ourgan_dist/view/static/openseadragon/openseadragon.min.js" in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "ourgan-dist = ourgan_dist.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
@@ -249,8 +260,15 @@ def test_aws_gpu_workers_declare_one_actor_per_gpu():
 @pytest.mark.parametrize("name", CLUSTER_CONFIGS)
 def test_cluster_setup_installs_the_project_like_the_makefile(name):
     config = load(REPO / "cluster" / name)
-    remote = [dst for dst, src in config["file_mounts"].items() if (REPO / src).resolve() == REPO.resolve()]
-    assert len(remote) == 1, "the repository root must be synced to the nodes"
+    mounts = config["file_mounts"]
+    assert all((REPO / src).resolve() != REPO.resolve() for src in mounts.values()), (
+        "the whole checkout is not synced (a credentials file beside it would reach every node)"
+    )
+    remote = sorted({os.path.dirname(dst) for dst in mounts})
+    assert len(remote) == 1 and all(os.path.basename(dst) == Path(src).name for dst, src in mounts.items())
+    assert sorted(Path(src).name for src in mounts.values()) == sorted(dockerfile_sources()), (
+        "the nodes get what the Dockerfile copies: the files a wheel is built from"
+    )
     commands = [shlex.split(c) for c in config["setup_commands"]]
     installs = [c[c.index("install") + 1 :] for c in commands if "pip" in c[0] and "install" in c]
     torch_at = next(i for i, c in enumerate(installs) if makefile_torch_pin() in c)
