@@ -322,6 +322,25 @@ def test_demo_path_small(tmp_path):
     assert ns["img"].shape == (3, 200, 300)
 
 
+def test_demo_refuses_a_folder_it_does_not_own(tmp_path):
+    """The demo replaces its own model, render and sheet when run again into one folder; a folder
+    that also holds someone's files is refused before any work, and nothing in it changes."""
+    from click.testing import CliRunner
+
+    from ourgan_dist.cli import main
+
+    out = tmp_path / "pictures"
+    out.mkdir()
+    (out / "seeds.png").write_bytes(b"an earlier demo's")
+    (out / "holiday.jpg").write_bytes(b"mine")
+    r = CliRunner().invoke(main, ["demo", "--out", str(out), "--preset", "tiny", "--size", "64x48", "--workers", "1"])
+    assert r.exit_code == 2 and "holiday.jpg" in r.output and r.output.count("\n") == 1, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["holiday.jpg", "seeds.png"]
+    assert (out / "seeds.png").read_bytes() == b"an earlier demo's"
+    r = CliRunner().invoke(main, ["demo", "--out", str(out / "holiday.jpg"), "--preset", "tiny"])
+    assert r.exit_code == 2 and "is a file" in r.output
+
+
 def test_demo_defaults_are_4k():
     from ourgan_dist.commands.demo import DEMO_SIZE, ray_workers, sample_photo
     from ourgan_dist.planning.plan import parse_size

@@ -23,6 +23,25 @@ SHEET_SEEDS = 3  # seeds on the demo's sheet: the render's, and two more drawn a
 CREDIT = 'photo "picosdeeuropa" by Aitzol Berasategi, CC-BY-4.0 (see ourgan_dist/data/LICENSES.md)'
 
 
+DEMO_ENTRIES = ("model", "render.zarr", "seeds.png")  # what the demo writes into its folder, and replaces when run again
+
+
+def check_demo_folder(out_dir: str) -> None:
+    """Refuse, before any work, an ``--out`` the demo would share with someone: a file, or a
+    folder holding anything but what an earlier demo wrote (``DEMO_ENTRIES``), which it replaces."""
+    from ..errors import UserError
+
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError(f"--out {out_dir!r} is a file; choose a folder for the demo")
+    other = sorted(set(os.listdir(out_dir)) - set(DEMO_ENTRIES)) if os.path.isdir(out_dir) else []
+    if other:
+        shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+        raise UserError(
+            f"--out {out_dir!r} holds files the demo did not write ({shown}); the demo replaces what is in its "
+            "folder, so choose a new or empty one"
+        )
+
+
 def _data(name: str) -> str:
     return str(resources.files("ourgan_dist") / "data" / name)
 
@@ -86,6 +105,7 @@ def demo(out_dir: str, train_first: bool, seed: int, size: str, workers: int, pr
     from ..train import train_model
     from .shared import progress_bar
 
+    check_demo_folder(out_dir)
     quiet_embedded_ray_auth()
     photo = sample_photo()
     store = os.path.join(out_dir, "render.zarr")
