@@ -260,7 +260,7 @@ def test_bad_inputs_give_one_line_errors(untrained, wide_photo, tmp_path):
     assert not os.path.exists(tmp_path / "pictures")
 
 
-def test_pictures_folder_that_is_a_file_is_refused_before_any_work(untrained, wide_photo, tmp_path):
+def test_pictures_folder_that_is_a_file_or_holds_other_files_is_refused_before_any_work(untrained, wide_photo, tmp_path):
     from ourgan_dist.errors import UserError
     from ourgan_dist.quality.evaluate import evaluate
 
@@ -268,6 +268,13 @@ def test_pictures_folder_that_is_a_file_is_refused_before_any_work(untrained, wi
     f.write_text("")
     with pytest.raises(UserError, match="not a folder"):
         evaluate(untrained, wide_photo, seeds=1, pictures=str(f))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "seeds.png").write_bytes(b"my own sheet")
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="notes.txt"):
+        evaluate(untrained, wide_photo, seeds=1, pictures=str(mine))
+    assert (mine / "seeds.png").read_bytes() == b"my own sheet"
 
 
 def test_a_photo_wider_than_max_width_is_shrunk_for_the_render(untrained, wide_photo):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -100,12 +101,24 @@ def crop_boxes(pixels: np.ndarray, side: int = CROP, count: int = len(CROP_CENTR
     return boxes
 
 
+OWN_PICTURE = re.compile(r"^(photo_size|photo_size_crops|seeds|level_\d+)\.png$")  # what evaluate writes, and replaces
+
+
 def pictures_folder(folder: str) -> str:
-    """Create ``folder`` for the pictures (checked before any work, so a bad path fails fast)."""
+    """Create ``folder`` for the pictures (checked before any work, so a bad path fails fast). A
+    folder holding anything but an earlier evaluation's pictures (``OWN_PICTURE``) is refused:
+    their names are fixed, and a user's ``seeds.png`` there would be replaced."""
     from ..errors import UserError
 
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UserError(f"--pictures {folder!r}: exists and is not a folder; give a folder (it is created if missing)")
+    other = sorted(n for n in os.listdir(folder) if not OWN_PICTURE.match(n)) if os.path.isdir(folder) else []
+    if other:
+        shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+        raise UserError(
+            f"--pictures {folder!r} holds files that evaluate did not write ({shown}); its pictures replace "
+            "files of fixed names, so give a new or empty folder"
+        )
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
