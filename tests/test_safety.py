@@ -129,6 +129,32 @@ def test_export_refuses_an_existing_file_without_overwrite(small_render, tmp_pat
     assert sorted(os.listdir(tmp_path)) == ["r.png", "r.tif", "r.zip"]  # no temporary left behind
 
 
+def test_a_file_that_appears_during_an_export_is_never_replaced(small_render, tmp_path, monkeypatch):
+    """The target is checked before the export and taken at the end without replacing anything: a
+    file someone writes there meanwhile is kept, the export is refused, and the finished export
+    stays where the error says."""
+    import re
+
+    import ourgan_dist.outputs.export as export_module
+    from ourgan_dist.errors import UserError
+
+    checked = export_module.check_target
+
+    def check_then_someone_writes(file, overwrite=False, compression=None):
+        checked(file, overwrite, compression)
+        with open(file, "wb") as f:
+            f.write(b"someone's file")
+
+    monkeypatch.setattr(export_module, "check_target", check_then_someone_writes)
+    for name in ("r.tif", "r.png", "r.zip", "r.dzi"):
+        target = tmp_path / name
+        with pytest.raises(UserError, match="appeared while the export ran") as e:
+            export_module.export(small_render, str(target), progress=False)
+        assert target.read_bytes() == b"someone's file"
+        (kept,) = re.findall(r"kept (?:as|in) '([^']+)'", str(e.value))[-1:]
+        assert os.path.exists(kept), str(e.value)
+
+
 def test_dzi_overwrite_replaces_only_a_deep_zoom_tree(small_render, tmp_path):
     out, files = tmp_path / "r.dzi", tmp_path / "r_files"
     assert run("export", small_render, out, "--quiet")[0] == 0

@@ -37,7 +37,7 @@ from ..store.canvas import Canvas
 from ..errors import StoreError, UserError
 from ..store.storage import check_settings
 from .export_dzi import write_dzi
-from .export_shared import check_target, export_bar, export_format, resolve_compression, vips_image
+from .export_shared import check_target, export_bar, export_format, publish_file, resolve_compression, vips_image
 
 TIFF_TILE = 256
 TIFF_BUFFER = 4 << 20  # bytes tifffile compresses per pass: bounds its memory
@@ -112,11 +112,11 @@ def export(
     height, width = canvas.plan.pyramid_shapes[0]
     _check_size(fmt, file, width, height)
     if fmt == "tiff":
-        levels = _write_tiff(canvas, file, comp, quality, progress)
+        levels = _write_tiff(canvas, file, comp, quality, progress, overwrite)
     elif fmt in ("dzi", "dzi-zip"):
         levels = write_dzi(canvas, file, comp, quality, progress, zipped=fmt == "dzi-zip", overwrite=overwrite)
     else:
-        levels = _write_single(canvas, file, fmt, quality, progress)
+        levels = _write_single(canvas, file, fmt, quality, progress, overwrite)
     return ExportResult(os.path.abspath(file), fmt, width, height, levels, comp)
 
 
@@ -133,7 +133,7 @@ def _description(canvas: Canvas) -> str:
     )
 
 
-def _write_tiff(canvas: Canvas, file: str, compression: str, quality: int, progress: bool) -> int:
+def _write_tiff(canvas: Canvas, file: str, compression: str, quality: int, progress: bool, overwrite: bool) -> int:
     """One tiled page per OME-Zarr array, written tile by tile from the store."""
     import tifffile
 
@@ -167,22 +167,24 @@ def _write_tiff(canvas: Canvas, file: str, compression: str, quality: int, progr
                     buffersize=TIFF_BUFFER,
                     **codec,
                 )
-        os.replace(tmp, file)
-    finally:
+    except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
+        raise
+    publish_file(tmp, file, overwrite)  # on refusal the finished export stays at tmp, and the error says so
     return len(shapes)
 
 
-def _write_single(canvas: Canvas, file: str, fmt: str, quality: int, progress: bool) -> int:
+def _write_single(canvas: Canvas, file: str, fmt: str, quality: int, progress: bool, overwrite: bool) -> int:
     options = {"png": {"compression": 6}, "jpeg": {"Q": quality}, "webp": {"Q": quality}}[fmt]
     tmp = _partial(file)
     try:
         with export_bar(progress, canvas.plan.height, "row", f"export {os.path.basename(file)}") as bar:
             image, _source, _stream = vips_image(canvas, bar.update)
             image.write_to_file(tmp, **options)
-        os.replace(tmp, file)
-    finally:
+    except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
+        raise
+    publish_file(tmp, file, overwrite)  # on refusal the finished export stays at tmp, and the error says so
     return 1

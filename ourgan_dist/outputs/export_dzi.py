@@ -14,11 +14,12 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 
+from ..errors import UserError
 from ..store.canvas import Canvas
 from .deepzoom import OVERLAP as DZI_OVERLAP
 from .deepzoom import TILE as DZI_TILE
 from .deepzoom import descriptor, top_level
-from .export_shared import check_target, export_bar, vips_image
+from .export_shared import check_target, export_bar, publish_file, vips_image
 
 DZI_BAND_TILES = 16  # tile columns per dzsave pass (~4K px): bounds its strip buffers
 
@@ -119,14 +120,16 @@ def _publish_dzi(tree: _DziTree, work: str, file: str, overwrite: bool, tiles: s
     ``_files`` folder (an old one checked again, as it may have changed while the tiles were cut)."""
     target = os.path.abspath(file)
     if tree.zip is not None:
-        os.replace(os.path.join(work, f"{tree.stem}.zip"), target)
+        publish_file(os.path.join(work, f"{tree.stem}.zip"), target, overwrite)
         return
     old_tree = os.path.join(os.path.dirname(target), f"{tree.stem}_files")
     if os.path.lexists(old_tree):
         check_target(file, overwrite, tiles)
         shutil.rmtree(old_tree)
+    if not overwrite and os.path.lexists(target):  # refused before its tree moves
+        raise UserError(f"export to {file!r}: the file appeared while the export ran")
     os.replace(tree.root, old_tree)
-    os.replace(os.path.join(work, f"{tree.stem}.dzi"), target)
+    publish_file(os.path.join(work, f"{tree.stem}.dzi"), target, overwrite)
 
 
 def write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: bool, zipped: bool, overwrite: bool = False) -> int:
@@ -145,13 +148,19 @@ def write_dzi(canvas: Canvas, file: str, tiles: str, quality: int, progress: boo
     passes = _dzi_passes(shapes, top)
     total = sum((p.x1 - p.x0) * shapes[p.array][0] for p in passes)
     work = tempfile.mkdtemp(prefix=f".{stem}.", dir=os.path.dirname(os.path.abspath(file)))
+    kept = False
     try:
         tree = _DziTree(work, stem, zipped)
         with export_bar(progress, total, "px", f"export {os.path.basename(file)}") as bar:
             for p in passes:
                 _move_band_tiles(_cut_band(canvas, p, work, suffix, bar.update), p, tree, ext)
         tree.finish(descriptor(width, height, ext), os.path.join(work, f"{stem}.dzi"))
-        _publish_dzi(tree, work, file, overwrite, tiles)
+        try:
+            _publish_dzi(tree, work, file, overwrite, tiles)
+        except UserError as e:  # the target appeared meanwhile: the finished export is not thrown away
+            kept = True
+            raise UserError(f"{e} (the finished export is kept in {work!r})") from None
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not kept:
+            shutil.rmtree(work, ignore_errors=True)
     return top + 1

@@ -134,6 +134,31 @@ def check_target(file: str, overwrite: bool = False, compression: str | None = N
             )
 
 
+def publish_file(tmp: str, file: str, overwrite: bool) -> None:
+    """Move the finished export ``tmp`` to ``file``. Without ``overwrite`` this never replaces a
+    file, not even one that appeared while the export ran (after ``check_target``): the name is
+    taken by a hard link, which fails if it exists; ``tmp`` is then kept, and the error names it.
+    Where the file system has no hard links, the name is checked again just before the rename."""
+    if not overwrite:
+        try:
+            os.link(tmp, file)
+        except FileExistsError:
+            raise UserError(
+                f"export to {file!r}: the file appeared while the export ran; the finished export is kept "
+                f"as {tmp!r} (rename it, or export again with --overwrite)"
+            ) from None
+        except OSError:  # no hard links here (a FAT or network file system): the next best check
+            if os.path.lexists(file):
+                raise UserError(
+                    f"export to {file!r}: the file appeared while the export ran; the finished export is kept "
+                    f"as {tmp!r} (rename it, or export again with --overwrite)"
+                ) from None
+        else:
+            os.remove(tmp)
+            return
+    os.replace(tmp, file)
+
+
 def export_bar(progress: bool, total: int, unit: str, desc: str):
     from tqdm import tqdm
 
