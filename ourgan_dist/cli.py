@@ -15,12 +15,17 @@ def _redact(text: str, args: list[str] | tuple[str, ...] = ()) -> str:
     """An error line without any URL's user:password@ part (storage.redact, imported here only
     when there is an error to print: ``--help`` stays free of fsspec and Zarr), nor the
     user:password of a URL among the command's arguments wherever it appears (a storage library
-    may quote it without its URL, e.g. as a bucket name)."""
+    may quote it without its URL, e.g. as a bucket name), nor a secret value of the storage
+    options this command was given (``commands.shared.remember_secrets``)."""
     import re
+
+    from .commands.shared import SECRETS  # the storage options' secret values parsed by this process
 
     for arg in args:
         for userinfo in re.findall(r"://([^/?#@\s]+)@", str(arg)):
             text = text.replace(userinfo, "***")
+    for secret in sorted(SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "***")
     if "@" not in text:
         return text
     from .store.storage import redact

@@ -140,6 +140,35 @@ def test_no_credentials_in_errors_or_the_store(tiny_model, tmp_path):
     assert render_info(p)["model"] == "s3://bucket/model"  # what the store records and inspect shows
 
 
+@pytest.mark.parametrize("given", ["option", "environment"])
+def test_an_error_that_quotes_a_storage_options_secret_is_printed_masked(given, monkeypatch):
+    """A storage library may quote an option's value in its error (botocore: "Invalid type for
+    parameter SSECustomerKey, value: ..."): every value workers would not get is masked in the
+    printed line, however the options were given; the endpoint, which workers get, is not."""
+    import json
+
+    from click.testing import CliRunner
+
+    import ourgan_dist.outputs.inspect as inspect_module
+    from ourgan_dist.cli import main
+
+    key = f"{SECRET}-{given}"
+    options = {"endpoint_url": "http://127.0.0.1:9", "client_kwargs": {"aws_secret_access_key": key}}
+
+    def quoting(target, storage_options=None):
+        quoted = storage_options["client_kwargs"]["aws_secret_access_key"]
+        raise OSError(f"Invalid value {quoted} at {storage_options['endpoint_url']}")
+
+    monkeypatch.setattr(inspect_module, "describe", quoting)
+    args = ["inspect", "s3://bucket/r.zarr"]
+    if given == "option":
+        args += ["--storage-options", json.dumps(options)]
+    else:
+        monkeypatch.setenv("OURGAN_STORAGE_OPTIONS", json.dumps(options))
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code != 0 and "Invalid value *** at http://127.0.0.1:9" in r.output and SECRET not in r.output, r.output
+
+
 def test_no_credentials_in_what_a_successful_run_prints(tiny_model, tmp_path):
     """A store URL carrying user:password@ works (memory:// keeps it in its path), and nothing
     printed or served on success shows the password: render's summary and export line, a dry
