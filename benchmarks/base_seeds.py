@@ -1,7 +1,7 @@
 """Many seeds' base images of one model, scored for layout novelty, and a sheet to look at.
 
     python benchmarks/base_seeds.py MODEL_DIR SHEET.png [--height 192] [--seeds 8] [--wide 1.0]
-    python benchmarks/base_seeds.py --photo IMAGE SHEET.png [--preset cpu] [...]
+    python benchmarks/base_seeds.py --photo IMAGE SHEET.png [--preset cpu] [--set base.noise=0.5] [...]
 
 With ``--photo`` the patch base is built straight from IMAGE, as training keeps it (the preset's
 base: the photo kept at base scale; nothing is learned), so any photo is scored in seconds without
@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ourgan_dist import images
-from ourgan_dist.config import preset
+from ourgan_dist.config import apply_settings, preset
+from ourgan_dist.errors import ConfigError
 from ourgan_dist.models import checkpoint
 from ourgan_dist.train.loop import keep_photo
 from ourgan_dist.quality.novelty import novelty
@@ -37,15 +38,29 @@ def main() -> None:
     ap.add_argument("model", help="a model directory, or with --photo the photo")
     ap.add_argument("--photo", action="store_true", help="MODEL is a photo: build the patch base from it")
     ap.add_argument("--preset", default="cpu", help="with --photo: the preset whose base is built (default cpu)")
+    ap.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="with --photo: a setting of the preset's config, as `train --set` (repeatable), e.g. base.noise=0.5",
+    )
     ap.add_argument("sheet")
     ap.add_argument("--height", type=int, default=192)
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--wide", type=float, default=1.0, help="width over the photo's aspect (2.0: a 2x panorama)")
     a = ap.parse_args()
+    if a.settings and not a.photo:
+        ap.error("--set changes the config a base is built with: give --photo")
     if a.photo:
         if preset(a.preset).base.kind != "patches":
             ap.error(f"--preset {a.preset}: its base is not a patch base; --photo builds only a patch base")
-        model = checkpoint.build(preset(a.preset))
+        try:
+            cfg = apply_settings(preset(a.preset), a.settings)
+        except ConfigError as e:
+            ap.error(str(e))
+        model = checkpoint.build(cfg)
         keep_photo(model, a.model, images.probe(a.model))
         base = model.base
     else:
