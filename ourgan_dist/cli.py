@@ -22,7 +22,7 @@ def _redact(text: str, args: list[str] | tuple[str, ...] = ()) -> str:
     from .commands.shared import SECRETS  # the storage options' secret values parsed by this process
 
     for arg in args:
-        for userinfo in re.findall(r"://([^/?#@\s]+)@", str(arg)):
+        for userinfo in re.findall(r"://([^/?#\s]+)@", str(arg)):
             text = text.replace(userinfo, "***")
     for secret in sorted(SECRETS, key=len, reverse=True):
         text = text.replace(secret, "***")

@@ -206,6 +206,16 @@ def test_the_command_line_ray_records_holds_no_credentials():
     )
 
 
+def test_a_password_holding_an_at_sign_is_hidden_whole():
+    from ourgan_dist.cli import _redact
+    from ourgan_dist.store.storage import redact, strip_userinfo
+
+    url = f"s3://user:p@{SECRET}@bucket/r.zarr"
+    assert strip_userinfo(url) == "s3://bucket/r.zarr"
+    assert redact(f"cannot open {url} or s3://other@b2/x") == "cannot open s3://***@bucket/r.zarr or s3://***@b2/x"
+    assert SECRET not in _redact(f"no bucket user:p@{SECRET}@bucket", ["render", url])
+
+
 @pytest.mark.slow  # starts Ray in a child process
 def test_no_credentials_in_the_job_ray_records(tmp_path):
     """Ray records each driver's command line as its job's entrypoint, listed to anyone who can

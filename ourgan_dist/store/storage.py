@@ -102,7 +102,7 @@ def zarr_store(url: str, storage_options: dict | None):
 
 
 # scheme://user:password@host/...: the user:password@ part of a URL (its "userinfo")
-_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#@\s'\"]*@")
+_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s'\"]*@")  # to the authority's last @: a password may hold one
 
 
 def strip_userinfo(url: str) -> str:
