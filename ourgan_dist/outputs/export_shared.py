@@ -140,19 +140,17 @@ def publish_file(tmp: str, file: str, overwrite: bool) -> None:
     taken by a hard link, which fails if it exists; ``tmp`` is then kept, and the error names it.
     Where the file system has no hard links, the name is checked again just before the rename."""
     if not overwrite:
+        appeared = UserError(
+            f"export to {file!r}: the file appeared while the export ran; the finished export is kept "
+            f"as {tmp!r} (rename it, or export again with --overwrite)"
+        )
         try:
             os.link(tmp, file)
         except FileExistsError:
-            raise UserError(
-                f"export to {file!r}: the file appeared while the export ran; the finished export is kept "
-                f"as {tmp!r} (rename it, or export again with --overwrite)"
-            ) from None
+            raise appeared from None
         except OSError:  # no hard links here (a FAT or network file system): the next best check
             if os.path.lexists(file):
-                raise UserError(
-                    f"export to {file!r}: the file appeared while the export ran; the finished export is kept "
-                    f"as {tmp!r} (rename it, or export again with --overwrite)"
-                ) from None
+                raise appeared from None
         else:
             os.remove(tmp)
             return
