@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def some_names(names: list[str], shown: int = 3) -> str:
+    """The first ``shown`` of ``names`` for a one-line message: "a, b, c, ..."."""
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
 class UserError(Exception):
     """A problem with the user's input: printed as one line, exit status 2 (no traceback)."""
 

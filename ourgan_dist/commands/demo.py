@@ -29,15 +29,14 @@ DEMO_ENTRIES = ("model", "render.zarr", "seeds.png")  # what the demo writes int
 def check_demo_folder(out_dir: str) -> None:
     """Refuse, before any work, an ``--out`` the demo would share with someone: a file, or a
     folder holding anything but what an earlier demo wrote (``DEMO_ENTRIES``), which it replaces."""
-    from ..errors import UserError
+    from ..errors import UserError, some_names
 
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UserError(f"--out {out_dir!r} is a file; choose a folder for the demo")
     other = sorted(set(os.listdir(out_dir)) - set(DEMO_ENTRIES)) if os.path.isdir(out_dir) else []
     if other:
-        shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
         raise UserError(
-            f"--out {out_dir!r} holds files the demo did not write ({shown}); the demo replaces what is in its "
+            f"--out {out_dir!r} holds files the demo did not write ({some_names(other)}); the demo replaces what is in its "
             "folder, so choose a new or empty one"
         )
 

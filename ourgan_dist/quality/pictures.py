@@ -108,15 +108,14 @@ def pictures_folder(folder: str) -> str:
     """Create ``folder`` for the pictures (checked before any work, so a bad path fails fast). A
     folder holding anything but an earlier evaluation's pictures (``OWN_PICTURE``) is refused:
     their names are fixed, and a user's ``seeds.png`` there would be replaced."""
-    from ..errors import UserError
+    from ..errors import UserError, some_names
 
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UserError(f"--pictures {folder!r}: exists and is not a folder; give a folder (it is created if missing)")
     other = sorted(n for n in os.listdir(folder) if not OWN_PICTURE.match(n)) if os.path.isdir(folder) else []
     if other:
-        shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
         raise UserError(
-            f"--pictures {folder!r} holds files that evaluate did not write ({shown}); its pictures replace "
+            f"--pictures {folder!r} holds files that evaluate did not write ({some_names(other)}); its pictures replace "
             "files of fixed names, so give a new or empty folder"
         )
     try:

@@ -16,7 +16,7 @@ from typing import Iterator, Callable, Sequence
 from .. import images
 from ..store.atomic import write_json_atomic
 from ..config import ModelConfig, apply_settings, preset as get_preset
-from ..errors import UserError
+from ..errors import UserError, some_names
 
 
 def resolve_device(device: str) -> str:
@@ -72,9 +72,7 @@ def check_out(out: str, overwrite: bool = False) -> None:
     has_model = any(n in ("model.pt", "model.json") for n in names)
     if other:
         what = "a model and other files" if has_model else "files that are not a model"
-        raise UserError(
-            f"--out {out!r} holds {what} ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); choose a new or empty folder"
-        )
+        raise UserError(f"--out {out!r} holds {what} ({some_names(other)}); choose a new or empty folder")
     if has_model and not overwrite:
         raise UserError(f"--out {out!r} already holds a model; pass --overwrite to replace it, or choose another --out")
 
