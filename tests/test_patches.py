@@ -283,9 +283,9 @@ def test_completeness_is_weaker_after_the_first_layout_scales(monkeypatch):
             super().__init__(*args)
             variances.append(self.variance)
 
-    def recording(q, k, qy, ky, vw, alpha, chunk=2048):
+    def recording(q, k, qy, ky, vw, alpha, chunk=2048, **barring):
         passes.append(alpha / variances[-1])
-        return real_nearest(q, k, qy, ky, vw, alpha, chunk)
+        return real_nearest(q, k, qy, ky, vw, alpha, chunk, **barring)
 
     monkeypatch.setattr(patches, "nearest", recording)
     monkeypatch.setattr(patches, "Projection", Recorded)
@@ -426,3 +426,45 @@ def test_novelty_calls_a_stretched_or_mirrored_photo_a_copy_and_a_shuffled_one_n
     res = novelty.novelty([photo[:, :, xs], novelty.quarters_swapped(photo)], photo)
     assert res["per_seed"][0] < res["per_seed"][1] and len(res["between_seeds"]) == 1
     assert res["stretched_mirrored"] < res["quarters_swapped"]
+
+
+def _copies(w: int, kw: int, blocks) -> torch.Tensor:
+    """Queries of an image 8 rows by ``w`` that copy keys (a field ``kw`` wide): each block
+    (query column x0, width, key column k0) copies keys k0.. at its own offset; the rest copy key column 0."""
+    idx = torch.zeros(8, w, dtype=torch.long)
+    for x0, width, k0 in blocks:
+        for y in range(8):
+            idx[y, x0 : x0 + width] = y * kw + k0 + torch.arange(width)
+    return idx.reshape(-1)
+
+
+def test_one_place_keeps_an_objects_main_copy_and_bars_a_second_one():
+    kw, w = 40, 40
+    cells = patches.key_cells(8, kw, patches.PLACE_CELL)
+    # keys 20..27 copied twice: whole (with a wide block around it) at x 0..19, and again at x 30..37
+    idx = _copies(w, kw, [(0, 28, 0), (30, 8, 20)])
+    barred = patches.one_place(idx, cells, w, kw, places=1, far=20)
+    second = torch.tensor([y * w + x for y in range(8) for x in range(30, 38)])
+    first = torch.tensor([y * w + x for y in range(8) for x in range(20, 28)])
+    for q in second:  # the second copy may no longer use the regions it copied
+        assert barred[q, cells[idx[q]]]
+    for q in first:  # the main copy keeps them
+        assert not barred[q, cells[idx[q]]]
+    # a wider image may draw the region again, far enough away
+    again = patches.one_place(idx, cells, w, kw, places=2, far=5)
+    assert not any(again[q, cells[idx[q]]] for q in second)
+    assert all(patches.one_place(idx, cells, w, kw, places=2, far=20)[q, cells[idx[q]]] for q in second)
+
+
+def test_nearest_never_returns_a_barred_region():
+    torch.manual_seed(0)
+    k = torch.randn(64, 4)
+    q = k[:16] + 0.01 * torch.randn(16, 4)  # each query's nearest key is its own
+    y = torch.zeros(64)
+    cells = torch.arange(64) // 4
+    barred = torch.zeros(16, 16, dtype=torch.bool)
+    barred[torch.arange(16), cells[:16]] = True
+    free = patches.nearest(q, k, y[:16], y, 0.0, 1e6)
+    assert torch.equal(free, torch.arange(16))
+    out = patches.nearest(q, k, y[:16], y, 0.0, 1e6, barred=barred, cells=cells)
+    assert not barred[torch.arange(16), cells[out]].any()

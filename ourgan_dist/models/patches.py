@@ -14,7 +14,7 @@ A pyramid of scales (ratio ``pyramid_ratio``) runs from a coarsest ``coarsest`` 
 the base itself; the photo is resized so that its height is the base's at every scale, so the
 new image keeps the photo's vertical extent (sky above, ground below) at any width.
 
-Five things make the samples new scenes and not copies or patch salad:
+Six things make the samples new scenes and not copies or patch salad:
 
 - **A new order of the photo's upright strips** (``pieces``, ``models/strips.py``): the photo is cut into strips where
   it is calm (between objects rather than through them), and the strips, each mirrored or not,
@@ -40,6 +40,14 @@ Five things make the samples new scenes and not copies or patch salad:
   on the finer layout scales: at full strength there it forced in patches with no place left to
   go (a raised stretch of horizon pasted beside a lower one, a guard rail stepping with it);
   without it, small objects that only show at those scales (a photo's lights) were lost.
+- **Each region of the photo at one place** (``one_place``): after every exact pass, the queries
+  using each small region of the photo are grouped by their offset (query position - key
+  position); the group whose offset the most queries of the image share keeps the region, and the
+  others are barred from it for the rest of the scale, so they take their next best patch. An
+  object copied whole moves all its patches by one offset, so its main copy keeps every region
+  of it, while a second copy or a torn-off piece loses them (a wider image keeps up to its width
+  ratio of copies, half the photo's width apart). Completeness alone let an object be taken at
+  several places at once: a small subject's head three times, a cloud twice.
 - **The vertical term** (``vertical_weight``): ``weight * scale * (y_query - y_photo)**2`` is added
   to every distance (y from -1 at the top row to +1 at the bottom of each image), so a patch is
   drawn from near its own height: no rock in the sky, no cloud in the meadow.
@@ -284,6 +292,8 @@ class PatchBase(nn.Module):
         h, w = x.shape[2:]
         sh, sw = src.shape[2:]
         projections = _Projections(keys, src, p, c.features, (seed * 7919 + s) & SEED_MASK, pad=False)
+        cells = key_cells(sh - 2 * r, sw - 2 * r, PLACE_CELL)
+        barred = None  # (query, photo region) pairs barred by one_place, for the rest of this scale
         for it in range(c.iterations):
             proj, kf = projections(it)
             kf = kf.reshape(proj.basis.shape[0], -1).T  # (nk, k)
@@ -292,7 +302,9 @@ class PatchBase(nn.Module):
             kyy = ky.view(-1, 1).expand(sh - 2 * r, sw - 2 * r).reshape(-1)
             qyy = qy.view(-1, 1).expand(h, w).reshape(-1)
             alpha = c.alpha if s < c.complete_scales else c.fine_alpha
-            idx = nearest(qf, kf, qyy, kyy, vw, alpha * proj.variance)
+            idx = nearest(qf, kf, qyy, kyy, vw, alpha * proj.variance, barred=barred, cells=cells)
+            more = one_place(idx, cells, w, sw - 2 * r, max(1, math.ceil(w / sw - 1e-6)), PLACE_FAR * sw)
+            barred = more if barred is None else barred | more
             ky_i, kx_i = idx // (sw - 2 * r) + r, idx % (sw - 2 * r) + r
             nnf = (ky_i.view(h, w), kx_i.view(h, w))
             if it < c.iterations - 1:  # the caller votes with the last field
@@ -331,8 +343,71 @@ def layout_distance_to(x: torch.Tensor, src: torch.Tensor) -> float:
     return layout_distance(a, p, p.shape[2])
 
 
+PLACE_CELL = 4  # key positions are grouped in cells this many a side: a photo region, for one_place
+PLACE_NEAR = 4  # users of a region whose offsets (query - key) differ by at most this many px are one copy
+PLACE_FAR = 0.5  # a wider image may draw a region again, at least this fraction of the photo's width away
+
+
+def key_cells(kh: int, kw: int, cell: int) -> torch.Tensor:
+    """(kh * kw,) the region (a ``cell`` x ``cell`` square of key positions) of every key."""
+    cw = -(-kw // cell)
+    return ((torch.arange(kh) // cell)[:, None] * cw + (torch.arange(kw) // cell)[None, :]).reshape(-1)
+
+
+def one_place(idx: torch.Tensor, cells: torch.Tensor, w: int, kw: int, places: int, far: float) -> torch.Tensor:
+    """(n queries, n regions) bool: the regions each query of an image ``w`` wide is barred from.
+
+    ``idx`` is every query's key (a row-major index into key positions ``kw`` wide), ``cells`` every
+    key's photo region. A region used at several places is an object drawn twice (or torn in
+    pieces): each region keeps the users that copy it at the offset (query position - key
+    position) most queries of the image share (within ``PLACE_NEAR`` px), since an object copied
+    whole moves all its patches by one offset; the rest are barred from it. Up to ``places`` copies
+    are kept, each at least ``far`` px (in x) from the others."""
+    nq, nc = idx.shape[0], int(cells.max()) + 1
+    barred = torch.zeros(nq, nc, dtype=torch.bool)
+    q = torch.arange(nq)
+    qx = q % w
+    oy, ox = q // w - idx // kw, qx - idx % kw
+    # support of each query's offset: how many queries move their patch by about the same offset
+    y0, x0 = int(oy.min()), int(ox.min())
+    hist = torch.zeros(int(oy.max()) - y0 + 1, int(ox.max()) - x0 + 1)
+    hist.index_put_((oy - y0, ox - x0), torch.ones(nq), accumulate=True)
+    n = PLACE_NEAR
+    box = F.conv2d(F.pad(hist[None, None], (n, n, n, n)), torch.ones(1, 1, 2 * n + 1, 2 * n + 1))[0, 0]
+    support = box[oy - y0, ox - x0]
+    qc = cells[idx]
+    order = torch.argsort(qc, stable=True)
+    counts = torch.bincount(qc, minlength=nc).tolist()
+    start = 0
+    for c, count in enumerate(counts):
+        users = order[start : start + count]
+        start += count
+        if count < 2:
+            continue
+        a, b = oy[users], ox[users]
+        same = torch.maximum((a[:, None] - a[None]).abs(), (b[:, None] - b[None]).abs()) <= n
+        free = torch.ones(count, dtype=torch.bool)
+        kept_x: list[float] = []
+        for _ in range(places):
+            m = int(support[users].masked_fill(~free, -1).argmax())
+            if not free[m] or any(abs(float(qx[users[m]]) - x) < far for x in kept_x):
+                break
+            kept_x.append(float(qx[users[m]]))
+            free &= ~same[m]
+        barred[users[free], c] = True
+    return barred
+
+
 def nearest(
-    q: torch.Tensor, k: torch.Tensor, qy: torch.Tensor, ky: torch.Tensor, vw: float, alpha: float, chunk: int = 2048
+    q: torch.Tensor,
+    k: torch.Tensor,
+    qy: torch.Tensor,
+    ky: torch.Tensor,
+    vw: float,
+    alpha: float,
+    chunk: int = 2048,
+    barred: torch.Tensor | None = None,
+    cells: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """For each query row of ``q`` (nq, d) the index of its photo patch in ``k`` (nk, d): the least
     (|q - k|^2 + vw * (qy - ky)^2) / (alpha + min over queries of the same), GPNN's completeness
@@ -350,7 +425,10 @@ def nearest(
     norm = alpha + least
     out = torch.empty(q.shape[0], dtype=torch.long)
     for i in range(0, q.shape[0], chunk):
-        out[i : i + chunk] = (dist(i) / norm[None]).argmin(1)
+        sc = dist(i) / norm[None]
+        if barred is not None:  # (nq, n regions) and each key's region: one_place
+            sc = sc.masked_fill(barred[i : i + chunk][:, cells], float("inf"))
+        out[i : i + chunk] = sc.argmin(1)
     return out
 
 
