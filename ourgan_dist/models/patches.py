@@ -303,11 +303,11 @@ class PatchBase(nn.Module):
             qyy = qy.view(-1, 1).expand(h, w).reshape(-1)
             alpha = c.alpha if s < c.complete_scales else c.fine_alpha
             idx = nearest(qf, kf, qyy, kyy, vw, alpha * proj.variance, barred=barred, cells=cells)
-            more = one_place(idx, cells, w, sw - 2 * r, max(1, math.ceil(w / sw - 1e-6)), PLACE_FAR * sw)
-            barred = more if barred is None else barred | more
             ky_i, kx_i = idx // (sw - 2 * r) + r, idx % (sw - 2 * r) + r
             nnf = (ky_i.view(h, w), kx_i.view(h, w))
-            if it < c.iterations - 1:  # the caller votes with the last field
+            if it < c.iterations - 1:  # the caller votes with the last field; bars serve the next pass
+                more = one_place(idx, cells, w, sw - 2 * r, max(1, math.ceil(w / sw - 1e-6)), PLACE_FAR * sw)
+                barred = more if barred is None else barred | more
                 x = vote(src, nnf, p)
         return nnf
 
@@ -385,7 +385,6 @@ def one_place(idx: torch.Tensor, cells: torch.Tensor, w: int, kw: int, places: i
         if count < 2:
             continue
         a, b = oy[users], ox[users]
-        same = torch.maximum((a[:, None] - a[None]).abs(), (b[:, None] - b[None]).abs()) <= n
         free = torch.ones(count, dtype=torch.bool)
         kept_x: list[float] = []
         for _ in range(places):
@@ -393,7 +392,7 @@ def one_place(idx: torch.Tensor, cells: torch.Tensor, w: int, kw: int, places: i
             if not free[m] or any(abs(float(qx[users[m]]) - x) < far for x in kept_x):
                 break
             kept_x.append(float(qx[users[m]]))
-            free &= ~same[m]
+            free &= torch.maximum((a - a[m]).abs(), (b - b[m]).abs()) > n  # this copy's users keep it
         barred[users[free], c] = True
     return barred
 
