@@ -310,9 +310,7 @@ PRESETS: dict[str, ModelConfig] = {
         preset="cpu",
         base=PatchBaseConfig(),
         sr=SRConfig(arch="srvgg", features=64, convs=16, skip="bicubic", prior="realesr-animevideov3-x4", noise_amp=0.02),
-        train=TrainConfig(
-            base_iterations=600, sr_iterations=800, lr=1e-3, sr_crop=96, sr_batch=4, critic_channels=32, base_crop=96, sr_blur=1.5
-        ),
+        train=TrainConfig(sr_iterations=800, lr=1e-3, sr_crop=96, sr_batch=4, sr_blur=1.5),  # lr: an SR net with no prior
     ),
     # GPU scale: HP-VAE-GAN sizes for the base, an ESRGAN-like SR with a bounded receptive field.
     "paper": ModelConfig(preset="paper"),
