@@ -112,7 +112,7 @@ class PatchBaseConfig:
     vertical_coord: bool = True  # the vertical term of the patch distance (False: vertical_weight acts as 0)
     patch: int = 7  # side of the patches compared and pasted (odd)
     pyramid_ratio: float = 0.75  # each scale's side over the next finer one's
-    coarsest: int = 24  # rows of the coarsest scale, where the layout is drawn (16 rebuilt the photo's own layout)
+    coarsest: int = 24  # the coarsest scale's shorter side, where the layout is drawn (16 rebuilt the photo's own layout)
     pieces: int = 4  # the photo is cut into pieces to pieces + 2 upright strips (by the seed), shuffled into a new order
     noise: float = 1.0  # noise added at the coarsest scale, in units of the photo's standard deviation
     alpha: float = 0.05  # completeness (GPNN's alpha) relative to the photo's patch variance: smaller, more of the photo's objects

@@ -186,6 +186,22 @@ def test_a_wide_base_is_drawn_at_the_photos_width_then_widened(monkeypatch):
     assert len(calls) == 1 and calls[0][0] == calls[0][1]  # drawn exactly as wide as the photo there
 
 
+def test_the_coarsest_scale_is_coarsest_on_its_shorter_side():
+    # a portrait's first drawing is as narrow as its width: measured on rows, a patch would span
+    # half of it and the passes rebuild the photo's own layout from any collage
+    def coarsest(side: int) -> bool:  # within one pyramid step at or below ``coarsest``
+        return 16 * 0.75 < side <= 16
+
+    land = patch_base(coarsest=16)
+    assert coarsest(land.scale_sizes(48, 72)[0][0]) and coarsest(land.scale_sizes(48, 150)[0][0])
+    tall = PatchBase(dataclasses.replace(PRESETS["tiny"].base, coarsest=16))
+    tall.set_photo(scene(72, 48))
+    h, w = tall.scale_sizes(72, 48)[0]
+    assert coarsest(w) and h > 16
+    assert tall.scale_sizes(72, 96)[0][0] == h  # wider than the photo: its first drawing is the photo's width
+    assert tall.generate(72, 48, seed=1).shape == (1, 3, 72, 48)
+
+
 def test_a_wide_base_with_one_layout_scale_redraws_it_after_widening(monkeypatch):
     # with a single exact scale there is no finer one to heal the laid-in stretches: that scale is
     # searched again, so the field the finer scales refine matches the widened image

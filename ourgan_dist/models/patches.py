@@ -10,8 +10,8 @@ patch distance. No weights are learned: the model is the photo itself, kept at b
                 patches vote (mean) for every pixel (above the layout scales, only the
                 3 x 3 patches around it: ``fine_vote``); the scale's last vote is healed
 
-A pyramid of scales (ratio ``pyramid_ratio``) runs from a coarsest ``coarsest`` rows tall to
-the base itself; the photo is resized so that its height is the base's at every scale, so the
+A pyramid of scales (ratio ``pyramid_ratio``) runs from a coarsest about ``coarsest`` px on its
+shorter side to the base itself; the photo is resized so that its height is the base's at every scale, so the
 new image keeps the photo's vertical extent (sky above, ground below) at any width.
 
 Six things make the samples new scenes and not copies or patch salad:
@@ -21,8 +21,9 @@ Six things make the samples new scenes and not copies or patch salad:
   are laid side by side in a new order that keeps the photo's neighbours apart, drawn among
   random orders with better-matching joins likelier, each strip once (nothing of the photo
   twice); this collage, shrunk to the coarsest scale
-  (``coarsest`` rows: 24, as at 16 a patch spanned half the image and the passes rebuilt the
-  photo's own layout from any collage), is where the new image starts. Objects move and
+  (``coarsest``: 24 px on its shorter side, as at 16 a patch spanned half the image and the
+  passes rebuilt the photo's own layout from any collage; a portrait counted in rows was 16 px
+  wide and came back as the photo), is where the new image starts. Objects move and
   meet new neighbours; the nearest-neighbour passes heal the joins.
 - **A wider image is drawn at the photo's width, then widened** (``strips.widen``): the
   coarsest scale is drawn no wider than the photo, where completeness (below) places each of
@@ -189,10 +190,13 @@ class PatchBase(nn.Module):
         return self.photo.dim() == 4
 
     def scale_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
-        """(h, w) of every scale, coarsest first; the last is (height, width)."""
+        """(h, w) of every scale, coarsest first; the last is (height, width). The coarsest scale's
+        shorter side is about ``coarsest``: its height, or for a portrait its width (the first
+        drawing is at most the photo's width, so a portrait photo's width even in a wide image)."""
         c = self.cfg
         p = c.patch
-        n = 1 if height <= c.coarsest else math.ceil(math.log(c.coarsest / height) / math.log(c.pyramid_ratio)) + 1
+        side = min(height, width, self.source_size(height)[1]) if self.ready else min(height, width)
+        n = 1 if side <= c.coarsest else math.ceil(math.log(c.coarsest / side) / math.log(c.pyramid_ratio)) + 1
         sizes = []
         for s in range(n):
             f = c.pyramid_ratio ** (n - 1 - s)
