@@ -484,3 +484,23 @@ def test_nearest_never_returns_a_barred_region():
     assert torch.equal(free, torch.arange(16))
     out = patches.nearest(q, k, y[:16], y, 0.0, 1e6, barred=barred, cells=cells)
     assert not barred[torch.arange(16), cells[out]].any()
+
+
+def test_an_image_as_wide_as_the_photo_keeps_one_copy_of_each_region_at_every_scale(monkeypatch):
+    # the scales' sizes and the photo's are rounded apart: at 48x72 three layout scales are a
+    # column wider than the photo at their height (10 to 9, 17 to 16, 23 to 22), which counted as
+    # room for a second copy of every region
+    pb = patch_base(layout_pixels=2000)
+    places: list[int] = []
+    real = patches.one_place
+
+    def recording(idx, cells, w, kw, n, far):
+        places.append(n)
+        return real(idx, cells, w, kw, n, far)
+
+    monkeypatch.setattr(patches, "one_place", recording)
+    pb.generate(48, 72, seed=0)
+    assert places and set(places) == {1}
+    places.clear()
+    pb.generate(48, 144, seed=0)  # twice as wide: two copies, at the scales drawn at full width
+    assert 2 in places

@@ -310,7 +310,8 @@ class PatchBase(nn.Module):
             ky_i, kx_i = idx // (sw - 2 * r) + r, idx % (sw - 2 * r) + r
             nnf = (ky_i.view(h, w), kx_i.view(h, w))
             if it < c.iterations - 1:  # the caller votes with the last field; bars serve the next pass
-                more = one_place(idx, cells, w, sw - 2 * r, max(1, math.ceil(w / sw - 1e-6)), PLACE_FAR * sw)
+                places = max(1, math.ceil((w - PLACE_SLACK) / sw))  # copies allowed: the width ratio, rounded up
+                more = one_place(idx, cells, w, sw - 2 * r, places, PLACE_FAR * sw)
                 barred = more if barred is None else barred | more
                 x = vote(src, nnf, p)
         return nnf
@@ -350,6 +351,8 @@ def layout_distance_to(x: torch.Tensor, src: torch.Tensor) -> float:
 PLACE_CELL = 4  # key positions are grouped in cells this many a side: a photo region, for one_place
 PLACE_NEAR = 4  # users of a region whose offsets (query - key) differ by at most this many px are one copy
 PLACE_FAR = 0.5  # a wider image may draw a region again, at least this fraction of the photo's width away
+PLACE_SLACK = 2  # ... if wider than the photo by more than this many px: a scale's sizes and the photo's,
+# rounded apart, made an image a column wider than its photo (29 px to 28), room for two of every region
 
 
 def key_cells(kh: int, kw: int, cell: int) -> torch.Tensor:
@@ -415,12 +418,13 @@ def nearest(
     """For each query row of ``q`` (nq, d) the index of its photo patch in ``k`` (nk, d): the least
     (|q - k|^2 + vw * (qy - ky)^2) / (alpha + min over queries of the same), GPNN's completeness
     (the larger ``alpha``, the weaker: plain nearest neighbours as it grows)."""
+    w = math.sqrt(vw)  # the vertical term as one more feature: one matrix product gives the whole distance
+    q, k = torch.cat([q, w * qy[:, None]], 1), torch.cat([k, w * ky[:, None]], 1)
     kk = (k * k).sum(1)
 
     def dist(i: int) -> torch.Tensor:
         qc = q[i : i + chunk]
-        d = (qc * qc).sum(1, keepdim=True) + kk[None] - 2 * qc @ k.T  # (c, nk)
-        return (d + vw * (qy[i : i + chunk, None] - ky[None]) ** 2).clamp_min_(0)
+        return torch.addmm(kk[None], qc, k.T, alpha=-2).add_((qc * qc).sum(1, keepdim=True)).clamp_min_(0)  # (c, nk)
 
     least = torch.full((k.shape[0],), float("inf"))
     for i in range(0, q.shape[0], chunk):
@@ -428,9 +432,9 @@ def nearest(
     norm = alpha + least
     out = torch.empty(q.shape[0], dtype=torch.long)
     for i in range(0, q.shape[0], chunk):
-        sc = dist(i) / norm[None]
+        sc = dist(i).div_(norm[None])
         if barred is not None:  # (nq, n regions) and each key's region: one_place
-            sc = sc.masked_fill(barred[i : i + chunk][:, cells], float("inf"))
+            sc.masked_fill_(barred[i : i + chunk][:, cells], float("inf"))
         out[i : i + chunk] = sc.argmin(1)
     return out
 
