@@ -11,8 +11,8 @@ patch distance. No weights are learned: the model is the photo itself, kept at b
                 3 x 3 patches around it: ``fine_vote``); the scale's last vote is healed
 
 A pyramid of scales (ratio ``pyramid_ratio``) runs from a coarsest about ``coarsest`` px on its
-shorter side to the base itself; the photo is resized so that its height is the base's at every scale, so the
-new image keeps the photo's vertical extent (sky above, ground below) at any width.
+shorter side to the base itself; the photo is resized so that its height is the base's at every
+scale, so the new image keeps the photo's vertical extent (sky above, ground below) at any width.
 
 Six things make the samples new scenes and not copies or patch salad:
 
@@ -297,6 +297,7 @@ class PatchBase(nn.Module):
         sh, sw = src.shape[2:]
         projections = _Projections(keys, src, p, c.features, (seed * 7919 + s) & SEED_MASK, pad=False)
         cells = key_cells(sh - 2 * r, sw - 2 * r, PLACE_CELL)
+        places = max(1, math.ceil((w - PLACE_SLACK) / sw))  # copies of a region one_place keeps: the width ratio, rounded up
         barred = None  # (query, photo region) pairs barred by one_place, for the rest of this scale
         for it in range(c.iterations):
             proj, kf = projections(it)
@@ -310,7 +311,6 @@ class PatchBase(nn.Module):
             ky_i, kx_i = idx // (sw - 2 * r) + r, idx % (sw - 2 * r) + r
             nnf = (ky_i.view(h, w), kx_i.view(h, w))
             if it < c.iterations - 1:  # the caller votes with the last field; bars serve the next pass
-                places = max(1, math.ceil((w - PLACE_SLACK) / sw))  # copies allowed: the width ratio, rounded up
                 more = one_place(idx, cells, w, sw - 2 * r, places, PLACE_FAR * sw)
                 barred = more if barred is None else barred | more
                 x = vote(src, nnf, p)
@@ -418,8 +418,8 @@ def nearest(
     """For each query row of ``q`` (nq, d) the index of its photo patch in ``k`` (nk, d): the least
     (|q - k|^2 + vw * (qy - ky)^2) / (alpha + min over queries of the same), GPNN's completeness
     (the larger ``alpha``, the weaker: plain nearest neighbours as it grows)."""
-    w = math.sqrt(vw)  # the vertical term as one more feature: one matrix product gives the whole distance
-    q, k = torch.cat([q, w * qy[:, None]], 1), torch.cat([k, w * ky[:, None]], 1)
+    root = math.sqrt(vw)  # the vertical term as one more feature: one matrix product gives the whole distance
+    q, k = torch.cat([q, root * qy[:, None]], 1), torch.cat([k, root * ky[:, None]], 1)
     kk = (k * k).sum(1)
 
     def dist(i: int) -> torch.Tensor:
