@@ -43,13 +43,14 @@ def test_render_waits_for_the_autoscaler_and_equals_the_local_render(tiny_model,
             render(p, executor=RayExecutor(workers=2, cpus_per_worker=4, no_worker_timeout_s=5))
         assert time.monotonic() - t0 < 60 and worker_nodes() == []
 
-        # the same render resumed with workers that fit: the autoscaler starts two nodes for them
+        # the same render resumed with workers that fit: the autoscaler starts a node for each; a
+        # render this small can end on the first before the second has joined (seen once in CI)
         p = prepare(RenderRequest(model=tiny_model, out=out, size=SIZE, tile=TILE, chunk=CHUNK, workers=2, resume=True))
         t0 = time.monotonic()
         s = render(p, executor=RayExecutor(workers=2))
         took = time.monotonic() - t0
         started = worker_nodes()
-        assert len(started) == 2 and all(n.startswith("ffff") for n in started)  # the fake provider's nodes
+        assert 1 <= len(started) <= 2 and all(n.startswith("ffff") for n in started)  # the fake provider's nodes
         assert {r.worker for r in s.reports} <= {"worker-0", "worker-1"} and s.tasks_run == len(s.reports)
         assert_same_arrays(arrays(out), arrays(reference))
 
