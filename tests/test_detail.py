@@ -146,6 +146,10 @@ def test_guided_detail_gives_the_photo_back_where_the_base_copied_it(big_photo):
     assert err(same) < 0.4 * err(up)
     shifted = guided(torch.stack([(sy + 17) % 48, (sx + 29) % 72]).to(torch.int16))
     assert err(shifted) > 0.9 * err(up)
+    # a base drawn from the photo's mirror image (field columns 72 .. 143: patches.doubled) gets
+    # the mirror image's detail: the photo mirrored comes back
+    x, up, photo = x.flip(-1), up.flip(-1), photo.flip(-1)
+    assert err(guided(torch.stack([sy, sx + 72]).to(torch.int16))) < 0.4 * err(up)
 
 
 def test_a_model_trained_before_guided_detail_loads_and_renders_with_its_library(big_photo, tmp_path):

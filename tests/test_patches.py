@@ -6,6 +6,7 @@ stretched or mirrored photo a copy and a shuffled one new."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -222,8 +223,55 @@ def test_a_wide_base_with_one_layout_scale_redraws_it_after_widening(monkeypatch
     assert x.shape == (1, 3, 48, 150) and field.shape == (2, 48, 150)
     src_h, src_w = pb.source_size(48)
     assert int(field[0].min()) >= 0 and int(field[0].max()) < src_h
-    assert int(field[1].min()) >= 0 and int(field[1].max()) < src_w
+    assert int(field[1].min()) >= 0 and int(field[1].max()) < 2 * src_w  # past src_w: its mirror image
     assert torch.equal(pb.generate(48, 150, seed=4), x)
+
+
+def test_the_field_points_at_the_pixels_drawn_mirrored_ones_in_the_mirror_image():
+    pb = patch_base()
+    x, field = pb.generate_with_field(48, 72, seed=2)
+    src_h, src_w = pb.source_size(48)
+    src = patches.resize(pb.photo.float() / 255, src_h, src_w)
+    fy, fx = field.long()
+    assert (fx >= src_w).any() and (fx < src_w).any()  # some of it drawn mirrored
+    drawn = (x[0] + 1) / 2
+    read = patches.doubled(src)[0][:, fy, fx]
+    upright = src[0][:, fy, torch.where(fx >= src_w, fx - src_w, fx)]  # mirrored columns misread as the photo's
+    mirrored = fx >= src_w
+    assert float((read - drawn).abs()[:, mirrored].mean()) < 0.5 * float((upright - drawn).abs()[:, mirrored].mean())
+
+
+def stripes(angle: float, h: int = 64, w: int = 96) -> torch.Tensor:
+    """(1, 3, h, w) in [0, 1]: stripes whose lines run at ``angle`` degrees from level."""
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    t = math.radians(angle)
+    v = 0.5 + 0.4 * torch.sin((x * math.sin(t) - y * math.cos(t)) / 2)
+    return v.float().expand(1, 3, h, w).clone()
+
+
+def test_directed_finds_a_lean_or_a_lit_side_and_not_upright_level_or_mixed_detail():
+    share = lambda img: float(patches.directed(img).float().mean())  # noqa: E731
+    assert share(stripes(45)) > 0.9 and share(stripes(-45)) > 0.9  # leaning either way
+    assert share(stripes(90)) < 0.1 and share(stripes(0)) < 0.1  # upright or level: its own mirror image
+    g = torch.Generator().manual_seed(0)
+    ground = torch.rand(1, 3, 32, 96, generator=g)
+    assert share(ground) < 0.1  # no direction
+    for sky, lit_from_a_side in (
+        (torch.linspace(0.5, 0.9, 96).expand(1, 3, 32, 96), True),  # brighter to the right
+        (torch.linspace(0.5, 0.9, 32)[:, None].expand(1, 3, 32, 96), False),  # brighter downwards: its own mirror image
+    ):
+        d = patches.directed(torch.cat([sky, ground], 2))
+        top = float(d[:24].float().mean())
+        assert top > 0.9 if lit_from_a_side else top < 0.1
+        assert float(d[40:].float().mean()) < 0.1
+
+
+def test_a_photo_with_a_direction_is_never_drawn_mirrored():
+    pb = PatchBase(PRESETS["tiny"].base)
+    pb.set_photo(stripes(60, 48, 72) * 2 - 1)
+    for seed in range(2):
+        _, field = pb.generate_with_field(48, 72, seed)
+        assert int(field[1].max()) < pb.source_size(48)[1]
 
 
 def test_cuts_go_round_a_sun_in_a_calm_sky():
@@ -472,6 +520,40 @@ def test_one_place_keeps_an_objects_main_copy_and_bars_a_second_one():
     assert all(patches.one_place(idx, cells, w, kw, places=2, far=20)[q, cells[idx[q]]] for q in second)
 
 
+def test_one_place_takes_an_object_beside_its_own_mirror_image_for_two_copies():
+    # one offset in the keys' coordinates (the photo, then its mirror image) runs from the photo's
+    # columns 20..39 on into their mirror image: the object beside itself mirrored
+    kh, kw, w = 8, 40, 40
+    cells = patches.key_cells(kh, kw, patches.PLACE_CELL)
+    flipped = torch.arange(kh * kw).view(kh, kw).flip(-1).reshape(-1)
+    cells = torch.cat([cells, cells[flipped]])
+    d = torch.arange(w) + 20  # each query column's key column, the mirror image's from kw on
+    idx = torch.stack([torch.where(d < kw, y * kw + d, kh * kw + y * kw + d - kw) for y in range(kh)]).reshape(-1)
+    barred = patches.one_place(idx, cells, w, kw, places=1, far=20, upright=kh * kw)
+    q = torch.arange(kh * w)
+    held = ~barred[q, cells[idx]]
+    upright = idx < kh * kw
+    for c in cells[idx].unique():  # no region kept by both the copy and its mirror image
+        users = cells[idx] == c
+        assert not ((held & users & upright).any() and (held & users & ~upright).any())
+    assert (held & upright).any() or (held & ~upright).any()
+    # the mirrored half beside the kept copy is barred from the regions around it as well (when
+    # barred from one region it took the next); the copy kept is barred from nothing
+    extra = barred.clone()
+    extra[q, cells[idx]] = False
+    assert extra[~upright].any() and not extra[upright].any()
+
+
+def test_completeness_counts_a_patch_held_mirrored_as_held():
+    # keys: a, a mirrored, b; one query is a itself, the other a little nearer a mirrored than b
+    k = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.2]])
+    q = torch.tensor([[0.0, 0.0], [2.0, 2.0]])
+    y = torch.zeros(3)
+    assert patches.nearest(q, k, y[:2], y, 0.0, 0.01).tolist() == [0, 1]
+    # a is held, so its mirror image is too: the second query takes what the image lacks
+    assert patches.nearest(q, k, y[:2], y, 0.0, 0.01, twin=torch.tensor([1, 0, 2])).tolist() == [0, 2]
+
+
 def test_nearest_never_returns_a_barred_region():
     torch.manual_seed(0)
     k = torch.randn(64, 4)
@@ -494,9 +576,9 @@ def test_an_image_as_wide_as_the_photo_keeps_one_copy_of_each_region_at_every_sc
     places: list[int] = []
     real = patches.one_place
 
-    def recording(idx, cells, w, kw, n, far):
+    def recording(idx, cells, w, kw, n, far, **kw_):
         places.append(n)
-        return real(idx, cells, w, kw, n, far)
+        return real(idx, cells, w, kw, n, far, **kw_)
 
     monkeypatch.setattr(patches, "one_place", recording)
     pb.generate(48, 72, seed=0)

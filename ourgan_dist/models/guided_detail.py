@@ -14,7 +14,8 @@ photo where the base came from:
     bicubic round trip) is added under the library's windows, in the library's integer sums.
 
 So rock gets the photo's own cracks and ledges at 1:1, and where the base copied a region whole,
-the level gives the photo's pixels back. Levels above the first have no field (the base's
+the level gives the photo's pixels back. Where the base drew from the photo's mirror image (field
+columns past the photo's width), keys and band are read mirrored alike. Levels above the first have no field (the base's
 correspondence is at base scale) and keep the library.
 
 Exact tiling: keys are integer levels and distances exact integers in float64; the field is
@@ -82,6 +83,11 @@ def photo_band(photo: torch.Tensor, out_height: int) -> tuple[torch.Tensor, torc
     return _to_levels(low)[0].double(), band
 
 
+def _mirrored(cols: torch.Tensor, w: int) -> torch.Tensor:
+    """Columns of an image ``w`` wide beside its mirror image (0 .. 2w - 1) -> the image's own."""
+    return torch.where(cols >= w, 2 * w - 1 - cols, cols)
+
+
 @torch.no_grad()
 def apply_guided(
     y: torch.Tensor,
@@ -99,7 +105,8 @@ def apply_guided(
     """``y`` (1, 3, 4 core.h, 4 core.w), the first SR level's output for the source ``core``, plus
     the photo's detail read at the base's correspondence. ``x`` (the base) and ``field`` (2, h, w:
     photo rows and columns in the photo of ``source_size``) hold ``window`` of the base level of
-    ``level_size``; ``low`` and ``band`` come from ``photo_band`` at this level's height."""
+    ``level_size``; ``low`` and ``band`` come from ``photo_band`` at this level's height. A column
+    of the field at or beyond the photo's width is its mirror image's (``patches.doubled``)."""
     from .detail import BLOCK, KEY, WEIGHT_SUM, WEIGHTS, _add_blocks, _replicated, _to_levels
 
     H, W = level_size
@@ -129,8 +136,9 @@ def apply_guided(
             my = f[0, jy + dy - fbox.y0, jx + dx - fbox.x0]
             mx = f[1, jy + dy - fbox.y0, jx + dx - fbox.x0]
             cy = (torch.round((my + 0.5) * ry - 0.5) - dy).long().clamp(1, lh - KEY + 1)
-            cx = (torch.round((mx + 0.5) * rx - 0.5) - dx).long().clamp(1, lw - KEY + 1)
-            k = low[:, (cy - 1)[None, None] + offs[:, None, None, None], (cx - 1)[None, None] + offs[None, :, None, None]]
+            cx = (torch.round((mx + 0.5) * rx - 0.5) - dx).long().clamp(1, 2 * lw - KEY + 1)
+            kx = _mirrored((cx - 1)[None, None] + offs[None, :, None, None], lw)
+            k = low[:, (cy - 1)[None, None] + offs[:, None, None, None], kx]
             d = ((q - k) ** 2).sum((0, 1, 2))
             if best is None:
                 best, by, bx = d, cy, cx
@@ -140,7 +148,7 @@ def apply_guided(
         # the 8x8 band patch at output [4c - 2, 4c + 6) of the chosen place
         py = (4 * by - 2)[:, :, None, None] + side[:, None]
         px = (4 * bx - 2)[:, :, None, None] + side[None, :]
-        p = band[:, py, px].to(torch.int32).permute(1, 2, 0, 3, 4) * weight  # (rows, cols, 3, 8, 8)
+        p = band[:, py, _mirrored(px, 4 * lw)].to(torch.int32).permute(1, 2, 0, 3, 4) * weight  # (rows, cols, 3, 8, 8)
         _add_blocks(acc, p, r0, blocks.x0, core)
     scale = strength / (127.5 * WEIGHT_SUM**2)
     return (y.float() + acc.float()[None].to(y.device) * scale).to(y.dtype)

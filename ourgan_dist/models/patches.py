@@ -6,7 +6,8 @@ patch distance. No weights are learned: the model is the photo itself, kept at b
 
     x_0       = photo_0 (resized to the new image's coarsest size) + noise * z      (seeded)
     x_s       = up(x_{s-1}), then ``iterations`` times:
-                each p x p patch of x_s is replaced by its nearest photo patch,
+                each p x p patch of x_s is replaced by its nearest patch of the photo (or of
+                its mirror image: ``doubled``),
                 patches vote (mean) for every pixel (above the layout scales, only the
                 3 x 3 patches around it: ``fine_vote``); the scale's last vote is healed
 
@@ -14,7 +15,7 @@ A pyramid of scales (ratio ``pyramid_ratio``) runs from a coarsest about ``coars
 shorter side to the base itself; the photo is resized so that its height is the base's at every
 scale, so the new image keeps the photo's vertical extent (sky above, ground below) at any width.
 
-Six things make the samples new scenes and not copies or patch salad:
+Seven things make the samples new scenes and not copies or patch salad:
 
 - **A new order of the photo's upright strips** (``pieces``, ``models/strips.py``): the photo is cut into strips where
   it is calm (between objects rather than through them), and the strips, each mirrored or not,
@@ -49,6 +50,14 @@ Six things make the samples new scenes and not copies or patch salad:
   of it, while a second copy or a torn-off piece loses them (a wider image keeps up to its width
   ratio of copies, half the photo's width apart). Completeness alone let an object be taken at
   several places at once: a small subject's head three times, a cloud twice.
+- **Patches from the photo's mirror image** (``doubled``): the keys are the photo's patches and
+  its mirror image's, so a strip the collage mirrored is drawn as it lies (a trail climbing the
+  other way, a cloud facing the other way, a snow field the frame cut given its other end), not
+  turned back into the photo's direction. Not where the photo has a direction its mirror image
+  would break (``directed``: grass blown one way, a cable, a sky lit from one side): mirrored
+  there, it met the upright patches in a herringbone and in bands of light. A region held either
+  way round counts as held for completeness (``nearest``'s ``twin``), and a mirrored copy is
+  another copy for ``one_place``: otherwise an object came back beside its own mirror image.
 - **The vertical term** (``vertical_weight``): ``weight * scale * (y_query - y_photo)**2`` is added
   to every distance (y from -1 at the top row to +1 at the bottom of each image), so a patch is
   drawn from near its own height: no rock in the sky, no cloud in the meadow.
@@ -154,7 +163,11 @@ class Projection:
 
 class _Projections:
     """A scale's two key images, projected once each: the blurred photo for the first pass, the
-    sharp photo for the later ones. ``(pass) -> (Projection, key features)``."""
+    sharp photo for the later ones, each beside its mirror image (``doubled``; the projection is
+    fitted on both, so a mirrored patch is measured as well as an upright one). ``(pass) ->
+    (Projection, key features)``: with ``pad``, a (k, h, 2w) feature image (every pixel of each
+    half a centre, its edges repeated, so no patch runs over the seam); without, (k, 2n): the n
+    centres whose patch lies inside the photo, then the n of its mirror image, each row-major."""
 
     def __init__(self, keys: torch.Tensor, src: torch.Tensor, p: int, k: int, seed: int, pad: bool):
         self.images, self.args, self.pad = (keys, src), (p, k, seed), pad
@@ -163,9 +176,17 @@ class _Projections:
     def __call__(self, it: int) -> tuple[Projection, torch.Tensor]:
         which = 0 if it == 0 else 1
         if which not in self.done:
-            proj = Projection(self.images[which], *self.args)
-            self.done[which] = (proj, proj(self.images[which], pad=self.pad))
+            img = self.images[which]
+            proj = Projection(doubled(img), *self.args)
+            halves = [proj(img, pad=self.pad), proj(img.flip(-1), pad=self.pad)]
+            self.done[which] = (proj, torch.cat(halves, -1) if self.pad else torch.cat([f.flatten(1) for f in halves], 1))
         return self.done[which]
+
+
+def doubled(img: torch.Tensor) -> torch.Tensor:
+    """(1, C, h, w) -> (1, C, h, 2w): the image beside its mirror image, the keys' coordinates:
+    a match at column c >= w is the photo's column 2w - 1 - c, mirrored."""
+    return torch.cat([img, img.flip(-1)], -1)
 
 
 class PatchBase(nn.Module):
@@ -212,7 +233,8 @@ class PatchBase(nn.Module):
     @torch.no_grad()
     def generate_with_field(self, height: int, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The new base image and where in the photo each of its pixels was drawn from: (2, height,
-        width) int16 rows and columns of the photo resized to ``source_size(height)``."""
+        width) int16 rows and columns of the photo resized to ``source_size(height)``; a column c
+        at or past its width w is its mirror image's (the photo's column 2w - 1 - c: ``doubled``)."""
         if not self.ready:
             raise RuntimeError("the patch base holds no photo yet: train the model first")
         device = self.photo.device
@@ -233,11 +255,14 @@ class PatchBase(nn.Module):
         n_layout = max(1, sum(h * w <= c.layout_pixels for h, w in sizes))
         narrow = min(width, src_width)  # a wider image is drawn at the photo's width, then widened
         collage_of = functools.partial(reorder_strips, resize(photo, height, src_width), narrow, c.pieces)  # (seed) -> collage
-        x, nnf, src = self._layout(photo, sizes[:n_layout], (src_width, height), width, collage_of, seed)
+        dh = min(DIRECTED_ROWS, height)  # where the photo has a direction: measured once, resized to each scale
+        lean = directed(resize(photo, dh, max(1, round(src_width * dh / height))))
+        x, nnf, src = self._layout(photo, sizes[:n_layout], (src_width, height), width, collage_of, seed, lean)
         for s, (h, w) in enumerate(sizes[n_layout:], start=n_layout):  # refine the layout's correspondence
             src, keys = self._photo_at(photo, src, h, (src_width, height))
-            nnf = self._local(resize(x, h, w), keys, src, upsample_field(nnf, (h, w), src.shape[2:], c.patch), seed, s)
-            x = heal(src, nnf, fine_vote(c.patch))
+            carried = upsample_field(nnf, (h, w), (src.shape[2], 2 * src.shape[3]), c.patch)
+            nnf = self._local(resize(x, h, w), keys, src, carried, seed, s, lean)
+            x = heal(doubled(src), nnf, fine_vote(c.patch))
         return (x * 2 - 1).clamp(-1, 1), nnf
 
     def _photo_at(self, photo, below, h: int, aspect: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,7 +272,7 @@ class PatchBase(nn.Module):
         src = resize(photo, h, w)
         return src, (src if below is None else resize(below, h, w))
 
-    def _layout(self, photo, sizes, aspect: tuple[int, int], width: int, collage_of, seed: int):
+    def _layout(self, photo, sizes, aspect: tuple[int, int], width: int, collage_of, seed: int, lean):
         """The layout scales, exact search. The passes can rebuild the photo's own layout from a
         new collage (a jumble of strips snaps back); a drawing whose layout novelty fell below
         ``KEPT_NOVELTY`` x its collage's (both against the photo, at the last layout scale) is drawn
@@ -268,13 +293,13 @@ class PatchBase(nn.Module):
                     x = resize(collage, h, narrow) + self.cfg.noise * src.std() * z
                 else:
                     x = resize(x, h, w)
-                nnf = self._exact(x, keys, src, d, s)
-                x = heal(src, nnf, self.cfg.patch)
+                nnf = self._exact(x, keys, src, d, s, lean)
+                x = heal(doubled(src), nnf, self.cfg.patch)
                 if x.shape[-1] < w:  # each object placed once; calm stretches of the photo laid in
                     x = widen(x, src, w, noise.stream_key(d, 0, WIDEN_STREAM) & SEED_MASK)
                     if s == len(sizes) - 1:  # no finer layout scale to redraw the joins: this one again
-                        nnf = self._exact(x, keys, src, d, s)
-                        x = heal(src, nnf, self.cfg.patch)
+                        nnf = self._exact(x, keys, src, d, s, lean)
+                        x = heal(doubled(src), nnf, self.cfg.patch)
             kept = layout_distance_to(x, src) / max(layout_distance_to(resize(collage, *x.shape[2:]), src), 1e-6)
             if best is None or kept > best[0]:
                 best = (kept, x, nnf, src)
@@ -289,34 +314,46 @@ class PatchBase(nn.Module):
         weight = self.cfg.vertical_weight if self.cfg.vertical_coord else 0.0
         return qy, ky, weight * proj.variance
 
-    def _exact(self, x, keys, src, seed, s) -> tuple[torch.Tensor, torch.Tensor]:
+    def _exact(self, x, keys, src, seed, s, lean) -> tuple[torch.Tensor, torch.Tensor]:
         """Layout scales: every query patch against every photo patch, ``iterations`` times."""
         c = self.cfg
         p, r = c.patch, c.patch // 2
         h, w = x.shape[2:]
         sh, sw = src.shape[2:]
         projections = _Projections(keys, src, p, c.features, (seed * 7919 + s) & SEED_MASK, pad=False)
-        cells = key_cells(sh - 2 * r, sw - 2 * r, PLACE_CELL)
+        kh, kw = sh - 2 * r, sw - 2 * r
+        cells = key_cells(kh, kw, PLACE_CELL)
+        flipped = torch.arange(kh * kw).view(kh, kw).flip(-1).reshape(-1)  # a key's place in the mirror image
+        cells = torch.cat([cells, cells[flipped]])  # a mirrored key is its original's region
+        # the keys searched: every upright one, and the mirrored ones of regions with no direction
+        # (no mirrored grass leaning the other way: ``directed``); ``keep``: their numbers of all 2n
+        free = ~at_size(lean, sh, sw)[r : sh - r, r : sw - r].reshape(-1)  # centres whose patch lies inside
+        keep = torch.cat([torch.ones(kh * kw, dtype=torch.bool), free[flipped]])
+        place = torch.cumsum(keep, 0) - 1  # a kept key's row among the searched ones
+        twin = torch.cat([flipped + kh * kw, flipped])
+        twin = torch.where(keep[twin], place[twin], place)[keep]  # a key whose mirror image is not searched: itself
+        keep = keep.nonzero()[:, 0]
         places = max(1, math.ceil((w - PLACE_SLACK) / sw))  # copies of a region one_place keeps: the width ratio, rounded up
         barred = None  # (query, photo region) pairs barred by one_place, for the rest of this scale
         for it in range(c.iterations):
             proj, kf = projections(it)
-            kf = kf.reshape(proj.basis.shape[0], -1).T  # (nk, k)
+            kf = kf.reshape(proj.basis.shape[0], -1).T[keep]  # (nk, k)
             qf = proj(x, pad=True).reshape(proj.basis.shape[0], -1).T  # (nq, k)
             qy, ky, vw = self._distance_terms(h, sh, proj)
-            kyy = ky.view(-1, 1).expand(sh - 2 * r, sw - 2 * r).reshape(-1)
+            kyy = ky.view(-1, 1).expand(kh, kw).reshape(-1).repeat(2)[keep]
             qyy = qy.view(-1, 1).expand(h, w).reshape(-1)
             alpha = c.alpha if s < c.complete_scales else c.fine_alpha
-            idx = nearest(qf, kf, qyy, kyy, vw, alpha * proj.variance, barred=barred, cells=cells)
-            ky_i, kx_i = idx // (sw - 2 * r) + r, idx % (sw - 2 * r) + r
+            idx = keep[nearest(qf, kf, qyy, kyy, vw, alpha * proj.variance, barred=barred, cells=cells[keep], twin=twin)]
+            at = idx % (kh * kw)
+            ky_i, kx_i = at // kw + r, at % kw + r + sw * (idx >= kh * kw)  # the mirror image: right of the photo
             nnf = (ky_i.view(h, w), kx_i.view(h, w))
             if it < c.iterations - 1:  # the caller votes with the last field; bars serve the next pass
-                more = one_place(idx, cells, w, sw - 2 * r, places, PLACE_FAR * sw)
+                more = one_place(idx, cells, w, kw, places, PLACE_FAR * sw, upright=kh * kw)
                 barred = more if barred is None else barred | more
-                x = vote(src, nnf, p)
+                x = vote(doubled(src), nnf, p)
         return nnf
 
-    def _local(self, x, keys, src, nnf, seed, s) -> tuple[torch.Tensor, torch.Tensor]:
+    def _local(self, x, keys, src, nnf, seed, s, lean) -> tuple[torch.Tensor, torch.Tensor]:
         """Upper scales: refine the correspondence carried up from below by a local search."""
         c = self.cfg
         p = c.patch
@@ -324,15 +361,52 @@ class PatchBase(nn.Module):
         sh, sw = src.shape[2:]
         g = torch.Generator().manual_seed((seed * 1_000_003 + s) & SEED_MASK)
         projections = _Projections(keys, src, p, c.features, (seed * 7919 + s) & SEED_MASK, pad=True)
+        shut = torch.cat([torch.zeros(sh, sw, dtype=torch.bool), at_size(lean, sh, sw).flip(-1)], -1)
+        shut[:, sw - p // 2 : sw + p // 2] = True  # a patch over the seam: half the photo, half its mirror image
         for it in range(c.refine_iterations):
             proj, kf = projections(it)  # kf (k, sh, sw): every pixel a centre; matches stay inside
             qf = proj(x, pad=True)  # (k, h, w)
             qy, _, vw = self._distance_terms(h, sh, proj)
             ky_all = rows(sh)
-            nnf = refine_field(qf, kf, qy, ky_all, vw, nnf, p, g)
+            nnf = refine_field(qf, kf, qy, ky_all, vw, nnf, p, g, shut=shut)
             if it < c.refine_iterations - 1:
-                x = vote(src, nnf, fine_vote(p))
+                x = vote(doubled(src), nnf, fine_vote(p))
         return nnf
+
+
+DIRECTED = 0.5  # a region whose gradients lean one way this much is not drawn mirrored ...
+DIRECTED_RAMP = 0.5  # ... nor a smooth one whose brightness ramps one way this much
+DIRECTED_BOX = 1 / 8  # the lean measured over boxes this fraction of the height a side, the ramp over twice that
+DIRECTED_ROWS = 256  # once, on the photo at most this many rows tall
+DIRECTED_FLOOR = 0.1  # gradients weaker than this fraction of the photo's mean (a flat sky's noise) lean no way
+
+
+def at_size(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """A (H, W) bool map resized to (h, w) (nearest)."""
+    return F.interpolate(mask[None, None].float(), size=(h, w), mode="nearest")[0, 0] > 0.5
+
+
+def directed(img: torch.Tensor) -> torch.Tensor:
+    """(h, w) bool: where the photo (1, 3, h, w) has a left-right direction that its mirror image
+    reverses: a texture whose gradients lean one way (grass blown one way, a cable: twice the mean
+    of gx * gy over the gradients' energy is 1 for lines all at 45 degrees, 0 for upright, level
+    or mixed ones), or a smooth stretch whose brightness ramps one way (a sky lit from one side:
+    the mean of gx over the mean of |gx|, where the energy is below the photo's mean). Mirrored
+    patches from there met upright ones in a herringbone and in upright bands of light; mirrored
+    rock, snow or cloud is a new view of the same place."""
+    lum = img[0].mean(0)[None, None]
+    gx = F.pad(lum[..., :, 2:] - lum[..., :, :-2], (1, 1, 0, 0), mode="replicate")
+    gy = F.pad(lum[..., 2:, :] - lum[..., :-2, :], (0, 0, 1, 1), mode="replicate")
+
+    def box(a, side):
+        k = max(1, round(lum.shape[-2] * side)) // 2 * 2 + 1
+        return F.avg_pool2d(F.pad(a, (k // 2,) * 4, mode="replicate"), k, 1)
+
+    energy = box(gx * gx + gy * gy, DIRECTED_BOX)
+    lean = 2 * box(gx * gy, DIRECTED_BOX).abs() / (energy + 1e-8) * (energy > DIRECTED_FLOOR * energy.mean())
+    # over a box wider than a texture's grain, its steps up and down cancel; a ramp's add up
+    ramp = box(gx, 2 * DIRECTED_BOX).abs() / (box(gx.abs(), 2 * DIRECTED_BOX) + 1e-8) * (energy < energy.mean())
+    return ((lean > DIRECTED) | (ramp > DIRECTED_RAMP))[0, 0]
 
 
 def layout_seed(seed: int, draw: int) -> int:
@@ -351,6 +425,7 @@ def layout_distance_to(x: torch.Tensor, src: torch.Tensor) -> float:
 PLACE_CELL = 4  # key positions are grouped in cells this many a side: a photo region, for one_place
 PLACE_NEAR = 4  # users of a region whose offsets (query - key) differ by at most this many px are one copy
 PLACE_FAR = 0.5  # a wider image may draw a region again, at least this fraction of the photo's width away
+PLACE_BESIDE = 4  # a copy the other way round within 1/4 of the photo's width of the kept one is beside it
 PLACE_SLACK = 2  # ... if wider than the photo by more than this many px: a scale's sizes and the photo's,
 # rounded apart, made an image a column wider than its photo (29 px to 28), room for two of every region
 
@@ -361,20 +436,27 @@ def key_cells(kh: int, kw: int, cell: int) -> torch.Tensor:
     return ((torch.arange(kh) // cell)[:, None] * cw + (torch.arange(kw) // cell)[None, :]).reshape(-1)
 
 
-def one_place(idx: torch.Tensor, cells: torch.Tensor, w: int, kw: int, places: int, far: float) -> torch.Tensor:
+def one_place(
+    idx: torch.Tensor, cells: torch.Tensor, w: int, kw: int, places: int, far: float, upright: int | None = None
+) -> torch.Tensor:
     """(n queries, n regions) bool: the regions each query of an image ``w`` wide is barred from.
 
-    ``idx`` is every query's key (a row-major index into key positions ``kw`` wide), ``cells`` every
-    key's photo region. A region used at several places is an object drawn twice (or torn in
+    ``idx`` is every query's key (a row-major index into key positions ``kw`` wide: the photo's
+    ``upright`` ones, then as many of its mirror image's), ``cells`` every key's photo region (a
+    mirrored key its original's). A region used at several places is an object drawn twice (or torn in
     pieces): each region keeps the users that copy it at the offset (query position - key
     position) most queries of the image share (within ``PLACE_NEAR`` px), since an object copied
     whole moves all its patches by one offset; the rest are barred from it. Up to ``places`` copies
-    are kept, each at least ``far`` px (in x) from the others."""
+    are kept, each at least ``far`` px (in x) from the others. A mirrored copy's offsets are set
+    apart from every upright one's: a copy running on from the photo into its mirror image moves
+    its patches by one offset too, and drew an object beside its own mirror image as one copy."""
     nq, nc = idx.shape[0], int(cells.max()) + 1
     barred = torch.zeros(nq, nc, dtype=torch.bool)
     q = torch.arange(nq)
     qx = q % w
-    oy, ox = q // w - idx // kw, qx - idx % kw
+    half = cells.shape[0] if upright is None else upright
+    at = idx % half
+    oy, ox = q // w - at // kw, qx - at % kw + (idx >= half) * 2 * (w + kw + PLACE_NEAR)
     # support of each query's offset: how many queries move their patch by about the same offset
     y0, x0 = int(oy.min()), int(ox.min())
     hist = torch.zeros(int(oy.max()) - y0 + 1, int(ox.max()) - x0 + 1)
@@ -383,6 +465,8 @@ def one_place(idx: torch.Tensor, cells: torch.Tensor, w: int, kw: int, places: i
     box = F.conv2d(F.pad(hist[None, None], (n, n, n, n)), torch.ones(1, 1, 2 * n + 1, 2 * n + 1))[0, 0]
     support = box[oy - y0, ox - x0]
     qc = cells[idx]
+    mirrored = idx >= half
+    turned = torch.zeros(nq, nc, dtype=torch.bool)  # barred from a region kept the other way round
     order = torch.argsort(qc, stable=True)
     counts = torch.bincount(qc, minlength=nc).tolist()
     start = 0
@@ -394,14 +478,26 @@ def one_place(idx: torch.Tensor, cells: torch.Tensor, w: int, kw: int, places: i
         a, b = oy[users], ox[users]
         free = torch.ones(count, dtype=torch.bool)
         kept_x: list[float] = []
+        ways = set()
         for _ in range(places):
             m = int(support[users].masked_fill(~free, -1).argmax())
             if not free[m] or any(abs(float(qx[users[m]]) - x) < far for x in kept_x):
                 break
             kept_x.append(float(qx[users[m]]))
+            ways.add(bool(mirrored[users[m]]))
             free &= torch.maximum((a - a[m]).abs(), (b - b[m]).abs()) > n  # this copy's users keep it
         barred[users[free], c] = True
-    return barred
+        if len(ways) == 1:  # the other way round, beside the kept copy: its own mirror image
+            beside = (qx[users].double() - kept_x[0]).abs() < kw / PLACE_BESIDE
+            turned[users[free & beside & (mirrored[users] != ways.pop())], c] = True
+    # half an object, completed by its own mirror image beside it, moved to the next region when
+    # barred from one: a query barred so is barred from the regions around it too
+    cw = -(-kw // PLACE_CELL)  # the regions' grid (key_cells)
+    around = F.max_pool2d(turned.view(nq, 1, nc // cw, cw).float(), 3, 1, padding=1).view(nq, nc) > 0
+    return barred | around
+
+
+KEPT_DISTANCES = 1 << 26  # query-key distances (4 bytes each) kept from the first sweep for the second, at most
 
 
 def nearest(
@@ -414,10 +510,12 @@ def nearest(
     chunk: int = 2048,
     barred: torch.Tensor | None = None,
     cells: torch.Tensor | None = None,
+    twin: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """For each query row of ``q`` (nq, d) the index of its photo patch in ``k`` (nk, d): the least
     (|q - k|^2 + vw * (qy - ky)^2) / (alpha + min over queries of the same), GPNN's completeness
-    (the larger ``alpha``, the weaker: plain nearest neighbours as it grows)."""
+    (the larger ``alpha``, the weaker: plain nearest neighbours as it grows). ``twin``: each key's
+    mirror image among the keys, whose nearest query counts for both."""
     root = math.sqrt(vw)  # the vertical term as one more feature: one matrix product gives the whole distance
     q, k = torch.cat([q, root * qy[:, None]], 1), torch.cat([k, root * ky[:, None]], 1)
     kk = (k * k).sum(1)
@@ -426,13 +524,20 @@ def nearest(
         qc = q[i : i + chunk]
         return torch.addmm(kk[None], qc, k.T, alpha=-2).add_((qc * qc).sum(1, keepdim=True)).clamp_min_(0)  # (c, nk)
 
+    keep = q.shape[0] * k.shape[0] <= KEPT_DISTANCES  # small enough to keep from the first sweep for the second
+    swept: dict[int, torch.Tensor] = {}
     least = torch.full((k.shape[0],), float("inf"))
     for i in range(0, q.shape[0], chunk):
-        least = torch.minimum(least, dist(i).min(0).values)
+        d = dist(i)
+        least = torch.minimum(least, d.min(0).values)
+        if keep:
+            swept[i] = d
+    if twin is not None:  # a patch the image holds mirrored is held: its mirror image is not missing
+        least = torch.minimum(least, least[twin])
     norm = alpha + least
     out = torch.empty(q.shape[0], dtype=torch.long)
     for i in range(0, q.shape[0], chunk):
-        sc = dist(i).div_(norm[None])
+        sc = (swept.pop(i) if keep else dist(i)).div_(norm[None])
         if barred is not None:  # (nq, n regions) and each key's region: one_place
             sc.masked_fill_(barred[i : i + chunk][:, cells], float("inf"))
         out[i : i + chunk] = sc.argmin(1)
@@ -460,9 +565,10 @@ JUMPS = (1, 4, 16)  # neighbour distances whose matches each pixel tries (propag
 RANDOM_TRIES = 4  # random jumps per pixel and pass, at radii halving from a quarter of the photo
 
 
-def refine_field(qf, kf, qy, ky, vw: float, nnf, p: int, g: torch.Generator):
+def refine_field(qf, kf, qy, ky, vw: float, nnf, p: int, g: torch.Generator, shut: torch.Tensor | None = None):
     """One PatchMatch-style pass over a correspondence field: every pixel keeps the best of its
-    own match moved by up to 1 px, its neighbours' matches (shifted by the step), and random jumps."""
+    own match moved by up to 1 px, its neighbours' matches (shifted by the step), and random jumps.
+    ``shut`` (the keys' (h, w) bool): centres never taken."""
     r = p // 2
     sy, sx = nnf
     _, sh, sw = kf.shape
@@ -470,6 +576,8 @@ def refine_field(qf, kf, qy, ky, vw: float, nnf, p: int, g: torch.Generator):
     def cost(cy, cx):
         cy, cx = cy.clamp(r, sh - 1 - r), cx.clamp(r, sw - 1 - r)
         d = ((qf - kf[:, cy, cx]) ** 2).sum(0) + vw * (qy[:, None] - ky[cy]) ** 2
+        if shut is not None:
+            d = d.masked_fill(shut[cy, cx], float("inf"))
         return d, cy, cx
 
     best, by, bx = cost(sy, sx)
