@@ -425,7 +425,7 @@ def layout_distance_to(x: torch.Tensor, src: torch.Tensor) -> float:
 PLACE_CELL = 4  # key positions are grouped in cells this many a side: a photo region, for one_place
 PLACE_NEAR = 4  # users of a region whose offsets (query - key) differ by at most this many px are one copy
 PLACE_FAR = 0.5  # a wider image may draw a region again, at least this fraction of the photo's width away
-PLACE_BESIDE = 4  # a copy the other way round within 1/4 of the photo's width of the kept one is beside it
+PLACE_BESIDE = 4  # a copy the other way round within 1/4 of the photo's width of the kept one's users is beside it
 PLACE_SLACK = 2  # ... if wider than the photo by more than this many px: a scale's sizes and the photo's,
 # rounded apart, made an image a column wider than its photo (29 px to 28), room for two of every region
 
@@ -488,7 +488,8 @@ def one_place(
             free &= torch.maximum((a - a[m]).abs(), (b - b[m]).abs()) > n  # this copy's users keep it
         barred[users[free], c] = True
         if len(ways) == 1:  # the other way round, beside the kept copy: its own mirror image
-            beside = (qx[users].double() - kept_x[0]).abs() < kw / PLACE_BESIDE
+            held = qx[users[~free]].double()
+            beside = (qx[users].double()[:, None] - held[None]).abs().amin(1) < kw / PLACE_BESIDE
             turned[users[free & beside & (mirrored[users] != ways.pop())], c] = True
     # half an object, completed by its own mirror image beside it, moved to the next region when
     # barred from one: a query barred so is barred from the regions around it too
