@@ -15,8 +15,8 @@ photo where the base came from:
 
 So rock gets the photo's own cracks and ledges at 1:1, and where the base copied a region whole,
 the level gives the photo's pixels back. Where the base drew from the photo's mirror image (field
-columns past the photo's width), keys and band are read mirrored alike. Levels above the first have no field (the base's
-correspondence is at base scale) and keep the library.
+columns past the photo's width), keys and band are read mirrored alike. Levels above the first
+have no field (the base's correspondence is at base scale) and keep the library.
 
 Exact tiling: keys are integer levels and distances exact integers in float64; the field is
 stored beside the base (``generation/field``) and read with the source window; a block reads

@@ -364,7 +364,7 @@ class PatchBase(nn.Module):
         shut = torch.cat([torch.zeros(sh, sw, dtype=torch.bool), at_size(lean, sh, sw).flip(-1)], -1)
         shut[:, sw - p // 2 : sw + p // 2] = True  # a patch over the seam: half the photo, half its mirror image
         for it in range(c.refine_iterations):
-            proj, kf = projections(it)  # kf (k, sh, sw): every pixel a centre; matches stay inside
+            proj, kf = projections(it)  # kf (k, sh, 2 sw): every pixel of the photo and its mirror image a centre
             qf = proj(x, pad=True)  # (k, h, w)
             qy, _, vw = self._distance_terms(h, sh, proj)
             ky_all = rows(sh)
