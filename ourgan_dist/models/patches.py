@@ -491,6 +491,8 @@ def one_place(
             held = qx[users[~free]].double()
             beside = (qx[users].double()[:, None] - held[None]).abs().amin(1) < kw / PLACE_BESIDE
             turned[users[free & beside & (mirrored[users] != ways.pop())], c] = True
+    if not turned.any():
+        return barred
     # half an object, completed by its own mirror image beside it, moved to the next region when
     # barred from one: a query barred so is barred from the regions around it too
     cw = -(-kw // PLACE_CELL)  # the regions' grid (key_cells)
