@@ -58,7 +58,10 @@ def test_receptive_radius_covers_the_keys():
         SRConfig(blocks=1, rdbs_per_block=1, dense_convs=2, prior=""),
     ):
         arch = sr_architecture(cfg)
-        assert arch.receptive_radius >= DETAIL_REACH and arch.receptive_radius == arch.network_radius
+        assert arch.receptive_radius >= DETAIL_REACH and arch.receptive_radius >= arch.network_radius
+    from ourgan_dist.models.guided_detail import CARRY
+
+    assert DETAIL_REACH >= CARRY + 2  # guided detail's keys reach 2 past a block, its carry CARRY blocks before
 
 
 def test_tiled_equals_untiled_bit_for_bit_with_detail(big_photo, tmp_path, monkeypatch):
@@ -153,6 +156,73 @@ def test_guided_detail_gives_the_photo_back_where_the_base_copied_it(big_photo):
     # the mirror image's detail: the photo mirrored comes back
     x, up, photo = x.flip(-1), up.flip(-1), photo.flip(-1)
     assert err(guided(torch.stack([sy, sx + 72]).to(torch.int16))) < 0.4 * err(up)
+
+
+def test_guided_detail_carries_a_repeated_place_on(big_photo, monkeypatch):
+    """Where the base's field repeats one place for a run of pixels (it stretched the photo there),
+    the band is read on from that place rather than laid again 4 pixels on: a run that the field
+    then leaves where the photo goes on comes back as the photo. Not carried on (as before), the
+    run lays one patch four times, a regular pattern the photo does not have."""
+    from ourgan_dist.models import guided_detail
+    from ourgan_dist.planning.geometry import Box
+
+    photo = load_sr_photo(big_photo)[..., :192, :288]
+    low, band = guided_detail.photo_band(photo, 192)
+    x = low[None].float() / 127.5 - 1
+    up = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+    sy, sx = torch.meshgrid(torch.arange(48), torch.arange(72), indexing="ij")
+    stuck = sx.clone()
+    stuck[:, 30:34] = 30  # columns 30 .. 33 all drawn from column 30, 34 on from where they belong
+    whole = Box(0, 48, 0, 72)
+
+    def err():
+        y = guided_detail.apply_guided(
+            up,
+            x,
+            torch.stack([sy, stuck]).to(torch.int16),
+            low=low,
+            band=band,
+            window=whole,
+            core=whole,
+            level_size=(48, 72),
+            source_size=(48, 72),
+            strength=1.0,
+        )
+        return float((y - photo)[:, :, 16:176, 4 * 30 : 4 * 34].abs().mean())
+
+    carried = err()
+    monkeypatch.setattr(guided_detail, "CARRY_FLOOR", -1)  # every carry refused: the repeats stay
+    monkeypatch.setattr(guided_detail, "CARRY_BUSIER", 0)
+    repeated = err()
+    bicubic = float((up - photo)[:, :, 16:176, 4 * 30 : 4 * 34].abs().mean())
+    assert carried < 0.4 * bicubic and carried < 0.3 * repeated
+
+
+def test_carry_on_follows_a_run_refuses_a_busier_place_and_reaches_no_further_than_carry():
+    from ourgan_dist.models.guided_detail import CARRY, carry_on
+
+    quiet = torch.full((30, 60), 10_000.0)  # every key place equally busy
+    n = CARRY + 12
+    bx = (torch.arange(n) + 5).repeat(CARRY + 2, 1)
+    bx[:, CARRY + 3 : CARRY + 6] = CARRY + 7  # a run of three blocks repeating the block before them
+    by = (torch.arange(CARRY + 2)[:, None] + 4).expand_as(bx).contiguous()  # each row a photo row on
+    ry, rx = carry_on(by, bx, quiet)
+    assert (rx == torch.arange(CARRY, n) + 5).all() and (ry == by[CARRY:, CARRY:]).all()  # the photo's columns in order
+    busy = quiet.clone()
+    busy[:, CARRY + 7 : CARRY + 10] = 1e9  # the places the run would carry on to (energy indexed by place - 1)
+    _, rx = carry_on(by, bx, busy)
+    assert (rx[:, 3:6] == CARRY + 7).all()  # refused: the repeat stays
+    # down the columns likewise
+    ry, rx = carry_on(bx.T.contiguous(), by.T.contiguous(), quiet.T.contiguous()[:, :30])
+    assert (ry == (torch.arange(CARRY, n) + 5)[:, None]).all()
+    # a block depends on the CARRY blocks before it only: any window with that margin gives the same
+    g = torch.Generator().manual_seed(0)
+    by = torch.randint(1, 20, (40, 50), generator=g)
+    bx = (torch.arange(50) + torch.randint(-2, 2, (40, 50), generator=g)).clamp(1, 56)
+    energy = torch.rand(30, 60, generator=g, dtype=torch.float64) * 1e5
+    fy, fx = carry_on(by, bx, energy)
+    wy, wx = carry_on(by[7:33, 11:40], bx[7:33, 11:40], energy)
+    assert (wy == fy[7 : 33 - CARRY, 11 : 40 - CARRY]).all() and (wx == fx[7 : 33 - CARRY, 11 : 40 - CARRY]).all()
 
 
 def test_a_model_trained_before_guided_detail_loads_and_renders_with_its_library(big_photo, tmp_path):

@@ -72,10 +72,12 @@ def test_radius_and_counts_follow_the_layers():
     # ESRGAN's RRDBNet: conv_first, 69 RDBs of 5 convs, conv_body, a tail reaching 2 source pixels
     assert paper.network_radius == 1 + 23 * 3 * 5 + 1 + 2 == 349
     assert cpu.network_radius == 16 + 2 == 18  # SRVGG: one pixel per conv at source resolution
-    # the detail stage's keys reach 3 pixels past a core, within every network's own radius
+    # the detail stage reaches 8 pixels past a core (guided detail's keys and carry), within the cpu
+    # preset's own radius; a smaller network's halo grows to it, and without detail it is the network's
     small = SRConfig(arch="srvgg", convs=1, skip="none", prior="")
-    assert sr_architecture(small).detail_reach == 3 and sr_architecture(replace(small, detail=0.0)).detail_reach == 0
-    assert sr_architecture(small).receptive_radius == sr_architecture(small).network_radius == 3
+    assert sr_architecture(small).detail_reach == 8 and sr_architecture(replace(small, detail=0.0)).detail_reach == 0
+    assert sr_architecture(small).network_radius == 3 and sr_architecture(small).receptive_radius == 8
+    assert sr_architecture(replace(small, detail=0.0)).receptive_radius == 3 and cpu.receptive_radius == 18
     # the bicubic skip's reach is the narrowest halo a tile can have; other skips need none
     assert (sr_architecture(CONFIGS[1]).skip_reach, sr_architecture(CONFIGS[0]).skip_reach) == (2, 0)
     # RRDB: 16.7 M weights, the compact SRVGG 0.62 M, ~20x fewer MACs per source pixel

@@ -19,8 +19,9 @@ Exact tiling: the keys are integers below 256, so distance x library size + inde
 an exact integer in float64 whatever the summation order: equal distances go to the lower index; the choice comes from the
 counter-based noise of the source pixel; and the window is in integer 64ths, so every output
 pixel's four weighted patches sum exactly in int32, in any order. A block reads source pixels up
-to 3 away from the core it writes into (``DETAIL_REACH`` in models/sr_architecture.py), so the
-SR halo must be at least 3: the architecture's receptive radius includes that reach.
+to 3 away from the core it writes into (guided detail up to ``DETAIL_REACH`` in
+models/sr_architecture.py), so the SR halo must be at least that: the architecture's receptive
+radius includes that reach.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class DetailLibrary(nn.Module):
         self.register_buffer("scales", torch.zeros(0))  # (S,) output width / photo width
         self.register_buffer("photo_width", torch.zeros((), dtype=torch.int64))
         self.register_buffer("guide", torch.zeros(0, dtype=torch.uint8))  # the photo as a JPEG (guided_detail.py)
-        self._bands: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._bands: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if prefix + "guide" not in state_dict:  # a model trained before guided detail: it has no photo kept
@@ -80,12 +81,14 @@ class DetailLibrary(nn.Module):
         """Whether the photo is kept for the first level's guided detail (models trained before it have none)."""
         return self.guide.numel() > 0
 
-    def band(self, out_height: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``guided_detail.photo_band`` of the kept photo at a level ``out_height`` rows tall (cached)."""
-        from .guided_detail import decode_photo, photo_band
+    def band(self, out_height: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``guided_detail.photo_band`` of the kept photo at a level ``out_height`` rows tall, and its
+        keys' ``key_energy`` (cached)."""
+        from .guided_detail import decode_photo, key_energy, photo_band
 
         if out_height not in self._bands:
-            self._bands = {out_height: photo_band(decode_photo(self.guide), out_height)}  # one level at a time
+            low, band = photo_band(decode_photo(self.guide), out_height)
+            self._bands = {out_height: (low, band, key_energy(low))}  # one level at a time
         return self._bands[out_height]
 
     @torch.no_grad()

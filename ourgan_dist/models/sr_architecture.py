@@ -31,7 +31,9 @@ from ..config import SRConfig
 
 SCALE = 4  # every network here is x4: one level is exactly 4x the one below it
 TAIL_REACH = 2  # rrdb: its tail (a conv at 2x, three at 4x, after nearest upsampling) reads 2 source pixels either side
-DETAIL_REACH = 3  # source pixels beyond a core that the detail stage's keys read (models/detail.py)
+# source pixels beyond a core the detail stage reads: the library's keys 3 (models/detail.py);
+# guided detail's keys 2, plus the blocks a repeated place is carried on over (models/guided_detail.py)
+DETAIL_REACH = 8
 SKIP_REACH = {"none": 0, "nearest": 0, "bicubic": 2}  # source pixels the x4 skip reads either side of a kept one
 
 

@@ -137,7 +137,7 @@ def run_window(
     if field is not None and detail.guided:
         from .guided_detail import MIN_LOW, apply_guided
 
-        low, band = detail.band(4 * level_size[0])
+        low, band, energy = detail.band(4 * level_size[0])
         if min(low.shape[1:]) >= MIN_LOW:  # a smaller level has no room for keys: the library serves it
             return apply_guided(
                 y,
@@ -145,6 +145,7 @@ def run_window(
                 field,
                 low=low,
                 band=band,
+                energy=energy,
                 window=window,
                 core=core,
                 level_size=level_size,
