@@ -94,6 +94,31 @@ def test_a_folder_named_like_an_image_array_that_the_store_does_not_list_is_not_
     assert not out.exists()
 
 
+def test_files_inside_a_renders_own_folders_that_no_render_writes_are_never_deleted(tiny_model, tmp_path):
+    """--overwrite deletes the render's own folders (``0/``, ``generation/``, ``progress/``) whole,
+    so a user's file put inside one of them is looked for there too: refused, nothing deleted; the
+    arrays' metadata, chunks and zarr's temporaries of them are the render's."""
+    out = tmp_path / "r.zarr"
+    do_render(tiny_model, str(out), "64x48", tile=32, seed=0)
+    (out / "0" / "c" / "0" / "0" / "0.0123456789abcdef0123456789abcdef.partial").write_bytes(b"a crashed write")
+    assert foreign_entries(str(out)) == []
+    mine = [out / "generation" / "notes.txt", out / "0" / "c" / "readme", out / "progress" / "L0" / "c" / "x" / "a.jpg"]
+    for path in mine:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"mine")
+    before = tree(out)
+    assert foreign_entries(str(out)) == ["0/c/readme", "generation/notes.txt", "progress/L0/c/x/a.jpg"]
+    code, text = run("render", tiny_model, "--out", out, "--size", "64x48", "--tile", "32", "--overwrite", "--quiet")
+    assert code == 2 and "generation/notes.txt" in text and "--overwrite" in text, text
+    for remove in (Canvas.clear, Canvas.delete):
+        with pytest.raises(StoreError, match="notes.txt"):
+            remove(str(out))
+    assert tree(out) == before
+    for path in mine:
+        path.unlink()
+    assert run("render", tiny_model, "--out", out, "--size", "64x48", "--tile", "32", "--overwrite", "--quiet")[0] == 0
+
+
 def test_overwrite_replaces_a_render_and_keeps_nothing_stale(tiny_model, tmp_path):
     out = str(tmp_path / "r.zarr")
     do_render(tiny_model, out, "101x77", tile=32, seed=0)

@@ -76,7 +76,8 @@ def _image_paths(fs, root: str) -> frozenset[str]:
 
 def _split_entries(fs, root: str) -> tuple[list[str], list[str]]:
     """One listing of the store's root: (paths of the render's own entries but the lease, names
-    of the rest, folders with a trailing ``/``)."""
+    of the rest, folders with a trailing ``/``). The rest includes what lies inside the render's
+    own folders that a render never writes there (``_foreign_inside``), by its path from the root."""
     try:
         listing = fs.ls(root, detail=True)
     except (FileNotFoundError, NotADirectoryError):
@@ -90,7 +91,36 @@ def _split_entries(fs, root: str) -> tuple[list[str], list[str]]:
             foreign.append(name + "/" if is_dir else name)
         elif name != LEASE_ENTRY:
             own.append(entry["name"])
+            if is_dir:
+                foreign += _foreign_inside(fs, root, entry["name"])
     return own, sorted(foreign)
+
+
+_CHUNK_KEY = re.compile(r"^c(?:/\d+)+(?:\.[0-9a-f]{32}\.partial)?$")  # a chunk's (or shard's) key, or zarr's temporary of it
+
+
+def _foreign_inside(fs, root: str, folder: str) -> list[str]:
+    """The files under one of the render's own folders (``0/``, ``generation/``, ``progress/``)
+    that a render does not write: all but the zarr metadata of its groups and arrays and the
+    chunks under each array's ``c/`` (or zarr's temporary of either, left by a crash). Paths from
+    the store's root."""
+    base = root.rstrip("/") + "/"
+    files = [f.rstrip("/") for f in fs.find(folder)]
+    arrays = []
+    for f in files:
+        if f.rsplit("/", 1)[-1] == "zarr.json":
+            try:
+                if json.loads(fs.cat_file(f)).get("node_type") == "array":
+                    arrays.append(f.rsplit("/", 1)[0] + "/")
+            except (OSError, ValueError, AttributeError):
+                pass  # unreadable metadata: its array's chunks are not known to be the render's
+    foreign = []
+    for f in files:
+        meta = f.rsplit("/", 1)[-1] == "zarr.json" or _PARTIAL_GROUP_META.match(f.rsplit("/", 1)[-1])
+        chunk = any(f.startswith(a) and _CHUNK_KEY.match(f[len(a) :]) for a in arrays)
+        if not (meta or chunk):
+            foreign.append(f[len(base) :] if f.startswith(base) else f)
+    return foreign
 
 
 def foreign_entries(url: str, storage_options: dict | None = None) -> list[str]:
