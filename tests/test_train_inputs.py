@@ -114,6 +114,28 @@ def test_only_model_files_and_their_crash_leftovers_count_as_the_model(photo, tm
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.pt", "training.json"]
 
 
+def test_model_files_of_another_origin_are_never_replaced(photo, tmp_path):
+    """Only a model this tool wrote counts as the model --overwrite replaces: a user's own
+    ``training.json``, another program's ``model.pt`` and ``model.json``, or a model of ours whose
+    weights are no longer the ones its card names, are refused and kept, with or without --overwrite."""
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "training.json").write_text('{"my": "notes"}')
+    for extra in ((), ("--overwrite",)):
+        code, text = run("train", photo, "--out", out, *TRAIN, *extra)
+        assert code == 2 and "training.json" in text and "not a model" in text, text
+    assert (out / "training.json").read_text() == '{"my": "notes"}'
+    (out / "model.pt").write_bytes(b"another program's weights")
+    (out / "model.json").write_text('{"name": "my net"}')
+    code, text = run("train", photo, "--out", out, *TRAIN, "--overwrite")
+    assert code == 2 and "model.pt" in text and (out / "model.pt").read_bytes() == b"another program's weights"
+    ours = tmp_path / "ours"
+    assert run("train", photo, "--out", ours, *TRAIN)[0] == 0
+    (ours / "model.pt").write_bytes(b"replaced by hand")
+    code, text = run("train", photo, "--out", ours, *TRAIN, "--overwrite")
+    assert code == 2 and (ours / "model.pt").read_bytes() == b"replaced by hand", text
+
+
 def test_a_file_added_to_out_during_publication_is_kept(photo, tmp_path, monkeypatch):
     """Between the last check of --out and the replacement of the old model, a user adds a file:
     the old model's files are removed, the user's file is not, and a warning says where it is."""

@@ -60,16 +60,41 @@ def is_model_file(name: str) -> bool:
     return name in MODEL_FILES or _LEFTOVER.match(name) is not None
 
 
+def holds_our_model(out: str) -> bool:
+    """Whether the folder ``out`` holds a model this tool wrote: a ``model.json`` card of ours
+    whose ``model_id`` is the hash of the ``model.pt`` beside it (if one is there). A folder's
+    ``model.pt``, ``model.json`` or ``training.json`` of any other origin is not ours."""
+    import hashlib
+    import json
+
+    try:
+        with open(os.path.join(out, "model.json"), "rb") as f:
+            card = json.load(f)
+        if not isinstance(card, dict) or not {"format_version", "model_id", "config"} <= card.keys():
+            return False
+        weights = os.path.join(out, "model.pt")
+        if not os.path.exists(weights):
+            return True
+        digest = hashlib.sha256()
+        with open(weights, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()[:16] == card["model_id"]  # checkpoint.save's model id
+    except (OSError, ValueError):
+        return False
+
+
 def check_out(out: str, overwrite: bool = False) -> None:
     """Refuse, before any work, an ``out`` that would lose something: a folder that holds a model
-    (unless ``overwrite``), or one that holds other files (never deleted, even with ``overwrite``)."""
+    (unless ``overwrite``), or one that holds other files (never deleted, even with ``overwrite``),
+    a ``model.pt`` or ``training.json`` that is not a model of ours among them."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--out {out!r} is a file, not a folder; choose a folder for the model")
     if not os.path.isdir(out):
         return
     names = sorted(os.listdir(out))
-    other = [n for n in names if not is_model_file(n)]
-    has_model = any(n in ("model.pt", "model.json") for n in names)
+    has_model = "model.json" in names and holds_our_model(out)
+    other = [n for n in names if not is_model_file(n) or (n in MODEL_FILES and not has_model)]
     if other:
         what = "a model and other files" if has_model else "files that are not a model"
         raise UserError(f"--out {out!r} holds {what} ({some_names(other)}); choose a new or empty folder")
