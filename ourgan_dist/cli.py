@@ -19,13 +19,12 @@ def _redact(text: str, args: list[str] | tuple[str, ...] = ()) -> str:
     options this command was given (``commands.shared.remember_secrets``)."""
     import re
 
-    from .commands.shared import SECRETS  # the storage options' secret values parsed by this process
+    from .masking import mask
 
     for arg in args:
         for userinfo in re.findall(r"://([^/?#\s]+)@", str(arg)):
             text = text.replace(userinfo, "***")
-    for secret in sorted(SECRETS, key=len, reverse=True):
-        text = text.replace(secret, "***")
+    text = mask(text)
     if "@" not in text:
         return text
     from .store.storage import redact

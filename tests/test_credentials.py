@@ -271,3 +271,50 @@ def test_no_credentials_in_actor_specs_on_real_ray(ray_local, tiny_model, tmp_pa
 
     r = CliRunner().invoke(main, ["inspect", out, "--json"])
     assert r.exit_code == 0 and SECRET not in r.output
+
+
+def test_a_storage_options_secret_is_masked_in_retry_warnings_and_the_viewers_log(small_render, caplog, monkeypatch):
+    """A storage library may quote a credential in its error (a bucket policy, a header): what the
+    storage options hold beside the workers' options is masked in the retry warning, the lease's
+    and the viewer's log lines too, not only in the command line's error line."""
+    import http.client
+    import logging
+
+    from ourgan_dist import masking
+    from ourgan_dist.commands.shared import remember_secrets
+    from ourgan_dist.store import storage
+    from ourgan_dist.view.server import ViewHandler, ViewServer
+
+    monkeypatch.setattr(masking, "SECRETS", set())
+    remember_secrets({"key": "AKIAEXAMPLEKEY", "secret": SECRET, "client_kwargs": {"region_name": "eu"}})
+    assert "eu" not in masking.SECRETS  # too short to mask
+    monkeypatch.setattr(storage, "BACKOFF", 0.0)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(f"SignatureDoesNotMatch for key AKIAEXAMPLEKEY with secret {SECRET}")
+        return "read"
+
+    with caplog.at_level(logging.WARNING):
+        assert storage.with_retries("read x", flaky) == "read"
+    assert "retry 1/" in caplog.text and SECRET not in caplog.text and "AKIAEXAMPLEKEY" not in caplog.text
+    caplog.clear()
+
+    def failing(self, path):
+        raise OSError(f"403 Forbidden: secret {SECRET} refused")
+
+    monkeypatch.setattr(ViewHandler, "_route", failing)
+    server = ViewServer(small_render, port=0)
+    server.start_background()
+    try:
+        with caplog.at_level(logging.WARNING):
+            conn = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+            conn.request("GET", "/image.dzi")
+            assert conn.getresponse().status == 500
+            conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "403 Forbidden: secret *** refused" in caplog.text and SECRET not in caplog.text

@@ -91,23 +91,20 @@ def json_option(text: str | None, name: str, env: str | None = None) -> dict:
     return value
 
 
-SECRETS: set[str] = set()  # values of the storage options given to this process that are not for workers' eyes
-SECRET_MIN_LENGTH = 4  # shorter values are not masked (a one-letter secret would mask every such letter)
-
-
 def remember_secrets(options: dict) -> None:
     """Note every string value of ``options`` that workers would not receive (a key, a secret, a
     token, a header: anything off ``worker_access.WORKER_OPTIONS``), so that an error line that
     quotes one (a storage library's "Invalid type for parameter SSECustomerKey, value: ...") is
-    printed with it masked (``cli._redact``)."""
+    printed or logged with it masked (``masking``)."""
     from ..engine.executors.worker_access import for_worker_options
+    from ..masking import remember
 
     missing = object()
 
     def collect(value, kept) -> None:  # kept: what workers get at this place, ``missing`` if nothing
         if isinstance(value, str):
-            if len(value) >= SECRET_MIN_LENGTH and (kept is missing or kept != value):
-                SECRETS.add(value)  # not for workers, or given to them only without its user:password@
+            if kept is missing or kept != value:
+                remember(value)  # not for workers, or given to them only without its user:password@
         elif isinstance(value, dict):
             for k, v in value.items():
                 collect(v, kept.get(k, missing) if isinstance(kept, dict) else missing)

@@ -13,6 +13,8 @@ from typing import Callable, TypeVar
 import fsspec
 import zarr
 
+from ..masking import mask
+
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
@@ -112,5 +114,6 @@ def strip_userinfo(url: str) -> str:
 
 
 def redact(text: str) -> str:
-    """``text`` (an error message, a log line) with every URL's ``user:password@`` replaced by ``***@``."""
-    return _USERINFO.sub(r"\1***@", text)
+    """``text`` (an error message, a log line) with every URL's ``user:password@`` replaced by
+    ``***@``, and the secret values of this process's storage options masked (``masking``)."""
+    return mask(_USERINFO.sub(r"\1***@", text))

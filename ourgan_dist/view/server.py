@@ -45,7 +45,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..store.canvas import Canvas
-from ..store.storage import strip_userinfo
+from ..store.storage import redact, strip_userinfo
 from ..errors import UserError
 from ..outputs.deepzoom import TILE_TYPES
 from .tiles import DeepZoom, DeepZoomKey
@@ -228,7 +228,7 @@ class ViewHandler(BaseHTTPRequestHandler):
         try:
             found = self._route(path)
         except Exception as e:  # a storage error on one tile must not end the server
-            log.warning("error on %s: %s: %s", path, type(e).__name__, " ".join(str(e).split())[:300])
+            log.warning("error on %s: %s: %s", path, type(e).__name__, redact(" ".join(str(e).split()))[:300])
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"store read failed\n", "text/plain", head)
             return
         if found is None:
