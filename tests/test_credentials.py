@@ -138,6 +138,18 @@ def test_no_credentials_in_errors_or_the_store(tiny_model, tmp_path):
     p = prepare(RenderRequest(model=tiny_model, out=str(tmp_path / "r.zarr"), size="64x48", tile=32, chunk=16))
     p.request = dataclasses.replace(p.request, model=f"s3://user:{SECRET}@bucket/model")
     assert render_info(p)["model"] == "s3://bucket/model"  # what the store records and inspect shows
+    # a signed URL's credentials in its query are not recorded either, nor logged
+    signed = f"https://b.example/model?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F1&X-Amz-Signature={SECRET}"
+    p.request = dataclasses.replace(p.request, model=signed)
+    recorded = render_info(p)["model"]
+    assert SECRET not in recorded and "AK%2F1" not in recorded and "X-Amz-Algorithm=AWS4-HMAC-SHA256" in recorded
+    from ourgan_dist.store.storage import redact
+
+    assert redact(f"403 on {signed}") == f"403 on {recorded}"
+    assert (
+        redact(f"GET https://acct.blob.example/c/m.pt?sv=2020&sig={SECRET}&se=1")
+        == "GET https://acct.blob.example/c/m.pt?sv=2020&sig=***&se=1"
+    )
 
 
 @pytest.mark.parametrize("given", ["option", "environment"])

@@ -21,7 +21,7 @@ from .executors import Executor
 from ..errors import PlanError, StoreError, TileError, UserError
 from ..store.lease import Lease, LeaseLost
 from ..planning.plan import RenderPlan, TaskKey, parse_size
-from ..store.storage import check_settings, strip_userinfo
+from ..store.storage import check_settings, redact, strip_userinfo
 from .sizing import size_render
 from .tile import RenderJob, TaskReport
 
@@ -133,7 +133,7 @@ def render_info(p: Prepared) -> dict[str, Any]:
     r, m = p.request, p.model
     return {
         "name": f"ourgan-dist seed {r.seed}",
-        "model": strip_userinfo(r.model) if "://" in r.model else os.path.abspath(r.model),
+        "model": redact(strip_userinfo(r.model)) if "://" in r.model else os.path.abspath(r.model),
         "model_id": m.model_id,
         "model_preset": m.config.preset,
         "seed": r.seed,

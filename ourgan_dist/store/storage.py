@@ -107,6 +107,15 @@ def zarr_store(url: str, storage_options: dict | None):
 _USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s'\"]*@")  # to the authority's last @: a password may hold one
 
 
+# a signed URL's credentials in its query (S3's X-Amz-Signature and -Credential, a session token,
+# Azure's sig, a bearer token): names whose values are masked in what is logged or recorded
+_SIGNED_QUERY = re.compile(
+    r"([?&](?:X-Amz-(?:Signature|Credential|Security-Token)|X-Goog-(?:Signature|Credential)|Signature|sig|"
+    r"AWSAccessKeyId|token|access_token|api[_-]?key|password)=)[^&#\s'\"]+",
+    re.IGNORECASE,
+)
+
+
 def strip_userinfo(url: str) -> str:
     """``url`` without a ``user:password@`` part (s3://user:pass@bucket/x -> s3://bucket/x): what
     workers, stores and logs may be given."""
@@ -114,6 +123,7 @@ def strip_userinfo(url: str) -> str:
 
 
 def redact(text: str) -> str:
-    """``text`` (an error message, a log line) with every URL's ``user:password@`` replaced by
-    ``***@``, and the secret values of this process's storage options masked (``masking``)."""
-    return mask(_USERINFO.sub(r"\1***@", text))
+    """``text`` (an error message, a log line, a URL to record) with every URL's ``user:password@``
+    replaced by ``***@``, a signed URL's credentials in its query by ``***``, and the secret
+    values of this process's storage options masked (``masking``)."""
+    return mask(_SIGNED_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", text)))
