@@ -341,6 +341,31 @@ def test_demo_refuses_a_folder_it_does_not_own(tmp_path):
     assert r.exit_code == 2 and "is a file" in r.output
 
 
+def test_the_demo_replaces_only_a_sheet_it_wrote(tmp_path):
+    """A folder holding a ``seeds.png`` of someone else's (no ourgan-dist mark) is refused like any
+    other file; one the demo (or evaluate) wrote is replaced. ``evaluate --pictures`` likewise."""
+    import pyvips
+    import pytest
+
+    from ourgan_dist.commands.demo import check_demo_folder
+    from ourgan_dist.errors import UserError
+    from ourgan_dist.quality.pictures import pictures_folder
+    from ourgan_dist.quality.sheet import is_own_png, write_png
+
+    out = tmp_path / "d"
+    out.mkdir()
+    image = (pyvips.Image.black(4, 4) + 9).cast("uchar").bandjoin([9, 9]).copy(interpretation="srgb")
+    image.write_to_file(str(out / "seeds.png"))  # a PNG of that name, not written by ourgan-dist
+    for check in (check_demo_folder, pictures_folder):
+        with pytest.raises(UserError, match="seeds.png"):
+            check(str(out))
+    assert not is_own_png(str(out / "seeds.png"))
+    write_png(image, str(out / "seeds.png"))
+    assert is_own_png(str(out / "seeds.png"))
+    check_demo_folder(str(out))
+    pictures_folder(str(out))
+
+
 def test_demo_defaults_are_4k():
     from ourgan_dist.commands.demo import DEMO_SIZE, ray_workers, sample_photo
     from ourgan_dist.planning.plan import parse_size

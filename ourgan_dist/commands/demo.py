@@ -28,12 +28,16 @@ DEMO_ENTRIES = ("model", "render.zarr", "seeds.png")  # what the demo writes int
 
 def check_demo_folder(out_dir: str) -> None:
     """Refuse, before any work, an ``--out`` the demo would share with someone: a file, or a
-    folder holding anything but what an earlier demo wrote (``DEMO_ENTRIES``), which it replaces."""
+    folder holding anything but what an earlier demo wrote (``DEMO_ENTRIES``; a ``seeds.png`` only
+    if the demo wrote it: ``is_own_png``), which it replaces. ``model/`` and ``render.zarr`` are
+    checked where they are written (``train`` and ``render`` refuse what is not theirs)."""
     from ..errors import UserError, some_names
+    from ..quality.sheet import is_own_png
 
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UserError(f"--out {out_dir!r} is a file; choose a folder for the demo")
-    other = sorted(set(os.listdir(out_dir)) - set(DEMO_ENTRIES)) if os.path.isdir(out_dir) else []
+    names = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+    other = [n for n in names if n not in DEMO_ENTRIES or (n == "seeds.png" and not is_own_png(os.path.join(out_dir, n)))]
     if other:
         raise UserError(
             f"--out {out_dir!r} holds files the demo did not write ({some_names(other)}); the demo replaces what is in its "

@@ -18,6 +18,7 @@ import torch
 
 from ..planning.plan import Box
 from .detail import bicubic_x4, to_pixels
+from .sheet import is_own_png, write_png
 
 VIEW_MAX_WIDTH = 1024  # a picture's panel is shrunk to at most this wide ...
 VIEW_MIN_WIDTH = 256  # ... and a smaller level is enlarged (nearest, integer factor) to at least this
@@ -65,8 +66,7 @@ def _labelled(im, caption: str):
 def _row_png(path: str, panels: list, across: int) -> str:
     import pyvips
 
-    pyvips.Image.arrayjoin(panels, across=across, shim=GAP, background=[255, 255, 255]).write_to_file(path)
-    return path
+    return write_png(pyvips.Image.arrayjoin(panels, across=across, shim=GAP, background=[255, 255, 255]), path)
 
 
 def crop_boxes(pixels: np.ndarray, side: int = CROP, count: int = len(CROP_CENTRES)) -> list[Box]:
@@ -106,13 +106,14 @@ OWN_PICTURE = re.compile(r"^(photo_size|photo_size_crops|seeds|level_\d+)\.png$"
 
 def pictures_folder(folder: str) -> str:
     """Create ``folder`` for the pictures (checked before any work, so a bad path fails fast). A
-    folder holding anything but an earlier evaluation's pictures (``OWN_PICTURE``) is refused:
-    their names are fixed, and a user's ``seeds.png`` there would be replaced."""
+    folder holding anything but an earlier evaluation's pictures (``OWN_PICTURE`` names, written by
+    ``write_png``) is refused: their names are fixed, and a user's ``seeds.png`` there would be replaced."""
     from ..errors import UserError, some_names
 
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UserError(f"--pictures {folder!r}: exists and is not a folder; give a folder (it is created if missing)")
-    other = sorted(n for n in os.listdir(folder) if not OWN_PICTURE.match(n)) if os.path.isdir(folder) else []
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    other = [n for n in names if not (OWN_PICTURE.match(n) and is_own_png(os.path.join(folder, n)))]
     if other:
         raise UserError(
             f"--pictures {folder!r} holds files that evaluate did not write ({some_names(other)}); its pictures replace "

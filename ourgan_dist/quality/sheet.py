@@ -13,6 +13,29 @@ import numpy as np
 PANEL_WIDTH = 512  # every panel is shown this wide
 GAP = 8
 LABEL_HEIGHT = 22
+PNG_MARK = ("png-comment-0-Software", "ourgan-dist")  # a text chunk in every picture written here
+
+
+def write_png(image, path: str) -> str:
+    """Write the pyvips ``image`` to ``path`` as a PNG that says it is ours (``PNG_MARK``): a
+    later run replaces a picture of that name only if it is (``is_own_png``). Returns ``path``."""
+    import pyvips
+
+    image = image.copy()
+    image.set_type(pyvips.GValue.gstr_type, *PNG_MARK)
+    image.write_to_file(path)
+    return path
+
+
+def is_own_png(path: str) -> bool:
+    """Whether ``path`` is a picture ``write_png`` wrote (a user's file of the same name is not)."""
+    import pyvips
+
+    try:
+        image = pyvips.Image.new_from_file(path, revalidate=True)  # not libvips' cached read of an earlier file there
+        return PNG_MARK[0] in image.get_fields() and image.get(PNG_MARK[0]) == PNG_MARK[1]
+    except pyvips.Error:
+        return False
 
 
 def _pixels(x) -> np.ndarray:
@@ -63,9 +86,7 @@ def photo_sheet(photo_path: str, panels: list[tuple[np.ndarray, str]], path: str
     photo = torch.from_numpy(images.load_rgb(photo_path, max_width=max(photo_width, PANEL_WIDTH))).unsqueeze(0)
     shown = [_panel(_pixels(photo), f"the photo ({photo.shape[3]}x{photo.shape[2]} shown)")]
     shown += [_panel(pixels, caption) for pixels, caption in panels]
-    sheet = pyvips.Image.arrayjoin(shown, across=2, shim=GAP, background=[255, 255, 255])
-    sheet.write_to_file(path)
-    return path
+    return write_png(pyvips.Image.arrayjoin(shown, across=2, shim=GAP, background=[255, 255, 255]), path)
 
 
 def render_preview(store: str, min_width: int = PANEL_WIDTH) -> np.ndarray:
