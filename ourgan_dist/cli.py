@@ -12,8 +12,9 @@ from .errors import UserError
 
 
 def _redact(text: str, args: list[str] | tuple[str, ...] = ()) -> str:
-    """An error line without any URL's user:password@ part (storage.redact, imported here only
-    when there is an error to print: ``--help`` stays free of fsspec and Zarr), nor the
+    """An error line without any URL's user:password@ part or signed URL's query credentials
+    (storage.redact, imported here only when there is an error to print that may hold one:
+    ``--help`` stays free of fsspec and Zarr), nor the
     user:password of a URL among the command's arguments wherever it appears (a storage library
     may quote it without its URL, e.g. as a bucket name), nor a secret value of the storage
     options this command was given (``commands.shared.remember_secrets``)."""
@@ -25,7 +26,7 @@ def _redact(text: str, args: list[str] | tuple[str, ...] = ()) -> str:
         for userinfo in re.findall(r"://([^/?#\s]+)@", str(arg)):
             text = text.replace(userinfo, "***")
     text = mask(text)
-    if "@" not in text:
+    if "@" not in text and "=" not in text:  # no user:password@, no signed URL's query
         return text
     from .store.storage import redact
 

@@ -146,6 +146,9 @@ def test_no_credentials_in_errors_or_the_store(tiny_model, tmp_path):
     from ourgan_dist.store.storage import redact
 
     assert redact(f"403 on {signed}") == f"403 on {recorded}"
+    from ourgan_dist.cli import _redact
+
+    assert SECRET not in _redact(f"cannot read {signed}")  # the command line's error line too
     assert (
         redact(f"GET https://acct.blob.example/c/m.pt?sv=2020&sig={SECRET}&se=1")
         == "GET https://acct.blob.example/c/m.pt?sv=2020&sig=***&se=1"
