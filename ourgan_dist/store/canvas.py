@@ -106,18 +106,19 @@ def _foreign_inside(fs, root: str, folder: str) -> list[str]:
     the store's root."""
     base = root.rstrip("/") + "/"
     files = [f.rstrip("/") for f in fs.find(folder)]
-    arrays = []
+    arrays = set()
     for f in files:
         if f.rsplit("/", 1)[-1] == "zarr.json":
             try:
                 if json.loads(fs.cat_file(f)).get("node_type") == "array":
-                    arrays.append(f.rsplit("/", 1)[0] + "/")
+                    arrays.add(f.rsplit("/", 1)[0])
             except (OSError, ValueError, AttributeError):
                 pass  # unreadable metadata: its array's chunks are not known to be the render's
     foreign = []
     for f in files:
         meta = f.rsplit("/", 1)[-1] == "zarr.json" or _PARTIAL_GROUP_META.match(f.rsplit("/", 1)[-1])
-        chunk = any(f.startswith(a) and _CHUNK_KEY.match(f[len(a) :]) for a in arrays)
+        array, _, key = f.rpartition("/c/")  # a chunk key's own c/ is the last one (its other parts are digits)
+        chunk = array in arrays and _CHUNK_KEY.match("c/" + key)
         if not (meta or chunk):
             foreign.append(f[len(base) :] if f.startswith(base) else f)
     return foreign
