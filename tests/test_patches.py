@@ -586,3 +586,45 @@ def test_an_image_as_wide_as_the_photo_keeps_one_copy_of_each_region_at_every_sc
     places.clear()
     pb.generate(48, 144, seed=0)  # twice as wide: two copies, at the scales drawn at full width
     assert 2 in places
+
+
+def test_the_local_search_draws_a_region_of_the_photo_at_one_place():
+    """The finer scales' local search bars a second copy of a photo region as the layout scales
+    do: a field carrying the photo once and a stretch of it again 40 px on (an object whose meadow
+    the layout drew twice) keeps the photo and moves the second copy off that stretch, while the
+    same photo carried once comes back as it went in."""
+    pb = patch_base()
+    r = pb.cfg.patch // 2
+    g = torch.Generator().manual_seed(0)
+    src = torch.rand(1, 3, 32, 48, generator=g)  # every patch unique
+    lean = torch.zeros(32, 48, dtype=torch.bool)
+    sy, sx = torch.meshgrid(torch.arange(32), torch.arange(72), indexing="ij")
+    sx = torch.where(sx < 48, sx, sx - 40)  # columns 48..71 copy the photo's 8..31 again
+    carried = (sy.clamp(r, 31 - r), sx.clamp(r, 47 - r))
+    x = vote(patches.doubled(src), carried, pb.cfg.patch)
+
+    def kept(out, field, cols):  # the share of pixels whose match the search left where it was carried
+        same = (out[0] == field[0]) & (out[1] == field[1])
+        return float(same[r : 32 - r, cols].float().mean())
+
+    out = pb._local(x, src, src, carried, 0, 1, lean)
+    assert kept(out, carried, slice(r, 48 - r)) > 0.95  # the photo's own layout stays
+    assert kept(out, carried, slice(52, 68)) < 0.1  # the second copy moved off (unbarred, 0.98 of it stayed)
+    alone = (sy[:, :48].clamp(r, 31 - r), sx[:, :48].clamp(r, 47 - r))
+    assert kept(pb._local(src, src, src, alone, 0, 1, lean), alone, slice(r, 48 - r)) > 0.95
+
+
+def test_a_local_pass_never_takes_a_barred_region():
+    g = torch.Generator().manual_seed(0)
+    photo = torch.rand(3, 32, 32, generator=g)
+    sy, sx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    sy, sx = sy.clamp(3, 28), sx.clamp(3, 28)
+    cells = patches.key_cells(32, 16, patches.PLACE_CELL)
+    cells = torch.cat([cells, cells])  # the keys image is read as a photo 16 wide and its "mirror image"
+    barred = torch.zeros(32 * 32, int(cells.max()) + 1, dtype=torch.bool)
+    q = torch.arange(32 * 32)
+    barred[q, cells[patches.field_index((sy, sx), 32, 16)]] = True  # every query barred from its own match's region
+    qy = torch.linspace(-1, 1, 32)
+    by, bx = refine_field(photo, photo, qy, qy, 0.0, (sy, sx), 7, torch.Generator().manual_seed(1), barred=barred, cells=cells)
+    taken = cells[patches.field_index((by, bx), 32, 16)]
+    assert not barred[q, taken].any()

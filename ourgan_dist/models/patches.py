@@ -49,7 +49,13 @@ Seven things make the samples new scenes and not copies or patch salad:
   object copied whole moves all its patches by one offset, so its main copy keeps every region
   of it, while a second copy or a torn-off piece loses them (a wider image keeps up to its width
   ratio of copies, half the photo's width apart). Completeness alone let an object be taken at
-  several places at once: a small subject's head three times, a cloud twice.
+  several places at once: a small subject's head three times, a cloud twice. The local search
+  of the finer scales keeps the rule (``_local``): an object too small to show on the layout
+  scales (a boulder below a pixel there) is part of a region of meadow, which the layout may
+  draw at several places; when the boulder shows, each of them grew one (four in one seed of a
+  frame 1.2 photo widths wide). There each region keeps one copy (two from twice the photo's
+  width), on the scales small enough to list (query, region) pairs (``PLACE_PAIRS``); by then
+  every object the photo holds at a few pixels has shown.
 - **Patches from the photo's mirror image** (``doubled``): the keys are the photo's patches and
   its mirror image's, so a strip the collage mirrored is drawn as it lies (a trail climbing the
   other way, a cloud facing the other way, a snow field the frame cut given its other end), not
@@ -354,7 +360,9 @@ class PatchBase(nn.Module):
         return nnf
 
     def _local(self, x, keys, src, nnf, seed, s, lean) -> tuple[torch.Tensor, torch.Tensor]:
-        """Upper scales: refine the correspondence carried up from below by a local search."""
+        """Upper scales: refine the correspondence carried up from below by a local search. Before
+        each pass, on scales with at most ``PLACE_PAIRS`` (query, photo region) pairs, ``one_place``
+        bars the copies of a region beyond its main one, as on the layout scales."""
         c = self.cfg
         p = c.patch
         h, w = x.shape[2:]
@@ -363,12 +371,21 @@ class PatchBase(nn.Module):
         projections = _Projections(keys, src, p, c.features, (seed * 7919 + s) & SEED_MASK, pad=True)
         shut = torch.cat([torch.zeros(sh, sw, dtype=torch.bool), at_size(lean, sh, sw).flip(-1)], -1)
         shut[:, sw - p // 2 : sw + p // 2] = True  # a patch over the seam: half the photo, half its mirror image
+        cells = key_cells(sh, sw, PLACE_CELL)
+        flipped = torch.arange(sh * sw).view(sh, sw).flip(-1).reshape(-1)
+        cells = torch.cat([cells, cells[flipped]])  # a mirrored key is its original's region
+        barred = None  # (query, photo region) pairs barred by one_place, while the scale is small enough
+        bar = h * w * (int(cells.max()) + 1) <= PLACE_PAIRS
+        places = max(1, (w + PLACE_SLACK) // sw)  # the width ratio rounded down: a second boulder is a visible repeat
         for it in range(c.refine_iterations):
+            if bar:
+                more = one_place(field_index(nnf, sh, sw), cells, w, sw, places, PLACE_FAR * sw, upright=sh * sw)
+                barred = more if barred is None else barred | more
             proj, kf = projections(it)  # kf (k, sh, 2 sw): every pixel of the photo and its mirror image a centre
             qf = proj(x, pad=True)  # (k, h, w)
             qy, _, vw = self._distance_terms(h, sh, proj)
             ky_all = rows(sh)
-            nnf = refine_field(qf, kf, qy, ky_all, vw, nnf, p, g, shut=shut)
+            nnf = refine_field(qf, kf, qy, ky_all, vw, nnf, p, g, shut=shut, barred=barred, cells=cells)
             if it < c.refine_iterations - 1:
                 x = vote(doubled(src), nnf, fine_vote(p))
         return nnf
@@ -564,14 +581,27 @@ def upsample_field(nnf, size: tuple[int, int], src_size: tuple[int, int], p: int
     return ny.clamp(r, sh - 1 - r), nx.clamp(r, sw - 1 - r)
 
 
+PLACE_PAIRS = 1 << 25  # local-search scales bar copies (one_place) while queries x photo regions are at most this
+
+
+def field_index(nnf, sh: int, sw: int) -> torch.Tensor:
+    """(h * w,) every pixel's match (a local field's: columns past ``sw`` are the mirror image's)
+    as a row-major index into the photo's ``sh * sw`` pixels, then its mirror image's, as
+    ``one_place`` and ``key_cells`` count them."""
+    sy, sx = nnf
+    mirrored = sx >= sw
+    return (sy * sw + torch.where(mirrored, sx - sw, sx) + mirrored * (sh * sw)).reshape(-1)
+
+
 JUMPS = (1, 4, 16)  # neighbour distances whose matches each pixel tries (propagation)
 RANDOM_TRIES = 4  # random jumps per pixel and pass, at radii halving from a quarter of the photo
 
 
-def refine_field(qf, kf, qy, ky, vw: float, nnf, p: int, g: torch.Generator, shut: torch.Tensor | None = None):
+def refine_field(qf, kf, qy, ky, vw: float, nnf, p: int, g: torch.Generator, shut=None, barred=None, cells=None):
     """One PatchMatch-style pass over a correspondence field: every pixel keeps the best of its
     own match moved by up to 1 px, its neighbours' matches (shifted by the step), and random jumps.
-    ``shut`` (the keys' (h, w) bool): centres never taken."""
+    ``shut`` (the keys' (h, w) bool): centres never taken; ``barred`` (queries, photo regions) bool
+    with ``cells`` (each key's region, as ``field_index`` numbers keys): regions a query never takes."""
     r = p // 2
     sy, sx = nnf
     _, sh, sw = kf.shape
@@ -581,6 +611,10 @@ def refine_field(qf, kf, qy, ky, vw: float, nnf, p: int, g: torch.Generator, shu
         d = ((qf - kf[:, cy, cx]) ** 2).sum(0) + vw * (qy[:, None] - ky[cy]) ** 2
         if shut is not None:
             d = d.masked_fill(shut[cy, cx], float("inf"))
+        if barred is not None:
+            region = cells[field_index((cy, cx), sh, sw // 2)]
+            pair = torch.arange(region.numel()) * barred.shape[1] + region
+            d = d.masked_fill(barred.view(-1)[pair].view(d.shape), float("inf"))
         return d, cy, cx
 
     best, by, bx = cost(sy, sx)
