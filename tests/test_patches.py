@@ -628,3 +628,9 @@ def test_a_local_pass_never_takes_a_barred_region():
     by, bx = refine_field(photo, photo, qy, qy, 0.0, (sy, sx), 7, torch.Generator().manual_seed(1), barred=barred, cells=cells)
     taken = cells[patches.field_index((by, bx), 32, 16)]
     assert not barred[q, taken].any()
+
+
+def test_copies_of_a_region_are_the_width_ratio_rounded_down():
+    # a frame 1.2 photos wide rounded up drew the trail's bank at both edges
+    assert [patches.copies(w, 100) for w in (100, 101, 120, 197, 198, 200, 250, 300)] == [1, 1, 1, 1, 2, 2, 2, 3]
+    assert patches.copies(20, 100) == 1

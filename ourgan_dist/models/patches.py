@@ -47,15 +47,15 @@ Seven things make the samples new scenes and not copies or patch salad:
   position); the group whose offset the most queries of the image share keeps the region, and the
   others are barred from it for the rest of the scale, so they take their next best patch. An
   object copied whole moves all its patches by one offset, so its main copy keeps every region
-  of it, while a second copy or a torn-off piece loses them (a wider image keeps up to its width
-  ratio of copies, half the photo's width apart). Completeness alone let an object be taken at
+  of it, while a second copy or a torn-off piece loses them (an image keeps its width ratio of
+  copies, rounded down, half the photo's width apart: ``copies``). Completeness alone let an object be taken at
   several places at once: a small subject's head three times, a cloud twice. The local search
   of the finer scales keeps the rule (``_local``): an object too small to show on the layout
   scales (a boulder below a pixel there) is part of a region of meadow, which the layout may
-  draw at several places; when the boulder shows, each of them grew one (four in one seed of a
-  frame 1.2 photo widths wide). There each region keeps one copy (two from twice the photo's
-  width), on the scales small enough to list (query, region) pairs (``PLACE_PAIRS``); by then
-  every object the photo holds at a few pixels has shown.
+  draw at several places; when the boulder showed, each of them grew one (four in one seed of a
+  frame 1.2 photo widths wide). The local scales bar copies while they are small enough to
+  list (query, region) pairs (``PLACE_PAIRS``: up to about 150 rows), where an object a few
+  pixels across at the photo's full height has shown.
 - **Patches from the photo's mirror image** (``doubled``): the keys are the photo's patches and
   its mirror image's, so a strip the collage mirrored is drawn as it lies (a trail climbing the
   other way, a cloud facing the other way, a snow field the frame cut given its other end), not
@@ -339,7 +339,7 @@ class PatchBase(nn.Module):
         twin = torch.cat([flipped + kh * kw, flipped])
         twin = torch.where(keep[twin], place[twin], place)[keep]  # a key whose mirror image is not searched: itself
         keep = keep.nonzero()[:, 0]
-        places = max(1, math.ceil((w - PLACE_SLACK) / sw))  # copies of a region one_place keeps: the width ratio, rounded up
+        places = copies(w, sw)
         barred = None  # (query, photo region) pairs barred by one_place, for the rest of this scale
         for it in range(c.iterations):
             proj, kf = projections(it)
@@ -376,7 +376,7 @@ class PatchBase(nn.Module):
         cells = torch.cat([cells, cells[flipped]])  # a mirrored key is its original's region
         barred = None  # (query, photo region) pairs barred by one_place, while the scale is small enough
         bar = h * w * (int(cells.max()) + 1) <= PLACE_PAIRS
-        places = max(1, (w + PLACE_SLACK) // sw)  # the width ratio rounded down: a second boulder is a visible repeat
+        places = copies(w, sw)
         for it in range(c.refine_iterations):
             if bar:
                 more = one_place(field_index(nnf, sh, sw), cells, w, sw, places, PLACE_FAR * sw, upright=sh * sw)
@@ -443,8 +443,16 @@ PLACE_CELL = 4  # key positions are grouped in cells this many a side: a photo r
 PLACE_NEAR = 4  # users of a region whose offsets (query - key) differ by at most this many px are one copy
 PLACE_FAR = 0.5  # a wider image may draw a region again, at least this fraction of the photo's width away
 PLACE_BESIDE = 4  # a copy the other way round within 1/4 of the photo's width of the kept one's users is beside it
-PLACE_SLACK = 2  # ... if wider than the photo by more than this many px: a scale's sizes and the photo's,
-# rounded apart, made an image a column wider than its photo (29 px to 28), room for two of every region
+PLACE_SLACK = 2  # an image this many px short of a whole number of photo widths counts as that many (copies)
+
+
+def copies(w: int, sw: int) -> int:
+    """How many copies of each photo region ``one_place`` keeps in an image ``w`` wide drawn from
+    the photo ``sw`` wide at its height: the width ratio rounded down, an image ``PLACE_SLACK``
+    px short of a whole number of photos counting as that many (a scale's size and the photo's
+    are rounded apart). Rounded up, an image a column wider than the photo (29 px to 28) had room
+    for two of every region, and a frame 1.2 photos wide drew the trail's bank at both edges."""
+    return max(1, (w + PLACE_SLACK) // sw)
 
 
 def key_cells(kh: int, kw: int, cell: int) -> torch.Tensor:
