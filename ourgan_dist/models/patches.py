@@ -328,9 +328,7 @@ class PatchBase(nn.Module):
         sh, sw = src.shape[2:]
         projections = _Projections(keys, src, p, c.features, (seed * 7919 + s) & SEED_MASK, pad=False)
         kh, kw = sh - 2 * r, sw - 2 * r
-        cells = key_cells(kh, kw, PLACE_CELL)
-        flipped = torch.arange(kh * kw).view(kh, kw).flip(-1).reshape(-1)  # a key's place in the mirror image
-        cells = torch.cat([cells, cells[flipped]])  # a mirrored key is its original's region
+        cells, flipped = regions(kh, kw)
         # the keys searched: every upright one, and the mirrored ones of regions with no direction
         # (no mirrored grass leaning the other way: ``directed``); ``keep``: their numbers of all 2n
         free = ~at_size(lean, sh, sw)[r : sh - r, r : sw - r].reshape(-1)  # centres whose patch lies inside
@@ -371,9 +369,7 @@ class PatchBase(nn.Module):
         projections = _Projections(keys, src, p, c.features, (seed * 7919 + s) & SEED_MASK, pad=True)
         shut = torch.cat([torch.zeros(sh, sw, dtype=torch.bool), at_size(lean, sh, sw).flip(-1)], -1)
         shut[:, sw - p // 2 : sw + p // 2] = True  # a patch over the seam: half the photo, half its mirror image
-        cells = key_cells(sh, sw, PLACE_CELL)
-        flipped = torch.arange(sh * sw).view(sh, sw).flip(-1).reshape(-1)
-        cells = torch.cat([cells, cells[flipped]])  # a mirrored key is its original's region
+        cells = regions(sh, sw)[0]
         barred = None  # (query, photo region) pairs barred by one_place, while the scale is small enough
         bar = h * w * (int(cells.max()) + 1) <= PLACE_PAIRS
         places = copies(w, sw)
@@ -453,6 +449,15 @@ def copies(w: int, sw: int) -> int:
     are rounded apart). Rounded up, an image a column wider than the photo (29 px to 28) had room
     for two of every region, and a frame 1.2 photos wide drew the trail's bank at both edges."""
     return max(1, (w + PLACE_SLACK) // sw)
+
+
+def regions(kh: int, kw: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The photo region (``key_cells``) of each of ``kh * kw`` key positions and of its mirror
+    image's, (2 kh kw,): a mirrored key is its original's region; and (kh kw,) each key's place
+    in the mirror image."""
+    cells = key_cells(kh, kw, PLACE_CELL)
+    flipped = torch.arange(kh * kw).view(kh, kw).flip(-1).reshape(-1)
+    return torch.cat([cells, cells[flipped]]), flipped
 
 
 def key_cells(kh: int, kw: int, cell: int) -> torch.Tensor:
