@@ -33,22 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..planning.geometry import Box
+from .blocks import BLOCK, KEY, add_blocks, added, block_weight, replicated, to_levels
+from .guided_detail import decode_photo, encode_photo, key_energy, photo_band
 
-BLOCK = 8  # output pixels a side of a detail patch
-KEY = 4  # source pixels a side of a key
 SCALES = 4  # library scales: 1, 1/2, 1/4, 1/8 of the photo's width
 MIN_WIDTH = 64  # a scale whose photo would be narrower than this is left out
 _CHUNK = 4096  # blocks per distance matrix (4096 x patches float64: 128 MiB at 4096 patches)
 _BAND = 64  # rows of blocks handled at a time
-# The window over a block's 8 pixels: sin^2 at the pixel centres, in 64ths, so that it and its copy
-# 4 pixels on sum to exactly 64 (2 + 62, 20 + 44): the overlapping blocks' sum is exact in integers.
-WEIGHTS = (2, 20, 44, 62, 62, 44, 20, 2)
-WEIGHT_SUM = 64
-
-
-def _to_levels(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] pixels -> integer levels 0..255 as float32 (round half up, like ``pixels.to_uint8``)."""
-    return torch.floor((x.float().clamp(-1, 1) + 1) * 127.5 + 0.5)
 
 
 class DetailLibrary(nn.Module):
@@ -84,8 +75,6 @@ class DetailLibrary(nn.Module):
     def band(self, out_height: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``guided_detail.photo_band`` of the kept photo at a level ``out_height`` rows tall, and its
         keys' ``key_energy`` (cached)."""
-        from .guided_detail import decode_photo, key_energy, photo_band
-
         if out_height not in self._bands:
             low, band = photo_band(decode_photo(self.guide), out_height)
             self._bands = {out_height: (low, band, key_energy(low))}  # one level at a time
@@ -116,7 +105,7 @@ class DetailLibrary(nn.Module):
             # j - 1 in [0, lh - 4]: every key inside the photo
             ys = torch.randint(0, lh - KEY + 1, (patches,), generator=gen)
             xs = torch.randint(0, lw - KEY + 1, (patches,), generator=gen)
-            k = _cut(_to_levels(low)[0], ys, xs, KEY).reshape(patches, -1)  # (N, 48), channel-major
+            k = _cut(to_levels(low)[0], ys, xs, KEY).reshape(patches, -1)  # (N, 48), channel-major
             p = _cut(band[0], 4 * ys + 2, 4 * xs + 2, BLOCK)  # output [4j - 2, 4j + 6) with j = ys + 1
             p = p - p.mean(dim=(2, 3), keepdim=True)
             keys.append(k.to(torch.uint8))
@@ -126,8 +115,6 @@ class DetailLibrary(nn.Module):
         self.patches = torch.stack(pats)
         self.scales = torch.tensor(scales, dtype=torch.float32)
         self.photo_width = torch.tensor(w, dtype=torch.int64)
-        from .guided_detail import encode_photo
-
         self.guide = encode_photo(photo)
         self._bands = {}
 
@@ -164,11 +151,10 @@ class DetailLibrary(nn.Module):
         # the blocks that touch the core: source pixels core.y0 - 1 .. core.y1 (and x alike)
         blocks = Box(core.y0 - 1, core.y1 + 1, core.x0 - 1, core.x1 + 1)
         need = Box(blocks.y0 - 1, blocks.y1 + 2, blocks.x0 - 1, blocks.x1 + 2)  # their keys' source pixels
-        levels = _to_levels(_replicated(x, window, need, H, W))  # (1, 3, need.h, need.w)
-        u = None if z is None else torch.special.ndtr(_replicated(z, window, blocks, H, W)[0, 0].float())
+        levels = to_levels(replicated(x, window, need, H, W))  # (1, 3, need.h, need.w)
+        u = None if z is None else torch.special.ndtr(replicated(z, window, blocks, H, W)[0, 0].float())
         acc = torch.zeros(3, 4 * core.height, 4 * core.width, dtype=torch.int32, device=y.device)
-        win = torch.tensor(WEIGHTS, dtype=torch.int32, device=y.device)
-        weight = win[:, None] * win[None, :]  # (8, 8) integers: the 2D window x 4096
+        weight = block_weight(y.device)  # (8, 8) integers: the 2D window x 4096
         for r0 in range(blocks.y0, blocks.y1, _BAND):
             r1 = min(r0 + _BAND, blocks.y1)
             q = F.unfold(levels[:, :, r0 - 1 - need.y0 : r1 + 2 - need.y0], KEY).transpose(1, 2)[0]  # keys: rows j-1..j+2
@@ -179,9 +165,8 @@ class DetailLibrary(nn.Module):
             )
             idx = _nearest(q, search, pick)
             p = pats[idx].to(torch.int32) * weight  # (blocks, 3, 8, 8): exact integers
-            _add_blocks(acc, p.reshape(r1 - r0, blocks.width, 3, BLOCK, BLOCK), r0, blocks.x0, core)
-        scale = strength / (127.5 * WEIGHT_SUM**2)  # int8 steps of 1/255 of [0, 1], window x 4096
-        return (y.float() + acc.float()[None] * scale).to(y.dtype)
+            add_blocks(acc, p.reshape(r1 - r0, blocks.width, 3, BLOCK, BLOCK), r0, blocks.x0, core)
+        return added(y, acc, strength)  # int8 steps of 1/255 of [0, 1], window x 4096
 
 
 def _nearest(q: torch.Tensor, search: tuple, pick: torch.Tensor) -> torch.Tensor:
@@ -198,39 +183,7 @@ def _nearest(q: torch.Tensor, search: tuple, pick: torch.Tensor) -> torch.Tensor
     return torch.cat(out)
 
 
-def _add_blocks(acc: torch.Tensor, p: torch.Tensor, j0: int, i0: int, core: Box) -> None:
-    """Add weighted blocks ``p`` (rows, cols, 3, 8, 8), source pixels from (j0, i0), into ``acc``,
-    the output of ``core``. Blocks of one parity tile the plane without overlap: each parity is
-    laid out as one image. Integer sums: the order does not matter."""
-    oy0, ox0 = 4 * core.y0, 4 * core.x0
-    for py in (0, 1):
-        for px in (0, 1):
-            jy, jx = j0 + (py - j0) % 2, i0 + (px - i0) % 2  # the first block of this parity
-            g = p[jy - j0 :: 2, jx - i0 :: 2]
-            gy, gx = g.shape[0], g.shape[1]
-            if gy == 0 or gx == 0:
-                continue
-            img = g.permute(2, 0, 3, 1, 4).reshape(3, gy * BLOCK, gx * BLOCK)
-            top, left = 4 * jy - 2, 4 * jx - 2  # output coordinates of the image's corner
-            y0, x0 = max(oy0, top), max(ox0, left)
-            y1, x1 = min(oy0 + acc.shape[1], top + gy * BLOCK), min(ox0 + acc.shape[2], left + gx * BLOCK)
-            if y1 > y0 and x1 > x0:
-                acc[:, y0 - oy0 : y1 - oy0, x0 - ox0 : x1 - ox0] += img[:, y0 - top : y1 - top, x0 - left : x1 - left]
-
-
 def _cut(img: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, side: int) -> torch.Tensor:
     """(N, C, side, side): the squares of ``img`` (C, H, W) whose top-left corners are (ys, xs)."""
     r = torch.arange(side)
     return img[:, (ys[:, None] + r)[:, :, None], (xs[:, None] + r)[:, None, :]].permute(1, 0, 2, 3)
-
-
-def _replicated(x: torch.Tensor, window: Box, box: Box, H: int, W: int) -> torch.Tensor:
-    """``box`` of a level (H, W) from ``x`` holding ``window``, the level's edge pixels repeated
-    past its borders (and the window's past its own, where a halo below ``DETAIL_REACH`` leaves it short:
-    then tiles are inexact, as any halo below the receptive field makes them)."""
-    c = box.clip(H, W)
-    inner = Box(max(c.y0, window.y0), min(c.y1, window.y1), max(c.x0, window.x0), min(c.x1, window.x1))
-    ys, xs = inner.relative_to(window)
-    part = x[:, :, ys, xs]
-    pads = (inner.x0 - box.x0, box.x1 - inner.x1, inner.y0 - box.y0, box.y1 - inner.y1)
-    return F.pad(part.float(), pads, mode="replicate") if any(pads) else part.float()

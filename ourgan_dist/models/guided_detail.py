@@ -15,7 +15,7 @@ photo where the base came from:
     (``carry_on``): the base's field repeats a place where it stretched the photo, and one band
     patch laid twice 4 pixels apart drew a fine regular hatch over rock;
     the 8x8 patch of the photo's detail band there (the photo at the level's size minus its x4
-    bicubic round trip) is added under the library's windows, in the library's integer sums.
+    bicubic round trip) is added under the blocks' windows, in their integer sums (models/blocks.py).
 
 So rock gets the photo's own cracks and ledges at 1:1, and where the base copied a region whole,
 the level gives the photo's pixels back. Where the base drew from the photo's mirror image (field
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..planning.geometry import Box
-from .detail import KEY
+from .blocks import BLOCK, KEY, add_blocks, added, block_weight, replicated, to_levels
 from .sr_architecture import DETAIL_REACH
 
 GUIDE_MAX_SIDE = 4096  # the photo is kept for guided detail at most this many pixels a side
@@ -81,8 +81,6 @@ def decode_photo(data: torch.Tensor) -> torch.Tensor:
 def photo_band(photo: torch.Tensor, out_height: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The photo resized to ``out_height`` rows (the level's scale): its x4-shrunk image as integer
     levels (3, h, w) float64, and its detail band (3, 4h, 4w) int16 in 1/127.5 steps."""
-    from .detail import _to_levels
-
     h, w = photo.shape[2:]
     lw = max(4, round(w * out_height / h)) // 4
     lh = out_height // 4
@@ -90,7 +88,7 @@ def photo_band(photo: torch.Tensor, out_height: int) -> tuple[torch.Tensor, torc
     low = F.interpolate(band, size=(lh, lw), mode="bicubic", align_corners=False, antialias=True).clamp_(-1, 1)
     band -= F.interpolate(low, size=(4 * lh, 4 * lw), mode="bicubic", align_corners=False)  # in place: 24 bytes a pixel at most
     band = band[0].mul_(127.5).round_().clamp_(-255, 255).to(torch.int16)
-    return _to_levels(low)[0].double(), band
+    return to_levels(low)[0].double(), band
 
 
 def key_energy(low: torch.Tensor) -> torch.Tensor:
@@ -164,8 +162,6 @@ def apply_guided(
     ``level_size``; ``low`` and ``band`` come from ``photo_band`` at this level's height, ``energy``
     (computed if not given) is ``key_energy(low)``. A column of the field at or beyond the photo's
     width is its mirror image's (``patches.doubled``)."""
-    from .detail import BLOCK, WEIGHT_SUM, WEIGHTS, _add_blocks, _replicated, _to_levels
-
     H, W = level_size
     sh, sw = source_size
     lh, lw = low.shape[1:]
@@ -173,8 +169,8 @@ def apply_guided(
     chosen = Box(blocks.y0 - CARRY, blocks.y1, blocks.x0 - CARRY, blocks.x1)  # and those a run is carried on from
     need = Box(chosen.y0 - 1, chosen.y1 + 2, chosen.x0 - 1, chosen.x1 + 2)  # their keys' source pixels
     fbox = Box(chosen.y0 - 1, chosen.y1 + 1, chosen.x0 - 1, chosen.x1 + 1)  # their neighbours' matches
-    levels = _to_levels(_replicated(x.float().cpu(), window, need, H, W))[0].double()  # (3, need.h, need.w)
-    f = _replicated(field.cpu().unsqueeze(0).double(), window, fbox, H, W)[0].double()  # (2, fbox.h, fbox.w)
+    levels = to_levels(replicated(x.float().cpu(), window, need, H, W))[0].double()  # (3, need.h, need.w)
+    f = replicated(field.cpu().unsqueeze(0).double(), window, fbox, H, W)[0].double()  # (2, fbox.h, fbox.w)
     ry, rx = lh / sh, lw / sw
     offs = torch.arange(KEY)
     by = torch.empty(chosen.height, chosen.width, dtype=torch.long)
@@ -205,8 +201,7 @@ def apply_guided(
                 by[rows], bx[rows] = torch.where(better, cy, by[rows]), torch.where(better, cx, bx[rows])
     by, bx = carry_on(by, bx, key_energy(low) if energy is None else energy)  # (blocks.h, blocks.w)
     acc = torch.zeros(3, 4 * core.height, 4 * core.width, dtype=torch.int32)
-    win = torch.tensor(WEIGHTS, dtype=torch.int32)
-    weight = win[:, None] * win[None, :]
+    weight = block_weight()
     side = torch.arange(BLOCK)
     for r0 in range(0, blocks.height, _BAND_ROWS):
         cy, cx = by[r0 : r0 + _BAND_ROWS], bx[r0 : r0 + _BAND_ROWS]
@@ -214,6 +209,5 @@ def apply_guided(
         py = (4 * cy - 2)[:, :, None, None] + side[:, None]
         px = (4 * cx - 2)[:, :, None, None] + side[None, :]
         p = band[:, py, _mirrored(px, 4 * lw)].to(torch.int32).permute(1, 2, 0, 3, 4) * weight  # (rows, cols, 3, 8, 8)
-        _add_blocks(acc, p, blocks.y0 + r0, blocks.x0, core)
-    scale = strength / (127.5 * WEIGHT_SUM**2)
-    return (y.float() + acc.float()[None].to(y.device) * scale).to(y.dtype)
+        add_blocks(acc, p, blocks.y0 + r0, blocks.x0, core)
+    return added(y, acc, strength)
