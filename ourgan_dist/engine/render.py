@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..store.canvas import Canvas, foreign_entries, plan_to_info, refuse_foreign
@@ -22,28 +22,9 @@ from ..errors import PlanError, StoreError, TileError, UserError
 from ..store.lease import Lease, LeaseLost
 from ..planning.plan import RenderPlan, TaskKey, parse_size
 from ..store.storage import check_settings, redact, strip_userinfo
+from .request import RenderRequest
 from .sizing import size_render
 from .tile import RenderJob, TaskReport
-
-
-@dataclass(frozen=True)
-class RenderRequest:
-    model: str
-    out: str
-    size: str  # "WxH"
-    seed: int = 0
-    tile: int | None = None  # None: auto from the receptive field; 0: untiled
-    halo: str = "exact"
-    chunk: int | None = None  # None: DEFAULT_CHUNK, or a divisor of the tile (plan.chunk_for_tile)
-    workers: int = 1  # 0: as many as the cluster at --address offers
-    address: str | None = None
-    resume: bool = False
-    overwrite: bool = False
-    device: str = "cpu"
-    precision: str = "fp32"
-    storage_options: dict = field(default_factory=dict, repr=False)  # credentials: never printed or stored
-    model_storage_options: dict = field(default_factory=dict, repr=False)
-    worker_memory: int | None = None  # bytes per worker; None: this machine's (CPU) or GPU's, see worker_memory()
 
 
 @dataclass

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 from ..errors import PlanError
 from ..planning import footprint, projection
 from ..planning.plan import DEFAULT_CHUNK, RenderPlan, chunk_for_tile
+from .request import RenderRequest
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
-    from .render import RenderRequest
 
 ASSUMED_GPU_MEMORY = 24 << 30  # an A10G (cluster/aws-g5.yaml), when neither --worker-memory nor a local GPU says
 ASSUMED_CLUSTER_WORKERS = 8  # when --address gives no worker count and the cluster cannot be asked

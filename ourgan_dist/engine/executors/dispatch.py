@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 from ...errors import TileError
 from ...planning.plan import RenderPlan, TaskKey
@@ -31,12 +31,22 @@ from ...store.storage import transient
 from ..tile import TaskReport
 from .schedule import Schedule, TaskGraph
 
-if TYPE_CHECKING:
-    from .ray import RayExecutor
-
 __all__ = ["Dispatch", "RenderStalled"]
 
 log = logging.getLogger(__name__)
+
+
+class Workers(Protocol):
+    """What the loop needs of its executor (``ray.RayExecutor``): the started actors, the bounds on
+    work in flight, and the deadlines; ``waiting_for_workers(seconds)``, if it has one, says why none
+    has started."""
+
+    actors: list
+    in_flight_per_worker: int
+    prefetch_per_worker: int
+    stall_timeout_s: float
+    no_worker_timeout_s: float
+
 
 TASK_RETRIES = 3  # re-runs of a task after transient errors
 WORKER_LOSSES = 8  # times a task may be lost with its worker before the render gives up
@@ -54,7 +64,7 @@ class Dispatch:
     in-flight refs only, requeue what failed or was lost, ping lost workers, enforce deadlines.
     ``api`` stands in for the ``ray`` module (wait, get, cancel, exceptions) in benchmarks."""
 
-    def __init__(self, ex: RayExecutor, plan: RenderPlan, keys: Sequence[TaskKey], on_done: Callable[[TaskReport], None], api=None):
+    def __init__(self, ex: Workers, plan: RenderPlan, keys: Sequence[TaskKey], on_done: Callable[[TaskReport], None], api=None):
         import ray
 
         self.ray, self.ex, self.actors, self.on_done = api or ray, ex, ex.actors, on_done
