@@ -15,16 +15,11 @@ import torch
 from ourgan_dist.quality import novelty
 from ourgan_dist.config import PRESETS, PatchBaseConfig, from_dict, to_dict
 from ourgan_dist.errors import ConfigError
-from ourgan_dist.models import checkpoint, patches
-from ourgan_dist.models.patches import (
-    PatchBase,
-    fine_vote,
-    heal,
-    refine_field,
-    screened_poisson,
-    upsample_field,
-    vote,
-)
+from ourgan_dist.models import checkpoint, patch_search, patches, regions
+from ourgan_dist.models.directed import directed
+from ourgan_dist.models.healing import fine_vote, heal, screened_poisson, vote
+from ourgan_dist.models.patch_search import refine_field, upsample_field
+from ourgan_dist.models.patches import PatchBase
 from ourgan_dist.models.strips import _busy_columns, _cuts, _draw_order, reorder_strips, widen
 from ourgan_dist.planning.plan import RenderPlan, choose_levels
 
@@ -250,7 +245,7 @@ def stripes(angle: float, h: int = 64, w: int = 96) -> torch.Tensor:
 
 
 def test_directed_finds_a_lean_or_a_lit_side_and_not_upright_level_or_mixed_detail():
-    share = lambda img: float(patches.directed(img).float().mean())  # noqa: E731
+    share = lambda img: float(directed(img).float().mean())  # noqa: E731
     assert share(stripes(45)) > 0.9 and share(stripes(-45)) > 0.9  # leaning either way
     assert share(stripes(90)) < 0.1 and share(stripes(0)) < 0.1  # upright or level: its own mirror image
     g = torch.Generator().manual_seed(0)
@@ -260,7 +255,7 @@ def test_directed_finds_a_lean_or_a_lit_side_and_not_upright_level_or_mixed_deta
         (torch.linspace(0.5, 0.9, 96).expand(1, 3, 32, 96), True),  # brighter to the right
         (torch.linspace(0.5, 0.9, 32)[:, None].expand(1, 3, 32, 96), False),  # brighter downwards: its own mirror image
     ):
-        d = patches.directed(torch.cat([sky, ground], 2))
+        d = directed(torch.cat([sky, ground], 2))
         top = float(d[:24].float().mean())
         assert top > 0.9 if lit_from_a_side else top < 0.1
         assert float(d[40:].float().mean()) < 0.1
@@ -328,9 +323,9 @@ def test_completeness_spreads_matches_and_a_large_alpha_is_plain_nearest():
     k = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
     q = torch.tensor([[0.1, 0.0], [0.15, 0.0], [0.45, 0.0]])
     qy, ky = torch.zeros(3), torch.zeros(2)
-    assert patches.nearest(q, k, qy, ky, 0.0, 1e6).tolist() == [0, 0, 0]
+    assert patch_search.nearest(q, k, qy, ky, 0.0, 1e6).tolist() == [0, 0, 0]
     # with strong completeness key 1, which no query holds, wins the query nearest to it
-    assert patches.nearest(q, k, qy, ky, 0.0, 0.01).tolist() == [0, 0, 1]
+    assert patch_search.nearest(q, k, qy, ky, 0.0, 0.01).tolist() == [0, 0, 1]
 
 
 def test_completeness_is_weaker_after_the_first_layout_scales(monkeypatch):
@@ -504,10 +499,10 @@ def _copies(w: int, kw: int, blocks) -> torch.Tensor:
 
 def test_one_place_keeps_an_objects_main_copy_and_bars_a_second_one():
     kw, w = 40, 40
-    cells = patches.key_cells(8, kw, patches.PLACE_CELL)
+    cells = regions.key_cells(8, kw, regions.PLACE_CELL)
     # keys 20..27 copied twice: whole (with a wide block around it) at x 0..19, and again at x 30..37
     idx = _copies(w, kw, [(0, 28, 0), (30, 8, 20)])
-    barred = patches.one_place(idx, cells, w, kw, places=1, far=20)
+    barred = regions.one_place(idx, cells, w, kw, places=1, far=20)
     second = torch.tensor([y * w + x for y in range(8) for x in range(30, 38)])
     first = torch.tensor([y * w + x for y in range(8) for x in range(20, 28)])
     for q in second:  # the second copy may no longer use the regions it copied
@@ -515,21 +510,21 @@ def test_one_place_keeps_an_objects_main_copy_and_bars_a_second_one():
     for q in first:  # the main copy keeps them
         assert not barred[q, cells[idx[q]]]
     # a wider image may draw the region again, far enough away
-    again = patches.one_place(idx, cells, w, kw, places=2, far=5)
+    again = regions.one_place(idx, cells, w, kw, places=2, far=5)
     assert not any(again[q, cells[idx[q]]] for q in second)
-    assert all(patches.one_place(idx, cells, w, kw, places=2, far=20)[q, cells[idx[q]]] for q in second)
+    assert all(regions.one_place(idx, cells, w, kw, places=2, far=20)[q, cells[idx[q]]] for q in second)
 
 
 def test_one_place_takes_an_object_beside_its_own_mirror_image_for_two_copies():
     # one offset in the keys' coordinates (the photo, then its mirror image) runs from the photo's
     # columns 20..39 on into their mirror image: the object beside itself mirrored
     kh, kw, w = 8, 40, 40
-    cells = patches.key_cells(kh, kw, patches.PLACE_CELL)
+    cells = regions.key_cells(kh, kw, regions.PLACE_CELL)
     flipped = torch.arange(kh * kw).view(kh, kw).flip(-1).reshape(-1)
     cells = torch.cat([cells, cells[flipped]])
     d = torch.arange(w) + 20  # each query column's key column, the mirror image's from kw on
     idx = torch.stack([torch.where(d < kw, y * kw + d, kh * kw + y * kw + d - kw) for y in range(kh)]).reshape(-1)
-    barred = patches.one_place(idx, cells, w, kw, places=1, far=20, upright=kh * kw)
+    barred = regions.one_place(idx, cells, w, kw, places=1, far=20, upright=kh * kw)
     q = torch.arange(kh * w)
     held = ~barred[q, cells[idx]]
     upright = idx < kh * kw
@@ -549,9 +544,9 @@ def test_completeness_counts_a_patch_held_mirrored_as_held():
     k = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.2]])
     q = torch.tensor([[0.0, 0.0], [2.0, 2.0]])
     y = torch.zeros(3)
-    assert patches.nearest(q, k, y[:2], y, 0.0, 0.01).tolist() == [0, 1]
+    assert patch_search.nearest(q, k, y[:2], y, 0.0, 0.01).tolist() == [0, 1]
     # a is held, so its mirror image is too: the second query takes what the image lacks
-    assert patches.nearest(q, k, y[:2], y, 0.0, 0.01, twin=torch.tensor([1, 0, 2])).tolist() == [0, 2]
+    assert patch_search.nearest(q, k, y[:2], y, 0.0, 0.01, twin=torch.tensor([1, 0, 2])).tolist() == [0, 2]
 
 
 def test_nearest_never_returns_a_barred_region():
@@ -562,9 +557,9 @@ def test_nearest_never_returns_a_barred_region():
     cells = torch.arange(64) // 4
     barred = torch.zeros(16, 16, dtype=torch.bool)
     barred[torch.arange(16), cells[:16]] = True
-    free = patches.nearest(q, k, y[:16], y, 0.0, 1e6)
+    free = patch_search.nearest(q, k, y[:16], y, 0.0, 1e6)
     assert torch.equal(free, torch.arange(16))
-    out = patches.nearest(q, k, y[:16], y, 0.0, 1e6, barred=barred, cells=cells)
+    out = patch_search.nearest(q, k, y[:16], y, 0.0, 1e6, barred=barred, cells=cells)
     assert not barred[torch.arange(16), cells[out]].any()
 
 
@@ -619,18 +614,18 @@ def test_a_local_pass_never_takes_a_barred_region():
     photo = torch.rand(3, 32, 32, generator=g)
     sy, sx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
     sy, sx = sy.clamp(3, 28), sx.clamp(3, 28)
-    cells = patches.key_cells(32, 16, patches.PLACE_CELL)
+    cells = regions.key_cells(32, 16, regions.PLACE_CELL)
     cells = torch.cat([cells, cells])  # the keys image is read as a photo 16 wide and its "mirror image"
     barred = torch.zeros(32 * 32, int(cells.max()) + 1, dtype=torch.bool)
     q = torch.arange(32 * 32)
-    barred[q, cells[patches.field_index((sy, sx), 32, 16)]] = True  # every query barred from its own match's region
+    barred[q, cells[regions.field_index((sy, sx), 32, 16)]] = True  # every query barred from its own match's region
     qy = torch.linspace(-1, 1, 32)
     by, bx = refine_field(photo, photo, qy, qy, 0.0, (sy, sx), 7, torch.Generator().manual_seed(1), barred=barred, cells=cells)
-    taken = cells[patches.field_index((by, bx), 32, 16)]
+    taken = cells[regions.field_index((by, bx), 32, 16)]
     assert not barred[q, taken].any()
 
 
 def test_copies_of_a_region_are_the_width_ratio_rounded_down():
     # a frame 1.2 photos wide rounded up drew the trail's bank at both edges
-    assert [patches.copies(w, 100) for w in (100, 101, 120, 197, 198, 200, 250, 300)] == [1, 1, 1, 1, 2, 2, 2, 3]
-    assert patches.copies(20, 100) == 1
+    assert [regions.copies(w, 100) for w in (100, 101, 120, 197, 198, 200, 250, 300)] == [1, 1, 1, 1, 2, 2, 2, 3]
+    assert regions.copies(20, 100) == 1

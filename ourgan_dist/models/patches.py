@@ -88,6 +88,11 @@ pixels: this draws the layout. Above it, a local search refines the corresponden
 from the scale below (PatchMatch-style: each pixel tries its own match +-1 px, its neighbours'
 matches at 1, 4 and 16 px, and a few random jumps), so a 1024 px base costs seconds, not hours.
 
+The pieces live beside this file: the searches (``Projection``, ``nearest``, ``refine_field``) in
+models/patch_search.py, the one-place rule (``one_place``, ``copies``) in models/regions.py, the
+vote and the healing in models/healing.py, the direction map (``directed``) in models/directed.py,
+the collage and the widening in models/strips.py.
+
 Determinism: the noise comes from ``noise.normal`` keyed by (seed, level 0, stream), random
 jumps from a generator seeded by (seed, scale), and everything runs on one CPU thread, so a
 base is a function of (photo, config, seed, size) alone (invariant I2).
@@ -107,13 +112,16 @@ from ..planning import noise
 from ..config import BaseConfig
 from ..planning.geometry import Box
 from ..quality.novelty import layout_distance
+from .directed import DIRECTED_ROWS, at_size, directed
+from .healing import fine_vote, heal, vote
+from .patch_search import Projection, nearest, refine_field, upsample_field
+from .regions import PLACE_FAR, PLACE_PAIRS, copies, field_index, one_place, regions
 from .strips import reorder_strips, widen
 
 NOISE_STREAM = 2000  # noise stream of level 0 for the coarsest scale's noise
 LAYOUT_STREAM = 2100  # keys of the further layouts drawn for one seed (2101, 2102, ...)
 WIDEN_STREAM = 2200  # key of the calm stretches laid into a layout wider than the photo
 SEED_MASK = (1 << 63) - 1  # torch generators take 63-bit seeds; a render's seed has 64
-PCA_SAMPLES = 8000  # photo patches sampled to fit each scale's projection
 LAYOUT_DRAWS = 4  # layouts drawn at most for one seed, while the passes rebuild the photo's layout
 KEPT_NOVELTY = 0.75  # a layout is kept when it has at least this fraction of its collage's novelty
 
@@ -141,30 +149,6 @@ def resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 def rows(h: int) -> torch.Tensor:
     """(h,) the y coordinate of each row: -1 top .. +1 bottom."""
     return torch.linspace(-1.0, 1.0, h) if h > 1 else torch.zeros(1)
-
-
-class Projection:
-    """Features of every p x p patch of an image: its projection on the photo patches' first
-    ``k`` principal directions at this scale, computed for all patches at once as a convolution."""
-
-    def __init__(self, photo: torch.Tensor, p: int, k: int, seed: int):
-        cut = F.unfold(photo, p)[0].T  # (n, 3 * p * p) patches wholly inside the photo
-        g = torch.Generator().manual_seed(seed)
-        sample = cut[torch.randperm(cut.shape[0], generator=g)[:PCA_SAMPLES]]
-        self.mean = sample.mean(0)
-        _, _, v = torch.linalg.svd(sample - self.mean, full_matrices=False)
-        self.basis = v[:k]  # (k, 3 * p * p)
-        self.p = p
-        self.variance = float(((sample - self.mean) ** 2).sum(1).mean()) + 1e-8
-
-    def __call__(self, x: torch.Tensor, pad: bool) -> torch.Tensor:
-        """(1, 3, h, w) -> (k, h', w'): one feature per patch centre; with ``pad`` every pixel is a
-        centre (edges repeated), else only centres whose patch lies inside."""
-        r = self.p // 2
-        if pad:
-            x = F.pad(x, (r, r, r, r), mode="replicate")
-        f = F.conv2d(x, self.basis.view(-1, 3, self.p, self.p))
-        return f[0] - (self.basis @ self.mean).view(-1, 1, 1)
 
 
 class _Projections:
@@ -387,41 +371,6 @@ class PatchBase(nn.Module):
         return nnf
 
 
-DIRECTED = 0.5  # a region whose gradients lean one way this much is not drawn mirrored ...
-DIRECTED_RAMP = 0.5  # ... nor a smooth one whose brightness ramps one way this much
-DIRECTED_BOX = 1 / 8  # the lean measured over boxes this fraction of the height a side, the ramp over twice that
-DIRECTED_ROWS = 256  # once, on the photo at most this many rows tall
-DIRECTED_FLOOR = 0.1  # gradients weaker than this fraction of the photo's mean (a flat sky's noise) lean no way
-
-
-def at_size(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """A (H, W) bool map resized to (h, w) (nearest)."""
-    return F.interpolate(mask[None, None].float(), size=(h, w), mode="nearest")[0, 0] > 0.5
-
-
-def directed(img: torch.Tensor) -> torch.Tensor:
-    """(h, w) bool: where the photo (1, 3, h, w) has a left-right direction that its mirror image
-    reverses: a texture whose gradients lean one way (grass blown one way, a cable: twice the mean
-    of gx * gy over the gradients' energy is 1 for lines all at 45 degrees, 0 for upright, level
-    or mixed ones), or a smooth stretch whose brightness ramps one way (a sky lit from one side:
-    the mean of gx over the mean of |gx|, where the energy is below the photo's mean). Mirrored
-    patches from there met upright ones in a herringbone and in upright bands of light; mirrored
-    rock, snow or cloud is a new view of the same place."""
-    lum = img[0].mean(0)[None, None]
-    gx = F.pad(lum[..., :, 2:] - lum[..., :, :-2], (1, 1, 0, 0), mode="replicate")
-    gy = F.pad(lum[..., 2:, :] - lum[..., :-2, :], (0, 0, 1, 1), mode="replicate")
-
-    def box(a, side):
-        k = max(1, round(lum.shape[-2] * side)) // 2 * 2 + 1
-        return F.avg_pool2d(F.pad(a, (k // 2,) * 4, mode="replicate"), k, 1)
-
-    energy = box(gx * gx + gy * gy, DIRECTED_BOX)
-    lean = 2 * box(gx * gy, DIRECTED_BOX).abs() / (energy + 1e-8) * (energy > DIRECTED_FLOOR * energy.mean())
-    # over a box wider than a texture's grain, its steps up and down cancel; a ramp's add up
-    ramp = box(gx, 2 * DIRECTED_BOX).abs() / (box(gx.abs(), 2 * DIRECTED_BOX) + 1e-8) * (energy < energy.mean())
-    return ((lean > DIRECTED) | (ramp > DIRECTED_RAMP))[0, 0]
-
-
 def layout_seed(seed: int, draw: int) -> int:
     """The seed of a render seed's ``draw``-th layout: the seed itself first, then 63-bit keys of
     its own (no everyday seed's first draw)."""
@@ -433,298 +382,3 @@ def layout_distance_to(x: torch.Tensor, src: torch.Tensor) -> float:
     both (1, 3, h, w) in [0, 1], at the photo's own width."""
     a, p = (t[0].double().numpy() * 255 for t in (x, src))
     return layout_distance(a, p, p.shape[2])
-
-
-PLACE_CELL = 4  # key positions are grouped in cells this many a side: a photo region, for one_place
-PLACE_NEAR = 4  # users of a region whose offsets (query - key) differ by at most this many px are one copy
-PLACE_FAR = 0.5  # a wider image may draw a region again, at least this fraction of the photo's width away
-PLACE_BESIDE = 4  # a copy the other way round within 1/4 of the photo's width of the kept one's users is beside it
-PLACE_SLACK = 2  # an image this many px short of a whole number of photo widths counts as that many (copies)
-
-
-def copies(w: int, sw: int) -> int:
-    """How many copies of each photo region ``one_place`` keeps in an image ``w`` wide drawn from
-    the photo ``sw`` wide at its height: the width ratio rounded down, an image ``PLACE_SLACK``
-    px short of a whole number of photos counting as that many (a scale's size and the photo's
-    are rounded apart). Rounded up, an image a column wider than the photo (29 px to 28) had room
-    for two of every region, and a frame 1.2 photos wide drew the trail's bank at both edges."""
-    return max(1, (w + PLACE_SLACK) // sw)
-
-
-def regions(kh: int, kw: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The photo region (``key_cells``) of each of ``kh * kw`` key positions and of its mirror
-    image's, (2 kh kw,): a mirrored key is its original's region; and (kh kw,) each key's place
-    in the mirror image."""
-    cells = key_cells(kh, kw, PLACE_CELL)
-    flipped = torch.arange(kh * kw).view(kh, kw).flip(-1).reshape(-1)
-    return torch.cat([cells, cells[flipped]]), flipped
-
-
-def key_cells(kh: int, kw: int, cell: int) -> torch.Tensor:
-    """(kh * kw,) the region (a ``cell`` x ``cell`` square of key positions) of every key."""
-    cw = -(-kw // cell)
-    return ((torch.arange(kh) // cell)[:, None] * cw + (torch.arange(kw) // cell)[None, :]).reshape(-1)
-
-
-def one_place(
-    idx: torch.Tensor, cells: torch.Tensor, w: int, kw: int, places: int, far: float, upright: int | None = None
-) -> torch.Tensor:
-    """(n queries, n regions) bool: the regions each query of an image ``w`` wide is barred from.
-
-    ``idx`` is every query's key (a row-major index into key positions ``kw`` wide: the photo's
-    ``upright`` ones, then as many of its mirror image's), ``cells`` every key's photo region (a
-    mirrored key its original's). A region used at several places is an object drawn twice (or torn in
-    pieces): each region keeps the users that copy it at the offset (query position - key
-    position) most queries of the image share (within ``PLACE_NEAR`` px), since an object copied
-    whole moves all its patches by one offset; the rest are barred from it. Up to ``places`` copies
-    are kept, each at least ``far`` px (in x) from the others. A mirrored copy's offsets are set
-    apart from every upright one's: a copy running on from the photo into its mirror image moves
-    its patches by one offset too, and drew an object beside its own mirror image as one copy."""
-    nq, nc = idx.shape[0], int(cells.max()) + 1
-    barred = torch.zeros(nq, nc, dtype=torch.bool)
-    q = torch.arange(nq)
-    qx = q % w
-    half = cells.shape[0] if upright is None else upright
-    at = idx % half
-    oy, ox = q // w - at // kw, qx - at % kw + (idx >= half) * 2 * (w + kw + PLACE_NEAR)
-    # support of each query's offset: how many queries move their patch by about the same offset
-    y0, x0 = int(oy.min()), int(ox.min())
-    hist = torch.zeros(int(oy.max()) - y0 + 1, int(ox.max()) - x0 + 1)
-    hist.index_put_((oy - y0, ox - x0), torch.ones(nq), accumulate=True)
-    n = PLACE_NEAR
-    box = F.conv2d(F.pad(hist[None, None], (n, n, n, n)), torch.ones(1, 1, 2 * n + 1, 2 * n + 1))[0, 0]
-    support = box[oy - y0, ox - x0]
-    qc = cells[idx]
-    mirrored = idx >= half
-    turned = torch.zeros(nq, nc, dtype=torch.bool)  # barred from a region kept the other way round
-    order = torch.argsort(qc, stable=True)
-    counts = torch.bincount(qc, minlength=nc).tolist()
-    start = 0
-    for c, count in enumerate(counts):
-        users = order[start : start + count]
-        start += count
-        if count < 2:
-            continue
-        a, b = oy[users], ox[users]
-        free = torch.ones(count, dtype=torch.bool)
-        kept_x: list[float] = []
-        ways = set()
-        for _ in range(places):
-            m = int(support[users].masked_fill(~free, -1).argmax())
-            if not free[m] or any(abs(float(qx[users[m]]) - x) < far for x in kept_x):
-                break
-            kept_x.append(float(qx[users[m]]))
-            ways.add(bool(mirrored[users[m]]))
-            free &= torch.maximum((a - a[m]).abs(), (b - b[m]).abs()) > n  # this copy's users keep it
-        barred[users[free], c] = True
-        if len(ways) == 1:  # the other way round, beside the kept copy: its own mirror image
-            held = qx[users[~free]].double()
-            beside = (qx[users].double()[:, None] - held[None]).abs().amin(1) < kw / PLACE_BESIDE
-            turned[users[free & beside & (mirrored[users] != ways.pop())], c] = True
-    if not turned.any():
-        return barred
-    # half an object, completed by its own mirror image beside it, moved to the next region when
-    # barred from one: a query barred so is barred from the regions around it too
-    cw = -(-kw // PLACE_CELL)  # the regions' grid (key_cells)
-    around = F.max_pool2d(turned.view(nq, 1, nc // cw, cw).float(), 3, 1, padding=1).view(nq, nc) > 0
-    return barred | around
-
-
-KEPT_DISTANCES = 1 << 26  # query-key distances (4 bytes each) kept from the first sweep for the second, at most
-
-
-def nearest(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    qy: torch.Tensor,
-    ky: torch.Tensor,
-    vw: float,
-    alpha: float,
-    chunk: int = 2048,
-    barred: torch.Tensor | None = None,
-    cells: torch.Tensor | None = None,
-    twin: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """For each query row of ``q`` (nq, d) the index of its photo patch in ``k`` (nk, d): the least
-    (|q - k|^2 + vw * (qy - ky)^2) / (alpha + min over queries of the same), GPNN's completeness
-    (the larger ``alpha``, the weaker: plain nearest neighbours as it grows). ``twin``: each key's
-    mirror image among the keys, whose nearest query counts for both."""
-    root = math.sqrt(vw)  # the vertical term as one more feature: one matrix product gives the whole distance
-    q, k = torch.cat([q, root * qy[:, None]], 1), torch.cat([k, root * ky[:, None]], 1)
-    kk = (k * k).sum(1)
-
-    def dist(i: int) -> torch.Tensor:
-        qc = q[i : i + chunk]
-        return torch.addmm(kk[None], qc, k.T, alpha=-2).add_((qc * qc).sum(1, keepdim=True)).clamp_min_(0)  # (c, nk)
-
-    keep = q.shape[0] * k.shape[0] <= KEPT_DISTANCES  # small enough to keep from the first sweep for the second
-    swept: dict[int, torch.Tensor] = {}
-    least = torch.full((k.shape[0],), float("inf"))
-    for i in range(0, q.shape[0], chunk):
-        d = dist(i)
-        least = torch.minimum(least, d.min(0).values)
-        if keep:
-            swept[i] = d
-    if twin is not None:  # a patch the image holds mirrored is held: its mirror image is not missing
-        least = torch.minimum(least, least[twin])
-    norm = alpha + least
-    out = torch.empty(q.shape[0], dtype=torch.long)
-    for i in range(0, q.shape[0], chunk):
-        sc = (swept.pop(i) if keep else dist(i)).div_(norm[None])
-        if barred is not None:  # (nq, n regions) and each key's region: one_place
-            sc.masked_fill_(barred[i : i + chunk][:, cells], float("inf"))
-        out[i : i + chunk] = sc.argmin(1)
-    return out
-
-
-def upsample_field(nnf, size: tuple[int, int], src_size: tuple[int, int], p: int):
-    """The correspondence of the scale below, carried to ``size``: each pixel reads the match of
-    the pixel below it, moved by its own sub-pixel offset, in the photo of ``src_size``."""
-    (py, px), (h, w), (sh, sw) = nnf, size, src_size
-    r = p // 2
-    ph, pw = py.shape
-    fy = (torch.arange(h, dtype=torch.float64) + 0.5) * ph / h - 0.5
-    fx = (torch.arange(w, dtype=torch.float64) + 0.5) * pw / w - 0.5
-    iy = fy.round().long().clamp(0, ph - 1)
-    ix = fx.round().long().clamp(0, pw - 1)
-    ry, rx = h / ph, w / pw
-    # (h, w) photo rows/cols: the lower match scaled up, plus this pixel's offset from the lower pixel's centre
-    ny = ((py[iy][:, ix].double() + 0.5) * ry - 0.5 + (fy - iy)[:, None] * ry).round().long()
-    nx = ((px[iy][:, ix].double() + 0.5) * rx - 0.5 + (fx - ix)[None, :] * rx).round().long()
-    return ny.clamp(r, sh - 1 - r), nx.clamp(r, sw - 1 - r)
-
-
-PLACE_PAIRS = 1 << 25  # local-search scales bar copies (one_place) while queries x photo regions are at most this
-
-
-def field_index(nnf, sh: int, sw: int) -> torch.Tensor:
-    """(h * w,) every pixel's match (a local field's: columns past ``sw`` are the mirror image's)
-    as a row-major index into the photo's ``sh * sw`` pixels, then its mirror image's, as
-    ``one_place`` and ``key_cells`` count them."""
-    sy, sx = nnf
-    mirrored = sx >= sw
-    return (sy * sw + torch.where(mirrored, sx - sw, sx) + mirrored * (sh * sw)).reshape(-1)
-
-
-JUMPS = (1, 4, 16)  # neighbour distances whose matches each pixel tries (propagation)
-RANDOM_TRIES = 4  # random jumps per pixel and pass, at radii halving from a quarter of the photo
-
-
-def refine_field(qf, kf, qy, ky, vw: float, nnf, p: int, g: torch.Generator, shut=None, barred=None, cells=None):
-    """One PatchMatch-style pass over a correspondence field: every pixel keeps the best of its
-    own match moved by up to 1 px, its neighbours' matches (shifted by the step), and random jumps.
-    ``shut`` (the keys' (h, w) bool): centres never taken; ``barred`` (queries, photo regions) bool
-    with ``cells`` (each key's region, as ``field_index`` numbers keys): regions a query never takes."""
-    r = p // 2
-    sy, sx = nnf
-    _, sh, sw = kf.shape
-
-    def cost(cy, cx):
-        cy, cx = cy.clamp(r, sh - 1 - r), cx.clamp(r, sw - 1 - r)
-        d = ((qf - kf[:, cy, cx]) ** 2).sum(0) + vw * (qy[:, None] - ky[cy]) ** 2
-        if shut is not None:
-            d = d.masked_fill(shut[cy, cx], float("inf"))
-        if barred is not None:
-            region = cells[field_index((cy, cx), sh, sw // 2)]
-            pair = torch.arange(region.numel()) * barred.shape[1] + region
-            d = d.masked_fill(barred.view(-1)[pair].view(d.shape), float("inf"))
-        return d, cy, cx
-
-    best, by, bx = cost(sy, sx)
-
-    def consider(cy, cx):
-        nonlocal best, by, bx
-        d, cy, cx = cost(cy, cx)
-        better = d < best
-        best = torch.where(better, d, best)
-        by = torch.where(better, cy, by)
-        bx = torch.where(better, cx, bx)
-
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy or dx:
-                consider(sy + dy, sx + dx)
-    for j in JUMPS:
-        for ey, ex in ((0, j), (0, -j), (j, 0), (-j, 0)):
-            consider(torch.roll(by, (ey, ex), (0, 1)) + ey, torch.roll(bx, (ey, ex), (0, 1)) + ex)
-    radius = max(sh, sw) // 4
-    for _ in range(RANDOM_TRIES):
-        if radius < 2:
-            break
-        consider(
-            by + torch.randint(-radius, radius + 1, by.shape, generator=g),
-            bx + torch.randint(-radius, radius + 1, bx.shape, generator=g),
-        )
-        radius //= 2
-    return by, bx
-
-
-FINE_VOTE = 3  # side of the patches that vote on the local-search scales (see fine_vote)
-
-
-def fine_vote(p: int) -> int:
-    """The vote's patch side on the local-search scales: ``FINE_VOTE`` (at most ``p``). Where the
-    correspondence is incoherent (neighbours matched to unrelated places, as across a texture like
-    grass) a vote of all p x p patches averages unrelated pixels into flat grey smears that the
-    finer scales keep; the 3 x 3 patches around each pixel keep the texture. The layout scales keep
-    the full vote: a smaller one there let clouds spread over the massif."""
-    return min(FINE_VOTE, p)
-
-
-def vote(src: torch.Tensor, nnf, p: int) -> torch.Tensor:
-    """(1, 3, h, w): every pixel the mean of the p x p photo patches that cover it, each placed
-    by the correspondence ``nnf`` (photo row and column of every patch centre)."""
-    sy, sx = nnf
-    h, w = sy.shape
-    r = p // 2
-    img = src[0]
-    acc = torch.zeros(img.shape[0], h, w)
-    count = torch.zeros(1, h, w)
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            # pixel q + d receives the value at match(q) + d of the patch centred at q
-            y0, y1, x0, x1 = max(0, dy), min(h, h + dy), max(0, dx), min(w, w + dx)
-            cy = sy[y0 - dy : y1 - dy, x0 - dx : x1 - dx] + dy
-            cx = sx[y0 - dy : y1 - dy, x0 - dx : x1 - dx] + dx
-            acc[:, y0:y1, x0:x1] += img[:, cy, cx]
-            count[:, y0:y1, x0:x1] += 1
-    return (acc / count).unsqueeze(0)
-
-
-HEAL_LENGTH = 1 / 8  # of the image's height: how far a seam's colour step is spread (screened Poisson) ...
-HEAL_MAX = 12.0  # ... up to this many pixels (longer at fine scales turned rock-meadow seams into haze)
-
-
-def heal(src: torch.Tensor, nnf, p: int) -> torch.Tensor:
-    """The voted image with its seams healed: the image whose gradients are the photo's own
-    (voted like the pixels) and whose colours stay near the vote's, at a length of ``HEAL_LENGTH``.
-
-    Where the correspondence jumps (two regions copied from different places of the photo), the
-    plain vote steps between two colours that never met in the photo: a sky lighter on one side
-    of a line, a meadow's band changing tone at a column. The photo's gradients there are small,
-    so the step is spread over the healing length instead; edges the photo has are kept."""
-    gx = F.pad(src[..., :, 1:] - src[..., :, :-1], (0, 1))
-    gy = F.pad(src[..., 1:, :] - src[..., :-1, :], (0, 0, 0, 1))
-    v, vx, vy = vote(torch.cat([src, gx, gy], 1), nnf, p).split(src.shape[1], 1)
-    return screened_poisson(v, vx, vy, max(1.0, min(v.shape[2] * HEAL_LENGTH, HEAL_MAX)))
-
-
-def screened_poisson(v: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor, length: float) -> torch.Tensor:
-    """(1, C, h, w): the u minimising |grad u - (gx, gy)|^2 + |u - v|^2 / length^2 (forward
-    differences, reflecting edges), solved exactly in the cosine basis (FFT of the mirrored image)."""
-    h, w = v.shape[2:]
-    gx, gy = gx.clone(), gy.clone()
-    gx[..., -1] = 0  # no difference leaves the image
-    gy[..., -1, :] = 0
-    div = gx - F.pad(gx, (1, 0))[..., :-1] + gy - F.pad(gy, (0, 0, 1, 0))[..., :-1, :]
-
-    def mirrored(a: torch.Tensor) -> torch.Tensor:
-        a = torch.cat([a, a.flip(-1)], -1)
-        return torch.cat([a, a.flip(-2)], -2).double()
-
-    ky = torch.arange(2 * h, dtype=torch.float64)
-    kx = torch.arange(2 * w, dtype=torch.float64)
-    laplacian = (2 * torch.cos(math.pi * ky / h) - 2)[:, None] + (2 * torch.cos(math.pi * kx / w) - 2)[None, :]
-    mu = 1.0 / length**2
-    u = torch.fft.ifft2((mu * torch.fft.fft2(mirrored(v)) - torch.fft.fft2(mirrored(div))) / (mu - laplacian))
-    return u.real[..., :h, :w].to(v.dtype)
