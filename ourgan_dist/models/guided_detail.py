@@ -183,6 +183,7 @@ def apply_guided(
         qy = (jy - need.y0 - 1)[None, None] + offs[:, None, None, None]
         qx = (jx - need.x0 - 1)[None, None] + offs[None, :, None, None]
         q = levels[:, qy, qx]
+        rows = slice(r0 - chosen.y0, r1 - chosen.y0)
         best = None
         for dy, dx in NEIGHBOURS:
             my = f[0, jy + dy - fbox.y0, jx + dx - fbox.x0]
@@ -192,7 +193,6 @@ def apply_guided(
             kx = _mirrored((cx - 1)[None, None] + offs[None, :, None, None], lw)
             k = low[:, (cy - 1)[None, None] + offs[:, None, None, None], kx]
             d = ((q - k) ** 2).sum((0, 1, 2))
-            rows = slice(r0 - chosen.y0, r1 - chosen.y0)
             if best is None:
                 best, by[rows], bx[rows] = d, cy, cx
             else:

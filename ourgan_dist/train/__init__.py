@@ -64,7 +64,6 @@ def holds_our_model(out: str) -> bool:
     """Whether the folder ``out`` holds a model this tool wrote: a ``model.json`` card of ours
     whose ``model_id`` is the hash of the ``model.pt`` beside it (if one is there). A folder's
     ``model.pt``, ``model.json`` or ``training.json`` of any other origin is not ours."""
-    import hashlib
     import json
 
     try:
@@ -75,11 +74,7 @@ def holds_our_model(out: str) -> bool:
         weights = os.path.join(out, "model.pt")
         if not os.path.exists(weights):
             return True
-        digest = hashlib.sha256()
-        with open(weights, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()[:16] == card["model_id"]  # checkpoint.save's model id
+        return images.file_sha256(weights)[:16] == card["model_id"]  # checkpoint.save's model id
     except (OSError, ValueError):
         return False
 
