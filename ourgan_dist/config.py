@@ -21,10 +21,17 @@ def _check(cls_name: str, name: str, ok: bool, rule: str, value: Any) -> None:
         raise ConfigError(f"{cls_name}.{name}={value!r}: {rule}")
 
 
+# Fields that no longer exist but that saved models still carry; they only acted while training, so
+# a model saved with one renders as before, and reading it drops them.
+RETIRED = {"TrainConfig": frozenset({"base_crop"})}  # GAN scales trained on crops: no preset used it
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
-    """Rebuild a config dataclass (recursively) from a dict, refusing unknown keys."""
+    """Rebuild a config dataclass (recursively) from a dict, refusing unknown keys (a ``RETIRED``
+    one is dropped)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+    data = {k: v for k, v in data.items() if k not in RETIRED.get(cls.__name__, ())}
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -242,20 +249,12 @@ class TrainConfig:
     sr_blur: float = 0.0  # SR inputs: high-res crops blurred by a Gaussian of random std in [0, this] px, then 1/4
     sr_consistency_weight: float = 1.0  # output shrunk x4 vs input (colours stay put) + per-position means (no grid)
     critic_channels: int = 32  # channels of the patch critics
-    base_crop: int = 0  # GAN scales larger than this (px a side) train on random crops of it; 0: whole
 
     def __post_init__(self) -> None:
         n = type(self).__name__
         for name in ("base_iterations", "sr_iterations"):
             v = getattr(self, name)
             _check(n, name, isinstance(v, int) and v >= 0, "an int >= 0", v)
-        _check(
-            n,
-            "base_crop",
-            isinstance(self.base_crop, int) and (self.base_crop == 0 or self.base_crop >= 16),
-            "0 (whole scales) or an int >= 16",
-            self.base_crop,
-        )
         for name in ("sr_crop", "sr_batch", "critic_channels"):
             v = getattr(self, name)
             _check(n, name, isinstance(v, int) and v >= 1, "an int >= 1", v)

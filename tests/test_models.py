@@ -10,8 +10,8 @@ import pickle
 import pytest
 import torch
 
-from ourgan_dist.config import PRESETS, SRConfig
-from ourgan_dist.errors import CheckpointError
+from ourgan_dist.config import PRESETS, ModelConfig, SRConfig, from_dict, to_dict
+from ourgan_dist.errors import CheckpointError, ConfigError
 from ourgan_dist.models import checkpoint
 from ourgan_dist.models.base import BaseGenerator, y_channel
 from ourgan_dist.models.layers import ExactConv2d
@@ -148,6 +148,18 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
         assert torch.equal(model.sr(a), loaded.sr(b))
 
 
+def test_a_retired_field_of_a_saved_config_is_dropped_and_an_unknown_one_refused():
+    """Models saved before ``train.base_crop`` was retired still load, as the config without it;
+    a key that never existed is still refused by name."""
+    saved = to_dict(PRESETS["cpu"])
+    old = {**saved, "train": {**saved["train"], "base_crop": 96}}
+    assert from_dict(ModelConfig, old) == PRESETS["cpu"]
+    with pytest.raises(ConfigError, match="base_crops"):
+        from_dict(ModelConfig, {**saved, "train": {**saved["train"], "base_crops": 96}})
+    with pytest.raises(ConfigError, match="base_crop"):  # retired for the train section only
+        from_dict(ModelConfig, {**saved, "sr": {**saved["sr"], "base_crop": 96}})
+
+
 def test_same_seed_same_weights_different_seed_different():
     a, b, c = (checkpoint.build(PRESETS["tiny"], seed=s) for s in (1, 1, 2))
     sa, sb, sc = (m.sr.state_dict()["convs.0.weight"] for m in (a, b, c))
@@ -226,9 +238,9 @@ def test_replicate_edge_leaves_no_frame_and_stays_exact_under_tiling(cfg):
 
 
 def test_a_stage_on_a_crop_with_its_global_rows_of_y_equals_the_whole_image_inside():
-    """Crop training is sound: a GAN stage run on a crop with the crop's rows of the whole image's
-    y channel gives, away from the crop's edges (one stage radius), exactly what it gives there
-    on the whole image."""
+    """A GAN stage is local: run on a crop with the crop's rows of the whole image's y channel, it
+    gives, away from the crop's edges (one stage radius), exactly what it gives there on the
+    whole image."""
     from ourgan_dist.models.base import resize_bilinear
 
     gen = BaseGenerator(TINY_GAN.base).eval()

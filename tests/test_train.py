@@ -30,14 +30,13 @@ def first_last(v, n=10):
     return float(np.mean(v[:n])), float(np.mean(v[-n:]))
 
 
-@pytest.mark.parametrize("base_crop, vae_scales", [(0, 1), (16, 2)])
-def test_base_losses_fall(photo, base_crop, vae_scales):
-    """Every scale learns: whole scales, and VAE scales past the first (KL at each) with GAN
-    scales trained on 16 px crops that keep their rows of the y channel."""
+@pytest.mark.parametrize("vae_scales", [1, 2])
+def test_base_losses_fall(photo, vae_scales):
+    """Every scale learns, with one VAE scale and with VAE scales past the first (KL at each)."""
     torch.manual_seed(0)
     gen = BaseGenerator(dataclasses.replace(tiny_gan_config().base, vae_scales=vae_scales))
     x = torch.from_numpy(images.load_rgb(photo, max_width=32)).unsqueeze(0)
-    cfg = dataclasses.replace(PRESETS["tiny"].train, base_iterations=60, base_crop=base_crop)
+    cfg = dataclasses.replace(PRESETS["tiny"].train, base_iterations=60)
     with torch_threads(1):  # small tensors: one thread is fastest (see train/loop.py)
         hist = train_base(gen, x, cfg, seed=0)
     for s in range(gen.cfg.n_scales):

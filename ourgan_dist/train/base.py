@@ -5,10 +5,8 @@ it; each is trained with reconstruction + KL, the encoder learning at every VAE 
 HP-VAE-GAN, so the latent keeps the diversity the finer VAE scales need). The remaining scales are
 patch-GAN stages (WGAN-GP critic + reconstruction), each started from the previous stage's
 weights. Each GAN scale's noise amplitude is set from the reconstruction error of the scales below
-it, as in SinGAN / HP-VAE-GAN. Scales are trained one after another with the earlier ones frozen.
-A GAN scale larger than ``base_crop`` trains on random crops of itself that
-keep their rows of the whole image's y channel: the critic only ever sees patches, so the cost
-per step is bounded.
+it, as in SinGAN / HP-VAE-GAN. Scales are trained one after another with the earlier ones frozen,
+each on the whole image of its scale.
 """
 
 from __future__ import annotations
@@ -23,9 +21,6 @@ from ..config import TrainConfig
 from ..images import pyramid
 from ..models.base import BaseGenerator, resize_bilinear, y_channel
 from ..models.layers import leaky
-
-
-SAMPLE_POOL = 16  # whole samples of the scales below that a scale trained on crops draws its inputs from
 
 
 class PatchCritic(nn.Module):
@@ -107,10 +102,6 @@ class _BaseRun:
     def randn(self, *shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=self.g).to(self.device)
 
-    def randint(self, high: int) -> int:
-        """A draw from [0, high)."""
-        return int(torch.randint(0, high, (1,), generator=self.g))
-
     def record(self, s: int, losses: dict[str, float]) -> None:
         for name, value in losses.items():
             if name != "kl":
@@ -157,8 +148,8 @@ class _BaseRun:
 
     def train_gan_scale(self, s: int, photo_latent: torch.Tensor) -> None:
         """Scale ``s`` as a patch-GAN stage (WGAN-GP critic + reconstruction), started from scale
-        ``s - 1``'s weights, on random crops of ``base_crop`` px when the scale is larger; its
-        noise amplitude is set from the reconstruction error of the scales below."""
+        ``s - 1``'s weights; its noise amplitude is set from the reconstruction error of the
+        scales below."""
         gen, cfg, sizes, device = self.gen, self.cfg, self.sizes, self.device
         stage = gen.stages[s - 1]
         if s >= 2:
@@ -169,35 +160,19 @@ class _BaseRun:
         opt_g = torch.optim.Adam(stage.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         critic, opt_d = _critic(cfg, gen, self.seed, s, device)
         h, w = sizes[s]
-        ch, cw = (min(h, cfg.base_crop), min(w, cfg.base_crop)) if cfg.base_crop else (h, w)
-        y_full = y_channel(h, device)
-        # A scale trained on crops draws its inputs from a pool of whole samples made once: making a
-        # whole sample of every scale below for each step would cost more than the step itself on
-        # a large base, and the crops' positions and the scale's own noise still vary every step.
-        pool = [self.sample_below(s) for _ in range(SAMPLE_POOL)] if (ch, cw) != (h, w) else None
+        y = y_channel(h, device)
+        real = self.reals[s]
         for _ in range(cfg.base_iterations):
-            up = self.sample_below(s) if pool is None else pool[self.randint(len(pool))]
-            cy, cx = self.crop_origin(s, ch, cw)
-            ys, xs = slice(cy, cy + ch), slice(cx, cx + cw)
-            fake = gen.refine_upsampled(s, up[:, :, ys, xs], self.randn(1, 3, ch, cw), y_full[:, :, ys])
-            ry, rx = self.crop_origin(s, ch, cw)
-            real = self.reals[s][:, :, ry : ry + ch, rx : rx + cw]
+            fake = gen.refine_upsampled(s, self.sample_below(s), self.randn(1, 3, h, w), y)
             d_loss = _critic_step(critic, opt_d, cfg, real, fake.detach(), self.g)
             # generator step: fool the critic, and reconstruct the photo from the reconstruction path
             adv = -critic(fake).mean()
-            rec_out = gen.refine_upsampled(s, rec_up[:, :, ys, xs], torch.zeros(1, 3, ch, cw, device=device), y_full[:, :, ys])
-            rec = F.mse_loss(rec_out, self.reals[s][:, :, ys, xs])
+            rec_out = gen.refine_upsampled(s, rec_up, torch.zeros(1, 3, h, w, device=device), y)
+            rec = F.mse_loss(rec_out, real)
             opt_g.zero_grad(set_to_none=True)
             (adv + cfg.recon_weight * rec).backward()
             opt_g.step()
             self.record(s, {"rec": float(rec.detach()), "d": d_loss})
-
-    def crop_origin(self, s: int, ch: int, cw: int) -> tuple[int, int]:
-        """Top-left of a random (ch, cw) crop of scale ``s``; (0, 0) when the crop is the whole scale."""
-        h, w = self.sizes[s]
-        if (ch, cw) == (h, w):
-            return 0, 0
-        return self.randint(h - ch + 1), self.randint(w - cw + 1)
 
     def sample_below(self, s: int) -> torch.Tensor:
         """A random sample of the frozen scales below ``s``, upsampled to scale ``s``: as rendering

@@ -68,8 +68,7 @@ def base_stages(base: BaseConfig, train: TrainConfig, sizes: list[tuple[int, int
     """The GAN base's scales, coarsest first (``sizes``: (h, w) of each, as ``train_base`` trains
     them). A VAE scale's step runs the encoder and every scale up to its own, forward and back; a
     GAN scale's runs its stage twice (sample, reconstruction) and the critic about five passes'
-    worth (real, fake, the gradient penalty's double backward), on its crop, plus a sample of the
-    scales below when it trains whole (a cropped scale draws from a pool made once)."""
+    worth (real, fake, the gradient penalty's double backward), plus a sample of the scales below."""
     g, n = _stage_macs_per_pixel(base), base.convs_per_stage
     d = _critic_macs_per_pixel(train, n)
     pixels = [h * w for h, w in sizes]
@@ -79,10 +78,8 @@ def base_stages(base: BaseConfig, train: TrainConfig, sizes: list[tuple[int, int
         if s < base.vae_scales:
             macs, calls = 3 * g * (pixels[0] + sum(pixels[: s + 1])), 3 * n * (s + 2)
         else:
-            crop = min(h, train.base_crop) * min(w, train.base_crop) if train.base_crop else h * w
-            whole = crop == h * w
-            macs = 6 * g * crop + 15 * d * crop + (g * sum(pixels[:s]) if whole else 0)
-            calls = 6 * n + 15 * n + (n * s if whole else 0)
+            macs = 6 * g * pixels[s] + 15 * d * pixels[s] + g * sum(pixels[:s])
+            calls = 6 * n + 15 * n + n * s
         out.append(Stage(name, train.base_iterations, macs, calls))
     return out
 
