@@ -1,7 +1,8 @@
 """The ``ourgan-dist`` command line: a thin click layer over the library.
 
 Imports of torch, Ray and Zarr happen inside commands, so ``--help`` is fast. Every user error
-exits with status 2 and one line naming the input and the remedy; ``--debug`` shows tracebacks.
+exits with status 2 and one line naming the input and the remedy; ``--debug`` shows tracebacks,
+masked as the error lines are (a secret is never printed, --debug or not).
 """
 
 from __future__ import annotations
@@ -99,6 +100,15 @@ def input_error(e: BaseException) -> str | None:
     return None
 
 
+def _traceback(ctx: click.Context, e: BaseException, args: list[str], code: int) -> None:
+    """``--debug``: the full traceback, with the same credentials masked as in an error line
+    (an exception's text may quote a URL's password or a storage option's secret)."""
+    import traceback
+
+    click.echo(_redact("".join(traceback.format_exception(e)).rstrip(), args), err=True)
+    ctx.exit(code)
+
+
 class _Cli(click.Group):
     def invoke(self, ctx: click.Context):
         args = [*ctx._protected_args, *ctx.args] if hasattr(ctx, "_protected_args") else list(ctx.args)  # for _redact
@@ -106,7 +116,7 @@ class _Cli(click.Group):
             return super().invoke(ctx)
         except UserError as e:
             if ctx.params.get("debug") or ctx.obj and ctx.obj.get("debug"):
-                raise
+                _traceback(ctx, e, args, 2)
             click.echo(f"Error: {_redact(str(e), args)}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
@@ -118,7 +128,7 @@ class _Cli(click.Group):
             raise
         except Exception as e:
             if ctx.obj and ctx.obj.get("debug"):
-                raise
+                _traceback(ctx, e, args, 1)
             cause = getattr(e, "cause", None)
             if isinstance(cause, UserError):
                 click.echo(f"Error: {_redact(str(cause), args)}", err=True)

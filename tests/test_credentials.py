@@ -135,6 +135,10 @@ def test_no_credentials_in_errors_or_the_store(tiny_model, tmp_path):
         main, ["render", f"file://user:{SECRET}@{tmp_path}/none", "--out", str(tmp_path / "o"), "--size", "64x48"]
     )
     assert r.exit_code == 2 and SECRET not in r.output, r.output
+    r = CliRunner().invoke(
+        main, ["--debug", "render", f"file://user:{SECRET}@{tmp_path}/none", "--out", str(tmp_path / "o"), "--size", "64x48"]
+    )
+    assert r.exit_code == 2 and "Traceback" in r.output and SECRET not in r.output, r.output  # --debug: masked too
     p = prepare(RenderRequest(model=tiny_model, out=str(tmp_path / "r.zarr"), size="64x48", tile=32, chunk=16))
     p.request = dataclasses.replace(p.request, model=f"s3://user:{SECRET}@bucket/model")
     assert render_info(p)["model"] == "s3://bucket/model"  # what the store records and inspect shows
@@ -155,11 +159,12 @@ def test_no_credentials_in_errors_or_the_store(tiny_model, tmp_path):
     )
 
 
-@pytest.mark.parametrize("given", ["option", "environment"])
-def test_an_error_that_quotes_a_storage_options_secret_is_printed_masked(given, monkeypatch):
+@pytest.mark.parametrize("given, debug", [("option", False), ("environment", False), ("option", True)])
+def test_an_error_that_quotes_a_storage_options_secret_is_printed_masked(given, debug, monkeypatch):
     """A storage library may quote an option's value in its error (botocore: "Invalid type for
     parameter SSECustomerKey, value: ..."): every value workers would not get is masked in the
-    printed line, however the options were given; the endpoint, which workers get, is not."""
+    printed line, however the options were given, and in the traceback ``--debug`` prints; the
+    endpoint, which workers get, is not."""
     import json
 
     from click.testing import CliRunner
@@ -175,13 +180,14 @@ def test_an_error_that_quotes_a_storage_options_secret_is_printed_masked(given, 
         raise OSError(f"Invalid value {quoted} at {storage_options['endpoint_url']}")
 
     monkeypatch.setattr(inspect_module, "describe", quoting)
-    args = ["inspect", "s3://bucket/r.zarr"]
+    args = ["--debug"] * debug + ["inspect", "s3://bucket/r.zarr"]
     if given == "option":
         args += ["--storage-options", json.dumps(options)]
     else:
         monkeypatch.setenv("OURGAN_STORAGE_OPTIONS", json.dumps(options))
     r = CliRunner().invoke(main, args)
     assert r.exit_code != 0 and "Invalid value *** at http://127.0.0.1:9" in r.output and SECRET not in r.output, r.output
+    assert ("Traceback (most recent call last)" in r.output) == debug and ("in quoting" in r.output) == debug, r.output
 
 
 def test_no_credentials_in_what_a_successful_run_prints(tiny_model, tmp_path):
