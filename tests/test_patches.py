@@ -579,8 +579,11 @@ def test_an_image_as_wide_as_the_photo_keeps_one_copy_of_each_region_at_every_sc
     pb.generate(48, 72, seed=0)
     assert places and set(places) == {1}
     places.clear()
-    pb.generate(48, 144, seed=0)  # twice as wide: two copies, at the scales drawn at full width
-    assert 2 in places
+    pb.generate(48, 144, seed=0)  # twice as wide: still one (a second copy would be under two photo widths away)
+    assert places and set(places) == {1}
+    places.clear()
+    pb.generate(48, 216, seed=0)  # three times as wide: two copies, at the scales drawn at full width
+    assert 2 in places and 3 not in places
 
 
 def test_the_local_search_draws_a_region_of_the_photo_at_one_place():
@@ -625,7 +628,9 @@ def test_a_local_pass_never_takes_a_barred_region():
     assert not barred[q, taken].any()
 
 
-def test_copies_of_a_region_are_the_width_ratio_rounded_down():
-    # a frame 1.2 photos wide rounded up drew the trail's bank at both edges
-    assert [regions.copies(w, 100) for w in (100, 101, 120, 197, 198, 200, 250, 300)] == [1, 1, 1, 1, 2, 2, 2, 3]
+def test_copies_of_a_region_fit_two_photo_widths_apart():
+    # a frame 1.2 photos wide with two copies drew the trail's bank at both edges; a panorama twice
+    # the photo's width with two drew its one table two or three times
+    widths = (100, 101, 120, 198, 200, 250, 297, 298, 300, 498, 500)
+    assert [regions.copies(w, 100) for w in widths] == [1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 3]
     assert regions.copies(20, 100) == 1

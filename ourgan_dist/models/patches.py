@@ -47,8 +47,8 @@ Seven things make the samples new scenes and not copies or patch salad:
   position); the group whose offset the most queries of the image share keeps the region, and the
   others are barred from it for the rest of the scale, so they take their next best patch. An
   object copied whole moves all its patches by one offset, so its main copy keeps every region
-  of it, while a second copy or a torn-off piece loses them (an image keeps its width ratio of
-  copies, rounded down, half the photo's width apart: ``copies``). Completeness alone let an object be taken at
+  of it, while a second copy or a torn-off piece loses them (an image keeps a second copy only
+  where it is two photo widths away: ``copies``). Completeness alone let an object be taken at
   several places at once: a small subject's head three times, a cloud twice. The local search
   of the finer scales keeps the rule (``_local``): an object too small to show on the layout
   scales (a boulder below a pixel there) is part of a region of meadow, which the layout may

@@ -9,18 +9,20 @@ import torch.nn.functional as F
 
 PLACE_CELL = 4  # key positions are grouped in cells this many a side: a photo region, for one_place
 PLACE_NEAR = 4  # users of a region whose offsets (query - key) differ by at most this many px are one copy
-PLACE_FAR = 0.5  # a wider image may draw a region again, at least this fraction of the photo's width away
+PLACE_FAR = 2.0  # a wider image may draw a region again, at least this many photo widths away (see copies)
 PLACE_BESIDE = 4  # a copy the other way round within 1/4 of the photo's width of the kept one's users is beside it
 PLACE_SLACK = 2  # an image this many px short of a whole number of photo widths counts as that many (copies)
 
 
 def copies(w: int, sw: int) -> int:
     """How many copies of each photo region ``one_place`` keeps in an image ``w`` wide drawn from
-    the photo ``sw`` wide at its height: the width ratio rounded down, an image ``PLACE_SLACK``
-    px short of a whole number of photos counting as that many (a scale's size and the photo's
-    are rounded apart). Rounded up, an image a column wider than the photo (29 px to 28) had room
-    for two of every region, and a frame 1.2 photos wide drew the trail's bank at both edges."""
-    return max(1, (w + PLACE_SLACK) // sw)
+    the photo ``sw`` wide at its height: as many as fit ``PLACE_FAR`` photo widths apart (one up
+    to three photos wide, two up to five, ...), an image ``PLACE_SLACK`` px short counting as the
+    full width (a scale's size and the photo's are rounded apart). Half a photo apart, a panorama
+    twice the photo's width drew the photo's one stone table two or three times in every seed, and
+    its one trail twice; a frame 1.2 photos wide, given two copies, drew the trail's bank at both
+    edges."""
+    return max(1, 1 + (w + PLACE_SLACK - sw) // round(PLACE_FAR * sw))
 
 
 def regions(kh: int, kw: int) -> tuple[torch.Tensor, torch.Tensor]:
