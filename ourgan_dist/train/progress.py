@@ -73,7 +73,7 @@ def base_stages(base: BaseConfig, train: TrainConfig, sizes: list[tuple[int, int
     d = _critic_macs_per_pixel(train, n)
     pixels = [h * w for h, w in sizes]
     out = []
-    for s, (h, w) in enumerate(sizes):
+    for s in range(len(sizes)):
         name = f"base scale {s + 1}/{len(sizes)}"
         if s < base.vae_scales:
             macs, calls = 3 * g * (pixels[0] + sum(pixels[: s + 1])), 3 * n * (s + 2)
