@@ -21,13 +21,29 @@ def fine_vote(p: int) -> int:
     return min(FINE_VOTE, p)
 
 
-def vote(src: torch.Tensor, nnf, p: int) -> torch.Tensor:
+SHARPNESS = 0.3  # a patch's vote weighs exp(-its match distance / (SHARPNESS x the median distance))
+
+
+def match_weights(cost: torch.Tensor) -> torch.Tensor:
+    """(h, w) vote weights from every patch's distance to its match (``field_cost``): a patch that
+    matched well outvotes one that did not. Where the correspondence is incoherent (neighbours
+    matched to unrelated places), the plain mean of the patches covering a pixel blends them into
+    a ghost (a fern seen through rock, a smeared streak); the weighted mean keeps the patches that
+    fit. A distance 0.3 x the scale's median weighs 1/e; the exponent stops at 30, so every pixel
+    keeps a weight."""
+    scale = SHARPNESS * cost.median().clamp_min(1e-12)
+    return torch.exp(-(cost / scale).clamp(max=30.0))
+
+
+def vote(src: torch.Tensor, nnf, p: int, weights: torch.Tensor | None = None) -> torch.Tensor:
     """(1, 3, h, w): every pixel the mean of the p x p photo patches that cover it, each placed
-    by the correspondence ``nnf`` (photo row and column of every patch centre)."""
+    by the correspondence ``nnf`` (photo row and column of every patch centre) and weighed by
+    ``weights`` ((h, w), one a patch; None: all alike)."""
     sy, sx = nnf
     h, w = sy.shape
     r = p // 2
     img = src[0]
+    wq = torch.ones(h, w) if weights is None else weights
     acc = torch.zeros(img.shape[0], h, w)
     count = torch.zeros(1, h, w)
     for dy in range(-r, r + 1):
@@ -36,8 +52,9 @@ def vote(src: torch.Tensor, nnf, p: int) -> torch.Tensor:
             y0, y1, x0, x1 = max(0, dy), min(h, h + dy), max(0, dx), min(w, w + dx)
             cy = sy[y0 - dy : y1 - dy, x0 - dx : x1 - dx] + dy
             cx = sx[y0 - dy : y1 - dy, x0 - dx : x1 - dx] + dx
-            acc[:, y0:y1, x0:x1] += img[:, cy, cx]
-            count[:, y0:y1, x0:x1] += 1
+            wd = wq[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
+            acc[:, y0:y1, x0:x1] += img[:, cy, cx] * wd
+            count[:, y0:y1, x0:x1] += wd
     return (acc / count).unsqueeze(0)
 
 
@@ -45,17 +62,18 @@ HEAL_LENGTH = 1 / 8  # of the image's height: how far a seam's colour step is sp
 HEAL_MAX = 12.0  # ... up to this many pixels (longer at fine scales turned rock-meadow seams into haze)
 
 
-def heal(src: torch.Tensor, nnf, p: int) -> torch.Tensor:
+def heal(src: torch.Tensor, nnf, p: int, weights: torch.Tensor | None = None) -> torch.Tensor:
     """The voted image with its seams healed: the image whose gradients are the photo's own
     (voted like the pixels) and whose colours stay near the vote's, at a length of ``HEAL_LENGTH``.
 
     Where the correspondence jumps (two regions copied from different places of the photo), the
     plain vote steps between two colours that never met in the photo: a sky lighter on one side
     of a line, a meadow's band changing tone at a column. The photo's gradients there are small,
-    so the step is spread over the healing length instead; edges the photo has are kept."""
+    so the step is spread over the healing length instead; edges the photo has are kept.
+    ``weights``: as ``vote``'s."""
     gx = F.pad(src[..., :, 1:] - src[..., :, :-1], (0, 1))
     gy = F.pad(src[..., 1:, :] - src[..., :-1, :], (0, 0, 0, 1))
-    v, vx, vy = vote(torch.cat([src, gx, gy], 1), nnf, p).split(src.shape[1], 1)
+    v, vx, vy = vote(torch.cat([src, gx, gy], 1), nnf, p, weights).split(src.shape[1], 1)
     return screened_poisson(v, vx, vy, max(1.0, min(v.shape[2] * HEAL_LENGTH, HEAL_MAX)))
 
 

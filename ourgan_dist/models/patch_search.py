@@ -103,6 +103,13 @@ def upsample_field(nnf, size: tuple[int, int], src_size: tuple[int, int], p: int
     return ny.clamp(r, sh - 1 - r), nx.clamp(r, sw - 1 - r)
 
 
+def field_cost(qf, kf, qy, ky, vw: float, nnf) -> torch.Tensor:
+    """(h, w): every query patch's distance to its match under ``nnf`` (features, plus the
+    vertical term), the distance ``refine_field`` minimises."""
+    sy, sx = nnf
+    return ((qf - kf[:, sy, sx]) ** 2).sum(0) + vw * (qy[:, None] - ky[sy]) ** 2
+
+
 JUMPS = (1, 4, 16)  # neighbour distances whose matches each pixel tries (propagation)
 RANDOM_TRIES = 4  # random jumps per pixel and pass, at radii halving from a quarter of the photo
 
@@ -118,7 +125,7 @@ def refine_field(qf, kf, qy, ky, vw: float, nnf, p: int, g: torch.Generator, shu
 
     def cost(cy, cx):
         cy, cx = cy.clamp(r, sh - 1 - r), cx.clamp(r, sw - 1 - r)
-        d = ((qf - kf[:, cy, cx]) ** 2).sum(0) + vw * (qy[:, None] - ky[cy]) ** 2
+        d = field_cost(qf, kf, qy, ky, vw, (cy, cx))
         if shut is not None:
             d = d.masked_fill(shut[cy, cx], float("inf"))
         if barred is not None:

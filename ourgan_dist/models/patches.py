@@ -9,7 +9,8 @@ patch distance. No weights are learned: the model is the photo itself, kept at b
                 each p x p patch of x_s is replaced by its nearest patch of the photo (or of
                 its mirror image: ``doubled``),
                 patches vote (mean) for every pixel (above the layout scales, only the
-                3 x 3 patches around it: ``fine_vote``); the scale's last vote is healed
+                3 x 3 patches around it: ``fine_vote``, each weighed by how well it
+                matched: ``match_weights``); the scale's last vote is healed
 
 A pyramid of scales (ratio ``pyramid_ratio``) runs from a coarsest about ``coarsest`` px on its
 shorter side to the base itself; the photo is resized so that its height is the base's at every
@@ -113,8 +114,8 @@ from ..config import BaseConfig
 from ..planning.geometry import Box
 from ..quality.novelty import layout_distance
 from .directed import DIRECTED_ROWS, at_size, directed
-from .healing import fine_vote, heal, vote
-from .patch_search import Projection, nearest, refine_field, upsample_field
+from .healing import fine_vote, heal, match_weights, vote
+from .patch_search import Projection, field_cost, nearest, refine_field, upsample_field
 from .regions import PLACE_FAR, PLACE_PAIRS, copies, field_index, one_place, regions
 from .strips import reorder_strips, widen
 
@@ -251,8 +252,8 @@ class PatchBase(nn.Module):
         for s, (h, w) in enumerate(sizes[n_layout:], start=n_layout):  # refine the layout's correspondence
             src, keys = self._photo_at(photo, src, h, (src_width, height))
             carried = upsample_field(nnf, (h, w), (src.shape[2], 2 * src.shape[3]), c.patch)
-            nnf = self._local(resize(x, h, w), keys, src, carried, seed, s, lean)
-            x = heal(doubled(src), nnf, fine_vote(c.patch))
+            nnf, weights = self._local(resize(x, h, w), keys, src, carried, seed, s, lean)
+            x = heal(doubled(src), nnf, fine_vote(c.patch), weights)
         return (x * 2 - 1).clamp(-1, 1), nnf
 
     def _photo_at(self, photo, below, h: int, aspect: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -341,10 +342,12 @@ class PatchBase(nn.Module):
                 x = vote(doubled(src), nnf, p)
         return nnf
 
-    def _local(self, x, keys, src, nnf, seed, s, lean) -> tuple[torch.Tensor, torch.Tensor]:
+    def _local(self, x, keys, src, nnf, seed, s, lean) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
         """Upper scales: refine the correspondence carried up from below by a local search. Before
         each pass, on scales with at most ``PLACE_PAIRS`` (query, photo region) pairs, ``one_place``
-        bars the copies of a region beyond its main one, as on the layout scales."""
+        bars the copies of a region beyond its main one, as on the layout scales. Returns the field
+        and the weights its patches vote with (``match_weights``: the better a patch matched, the
+        more it counts)."""
         c = self.cfg
         p = c.patch
         h, w = x.shape[2:]
@@ -366,9 +369,10 @@ class PatchBase(nn.Module):
             qy, _, vw = self._distance_terms(h, sh, proj)
             ky_all = rows(sh)
             nnf = refine_field(qf, kf, qy, ky_all, vw, nnf, p, g, shut=shut, barred=barred, cells=cells)
+            weights = match_weights(field_cost(qf, kf, qy, ky_all, vw, nnf))
             if it < c.refine_iterations - 1:
-                x = vote(doubled(src), nnf, fine_vote(p))
-        return nnf
+                x = vote(doubled(src), nnf, fine_vote(p), weights)
+        return nnf, weights
 
 
 def layout_seed(seed: int, draw: int) -> int:
