@@ -10,8 +10,10 @@ training the SR half.
 Draws seeds 0..N-1 of the model's patch base at ``--height`` rows and the photo's aspect
 times ``--wide`` (2.0: a panorama twice as wide), and prints each seed's layout novelty against
 the photo (``quality/novelty.py``, the measure ``evaluate`` reports), the novelty between every
-two seeds (mean, least, and each seed's nearest other), and writes SHEET.png: the photo at the
-same height, then the seeds, three a row. Quick (seconds a seed at 192 rows); no Ray, no store.
+two seeds (mean, least, and each seed's nearest other), each seed's flat share (``flat_share``:
+smears and ghosts, where patches that disagree were blended), and writes SHEET.png: the photo
+at the same height, then the seeds, three a row. Quick (seconds a seed at 192 rows); no Ray, no
+store.
 """
 
 from __future__ import annotations
@@ -31,6 +33,24 @@ from ourgan_dist.train.loop import keep_photo
 from ourgan_dist.quality.novelty import novelty
 
 GAP = 4  # px between panels
+FLAT_BOX = 9  # px: the box the detail energy is averaged over (flat_share)
+FLAT_QUANTILE = 5  # percent: a pixel is flat where its energy is below the photo's flattest this many
+
+
+def detail_energy(img: np.ndarray) -> np.ndarray:
+    """(h, w): the mean |Laplacian| of a (3, h, w) 0..255 image's grey over a FLAT_BOX square."""
+    g = torch.from_numpy(np.ascontiguousarray(img)).float().mean(0)[None, None]
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
+    lap = F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), kernel).abs()
+    r = FLAT_BOX // 2
+    return F.avg_pool2d(F.pad(lap, (r, r, r, r), mode="replicate"), FLAT_BOX, 1)[0, 0].numpy()
+
+
+def flat_share(sample: np.ndarray, photo: np.ndarray) -> float:
+    """The share of a sample's pixels flatter than the photo's flattest FLAT_QUANTILE percent
+    (the photo at the same height scores FLAT_QUANTILE / 100): blended patches show as flat
+    smears and ghosts, where the photo has detail everywhere (docs/quality.md, "Flat smears")."""
+    return float((detail_energy(sample) < np.percentile(detail_energy(photo), FLAT_QUANTILE)).mean())
 
 
 def main() -> None:
@@ -77,6 +97,8 @@ def main() -> None:
         " ".join(f"{v:.1f}" for v in figures["per_seed"]),
         f"mean {figures['mean']:.1f}",
     )
+    flat = [flat_share(x, photo) for x in samples]
+    print("flat share:", " ".join(f"{v:.3f}" for v in flat), f"mean {np.mean(flat):.3f} (the photo: {FLAT_QUANTILE / 100:.3f})")
     if a.seeds > 1:
         between = np.full((a.seeds, a.seeds), np.nan)
         between[np.triu_indices(a.seeds, 1)] = figures["between_seeds"]  # pairs (i, j), i < j, in order
