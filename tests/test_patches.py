@@ -426,7 +426,7 @@ def test_the_fine_vote_keeps_a_textures_contrast_where_matches_disagree():
 def test_a_patch_that_matched_well_outvotes_one_that_did_not():
     """Where matches disagree, the plain mean blends the patches into a ghost; weighed by how well
     each matched, a pixel takes the good patches' value. A field copying the photo, with every
-    other column's patch matched badly (to a spot 20 px off): the weighted vote gives the photo
+    other column's patch matched badly (to a spot 8 px off): the weighted vote gives the photo
     back nearly exactly, the plain vote does not; equal distances weigh alike."""
     g = torch.Generator().manual_seed(0)
     photo = torch.rand(1, 3, 40, 40, generator=g)
