@@ -76,24 +76,6 @@ def test_samples_keep_the_vertical_order_and_are_made_of_the_photos_colours():
         assert float((x - photo).abs().mean()) > 0.02
 
 
-def test_a_band_along_the_photos_bottom_keeps_its_height():
-    """Photo patches are centred on every row, the edge rows repeated beyond the photo as the new
-    image's are: the image's bottom rows are drawn from the photo's. With centres only a patch's
-    reach inside, every scale drew its edge rows from rows further in, and the blocks above a
-    12-row dark band grew down over 7 of its rows."""
-    g = torch.Generator().manual_seed(0)
-    h, w = 96, 128
-    img = torch.rand(1, 3, h // 8, w // 8, generator=g).repeat_interleave(8, 2).repeat_interleave(8, 3) * 0.6 + 0.3
-    img = img + 0.1 * torch.rand(1, 3, h, w, generator=g)
-    img[..., h - 12 :, :] = 0.0
-    pb = PatchBase(PRESETS["cpu"].base)
-    pb.set_photo(img * 2 - 1)
-    for seed in (0, 1):
-        rows = ((pb.generate(h, w, seed) + 1) / 2)[0].mean((0, 2))
-        assert int((rows[h - 12 :] < 0.1).sum()) >= 10, rows[h - 16 :]
-        assert float(rows[h - 16 : h - 12].min()) > 0.3  # and the blocks reach down to it
-
-
 def test_a_panorama_is_drawn_at_the_photos_height_and_any_width():
     pb = patch_base()
     x = pb.generate(48, 150, seed=1)

@@ -38,8 +38,7 @@ def match_weights(cost: torch.Tensor) -> torch.Tensor:
 def vote(src: torch.Tensor, nnf, p: int, weights: torch.Tensor | None = None) -> torch.Tensor:
     """(1, 3, h, w): every pixel the mean of the p x p photo patches that cover it, each placed
     by the correspondence ``nnf`` (photo row and column of every patch centre) and weighed by
-    ``weights`` ((h, w), one a patch; None: all alike). A patch centred near the photo's top or
-    bottom row repeats that row beyond it, as the searches measure it (``Projection``'s padding)."""
+    ``weights`` ((h, w), one a patch; None: all alike)."""
     sy, sx = nnf
     h, w = sy.shape
     r = p // 2
@@ -51,7 +50,7 @@ def vote(src: torch.Tensor, nnf, p: int, weights: torch.Tensor | None = None) ->
         for dx in range(-r, r + 1):
             # pixel q + d receives the value at match(q) + d of the patch centred at q
             y0, y1, x0, x1 = max(0, dy), min(h, h + dy), max(0, dx), min(w, w + dx)
-            cy = (sy[y0 - dy : y1 - dy, x0 - dx : x1 - dx] + dy).clamp(0, img.shape[1] - 1)
+            cy = sy[y0 - dy : y1 - dy, x0 - dx : x1 - dx] + dy
             cx = sx[y0 - dy : y1 - dy, x0 - dx : x1 - dx] + dx
             wd = wq[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
             acc[:, y0:y1, x0:x1] += img[:, cy, cx] * wd

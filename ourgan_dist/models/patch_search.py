@@ -88,9 +88,7 @@ def nearest(
 
 def upsample_field(nnf, size: tuple[int, int], src_size: tuple[int, int], p: int):
     """The correspondence of the scale below, carried to ``size``: each pixel reads the match of
-    the pixel below it, moved by its own sub-pixel offset, in the photo of ``src_size``. Rows run to
-    the photo's edges (a patch centred on its top or bottom row repeats that row beyond it, as the
-    new image's does: ``vote``); columns stay a patch's reach inside."""
+    the pixel below it, moved by its own sub-pixel offset, in the photo of ``src_size``."""
     (py, px), (h, w), (sh, sw) = nnf, size, src_size
     r = p // 2
     ph, pw = py.shape
@@ -102,7 +100,7 @@ def upsample_field(nnf, size: tuple[int, int], src_size: tuple[int, int], p: int
     # (h, w) photo rows/cols: the lower match scaled up, plus this pixel's offset from the lower pixel's centre
     ny = ((py[iy][:, ix].double() + 0.5) * ry - 0.5 + (fy - iy)[:, None] * ry).round().long()
     nx = ((px[iy][:, ix].double() + 0.5) * rx - 0.5 + (fx - ix)[None, :] * rx).round().long()
-    return ny.clamp(0, sh - 1), nx.clamp(r, sw - 1 - r)
+    return ny.clamp(r, sh - 1 - r), nx.clamp(r, sw - 1 - r)
 
 
 def field_cost(qf, kf, qy, ky, vw: float, nnf) -> torch.Tensor:
@@ -126,7 +124,7 @@ def refine_field(qf, kf, qy, ky, vw: float, nnf, p: int, g: torch.Generator, shu
     _, sh, sw = kf.shape
 
     def cost(cy, cx):
-        cy, cx = cy.clamp(0, sh - 1), cx.clamp(r, sw - 1 - r)  # every row a centre (upsample_field)
+        cy, cx = cy.clamp(r, sh - 1 - r), cx.clamp(r, sw - 1 - r)
         d = field_cost(qf, kf, qy, ky, vw, (cy, cx))
         if shut is not None:
             d = d.masked_fill(shut[cy, cx], float("inf"))

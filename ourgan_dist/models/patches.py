@@ -156,12 +156,12 @@ class _Projections:
     """A scale's two key images, projected once each: the blurred photo for the first pass, the
     sharp photo for the later ones, each beside its mirror image (``doubled``; the projection is
     fitted on both, so a mirrored patch is measured as well as an upright one). ``(pass) ->
-    (Projection, key features)``: a (k, h, 2w) feature image, every pixel of each half a centre,
-    its edges repeated (no patch runs over the seam; the exact search keeps the columns whose
-    patch lies inside, ``_exact``)."""
+    (Projection, key features)``: with ``pad``, a (k, h, 2w) feature image (every pixel of each
+    half a centre, its edges repeated, so no patch runs over the seam); without, (k, 2n): the n
+    centres whose patch lies inside the photo, then the n of its mirror image, each row-major."""
 
-    def __init__(self, keys: torch.Tensor, src: torch.Tensor, p: int, k: int, seed: int):
-        self.images, self.args = (keys, src), (p, k, seed)
+    def __init__(self, keys: torch.Tensor, src: torch.Tensor, p: int, k: int, seed: int, pad: bool):
+        self.images, self.args, self.pad = (keys, src), (p, k, seed), pad
         self.done: dict[int, tuple[Projection, torch.Tensor]] = {}
 
     def __call__(self, it: int) -> tuple[Projection, torch.Tensor]:
@@ -169,7 +169,8 @@ class _Projections:
         if which not in self.done:
             img = self.images[which]
             proj = Projection(doubled(img), *self.args)
-            self.done[which] = (proj, torch.cat([proj(img, pad=True), proj(img.flip(-1), pad=True)], -1))
+            halves = [proj(img, pad=self.pad), proj(img.flip(-1), pad=self.pad)]
+            self.done[which] = (proj, torch.cat(halves, -1) if self.pad else torch.cat([f.flatten(1) for f in halves], 1))
         return self.done[which]
 
 
@@ -298,30 +299,24 @@ class PatchBase(nn.Module):
         return best[1:]
 
     def _distance_terms(self, h: int, sh: int, proj: Projection) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """The y of every query row and of every photo row (each row a centre), and the vertical
-        term's weight."""
-        qy, ky = rows(h), rows(sh)
+        r = self.cfg.patch // 2
+        qy = rows(h)
+        ky = rows(sh)[r : sh - r]
         weight = self.cfg.vertical_weight if self.cfg.vertical_coord else 0.0
         return qy, ky, weight * proj.variance
 
     def _exact(self, x, keys, src, seed, s, lean) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layout scales: every query patch against every photo patch, ``iterations`` times. The
-        photo's patches are centred on every row, its top and bottom rows repeated beyond its
-        edges as the new image's are: a query on the image's bottom row finds the photo's bottom
-        row, and the ground there keeps its own height (with centres only a patch's reach inside,
-        the edge rows of every scale were drawn from rows further in: the ground stretched down
-        to the frame, a bottom row of coins grown into tall ovals, a sky band squeezed). Columns
-        stay a patch's reach inside: a new image's sides are not the photo's."""
+        """Layout scales: every query patch against every photo patch, ``iterations`` times."""
         c = self.cfg
         p, r = c.patch, c.patch // 2
         h, w = x.shape[2:]
         sh, sw = src.shape[2:]
-        projections = _Projections(keys, src, p, c.features, (seed * 7919 + s) & SEED_MASK)
-        kh, kw = sh, sw - 2 * r
+        projections = _Projections(keys, src, p, c.features, (seed * 7919 + s) & SEED_MASK, pad=False)
+        kh, kw = sh - 2 * r, sw - 2 * r
         cells, flipped = regions(kh, kw)
         # the keys searched: every upright one, and the mirrored ones of regions with no direction
         # (no mirrored grass leaning the other way: ``directed``); ``keep``: their numbers of all 2n
-        free = ~at_size(lean, sh, sw)[:, r : sw - r].reshape(-1)  # the centres searched
+        free = ~at_size(lean, sh, sw)[r : sh - r, r : sw - r].reshape(-1)  # centres whose patch lies inside
         keep = torch.cat([torch.ones(kh * kw, dtype=torch.bool), free[flipped]])
         place = torch.cumsum(keep, 0) - 1  # a kept key's row among the searched ones
         twin = torch.cat([flipped + kh * kw, flipped])
@@ -331,7 +326,7 @@ class PatchBase(nn.Module):
         barred = None  # (query, photo region) pairs barred by one_place, for the rest of this scale
         for it in range(c.iterations):
             proj, kf = projections(it)
-            kf = torch.cat([kf[..., r : sw - r].flatten(1), kf[..., sw + r : 2 * sw - r].flatten(1)], 1).T[keep]  # (nk, k)
+            kf = kf.reshape(proj.basis.shape[0], -1).T[keep]  # (nk, k)
             qf = proj(x, pad=True).reshape(proj.basis.shape[0], -1).T  # (nq, k)
             qy, ky, vw = self._distance_terms(h, sh, proj)
             kyy = ky.view(-1, 1).expand(kh, kw).reshape(-1).repeat(2)[keep]
@@ -339,7 +334,7 @@ class PatchBase(nn.Module):
             alpha = c.alpha if s < c.complete_scales else c.fine_alpha
             idx = keep[nearest(qf, kf, qyy, kyy, vw, alpha * proj.variance, barred=barred, cells=cells[keep], twin=twin)]
             at = idx % (kh * kw)
-            ky_i, kx_i = at // kw, at % kw + r + sw * (idx >= kh * kw)  # the mirror image: right of the photo
+            ky_i, kx_i = at // kw + r, at % kw + r + sw * (idx >= kh * kw)  # the mirror image: right of the photo
             nnf = (ky_i.view(h, w), kx_i.view(h, w))
             if it < c.iterations - 1:  # the caller votes with the last field; bars serve the next pass
                 more = one_place(idx, cells, w, kw, places, PLACE_FAR * sw, upright=kh * kw)
@@ -358,7 +353,7 @@ class PatchBase(nn.Module):
         h, w = x.shape[2:]
         sh, sw = src.shape[2:]
         g = torch.Generator().manual_seed((seed * 1_000_003 + s) & SEED_MASK)
-        projections = _Projections(keys, src, p, c.features, (seed * 7919 + s) & SEED_MASK)
+        projections = _Projections(keys, src, p, c.features, (seed * 7919 + s) & SEED_MASK, pad=True)
         shut = torch.cat([torch.zeros(sh, sw, dtype=torch.bool), at_size(lean, sh, sw).flip(-1)], -1)
         shut[:, sw - p // 2 : sw + p // 2] = True  # a patch over the seam: half the photo, half its mirror image
         cells = regions(sh, sw)[0]
@@ -371,9 +366,10 @@ class PatchBase(nn.Module):
                 barred = more if barred is None else barred | more
             proj, kf = projections(it)  # kf (k, sh, 2 sw): every pixel of the photo and its mirror image a centre
             qf = proj(x, pad=True)  # (k, h, w)
-            qy, ky, vw = self._distance_terms(h, sh, proj)
-            nnf = refine_field(qf, kf, qy, ky, vw, nnf, p, g, shut=shut, barred=barred, cells=cells)
-            weights = match_weights(field_cost(qf, kf, qy, ky, vw, nnf))
+            qy, _, vw = self._distance_terms(h, sh, proj)
+            ky_all = rows(sh)
+            nnf = refine_field(qf, kf, qy, ky_all, vw, nnf, p, g, shut=shut, barred=barred, cells=cells)
+            weights = match_weights(field_cost(qf, kf, qy, ky_all, vw, nnf))
             if it < c.refine_iterations - 1:
                 x = vote(doubled(src), nnf, fine_vote(p), weights)
         return nnf, weights
