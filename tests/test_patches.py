@@ -18,7 +18,7 @@ from ourgan_dist.errors import ConfigError
 from ourgan_dist.models import checkpoint, healing, patch_search, patches, regions
 from ourgan_dist.models.directed import directed
 from ourgan_dist.models.healing import fine_vote, heal, screened_poisson, vote
-from ourgan_dist.models.patch_search import refine_field, upsample_field
+from ourgan_dist.models.patch_search import edge_rows, refine_field, upsample_field
 from ourgan_dist.models.patches import PatchBase
 from ourgan_dist.models.strips import _busy_columns, _cuts, _draw_order, reorder_strips, widen
 from ourgan_dist.planning.plan import RenderPlan, choose_levels
@@ -74,6 +74,57 @@ def test_samples_keep_the_vertical_order_and_are_made_of_the_photos_colours():
         top, bottom = x[0, :, :8].mean(dim=(1, 2)), x[0, :, -8:].mean(dim=(1, 2))
         assert top[2] > top[1] and bottom[1] > bottom[2]  # blue above, green below
         assert float((x - photo).abs().mean()) > 0.02
+
+
+def test_a_band_along_the_photos_bottom_keeps_its_height():
+    """The image's edge rows follow the rows inside it (``edge_rows``), so its bottom rows are
+    drawn from the photo's. Matched on their own, every scale drew them from rows further in, and
+    the blocks above a 12-row dark band grew down over 7 of its rows."""
+    g = torch.Generator().manual_seed(0)
+    h, w = 96, 128
+    img = torch.rand(1, 3, h // 8, w // 8, generator=g).repeat_interleave(8, 2).repeat_interleave(8, 3) * 0.6 + 0.3
+    img = img + 0.1 * torch.rand(1, 3, h, w, generator=g)
+    img[..., h - 12 :, :] = 0.0
+    pb = PatchBase(PRESETS["cpu"].base)
+    pb.set_photo(img * 2 - 1)
+    for seed in (0, 1):
+        rows = ((pb.generate(h, w, seed) + 1) / 2)[0].mean((0, 2))
+        assert int((rows[h - 12 :] < 0.1).sum()) >= 10, rows[h - 16 :]
+        assert float(rows[h - 16 : h - 12].min()) > 0.3  # and the blocks reach down to it
+
+
+def test_round_objects_just_above_the_frame_are_not_stretched_down_to_it():
+    """Bright discs on a dark ground, the lowest row of them ending 8 rows above the frame: the
+    new image's bottom rows stay ground. With edge rows matched on their own, the lowest discs ran
+    down to the frame as tall ovals (the brightest of the bottom 7 rows 0.47-0.53, the photo's
+    0.18)."""
+    h, w = 96, 128
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    img = 0.15 + 0.05 * torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    for cy in (14, 40, 66, h - 16):
+        for cx in range(12, w, 26):
+            img[0, :, (yy - cy) ** 2 + (xx - cx) ** 2 <= 64] = 0.85
+    pb = PatchBase(PRESETS["cpu"].base)
+    pb.set_photo(img * 2 - 1)
+    for seed in (0, 1):
+        x = ((pb.generate(h, w, seed) + 1) / 2)[0]
+        assert float(x[:, h - 7 :].mean((0, 2)).max()) < 0.3
+        assert float(x[:, h - 24 : h - 8].mean((0, 2)).max()) > 0.4  # the lowest discs are still there
+
+
+def test_edge_rows_follow_the_nearest_inner_row_moved_on_by_the_rows_between():
+    sy = torch.tensor([[5, 6], [7, 9]])
+    sx = torch.tensor([[10, 11], [12, 13]])
+    ey, ex = edge_rows((sy, sx), 3, 3, 8)  # an image 8 rows tall: the field of its rows 3 and 4
+    assert ey[:, 0].tolist() == [2, 3, 4, 5, 7, 8, 9, 10]
+    assert ey[:, 1].tolist() == [3, 4, 5, 6, 9, 10, 11, 12]
+    assert ex.tolist() == [[10, 11]] * 4 + [[12, 13]] * 4
+    ey, _ = edge_rows((sy, sx), 0, 3, 5)  # the field of rows 0 and 1: only the bottom rows follow
+    assert ey[:, 0].tolist() == [5, 7, 8, 9, 10]
+    full = (torch.arange(8)[:, None] * 2 + torch.zeros(1, 3, dtype=torch.long), torch.ones(8, 3, dtype=torch.long))
+    ey, ex = edge_rows(full, 2, 2)  # a whole field: its rows 2..5 kept, the two at each edge replaced
+    assert ey[:, 0].tolist() == [2, 3, 4, 6, 8, 10, 11, 12]
+    assert torch.equal(edge_rows(full, 0, 0)[0], full[0])
 
 
 def test_a_panorama_is_drawn_at_the_photos_height_and_any_width():

@@ -15,6 +15,10 @@ patch distance. No weights are learned: the model is the photo itself, kept at b
 A pyramid of scales (ratio ``pyramid_ratio``) runs from a coarsest about ``coarsest`` px on its
 shorter side to the base itself; the photo is resized so that its height is the base's at every
 scale, so the new image keeps the photo's vertical extent (sky above, ground below) at any width.
+The search matches the image's patches that lie wholly inside it, as the photo's do, and its
+top and bottom rows follow the rows inside (``edge_rows``; the top rows not on the coarsest
+scale): a band along the photo's bottom keeps its height, and the objects standing on it their
+shape.
 
 Seven things make the samples new scenes and not copies or patch salad:
 
@@ -115,7 +119,7 @@ from ..planning.geometry import Box
 from ..quality.novelty import layout_distance
 from .directed import DIRECTED_ROWS, at_size, directed
 from .healing import fine_vote, heal, match_weights, vote
-from .patch_search import Projection, field_cost, nearest, refine_field, upsample_field
+from .patch_search import Projection, edge_rows, field_cost, nearest, refine_field, upsample_field
 from .regions import PLACE_FAR, PLACE_PAIRS, copies, field_index, one_place, regions
 from .strips import reorder_strips, widen
 
@@ -323,19 +327,25 @@ class PatchBase(nn.Module):
         twin = torch.where(keep[twin], place[twin], place)[keep]  # a key whose mirror image is not searched: itself
         keep = keep.nonzero()[:, 0]
         places = copies(w, sw)
+        # the queries: the image's patches wholly inside it, as the photo's are, its edge rows
+        # following the rows inside (``edge_rows``). On the coarsest scale (18-24 rows, where three
+        # rows are an eighth of the height) the top rows are matched on their own: with both edges
+        # following the rows inside there, the demo's seeds drew one central massif between two
+        # clouds far more often (docs/quality.md, "Edge rows from the rows inside").
+        top, bottom = (0 if s == 0 else r), r
         barred = None  # (query, photo region) pairs barred by one_place, for the rest of this scale
         for it in range(c.iterations):
             proj, kf = projections(it)
             kf = kf.reshape(proj.basis.shape[0], -1).T[keep]  # (nk, k)
-            qf = proj(x, pad=True).reshape(proj.basis.shape[0], -1).T  # (nq, k)
+            qf = proj(x, pad=True)[:, top : h - bottom].reshape(proj.basis.shape[0], -1).T  # (nq, k)
             qy, ky, vw = self._distance_terms(h, sh, proj)
             kyy = ky.view(-1, 1).expand(kh, kw).reshape(-1).repeat(2)[keep]
-            qyy = qy.view(-1, 1).expand(h, w).reshape(-1)
+            qyy = qy[top : h - bottom].view(-1, 1).expand(h - top - bottom, w).reshape(-1)
             alpha = c.alpha if s < c.complete_scales else c.fine_alpha
             idx = keep[nearest(qf, kf, qyy, kyy, vw, alpha * proj.variance, barred=barred, cells=cells[keep], twin=twin)]
             at = idx % (kh * kw)
             ky_i, kx_i = at // kw + r, at % kw + r + sw * (idx >= kh * kw)  # the mirror image: right of the photo
-            nnf = (ky_i.view(h, w), kx_i.view(h, w))
+            nnf = edge_rows((ky_i.view(-1, w), kx_i.view(-1, w)), top, bottom, h)
             if it < c.iterations - 1:  # the caller votes with the last field; bars serve the next pass
                 more = one_place(idx, cells, w, kw, places, PLACE_FAR * sw, upright=kh * kw)
                 barred = more if barred is None else barred | more
@@ -368,7 +378,7 @@ class PatchBase(nn.Module):
             qf = proj(x, pad=True)  # (k, h, w)
             qy, _, vw = self._distance_terms(h, sh, proj)
             ky_all = rows(sh)
-            nnf = refine_field(qf, kf, qy, ky_all, vw, nnf, p, g, shut=shut, barred=barred, cells=cells)
+            nnf = edge_rows(refine_field(qf, kf, qy, ky_all, vw, nnf, p, g, shut=shut, barred=barred, cells=cells), p // 2, p // 2)
             weights = match_weights(field_cost(qf, kf, qy, ky_all, vw, nnf))
             if it < c.refine_iterations - 1:
                 x = vote(doubled(src), nnf, fine_vote(p), weights)
