@@ -103,22 +103,20 @@ def upsample_field(nnf, size: tuple[int, int], src_size: tuple[int, int], p: int
     return ny.clamp(r, sh - 1 - r), nx.clamp(r, sw - 1 - r)
 
 
-def edge_rows(nnf, top: int, bottom: int, h: int | None = None):
-    """The field with its ``top`` first and ``bottom`` last rows (where a patch runs over the
-    image's edge) taken from the nearest row whose patch lies wholly inside, moved on by the rows
-    between them: an edge row is drawn from the photo's row as far from that match as it is from
-    the inner row, so a band along the photo's bottom keeps its height and an object standing just
-    above it stays whole. Matched on their own (a patch padded with its edge row repeated, against
-    photo patches centred a patch's reach inside), the edge rows were drawn from rows further in
-    at every scale, and whatever stood above a band at the frame was stretched over it
-    (docs/quality.md, "Edge rows from the rows inside"). ``h``: the image's height, where ``nnf``
-    holds only its rows ``top`` to h - 1 - ``bottom``; without it, ``nnf`` is the whole field."""
-    sy, sx = nnf
-    h = sy.shape[0] if h is None else h
-    y = torch.arange(h)
-    inner = y.clamp(top, h - 1 - bottom)
-    at = inner - (top if sy.shape[0] < h else 0)  # the inner row's place in ``nnf``
-    return sy[at] + (y - inner)[:, None], sx[at]
+def edge_rows(inner, top: int, bottom: int):
+    """The field of an image from that of its ``inner`` rows (those whose patch lies wholly inside
+    it): each of its ``top`` first and ``bottom`` last rows takes the match of the nearest inner
+    row, moved on by the rows between them. An edge row is drawn from the photo's row as far from
+    that match as it is from the inner row, so a band along the photo's bottom keeps its height
+    and an object standing just above it stays whole. Matched on their own (a patch padded with
+    its edge row repeated, against photo patches centred a patch's reach inside), the edge rows
+    were drawn from rows further in at every scale, and whatever stood above a band at the frame
+    was stretched over it (docs/quality.md, "Edge rows from the rows inside")."""
+    sy, sx = inner
+    n = sy.shape[0]
+    y = torch.arange(top + n + bottom) - top  # every row of the image, counted from the first inner one
+    at = y.clamp(0, n - 1)
+    return sy[at] + (y - at)[:, None], sx[at]
 
 
 def field_cost(qf, kf, qy, ky, vw: float, nnf) -> torch.Tensor:

@@ -345,7 +345,7 @@ class PatchBase(nn.Module):
             idx = keep[nearest(qf, kf, qyy, kyy, vw, alpha * proj.variance, barred=barred, cells=cells[keep], twin=twin)]
             at = idx % (kh * kw)
             ky_i, kx_i = at // kw + r, at % kw + r + sw * (idx >= kh * kw)  # the mirror image: right of the photo
-            nnf = edge_rows((ky_i.view(-1, w), kx_i.view(-1, w)), top, bottom, h)
+            nnf = edge_rows((ky_i.view(-1, w), kx_i.view(-1, w)), top, bottom)
             if it < c.iterations - 1:  # the caller votes with the last field; bars serve the next pass
                 more = one_place(idx, cells, w, kw, places, PLACE_FAR * sw, upright=kh * kw)
                 barred = more if barred is None else barred | more
@@ -359,7 +359,7 @@ class PatchBase(nn.Module):
         and the weights its patches vote with (``match_weights``: the better a patch matched, the
         more it counts)."""
         c = self.cfg
-        p = c.patch
+        p, r = c.patch, c.patch // 2
         h, w = x.shape[2:]
         sh, sw = src.shape[2:]
         g = torch.Generator().manual_seed((seed * 1_000_003 + s) & SEED_MASK)
@@ -378,7 +378,8 @@ class PatchBase(nn.Module):
             qf = proj(x, pad=True)  # (k, h, w)
             qy, _, vw = self._distance_terms(h, sh, proj)
             ky_all = rows(sh)
-            nnf = edge_rows(refine_field(qf, kf, qy, ky_all, vw, nnf, p, g, shut=shut, barred=barred, cells=cells), p // 2, p // 2)
+            ny, nx = refine_field(qf, kf, qy, ky_all, vw, nnf, p, g, shut=shut, barred=barred, cells=cells)
+            nnf = edge_rows((ny[r : h - r], nx[r : h - r]), r, r)
             weights = match_weights(field_cost(qf, kf, qy, ky_all, vw, nnf))
             if it < c.refine_iterations - 1:
                 x = vote(doubled(src), nnf, fine_vote(p), weights)
